@@ -1,0 +1,1 @@
+"""meshkit: the runtime every service of the mesh is built on."""

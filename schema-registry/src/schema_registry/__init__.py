@@ -1,0 +1,1 @@
+"""The schema registry: a Confluent-compatible REST server and the `schema-registry` CLI."""
