@@ -1,0 +1,117 @@
+"""SQLite, the embedded default store of every service (one database per service).
+
+``Database`` hands each thread its own connection (SQLite connections are not to be shared across
+threads mid-transaction), runs in WAL mode so readers never block the writer, and applies the
+service's migrations once, tracked by ``PRAGMA user_version``.
+
+Durability: WAL with ``synchronous=NORMAL`` keeps every committed transaction across a crash of the
+process (kill -9 included); only an operating-system crash or power loss can drop the last few
+commits. Set ``durable=True`` for ``synchronous=FULL`` when that matters more than write latency.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class Database:
+    """A SQLite database file shared by the threads of one process.
+
+    Thread safety: every method may be called from any thread; each thread gets its own
+    connection. ``transaction()`` takes the write lock at BEGIN (``BEGIN IMMEDIATE``), so two
+    writers never deadlock upgrading a read lock; other writers wait up to ``busy_timeout_ms``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        migrations: Sequence[str] = (),
+        *,
+        durable: bool = False,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._migrations = tuple(migrations)
+        self._durable = durable
+        self._busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        self.migrate()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise RuntimeError(f"database {self.path} is closed")
+            # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
+            conn.execute("PRAGMA foreign_keys = ON")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: commits when the block ends, rolls back if it raises."""
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every query in the block sees one consistent state."""
+        conn = self._connection()
+        conn.execute("BEGIN DEFERRED")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def migrate(self) -> None:
+        """Apply the migrations not applied yet, each in its own transaction."""
+        with self.transaction() as conn:
+            applied = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        for number, script in enumerate(self._migrations[applied:], start=applied + 1):
+            with self.transaction() as conn:
+                for statement in _statements(script):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    def close(self) -> None:
+        """Close every thread's connection. Further use raises."""
+        with self._lock:
+            self._closed = True
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (executescript would commit our transaction)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    if current.strip():
+        statements.append(current.strip())
+    return statements

@@ -1,0 +1,381 @@
+"""Build and run a mesh gRPC server: health, reflection, error mapping, access log, graceful stop.
+
+One call, ``create_server(...)``, gives a ``MeshServer`` with:
+
+- grpc.health.v1 with a status per service (and the overall ``""`` service),
+- server reflection (grpcurl works with no .proto files at hand),
+- MeshError -> gRPC status mapping done once, here, at the edge, with google.rpc details
+  (BadRequest field violations, PreconditionFailure, ErrorInfo); any other exception becomes
+  INTERNAL with the traceback in the log and nothing of it on the wire,
+- a JSON access log line per RPC (method, code, duration),
+- graceful SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight RPCs finish within
+  the grace period, then run the ``on_stop`` closers (close the database, stop workers).
+
+The server is grpcio's thread-pool server: services do blocking SQLite and Kafka client work, and
+per-thread connections keep that simple and safe. ``grpc.so_reuseport`` is off, so a second
+server on a busy port fails loudly instead of silently sharing it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
+from meshkit.logs import configure_logging
+from meshkit.settings import ServerSettings, SettingsError, describe_settings, load_settings
+
+log = logging.getLogger("meshkit.server")
+access_log = logging.getLogger("meshkit.access")
+
+_QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """A servicer, its generated ``add_XServicer_to_server`` function, its full service name."""
+
+    servicer: object
+    add_to_server: Callable[[Any, grpc.Server], None]
+    full_name: str
+
+
+def status_for(error: MeshError) -> grpc.Status:
+    """The gRPC status (code, message, google.rpc details) that represents ``error`` on the wire."""
+    details: list[any_pb2.Any] = []
+    if isinstance(error, InvalidArgument) and error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    if isinstance(error, FailedPrecondition) and error.violations:
+        failure = error_details_pb2.PreconditionFailure(
+            violations=[
+                error_details_pb2.PreconditionFailure.Violation(
+                    type=v.type, subject=v.subject, description=v.description
+                )
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(failure))
+    if error.reason:
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason, domain="meshkit", metadata=error.metadata
+        )
+        details.append(_pack(info))
+    code = getattr(code_pb2, error.status)
+    status: grpc.Status = rpc_status.to_status(
+        status_pb2.Status(code=code, message=error.message, details=details)
+    )
+    return status
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+
+class _EdgeInterceptor(grpc.ServerInterceptor):
+    """Maps errors to statuses once and writes the access log, for all four RPC shapes."""
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method: str = handler_call_details.method
+        quiet = method.startswith(_QUIET_SERVICES)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method, quiet),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method, quiet),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method, quiet),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is None:
+            return handler
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(handler.stream_stream, method, quiet),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _unary(
+        self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, quiet: bool
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                response = behaviour(request, context)
+            except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
+                _fail(exc, context, method, start)
+            _log_ok(context, method, start, quiet)
+            return response
+
+        return wrapper
+
+    def _streaming(
+        self,
+        behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+        method: str,
+        quiet: bool,
+    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        # The generator must be re-wrapped: exceptions surface while grpc iterates it, not when
+        # the behaviour is called.
+        def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            start = time.perf_counter()
+            try:
+                yield from behaviour(request, context)
+            except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
+                _fail(exc, context, method, start)
+            _log_ok(context, method, start, quiet)
+
+        return wrapper
+
+
+def _log_ok(context: grpc.ServicerContext, method: str, start: float, quiet: bool) -> None:
+    level = logging.DEBUG if quiet else logging.INFO
+    if access_log.isEnabledFor(level):
+        code = _code_of(context) or grpc.StatusCode.OK
+        _access(level, method, code.name, start)
+
+
+def _access(level: int, method: str, code: str, start: float) -> None:
+    duration_ms = round((time.perf_counter() - start) * 1000, 3)
+    access_log.log(
+        level,
+        "%s %s %.1fms",
+        method,
+        code,
+        duration_ms,
+        extra={"rpc.method": method, "rpc.code": code, "duration_ms": duration_ms},
+    )
+
+
+def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status code a handler set on ``context`` (grpcio has ``code()``; the stubs lack it)."""
+    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]
+    return code
+
+
+def _fail(exc: Exception, context: grpc.ServicerContext, method: str, start: float) -> None:
+    """Abort the RPC with the status that represents ``exc``; always raises."""
+    if isinstance(exc, MeshError):
+        status = status_for(exc)
+        _access(logging.INFO, method, status.code.name, start)
+        context.abort_with_status(status)
+    code = _code_of(context)
+    if code not in (None, grpc.StatusCode.OK):
+        # The handler aborted by itself (context.abort); the status is already set.
+        _access(logging.INFO, method, code.name, start)
+        raise exc
+    log.exception("unhandled error in %s", method, extra={"rpc.method": method})
+    _access(logging.ERROR, method, "INTERNAL", start)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the service log")
+
+
+class MeshServer:
+    """A gRPC server built by ``create_server``. Start it, then ``wait()`` or ``run()``.
+
+    Thread safety: ``stop()`` may be called from any thread, any number of times.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServerSettings,
+        services: Sequence[ServiceBinding],
+        on_stop: Sequence[Callable[[], None]] = (),
+        interceptors: Sequence[grpc.ServerInterceptor] = (),
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._services = tuple(services)
+        self._on_stop = list(on_stop)
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=settings.max_workers, thread_name_prefix=f"{name}-rpc"
+            ),
+            interceptors=[_EdgeInterceptor(), *interceptors],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.health = health.HealthServicer(experimental_non_blocking=True)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        for binding in self._services:
+            binding.add_to_server(binding.servicer, self._grpc)
+        reflection.enable_server_reflection(
+            [
+                *(b.full_name for b in self._services),
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            self._grpc,
+        )
+        self.port = 0
+        self._stop_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._stopping = False
+
+    def on_stop(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` after the server has drained (closers run in the order added)."""
+        self._on_stop.append(closer)
+
+    def start(self) -> int:
+        """Bind, start serving, mark every service SERVING; returns the bound port."""
+        address = f"{self.settings.host}:{self.settings.port}"
+        try:
+            self.port = self._grpc.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise OSError(f"{self.name}: cannot listen on {address}: {exc}") from None
+        if not self.port:
+            raise OSError(f"{self.name}: cannot listen on {address}")
+        self._grpc.start()
+        for service in ["", *(b.full_name for b in self._services)]:
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "%s serving on %s:%d",
+            self.name,
+            self.settings.host,
+            self.port,
+            extra={"port": self.port, "services": [b.full_name for b in self._services]},
+        )
+        return self.port
+
+    def set_serving(self, service: str, serving: bool) -> None:
+        """Report one service (or ``""``, the whole server) SERVING or NOT_SERVING in health."""
+        status = health_pb2.HealthCheckResponse
+        self.health.set(service, status.SERVING if serving else status.NOT_SERVING)
+
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, stop accepting, drain in-flight RPCs for ``grace`` seconds, run closers."""
+        with self._stop_lock:
+            if self._stopping:
+                self._stopped.wait()
+                return
+            self._stopping = True
+        grace = self.settings.grace_seconds if grace is None else grace
+        log.info("%s stopping: draining for up to %.1fs", self.name, grace)
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(grace).wait()
+        for closer in self._on_stop:
+            try:
+                closer()
+            except Exception:
+                log.exception("error while stopping %s", self.name)
+        log.info("%s stopped", self.name)
+        self._stopped.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until ``stop()`` has completed; returns False on timeout."""
+        return self._stopped.wait(timeout)
+
+    def run(self) -> None:
+        """Start, stop gracefully on SIGTERM or SIGINT, and return once stopped."""
+
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("%s received %s", self.name, signal.Signals(signum).name)
+            threading.Thread(target=self.stop, name=f"{self.name}-stop", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        # Wait in short slices so the main thread keeps running Python signal handlers.
+        while not self.wait(0.5):
+            pass
+
+
+def create_server(
+    name: str,
+    settings: ServerSettings,
+    services: Sequence[ServiceBinding],
+    *,
+    on_stop: Sequence[Callable[[], None]] = (),
+    interceptors: Sequence[grpc.ServerInterceptor] = (),
+) -> MeshServer:
+    """Build the server of service ``name``; nothing listens until ``start()`` or ``run()``."""
+    return MeshServer(name, settings, services, on_stop, interceptors)
+
+
+_S = TypeVar("_S", bound=ServerSettings)
+
+
+def run_service(
+    name: str,
+    prefix: str,
+    settings_type: type[_S],
+    build: Callable[[_S], MeshServer],
+    *,
+    argv: Sequence[str] | None = None,
+    env: dict[str, str] | None = None,
+    description: str = "",
+) -> int:
+    """The whole ``python -m <service>`` entry point: settings, logging, build, serve.
+
+    ``--help`` lists every setting; a bad setting exits 2 naming the key; SIGTERM exits 0.
+    """
+    import os
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in ("-h", "--help"):
+        sys.stdout.write(
+            f"usage: python -m {name}\n\n{description}\n\n"
+            f"Settings (environment variables):\n{describe_settings(settings_type, prefix)}\n"
+        )
+        return 0
+    if args:
+        sys.stderr.write(
+            f"{name}: unexpected arguments {args}; settings come from the environment\n"
+        )
+        return 2
+    try:
+        settings = load_settings(settings_type, prefix, os.environ if env is None else env)
+    except SettingsError as exc:
+        sys.stderr.write(f"{name}: bad setting: {exc}\n")
+        return 2
+    configure_logging(name, settings.log_level)
+    server = build(settings)
+    try:
+        server.run()
+    except OSError as exc:
+        log.error("%s", exc)
+        server.stop(0)
+        return 1
+    return 0

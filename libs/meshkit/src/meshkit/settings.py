@@ -1,0 +1,125 @@
+"""Settings from the environment: typed, prefixed, failing fast with the bad key named.
+
+A service declares a frozen dataclass of its settings; ``load_settings(Settings, "INVENTORY")``
+reads ``INVENTORY_<FIELD>`` for every field, converts by the field's type, applies field
+``metadata`` bounds, and raises SettingsError naming the key for anything missing, malformed or
+unknown (a misspelt ``INVENTORY_PROT`` is an error, not a silent default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed, out of range or unknown; the message names the key."""
+
+
+def _convert(key: str, raw: str, kind: Any) -> Any:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        raise SettingsError(f"{key}={raw!r}: expected a boolean (true/false)")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{key}={raw!r}: expected an integer") from None
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{key}={raw!r}: expected a number") from None
+    if kind is Path:
+        if not raw:
+            raise SettingsError(f"{key}: expected a path, got an empty value")
+        return Path(raw)
+    if typing.get_origin(kind) is typing.Literal:
+        choices = typing.get_args(kind)
+        value = raw.strip()
+        if value not in choices:
+            raise SettingsError(f"{key}={raw!r}: expected one of {', '.join(map(str, choices))}")
+        return value
+    return raw
+
+
+def setting_keys(cls: type[Any], prefix: str) -> dict[str, dataclasses.Field[Any]]:
+    """The environment key of every field of ``cls`` (``PREFIX_FIELD``), for help output."""
+    return {f"{prefix}_{f.name.upper()}": f for f in dataclasses.fields(cls)}
+
+
+def load_settings(cls: type[T], prefix: str, env: Mapping[str, str]) -> T:
+    """Build ``cls`` from ``env``. Fields without a default are required.
+
+    Field metadata understood: ``min`` and ``max`` (inclusive bounds for numbers) and ``help``.
+    """
+    hints = typing.get_type_hints(cls)
+    keys = setting_keys(cls, prefix)
+    unknown = sorted(k for k in env if k.startswith(prefix + "_") and k not in keys)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting {', '.join(unknown)}; known {prefix}_* settings: {', '.join(keys)}"
+        )
+    values: dict[str, Any] = {}
+    for key, f in keys.items():
+        if key not in env:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SettingsError(f"{key} is required: {f.metadata.get('help', f.name)}")
+            continue
+        value = _convert(key, env[key], hints[f.name])
+        low, high = f.metadata.get("min"), f.metadata.get("max")
+        if low is not None and value < low:
+            raise SettingsError(f"{key}={env[key]!r}: must be at least {low}")
+        if high is not None and value > high:
+            raise SettingsError(f"{key}={env[key]!r}: must be at most {high}")
+        values[f.name] = value
+    return cls(**values)
+
+
+def describe_settings(cls: type[Any], prefix: str) -> str:
+    """Human help text listing every key, its default and what it does."""
+    lines = []
+    for key, f in setting_keys(cls, prefix).items():
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
+        shown = "(required)" if default is None else f"(default: {default})"
+        lines.append(f"  {key:<28} {f.metadata.get('help', '')} {shown}".rstrip())
+    return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerSettings:
+    """What every gRPC service of the mesh reads from its environment (subclass to add more)."""
+
+    host: str = dataclasses.field(
+        default="127.0.0.1", metadata={"help": "address to listen on (loopback by default)"}
+    )
+    port: int = dataclasses.field(
+        default=0,
+        metadata={"help": "port to listen on; 0 picks a free one", "min": 0, "max": 65535},
+    )
+    max_workers: int = dataclasses.field(
+        default=16, metadata={"help": "RPC worker threads", "min": 1, "max": 1024}
+    )
+    grace_seconds: float = dataclasses.field(
+        default=5.0,
+        metadata={"help": "on SIGTERM, how long in-flight RPCs may finish", "min": 0.0},
+    )
+    log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = dataclasses.field(
+        default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"}
+    )

@@ -1,0 +1,90 @@
+"""Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC stubs and their typing).
+
+`python scripts/gen.py` rewrites gen/shop/ from scratch; `--check` generates into a temporary
+directory and fails, listing the files, when gen/ differs (the drift check CI runs). Generation is
+deterministic for the pinned grpcio-tools and mypy-protobuf, so a clean tree means "up to date".
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO = ROOT / "proto"
+GEN = ROOT / "gen"
+PACKAGES = ("shop",)  # top-level proto packages generated into gen/
+
+
+def generate(out: Path) -> None:
+    """Run protoc over every .proto under proto/ into `out`, adding __init__.py to each package."""
+    protos = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+    well_known = resources.files("grpc_tools") / "_proto"
+    plugin_dir = Path(sys.executable).parent  # protoc-gen-mypy_grpc lives beside the interpreter
+    env = {**os.environ, "PATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTO}",
+        f"-I{well_known}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_grpc_out=quiet:{out}",
+        *protos,
+    ]
+    subprocess.run(cmd, check=True, cwd=PROTO, env=env)
+    for package in PACKAGES:
+        for directory in [out / package, *(p for p in (out / package).rglob("*") if p.is_dir())]:
+            (directory / "__init__.py").touch()
+        (out / package / "py.typed").touch()
+
+
+def tree(root: Path) -> set[str]:
+    """Relative paths of every generated file below root/shop."""
+    return {
+        str(p.relative_to(root))
+        for package in PACKAGES
+        for p in (root / package).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def main() -> int:
+    """Generate, or with --check compare against what is committed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail when gen/ is stale")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        generate(out)
+        if args.check:
+            fresh, committed = tree(out), tree(GEN)
+            stale = sorted(
+                (fresh ^ committed)
+                | {f for f in fresh & committed if not filecmp.cmp(out / f, GEN / f, shallow=False)}
+            )
+            if stale:
+                print("gen/ is stale against proto/; run `make gen`. Differs:", file=sys.stderr)
+                for name in stale:
+                    print(f"  gen/{name}", file=sys.stderr)
+                return 1
+            print("==> gen/ is up to date with proto/")
+            return 0
+        for package in PACKAGES:
+            shutil.rmtree(GEN / package, ignore_errors=True)
+            shutil.copytree(out / package, GEN / package)
+        print(f"==> generated {len(tree(GEN))} files into gen/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
