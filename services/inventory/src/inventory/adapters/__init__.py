@@ -1,0 +1,1 @@
+"""Inventory's adapters: SQLite storage."""

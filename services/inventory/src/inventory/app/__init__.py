@@ -1,0 +1,1 @@
+"""Inventory's use cases and the ports they need."""

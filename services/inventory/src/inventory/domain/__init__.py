@@ -1,0 +1,1 @@
+"""Inventory's domain: pure Python, no IO, no grpc, no generated code."""

@@ -1,0 +1,1 @@
+"""Inventory's entrypoints: the gRPC servicer."""
