@@ -1,9 +1,292 @@
-"""The `mesh` command (placeholder)."""
+"""``mesh``: run the whole mesh on this machine.
 
+    mesh up [-d] [--kafka embedded|local|HOST:PORT]   start what is not running, health-gated
+    mesh down                                         stop everything `mesh up` started
+    mesh ps [--json]                                  what runs, with pids and ports
+    mesh logs [SERVICE] [-f]                          the components' logs
+
+Exit codes: 0 success, 1 failure, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
 import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from meshkit.runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
+from meshkit.runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
+from meshkit.runner.processes import (
+    ProcessRecord,
+    healthy,
+    is_alive,
+    spawn,
+    tail,
+    terminate,
+)
+
+HEALTH_TIMEOUT = 60.0
+REGISTRY_URL = "http://127.0.0.1:8081"
 
 
-def main() -> int:
+class UpError(RuntimeError):
+    """A component did not come up; the message carries the end of its log."""
+
+
+def say(message: str) -> None:
+    """Progress for people, on stderr so stdout stays clean for --json."""
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def component_env(choice: KafkaChoice, component: Component) -> dict[str, str]:
+    """The environment a component starts with: ours, the mesh-wide settings, its own."""
+    env = dict(os.environ)
+    env.setdefault("SCHEMA_REGISTRY_URL", REGISTRY_URL)
+    env["MESH_KAFKA_BOOTSTRAP"] = choice.bootstrap
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(component.env)
+    return env
+
+
+def start_component(mesh: Mesh, component: Component, choice: KafkaChoice) -> str:
+    """Start ``component`` unless it runs already; wait until healthy. Returns what happened."""
+    record = ProcessRecord.load(mesh.run_dir, component.name)
+    if record and is_alive(record):
+        _wait_healthy(mesh, component, record)
+        return f"{component.name}: already running (pid {record.pid}, port {component.port})"
+    started = time.monotonic()
+    log_path = mesh.log_dir / f"{component.name}.log"
+    record = spawn(
+        component.name,
+        resolve_command(component.command),
+        port=component.port,
+        env=component_env(choice, component),
+        cwd=mesh.root,
+        log_path=log_path,
+    )
+    record.save(mesh.run_dir)
+    _wait_healthy(mesh, component, record)
+    for command in component.after_start:
+        result = subprocess.run(
+            resolve_command(command),
+            cwd=mesh.root,
+            env=component_env(choice, component),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise UpError(
+                f"{component.name}: `{' '.join(command)}` failed (exit {result.returncode}):\n"
+                f"{result.stdout}{result.stderr}"
+            )
+    took = time.monotonic() - started
+    return (
+        f"{component.name}: healthy on 127.0.0.1:{component.port} (pid {record.pid}, {took:.1f}s)"
+    )
+
+
+def _wait_healthy(mesh: Mesh, component: Component, record: ProcessRecord) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    while not healthy(component.health, component.port):
+        if not is_alive(record):
+            ProcessRecord.forget(mesh.run_dir, component.name)
+            raise UpError(f"{component.name} exited during start-up:\n{tail(Path(record.log))}")
+        if time.monotonic() > deadline:
+            raise UpError(
+                f"{component.name} not healthy after {HEALTH_TIMEOUT:.0f}s:\n"
+                f"{tail(Path(record.log))}"
+            )
+        time.sleep(0.05)  # poll interval within the deadline loop
+
+
+def cmd_up(mesh: Mesh, detach: bool, kafka: str | None) -> int:
+    """Start Kafka and every component in order; then follow logs unless ``detach``."""
+    offsets = {p: p.stat().st_size for p in mesh.log_dir.glob("*.log")}
+    try:
+        choice = ensure_kafka(mesh, kafka, say)
+        for component in mesh.components:
+            say(start_component(mesh, component, choice))
+    except (KafkaError, UpError) as exc:
+        print(f"mesh up: {exc}", file=sys.stderr)
+        return 1
+    say("mesh is up" + ("; `mesh down` stops it" if detach else "; Ctrl-C stops it"))
+    if detach:
+        return 0
+    try:
+        follow(mesh, None, offsets)
+    except KeyboardInterrupt:
+        say("stopping")
+        return cmd_down(mesh)
+    return 0
+
+
+def cmd_down(mesh: Mesh) -> int:
+    """Stop every component (reverse order), then Kafka; remove their records."""
+    for component in reversed(mesh.components):
+        record = ProcessRecord.load(mesh.run_dir, component.name)
+        if record is None:
+            continue
+        if terminate(record):
+            say(f"{component.name}: stopped (pid {record.pid})")
+        ProcessRecord.forget(mesh.run_dir, component.name)
+    stop_kafka(mesh, say)
+    say("mesh is down")
+    return 0
+
+
+def statuses(mesh: Mesh) -> list[dict[str, object]]:
+    """``{name, pid, port, state}`` of Kafka and each component (running|unhealthy|stopped)."""
+    rows: list[dict[str, object]] = []
+    choice = KafkaChoice.load(mesh.run_dir)
+    kafka_record = ProcessRecord.load(mesh.run_dir, KAFKA)
+    if choice is not None:
+        up = kafka_running(mesh, choice)
+        rows.append(
+            {
+                "name": KAFKA,
+                "pid": kafka_record.pid if (kafka_record and choice.mode == "embedded") else None,
+                "port": int(choice.bootstrap.rpartition(":")[2]),
+                "state": "running" if up else "stopped",
+                "mode": choice.mode,
+            }
+        )
+    else:
+        rows.append({"name": KAFKA, "pid": None, "port": None, "state": "stopped", "mode": None})
+    for component in mesh.components:
+        record = ProcessRecord.load(mesh.run_dir, component.name)
+        alive = record is not None and is_alive(record)
+        state = "stopped"
+        if alive:
+            state = "running" if healthy(component.health, component.port) else "unhealthy"
+        rows.append(
+            {
+                "name": component.name,
+                "pid": record.pid if (record and alive) else None,
+                "port": component.port,
+                "state": state,
+            }
+        )
+    return rows
+
+
+def cmd_ps(mesh: Mesh, as_json: bool) -> int:
+    """Print the components' state."""
+    rows = statuses(mesh)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'NAME':<18}{'STATE':<11}{'PID':<9}PORT")
+    for row in rows:
+        pid = row["pid"] if row["pid"] is not None else "-"
+        port = row["port"] if row["port"] is not None else "-"
+        print(f"{row['name']!s:<18}{row['state']!s:<11}{pid!s:<9}{port}")
+    return 0
+
+
+def follow(mesh: Mesh, only: str | None, offsets: dict[Path, int] | None = None) -> None:
+    """Print new log lines of every component (or one), prefixed with its name, until Ctrl-C."""
+    names = [only] if only else [KAFKA, *(c.name for c in mesh.components)]
+    width = max(len(n) for n in names)
+    positions = {n: (offsets or {}).get(mesh.log_dir / f"{n}.log", 0) for n in names}
+    if offsets is None:
+        positions = {n: _size(mesh.log_dir / f"{n}.log") for n in names}
+    color = sys.stdout.isatty()
+    while True:
+        printed = False
+        for index, name in enumerate(names):
+            path = mesh.log_dir / f"{name}.log"
+            size = _size(path)
+            if size < positions[name]:  # truncated or replaced
+                positions[name] = 0
+            if size == positions[name]:
+                continue
+            with path.open("rb") as log:
+                log.seek(positions[name])
+                chunk = log.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]
+            positions[name] += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                _print_prefixed(name, width, line, index if color else None)
+                printed = True
+        if not printed:
+            time.sleep(0.1)  # idle poll of the log files
+
+
+def _print_prefixed(name: str, width: int, line: str, color: int | None) -> None:
+    prefix = f"{name:<{width}} | "
+    if color is not None:
+        prefix = f"\033[{31 + color % 6}m{prefix}\033[0m"
+    print(prefix + line, flush=True)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def cmd_logs(mesh: Mesh, service: str | None, follow_logs: bool) -> int:
+    """Print the logs (all components, or one), then follow them with -f."""
+    if service and service != KAFKA:
+        mesh.component(service)  # raises ConfigError for an unknown name
+    names = [service] if service else [KAFKA, *(c.name for c in mesh.components)]
+    width = max(len(n) for n in names)
+    for name in names:
+        path = mesh.log_dir / f"{name}.log"
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                print(line if service else f"{name:<{width}} | {line}")
+    if follow_logs:
+        try:
+            follow(mesh, service)
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `mesh` argument parser (every command has --help)."""
+    parser = argparse.ArgumentParser(
+        prog="mesh",
+        description="Run the meshkit mesh locally (declared in mesh.toml, state in .mesh/).",
+    )
+    parser.add_argument("--root", type=Path, help="the checkout (default: found from the cwd)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="start every component not running, in order, health-gated")
+    up.add_argument("-d", "--detach", action="store_true", help="return once all are healthy")
+    up.add_argument(
+        "--kafka",
+        metavar="embedded|local|HOST:PORT",
+        help="embedded mock cluster (default), real Kafka via scripts/kafka, or a broker address",
+    )
+    sub.add_parser("down", help="stop everything `mesh up` started")
+    ps = sub.add_parser("ps", help="list the components with pid, port and state")
+    ps.add_argument("--json", action="store_true", help="a JSON list of {name, pid, port, state}")
+    logs = sub.add_parser("logs", help="print the components' logs")
+    logs.add_argument("service", nargs="?", help="only this component")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mesh` command."""
-    sys.stderr.write("mesh: not built yet\n")
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        mesh = load_mesh(args.root.resolve() if args.root else None)
+        if args.command == "up":
+            return cmd_up(mesh, args.detach, args.kafka)
+        if args.command == "down":
+            return cmd_down(mesh)
+        if args.command == "ps":
+            return cmd_ps(mesh, args.json)
+        return cmd_logs(mesh, args.service, args.follow)
+    except ConfigError as exc:
+        print(f"mesh: {exc}", file=sys.stderr)
+        return 2

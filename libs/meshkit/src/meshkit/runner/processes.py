@@ -1,0 +1,177 @@
+"""Processes of the local mesh: start detached, recognise after restarts, stop without leftovers.
+
+Each started process gets a record in ``.mesh/run/<name>.json`` (pid, port, command line). A
+record counts as running only while a live process with that pid has that exact command line,
+so a recycled pid is never mistaken for a component. Every component runs in a session of its
+own, so stopping it signals its whole process group and leaves no child behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from meshkit.client import check_health, connect
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """A process `mesh up` started."""
+
+    name: str
+    pid: int
+    port: int
+    cmdline: list[str]
+    started_at: float
+    log: str
+
+    def save(self, run_dir: Path) -> None:
+        """Write the record atomically to ``run_dir/<name>.json``."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = run_dir / f".{self.name}.json.tmp"
+        tmp.write_text(json.dumps(asdict(self)))
+        tmp.replace(run_dir / f"{self.name}.json")
+
+    @classmethod
+    def load(cls, run_dir: Path, name: str) -> ProcessRecord | None:
+        """The record of ``name``, or None when there is none (or it is unreadable)."""
+        try:
+            return cls(**json.loads((run_dir / f"{name}.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @staticmethod
+    def forget(run_dir: Path, name: str) -> None:
+        """Remove the record of ``name``."""
+        (run_dir / f"{name}.json").unlink(missing_ok=True)
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """True while the recorded pid is a live (non-zombie) process with the recorded command line."""
+    try:
+        raw = Path(f"/proc/{record.pid}/cmdline").read_bytes()
+        stat = Path(f"/proc/{record.pid}/stat").read_text()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[-1].split()[0]
+    return state != "Z" and raw.split(b"\0")[:-1] == [a.encode() for a in record.cmdline]
+
+
+def spawn(
+    name: str,
+    argv: list[str],
+    *,
+    port: int,
+    env: Mapping[str, str],
+    cwd: Path,
+    log_path: Path,
+) -> ProcessRecord:
+    """Start ``argv`` detached (own session), output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    # Read back what the kernel reports, so is_alive compares like with like.
+    cmdline = argv
+    with contextlib.suppress(OSError):
+        raw = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+        cmdline = [a.decode() for a in raw.split(b"\0")[:-1]] or argv
+    return ProcessRecord(name, process.pid, port, cmdline, time.time(), str(log_path))
+
+
+def terminate(record: ProcessRecord, grace: float = 10.0) -> bool:
+    """SIGTERM the record's process group, wait up to ``grace``, then SIGKILL. True if it was up."""
+    if not is_alive(record):
+        _reap(record.pid)
+        return False
+    _signal_group(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(record.pid)
+        if not is_alive(record) and not _group_alive(record.pid):
+            return True
+        time.sleep(0.05)  # poll interval within the deadline loop
+    _signal_group(record.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while (is_alive(record) or _group_alive(record.pid)) and time.monotonic() < deadline:
+        _reap(record.pid)
+        time.sleep(0.05)  # poll interval within the deadline loop
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # Zombies still count as group members for kill(); only live ones matter here.
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if ``pid`` is our own child (started by this same `mesh` run)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def healthy(kind: str, port: int) -> bool:
+    """One health probe of a component on 127.0.0.1:port."""
+    if kind == "grpc":
+        with connect(f"127.0.0.1:{port}", retry=False) as channel:
+            return check_health(channel, timeout=1.0)
+    if kind == "http":
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1.0) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+    return port_open("127.0.0.1", port)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a log file, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
