@@ -1,0 +1,26 @@
+"""Avro support for the schema registry: parsing/validation and exact compatibility checking.
+
+The registry server calls three things: `parse_schema` once per submitted schema (raising
+`InvalidSchema`, which becomes Confluent error 42201), then `check_compatibility` (or
+`check_pair`) per register/compatibility request. Compatibility follows Apache Avro Java's
+`SchemaCompatibility`, which is what Confluent Schema Registry uses; see `_compat` for the
+rules and the two reporting-only deviations.
+"""
+
+from schema_registry.avro._compat import (
+    COMPATIBILITY_LEVELS,
+    Incompatibility,
+    check_compatibility,
+    check_pair,
+)
+from schema_registry.avro._schema import AvroSchema, InvalidSchema, parse_schema
+
+__all__ = [
+    "COMPATIBILITY_LEVELS",
+    "AvroSchema",
+    "Incompatibility",
+    "InvalidSchema",
+    "check_compatibility",
+    "check_pair",
+    "parse_schema",
+]
