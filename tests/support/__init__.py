@@ -1,0 +1,1 @@
+"""Shared pytest fixtures and helpers, loaded as plugins from tests/conftest.py."""
