@@ -1,0 +1,161 @@
+"""End to end: `mesh up -d`, the real grpcurl against inventory, crash recovery, `mesh down`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.mesh import Grpcurl, port_in_use
+
+MESH = str(Path(sys.executable).parent / "mesh")
+INVENTORY = "127.0.0.1:50052"
+SERVICE = "shop.inventory.v1.InventoryService"
+DEFAULT_PORTS = (50052, 8081)
+
+
+def mesh(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MESH, "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def ps(root: Path) -> dict[str, dict[str, object]]:
+    result = mesh(root, "ps", "--json")
+    assert result.returncode == 0, result.stderr
+    return {row["name"]: row for row in json.loads(result.stdout)}
+
+
+def processes_in(root: Path) -> list[int]:
+    """Pids of live processes whose working directory is ``root`` (what the mesh starts)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) == root:
+                state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+                if state != "Z":
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def running_mesh(tmp_mesh_root: Path, kafka_bootstrap: str) -> Iterator[Path]:
+    busy = [p for p in DEFAULT_PORTS if port_in_use(p)]
+    assert not busy, f"ports {busy} are in use: stop your own mesh (`mesh down`) first"
+    result = mesh(tmp_mesh_root, "up", "-d", "--kafka", kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    yield tmp_mesh_root
+    mesh(tmp_mesh_root, "down")
+
+
+def test_grpcurl_sees_inventory_and_its_answers(running_mesh: Path, grpcurl: Grpcurl) -> None:
+    listed = grpcurl.run(INVENTORY, "list")
+    assert listed.returncode == 0, listed.stderr
+    services = set(listed.stdout.split())
+    assert {"grpc.health.v1.Health", SERVICE} <= services
+    assert any(s.startswith("grpc.reflection.") for s in services)
+
+    health = grpcurl.call(INVENTORY, "grpc.health.v1.Health/Check", {})
+    assert health == {"status": "SERVING"}
+    health = grpcurl.call(INVENTORY, "grpc.health.v1.Health/Check", {"service": SERVICE})
+    assert health == {"status": "SERVING"}
+
+    set_stock = grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "mug", "quantity": 7})
+    assert set_stock == {"sku": "mug", "available": 7}
+    got = grpcurl.call(INVENTORY, f"{SERVICE}/GetStock", {"sku": "mug"})
+    assert got == {"sku": "mug", "available": 7}
+
+    reserve = {"reservation_id": "order-1", "lines": [{"sku": "mug", "quantity": 2}]}
+    reserved = grpcurl.call(INVENTORY, f"{SERVICE}/ReserveStock", reserve)
+    assert reserved["status"] == "RESERVATION_STATUS_RESERVED"
+    assert grpcurl.call(INVENTORY, f"{SERVICE}/GetStock", {"sku": "mug"}) == {
+        "sku": "mug",
+        "available": 5,
+        "reserved": 2,
+    }
+
+
+def test_invalid_request_names_the_fields(running_mesh: Path, grpcurl: Grpcurl) -> None:
+    result = grpcurl.run(INVENTORY, f"{SERVICE}/SetStock", data={"sku": "", "quantity": -1})
+    assert result.returncode != 0
+    assert "Code: InvalidArgument" in result.stderr
+    assert "sku: must not be empty" in result.stderr
+    assert "quantity: must be zero or more" in result.stderr
+    # The google.rpc.BadRequest detail resolves through reflection and names each field.
+    assert '"field": "sku"' in result.stderr
+    assert '"field": "quantity"' in result.stderr
+
+
+def test_short_stock_and_unknown_sku(running_mesh: Path, grpcurl: Grpcurl) -> None:
+    grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "cap", "quantity": 1})
+    short = grpcurl.run(
+        INVENTORY,
+        f"{SERVICE}/ReserveStock",
+        data={"reservation_id": "o-2", "lines": [{"sku": "cap", "quantity": 2}]},
+    )
+    assert "Code: FailedPrecondition" in short.stderr
+    unknown = grpcurl.run(INVENTORY, f"{SERVICE}/GetStock", data={"sku": "nope"})
+    assert "Code: NotFound" in unknown.stderr
+
+
+def test_killed_service_comes_back_with_its_data(running_mesh: Path, grpcurl: Grpcurl) -> None:
+    grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "lamp", "quantity": 3})
+    before = ps(running_mesh)["inventory"]
+    assert before["state"] == "running"
+    os.kill(int(str(before["pid"])), signal.SIGKILL)
+    # ps notices the crash (poll: the kernel reaps asynchronously).
+    deadline = time.monotonic() + 10
+    while ps(running_mesh)["inventory"]["state"] != "stopped":
+        assert time.monotonic() < deadline, "mesh ps still reports the killed process"
+        time.sleep(0.05)
+    again = mesh(running_mesh, "up", "-d")
+    assert again.returncode == 0, again.stderr
+    assert "inventory: healthy" in again.stderr
+    assert "schema-registry: already running" in again.stderr
+    after = ps(running_mesh)["inventory"]
+    assert after["state"] == "running" and after["pid"] != before["pid"]
+    got = grpcurl.call(INVENTORY, f"{SERVICE}/GetStock", {"sku": "lamp"})
+    assert got == {"sku": "lamp", "available": 3}
+
+
+def test_down_leaves_no_process(tmp_mesh_root: Path, kafka_bootstrap: str) -> None:
+    up = mesh(tmp_mesh_root, "up", "-d", "--kafka", kafka_bootstrap)
+    assert up.returncode == 0, up.stderr
+    pids = [int(str(r["pid"])) for r in ps(tmp_mesh_root).values() if r["pid"]]
+    assert len(pids) >= 2
+    assert processes_in(tmp_mesh_root)
+    down = mesh(tmp_mesh_root, "down")
+    assert down.returncode == 0, down.stderr
+    assert processes_in(tmp_mesh_root) == []
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert all(row["state"] == "stopped" for row in ps(tmp_mesh_root).values())
+    assert not any(port_in_use(p) for p in DEFAULT_PORTS)
+
+
+def test_embedded_kafka_is_the_default(tmp_mesh_root: Path) -> None:
+    up = mesh(tmp_mesh_root, "up", "-d")
+    try:
+        assert up.returncode == 0, up.stderr
+        kafka = ps(tmp_mesh_root)["kafka"]
+        assert (kafka["mode"], kafka["state"]) == ("embedded", "running")
+        again = mesh(tmp_mesh_root, "up", "-d", "--kafka", "local")
+        assert again.returncode == 1
+        assert "mesh down" in again.stderr
+    finally:
+        down = mesh(tmp_mesh_root, "down")
+    assert down.returncode == 0
+    assert processes_in(tmp_mesh_root) == []

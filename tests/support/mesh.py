@@ -1,0 +1,71 @@
+"""Fixtures for tests that run real services: free ports, the real grpcurl, in-process servers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GRPCURL = REPO / ".cache" / "bin" / "grpcurl"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:port."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Grpcurl:
+    """The real grpcurl binary (installed by `make tools`), plaintext, against 127.0.0.1."""
+
+    def __init__(self, binary: Path) -> None:
+        self.binary = binary
+
+    def run(self, *args: str, data: object | None = None) -> subprocess.CompletedProcess[str]:
+        """Run grpcurl with ``args``; ``data`` is sent as the JSON request (-d)."""
+        argv = [str(self.binary), "-plaintext", "-max-time", "10"]
+        if data is not None:
+            argv += ["-d", json.dumps(data)]
+        return subprocess.run(
+            [*argv, *args], capture_output=True, text=True, timeout=30, check=False
+        )
+
+    def call(self, address: str, method: str, data: object) -> dict[str, object]:
+        """Invoke ``method`` and return the JSON response; fails the test on a non-zero exit."""
+        result = self.run(address, method, data=data)
+        assert result.returncode == 0, f"grpcurl {method} failed: {result.stderr}"
+        parsed: dict[str, object] = json.loads(result.stdout or "{}")
+        return parsed
+
+
+@pytest.fixture(scope="session")
+def grpcurl() -> Grpcurl:
+    """The real grpcurl; `make tools` installs it (the test fails loudly when it is missing)."""
+    binary = GRPCURL if GRPCURL.exists() else shutil.which("grpcurl")
+    assert binary, "grpcurl not found: run `make tools` (installs it into .cache/bin)"
+    return Grpcurl(Path(binary))
+
+
+@pytest.fixture
+def tmp_mesh_root(tmp_path: Path) -> Iterator[Path]:
+    """A scratch checkout for `mesh --root`: the repo's mesh.toml, proto/ and scripts/ linked in.
+
+    State (.mesh/) lands in the scratch directory, so tests never touch a developer's own mesh.
+    """
+    for name in ("mesh.toml", "proto", "scripts"):
+        (tmp_path / name).symlink_to(REPO / name)
+    yield tmp_path

@@ -1,0 +1,236 @@
+"""Inventory's use cases against an in-memory fake and against SQLite: one suite, both stores."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pytest
+
+from inventory.adapters.sqlite import SqliteUnitOfWork, open_database
+from inventory.app.inventory import Inventory
+from inventory.domain.model import Line, Reservation, ReservationStatus, StockItem
+from meshkit import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+
+class FakeStore:
+    """Committed state of the fake: what a database would hold."""
+
+    def __init__(self) -> None:
+        self.stock: dict[str, StockItem] = {}
+        self.reservations: dict[str, Reservation] = {}
+
+
+class FakeStock:
+    def __init__(self, items: dict[str, StockItem]) -> None:
+        self.items = items
+
+    def get(self, sku: str) -> StockItem | None:
+        return copy.deepcopy(self.items.get(sku))
+
+    def get_many(self, skus: Iterable[str]) -> dict[str, StockItem]:
+        return {s: copy.deepcopy(self.items[s]) for s in set(skus) if s in self.items}
+
+    def save(self, item: StockItem) -> None:
+        self.items[item.sku] = copy.deepcopy(item)
+
+
+class FakeReservations:
+    def __init__(self, items: dict[str, Reservation]) -> None:
+        self.items = items
+
+    def get(self, reservation_id: str) -> Reservation | None:
+        return copy.deepcopy(self.items.get(reservation_id))
+
+    def add(self, reservation: Reservation) -> None:
+        assert reservation.reservation_id not in self.items
+        self.items[reservation.reservation_id] = copy.deepcopy(reservation)
+
+    def save(self, reservation: Reservation) -> None:
+        self.items[reservation.reservation_id] = copy.deepcopy(reservation)
+
+
+class FakeUnitOfWork:
+    """Works on copies and publishes them to the store only on a clean exit, like a transaction."""
+
+    def __init__(self, store: FakeStore) -> None:
+        self._store = store
+
+    def __enter__(self) -> Self:
+        self.stock = FakeStock(copy.deepcopy(self._store.stock))
+        self.reservations = FakeReservations(copy.deepcopy(self._store.reservations))
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self._store.stock = self.stock.items
+            self._store.reservations = self.reservations.items
+
+
+@pytest.fixture(params=["fake", "sqlite"])
+def inventory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inventory]:
+    if request.param == "fake":
+        store = FakeStore()
+        yield Inventory(lambda: FakeUnitOfWork(store))
+        return
+    db = open_database(str(tmp_path / "inventory.db"))
+    yield Inventory(lambda: SqliteUnitOfWork(db))
+    db.close()
+
+
+def levels(inventory: Inventory, sku: str) -> tuple[int, int]:
+    item = inventory.get_stock(sku)
+    return item.available, item.reserved
+
+
+def test_set_then_get_round_trips(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    assert levels(inventory, "A") == (10, 0)
+    inventory.set_stock("A", 4)
+    assert levels(inventory, "A") == (4, 0)
+
+
+def test_unknown_sku_is_not_found(inventory: Inventory) -> None:
+    with pytest.raises(NotFound, match="'Z'"):
+        inventory.get_stock("Z")
+
+
+@pytest.mark.parametrize(
+    ("sku", "quantity", "fields"),
+    [
+        ("", -1, ["sku", "quantity"]),
+        ("", 1, ["sku"]),
+        ("A", -5, ["quantity"]),
+        (" A", 1, ["sku"]),
+    ],
+)
+def test_set_stock_validation_names_every_field(
+    inventory: Inventory, sku: str, quantity: int, fields: list[str]
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        inventory.set_stock(sku, quantity)
+    assert [v.field for v in caught.value.violations] == fields
+
+
+def test_reserve_holds_units_and_counts_them_out_of_available(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    inventory.set_stock("B", 2)
+    reservation = inventory.reserve("r1", [Line("A", 3), Line("B", 2), Line("A", 1)])
+    assert reservation.lines == (Line("A", 4), Line("B", 2))
+    assert reservation.status is ReservationStatus.RESERVED
+    assert levels(inventory, "A") == (6, 4)
+    assert levels(inventory, "B") == (0, 2)
+
+
+def test_reserve_is_all_or_nothing(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    inventory.set_stock("B", 1)
+    with pytest.raises(FailedPrecondition) as caught:
+        inventory.reserve("r1", [Line("A", 3), Line("B", 2)])
+    assert [v.subject for v in caught.value.violations] == ["B"]
+    assert levels(inventory, "A") == (10, 0)
+    assert levels(inventory, "B") == (1, 0)
+
+
+def test_reserve_unknown_sku_is_not_found_and_holds_nothing(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    with pytest.raises(NotFound, match="'Q'"):
+        inventory.reserve("r1", [Line("A", 1), Line("Q", 1)])
+    assert levels(inventory, "A") == (10, 0)
+
+
+def test_reserve_replay_returns_same_result_and_holds_once(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    first = inventory.reserve("r1", [Line("A", 3)])
+    again = inventory.reserve("r1", [Line("A", 3)])
+    assert (again.reservation_id, again.lines, again.status) == (
+        first.reservation_id,
+        first.lines,
+        first.status,
+    )
+    assert levels(inventory, "A") == (7, 3)
+
+
+def test_reserve_id_reused_for_other_lines_is_refused(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    inventory.reserve("r1", [Line("A", 3)])
+    with pytest.raises(AlreadyExists):
+        inventory.reserve("r1", [Line("A", 4)])
+    assert levels(inventory, "A") == (7, 3)
+
+
+@pytest.mark.parametrize(
+    ("reservation_id", "lines", "fields"),
+    [
+        ("", [Line("A", 1)], ["reservation_id"]),
+        ("r", [], ["lines"]),
+        ("r", [Line("", 0)], ["lines[0].sku", "lines[0].quantity"]),
+        ("r", [Line("A", 1), Line("B", -2)], ["lines[1].quantity"]),
+        ("r", [Line("A", 2**31 - 1), Line("A", 1)], ["lines"]),
+    ],
+)
+def test_reserve_validation_names_every_field(
+    inventory: Inventory, reservation_id: str, lines: list[Line], fields: list[str]
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        inventory.reserve(reservation_id, lines)
+    assert [v.field for v in caught.value.violations] == fields
+
+
+def test_release_returns_units_and_is_idempotent(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    inventory.reserve("r1", [Line("A", 3)])
+    assert inventory.release("r1").status is ReservationStatus.RELEASED
+    assert inventory.release("r1").status is ReservationStatus.RELEASED
+    assert levels(inventory, "A") == (10, 0)
+
+
+def test_commit_removes_units_and_is_idempotent(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    inventory.reserve("r1", [Line("A", 3)])
+    assert inventory.commit("r1").status is ReservationStatus.COMMITTED
+    assert inventory.commit("r1").status is ReservationStatus.COMMITTED
+    assert levels(inventory, "A") == (7, 0)
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [(Inventory.commit, Inventory.release), (Inventory.release, Inventory.commit)],
+    ids=["release-after-commit", "commit-after-release"],
+)
+def test_crossing_from_one_end_state_to_the_other_is_refused(
+    inventory: Inventory,
+    first: Callable[[Inventory, str], Reservation],
+    then: Callable[[Inventory, str], Reservation],
+) -> None:
+    inventory.set_stock("A", 10)
+    inventory.reserve("r1", [Line("A", 3)])
+    first(inventory, "r1")
+    before = levels(inventory, "A")
+    with pytest.raises(FailedPrecondition):
+        then(inventory, "r1")
+    assert levels(inventory, "A") == before
+
+
+def test_release_or_commit_of_unknown_reservation_is_not_found(inventory: Inventory) -> None:
+    with pytest.raises(NotFound):
+        inventory.release("nope")
+    with pytest.raises(NotFound):
+        inventory.commit("nope")
+
+
+def test_stock_cannot_be_set_below_reserved(inventory: Inventory) -> None:
+    inventory.set_stock("A", 10)
+    inventory.reserve("r1", [Line("A", 6)])
+    with pytest.raises(FailedPrecondition, match="reserved"):
+        inventory.set_stock("A", 5)
+    inventory.set_stock("A", 6)
+    assert levels(inventory, "A") == (0, 6)

@@ -1,0 +1,221 @@
+"""The meshkit server edge: error mapping with details, health, reflection, graceful stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from meshkit import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    MeshServer,
+    NotFound,
+    PreconditionViolation,
+    ServerSettings,
+    ServiceBinding,
+    create_server,
+)
+
+SERVICE = "test.v1.Probe"
+
+
+class Probe:
+    """A raw-bytes service whose behaviour is chosen by the request payload."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        if request == b"invalid":
+            raise InvalidArgument(
+                violations=[
+                    FieldViolation("sku", "must not be empty"),
+                    FieldViolation("quantity", "must be zero or more"),
+                ]
+            )
+        if request == b"missing":
+            raise NotFound("no such thing", reason="THING_NOT_FOUND", metadata={"id": "7"})
+        if request == b"short":
+            raise FailedPrecondition(
+                "not enough", violations=[PreconditionViolation("STOCK", "A", "wanted 3")]
+            )
+        if request == b"bug":
+            raise ZeroDivisionError("secret internals")
+        if request == b"abort":
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "handler aborted")
+        return request
+
+    def slow(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        self.entered.set()
+        self.release.wait(10)
+        return b"done"
+
+    def stream(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        yield b"one"
+        raise NotFound("gone mid-stream")
+
+    def add_to(self, servicer: object, server: grpc.Server) -> None:
+        handlers = {
+            "Echo": grpc.unary_unary_rpc_method_handler(self.echo),
+            "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
+            "Stream": grpc.unary_stream_rpc_method_handler(self.stream),
+        }
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+
+
+@pytest.fixture
+def probe() -> Iterator[tuple[Probe, MeshServer, grpc.Channel]]:
+    service = Probe()
+    server = create_server(
+        "probe",
+        ServerSettings(port=0, grace_seconds=5),
+        [ServiceBinding(service, service.add_to, SERVICE)],
+    )
+    port = server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    yield service, server, channel
+    service.release.set()
+    channel.close()
+    server.stop(0)
+
+
+def call(channel: grpc.Channel, method: str, payload: bytes) -> bytes:
+    result: bytes = channel.unary_unary(f"/{SERVICE}/{method}")(payload, timeout=5)
+    return result
+
+
+def error_of(channel: grpc.Channel, payload: bytes) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(channel, "Echo", payload)
+    return caught.value
+
+
+def test_success_passes_through(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    assert call(probe[2], "Echo", b"hello") == b"hello"
+
+
+def test_invalid_argument_carries_every_field_violation(
+    probe: tuple[Probe, MeshServer, grpc.Channel],
+) -> None:
+    error = error_of(probe[2], b"invalid")
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "sku: must not be empty" in str(error.details())
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    assert [(v.field, v.description) for v in bad_request.field_violations] == [
+        ("sku", "must not be empty"),
+        ("quantity", "must be zero or more"),
+    ]
+
+
+def test_reason_becomes_error_info(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    error = error_of(probe[2], b"missing")
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.reason, dict(info.metadata)) == ("THING_NOT_FOUND", {"id": "7"})
+
+
+def test_precondition_failure_detail(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    error = error_of(probe[2], b"short")
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    status = rpc_status.from_call(error)
+    assert status is not None
+    failure = error_details_pb2.PreconditionFailure()
+    assert status.details[0].Unpack(failure)
+    assert failure.violations[0].subject == "A"
+
+
+def test_unexpected_exception_is_internal_without_leaking(
+    probe: tuple[Probe, MeshServer, grpc.Channel],
+) -> None:
+    error = error_of(probe[2], b"bug")
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert "secret" not in str(error.details())
+
+
+def test_handler_abort_keeps_its_status(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    error = error_of(probe[2], b"abort")
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_errors_in_streams_are_mapped(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    responses = probe[2].unary_stream(f"/{SERVICE}/Stream")(b"", timeout=5)
+    assert next(responses) == b"one"
+    with pytest.raises(grpc.RpcError) as caught:
+        next(responses)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_health_reports_each_service(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    _, server, channel = probe
+    health = health_pb2_grpc.HealthStub(channel)
+    serving = health_pb2.HealthCheckResponse.SERVING
+    for name in ("", SERVICE):
+        request = health_pb2.HealthCheckRequest(service=name)
+        assert health.Check(request, timeout=5).status == serving
+    server.set_serving(SERVICE, False)
+    request = health_pb2.HealthCheckRequest(service=SERVICE)
+    assert health.Check(request, timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    with pytest.raises(grpc.RpcError) as caught:
+        health.Check(health_pb2.HealthCheckRequest(service="nope.v1.X"), timeout=5)
+    assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_services(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(probe[2])
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    response = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=5)))
+    names = {s.name for s in response.list_services_response.service}
+    assert {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
+
+
+def test_graceful_stop_drains_in_flight_and_refuses_new(
+    probe: tuple[Probe, MeshServer, grpc.Channel],
+) -> None:
+    service, server, channel = probe
+    closed = threading.Event()
+    server.on_stop(closed.set)
+    result: dict[str, object] = {}
+    in_flight = threading.Thread(target=lambda: result.update(r=call(channel, "Slow", b"")))
+    in_flight.start()
+    assert service.entered.wait(5)
+    stopper = threading.Thread(target=server.stop)
+    stopper.start()
+    # While draining: health says NOT_SERVING and new calls are refused.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            call(channel, "Echo", b"x")
+        except grpc.RpcError as exc:
+            assert exc.code() is grpc.StatusCode.UNAVAILABLE
+            break
+        assert time.monotonic() < deadline, "server kept accepting new calls while stopping"
+        time.sleep(0.01)
+    assert not closed.is_set(), "closers ran before in-flight calls drained"
+    service.release.set()
+    in_flight.join(5)
+    stopper.join(5)
+    assert result["r"] == b"done"
+    assert closed.is_set()
+
+
+def test_busy_port_fails_loudly(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:
+    _, server, _ = probe
+    other = create_server("other", ServerSettings(port=server.port), [])
+    with pytest.raises(OSError, match="cannot listen"):
+        other.start()
