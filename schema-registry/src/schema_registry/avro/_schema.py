@@ -190,8 +190,7 @@ class _Parser:
         try:
             if self._depth > MAX_NESTING_DEPTH:
                 raise InvalidSchema(
-                    f"Invalid schema at {_where(path)}: types are nested more than "
-                    f"{MAX_NESTING_DEPTH} levels deep"
+                    f"Invalid schema: types are nested more than {MAX_NESTING_DEPTH} levels deep"
                 )
             return self._parse(data, namespace, path)
         finally:
