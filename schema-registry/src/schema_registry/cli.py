@@ -1,9 +1,442 @@
-"""The `schema-registry` command (placeholder until the registry issue lands)."""
+"""The `schema-registry` command: run the server, or talk to one.
 
+Exit codes: 0 success, 1 incompatible schema or any failure, 2 usage error. Output is for people
+unless `--json` is given; then stdout carries exactly one JSON document. `--url` defaults to
+`$SCHEMA_REGISTRY_URL`, then http://127.0.0.1:8081.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
 import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from schema_registry.client import RegistryClient, Response, subject_path
+from schema_registry.storage import DEFAULT_STORAGE_URL
+
+DEFAULT_URL = "http://127.0.0.1:8081"
+LEVELS = (
+    "BACKWARD",
+    "BACKWARD_TRANSITIVE",
+    "FORWARD",
+    "FORWARD_TRANSITIVE",
+    "FULL",
+    "FULL_TRANSITIVE",
+    "NONE",
+)
+MODES = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
+#: What `register-all` sets on the event subjects it creates (ARCHITECTURE.md, Events).
+EVENT_SUBJECT_LEVEL = "BACKWARD_TRANSITIVE"
 
 
-def main() -> int:
+class CommandFailed(Exception):
+    """Ends a command with exit status 1 after printing the message to stderr."""
+
+
+class _Out:
+    """Human lines to stdout, or one JSON document with --json."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def emit(self, data: Any, human: str | Callable[[], str]) -> None:
+        if self.as_json:
+            print(json.dumps(data, indent=2, ensure_ascii=False))
+        else:
+            text = human() if callable(human) else human
+            if text:
+                print(text)
+
+
+def _fail(response: Response, what: str) -> NoReturn:
+    code = response.error_code
+    suffix = f" (error_code {code})" if code is not None else f" (HTTP {response.status})"
+    raise CommandFailed(f"{what}: {response.message}{suffix}")
+
+
+def _read_schema(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CommandFailed(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _checked(response: Response, what: str) -> Any:
+    if not response.ok:
+        _fail(response, what)
+    return response.json()
+
+
+# ---------------------------------------------------------------------------------- commands
+def cmd_subjects(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    query = f"?deleted={str(args.deleted).lower()}"
+    if args.prefix:
+        query += f"&subjectPrefix={subject_path(args.prefix)}"
+    subjects = _checked(client.get(f"/subjects{query}"), "listing subjects failed")
+    out.emit(subjects, lambda: "\n".join(subjects))
+    return 0
+
+
+def cmd_versions(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    path = f"/subjects/{subject_path(args.subject)}/versions?deleted={str(args.deleted).lower()}"
+    versions = _checked(client.get(path), f"listing versions of {args.subject} failed")
+    out.emit(versions, lambda: "\n".join(str(v) for v in versions))
+    return 0
+
+
+def cmd_get(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    path = f"/subjects/{subject_path(args.subject)}/versions/{subject_path(args.version)}"
+    found = _checked(client.get(path), f"getting {args.subject} version {args.version} failed")
+
+    def human() -> str:
+        try:
+            schema = json.dumps(json.loads(found["schema"]), indent=2, ensure_ascii=False)
+        except ValueError:
+            schema = found["schema"]
+        head = f"# subject {found['subject']}  version {found['version']}  id {found['id']}"
+        return f"{head}\n{schema}"
+
+    out.emit(found, human)
+    return 0
+
+
+def cmd_register(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    body = {"schema": _read_schema(args.file), "schemaType": args.schema_type}
+    path = f"/subjects/{subject_path(args.subject)}/versions"
+    response = client.post(path, body)
+    if response.status == 409:
+        _print_incompatibilities(client, args.subject, body, out, args.file)
+        return 1
+    found = _checked(response, f"registering {args.file} under {args.subject} failed")
+    out.emit(found, f"{args.subject}: version {found.get('version')} (schema id {found.get('id')})")
+    return 0
+
+
+def _compatibility(client: RegistryClient, subject: str, body: dict[str, Any]) -> dict[str, Any]:
+    path = f"/compatibility/subjects/{subject_path(subject)}/versions?verbose=true"
+    result: dict[str, Any] = _checked(client.post(path, body), f"checking {subject} failed")
+    return result
+
+
+def _level(client: RegistryClient, subject: str) -> str:
+    response = client.get(f"/config/{subject_path(subject)}?defaultToGlobal=true")
+    return str(response.json().get("compatibilityLevel", "?")) if response.ok else "?"
+
+
+def _print_incompatibilities(
+    client: RegistryClient, subject: str, body: dict[str, Any], out: _Out, name: str
+) -> dict[str, Any]:
+    result = _compatibility(client, subject, body)
+    level = _level(client, subject)
+    result["compatibilityLevel"] = level
+
+    def human() -> str:
+        items = result.get("incompatibilities") or []
+        lines = [f"INCOMPATIBLE: {name} cannot be registered under {subject} ({level}):"]
+        for item in items:
+            lines.append(f"  - {item['message']}")
+        if not items:
+            lines.extend(f"  - {m}" for m in result.get("messages", []))
+        return "\n".join(lines)
+
+    out.emit(result, human)
+    return result
+
+
+def cmd_check(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    body = {"schema": _read_schema(args.file), "schemaType": args.schema_type}
+    result = _compatibility(client, args.subject, body)
+    if not result.get("is_compatible"):
+        _print_incompatibilities(client, args.subject, body, out, args.file)
+        return 1
+    level = _level(client, args.subject)
+    result["compatibilityLevel"] = level
+    out.emit(result, f"compatible: {args.file} can be registered under {args.subject} ({level})")
+    return 0
+
+
+def _split_target(
+    args: argparse.Namespace, values: Sequence[str], kind: str
+) -> tuple[str | None, str | None]:
+    """`[SUBJECT] [VALUE]`: a lone argument that is a known VALUE sets the global one."""
+    if args.value is not None:
+        return args.subject, args.value
+    if args.subject is not None and args.subject.upper() in values:
+        return None, args.subject
+    return args.subject, None
+
+
+def cmd_config(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    subject, level = _split_target(args, LEVELS, "level")
+    path = "/config" if subject is None else f"/config/{subject_path(subject)}"
+    scope = "global" if subject is None else subject
+    if level is None:
+        query = "" if subject is None else "?defaultToGlobal=true"
+        found = _checked(client.get(path + query), f"reading the {scope} config failed")
+        out.emit(found, f"{scope}: {found.get('compatibilityLevel')}")
+        return 0
+    if level.upper() not in LEVELS:
+        raise CommandFailed(f"unknown compatibility level {level}; use one of {', '.join(LEVELS)}")
+    found = _checked(client.put(path, {"compatibility": level.upper()}), "setting config failed")
+    out.emit(found, f"{scope}: {found.get('compatibility')}")
+    return 0
+
+
+def cmd_mode(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    subject, mode = _split_target(args, MODES, "mode")
+    path = "/mode" if subject is None else f"/mode/{subject_path(subject)}"
+    scope = "global" if subject is None else subject
+    if mode is None:
+        query = "" if subject is None else "?defaultToGlobal=true"
+        found = _checked(client.get(path + query), f"reading the {scope} mode failed")
+    else:
+        if mode.upper() not in MODES:
+            raise CommandFailed(f"unknown mode {mode}; use one of {', '.join(MODES)}")
+        query = "?force=true" if args.force else ""
+        found = _checked(client.put(path + query, {"mode": mode.upper()}), "setting mode failed")
+    out.emit(found, f"{scope}: {found.get('mode')}")
+    return 0
+
+
+def cmd_delete(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    path = f"/subjects/{subject_path(args.subject)}"
+    if args.version is not None:
+        path += f"/versions/{subject_path(args.version)}"
+    path += f"?permanent={str(args.permanent).lower()}"
+    how = "permanently deleted" if args.permanent else "soft-deleted"
+    found = _checked(client.delete(path), f"deleting {args.subject} failed")
+    versions = found if isinstance(found, list) else [found]
+    out.emit(found, f"{args.subject}: {how} version(s) {', '.join(str(v) for v in versions)}")
+    return 0
+
+
+def cmd_register_all(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    from schema_registry.topics import discover
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise CommandFailed(f"{root} is not a directory")
+    schemas, problems = discover(root)
+    report: list[dict[str, Any]] = []
+
+    def say(line: str) -> None:
+        if not out.as_json:
+            print(line, flush=True)  # progress, one line per schema
+
+    for path, why in problems:
+        report.append({"file": str(path), "status": "refused", "messages": [why]})
+        say(f"refused    {path}: {why}")
+    for event in schemas:
+        entry = _register_event(client, event.subject, event.text, args.level)
+        entry["file"] = str(event.path)
+        report.append(entry)
+        detail = f"version {entry['version']}, id {entry['id']}" if "id" in entry else ""
+        say(f"{entry['status']:<10} {event.subject} ({event.path}) {detail}".rstrip())
+        for message in entry.get("messages", []):
+            say(f"             - {message}")
+    counts = {
+        s: sum(1 for e in report if e["status"] == s) for s in ("new", "unchanged", "refused")
+    }
+    summary = f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['refused']} refused"
+    if out.as_json:
+        out.emit({"results": report, "summary": counts}, "")
+    else:
+        print(f"register-all {root}: {summary}")
+    return 1 if counts["refused"] else 0
+
+
+def _register_event(client: RegistryClient, subject: str, text: str, level: str) -> dict[str, Any]:
+    """Register one event schema: unchanged when already there, else a new version."""
+    body = {"schema": text, "schemaType": "AVRO"}
+    quoted = subject_path(subject)
+    lookup = client.post(f"/subjects/{quoted}?deleted=false", body)
+    if lookup.ok:
+        found = lookup.json()
+        return {
+            "subject": subject,
+            "status": "unchanged",
+            "id": found["id"],
+            "version": found["version"],
+        }
+    new_subject = lookup.error_code == 40401
+    if lookup.error_code not in (40401, 40403):
+        return {"subject": subject, "status": "refused", "messages": [lookup.message]}
+    if new_subject:
+        # Before the first version, so the subject never exists under a weaker level.
+        configured = client.put(f"/config/{quoted}", {"compatibility": level})
+        if not configured.ok:
+            return {"subject": subject, "status": "refused", "messages": [configured.message]}
+    response = client.post(f"/subjects/{quoted}/versions", body)
+    if response.ok:
+        found = response.json()
+        return {"subject": subject, "status": "new", "id": found["id"], "version": found["version"]}
+    messages = [response.message]
+    if response.status == 409:
+        verbose = _compatibility(client, subject, body)
+        messages = [i["message"] for i in verbose.get("incompatibilities", [])] or messages
+    if new_subject:
+        client.delete(f"/config/{quoted}")
+    return {"subject": subject, "status": "refused", "messages": messages}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from schema_registry.server import ServeOptions, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if args.workers < 1:
+        raise CommandFailed("--workers must be at least 1")
+    try:
+        return serve(ServeOptions(args.host, args.port, args.storage, args.workers))
+    except ValueError as exc:
+        raise CommandFailed(str(exc)) from None
+    except OSError as exc:
+        raise CommandFailed(f"cannot serve on {args.host}:{args.port}: {exc.strerror}") from None
+
+
+# ---------------------------------------------------------------------------------- parsing
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (every command has --help)."""
+    # --url and --json work before or after the command; SUPPRESS keeps a sub-command's
+    # unset copy from overwriting a value given before it.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument("--url", default=argparse.SUPPRESS, help="registry base URL")
+    shared.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="schema-registry",
+        description="meshkit's Confluent-compatible schema registry: serve it, or manage schemas.",
+        epilog="Exit status: 0 ok, 1 incompatible or failed, 2 usage error.",
+    )
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("SCHEMA_REGISTRY_URL") or DEFAULT_URL,
+        help="registry base URL (default: $SCHEMA_REGISTRY_URL, else %(default)s)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", default=False, help="JSON output for scripts"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[shared], help=help_text, description=help_text)
+
+    p = sub.add_parser(
+        "serve", help="run the registry server", description="Run the registry server."
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    p.add_argument(
+        "--port", type=int, default=8081, help="port (0 picks a free one; default: %(default)s)"
+    )
+    p.add_argument(
+        "--storage",
+        default=DEFAULT_STORAGE_URL,
+        help="sqlite:///relative.db, sqlite:////absolute.db or memory (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workers", type=int, default=1, help="worker processes sharing the port (default: 1)"
+    )
+
+    p = add("subjects", "List subjects.")
+    p.add_argument("--deleted", action="store_true", help="include soft-deleted subjects")
+    p.add_argument("--prefix", help="only subjects starting with this")
+
+    p = add("versions", "List the versions of a subject.")
+    p.add_argument("subject")
+    p.add_argument("--deleted", action="store_true", help="include soft-deleted versions")
+
+    p = add("get", "Show one version of a subject (default: latest).")
+    p.add_argument("subject")
+    p.add_argument("version", nargs="?", default="latest")
+
+    for name, text in (
+        ("register", "Register a schema file under a subject."),
+        ("check", "Check a schema file against a subject; exit 1 and list every incompatibility."),
+    ):
+        p = add(name, text)
+        p.add_argument("subject")
+        p.add_argument("file", help="schema file (.avsc)")
+        p.add_argument("--schema-type", default="AVRO", help="schema type (default: AVRO)")
+
+    p = add(
+        "config",
+        "Show or set a compatibility level: `config` (global), `config SUBJECT`, "
+        "`config LEVEL` (set global), `config SUBJECT LEVEL`.",
+    )
+    p.add_argument("subject", nargs="?")
+    p.add_argument("value", nargs="?", metavar="level", help=", ".join(LEVELS))
+
+    p = add(
+        "mode",
+        "Show or set a mode: `mode` (global), `mode SUBJECT`, `mode MODE` (set global), "
+        "`mode SUBJECT MODE`.",
+    )
+    p.add_argument("subject", nargs="?")
+    p.add_argument("value", nargs="?", metavar="mode", help=", ".join(MODES))
+    p.add_argument("--force", action="store_true", help="allow IMPORT on a non-empty registry")
+
+    p = add("delete", "Soft-delete a subject or one version; --permanent after a soft delete.")
+    p.add_argument("subject")
+    p.add_argument("version", nargs="?")
+    p.add_argument("--permanent", action="store_true", help="hard delete (after a soft delete)")
+
+    p = add(
+        "register-all",
+        "Register every .avsc under DIR with subject <topic>-<record full name>; the topic comes "
+        'from the nearest topic.json ({"topic": "..."}) in the file\'s directory or above it.',
+    )
+    p.add_argument("dir")
+    p.add_argument(
+        "--level",
+        default=EVENT_SUBJECT_LEVEL,
+        choices=LEVELS,
+        help="compatibility set on subjects it creates (default: %(default)s)",
+    )
+    return parser
+
+
+COMMANDS: dict[str, Callable[[RegistryClient, _Out, argparse.Namespace], int]] = {
+    "subjects": cmd_subjects,
+    "versions": cmd_versions,
+    "get": cmd_get,
+    "register": cmd_register,
+    "check": cmd_check,
+    "config": cmd_config,
+    "mode": cmd_mode,
+    "delete": cmd_delete,
+    "register-all": cmd_register_all,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `schema-registry` command."""
-    sys.stderr.write("schema-registry: not built yet\n")
-    return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return cmd_serve(args)
+        try:
+            client = RegistryClient(args.url)
+        except ValueError as exc:
+            parser.error(str(exc))  # exits 2
+        with client:
+            return COMMANDS[args.command](client, _Out(args.json), args)
+    except CommandFailed as exc:
+        print(f"schema-registry: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"schema-registry: cannot reach the registry at {args.url}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

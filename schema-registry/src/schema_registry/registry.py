@@ -1,0 +1,728 @@
+"""The registry's rules, written once against `storage.Transaction`: Confluent's semantics.
+
+Identity: an id names content (type, normalised schema, references, metadata, ruleSet), so the
+same schema under two subjects gets one id and registering twice is idempotent. Versions: the
+next is max(all versions, soft-deleted included) + 1. Deletes: soft first, then permanent; both
+refused while another schema references the version. Compatibility is checked against live
+versions only, inside the write transaction that appends the version, so two racing registers
+can't both pass against a state neither will see.
+
+Methods return JSON-ready values (the HTTP edge renders them) and raise `RegistryError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from schema_registry import errors
+from schema_registry.avro import (
+    COMPATIBILITY_LEVELS,
+    AvroSchema,
+    Incompatibility,
+    InvalidSchema,
+    check_compatibility,
+    parse_schema,
+)
+from schema_registry.errors import ErrorCode, RegistryError
+from schema_registry.storage import (
+    GLOBAL,
+    Reference,
+    Storage,
+    StoredSchema,
+    SubjectVersion,
+    Transaction,
+)
+
+DEFAULT_COMPATIBILITY: Final = "BACKWARD"
+DEFAULT_MODE: Final = "READWRITE"
+MODES: Final = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
+SUPPORTED_TYPES: Final = ("AVRO",)
+#: Types Confluent knows that this registry does not check yet (42201 says so plainly).
+KNOWN_TYPES: Final = ("AVRO", "JSON", "PROTOBUF")
+LATEST: Final = -1
+_MAX_VERSION: Final = 2**31 - 1
+_CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
+#: The config keys Confluent stores besides the level; others are kept too, never rejected.
+_LEVEL_KEYS: Final = ("compatibility", "compatibilityLevel")
+
+
+def parse_version(text: str) -> int:
+    """`latest`, `-1` or 1..2^31-1, as Confluent's VersionId reads it; else 42202."""
+    if text.lower() == "latest":
+        return LATEST
+    try:
+        number = int(text)
+    except ValueError:
+        raise errors.invalid_version(text) from None
+    if number == LATEST or 1 <= number <= _MAX_VERSION:
+        return number
+    raise errors.invalid_version(text)
+
+
+def check_subject_name(subject: str) -> None:
+    """42208 for names Confluent refuses: empty, control characters, the global marker."""
+    if not subject or _CONTROL_CHARS.search(subject) or subject == ":.__GLOBAL:":
+        raise RegistryError(
+            ErrorCode.INVALID_SUBJECT, f"The specified subject '{subject}' is not valid."
+        )
+
+
+def format_incompatibility(item: Incompatibility) -> str:
+    """One entry of Confluent's `messages`, in its Difference rendering (clients grep these)."""
+    return (
+        f"{{errorType:'{item.rule}', description:'{item.message}', additionalInfo:'{item.path}'}}"
+    )
+
+
+def incompatibility_json(item: Incompatibility) -> dict[str, Any]:
+    """The machine-readable form we add next to Confluent's `messages`."""
+    return {
+        "rule": item.rule,
+        "path": item.path,
+        "direction": item.direction,
+        "message": item.message,
+        "reader": item.reader_fragment,
+        "writer": item.writer_fragment,
+    }
+
+
+@dataclass(frozen=True)
+class SchemaRequest:
+    """A RegisterSchemaRequest body, validated; unknown fields are ignored, never rejected."""
+
+    schema: str
+    schema_type: str
+    references: tuple[Reference, ...]
+    metadata: Any
+    rule_set: Any
+    id: int | None
+    version: int | None
+
+    @classmethod
+    def from_json(cls, body: Any) -> SchemaRequest:
+        """Validate the shape; 42201 for what Confluent calls an invalid schema request."""
+        if not isinstance(body, Mapping):
+            raise errors.invalid_schema("the request body must be a JSON object")
+        schema = body.get("schema")
+        if not isinstance(schema, str) or not schema.strip():
+            raise errors.invalid_schema("Empty schema")
+        schema_type = body.get("schemaType") or "AVRO"
+        if not isinstance(schema_type, str):
+            raise errors.invalid_schema("schemaType must be a string")
+        schema_type = schema_type.upper()
+        if schema_type not in KNOWN_TYPES:
+            raise errors.invalid_schema(
+                f"unknown schemaType '{schema_type}'; expected one of {', '.join(KNOWN_TYPES)}"
+            )
+        if schema_type not in SUPPORTED_TYPES:
+            raise RegistryError(
+                ErrorCode.INVALID_SCHEMA,
+                f"Invalid schema: schemaType {schema_type} is not supported by this registry yet; "
+                f"it stores and checks {', '.join(SUPPORTED_TYPES)} schemas only",
+            )
+        return cls(
+            schema=schema,
+            schema_type=schema_type,
+            references=_references(body.get("references")),
+            metadata=body.get("metadata"),
+            rule_set=body.get("ruleSet"),
+            id=_optional_int(body, "id"),
+            version=_optional_int(body, "version"),
+        )
+
+
+def _optional_int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value <= 0):
+        # Confluent clients send id=-1/version=0 to mean "unset".
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.invalid_schema(f"{key} must be an integer")
+    return value
+
+
+def _references(value: Any) -> tuple[Reference, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise errors.invalid_schema("references must be a list")
+    found: list[Reference] = []
+    for item in value:
+        if not isinstance(item, Mapping):
+            raise errors.invalid_schema("each reference must be an object")
+        name, subject, version = item.get("name"), item.get("subject"), item.get("version")
+        if not isinstance(name, str) or not name or not isinstance(subject, str) or not subject:
+            raise errors.invalid_schema("a reference needs a name and a subject")
+        if isinstance(version, str):
+            version = parse_version(version)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise errors.invalid_schema(f"reference {name}: version must be an integer")
+        found.append(Reference(name, subject, version))
+    return tuple(found)
+
+
+def _fingerprint(
+    schema_type: str, data: Any, references: Sequence[Reference], metadata: Any, rule_set: Any
+) -> str:
+    # Key order and whitespace do not make a new schema (Confluent's canonical string ignores
+    # them too); docs, defaults and aliases do.
+    identity = [schema_type, data, [r.to_json() for r in references], metadata, rule_set]
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Registry:
+    """Confluent Schema Registry semantics over a `Storage`. Thread-safe as its storage is.
+
+    Keeps a cache of parsed schemas by id: an id's content never changes, so the cache never
+    needs invalidating.
+    """
+
+    def __init__(self, storage: Storage, *, default_compatibility: str = DEFAULT_COMPATIBILITY):
+        self.storage = storage
+        self.default_compatibility = default_compatibility
+        self._parsed: dict[int, AvroSchema] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _level(self, tx: Transaction, subject: str) -> str:
+        for key in (subject, GLOBAL):
+            config = tx.config(key)
+            if config and config.get("compatibilityLevel"):
+                return str(config["compatibilityLevel"])
+        return self.default_compatibility
+
+    def _mode(self, tx: Transaction, subject: str) -> str:
+        return tx.mode(subject) or tx.mode(GLOBAL) or DEFAULT_MODE
+
+    def _check_writable(self, tx: Transaction, subject: str) -> str:
+        mode = self._mode(tx, subject)
+        if mode in ("READONLY", "READONLY_OVERRIDE"):
+            raise errors.not_permitted(f"Subject {subject} is in read-only mode")
+        return mode
+
+    def _parse_stored(self, tx: Transaction, schema_id: int) -> AvroSchema:
+        parsed = self._parsed.get(schema_id)
+        if parsed is None:
+            stored = tx.schema(schema_id)
+            if stored is None:
+                raise errors.schema_not_found(schema_id)
+            refs = [
+                self._parse_stored(tx, self._resolve(tx, r).schema_id) for r in stored.references
+            ]
+            # Stored schemas were validated when registered; re-read them leniently, as
+            # Confluent does, so a stricter parser never locks a subject.
+            parsed = parse_schema(stored.text, refs, validate_defaults=False)
+            self._parsed[schema_id] = parsed
+        return parsed
+
+    def _resolve(self, tx: Transaction, ref: Reference) -> SubjectVersion:
+        if ref.version == LATEST:
+            live = tx.versions(ref.subject, include_deleted=False)
+            if live:
+                return live[-1]
+        else:
+            found = tx.version(ref.subject, ref.version)
+            if found is not None:
+                return found
+        raise errors.invalid_schema(
+            f"reference '{ref.name}' names version {ref.version} of subject '{ref.subject}', "
+            "which does not exist"
+        )
+
+    def _parse_request(
+        self, tx: Transaction, req: SchemaRequest
+    ) -> tuple[AvroSchema, str, tuple[Reference, ...]]:
+        """Parse with references resolved; the fingerprint; references with versions fixed."""
+        resolved = [self._resolve(tx, r) for r in req.references]
+        refs = tuple(
+            Reference(r.name, r.subject, v.version)
+            for r, v in zip(req.references, resolved, strict=True)
+        )
+        try:
+            ref_schemas = [self._parse_stored(tx, v.schema_id) for v in resolved]
+            parsed = parse_schema(req.schema, ref_schemas)
+        except InvalidSchema as exc:
+            raise RegistryError(ErrorCode.INVALID_SCHEMA, str(exc)) from None
+        data = json.loads(req.schema)
+        fingerprint = _fingerprint(req.schema_type, data, refs, req.metadata, req.rule_set)
+        return parsed, fingerprint, refs
+
+    def _version_json(self, tx: Transaction, sv: SubjectVersion) -> dict[str, Any]:
+        stored = tx.schema(sv.schema_id)
+        if stored is None:  # pragma: no cover - versions always point at stored schemas
+            raise RegistryError(ErrorCode.STORE_ERROR, f"schema {sv.schema_id} is missing")
+        out: dict[str, Any] = {"subject": sv.subject, "version": sv.version, "id": sv.schema_id}
+        out.update(_schema_extras(stored))
+        out["schema"] = stored.text
+        if sv.deleted:
+            out["deleted"] = True
+        return out
+
+    def _existing_subject(
+        self, tx: Transaction, subject: str, *, include_deleted: bool
+    ) -> list[SubjectVersion]:
+        versions = tx.versions(subject, include_deleted=include_deleted)
+        if not versions:
+            raise errors.subject_not_found(subject)
+        return versions
+
+    def _find_version(
+        self, tx: Transaction, subject: str, version: int, *, include_deleted: bool
+    ) -> SubjectVersion:
+        versions = self._existing_subject(tx, subject, include_deleted=include_deleted)
+        if version == LATEST:
+            return versions[-1]
+        found = tx.version(subject, version)
+        if found is None or (found.deleted and not include_deleted):
+            raise errors.version_not_found(version)
+        return found
+
+    # ------------------------------------------------------------------ subjects & versions
+    def list_subjects(self, prefix: str, *, deleted: bool, deleted_only: bool) -> list[str]:
+        """GET /subjects."""
+        with self.storage.read() as tx:
+            if deleted_only:
+                live = set(tx.subjects(include_deleted=False))
+                names = [s for s in tx.subjects(include_deleted=True) if s not in live]
+            else:
+                names = tx.subjects(include_deleted=deleted)
+        if prefix and prefix != ":*:":
+            names = [s for s in names if s.startswith(prefix)]
+        return names
+
+    def list_versions(
+        self, subject: str, *, deleted: bool, deleted_only: bool, deleted_as_negative: bool
+    ) -> list[int]:
+        """GET /subjects/{s}/versions."""
+        with self.storage.read() as tx:
+            versions = self._existing_subject(tx, subject, include_deleted=deleted or deleted_only)
+        if deleted_only:
+            versions = [v for v in versions if v.deleted]
+        if deleted_as_negative:
+            return [-v.version if v.deleted else v.version for v in versions]
+        return [v.version for v in versions]
+
+    def get_version(self, subject: str, version: str, *, deleted: bool) -> dict[str, Any]:
+        """GET /subjects/{s}/versions/{v}."""
+        number = parse_version(version)
+        with self.storage.read() as tx:
+            sv = self._find_version(tx, subject, number, include_deleted=deleted)
+            return self._version_json(tx, sv)
+
+    def referenced_by(self, subject: str, version: str, *, deleted: bool) -> list[int]:
+        """GET /subjects/{s}/versions/{v}/referencedby: ids of schemas referencing it."""
+        number = parse_version(version)
+        with self.storage.read() as tx:
+            sv = self._find_version(tx, subject, number, include_deleted=True)
+            users = tx.referrers(subject, sv.version)
+        return sorted({u.schema_id for u in users if deleted or not u.deleted})
+
+    def latest_with_metadata(
+        self, subject: str, wanted: Mapping[str, str], *, deleted: bool
+    ) -> dict[str, Any]:
+        """GET /subjects/{s}/metadata: the latest version whose metadata properties match."""
+        with self.storage.read() as tx:
+            for sv in reversed(self._existing_subject(tx, subject, include_deleted=deleted)):
+                stored = tx.schema(sv.schema_id)
+                metadata = stored.metadata if stored else None
+                props = metadata.get("properties") if isinstance(metadata, dict) else None
+                props = props if isinstance(props, dict) else {}
+                if all(props.get(k) == v for k, v in wanted.items()):
+                    return self._version_json(tx, sv)
+        raise errors.schema_not_found()
+
+    def lookup(self, subject: str, body: Any, *, deleted: bool) -> dict[str, Any]:
+        """POST /subjects/{s}: the version of this subject holding this schema."""
+        req = SchemaRequest.from_json(body)
+        with self.storage.read() as tx:
+            versions = self._existing_subject(tx, subject, include_deleted=deleted)
+            _, fingerprint, _ = self._parse_request(tx, req)
+            schema_id = tx.schema_id_by_fingerprint(fingerprint)
+            matches = [v for v in versions if v.schema_id == schema_id]
+            if not matches:
+                raise errors.schema_not_found()
+            return self._version_json(tx, matches[-1])
+
+    def register(self, subject: str, body: Any) -> dict[str, Any]:
+        """POST /subjects/{s}/versions: idempotent; checks compatibility unless IMPORT mode."""
+        check_subject_name(subject)
+        req = SchemaRequest.from_json(body)
+        with self.storage.write() as tx:
+            mode = self._check_writable(tx, subject)
+            if (req.id is not None or req.version is not None) and mode != "IMPORT":
+                raise errors.not_permitted(
+                    f"Subject {subject} is not in import mode: a schema id or version can only be "
+                    "chosen in IMPORT mode"
+                )
+            parsed, fingerprint, refs = self._parse_request(tx, req)
+            existing_id = tx.schema_id_by_fingerprint(fingerprint)
+            if req.id is not None:
+                self._check_import_id(tx, req.id, existing_id, fingerprint)
+            live = tx.versions(subject, include_deleted=False)
+            if existing_id is not None:
+                for sv in reversed(live):
+                    if sv.schema_id == existing_id:
+                        return self._version_json(tx, sv)
+            if mode != "IMPORT":
+                level = self._level(tx, subject)
+                problems = check_compatibility(
+                    level, parsed, [self._parse_stored(tx, v.schema_id) for v in live]
+                )
+                if problems:
+                    raise _incompatible(subject, level, problems)
+            schema_id = existing_id or req.id or tx.max_schema_id() + 1
+            if existing_id is None:
+                tx.add_schema(
+                    StoredSchema(
+                        id=schema_id,
+                        fingerprint=fingerprint,
+                        schema_type=req.schema_type,
+                        text=json.dumps(
+                            json.loads(req.schema), separators=(",", ":"), ensure_ascii=False
+                        ),
+                        references=refs,
+                        metadata=req.metadata,
+                        rule_set=req.rule_set,
+                    )
+                )
+                self._parsed[schema_id] = parsed
+            version = req.version or tx.max_version(subject) + 1
+            if tx.version(subject, version) is not None:
+                raise errors.not_permitted(
+                    f"Overwrite of version {version} of subject {subject} is not permitted"
+                )
+            sv = SubjectVersion(subject, version, schema_id)
+            tx.add_version(sv)
+            return self._version_json(tx, sv)
+
+    @staticmethod
+    def _check_import_id(
+        tx: Transaction, wanted: int, existing_id: int | None, fingerprint: str
+    ) -> None:
+        if existing_id is not None and existing_id != wanted:
+            raise RegistryError(
+                ErrorCode.ID_DOES_NOT_MATCH,
+                f"Schema already registered with id {existing_id} instead of input id {wanted}",
+            )
+        holder = tx.schema(wanted)
+        if holder is not None and holder.fingerprint != fingerprint:
+            raise RegistryError(
+                ErrorCode.ID_DOES_NOT_MATCH,
+                f"Overwrite new schema with id {wanted} is not permitted: the id is taken by "
+                "another schema",
+            )
+
+    def delete_version(self, subject: str, version: str, *, permanent: bool) -> int:
+        """DELETE /subjects/{s}/versions/{v}: soft first, then permanent."""
+        number = parse_version(version)
+        with self.storage.write() as tx:
+            self._check_writable(tx, subject)
+            everything = self._existing_subject(tx, subject, include_deleted=True)
+            if number == LATEST:
+                live = [v for v in everything if not v.deleted]
+                if live:
+                    sv = live[-1]
+                elif permanent:
+                    sv = everything[-1]
+                else:
+                    raise errors.version_not_found(version)
+            else:
+                found = tx.version(subject, number)
+                if found is None:
+                    raise errors.version_not_found(number)
+                sv = found
+            if permanent and not sv.deleted:
+                raise RegistryError(
+                    ErrorCode.VERSION_NOT_SOFT_DELETED,
+                    f"Subject '{subject}' Version {sv.version} was not deleted first before being "
+                    "permanently deleted",
+                )
+            if not permanent and sv.deleted:
+                raise RegistryError(
+                    ErrorCode.VERSION_SOFT_DELETED,
+                    f"Subject '{subject}' Version {sv.version} was soft deleted. Set "
+                    "permanent=true to delete permanently",
+                )
+            if tx.referrers(subject, sv.version):
+                raise errors.reference_exists(subject, sv.version)
+            if permanent:
+                tx.remove_version(subject, sv.version)
+                if not tx.versions(subject, include_deleted=True):
+                    tx.delete_config(subject)
+                    tx.delete_mode(subject)
+            else:
+                tx.set_deleted(subject, sv.version)
+            return sv.version
+
+    def delete_subject(self, subject: str, *, permanent: bool) -> list[int]:
+        """DELETE /subjects/{s}: soft-deletes live versions, or hard-deletes soft-deleted ones."""
+        with self.storage.write() as tx:
+            self._check_writable(tx, subject)
+            everything = self._existing_subject(tx, subject, include_deleted=True)
+            live = [v for v in everything if not v.deleted]
+            if permanent and live:
+                raise RegistryError(
+                    ErrorCode.SUBJECT_NOT_SOFT_DELETED,
+                    f"Subject '{subject}' was not deleted first before being permanently deleted",
+                )
+            if not permanent and not live:
+                raise RegistryError(
+                    ErrorCode.SUBJECT_SOFT_DELETED,
+                    f"Subject '{subject}' was soft deleted. Set permanent=true to delete "
+                    "permanently",
+                )
+            targets = everything if permanent else live
+            for sv in targets:
+                users = [u for u in tx.referrers(subject, sv.version) if u.subject != subject]
+                if users:
+                    raise errors.reference_exists(subject, sv.version)
+            for sv in targets:
+                if permanent:
+                    tx.remove_version(subject, sv.version)
+                else:
+                    tx.set_deleted(subject, sv.version)
+            if permanent:
+                tx.delete_config(subject)
+                tx.delete_mode(subject)
+            return [sv.version for sv in targets]
+
+    # ------------------------------------------------------------------ schemas by id
+    def get_schema(self, schema_id: int, *, fetch_max_id: bool = False) -> dict[str, Any]:
+        """GET /schemas/ids/{id} (`subject` is only a hint: ids are global here)."""
+        with self.storage.read() as tx:
+            stored = self._schema_in_use(tx, schema_id)
+            out: dict[str, Any] = {"schema": stored.text}
+            out.update(_schema_extras(stored))
+            if fetch_max_id:
+                out["maxId"] = tx.max_schema_id()
+            return out
+
+    def get_schema_text(self, schema_id: int) -> str:
+        """GET /schemas/ids/{id}/schema."""
+        with self.storage.read() as tx:
+            return self._schema_in_use(tx, schema_id).text
+
+    def schema_usages(self, schema_id: int, *, deleted: bool) -> list[SubjectVersion]:
+        """The versions using an id, for /schemas/ids/{id}/subjects and /versions."""
+        with self.storage.read() as tx:
+            self._schema_in_use(tx, schema_id)
+            return [u for u in tx.usages(schema_id) if deleted or not u.deleted]
+
+    @staticmethod
+    def _schema_in_use(tx: Transaction, schema_id: int) -> StoredSchema:
+        # An id whose every version was hard-deleted is gone for clients, as in Confluent; the
+        # row stays so the id is never given to other content.
+        stored = tx.schema(schema_id)
+        if stored is None or not tx.usages(schema_id):
+            raise errors.schema_not_found(schema_id)
+        return stored
+
+    def list_schemas(
+        self, prefix: str, *, deleted: bool, latest_only: bool
+    ) -> list[dict[str, Any]]:
+        """GET /schemas: every (live) version, optionally only each subject's latest."""
+        with self.storage.read() as tx:
+            chosen: list[SubjectVersion] = []
+            for sv in tx.all_versions():
+                if (sv.deleted and not deleted) or not sv.subject.startswith(prefix):
+                    continue
+                if latest_only and chosen and chosen[-1].subject == sv.subject:
+                    chosen[-1] = sv
+                else:
+                    chosen.append(sv)
+            return [self._version_json(tx, sv) for sv in chosen]
+
+    # ------------------------------------------------------------------ compatibility
+    def test_compatibility(
+        self, subject: str, version: str | None, body: Any, *, verbose: bool
+    ) -> dict[str, Any]:
+        """POST /compatibility/subjects/{s}/versions[/{v}]."""
+        number = None if version is None else parse_version(version)
+        req = SchemaRequest.from_json(body)
+        with self.storage.read() as tx:
+            level = self._level(tx, subject)
+            live = tx.versions(subject, include_deleted=False)
+            if number is None:
+                targets = live
+            elif number == LATEST or not live:
+                # Nothing to compare with is compatible (Confluent; Karapace#479 got it wrong).
+                targets = live[-1:]
+            else:
+                found = tx.version(subject, number)
+                if found is None or found.deleted:
+                    raise errors.version_not_found(number)
+                targets = [found]
+            try:
+                parsed, _, _ = self._parse_request(tx, req)
+            except RegistryError as exc:
+                if verbose and exc.code is ErrorCode.INVALID_SCHEMA:
+                    return {"is_compatible": False, "messages": [exc.message]}
+                raise
+            existing = [self._parse_stored(tx, v.schema_id) for v in targets]
+        problems = check_compatibility(level, parsed, existing)
+        result: dict[str, Any] = {"is_compatible": not problems}
+        if verbose:
+            messages = [format_incompatibility(p) for p in problems]
+            if problems:
+                messages.append(f"{{validateFields: 'false', compatibility: '{level}'}}")
+            result["messages"] = messages
+            result["incompatibilities"] = [incompatibility_json(p) for p in problems]
+        return result
+
+    # ------------------------------------------------------------------ config
+    def get_config(self, subject: str | None, *, default_to_global: bool) -> dict[str, Any]:
+        """GET /config[/{s}]: the response key is `compatibilityLevel`."""
+        with self.storage.read() as tx:
+            if subject is not None:
+                config = tx.config(subject)
+                if config is not None:
+                    if "compatibilityLevel" not in config and default_to_global:
+                        config["compatibilityLevel"] = self._level(tx, GLOBAL)
+                    return config
+                if not default_to_global:
+                    raise RegistryError(
+                        ErrorCode.SUBJECT_COMPATIBILITY_NOT_CONFIGURED,
+                        f"Subject '{subject}' does not have subject-level compatibility configured",
+                    )
+            config = tx.config(GLOBAL) or {}
+            config.setdefault("compatibilityLevel", self.default_compatibility)
+            return config
+
+    def set_config(self, subject: str | None, body: Any) -> dict[str, Any]:
+        """PUT /config[/{s}]: request key `compatibility` (ckp's set_config sends the other)."""
+        if not isinstance(body, Mapping):
+            raise _invalid_level()
+        level = next((body[k] for k in _LEVEL_KEYS if body.get(k) is not None), None)
+        if level is not None:
+            if not isinstance(level, str) or level.upper() not in COMPATIBILITY_LEVELS:
+                raise _invalid_level()
+            level = level.upper()
+        if subject is not None:
+            check_subject_name(subject)
+        key = GLOBAL if subject is None else subject
+        extras = {k: v for k, v in body.items() if k not in _LEVEL_KEYS}
+        with self.storage.write() as tx:
+            config = tx.config(key) or {}
+            config.update(extras)
+            if level is not None:
+                config["compatibilityLevel"] = level
+            tx.set_config(key, config)
+        echo = dict(extras)
+        if level is not None:
+            echo["compatibility"] = level
+        return echo
+
+    def delete_config(self, subject: str | None) -> dict[str, Any]:
+        """DELETE /config[/{s}]: returns the config that was removed."""
+        key = GLOBAL if subject is None else subject
+        with self.storage.write() as tx:
+            old = tx.config(key)
+            if subject is not None and old is None:
+                if not tx.versions(subject, include_deleted=True):
+                    raise errors.subject_not_found(subject)
+                raise RegistryError(
+                    ErrorCode.SUBJECT_COMPATIBILITY_NOT_CONFIGURED,
+                    f"Subject '{subject}' does not have subject-level compatibility configured",
+                )
+            tx.delete_config(key)
+        old = old or {}
+        if subject is None:
+            old.setdefault("compatibilityLevel", self.default_compatibility)
+        return old
+
+    # ------------------------------------------------------------------ mode
+    def get_mode(self, subject: str | None, *, default_to_global: bool) -> dict[str, Any]:
+        """GET /mode[/{s}]."""
+        with self.storage.read() as tx:
+            if subject is not None:
+                mode = tx.mode(subject)
+                if mode is not None:
+                    return {"mode": mode}
+                if not default_to_global:
+                    raise RegistryError(
+                        ErrorCode.SUBJECT_MODE_NOT_CONFIGURED,
+                        f"Subject '{subject}' does not have subject-level mode configured",
+                    )
+            return {"mode": tx.mode(GLOBAL) or DEFAULT_MODE}
+
+    def set_mode(self, subject: str | None, body: Any, *, force: bool) -> dict[str, Any]:
+        """PUT /mode[/{s}]: IMPORT needs an empty registry (or subject) unless `force`."""
+        mode = body.get("mode") if isinstance(body, Mapping) else None
+        if not isinstance(mode, str) or mode.upper() not in MODES:
+            raise RegistryError(
+                ErrorCode.INVALID_MODE,
+                f"Invalid mode. Valid values are {', '.join(MODES)}",
+            )
+        mode = mode.upper()
+        if subject is not None:
+            check_subject_name(subject)
+        with self.storage.write() as tx:
+            if mode == "IMPORT" and not force:
+                occupied = (
+                    tx.subjects(include_deleted=True)
+                    if subject is None
+                    else tx.versions(subject, include_deleted=True)
+                )
+                if occupied:
+                    raise errors.not_permitted(
+                        "Cannot import since found existing subjects; use force=true to import "
+                        "into a non-empty registry"
+                    )
+            tx.set_mode(GLOBAL if subject is None else subject, mode)
+        return {"mode": mode}
+
+    def delete_mode(self, subject: str | None, *, recursive: bool) -> dict[str, Any]:
+        """DELETE /mode[/{s}]: back to the global (or default) mode; returns the old one."""
+        with self.storage.write() as tx:
+            if subject is None:
+                old = tx.mode(GLOBAL) or DEFAULT_MODE
+                tx.delete_mode(GLOBAL)
+                if recursive:
+                    for name in tx.mode_subjects():
+                        tx.delete_mode(name)
+                return {"mode": old}
+            found = tx.mode(subject)
+            if found is None:
+                raise RegistryError(
+                    ErrorCode.SUBJECT_MODE_NOT_CONFIGURED,
+                    f"Subject '{subject}' does not have subject-level mode configured",
+                )
+            tx.delete_mode(subject)
+            return {"mode": found}
+
+
+def _schema_extras(stored: StoredSchema) -> dict[str, Any]:
+    """The optional keys Confluent includes only when non-empty (NON_EMPTY)."""
+    out: dict[str, Any] = {}
+    if stored.schema_type != "AVRO":
+        out["schemaType"] = stored.schema_type
+    if stored.references:
+        out["references"] = [r.to_json() for r in stored.references]
+    if stored.metadata is not None:
+        out["metadata"] = stored.metadata
+    if stored.rule_set is not None:
+        out["ruleSet"] = stored.rule_set
+    return out
+
+
+def _invalid_level() -> RegistryError:
+    return RegistryError(
+        ErrorCode.INVALID_COMPATIBILITY_LEVEL,
+        "Invalid compatibility level. Valid values are none, backward, forward, full, "
+        "backward_transitive, forward_transitive, and full_transitive",
+    )
+
+
+def _incompatible(subject: str, level: str, problems: Sequence[Incompatibility]) -> RegistryError:
+    details = [format_incompatibility(p) for p in problems]
+    details.append(f"{{validateFields: 'false', compatibility: '{level}'}}")
+    return RegistryError(
+        ErrorCode.INCOMPATIBLE_SCHEMA,
+        f'Schema being registered is incompatible with an earlier schema for subject "{subject}", '
+        f"details: [{', '.join(details)}]",
+    )

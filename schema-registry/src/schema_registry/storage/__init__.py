@@ -1,0 +1,60 @@
+"""Registry storage behind one interface: `Storage`/`Transaction`, with SQLite and memory backends.
+
+`open_storage(url)` reads URLs the way SQLAlchemy does: `sqlite:///relative/path.db`,
+`sqlite:////absolute/path.db`; `memory` (or `sqlite://`, `sqlite:///:memory:`) keeps everything
+in this process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schema_registry.storage.base import (
+    GLOBAL,
+    Reference,
+    Storage,
+    StoredSchema,
+    SubjectVersion,
+    Transaction,
+)
+from schema_registry.storage.memory import MemoryStorage
+from schema_registry.storage.sqlite import SqliteStorage
+
+__all__ = [
+    "GLOBAL",
+    "MemoryStorage",
+    "Reference",
+    "SqliteStorage",
+    "Storage",
+    "StoredSchema",
+    "SubjectVersion",
+    "Transaction",
+    "open_storage",
+    "parse_storage_url",
+]
+
+#: Where `serve` keeps its data when no --storage is given (relative to the current directory).
+DEFAULT_STORAGE_URL = "sqlite:///.mesh/data/schema-registry.db"
+
+
+def parse_storage_url(url: str) -> Path | None:
+    """The SQLite file a storage URL names, or None for in-memory storage.
+
+    Raises ValueError for anything else, naming the accepted forms.
+    """
+    if url in ("memory", "sqlite://", "sqlite:///:memory:"):
+        return None
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and len(url) > len(prefix):
+        # sqlite:///rel.db -> "rel.db"; sqlite:////abs.db -> "/abs.db", as SQLAlchemy reads them.
+        return Path(url[len(prefix) :])
+    raise ValueError(
+        f"unsupported storage URL {url!r}: use sqlite:///relative.db, "
+        "sqlite:////absolute/path.db or memory"
+    )
+
+
+def open_storage(url: str) -> Storage:
+    """Open (creating when missing) the storage a URL names."""
+    path = parse_storage_url(url)
+    return MemoryStorage() if path is None else SqliteStorage(path)
