@@ -107,23 +107,32 @@ class Record(Named):
     """A record (or a protocol `error`, which resolves exactly like a record)."""
 
     fields: list[Field] = field(default_factory=list)
+    # name -> field, kept in step with `fields` by `add_field`; lookups run per field per check.
+    _by_name: dict[str, Field] = field(default_factory=dict, repr=False)
+
+    def add_field(self, f: Field) -> None:
+        self.fields.append(f)
+        self._by_name[f.name] = f
 
     def field_named(self, name: str) -> Field | None:
-        for f in self.fields:
-            if f.name == name:
-                return f
-        return None
+        return self._by_name.get(name)
 
 
 NamedNode: TypeAlias = Fixed | Enum | Record
 Node: TypeAlias = Primitive | Array | Map | Union | NamedNode
 
 
+_TYPE_LABELS = {kind: kind.upper() for kind in (*PRIMITIVE_TYPES, "array", "map", "union")} | {
+    "record": "RECORD",
+    "error": "RECORD",  # Java: an error is a RECORD schema with isError() set
+    "enum": "ENUM",
+    "fixed": "FIXED",
+}
+
+
 def type_label(node: Node) -> str:
     """Avro Java's `Schema.Type` name, used verbatim in Java-compatible detail strings."""
-    if isinstance(node, Record):
-        return "RECORD"
-    return node.kind.upper()
+    return _TYPE_LABELS[node.kind]
 
 
 # --- rendering -----------------------------------------------------------------------------

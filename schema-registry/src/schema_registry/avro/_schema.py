@@ -335,7 +335,7 @@ class _Parser:
         # Registered before the fields are parsed so that fields can refer to the record.
         self.names[fullname] = record
         for pos, field_data in enumerate(fields_data):
-            record.fields.append(self._field(record, field_data, pos, space, f"{path}/fields"))
+            record.add_field(self._field(record, field_data, pos, space, f"{path}/fields"))
         return record
 
     def _field(
