@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Benchmark the schema registry against this machine's limit, measured in the same run.
+
+1. Register throughput: POSTs of distinct schemas (one new id and version each), req/s.
+2. GET /schemas/ids/{id} with wrk against the registry, and against nginx serving the very same
+   response bytes from a file on another loopback port: nginx is the ceiling for this exchange
+   on this machine, so the result is a ratio (target: registry >= 1/20 of nginx).
+
+Needs `wrk` and `nginx` (Debian packages `wrk`, `nginx-light`); when missing and running as root
+it installs them with apt-get. Everything it starts is stopped on exit.
+
+    .venv/bin/python scripts/bench_registry.py [--duration 10] [--connections 64] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+REGISTRY = ROOT / ".venv" / "bin" / "schema-registry"
+TARGET_RATIO = 1 / 20
+V1_JSON = "application/vnd.schemaregistry.v1+json"
+
+
+@dataclass
+class WrkResult:
+    """What wrk measured."""
+
+    requests_per_s: float
+    p99_ms: float
+    errors: int
+
+
+def ensure_tools() -> tuple[str, str]:
+    """Paths of wrk and nginx, installing the Debian packages when missing (root only)."""
+    wrk = shutil.which("wrk")
+    nginx = shutil.which("nginx") or (
+        "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+    )
+    if wrk and nginx:
+        return wrk, nginx
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        sys.exit("bench_registry: needs wrk and nginx: apt-get install wrk nginx-light")
+    print("==> installing wrk and nginx-light with apt-get", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk", "nginx-light"], check=True, env=env)
+    return shutil.which("wrk") or "wrk", shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+@contextmanager
+def registry(workdir: Path, workers: int) -> Iterator[int]:
+    """A registry subprocess on a free port; yields the port."""
+    err = (workdir / "registry.err").open("w+")
+    proc = subprocess.Popen(
+        [
+            str(REGISTRY),
+            "serve",
+            "--port",
+            "0",
+            "--workers",
+            str(workers),
+            "--storage",
+            f"sqlite:///{workdir / 'bench.db'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=err,
+        cwd=workdir,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        port = None
+        while port is None:
+            err.seek(0)
+            found = re.search(r"listening on http://[^:]+:(\d+)", err.read())
+            if found:
+                port = int(found.group(1))
+            elif proc.poll() is not None or time.monotonic() > deadline:
+                err.seek(0)
+                sys.exit(f"bench_registry: registry did not start:\n{err.read()}")
+            else:
+                time.sleep(0.05)
+        wait_http(port)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        err.close()
+
+
+@contextmanager
+def nginx(nginx_bin: str, workdir: Path, body: bytes, path: str) -> Iterator[int]:
+    """nginx serving `body` at `path` from a file, with the registry's content type."""
+    root = workdir / "www"
+    target = root / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(body)
+    port = free_port()
+    tmp = workdir / "nginx-tmp"
+    tmp.mkdir(exist_ok=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(
+        f"""
+worker_processes auto;
+daemon off;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type {V1_JSON};
+    # sendfile costs more than it saves on a ~100-byte file: off is nginx's best here.
+    sendfile off; tcp_nodelay on;
+    open_file_cache max=100 inactive=60s; open_file_cache_valid 3600s;
+    keepalive_requests 10000000;
+    etag off; server_tokens off;
+    client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+    uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+    server {{ listen 127.0.0.1:{port}; root {root}; }}
+}}
+"""
+    )
+    proc = subprocess.Popen(
+        [nginx_bin, "-c", str(conf), "-p", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(port, path)
+        yield port
+    finally:
+        proc.send_signal(signal.SIGQUIT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, path: str = "/") -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", path)
+            conn.getresponse().read()
+            conn.close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                sys.exit(f"bench_registry: nothing answers on port {port}")
+            time.sleep(0.05)
+
+
+def schema(n: int, fields: int = 8) -> str:
+    return json.dumps(
+        {
+            "type": "record",
+            "name": f"Event{n}",
+            "namespace": "bench.events",
+            "doc": "A benchmark event.",
+            "fields": [
+                {"name": f"f{i}", "type": ["null", "string"], "default": None}
+                for i in range(fields)
+            ],
+        }
+    )
+
+
+def bench_register(port: int, total: int, threads: int) -> tuple[float, int]:
+    """Register `total` distinct schemas from `threads` keep-alive clients; (req/s, failures)."""
+    failures = [0]
+    per_thread = total // threads
+
+    def run(t: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        headers = {"Content-Type": V1_JSON}
+        for i in range(per_thread):
+            n = t * per_thread + i
+            conn.request(
+                "POST", f"/subjects/bench-{n}/versions", json.dumps({"schema": schema(n)}), headers
+            )
+            reply = conn.getresponse()
+            reply.read()
+            if reply.status != 200:
+                failures[0] += 1
+        conn.close()
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return per_thread * threads / (time.perf_counter() - started), failures[0]
+
+
+def run_wrk(wrk: str, url: str, duration: int, connections: int) -> WrkResult:
+    # A short warm-up first: connection setup and first-request caches are not the steady state.
+    subprocess.run([wrk, "-t1", f"-c{connections}", "-d1s", url], check=True, capture_output=True)
+    out = subprocess.run(
+        [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)\b", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    p99_ms = float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan")
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return WrkResult(rps, p99_ms, int(errors.group(1)) if errors else 0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64, help="wrk connections")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="registry worker processes (mesh up runs 1)"
+    )
+    parser.add_argument("--schemas", type=int, default=1000, help="distinct schemas to register")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    if not REGISTRY.exists():
+        sys.exit("bench_registry: run `make setup` first (.venv/bin/schema-registry missing)")
+    wrk, nginx_bin = ensure_tools()
+
+    with tempfile.TemporaryDirectory(prefix="bench-registry-") as tmp:
+        workdir = Path(tmp)
+        with registry(workdir, args.workers) as port:
+            print(f"==> register: {args.schemas} distinct schemas, 4 clients", flush=True)
+            reg_rps, reg_failures = bench_register(port, args.schemas, threads=4)
+            path = "/schemas/ids/1"
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+            conn.request("GET", path)
+            body = conn.getresponse().read()
+            conn.close()
+            with nginx(nginx_bin, workdir, body, path) as nginx_port:
+                print(f"==> wrk {args.duration}s x {args.connections} conns: nginx", flush=True)
+                base = run_wrk(
+                    wrk, f"http://127.0.0.1:{nginx_port}{path}", args.duration, args.connections
+                )
+            print(
+                f"==> wrk {args.duration}s x {args.connections} conns: registry "
+                f"({args.workers} workers)",
+                flush=True,
+            )
+            ours = run_wrk(wrk, f"http://127.0.0.1:{port}{path}", args.duration, args.connections)
+
+    ratio = ours.requests_per_s / base.requests_per_s
+    results = {
+        "get_by_id": {
+            "registry_rps": round(ours.requests_per_s),
+            "registry_p99_ms": ours.p99_ms,
+            "registry_errors": ours.errors,
+            "nginx_rps": round(base.requests_per_s),
+            "nginx_p99_ms": base.p99_ms,
+            "ratio": round(ratio, 4),
+            "target_ratio": TARGET_RATIO,
+            "meets_target": ratio >= TARGET_RATIO,
+        },
+        "register": {"rps": round(reg_rps), "failures": reg_failures, "schemas": args.schemas},
+        "workers": args.workers,
+        "connections": args.connections,
+        "duration_s": args.duration,
+    }
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(
+            f"GET /schemas/ids/{{id}}  registry {ours.requests_per_s:>9,.0f} req/s  "
+            f"p99 {ours.p99_ms:.2f} ms  ({ours.errors} errors)"
+        )
+        print(
+            f"                      nginx    {base.requests_per_s:>9,.0f} req/s  "
+            f"p99 {base.p99_ms:.2f} ms"
+        )
+        print(
+            f"                      ratio    {ratio:.3f} (1/{1 / ratio:.1f}); target >= 1/20: "
+            f"{'met' if ratio >= TARGET_RATIO else 'MISSED'}"
+        )
+        print(f"POST register         registry {reg_rps:>9,.0f} req/s  ({reg_failures} failures)")
+    ok = ratio >= TARGET_RATIO and reg_failures == 0 and ours.errors == 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
