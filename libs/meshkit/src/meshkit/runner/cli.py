@@ -98,6 +98,8 @@ def _wait_healthy(mesh: Mesh, component: Component, record: ProcessRecord) -> No
             ProcessRecord.forget(mesh.run_dir, component.name)
             raise UpError(f"{component.name} exited during start-up:\n{tail(Path(record.log))}")
         if time.monotonic() > deadline:
+            terminate(record)
+            ProcessRecord.forget(mesh.run_dir, component.name)
             raise UpError(
                 f"{component.name} not healthy after {HEALTH_TIMEOUT:.0f}s:\n"
                 f"{tail(Path(record.log))}"

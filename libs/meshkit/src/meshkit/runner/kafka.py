@@ -5,11 +5,12 @@
 - ``local``: real Apache Kafka 4.x on 127.0.0.1:9092 through scripts/kafka (fetched once).
 - ``HOST:PORT``: a broker someone else runs; the mesh only points services at it.
 
-The choice is recorded in .mesh/run/kafka.json so that later `mesh up` calls keep it.
+The choice is recorded in .mesh/run/kafka-choice.json so that later `mesh up` calls keep it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -39,13 +40,13 @@ class KafkaChoice:
     def save(self, run_dir: Path) -> None:
         """Record the choice for later `mesh` calls."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "kafka.json").write_text(json.dumps(asdict(self)))
+        (run_dir / "kafka-choice.json").write_text(json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, run_dir: Path) -> KafkaChoice | None:
         """The recorded choice, if any."""
         try:
-            return cls(**json.loads((run_dir / "kafka.json").read_text()))
+            return cls(**json.loads((run_dir / "kafka-choice.json").read_text()))
         except (OSError, ValueError, TypeError):
             return None
 
@@ -107,7 +108,7 @@ def stop_kafka(mesh: Mesh, say: object = print) -> None:
         ProcessRecord.forget(mesh.run_dir, KAFKA)
     elif choice.mode == "local" and choice.managed:
         subprocess.run([str(mesh.root / "scripts" / "kafka"), "stop"], check=False)
-    (mesh.run_dir / "kafka.json").unlink(missing_ok=True)
+    (mesh.run_dir / "kafka-choice.json").unlink(missing_ok=True)
 
 
 def _start_embedded(mesh: Mesh, say: object) -> KafkaChoice:
@@ -127,7 +128,7 @@ def _start_embedded(mesh: Mesh, say: object) -> KafkaChoice:
         time.sleep(0.05)  # poll interval within the deadline loop
     bootstrap = bootstrap_file.read_text().strip()
     port = int(bootstrap.rpartition(":")[2])
-    record = ProcessRecord(KAFKA, record.pid, port, record.cmdline, record.started_at, record.log)
+    record = dataclasses.replace(record, port=port)
     record.save(mesh.run_dir)
     _say(say, f"kafka: embedded mock cluster on {bootstrap}")
     return KafkaChoice("embedded", bootstrap, managed=True)

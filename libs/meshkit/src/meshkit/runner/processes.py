@@ -1,8 +1,10 @@
 """Processes of the local mesh: start detached, recognise after restarts, stop without leftovers.
 
-Each started process gets a record in ``.mesh/run/<name>.json`` (pid, port, command line). A
-record counts as running only while a live process with that pid has that exact command line,
-so a recycled pid is never mistaken for a component. Every component runs in a session of its
+Each started process gets a record in ``.mesh/run/<name>.json`` (pid, port, command line, and
+the kernel's start time of that pid). A record counts as running only while a live process with
+that pid has that start time, so a recycled pid is never mistaken for a component. (The start
+time is fixed at fork and survives exec; the command line is not a safe key, because right after
+exec of a script /proc/PID/cmdline can still read empty.) Every component runs in a session of its
 own, so stopping it signals its whole process group and leaves no child behind.
 """
 
@@ -34,6 +36,7 @@ class ProcessRecord:
     cmdline: list[str]
     started_at: float
     log: str
+    start_ticks: int = -1
 
     def save(self, run_dir: Path) -> None:
         """Write the record atomically to ``run_dir/<name>.json``."""
@@ -56,15 +59,24 @@ class ProcessRecord:
         (run_dir / f"{name}.json").unlink(missing_ok=True)
 
 
-def is_alive(record: ProcessRecord) -> bool:
-    """True while the recorded pid is a live (non-zombie) process with the recorded command line."""
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (state first), or None if there is none."""
     try:
-        raw = Path(f"/proc/{record.pid}/cmdline").read_bytes()
-        stat = Path(f"/proc/{record.pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
     except OSError:
-        return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return state != "Z" and raw.split(b"\0")[:-1] == [a.encode() for a in record.cmdline]
+        return None
+
+
+def start_ticks(pid: int) -> int:
+    """When ``pid`` started, in clock ticks since boot (-1 when there is no such process)."""
+    fields = _stat(pid)
+    return int(fields[19]) if fields else -1  # field 22 of stat; 20th after the name
+
+
+def is_alive(record: ProcessRecord) -> bool:
+    """True while the recorded pid is a live (non-zombie) process started when recorded."""
+    fields = _stat(record.pid)
+    return fields is not None and fields[0] != "Z" and int(fields[19]) == record.start_ticks
 
 
 def spawn(
@@ -88,12 +100,9 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    # Read back what the kernel reports, so is_alive compares like with like.
-    cmdline = argv
-    with contextlib.suppress(OSError):
-        raw = Path(f"/proc/{process.pid}/cmdline").read_bytes()
-        cmdline = [a.decode() for a in raw.split(b"\0")[:-1]] or argv
-    return ProcessRecord(name, process.pid, port, cmdline, time.time(), str(log_path))
+    return ProcessRecord(
+        name, process.pid, port, argv, time.time(), str(log_path), start_ticks(process.pid)
+    )
 
 
 def terminate(record: ProcessRecord, grace: float = 10.0) -> bool:
@@ -130,12 +139,9 @@ def _group_alive(pgid: int) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     # Zombies still count as group members for kill(); only live ones matter here.
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = _stat(int(entry.name))
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
 
