@@ -113,6 +113,7 @@ def _supervise(sock: socket.socket, options: ServeOptions) -> int:
         if pid == 0:  # the worker
             code = 0
             try:
+                _die_with_parent()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
                 run_worker(sock, open_storage(options.storage_url))
@@ -148,6 +149,18 @@ def _supervise(sock: socket.socket, options: ServeOptions) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _stop_children(children)
     return exit_code
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the supervisor dies, even by SIGKILL (no orphans)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the supervisor's own SIGTERM path remains
+        pass
 
 
 def _stop_children(children: dict[int, float]) -> None:

@@ -1,0 +1,213 @@
+"""The `schema-registry` command, run as a real subprocess against an in-process server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.registry import field, record, run_cli
+
+from schema_registry.server import running_server
+
+V1 = record("StockReserved", field("sku"), namespace="shop.inventory.v1")
+V2_OK = record(
+    "StockReserved",
+    field("sku"),
+    field("quantity", "int", default=1),
+    namespace="shop.inventory.v1",
+)
+V2_BAD = record("StockReserved", field("sku"), field("warehouse"), namespace="shop.inventory.v1")
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with running_server() as base:
+        yield base
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["serve"],
+        ["subjects"],
+        ["versions"],
+        ["get"],
+        ["register"],
+        ["check"],
+        ["config"],
+        ["mode"],
+        ["delete"],
+        ["register-all"],
+    ],
+)
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0
+    assert "usage: schema-registry" in result.stdout
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run_cli().returncode == 2
+    assert run_cli("frobnicate").returncode == 2
+    assert run_cli("register", "only-subject").returncode == 2
+    assert run_cli("--url", "not a url", "subjects").returncode == 2
+
+
+def test_an_unreachable_registry_is_a_failure_not_a_traceback(tmp_path: Path) -> None:
+    result = run_cli("subjects", url="http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "cannot reach the registry" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_url_defaults_to_the_environment(url: str) -> None:
+    result = run_cli("subjects", "--json", env={"SCHEMA_REGISTRY_URL": url})
+    assert result.returncode == 0
+    assert json.loads(result.stdout) == []
+
+
+def test_register_get_versions_subjects(url: str, tmp_path: Path) -> None:
+    v1 = write(tmp_path / "v1.avsc", V1)
+    registered = run_cli("register", "inv-value", str(v1), url=url)
+    assert registered.returncode == 0, registered.stderr
+    assert "inv-value: version 1 (schema id 1)" in registered.stdout
+    as_json = run_cli("--json", "register", "inv-value", str(v1), url=url)
+    assert json.loads(as_json.stdout)["version"] == 1
+    assert run_cli("subjects", url=url).stdout.split() == ["inv-value"]
+    assert run_cli("versions", "inv-value", url=url).stdout.split() == ["1"]
+    shown = run_cli("get", "inv-value", url=url)
+    assert shown.returncode == 0
+    assert "# subject inv-value  version 1  id 1" in shown.stdout
+    assert json.loads(shown.stdout.split("\n", 1)[1]) == json.loads(V1)
+    got = run_cli("get", "inv-value", "1", "--json", url=url)
+    assert json.loads(got.stdout)["id"] == 1
+    missing = run_cli("get", "nope", url=url)
+    assert missing.returncode == 1
+    assert "40401" in missing.stderr
+
+
+def test_check_is_the_ci_gate(url: str, tmp_path: Path) -> None:
+    write(tmp_path / "v1.avsc", V1)
+    run_cli("register", "inv-value", str(tmp_path / "v1.avsc"), url=url)
+    ok = run_cli("check", "inv-value", str(write(tmp_path / "ok.avsc", V2_OK)), url=url)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "compatible" in ok.stdout
+    bad = run_cli("check", "inv-value", str(write(tmp_path / "bad.avsc", V2_BAD)), url=url)
+    assert bad.returncode == 1
+    assert "INCOMPATIBLE" in bad.stdout
+    assert "'warehouse'" in bad.stdout
+    assert "/fields/1" in bad.stdout
+    assert "READER_FIELD_MISSING_DEFAULT_VALUE" in bad.stdout
+    as_json = json.loads(
+        run_cli("check", "inv-value", str(tmp_path / "bad.avsc"), "--json", url=url).stdout
+    )
+    assert as_json["is_compatible"] is False
+    assert as_json["incompatibilities"][0]["path"] == "/fields/1"
+    fresh = run_cli("check", "brand-new", str(tmp_path / "bad.avsc"), url=url)
+    assert fresh.returncode == 0, "nothing to be incompatible with"
+    invalid = run_cli("check", "inv-value", str(write(tmp_path / "x.avsc", "{")), url=url)
+    assert invalid.returncode == 1
+
+
+def test_register_refuses_an_incompatible_schema_with_exit_1(url: str, tmp_path: Path) -> None:
+    run_cli("register", "inv-value", str(write(tmp_path / "v1.avsc", V1)), url=url)
+    refused = run_cli("register", "inv-value", str(write(tmp_path / "b.avsc", V2_BAD)), url=url)
+    assert refused.returncode == 1
+    assert "'warehouse'" in refused.stdout
+
+
+def test_config_and_mode(url: str) -> None:
+    assert run_cli("config", url=url).stdout.strip() == "global: BACKWARD"
+    assert run_cli("config", "full", url=url).stdout.strip() == "global: FULL"
+    assert run_cli("config", "s", url=url).stdout.strip() == "s: FULL"
+    assert run_cli("config", "s", "NONE", url=url).returncode == 0
+    assert json.loads(run_cli("config", "s", "--json", url=url).stdout) == {
+        "compatibilityLevel": "NONE"
+    }
+    bad = run_cli("config", "s", "SIDEWAYS", url=url)
+    assert bad.returncode == 1
+    assert run_cli("mode", url=url).stdout.strip() == "global: READWRITE"
+    assert run_cli("mode", "s", "READONLY", url=url).stdout.strip() == "s: READONLY"
+    assert run_cli("mode", "s", url=url).stdout.strip() == "s: READONLY"
+    assert run_cli("mode", "IMPORT", url=url).stdout.strip() == "global: IMPORT"
+
+
+def test_delete_soft_then_permanent(url: str, tmp_path: Path) -> None:
+    run_cli("register", "s", str(write(tmp_path / "v1.avsc", V1)), url=url)
+    run_cli("register", "s", str(write(tmp_path / "v2.avsc", V2_OK)), url=url)
+    assert "soft-deleted version(s) 2" in run_cli("delete", "s", "2", url=url).stdout
+    too_soon = run_cli("delete", "s", "--permanent", url=url)
+    assert too_soon.returncode == 1
+    assert "40405" in too_soon.stderr
+    assert run_cli("delete", "s", url=url).returncode == 0
+    gone = run_cli("delete", "s", "--permanent", "--json", url=url)
+    assert json.loads(gone.stdout) == [1, 2]
+    assert run_cli("subjects", "--deleted", url=url).stdout.strip() == ""
+
+
+def make_proto_tree(root: Path) -> Path:
+    avro = root / "proto" / "shop" / "inventory" / "v1" / "avro"
+    write(avro / "topic.json", json.dumps({"topic": "inventory.events.v1"}))
+    write(avro / "StockReserved.avsc", V1)
+    write(
+        avro / "StockReleased.avsc",
+        record("StockReleased", field("sku"), namespace="shop.inventory.v1"),
+    )
+    orders = root / "proto" / "shop" / "orders" / "v1" / "avro"
+    write(orders / "topic.json", json.dumps({"topic": "orders.events.v1"}))
+    write(
+        orders / "OrderPlaced.avsc",
+        record("OrderPlaced", field("order_id"), namespace="shop.orders.v1"),
+    )
+    return root / "proto"
+
+
+def test_register_all_registers_new_then_reports_unchanged(url: str, tmp_path: Path) -> None:
+    proto = make_proto_tree(tmp_path)
+    first = run_cli("register-all", str(proto), url=url)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "3 new, 0 unchanged, 0 refused" in first.stdout
+    subjects = run_cli("subjects", "--json", url=url)
+    assert json.loads(subjects.stdout) == [
+        "inventory.events.v1-shop.inventory.v1.StockReleased",
+        "inventory.events.v1-shop.inventory.v1.StockReserved",
+        "orders.events.v1-shop.orders.v1.OrderPlaced",
+    ]
+    level = run_cli("config", "orders.events.v1-shop.orders.v1.OrderPlaced", url=url)
+    assert level.stdout.strip().endswith("BACKWARD_TRANSITIVE")
+    again = run_cli("register-all", str(proto), "--json", url=url)
+    assert again.returncode == 0
+    report = json.loads(again.stdout)
+    assert report["summary"] == {"new": 0, "unchanged": 3, "refused": 0}
+
+
+def test_register_all_evolves_and_refuses(url: str, tmp_path: Path) -> None:
+    proto = make_proto_tree(tmp_path)
+    run_cli("register-all", str(proto), url=url)
+    avro = proto / "shop" / "inventory" / "v1" / "avro"
+    write(avro / "StockReserved.avsc", V2_OK)
+    evolved = run_cli("register-all", str(proto), url=url)
+    assert evolved.returncode == 0
+    assert "1 new, 2 unchanged, 0 refused" in evolved.stdout
+    write(avro / "StockReserved.avsc", V2_BAD)
+    refused = run_cli("register-all", str(proto), url=url)
+    assert refused.returncode == 1
+    assert "0 new, 2 unchanged, 1 refused" in refused.stdout
+    assert "'warehouse'" in refused.stdout
+
+
+def test_register_all_refuses_files_without_a_topic(url: str, tmp_path: Path) -> None:
+    write(tmp_path / "proto" / "loose" / "Thing.avsc", record("Thing", field("x")))
+    result = run_cli("register-all", str(tmp_path / "proto"), url=url)
+    assert result.returncode == 1
+    assert "topic.json" in result.stdout
+    assert run_cli("register-all", str(tmp_path / "nope"), url=url).returncode == 1
