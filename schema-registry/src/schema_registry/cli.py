@@ -222,6 +222,8 @@ def cmd_register_all(client: RegistryClient, out: _Out, args: argparse.Namespace
         raise CommandFailed(f"{root} is not a directory")
     schemas, problems = discover(root)
     report: list[dict[str, Any]] = []
+    if not schemas and not problems and not out.as_json:
+        print(f"register-all {root}: no .avsc files found")
 
     def say(line: str) -> None:
         if not out.as_json:
