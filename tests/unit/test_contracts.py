@@ -113,3 +113,48 @@ def test_gen_check_detects_a_stale_tree(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "gen/shop/common/v1/common_pb2.py" in result.stderr
+
+
+EVENT_SCHEMAS = sorted((REPO / "proto").rglob("*.avsc"))
+
+
+def test_event_schemas_exist() -> None:
+    assert EVENT_SCHEMAS, "no .avsc under proto/"
+
+
+@pytest.mark.parametrize("path", EVENT_SCHEMAS, ids=lambda p: p.name)
+def test_event_schema_follows_the_conventions(path: Path) -> None:
+    import json
+    import re
+
+    from schema_registry.avro import parse_schema
+
+    text = path.read_text()
+    schema = parse_schema(text)  # valid Avro, defaults included
+    data = json.loads(text)
+    package = ".".join(path.parent.parent.relative_to(REPO / "proto").parts)
+    assert data["namespace"] == package, "namespace must be the proto package of its directory"
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", data["name"]).lower()
+    assert path.name == f"{snake}.avsc", "one event per file, named after its record"
+    assert schema.name == f"{package}.{data['name']}"
+    assert (path.parent / "topic.json").is_file(), "the topic mapping register-all reads"
+
+    def undocumented(node: object, where: str) -> list[str]:
+        missing: list[str] = []
+        if isinstance(node, dict):
+            if node.get("type") == "record":
+                if not node.get("doc"):
+                    missing.append(f"{where} record {node.get('name')}")
+                for field in node.get("fields", []):
+                    if not field.get("doc"):
+                        missing.append(f"{where}/{field['name']}")
+                    missing += undocumented(field["type"], f"{where}/{field['name']}")
+            for key in ("items", "values"):
+                if key in node:
+                    missing += undocumented(node[key], where)
+        elif isinstance(node, list):
+            for branch in node:
+                missing += undocumented(branch, where)
+        return missing
+
+    assert undocumented(data, "") == [], "every record and field needs a doc"
