@@ -108,7 +108,7 @@ def registry(workdir: Path, workers: int) -> Iterator[int]:
 
 
 @contextmanager
-def nginx(nginx_bin: str, workdir: Path, body: bytes, path: str) -> Iterator[int]:
+def nginx(nginx_bin: str, workdir: Path, body: bytes, path: str, workers: int) -> Iterator[int]:
     """nginx serving `body` at `path` from a file, with the registry's content type."""
     root = workdir / "www"
     target = root / path.lstrip("/")
@@ -120,7 +120,7 @@ def nginx(nginx_bin: str, workdir: Path, body: bytes, path: str) -> Iterator[int
     conf = workdir / "nginx.conf"
     conf.write_text(
         f"""
-worker_processes auto;
+worker_processes {workers};
 daemon off;
 pid {workdir}/nginx.pid;
 error_log {workdir}/nginx-error.log;
@@ -263,11 +263,25 @@ def main() -> int:
             conn.request("GET", path)
             body = conn.getresponse().read()
             conn.close()
-            with nginx(nginx_bin, workdir, body, path) as nginx_port:
-                print(f"==> wrk {args.duration}s x {args.connections} conns: nginx", flush=True)
-                base = run_wrk(
-                    wrk, f"http://127.0.0.1:{nginx_port}{path}", args.duration, args.connections
-                )
+            # nginx's best on this machine is the baseline: with wrk on the same 2 cores, one
+            # worker sometimes beats two, so both are measured and the faster one counts.
+            baselines = []
+            for nginx_workers in (1, 2):
+                with nginx(nginx_bin, workdir, body, path, nginx_workers) as nginx_port:
+                    print(
+                        f"==> wrk {args.duration}s x {args.connections} conns: nginx "
+                        f"({nginx_workers} workers)",
+                        flush=True,
+                    )
+                    baselines.append(
+                        run_wrk(
+                            wrk,
+                            f"http://127.0.0.1:{nginx_port}{path}",
+                            args.duration,
+                            args.connections,
+                        )
+                    )
+            base = max(baselines, key=lambda r: r.requests_per_s)
             print(
                 f"==> wrk {args.duration}s x {args.connections} conns: registry "
                 f"({args.workers} workers)",
@@ -282,6 +296,7 @@ def main() -> int:
             "registry_p99_ms": ours.p99_ms,
             "registry_errors": ours.errors,
             "nginx_rps": round(base.requests_per_s),
+            "nginx_rps_by_workers": [round(b.requests_per_s) for b in baselines],
             "nginx_p99_ms": base.p99_ms,
             "ratio": round(ratio, 4),
             "target_ratio": TARGET_RATIO,
@@ -301,7 +316,8 @@ def main() -> int:
         )
         print(
             f"                      nginx    {base.requests_per_s:>9,.0f} req/s  "
-            f"p99 {base.p99_ms:.2f} ms"
+            f"p99 {base.p99_ms:.2f} ms  (best of 1 and 2 nginx workers: "
+            f"{', '.join(f'{b.requests_per_s:,.0f}' for b in baselines)})"
         )
         print(
             f"                      ratio    {ratio:.3f} (1/{1 / ratio:.1f}); target >= 1/20: "
