@@ -229,15 +229,21 @@ def cmd_register_all(client: RegistryClient, out: _Out, args: argparse.Namespace
         if not out.as_json:
             print(line, flush=True)  # progress, one line per schema
 
+    def shown(path: Path) -> str:
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
     for path, why in problems:
-        report.append({"file": str(path), "status": "refused", "messages": [why]})
-        say(f"refused    {path}: {why}")
+        report.append({"file": shown(path), "status": "refused", "messages": [why]})
+        say(f"refused    {shown(path)}: {why}")
     for event in schemas:
         entry = _register_event(client, event.subject, event.text, args.level)
-        entry["file"] = str(event.path)
+        entry["file"] = shown(event.path)
         report.append(entry)
         detail = f"version {entry['version']}, id {entry['id']}" if "id" in entry else ""
-        say(f"{entry['status']:<10} {event.subject} ({event.path}) {detail}".rstrip())
+        say(f"{entry['status']:<10} {event.subject} ({shown(event.path)}) {detail}".rstrip())
         for message in entry.get("messages", []):
             say(f"             - {message}")
     counts = {

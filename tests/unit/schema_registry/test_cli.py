@@ -211,3 +211,15 @@ def test_register_all_refuses_files_without_a_topic(url: str, tmp_path: Path) ->
     assert result.returncode == 1
     assert "topic.json" in result.stdout
     assert run_cli("register-all", str(tmp_path / "nope"), url=url).returncode == 1
+
+
+def test_the_repositorys_event_contracts_register(url: str) -> None:
+    # What `mesh up` runs: every .avsc under proto/ maps to a topic and registers cleanly.
+    repo = Path(__file__).resolve().parents[3]
+    if not any((repo / "proto").rglob("*.avsc")):
+        pytest.skip("no event schemas in proto/ yet")
+    result = run_cli("register-all", "proto/", "--json", url=url, cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout)["summary"]
+    assert summary["refused"] == 0
+    assert summary["new"] >= 1
