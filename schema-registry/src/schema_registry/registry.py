@@ -245,7 +245,9 @@ class Registry:
         )
         try:
             ref_schemas = [self._parse_stored(tx, v.schema_id) for v in resolved]
-            parsed = parse_schema(req.schema, ref_schemas)
+            # Confluent runs Avro Java >= 1.11.3 (AVRO-3649), which accepts a union default that
+            # matches any branch, not only the first: accept what the original accepts.
+            parsed = parse_schema(req.schema, ref_schemas, strict_union_defaults=False)
         except InvalidSchema as exc:
             raise RegistryError(ErrorCode.INVALID_SCHEMA, str(exc)) from None
         data = json.loads(req.schema)

@@ -114,3 +114,12 @@ def test_ids_are_never_reused_after_a_hard_delete(api: RegistryClient) -> None:
     api.delete("/subjects/s?permanent=true")
     assert register(api, "t", B1)["id"] == 2
     assert register(api, "s", A1)["id"] == 1, "the same content keeps its id"
+
+
+def test_a_union_default_may_match_any_branch_as_in_confluent(api: RegistryClient) -> None:
+    # Avro Java >= 1.11.3 (what Confluent runs) accepts it; a first-branch-only rule would not.
+    schema = record("U", field("u", ["null", "string"], default="x"))
+    assert "id" in register(api, "u", schema)
+    bad = record("V", field("v", ["null", "int"], default="x"))
+    reply = api.post("/subjects/v/versions", {"schema": bad})
+    assert (reply.status, reply.json()["error_code"]) == (422, 42201)
