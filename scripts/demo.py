@@ -18,12 +18,14 @@ from pathlib import Path
 import grpc
 
 from meshkit import DEFAULT_TIMEOUT, connect
+from schema_registry.client import RegistryClient
 from shop.inventory.v1 import inventory_pb2 as pb
 from shop.inventory.v1 import inventory_pb2_grpc as pb_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 MESH = str(Path(sys.executable).parent / "mesh")
 INVENTORY = "127.0.0.1:50052"
+REGISTRY = "http://127.0.0.1:8081"
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 if not sys.stdout.isatty():
     BOLD = DIM = GREEN = RED = RESET = ""
@@ -69,7 +71,13 @@ def flow() -> None:
         )
         stock = stub.GetStock(pb.GetStockRequest(sku=sku), timeout=DEFAULT_TIMEOUT)
         print(f"{sku}: available={stock.available} reserved={stock.reserved}")
-        heading("5. A bad request names every bad field")
+        heading("5. The schema registry: event schemas registered by `mesh up`")
+        registry = RegistryClient(REGISTRY, timeout=DEFAULT_TIMEOUT)
+        for subject in registry.get("/subjects").json():
+            level = registry.get(f"/config/{subject}?defaultToGlobal=true").json()
+            print(f"  {subject}  ({level['compatibilityLevel']})")
+        registry.close()
+        heading("6. A bad request names every bad field")
         try:
             stub.SetStock(pb.SetStockRequest(sku="", quantity=-1), timeout=DEFAULT_TIMEOUT)
         except grpc.RpcError as error:
