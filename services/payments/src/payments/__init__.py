@@ -1,0 +1,1 @@
+"""Payments: a simulated card processor (shop.payments.v1)."""

@@ -1,0 +1,1 @@
+"""Shipping: books and cancels shipments (shop.shipping.v1)."""
