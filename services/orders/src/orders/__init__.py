@@ -1,0 +1,1 @@
+"""Orders: the event-sourced order aggregate and its saga (shop.orders.v1)."""
