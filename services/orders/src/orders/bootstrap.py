@@ -13,7 +13,7 @@ SERVICE_NAME = orders_pb2.DESCRIPTOR.services_by_name["OrdersService"].full_name
 def build(settings: Settings) -> MeshServer:
     """A ready-to-start orders server."""
     binding = ServiceBinding(
-        OrdersServiceServicer(),
+        OrdersServiceServicer(),  # type: ignore[abstract]  # implemented by the saga issue
         orders_pb2_grpc.add_OrdersServiceServicer_to_server,
         SERVICE_NAME,
     )
