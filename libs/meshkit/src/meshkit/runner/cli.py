@@ -4,6 +4,7 @@
     mesh down                                         stop everything `mesh up` started
     mesh ps [--json]                                  what runs, with pids and ports
     mesh logs [SERVICE] [-f]                          the components' logs
+    mesh dlq ls|replay TOPIC                          dead letters of TOPIC (TOPIC.dlq)
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -19,6 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from meshkit.runner import dlq
 from meshkit.runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from meshkit.runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from meshkit.runner.processes import (
@@ -274,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print the components' logs")
     logs.add_argument("service", nargs="?", help="only this component")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    dlq.add_parser(sub)
     return parser
 
 
@@ -281,6 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mesh` command."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "dlq":  # needs only Kafka, not mesh.toml
+            return dlq.run(args, args.root.resolve() if args.root else None)
         mesh = load_mesh(args.root.resolve() if args.root else None)
         if args.command == "up":
             return cmd_up(mesh, args.detach, args.kafka)

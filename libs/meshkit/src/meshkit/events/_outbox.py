@@ -1,0 +1,144 @@
+"""The transactional outbox: events are rows written in the same SQLite transaction as the state
+change that produced them; the relay (meshkit.events.relay) publishes them afterwards."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from meshkit.errors import FieldViolation, MeshError, Unavailable
+from meshkit.events._catalog import CatalogError, EventCatalog, SchemaRegistrationError, _client
+from meshkit.events._headers import cloudevent_headers
+from meshkit.events._validate import violations
+
+OUTBOX_MIGRATION = """
+CREATE TABLE meshkit_outbox (
+    -- AUTOINCREMENT: ids are never reused after published rows are pruned, so id order is
+    -- commit order is publish order.
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    value        BLOB NOT NULL,     -- Confluent wire format: 0x00, schema id, Avro body
+    headers      TEXT NOT NULL,     -- JSON [[name, value], ...], CloudEvents + traceparent
+    created_at   REAL NOT NULL,     -- unix seconds
+    published_at REAL               -- NULL until the broker acknowledged it
+);
+CREATE INDEX meshkit_outbox_pending ON meshkit_outbox (id) WHERE published_at IS NULL;
+"""
+"""Append this to the service's own migrations (``Database(path, [*mine, OUTBOX_MIGRATION])``)."""
+
+
+class EventSchemaError(MeshError):
+    """An event does not conform to its Avro schema; ``violations`` names every bad field.
+
+    A bug in the producing service, not in the request, hence INTERNAL: the command fails and,
+    because it is raised inside the command's transaction, nothing it did is stored.
+    """
+
+    status = "INTERNAL"
+
+    def __init__(self, event_type: str, found: list[FieldViolation]) -> None:
+        self.event_type = event_type
+        self.violations = tuple(found)
+        detail = "; ".join(f"{v.field}: {v.description}" for v in found)
+        super().__init__(
+            f"event {event_type} does not conform to its schema: {detail}",
+            reason="EVENT_SCHEMA_VIOLATION",
+        )
+
+
+class Outbox:
+    """Appends events to the outbox table inside the caller's transaction.
+
+    ``append`` validates the event strictly against its schema and serializes it with
+    confluent-kafka's ``AvroSerializer`` (Confluent wire format, schema id looked up in the
+    registry once per subject and cached; never auto-registered), so the relay only moves bytes
+    and needs no registry.
+
+    Thread safety: one Outbox may be shared by every thread of a service; each call writes through
+    the connection it is given. Transactions: ``append`` never commits; the event exists exactly
+    when the caller's transaction commits. Idempotency: each call appends a new event with a new
+    ``ce_id`` (uuid4) unless ``event_id`` is given.
+    """
+
+    def __init__(self, catalog: EventCatalog, registry: Any, *, source: str) -> None:
+        from confluent_kafka.schema_registry import topic_record_subject_name_strategy
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+
+        self._catalog = catalog
+        self._source = source
+        self._registry = _client(registry)
+        conf = {
+            "auto.register.schemas": False,
+            "use.latest.version": False,
+            "subject.name.strategy": topic_record_subject_name_strategy,
+        }
+        self._serializers = {
+            t.full_name: AvroSerializer(self._registry, t.schema_text, conf=conf) for t in catalog
+        }
+
+    def verify(self) -> dict[str, int]:
+        """``catalog.verify`` against this outbox's registry: call it at start-up so a service with
+        an unregistered or changed schema refuses to start, naming the subjects."""
+        return self._catalog.verify(self._registry)
+
+    def append(
+        self,
+        conn: sqlite3.Connection,
+        event_type: str,
+        data: Mapping[str, Any],
+        *,
+        key: str,
+        event_id: str | None = None,
+        time: datetime.datetime | None = None,
+    ) -> str:
+        """Append one event (Avro full name ``event_type``, record ``data``) keyed by ``key`` (the
+        aggregate id, also ``ce_subject``) in ``conn``'s open transaction; returns its ``ce_id``.
+
+        Raises EventSchemaError naming every bad field, CatalogError for an unknown type,
+        SchemaRegistrationError when the schema is not registered, Unavailable when the
+        registry cannot be reached for a subject not looked up yet. The caller's transaction
+        should then roll back (``Database.transaction`` does so when the exception propagates).
+        """
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        try:
+            spec = self._catalog.get(event_type)
+        except KeyError:
+            raise CatalogError(f"unknown event type {event_type!r}: not in the catalog") from None
+        found = violations(data, spec.parsed)
+        if found:
+            raise EventSchemaError(event_type, found)
+        headers = cloudevent_headers(
+            event_type=event_type, source=self._source, subject=key, event_id=event_id, time=time
+        )
+        try:
+            value = self._serializers[event_type](
+                dict(data), SerializationContext(spec.topic, MessageField.VALUE)
+            )
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise SchemaRegistrationError({spec.subject: f"not registered: {exc}"}) from exc
+            raise Unavailable(f"schema registry: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            # The strict check above should catch everything fastavro would refuse; keep the
+            # writer's word as the last line of defence, still naming the event.
+            raise EventSchemaError(event_type, [FieldViolation("<event>", str(exc))]) from exc
+        except Exception as exc:  # transport failures of the registry client
+            raise Unavailable(f"schema registry unreachable: {exc}") from exc
+        assert value is not None
+        conn.execute(
+            "INSERT INTO meshkit_outbox (topic, key, value, headers, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (spec.topic, key, value, json.dumps(headers), _now()),
+        )
+        return dict(headers)["ce_id"]
+
+
+def _now() -> float:
+    return time.time()

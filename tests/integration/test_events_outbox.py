@@ -1,0 +1,148 @@
+"""Outbox promises on real Kafka and a real registry: an event that does not match its schema
+fails the command and reaches nobody; a valid one arrives once, in the Confluent wire format, with
+its CloudEvents headers and the trace it was produced in."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Message
+from opentelemetry.sdk.trace import TracerProvider
+from support.events import (
+    COUNTER,
+    COUNTER_SCHEMA,
+    PRODUCER_MIGRATIONS,
+    register_all,
+    write_contracts,
+)
+from support.kafka import consume
+
+from meshkit.db import Database
+from meshkit.events import (
+    EventCatalog,
+    EventSchemaError,
+    Outbox,
+    OutboxRelay,
+    SchemaRegistrationError,
+)
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture
+def producer_db(tmp_path: Path) -> Iterator[Database]:
+    db = Database(tmp_path / "producer.db", PRODUCER_MIGRATIONS)
+    yield db
+    db.close()
+
+
+def test_an_event_off_its_schema_fails_the_command_and_reaches_nobody(
+    kafka_bootstrap: str,
+    kafka_topic: str,
+    registry_url: str,
+    counter_catalog: tuple[EventCatalog, Path],
+    producer_db: Database,
+) -> None:
+    catalog, _ = counter_catalog
+    outbox = Outbox(catalog, registry_url, source="/meshkit/test")
+
+    with pytest.raises(EventSchemaError) as raised, producer_db.transaction() as conn:
+        conn.execute("INSERT INTO counters (counter, value) VALUES ('c1', 1)")
+        outbox.append(conn, COUNTER, {"counter": "c1", "seq": "one"}, key="c1")
+    assert "seq" in str(raised.value) and "expected long" in str(raised.value)
+    assert [v.field for v in raised.value.violations] == ["seq"]
+    with producer_db.snapshot() as conn:  # the command's state change rolled back with it
+        assert conn.execute("SELECT count(*) FROM counters").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM meshkit_outbox").fetchone()[0] == 0
+
+    # A valid event afterwards is the only thing on the topic.
+    with producer_db.transaction() as conn:
+        conn.execute("INSERT INTO counters (counter, value) VALUES ('c1', 1)")
+        good = outbox.append(conn, COUNTER, {"counter": "c1", "seq": 0}, key="c1")
+    relay = OutboxRelay(producer_db, kafka_bootstrap)
+    assert relay.run_once() == 1
+    assert relay.lag() == (0, None)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"check-{kafka_topic}",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        consumer.subscribe([kafka_topic])
+        (msg,) = consume(consumer, 1, until_eof=[0])
+    finally:
+        consumer.close()
+    headers = text_headers(msg)
+    assert headers["ce_id"] == good
+    value = msg.value() or b""
+    assert value[0] == 0 and struct.unpack(">I", value[1:5])[0] > 0  # Confluent framing
+
+
+def test_a_valid_event_carries_cloudevents_headers_and_the_trace(
+    kafka_bootstrap: str,
+    kafka_topic: str,
+    registry_url: str,
+    counter_catalog: tuple[EventCatalog, Path],
+    producer_db: Database,
+) -> None:
+    catalog, _ = counter_catalog
+    outbox = Outbox(catalog, registry_url, source="/meshkit/test")
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("PlaceOrder") as span, producer_db.transaction() as conn:
+        event_id = outbox.append(conn, COUNTER, {"counter": "c9", "seq": 0}, key="c9")
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert OutboxRelay(producer_db, kafka_bootstrap).run_once() == 1
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"check-{kafka_topic}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        consumer.subscribe([kafka_topic])
+        (msg,) = consume(consumer, 1)
+    finally:
+        consumer.close()
+    headers = text_headers(msg)
+    assert msg.key() == b"c9"
+    assert headers["ce_specversion"] == "1.0"
+    assert headers["ce_id"] == event_id
+    assert headers["ce_type"] == COUNTER
+    assert headers["ce_source"] == "/meshkit/test"
+    assert headers["ce_subject"] == "c9"
+    assert headers["content-type"] == "application/avro"
+    assert headers["ce_time"].endswith("Z")
+    assert headers["traceparent"].split("-")[1] == trace_id
+
+
+def test_verify_names_every_unregistered_or_changed_subject(
+    tmp_path: Path, kafka_topic: str, registry_url: str
+) -> None:
+    registered = write_contracts(tmp_path / "a", kafka_topic, COUNTER_SCHEMA)
+    register_all(registry_url, registered)
+    changed = dict(COUNTER_SCHEMA, fields=[*COUNTER_SCHEMA["fields"], {"name": "x", "type": "int"}])
+    other = dict(COUNTER_SCHEMA, name="CounterReset")
+    drifted = write_contracts(tmp_path / "b", kafka_topic, changed, other)
+
+    assert EventCatalog.load(registered).verify(registry_url) == {
+        f"{kafka_topic}-{COUNTER}": pytest.approx(1, abs=10**9)
+    }
+    with pytest.raises(SchemaRegistrationError) as raised:
+        EventCatalog.load(drifted).verify(registry_url)
+    problems = raised.value.problems
+    assert set(problems) == {f"{kafka_topic}-{COUNTER}", f"{kafka_topic}-shop.test.v1.CounterReset"}
+    assert "not registered" in problems[f"{kafka_topic}-shop.test.v1.CounterReset"]
+    assert f"{kafka_topic}-shop.test.v1.CounterReset" in str(raised.value)
+
+
+def text_headers(msg: Message) -> dict[str, str]:
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: v.decode() if isinstance(v, bytes) else (v or "") for k, v in pairs}
