@@ -1,4 +1,8 @@
-"""Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC stubs and their typing).
+"""Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC stubs and their typing, event schemas).
+
+The event contracts (``*.avsc`` and their ``topic.json``) are copied beside the generated modules,
+so the installed contracts package carries them: a service loads its schemas with
+``importlib.resources`` wherever it is installed (a checkout, a wheel, a container).
 
 `python scripts/gen.py` rewrites gen/shop/ from scratch; `--check` generates into a temporary
 directory and fails, listing the files, when gen/ differs (the drift check CI runs). Generation is
@@ -42,9 +46,14 @@ def generate(out: Path) -> None:
         *protos,
     ]
     subprocess.run(cmd, check=True, cwd=PROTO, env=env)
+    for contract in sorted([*PROTO.rglob("*.avsc"), *PROTO.rglob("topic.json")]):
+        target = out / contract.relative_to(PROTO)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(contract, target)
     for package in PACKAGES:
         for directory in [out / package, *(p for p in (out / package).rglob("*") if p.is_dir())]:
-            (directory / "__init__.py").touch()
+            if any(directory.glob("*.py")) or any(p.is_dir() for p in directory.iterdir()):
+                (directory / "__init__.py").touch()
         (out / package / "py.typed").touch()
 
 

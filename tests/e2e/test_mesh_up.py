@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from support.mesh import Grpcurl, port_in_use
+from support.mesh import DEFAULT_PORTS, Grpcurl, mesh_cli, mesh_ps, port_in_use
 
-MESH = str(Path(sys.executable).parent / "mesh")
 INVENTORY = "127.0.0.1:50052"
 SERVICE = "shop.inventory.v1.InventoryService"
-DEFAULT_PORTS = (50052, 8081)
 
 
-def mesh(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MESH, "--root", str(root), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ps(root: Path) -> dict[str, dict[str, object]]:
-    result = mesh(root, "ps", "--json")
-    assert result.returncode == 0, result.stderr
-    return {row["name"]: row for row in json.loads(result.stdout)}
+mesh, ps = mesh_cli, mesh_ps
 
 
 def live(pid: int) -> bool:
@@ -57,16 +37,6 @@ def processes_in(root: Path) -> list[int]:
         except OSError:
             continue
     return found
-
-
-@pytest.fixture
-def running_mesh(tmp_mesh_root: Path, kafka_bootstrap: str) -> Iterator[Path]:
-    busy = [p for p in DEFAULT_PORTS if port_in_use(p)]
-    assert not busy, f"ports {busy} are in use: stop your own mesh (`mesh down`) first"
-    result = mesh(tmp_mesh_root, "up", "-d", "--kafka", kafka_bootstrap)
-    assert result.returncode == 0, result.stderr
-    yield tmp_mesh_root
-    mesh(tmp_mesh_root, "down")
 
 
 def test_grpcurl_sees_inventory_and_its_answers(running_mesh: Path, grpcurl: Grpcurl) -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 GRPCURL = REPO / ".cache" / "bin" / "grpcurl"
+MESH = str(Path(sys.executable).parent / "mesh")
+# The mesh's default ports (mesh.toml): gRPC services, then the schema registry.
+DEFAULT_PORTS = (50051, 50052, 50053, 50054, 8081)
+
+
+def mesh_cli(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run the real `mesh --root ROOT ARGS...` and capture its output."""
+    return subprocess.run(
+        [MESH, "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def mesh_ps(root: Path) -> dict[str, dict[str, object]]:
+    """`mesh ps --json`, by component name."""
+    result = mesh_cli(root, "ps", "--json")
+    assert result.returncode == 0, result.stderr
+    return {str(row["name"]): row for row in json.loads(result.stdout)}
 
 
 def free_port() -> int:
@@ -69,3 +91,14 @@ def tmp_mesh_root(tmp_path: Path) -> Iterator[Path]:
     for name in ("mesh.toml", "proto", "scripts"):
         (tmp_path / name).symlink_to(REPO / name)
     yield tmp_path
+
+
+@pytest.fixture
+def running_mesh(tmp_mesh_root: Path, kafka_bootstrap: str) -> Iterator[Path]:
+    """`mesh up -d` on the real Kafka in a scratch root; `mesh down` afterwards."""
+    busy = [p for p in DEFAULT_PORTS if port_in_use(p)]
+    assert not busy, f"ports {busy} are in use: stop your own mesh (`mesh down`) first"
+    result = mesh_cli(tmp_mesh_root, "up", "-d", "--kafka", kafka_bootstrap)
+    assert result.returncode == 0, result.stderr
+    yield tmp_mesh_root
+    mesh_cli(tmp_mesh_root, "down")

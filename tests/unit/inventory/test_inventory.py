@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -10,8 +11,16 @@ from typing import Self
 
 import pytest
 
+from inventory.adapters.events import to_record
 from inventory.adapters.sqlite import SqliteUnitOfWork, open_database
 from inventory.app.inventory import Inventory
+from inventory.domain.events import (
+    InventoryEvent,
+    ReservationCommitted,
+    ReservationReleased,
+    StockReserved,
+    StockSet,
+)
 from inventory.domain.model import Line, Reservation, ReservationStatus, StockItem
 from meshkit import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -22,6 +31,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.stock: dict[str, StockItem] = {}
         self.reservations: dict[str, Reservation] = {}
+        self.events: list[InventoryEvent] = []
 
 
 class FakeStock:
@@ -62,7 +72,11 @@ class FakeUnitOfWork:
     def __enter__(self) -> Self:
         self.stock = FakeStock(copy.deepcopy(self._store.stock))
         self.reservations = FakeReservations(copy.deepcopy(self._store.reservations))
+        self.pending: list[InventoryEvent] = []
         return self
+
+    def publish(self, event: InventoryEvent) -> None:
+        self.pending.append(event)
 
     def __exit__(
         self,
@@ -73,17 +87,51 @@ class FakeUnitOfWork:
         if exc_type is None:
             self._store.stock = self.stock.items
             self._store.reservations = self.reservations.items
+            self._store.events += self.pending
+
+
+class RecordingPublisher:
+    """The SQLite adapter's publisher port, writing each event into the same transaction."""
+
+    def publish(self, conn: sqlite3.Connection, event: InventoryEvent) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS published (event TEXT NOT NULL)")
+        conn.execute("INSERT INTO published VALUES (?)", (type(event).__name__,))
+
+
+class Harness:
+    """An Inventory plus a way to read what it published (committed events only)."""
+
+    def __init__(self, inventory: Inventory, published: Callable[[], list[str]]) -> None:
+        self.inventory = inventory
+        self.published = published
 
 
 @pytest.fixture(params=["fake", "sqlite"])
-def inventory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Inventory]:
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
     if request.param == "fake":
         store = FakeStore()
-        yield Inventory(lambda: FakeUnitOfWork(store))
+        yield Harness(
+            Inventory(lambda: FakeUnitOfWork(store)),
+            lambda: [type(e).__name__ for e in store.events],
+        )
         return
     db = open_database(str(tmp_path / "inventory.db"))
-    yield Inventory(lambda: SqliteUnitOfWork(db))
+    publisher = RecordingPublisher()
+
+    def published() -> list[str]:
+        with db.snapshot() as conn:
+            try:
+                return [row[0] for row in conn.execute("SELECT event FROM published")]
+            except sqlite3.OperationalError:  # no event was ever committed
+                return []
+
+    yield Harness(Inventory(lambda: SqliteUnitOfWork(db, publisher)), published)
     db.close()
+
+
+@pytest.fixture
+def inventory(harness: Harness) -> Inventory:
+    return harness.inventory
 
 
 def levels(inventory: Inventory, sku: str) -> tuple[int, int]:
@@ -234,3 +282,60 @@ def test_stock_cannot_be_set_below_reserved(inventory: Inventory) -> None:
         inventory.set_stock("A", 5)
     inventory.set_stock("A", 6)
     assert levels(inventory, "A") == (0, 6)
+
+
+def test_each_change_publishes_its_event_in_the_same_unit(harness: Harness) -> None:
+    inventory = harness.inventory
+    inventory.set_stock("A", 10)
+    inventory.reserve("r1", [Line("A", 3)])
+    inventory.reserve("r1", [Line("A", 3)])  # a replay changes nothing, so publishes nothing
+    inventory.commit("r1")
+    inventory.commit("r1")
+    inventory.reserve("r2", [Line("A", 1)])
+    inventory.release("r2")
+    assert harness.published() == [
+        "StockSet",
+        "StockReserved",
+        "ReservationCommitted",
+        "StockReserved",
+        "ReservationReleased",
+    ]
+
+
+def test_a_refused_command_publishes_nothing(harness: Harness) -> None:
+    harness.inventory.set_stock("A", 1)
+    with pytest.raises(FailedPrecondition):
+        harness.inventory.reserve("r1", [Line("A", 2)])
+    with pytest.raises(InvalidArgument):
+        harness.inventory.set_stock("", 1)
+    assert harness.published() == ["StockSet"]
+
+
+def test_a_failing_publish_rolls_the_state_change_back(tmp_path: Path) -> None:
+    class Refusing:
+        def publish(self, conn: sqlite3.Connection, event: InventoryEvent) -> None:
+            raise ValueError("event does not match its schema")
+
+    db = open_database(str(tmp_path / "inventory.db"))
+    inventory = Inventory(lambda: SqliteUnitOfWork(db, Refusing()))
+    with pytest.raises(ValueError, match="schema"):
+        inventory.set_stock("A", 5)
+    with pytest.raises(NotFound):
+        inventory.get_stock("A")
+    db.close()
+
+
+def test_events_map_to_records_keyed_by_aggregate() -> None:
+    import datetime
+
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    lines = (Line("A", 2),)
+    assert to_record(StockSet("A", 5, 3, 2, now)) == (
+        "shop.inventory.v1.StockSet",
+        "A",
+        {"sku": "A", "on_hand": 5, "available": 3, "reserved": 2, "occurred_at": now},
+    )
+    for event_type in (StockReserved, ReservationReleased, ReservationCommitted):
+        name, key, record = to_record(event_type("r9", lines, now))
+        assert (name, key) == (f"shop.inventory.v1.{event_type.__name__}", "r9")
+        assert record["lines"] == [{"sku": "A", "quantity": 2}]

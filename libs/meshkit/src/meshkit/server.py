@@ -8,8 +8,13 @@ One call, ``create_server(...)``, gives a ``MeshServer`` with:
   (BadRequest field violations, PreconditionFailure, ErrorInfo); any other exception becomes
   INTERNAL with the traceback in the log and nothing of it on the wire,
 - a JSON access log line per RPC (method, code, duration),
+- W3C trace context per RPC: an incoming ``traceparent`` is honoured; without one (and with no
+  tracing configured) an unsampled context with fresh ids is made current, so the log lines and
+  the events of one request share a trace id even when nothing is recorded,
+- background workers (outbox relay, consumers, saga runner) started with the server and stopped
+  after it has drained,
 - graceful SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight RPCs finish within
-  the grace period, then run the ``on_stop`` closers (close the database, stop workers).
+  the grace period, stop the workers, then run the ``on_stop`` closers (close the database).
 
 The server is grpcio's thread-pool server: services do blocking SQLite and Kafka client work, and
 per-thread connections keep that simple and safe. ``grpc.so_reuseport`` is off, so a second
@@ -19,6 +24,7 @@ server on a busy port fails loudly instead of silently sharing it.
 from __future__ import annotations
 
 import logging
+import random
 import signal
 import sys
 import threading
@@ -34,6 +40,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagate import extract
 
 from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
 from meshkit.logs import configure_logging
@@ -143,10 +152,13 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
+            token = otel_context.attach(_trace_context(context))
             try:
                 response = behaviour(request, context)
             except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
                 _fail(exc, context, method, start)
+            finally:
+                otel_context.detach(token)
             _log_ok(context, method, start, quiet)
             return response
 
@@ -169,6 +181,25 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             _log_ok(context, method, start, quiet)
 
         return wrapper
+
+
+_TRACE_KEYS = ("traceparent", "tracestate")
+
+
+def _trace_context(context: grpc.ServicerContext) -> otel_context.Context:
+    """The caller's W3C trace context, or a fresh unsampled one when there is none."""
+    carrier = {k: v for k, v in context.invocation_metadata() if k in _TRACE_KEYS}
+    if carrier:
+        incoming = extract(carrier)
+        if trace.get_current_span(incoming).get_span_context().is_valid:
+            return incoming
+    fresh = trace.SpanContext(
+        trace_id=random.getrandbits(128) or 1,
+        span_id=random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(fresh))
 
 
 def _log_ok(context: grpc.ServicerContext, method: str, start: float, quiet: bool) -> None:
@@ -250,6 +281,9 @@ class MeshServer:
             self._grpc,
         )
         self.port = 0
+        self._workers: list[tuple[str, Callable[[threading.Event], None]]] = []
+        self._threads: list[threading.Thread] = []
+        self._workers_stop = threading.Event()
         self._stop_lock = threading.Lock()
         self._stopped = threading.Event()
         self._stopping = False
@@ -257,6 +291,15 @@ class MeshServer:
     def on_stop(self, closer: Callable[[], None]) -> None:
         """Run ``closer`` after the server has drained (closers run in the order added)."""
         self._on_stop.append(closer)
+
+    def add_worker(self, name: str, run_forever: Callable[[threading.Event], None]) -> None:
+        """Run ``run_forever(stop)`` in a thread of its own from ``start()``; on stop, after the
+        RPCs have drained, ``stop`` is set and the thread joined before the closers run.
+
+        ``run_forever`` must return soon after ``stop`` is set; an exception escaping it is
+        logged and marks the server NOT_SERVING (a dead worker is an unhealthy service).
+        """
+        self._workers.append((name, run_forever))
 
     def start(self) -> int:
         """Bind, start serving, mark every service SERVING; returns the bound port."""
@@ -270,6 +313,12 @@ class MeshServer:
         self._grpc.start()
         for service in ["", *(b.full_name for b in self._services)]:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        for name, run_forever in self._workers:
+            thread = threading.Thread(
+                target=self._run_worker, args=(name, run_forever), name=f"{self.name}-{name}"
+            )
+            thread.start()
+            self._threads.append(thread)
         log.info(
             "%s serving on %s:%d",
             self.name,
@@ -278,6 +327,14 @@ class MeshServer:
             extra={"port": self.port, "services": [b.full_name for b in self._services]},
         )
         return self.port
+
+    def _run_worker(self, name: str, run_forever: Callable[[threading.Event], None]) -> None:
+        try:
+            run_forever(self._workers_stop)
+        except Exception:  # reported, and the service reports itself unhealthy
+            log.exception("%s: worker %s died", self.name, name)
+            if not self._workers_stop.is_set():
+                self.set_serving("", False)
 
     def set_serving(self, service: str, serving: bool) -> None:
         """Report one service (or ``""``, the whole server) SERVING or NOT_SERVING in health."""
@@ -295,6 +352,11 @@ class MeshServer:
         log.info("%s stopping: draining for up to %.1fs", self.name, grace)
         self.health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
+        self._workers_stop.set()
+        for thread in self._threads:
+            thread.join(timeout=max(grace, 5.0))
+            if thread.is_alive():
+                log.error("%s: worker %s did not stop in time", self.name, thread.name)
         for closer in self._on_stop:
             try:
                 closer()
@@ -371,7 +433,12 @@ def run_service(
         sys.stderr.write(f"{name}: bad setting: {exc}\n")
         return 2
     configure_logging(name, settings.log_level)
-    server = build(settings)
+    try:
+        server = build(settings)
+    except MeshError as exc:
+        # E.g. an event schema that is not registered: refuse to start, saying which.
+        log.error("%s refuses to start: %s", name, exc.message)
+        return 1
     try:
         server.run()
     except OSError as exc:

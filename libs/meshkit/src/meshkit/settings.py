@@ -56,8 +56,9 @@ def _convert(key: str, raw: str, kind: Any) -> Any:
 
 
 def setting_keys(cls: type[Any], prefix: str) -> dict[str, dataclasses.Field[Any]]:
-    """The environment key of every field of ``cls`` (``PREFIX_FIELD``), for help output."""
-    return {f"{prefix}_{f.name.upper()}": f for f in dataclasses.fields(cls)}
+    """The environment key of every field of ``cls``: ``PREFIX_FIELD``, or the field's
+    ``metadata["env"]`` for mesh-wide settings every service shares (e.g. SCHEMA_REGISTRY_URL)."""
+    return {f.metadata.get("env", f"{prefix}_{f.name.upper()}"): f for f in dataclasses.fields(cls)}
 
 
 def load_settings(cls: type[T], prefix: str, env: Mapping[str, str]) -> T:
@@ -67,10 +68,11 @@ def load_settings(cls: type[T], prefix: str, env: Mapping[str, str]) -> T:
     """
     hints = typing.get_type_hints(cls)
     keys = setting_keys(cls, prefix)
-    unknown = sorted(k for k in env if k.startswith(prefix + "_") and k not in keys)
+    own = {k for k in keys if k.startswith(prefix + "_")}
+    unknown = sorted(k for k in env if k.startswith(prefix + "_") and k not in own)
     if unknown:
         raise SettingsError(
-            f"unknown setting {', '.join(unknown)}; known {prefix}_* settings: {', '.join(keys)}"
+            f"unknown setting {', '.join(unknown)}; known {prefix}_* settings: {', '.join(own)}"
         )
     values: dict[str, Any] = {}
     for key, f in keys.items():
@@ -122,4 +124,22 @@ class ServerSettings:
     )
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = dataclasses.field(
         default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"}
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSettings:
+    """Where a service that publishes or consumes events finds Kafka and the schema registry.
+
+    Mesh-wide: the same two variables for every service (`mesh up` and docker-compose set them),
+    so they are not prefixed with the service's name.
+    """
+
+    kafka_bootstrap: str = dataclasses.field(
+        default="127.0.0.1:9092",
+        metadata={"env": "MESH_KAFKA_BOOTSTRAP", "help": "Kafka bootstrap servers (host:port)"},
+    )
+    schema_registry_url: str = dataclasses.field(
+        default="http://127.0.0.1:8081",
+        metadata={"env": "SCHEMA_REGISTRY_URL", "help": "the schema registry's base URL"},
     )

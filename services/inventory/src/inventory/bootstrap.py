@@ -1,24 +1,48 @@
-"""The composition root: builds inventory's database, use cases and server from its settings."""
+"""The composition root: builds inventory's database, outbox, relay, use cases and server."""
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
+from inventory.adapters.events import OutboxPublisher
 from inventory.adapters.sqlite import SqliteUnitOfWork, open_database
 from inventory.app.inventory import Inventory
 from inventory.config import Settings
 from inventory.entrypoints.grpc_api import InventoryServicer
+from meshkit.events import EventCatalog, Outbox, OutboxRelay
 from meshkit.server import MeshServer, ServiceBinding, create_server
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 SERVICE_NAME = inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name
+SOURCE = "/meshkit/inventory"
+
+
+def event_catalog() -> EventCatalog:
+    """Inventory's event contracts, shipped inside the generated contracts package."""
+    return EventCatalog.load(Path(str(resources.files("shop.inventory.v1") / "avro")))
 
 
 def build(settings: Settings) -> MeshServer:
-    """A ready-to-start inventory server; stopping it closes the database."""
+    """A ready-to-start inventory server.
+
+    Refuses (raises SchemaRegistrationError naming the subjects) when an event schema is not
+    registered as it is here. Starting runs the outbox relay; stopping drains RPCs, stops the
+    relay, then closes the database.
+    """
+    outbox = Outbox(event_catalog(), settings.schema_registry_url, source=SOURCE)
+    outbox.verify()
     db = open_database(str(settings.db_path))
-    inventory = Inventory(lambda: SqliteUnitOfWork(db))
+    publisher = OutboxPublisher(outbox)
+    inventory = Inventory(lambda: SqliteUnitOfWork(db, publisher))
+    relay = OutboxRelay(db, settings.kafka_bootstrap)
     binding = ServiceBinding(
         InventoryServicer(inventory),
         inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
         SERVICE_NAME,
     )
-    return create_server("inventory", settings, [binding], on_stop=[db.close])
+    server = create_server("inventory", settings, [binding])
+    server.add_worker("outbox-relay", relay.run_forever)
+    server.on_stop(relay.close)
+    server.on_stop(db.close)
+    return server

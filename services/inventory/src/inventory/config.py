@@ -1,4 +1,4 @@
-"""Inventory's settings, read from INVENTORY_* environment variables."""
+"""Inventory's settings: INVENTORY_* variables, plus the mesh-wide Kafka and registry ones."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
-from meshkit.settings import ServerSettings, load_settings
+from meshkit.settings import EventSettings, ServerSettings, load_settings
 
 PREFIX = "INVENTORY"
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings(ServerSettings):
+class Settings(ServerSettings, EventSettings):
     """Everything inventory reads from its environment (``python -m inventory --help``)."""
 
     port: int = dataclasses.field(

@@ -9,8 +9,11 @@ from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Self
 
+from inventory.adapters.events import EventPublisher
+from inventory.domain.events import InventoryEvent
 from inventory.domain.model import Line, Reservation, ReservationStatus, StockItem
 from meshkit.db import Database
+from meshkit.events import OUTBOX_MIGRATION
 
 MIGRATIONS = (
     """
@@ -33,6 +36,7 @@ MIGRATIONS = (
         PRIMARY KEY (reservation_id, sku)
     );
     """,
+    OUTBOX_MIGRATION,
 )
 
 
@@ -118,21 +122,29 @@ class SqliteReservations:
 
 
 class SqliteUnitOfWork:
-    """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block."""
+    """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block, in
+    which state changes and their events (through ``publisher``, the outbox) commit together."""
 
     stock: SqliteStock
     reservations: SqliteReservations
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, publisher: EventPublisher) -> None:
         self._db = db
+        self._publisher = publisher
         self._tx: AbstractContextManager[sqlite3.Connection] | None = None
+        self._conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> Self:
         self._tx = self._db.transaction()
-        conn = self._tx.__enter__()
-        self.stock = SqliteStock(conn)
-        self.reservations = SqliteReservations(conn)
+        self._conn = self._tx.__enter__()
+        self.stock = SqliteStock(self._conn)
+        self.reservations = SqliteReservations(self._conn)
         return self
+
+    def publish(self, event: InventoryEvent) -> None:
+        """Append ``event`` to the outbox in this transaction."""
+        assert self._conn is not None, "publish outside a unit of work"
+        self._publisher.publish(self._conn, event)
 
     def __exit__(
         self,
@@ -141,5 +153,5 @@ class SqliteUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         assert self._tx is not None, "unit of work exited without being entered"
-        tx, self._tx = self._tx, None
+        tx, self._tx, self._conn = self._tx, None, None
         tx.__exit__(exc_type, exc, tb)

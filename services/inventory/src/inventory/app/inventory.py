@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Sequence
 
 from inventory.app.ports import UnitOfWork
+from inventory.domain.events import (
+    ReservationCommitted,
+    ReservationReleased,
+    StockReserved,
+    StockSet,
+)
 from inventory.domain.model import (
     Line,
     Reservation,
@@ -24,8 +31,13 @@ class Inventory:
     release and commit replay to the same result for the same reservation id.
     """
 
-    def __init__(self, unit_of_work: Callable[[], UnitOfWork]) -> None:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+    ) -> None:
         self._uow = unit_of_work
+        self._clock = clock
 
     def set_stock(self, sku: str, quantity: int) -> StockItem:
         """Set the on-hand quantity of ``sku`` (creating it); returns the item after the change."""
@@ -34,6 +46,9 @@ class Inventory:
             item = uow.stock.get(sku) or StockItem(sku, 0)
             item.set_on_hand(quantity)
             uow.stock.save(item)
+            uow.publish(
+                StockSet(item.sku, item.on_hand, item.available, item.reserved, self._clock())
+            )
         return item
 
     def get_stock(self, sku: str) -> StockItem:
@@ -60,20 +75,22 @@ class Inventory:
             for item in stock.values():
                 uow.stock.save(item)
             uow.reservations.add(reservation)
+            uow.publish(StockReserved(reservation_id, reservation.lines, self._clock()))
         return reservation
 
     def release(self, reservation_id: str) -> Reservation:
         """Return the reservation's units to available stock (idempotent)."""
-        return self._transition(reservation_id, Reservation.release)
+        return self._transition(reservation_id, Reservation.release, ReservationReleased)
 
     def commit(self, reservation_id: str) -> Reservation:
         """Remove the reservation's units from stock for good (idempotent)."""
-        return self._transition(reservation_id, Reservation.commit)
+        return self._transition(reservation_id, Reservation.commit, ReservationCommitted)
 
     def _transition(
         self,
         reservation_id: str,
         change: Callable[[Reservation, dict[str, StockItem]], None],
+        event: type[ReservationReleased | ReservationCommitted],
     ) -> Reservation:
         violations = Violations()
         validate_reservation_id(violations, reservation_id)
@@ -93,4 +110,5 @@ class Inventory:
                 for item in stock.values():
                     uow.stock.save(item)
                 uow.reservations.save(reservation)
+                uow.publish(event(reservation_id, reservation.lines, self._clock()))
         return reservation

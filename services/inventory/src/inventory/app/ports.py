@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Protocol, Self
 
+from inventory.domain.events import InventoryEvent
 from inventory.domain.model import Reservation, StockItem
 
 
@@ -48,6 +49,10 @@ class UnitOfWork(Protocol):
     @property
     def reservations(self) -> ReservationRepository:
         """Reservations, inside this transaction."""
+
+    def publish(self, event: InventoryEvent) -> None:
+        """Record ``event`` to be published: it exists exactly when this unit of work commits
+        (the transactional outbox), and an event the contract refuses fails the whole unit."""
 
     def __enter__(self) -> Self:
         """Begin the transaction."""
