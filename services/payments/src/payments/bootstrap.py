@@ -1,20 +1,46 @@
-"""The composition root: builds payments's server from its settings."""
+"""The composition root: builds payments's database, outbox, relay, use cases and server."""
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
+from meshkit.events import EventCatalog, Outbox, OutboxRelay
 from meshkit.server import MeshServer, ServiceBinding, create_server
+from payments.adapters.avro import SOURCE
+from payments.adapters.sqlite import SqliteUnitOfWork, open_database
+from payments.app.payments import Payments
 from payments.config import Settings
-from payments.entrypoints.grpc_api import PaymentsServiceServicer
+from payments.entrypoints.grpc_api import PaymentsServicer
 from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 
 
+def event_catalog() -> EventCatalog:
+    """Payments's event contracts, shipped inside the generated contracts package."""
+    return EventCatalog.load(Path(str(resources.files("shop.payments.v1") / "avro")))
+
+
 def build(settings: Settings) -> MeshServer:
-    """A ready-to-start payments server."""
+    """A ready-to-start payments server.
+
+    Refuses (raises SchemaRegistrationError naming the subjects) when an event schema is not
+    registered as it is here. Starting runs the outbox relay; stopping drains RPCs, stops the
+    relay, then closes the database.
+    """
+    outbox = Outbox(event_catalog(), settings.schema_registry_url, source=SOURCE)
+    outbox.verify()
+    db = open_database(str(settings.db_path))
+    payments = Payments(lambda: SqliteUnitOfWork(db, outbox))
+    relay = OutboxRelay(db, settings.kafka_bootstrap)
     binding = ServiceBinding(
-        PaymentsServiceServicer(),
+        PaymentsServicer(payments),
         payments_pb2_grpc.add_PaymentsServiceServicer_to_server,
         SERVICE_NAME,
     )
-    return create_server("payments", settings, [binding])
+    server = create_server("payments", settings, [binding])
+    server.add_worker("outbox-relay", relay.run_forever)
+    server.on_stop(relay.close)
+    server.on_stop(db.close)
+    return server

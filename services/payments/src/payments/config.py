@@ -1,4 +1,4 @@
-"""Payments's settings, read from PAYMENTS_* environment variables."""
+"""Payments's settings: PAYMENTS_* variables, plus the mesh-wide Kafka and registry ones."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
-from meshkit.settings import ServerSettings, load_settings
+from meshkit.settings import EventSettings, ServerSettings, load_settings
 
 PREFIX = "PAYMENTS"
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings(ServerSettings):
+class Settings(ServerSettings, EventSettings):
     """Everything payments reads from its environment (``python -m payments --help``)."""
 
     port: int = dataclasses.field(
