@@ -1,1 +1,1 @@
-"""Adapters of the shipping service."""
+"""Shipping's adapters: SQLite storage and the mapping of domain events to Avro records."""

@@ -1,1 +1,1 @@
-"""App of the shipping service."""
+"""Shipping's use cases and the ports they need."""

@@ -1,1 +1,1 @@
-"""Domain of the shipping service."""
+"""Shipping's domain: pure Python, no IO, no grpc, no generated code."""

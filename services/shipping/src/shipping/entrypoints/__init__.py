@@ -1,1 +1,1 @@
-"""Entrypoints of the shipping service."""
+"""Shipping's entrypoints: the gRPC servicer."""

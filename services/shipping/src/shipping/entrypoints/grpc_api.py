@@ -1,9 +1,90 @@
-"""The ShippingService servicer (every RPC answers UNIMPLEMENTED until its issue lands)."""
+"""The ShippingService servicer: translates wire messages to use-case calls and back, nothing else.
+
+Errors are not caught here: domain errors propagate to meshkit's edge, which maps them to gRPC
+statuses once.
+"""
 
 from __future__ import annotations
 
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from shipping.app.shipping import Shipping
+from shipping.domain.commands import CancelShipment, CreateShipment
+from shipping.domain.model import Address, Item, Shipment
+from shop.common.v1 import common_pb2
+from shop.shipping.v1 import shipping_pb2 as pb
 from shop.shipping.v1 import shipping_pb2_grpc as pb_grpc
+
+_STATUS = {
+    "BOOKED": pb.SHIPMENT_STATUS_BOOKED,
+    "CANCELLED": pb.SHIPMENT_STATUS_CANCELLED,
+}
 
 
 class ShippingServiceServicer(pb_grpc.ShippingServiceServicer):
-    """shop.shipping.v1.ShippingService; the generated base class answers UNIMPLEMENTED."""
+    """shop.shipping.v1.ShippingService over the Shipping use cases. Stateless."""
+
+    def __init__(self, shipping: Shipping) -> None:
+        self._shipping = shipping
+
+    def CreateShipment(
+        self, request: pb.CreateShipmentRequest, context: grpc.ServicerContext
+    ) -> pb.CreateShipmentResponse:
+        """See the contract in proto/shop/shipping/v1/shipping.proto."""
+        address = _address(request.address) if request.HasField("address") else None
+        command = CreateShipment(
+            idempotency_key=request.idempotency_key,
+            order_id=request.order_id,
+            address=address,
+            items=tuple(Item(item.sku, item.quantity) for item in request.items),
+        )
+        return pb.CreateShipmentResponse(shipment=_shipment(self._shipping.create(command)))
+
+    def CancelShipment(
+        self, request: pb.CancelShipmentRequest, context: grpc.ServicerContext
+    ) -> pb.CancelShipmentResponse:
+        """See the contract in proto/shop/shipping/v1/shipping.proto."""
+        command = CancelShipment(request.idempotency_key, request.shipment_id)
+        return pb.CancelShipmentResponse(shipment=_shipment(self._shipping.cancel(command)))
+
+    def GetShipment(
+        self, request: pb.GetShipmentRequest, context: grpc.ServicerContext
+    ) -> pb.GetShipmentResponse:
+        """See the contract in proto/shop/shipping/v1/shipping.proto."""
+        return pb.GetShipmentResponse(shipment=_shipment(self._shipping.get(request.shipment_id)))
+
+
+def _address(message: common_pb2.Address) -> Address:
+    return Address(
+        name=message.name,
+        line1=message.line1,
+        line2=message.line2,
+        city=message.city,
+        postal_code=message.postal_code,
+        country_code=message.country_code,
+    )
+
+
+def _shipment(shipment: Shipment) -> pb.Shipment:
+    address = shipment.address
+    created, updated = Timestamp(), Timestamp()
+    created.FromDatetime(shipment.created_at)
+    updated.FromDatetime(shipment.updated_at)
+    return pb.Shipment(
+        shipment_id=shipment.shipment_id,
+        order_id=shipment.order_id,
+        address=common_pb2.Address(
+            name=address.name,
+            line1=address.line1,
+            line2=address.line2,
+            city=address.city,
+            postal_code=address.postal_code,
+            country_code=address.country_code,
+        ),
+        items=[pb.ShipmentItem(sku=item.sku, quantity=item.quantity) for item in shipment.items],
+        status=_STATUS[shipment.status.value],
+        tracking_number=shipment.tracking_number,
+        created_at=created,
+        updated_at=updated,
+    )

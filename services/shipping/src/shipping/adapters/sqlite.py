@@ -1,0 +1,258 @@
+"""SQLite storage for shipping: shipments, their items, idempotency records and the outbox."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, Self
+
+from meshkit.db import Database
+from meshkit.events import OUTBOX_MIGRATION
+from shipping.adapters.events import EventPublisher
+from shipping.app.ports import IdempotencyRecord
+from shipping.domain.events import ShippingEvent
+from shipping.domain.model import Address, Item, Shipment, ShipmentStatus
+
+MIGRATIONS = (
+    """
+    CREATE TABLE shipments (
+        shipment_id     TEXT PRIMARY KEY,
+        order_id        TEXT NOT NULL,
+        name            TEXT NOT NULL,
+        line1           TEXT NOT NULL,
+        line2           TEXT NOT NULL,
+        city            TEXT NOT NULL,
+        postal_code     TEXT NOT NULL,
+        country_code    TEXT NOT NULL CHECK (length(country_code) = 2),
+        tracking_number TEXT NOT NULL UNIQUE,
+        status          TEXT NOT NULL CHECK (status IN ('BOOKED', 'CANCELLED')),
+        created_at_ms   INTEGER NOT NULL,
+        updated_at_ms   INTEGER NOT NULL
+    );
+    CREATE INDEX shipments_by_order ON shipments (order_id);
+    CREATE TABLE shipment_items (
+        shipment_id TEXT NOT NULL REFERENCES shipments (shipment_id),
+        position    INTEGER NOT NULL,
+        sku         TEXT NOT NULL,
+        quantity    INTEGER NOT NULL CHECK (quantity > 0),
+        PRIMARY KEY (shipment_id, position)
+    );
+    -- One row per idempotency key that succeeded; written in the same transaction as the effect,
+    -- so after a crash either both exist or neither does. result is the shipment as the first
+    -- call returned it (JSON), which is what a replay answers.
+    CREATE TABLE idempotency_keys (
+        idempotency_key TEXT PRIMARY KEY,
+        operation       TEXT NOT NULL,
+        fingerprint     TEXT NOT NULL,
+        result          TEXT NOT NULL,
+        created_at      REAL NOT NULL
+    );
+    """,
+    OUTBOX_MIGRATION,
+)
+
+
+def open_database(path: str) -> Database:
+    """The shipping database at ``path``, migrated to the current schema."""
+    return Database(path, MIGRATIONS)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def _ms(moment: datetime.datetime) -> int:
+    # Integer arithmetic on purpose: float seconds * 1000 can land a hair below the millisecond.
+    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
+
+
+def _from_ms(ms: int) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+
+
+class SqliteShipments:
+    """ShipmentRepository over one open transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, shipment_id: str) -> Shipment | None:
+        """The shipment, or None."""
+        row = self._conn.execute(
+            "SELECT * FROM shipments WHERE shipment_id = ?", (shipment_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        items = self._conn.execute(
+            "SELECT sku, quantity FROM shipment_items WHERE shipment_id = ? ORDER BY position",
+            (shipment_id,),
+        ).fetchall()
+        return Shipment(
+            shipment_id=row["shipment_id"],
+            order_id=row["order_id"],
+            address=Address(
+                name=row["name"],
+                line1=row["line1"],
+                line2=row["line2"],
+                city=row["city"],
+                postal_code=row["postal_code"],
+                country_code=row["country_code"],
+            ),
+            items=tuple(Item(item["sku"], item["quantity"]) for item in items),
+            tracking_number=row["tracking_number"],
+            status=ShipmentStatus(row["status"]),
+            created_at=_from_ms(row["created_at_ms"]),
+            updated_at=_from_ms(row["updated_at_ms"]),
+        )
+
+    def add(self, shipment: Shipment) -> None:
+        """Store a new shipment with its items."""
+        address = shipment.address
+        self._conn.execute(
+            "INSERT INTO shipments (shipment_id, order_id, name, line1, line2, city, postal_code,"
+            " country_code, tracking_number, status, created_at_ms, updated_at_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                shipment.shipment_id,
+                shipment.order_id,
+                address.name,
+                address.line1,
+                address.line2,
+                address.city,
+                address.postal_code,
+                address.country_code,
+                shipment.tracking_number,
+                shipment.status.value,
+                _ms(shipment.created_at),
+                _ms(shipment.updated_at),
+            ),
+        )
+        self._conn.executemany(
+            "INSERT INTO shipment_items (shipment_id, position, sku, quantity) VALUES (?, ?, ?, ?)",
+            [
+                (shipment.shipment_id, position, item.sku, item.quantity)
+                for position, item in enumerate(shipment.items)
+            ],
+        )
+
+    def save(self, shipment: Shipment) -> None:
+        """Store a changed shipment's status and update time (nothing else ever changes)."""
+        self._conn.execute(
+            "UPDATE shipments SET status = ?, updated_at_ms = ? WHERE shipment_id = ?",
+            (shipment.status.value, _ms(shipment.updated_at), shipment.shipment_id),
+        )
+
+    def tracking_number_taken(self, tracking_number: str) -> bool:
+        """True when some shipment already has ``tracking_number``."""
+        row = self._conn.execute(
+            "SELECT 1 FROM shipments WHERE tracking_number = ?", (tracking_number,)
+        ).fetchone()
+        return row is not None
+
+
+class SqliteIdempotency:
+    """IdempotencyStore over one open transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, key: str) -> IdempotencyRecord | None:
+        """The record of ``key``, or None."""
+        row = self._conn.execute(
+            "SELECT operation, fingerprint, result FROM idempotency_keys WHERE idempotency_key = ?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotencyRecord(
+            key, row["operation"], row["fingerprint"], _shipment_from_json(row["result"])
+        )
+
+    def add(self, record: IdempotencyRecord) -> None:
+        """Store a new record."""
+        self._conn.execute(
+            "INSERT INTO idempotency_keys (idempotency_key, operation, fingerprint, result,"
+            " created_at) VALUES (?, ?, ?, ?, ?)",
+            (
+                record.key,
+                record.operation,
+                record.fingerprint,
+                _shipment_to_json(record.result),
+                datetime.datetime.now(datetime.UTC).timestamp(),
+            ),
+        )
+
+
+def _shipment_to_json(shipment: Shipment) -> str:
+    address = shipment.address
+    data: dict[str, Any] = {
+        "shipment_id": shipment.shipment_id,
+        "order_id": shipment.order_id,
+        "address": {
+            "name": address.name,
+            "line1": address.line1,
+            "line2": address.line2,
+            "city": address.city,
+            "postal_code": address.postal_code,
+            "country_code": address.country_code,
+        },
+        "items": [[item.sku, item.quantity] for item in shipment.items],
+        "tracking_number": shipment.tracking_number,
+        "status": shipment.status.value,
+        "created_at_ms": _ms(shipment.created_at),
+        "updated_at_ms": _ms(shipment.updated_at),
+    }
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _shipment_from_json(text: str) -> Shipment:
+    data = json.loads(text)
+    return Shipment(
+        shipment_id=data["shipment_id"],
+        order_id=data["order_id"],
+        address=Address(**data["address"]),
+        items=tuple(Item(sku, quantity) for sku, quantity in data["items"]),
+        tracking_number=data["tracking_number"],
+        status=ShipmentStatus(data["status"]),
+        created_at=_from_ms(data["created_at_ms"]),
+        updated_at=_from_ms(data["updated_at_ms"]),
+    )
+
+
+class SqliteUnitOfWork:
+    """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block, in
+    which the state change, its idempotency record and its events (through ``publisher``, the
+    outbox) commit together or not at all."""
+
+    shipments: SqliteShipments
+    idempotency: SqliteIdempotency
+
+    def __init__(self, db: Database, publisher: EventPublisher) -> None:
+        self._db = db
+        self._publisher = publisher
+        self._tx: AbstractContextManager[sqlite3.Connection] | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def __enter__(self) -> Self:
+        self._tx = self._db.transaction()
+        self._conn = self._tx.__enter__()
+        self.shipments = SqliteShipments(self._conn)
+        self.idempotency = SqliteIdempotency(self._conn)
+        return self
+
+    def publish(self, event: ShippingEvent) -> None:
+        """Append ``event`` to the outbox in this transaction."""
+        assert self._conn is not None, "publish outside a unit of work"
+        self._publisher.publish(self._conn, event)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._tx is not None, "unit of work exited without being entered"
+        tx, self._tx, self._conn = self._tx, None, None
+        tx.__exit__(exc_type, exc, tb)
