@@ -1,0 +1,242 @@
+"""The Order aggregate, its value objects and the rules of a valid order. Pure: no IO.
+
+An order is event-sourced: its state is the fold of its events (``Order.from_history``), its
+``version`` is the number of events applied, and a change is made by ``record``-ing a new event,
+which checks the transition first. The saga (orders.domain.saga) decides which event comes next;
+the aggregate refuses any that does not fit the order's lifecycle::
+
+    PENDING --StockReserved, PaymentAuthorized, ShipmentCreated, PaymentCaptured--> PENDING
+    PENDING --Confirmed--> CONFIRMED        PENDING --Cancelled(reason)--> CANCELLED
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from meshkit.errors import FailedPrecondition, Violations
+from orders.domain.events import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderEvent,
+    OrderPaymentAuthorized,
+    OrderPaymentCaptured,
+    OrderPlaced,
+    OrderShipmentCreated,
+    OrderStockReserved,
+)
+from orders.domain.values import NANOS, Address, Money, OrderLine
+
+MAX_QUANTITY = 2**31 - 1  # quantities travel as int32
+
+# ISO 4217 active codes: an order in any other currency is refused at the edge.
+CURRENCIES = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
+    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD
+    FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY
+    KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP
+    MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR
+    RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT
+    TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW
+    ZWL
+    """.split()  # noqa: SIM905 - a table reads best as one
+)
+
+
+class OrderStatus(enum.Enum):
+    """Where an order stands (the proto's OrderStatus without UNSPECIFIED)."""
+
+    PENDING = "PENDING"
+    CONFIRMED = "CONFIRMED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass
+class Order:
+    """The order aggregate: state folded from events, plus the events recorded but not stored.
+
+    ``version`` counts every applied event (stored or pending); the store appends ``pending``
+    with the expected version ``version - len(pending)``, so a concurrent writer is refused.
+    """
+
+    order_id: str
+    customer_id: str = ""
+    request_id: str = ""
+    lines: tuple[OrderLine, ...] = ()
+    shipping_address: Address | None = None
+    total: Money | None = None
+    status: OrderStatus = OrderStatus.PENDING
+    cancellation_reason: str = ""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    version: int = 0
+    stock_reserved: bool = False
+    payment_id: str = ""
+    payment_captured: bool = False
+    shipment_id: str = ""
+    tracking_number: str = ""
+    pending: list[OrderEvent] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def place(
+        cls,
+        order_id: str,
+        *,
+        request_id: str,
+        customer_id: str,
+        lines: Sequence[OrderLine],
+        shipping_address: Address,
+        now: float,
+    ) -> Order:
+        """A new order with its OrderPlaced event pending. The caller validated the input."""
+        order = cls(order_id)
+        order.record(
+            OrderPlaced(
+                order_id=order_id,
+                occurred_at=now,
+                request_id=request_id,
+                customer_id=customer_id,
+                lines=tuple(lines),
+                shipping_address=shipping_address,
+                total=order_total(lines),
+            )
+        )
+        return order
+
+    @classmethod
+    def from_history(
+        cls, order_id: str, events: Iterable[OrderEvent], base: Order | None = None
+    ) -> Order:
+        """Fold ``events`` (in version order) onto ``base`` (a snapshot) or a blank order."""
+        order = replace(base, pending=[]) if base is not None else cls(order_id)
+        for event in events:
+            order.apply(event)
+        return order
+
+    @property
+    def is_final(self) -> bool:
+        """True once CONFIRMED or CANCELLED: no further event is accepted."""
+        return self.status is not OrderStatus.PENDING
+
+    def record(self, event: OrderEvent) -> None:
+        """Check that ``event`` may happen now, apply it and keep it pending for the store.
+
+        Raises FailedPrecondition when the transition is not allowed (e.g. anything after the
+        order was confirmed or cancelled).
+        """
+        self._check(event)
+        self.apply(event)
+        self.pending.append(event)
+
+    def _check(self, event: OrderEvent) -> None:
+        placed = self.version > 0
+        if isinstance(event, OrderPlaced):
+            ok, why = not placed, "it was placed already"
+        else:
+            ok, why = placed and not self.is_final, f"it is {self.status.value.lower()}"
+            if not placed:
+                why = "it was never placed"
+        if not ok:
+            raise FailedPrecondition(
+                f"order {self.order_id!r} cannot take {type(event).__name__}: {why}",
+                reason=f"ORDER_{self.status.value}",
+            )
+
+    def apply(self, event: OrderEvent) -> None:
+        """Fold one stored event into the state (no checks: history is fact)."""
+        match event:
+            case OrderPlaced():
+                self.customer_id = event.customer_id
+                self.request_id = event.request_id
+                self.lines = event.lines
+                self.shipping_address = event.shipping_address
+                self.total = event.total
+                self.status = OrderStatus.PENDING
+                self.created_at = event.occurred_at
+            case OrderStockReserved():
+                self.stock_reserved = True
+            case OrderPaymentAuthorized():
+                self.payment_id = event.payment_id
+            case OrderShipmentCreated():
+                self.shipment_id = event.shipment_id
+                self.tracking_number = event.tracking_number
+            case OrderPaymentCaptured():
+                self.payment_captured = True
+            case OrderConfirmed():
+                self.status = OrderStatus.CONFIRMED
+            case OrderCancelled():
+                self.status = OrderStatus.CANCELLED
+                self.cancellation_reason = event.reason
+        self.updated_at = event.occurred_at
+        self.version += 1
+
+
+def order_total(lines: Sequence[OrderLine]) -> Money:
+    """Sum of quantity x unit price; all lines share the first line's currency."""
+    currency = lines[0].unit_price.currency_code if lines else ""
+    return Money.from_nanos(
+        currency, sum(line.quantity * line.unit_price.total_nanos for line in lines)
+    )
+
+
+def validate_place_order(
+    *,
+    request_id: str,
+    customer_id: str,
+    lines: Sequence[OrderLine],
+    payment_token: str,
+    shipping_address: Address | None,
+) -> None:
+    """Raise InvalidArgument naming every bad field of a PlaceOrder request (paths as in proto)."""
+    v = Violations()
+    v.check(request_id.strip() != "", "request_id", "must not be empty")
+    v.check(len(request_id) <= 128, "request_id", "must be at most 128 characters")
+    v.check(customer_id.strip() != "", "customer_id", "must not be empty")
+    v.check(payment_token.strip() != "", "payment_token", "must not be empty")
+    v.check(len(lines) > 0, "lines", "must have at least one line")
+    currency = lines[0].unit_price.currency_code if lines else ""
+    for i, line in enumerate(lines):
+        where = f"lines[{i}]"
+        if v.check(line.sku.strip() != "", f"{where}.sku", "must not be empty"):
+            v.check(len(line.sku) <= 128, f"{where}.sku", "must be at most 128 characters")
+        v.check(line.quantity > 0, f"{where}.quantity", "must be positive")
+        v.check(line.quantity <= MAX_QUANTITY, f"{where}.quantity", f"must be <= {MAX_QUANTITY}")
+        price = line.unit_price
+        code_ok = v.check(
+            price.currency_code in CURRENCIES,
+            f"{where}.unit_price.currency_code",
+            f"unknown currency {price.currency_code!r} (expected an ISO 4217 code, e.g. EUR)",
+        )
+        if code_ok and i > 0:
+            v.check(
+                price.currency_code == currency,
+                f"{where}.unit_price.currency_code",
+                f"must be {currency!r} like lines[0]: an order has one currency",
+            )
+        v.check(
+            -NANOS < price.nanos < NANOS, f"{where}.unit_price.nanos", "must be within +-999999999"
+        )
+        v.check(
+            price.units >= 0 and price.nanos >= 0,
+            f"{where}.unit_price",
+            "must not be negative",
+        )
+    if shipping_address is None:
+        v.add("shipping_address", "is required")
+    else:
+        for name in ("name", "line1", "city", "postal_code", "country_code"):
+            v.check(
+                getattr(shipping_address, name).strip() != "",
+                f"shipping_address.{name}",
+                "must not be empty",
+            )
+        code = shipping_address.country_code
+        if code.strip():
+            v.check(
+                len(code) == 2 and code.isascii() and code.isalpha() and code.isupper(),
+                "shipping_address.country_code",
+                "must be an ISO 3166-1 alpha-2 code, e.g. DE",
+            )
+    v.raise_if_any()

@@ -1,0 +1,265 @@
+"""The order saga as a pure state machine: every step x every outcome, no IO, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from orders.domain.events import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPaymentAuthorized,
+    OrderPaymentCaptured,
+    OrderShipmentCreated,
+    OrderStockReserved,
+)
+from orders.domain.model import Order
+from orders.domain.saga import (
+    AuthorizePayment,
+    CancelPayment,
+    CancelShipment,
+    CapturePayment,
+    CommitStock,
+    CreateShipment,
+    Outcome,
+    Rejected,
+    ReleaseStock,
+    ReserveStock,
+    RetryPolicy,
+    Saga,
+    SagaStatus,
+    Step,
+    Succeeded,
+    Transient,
+    advance,
+    command_for,
+)
+from orders.domain.values import Address, Money, OrderLine
+
+POLICY = RetryPolicy(step_timeout_s=10.0, call_timeout_s=3.0, initial_backoff_s=0.1)
+T0 = 1_000.0
+S = Step
+RUNNING, COMPENSATING = SagaStatus.RUNNING, SagaStatus.COMPENSATING
+CONFIRMED, CANCELLED = SagaStatus.CONFIRMED, SagaStatus.CANCELLED
+
+OK = Succeeded(payment_id="pay-1", shipment_id="shp-1", tracking_number="TRK1")
+NO = Rejected("nope")
+DOWN = Transient("UNAVAILABLE: connection refused")
+
+
+def saga_at(step: Step, status: SagaStatus = RUNNING, comps: tuple[Step, ...] = ()) -> Saga:
+    saga = Saga.start("o-1", "tok_visa", T0)
+    return replace(saga, step=step, status=status, compensations=comps, reason="why")
+
+
+def at(saga: Saga, outcome: Outcome, *, timed_out: bool) -> tuple[Saga, list[type]]:
+    """Advance ``saga`` before its step deadline, or just after it."""
+    now = T0 + (POLICY.step_timeout_s if timed_out else 1.0)
+    result = advance(saga, outcome, now, POLICY)
+    return result.saga, [type(e) for e in result.events]
+
+
+# (step, outcome, timed out?) -> (status, next step, compensations left, event types)
+FORWARD_TABLE = [
+    # reserve stock: nothing ran before it
+    (S.RESERVE_STOCK, OK, False, RUNNING, S.AUTHORIZE_PAYMENT, (), [OrderStockReserved]),
+    (S.RESERVE_STOCK, NO, False, CANCELLED, None, (), [OrderCancelled]),
+    (S.RESERVE_STOCK, DOWN, False, RUNNING, S.RESERVE_STOCK, (), []),
+    (S.RESERVE_STOCK, DOWN, True, COMPENSATING, S.RELEASE_STOCK, (S.RELEASE_STOCK,), []),
+    # authorize payment
+    (S.AUTHORIZE_PAYMENT, OK, False, RUNNING, S.CREATE_SHIPMENT, (), [OrderPaymentAuthorized]),
+    (S.AUTHORIZE_PAYMENT, NO, False, COMPENSATING, S.RELEASE_STOCK, (S.RELEASE_STOCK,), []),
+    (S.AUTHORIZE_PAYMENT, DOWN, False, RUNNING, S.AUTHORIZE_PAYMENT, (), []),
+    (
+        S.AUTHORIZE_PAYMENT, DOWN, True, COMPENSATING, S.CANCEL_PAYMENT,
+        (S.CANCEL_PAYMENT, S.RELEASE_STOCK), [],
+    ),
+    # create shipment
+    (S.CREATE_SHIPMENT, OK, False, RUNNING, S.CAPTURE_PAYMENT, (), [OrderShipmentCreated]),
+    (
+        S.CREATE_SHIPMENT, NO, False, COMPENSATING, S.CANCEL_PAYMENT,
+        (S.CANCEL_PAYMENT, S.RELEASE_STOCK), [],
+    ),
+    (S.CREATE_SHIPMENT, DOWN, False, RUNNING, S.CREATE_SHIPMENT, (), []),
+    (
+        S.CREATE_SHIPMENT, DOWN, True, COMPENSATING, S.CANCEL_SHIPMENT,
+        (S.CANCEL_SHIPMENT, S.CANCEL_PAYMENT, S.RELEASE_STOCK), [],
+    ),
+    # capture payment: the pivot
+    (S.CAPTURE_PAYMENT, OK, False, RUNNING, S.COMMIT_STOCK, (), [OrderPaymentCaptured]),
+    (
+        S.CAPTURE_PAYMENT, NO, False, COMPENSATING, S.CANCEL_SHIPMENT,
+        (S.CANCEL_SHIPMENT, S.CANCEL_PAYMENT, S.RELEASE_STOCK), [],
+    ),
+    (S.CAPTURE_PAYMENT, DOWN, False, RUNNING, S.CAPTURE_PAYMENT, (), []),
+    (
+        S.CAPTURE_PAYMENT, DOWN, True, COMPENSATING, S.CANCEL_PAYMENT,
+        (S.CANCEL_PAYMENT, S.CANCEL_SHIPMENT, S.RELEASE_STOCK), [],
+    ),
+    # commit stock: past the pivot, a timeout does not compensate, a refusal refunds
+    (S.COMMIT_STOCK, OK, False, CONFIRMED, None, (), [OrderConfirmed]),
+    (
+        S.COMMIT_STOCK, NO, False, COMPENSATING, S.CANCEL_PAYMENT,
+        (S.CANCEL_PAYMENT, S.CANCEL_SHIPMENT, S.RELEASE_STOCK), [],
+    ),
+    (S.COMMIT_STOCK, DOWN, False, RUNNING, S.COMMIT_STOCK, (), []),
+    (S.COMMIT_STOCK, DOWN, True, RUNNING, S.COMMIT_STOCK, (), []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("step", "outcome", "timed_out", "status", "next_step", "comps", "events"),
+    FORWARD_TABLE,
+    ids=[f"{r[0].value}-{type(r[1]).__name__}{'-timeout' if r[2] else ''}" for r in FORWARD_TABLE],
+)
+def test_forward_step_outcomes(
+    step: Step,
+    outcome: Outcome,
+    timed_out: bool,
+    status: SagaStatus,
+    next_step: Step | None,
+    comps: tuple[Step, ...],
+    events: list[type],
+) -> None:
+    saga, emitted = at(saga_at(step), outcome, timed_out=timed_out)
+    assert (saga.status, saga.step, saga.compensations, emitted) == (
+        status,
+        next_step,
+        comps,
+        events,
+    )
+    if isinstance(outcome, Transient) and status is RUNNING:
+        # A retry: same step, one more attempt, due after the first backoff, error kept.
+        assert (saga.attempt, saga.last_error) == (1, DOWN.error)
+        assert saga.next_attempt_at == pytest.approx(T0 + (10.0 if timed_out else 1.0) + 0.1)
+        assert saga.step_started_at == T0, "the step's deadline does not move on a retry"
+    else:
+        assert saga.attempt == 0 and saga.next_attempt_at == saga.updated_at, "due at once"
+    if status is COMPENSATING or status is CANCELLED:
+        assert saga.reason.startswith(step.value.lower().replace("_", " ") + ":")
+        if timed_out:
+            assert "no answer within 10s" in saga.reason and DOWN.error in saga.reason
+
+
+COMPENSATIONS = (S.CANCEL_SHIPMENT, S.CANCEL_PAYMENT, S.RELEASE_STOCK)
+
+
+@pytest.mark.parametrize("step", COMPENSATIONS, ids=lambda s: s.value)
+@pytest.mark.parametrize(
+    ("outcome", "timed_out"), [(NO, False), (DOWN, False), (DOWN, True)], ids=str
+)
+def test_compensations_retry_every_failure_and_never_give_up(
+    step: Step, outcome: Outcome, timed_out: bool
+) -> None:
+    comps = COMPENSATIONS[COMPENSATIONS.index(step) :]
+    saga, events = at(saga_at(step, COMPENSATING, comps), outcome, timed_out=timed_out)
+    assert (saga.status, saga.step, saga.compensations, events) == (COMPENSATING, step, comps, [])
+    assert saga.attempt == 1 and saga.next_attempt_at > saga.updated_at
+
+
+@pytest.mark.parametrize("step", COMPENSATIONS, ids=lambda s: s.value)
+def test_a_compensation_done_moves_to_the_next_or_cancels(step: Step) -> None:
+    comps = COMPENSATIONS[COMPENSATIONS.index(step) :]
+    result = advance(saga_at(step, COMPENSATING, comps), OK, T0 + 1, POLICY)
+    if len(comps) > 1:
+        assert (result.saga.status, result.saga.step) == (COMPENSATING, comps[1])
+        assert result.events == ()
+    else:
+        assert (result.saga.status, result.saga.step) == (CANCELLED, None)
+        assert result.events == (OrderCancelled("o-1", T0 + 1, "why"),)
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = RetryPolicy(initial_backoff_s=0.1, multiplier=2.0, max_backoff_s=1.0)
+    assert [policy.backoff(n) for n in range(1, 7)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+
+def test_call_timeout_never_outlives_the_step() -> None:
+    saga = saga_at(S.AUTHORIZE_PAYMENT)
+    assert POLICY.call_timeout(saga, T0) == 3.0
+    assert POLICY.call_timeout(saga, T0 + 8.5) == pytest.approx(1.5)
+    assert POLICY.call_timeout(saga, T0 + 30) == POLICY.min_call_timeout_s
+    past_pivot = saga_at(S.COMMIT_STOCK)
+    assert POLICY.call_timeout(past_pivot, T0 + 30) == 3.0
+
+
+def test_finished_sagas_do_not_advance() -> None:
+    done = replace(saga_at(S.RESERVE_STOCK), status=CONFIRMED, step=None)
+    with pytest.raises(ValueError, match="nothing to advance"):
+        advance(done, OK, T0, POLICY)
+
+
+def test_resumed_saga_is_due_and_its_step_clock_restarts() -> None:
+    saga = replace(saga_at(S.CAPTURE_PAYMENT), attempt=3, next_attempt_at=T0 + 50)
+    resumed = saga.resumed(T0 + 100)
+    assert (resumed.step_started_at, resumed.next_attempt_at, resumed.attempt) == (
+        T0 + 100,
+        T0 + 100,
+        3,
+    )
+
+
+ADDRESS = Address("Ada", "1 Main St", "Berlin", "10115", "DE")
+
+
+def placed_order() -> Order:
+    lines = [
+        OrderLine("mug", 2, Money("EUR", 12, 500_000_000)),
+        OrderLine("cap", 1, Money("EUR", 5)),
+    ]
+    order = Order.place(
+        "o-1",
+        request_id="r-1",
+        customer_id="c-1",
+        lines=lines,
+        shipping_address=ADDRESS,
+        now=T0,
+    )
+    order.record(OrderPaymentAuthorized("o-1", T0, "pay-1"))
+    order.record(OrderShipmentCreated("o-1", T0, "shp-1", "TRK1"))
+    return order
+
+
+def test_every_step_calls_its_participant_with_its_idempotency_key() -> None:
+    order = placed_order()
+    items = (("mug", 2), ("cap", 1))
+    authorize = AuthorizePayment("o-1:authorize", "o-1", Money("EUR", 30), "tok_visa")
+    create = CreateShipment("o-1:create-shipment", "o-1", ADDRESS, items)
+    expected = {
+        S.RESERVE_STOCK: ReserveStock("o-1", items),
+        S.AUTHORIZE_PAYMENT: authorize,
+        S.CREATE_SHIPMENT: create,
+        S.CAPTURE_PAYMENT: CapturePayment("o-1:capture", "pay-1"),
+        S.COMMIT_STOCK: CommitStock("o-1"),
+        S.CANCEL_SHIPMENT: CancelShipment("o-1:cancel-shipment", "shp-1", create),
+        S.CANCEL_PAYMENT: CancelPayment("o-1:void", "o-1:refund", "pay-1", authorize),
+        S.RELEASE_STOCK: ReleaseStock("o-1"),
+    }
+    for step, command in expected.items():
+        assert command_for(saga_at(step), order) == command, step
+
+
+def test_a_happy_run_end_to_end_through_the_order() -> None:
+    order = Order.place(
+        "o-1",
+        request_id="r-1",
+        customer_id="c-1",
+        lines=[OrderLine("mug", 1, Money("EUR", 3))],
+        shipping_address=ADDRESS,
+        now=T0,
+    )
+    saga, now = Saga.start("o-1", "tok_visa", T0), T0
+    while saga.is_live:
+        now += 1
+        result = advance(saga, OK, now, POLICY)
+        for event in result.events:
+            order.record(event)
+        saga = result.saga
+    assert saga.status is CONFIRMED
+    assert (order.status.value, order.version, order.payment_id, order.shipment_id) == (
+        "CONFIRMED",
+        6,
+        "pay-1",
+        "shp-1",
+    )
