@@ -1,0 +1,242 @@
+"""End to end: `mesh up -d` with the real registry and payments, the real grpcurl, kill -9.
+
+The scratch root gets its own mesh.toml, derived from the repository's: only the components
+payments needs (the schema registry and payments itself, exactly as declared there), moved to
+free ports. So this test neither needs nor disturbs 8081/5005x, which a developer's own mesh
+or a parallel test run may hold, and does not depend on services it does not talk to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.mesh import Grpcurl, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+MESH = str(Path(sys.executable).parent / "mesh")
+SERVICE = "shop.payments.v1.PaymentsService"
+EUR_12_30 = {"currency_code": "EUR", "units": "12", "nanos": 300000000}
+
+
+def mesh(
+    root: Path, *args: str, env: dict[str, str], timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MESH, "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _moved(value: Any, ports: dict[int, int]) -> Any:
+    """``value`` with every default port (as a number, or inside a string) replaced."""
+    if isinstance(value, int):
+        return ports.get(value, value)
+    if isinstance(value, str):
+        for old, new in ports.items():
+            value = value.replace(str(old), str(new))
+        return value
+    if isinstance(value, list):
+        return [_moved(v, ports) for v in value]
+    if isinstance(value, dict):
+        return {k: _moved(v, ports) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def payments_mesh(
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
+) -> Iterator[tuple[Path, str, dict[str, str]]]:
+    """A running registry + payments in a scratch root: (root, payments address, mesh env)."""
+    root = tmp_path_factory.mktemp("payments-mesh")
+    for name in ("proto", "scripts"):
+        (root / name).symlink_to(REPO / name)
+    declared = tomllib.loads((REPO / "mesh.toml").read_text())["component"]
+    wanted = [c for c in declared if c["name"] in ("schema-registry", "payments")]
+    assert [c["name"] for c in wanted] == ["schema-registry", "payments"]
+    ports = {int(c["port"]): free_port() for c in wanted}
+    lines = []
+    for component in wanted:
+        lines.append("[[component]]")
+        lines += [f"{k} = {_toml_value(_moved(v, ports))}" for k, v in component.items()]
+        lines.append("")
+    (root / "mesh.toml").write_text("\n".join(lines))
+    registry_port = ports[int(wanted[0]["port"])]
+    env = {**os.environ, "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{registry_port}"}
+    env.pop("MESH_KAFKA_BOOTSTRAP", None)
+    up = mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
+    try:
+        assert up.returncode == 0, up.stderr
+        yield root, f"127.0.0.1:{ports[int(wanted[1]['port'])]}", env
+    finally:
+        down = mesh(root, "down", env=env)
+        assert down.returncode == 0, down.stderr
+
+
+def call(grpcurl: Grpcurl, address: str, method: str, data: object) -> dict[str, Any]:
+    reply = grpcurl.call(address, f"{SERVICE}/{method}", data)
+    payment = reply["payment"]
+    assert isinstance(payment, dict)
+    return payment
+
+
+def authorize(key: str, order_id: str, token: str = "tok_visa") -> dict[str, object]:
+    return {
+        "idempotency_key": key,
+        "order_id": order_id,
+        "amount": EUR_12_30,
+        "payment_token": token,
+    }
+
+
+def test_authorize_replay_decline_capture_refund(
+    payments_mesh: tuple[Path, str, dict[str, str]], grpcurl: Grpcurl
+) -> None:
+    _, address, _ = payments_mesh
+    listed = grpcurl.run(address, "list")
+    assert SERVICE in listed.stdout.split(), listed.stderr
+
+    first = call(grpcurl, address, "AuthorizePayment", authorize("e2e-auth-1", "order-1"))
+    assert first["status"] == "PAYMENT_STATUS_AUTHORIZED"
+    assert first["amount"] == {"currency_code": "EUR", "units": "12", "nanos": 300000000}
+    assert str(first["payment_id"]).startswith("pay_")
+
+    replay = call(grpcurl, address, "AuthorizePayment", authorize("e2e-auth-1", "order-1"))
+    assert replay == first
+
+    declined = call(
+        grpcurl,
+        address,
+        "AuthorizePayment",
+        authorize("e2e-auth-2", "order-2", "tok_chargeDeclined"),
+    )
+    assert declined["status"] == "PAYMENT_STATUS_DECLINED"
+    assert declined["decline_reason"] == "generic_decline"
+
+    payment_id = first["payment_id"]
+    captured = call(
+        grpcurl,
+        address,
+        "CapturePayment",
+        {"idempotency_key": "e2e-cap-1", "payment_id": payment_id},
+    )
+    assert captured["status"] == "PAYMENT_STATUS_CAPTURED"
+    refunded = call(
+        grpcurl,
+        address,
+        "RefundPayment",
+        {"idempotency_key": "e2e-ref-1", "payment_id": payment_id},
+    )
+    assert refunded["status"] == "PAYMENT_STATUS_REFUNDED"
+    got = call(grpcurl, address, "GetPayment", {"payment_id": payment_id})
+    assert got == refunded
+
+
+def test_errors_carry_the_right_codes_and_name_the_fields(
+    payments_mesh: tuple[Path, str, dict[str, str]], grpcurl: Grpcurl
+) -> None:
+    _, address, _ = payments_mesh
+    bad = grpcurl.run(
+        address,
+        f"{SERVICE}/AuthorizePayment",
+        data={
+            "order_id": "order-3",
+            "amount": {"currency_code": "eur", "units": "1", "nanos": 2000000000},
+            "payment_token": "4242424242424242",
+        },
+    )
+    assert "Code: InvalidArgument" in bad.stderr
+    for field in ("idempotency_key", "amount.currency_code", "amount.nanos", "payment_token"):
+        assert f'"field": "{field}"' in bad.stderr, bad.stderr
+
+    unknown = grpcurl.run(
+        address, f"{SERVICE}/VoidPayment", data={"idempotency_key": "v", "payment_id": "pay_x"}
+    )
+    assert "Code: NotFound" in unknown.stderr
+
+    payment = call(grpcurl, address, "AuthorizePayment", authorize("e2e-auth-4", "order-4"))
+    reused = grpcurl.run(
+        address, f"{SERVICE}/AuthorizePayment", data=authorize("e2e-auth-4", "order-5")
+    )
+    assert "Code: AlreadyExists" in reused.stderr
+    assert "IDEMPOTENCY_KEY_REUSED" in reused.stderr
+
+    grpcurl.call(
+        address,
+        f"{SERVICE}/CapturePayment",
+        {"idempotency_key": "e2e-cap-4", "payment_id": payment["payment_id"]},
+    )
+    illegal = grpcurl.run(
+        address,
+        f"{SERVICE}/VoidPayment",
+        data={"idempotency_key": "e2e-void-4", "payment_id": payment["payment_id"]},
+    )
+    assert "Code: FailedPrecondition" in illegal.stderr
+    assert "refund it instead" in illegal.stderr
+    assert "PAYMENT_CAPTURED" in illegal.stderr
+
+
+def _state(root: Path, env: dict[str, str]) -> dict[str, Any]:
+    result = mesh(root, "ps", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    rows: dict[str, Any] = {row["name"]: row for row in json.loads(result.stdout)}
+    return rows["payments"]
+
+
+def test_replay_after_kill_9_returns_the_first_result(
+    payments_mesh: tuple[Path, str, dict[str, str]], grpcurl: Grpcurl
+) -> None:
+    root, address, env = payments_mesh
+    first = call(grpcurl, address, "AuthorizePayment", authorize("e2e-crash-1", "order-6"))
+    captured = call(
+        grpcurl,
+        address,
+        "CapturePayment",
+        {"idempotency_key": "e2e-crash-cap", "payment_id": first["payment_id"]},
+    )
+    before = _state(root, env)
+    os.kill(int(before["pid"]), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _state(root, env)["state"] != "stopped":
+        assert time.monotonic() < deadline, "mesh ps still reports the killed payments"
+        time.sleep(0.05)
+    again = mesh(root, "up", "-d", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "payments: healthy" in again.stderr
+    assert _state(root, env)["pid"] != before["pid"]
+
+    assert call(grpcurl, address, "AuthorizePayment", authorize("e2e-crash-1", "order-6")) == first
+    replayed = call(
+        grpcurl,
+        address,
+        "CapturePayment",
+        {"idempotency_key": "e2e-crash-cap", "payment_id": first["payment_id"]},
+    )
+    assert replayed == captured
+    got = call(grpcurl, address, "GetPayment", {"payment_id": first["payment_id"]})
+    assert got["status"] == "PAYMENT_STATUS_CAPTURED"
