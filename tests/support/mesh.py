@@ -87,18 +87,20 @@ def tmp_mesh_root(tmp_path: Path) -> Iterator[Path]:
     """A scratch checkout for `mesh --root`: the repo's mesh.toml, proto/ and scripts/ linked in.
 
     State (.mesh/) lands in the scratch directory, so tests never touch a developer's own mesh.
+    At teardown `mesh down` runs whatever happened (a failed `up` included), so nothing a test
+    started outlives it.
     """
     for name in ("mesh.toml", "proto", "scripts"):
         (tmp_path / name).symlink_to(REPO / name)
     yield tmp_path
+    mesh_cli(tmp_path, "down")
 
 
 @pytest.fixture
 def running_mesh(tmp_mesh_root: Path, kafka_bootstrap: str) -> Iterator[Path]:
-    """`mesh up -d` on the real Kafka in a scratch root; `mesh down` afterwards."""
+    """`mesh up -d` on the real Kafka in a scratch root (torn down by ``tmp_mesh_root``)."""
     busy = [p for p in DEFAULT_PORTS if port_in_use(p)]
     assert not busy, f"ports {busy} are in use: stop your own mesh (`mesh down`) first"
     result = mesh_cli(tmp_mesh_root, "up", "-d", "--kafka", kafka_bootstrap)
     assert result.returncode == 0, result.stderr
     yield tmp_mesh_root
-    mesh_cli(tmp_mesh_root, "down")

@@ -197,7 +197,17 @@ class EventConsumer:
         Raises Unavailable when a dead letter cannot be written; the unsettled records are
         re-read next time (the consumer seeks back to them).
         """
-        messages = self._consumer.consume(num_messages=self._batch, timeout=timeout)
+        # consume(N, timeout) waits until N records arrived or the timeout passed, which holds a
+        # trickle of events back for up to `timeout`: wait for the first record only, then take
+        # what is already fetched.
+        first = self._consumer.poll(timeout)
+        messages = (
+            [first, *self._consumer.consume(num_messages=self._batch - 1, timeout=0)]
+            if first is not None and self._batch > 1
+            else [first]
+            if first is not None
+            else []
+        )
         settled = 0
         index = 0
         try:

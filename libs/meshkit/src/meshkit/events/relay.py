@@ -198,7 +198,7 @@ class OutboxRelay:
         return count, (max(0.0, time.time() - float(oldest)) if oldest is not None else None)
 
     def run_forever(
-        self, stop: threading.Event, *, idle_s: float = 0.1, max_backoff_s: float = 5.0
+        self, stop: threading.Event, *, idle_s: float = 0.02, max_backoff_s: float = 5.0
     ) -> None:
         """Loop ``run_once`` until ``stop`` is set: straight on while there is work, ``idle_s``
         between empty polls, exponential backoff (up to ``max_backoff_s``) while failing."""
