@@ -1,0 +1,166 @@
+"""The orders use cases: place an order (and start its saga), read orders, their history, sagas."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from meshkit.errors import AlreadyExists, NotFound, Violations
+from orders.app.ports import UnitOfWork
+from orders.domain.events import OrderEvent
+from orders.domain.model import Order, validate_place_order
+from orders.domain.saga import RetryPolicy, Saga
+from orders.domain.values import Address, OrderLine
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    """The PlaceOrder request, as the use case sees it."""
+
+    request_id: str
+    customer_id: str
+    lines: tuple[OrderLine, ...]
+    payment_token: str
+    shipping_address: Address | None
+
+
+@dataclass(frozen=True)
+class Placed:
+    """The order of a PlaceOrder call; ``created`` is False on a replay of the request id."""
+
+    order: Order
+    created: bool
+
+
+@dataclass(frozen=True)
+class SagaSummary:
+    """A saga as operators see it: its state, how old it is and whether it looks stuck."""
+
+    saga: Saga
+    age_s: float
+    stuck: bool
+
+
+def _nothing() -> None:
+    return None
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Orders:
+    """Places and reads orders.
+
+    Thread safety: safe to share; every call opens its own unit of work. Transactions: placing
+    writes the OrderPlaced event (and its outbox row), the saga's first state and the request id
+    in one transaction. Idempotency: a request id seen before returns its order and starts
+    nothing (AlreadyExists when the same id comes with a different order).
+    """
+
+    def __init__(
+        self,
+        unit_of_work: Callable[[], UnitOfWork],
+        *,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = _new_id,
+        on_placed: Callable[[], None] = _nothing,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self._uow = unit_of_work
+        self._clock = clock
+        self._new_id = new_id
+        self._on_placed = on_placed
+        self._policy = policy or RetryPolicy()
+
+    def place(self, command: PlaceOrder) -> Placed:
+        """Accept the order PENDING and start its saga, or return the order of a replay."""
+        validate_place_order(
+            request_id=command.request_id,
+            customer_id=command.customer_id,
+            lines=command.lines,
+            payment_token=command.payment_token,
+            shipping_address=command.shipping_address,
+        )
+        assert command.shipping_address is not None  # validated
+        fingerprint = _fingerprint(command)
+        with self._uow() as uow:
+            seen = uow.requests.get(command.request_id)
+            if seen is not None:
+                order_id, earlier = seen
+                if earlier != fingerprint:
+                    raise AlreadyExists(
+                        f"request_id {command.request_id!r} was used for a different order",
+                        reason="REQUEST_ID_REUSED",
+                        metadata={"order_id": order_id},
+                    )
+                order = uow.orders.get(order_id)
+                assert order is not None, f"request {command.request_id} names a lost order"
+                return Placed(order, created=False)
+            now = self._clock()
+            order = Order.place(
+                self._new_id(),
+                request_id=command.request_id,
+                customer_id=command.customer_id,
+                lines=command.lines,
+                shipping_address=command.shipping_address,
+                now=now,
+            )
+            uow.orders.save(order)
+            uow.sagas.save(Saga.start(order.order_id, command.payment_token, now))
+            uow.requests.add(command.request_id, order.order_id, fingerprint)
+        self._on_placed()
+        return Placed(order, created=True)
+
+    def get(self, order_id: str, as_of: float | None = None) -> Order:
+        """The order now, or as it was at ``as_of``; NotFound when unknown (or not yet placed)."""
+        _check_order_id(order_id)
+        with self._uow() as uow:
+            order = uow.orders.get(order_id, as_of=as_of)
+        if order is None:
+            when = "" if as_of is None else " at that time"
+            raise NotFound(
+                f"no order {order_id!r}{when}",
+                reason="ORDER_NOT_FOUND",
+                metadata={"order_id": order_id},
+            )
+        return order
+
+    def history(self, order_id: str) -> list[tuple[int, OrderEvent]]:
+        """Every event of the order with its version, oldest first; NotFound when unknown."""
+        _check_order_id(order_id)
+        with self._uow() as uow:
+            events = uow.orders.history(order_id)
+        if not events:
+            raise NotFound(
+                f"no order {order_id!r}", reason="ORDER_NOT_FOUND", metadata={"order_id": order_id}
+            )
+        return events
+
+    def sagas(self, *, include_finished: bool = False, limit: int = 100) -> list[SagaSummary]:
+        """Sagas in flight (and finished ones if asked), oldest first, flagged when stuck."""
+        now = self._clock()
+        with self._uow() as uow:
+            sagas = uow.sagas.recent(include_finished=include_finished, limit=limit)
+        return [
+            SagaSummary(s, max(0.0, now - s.started_at), s.is_stuck(now, self._policy))
+            for s in sagas
+        ]
+
+
+def _check_order_id(order_id: str) -> None:
+    v = Violations()
+    v.check(order_id != "", "order_id", "must not be empty")
+    v.raise_if_any()
+
+
+def _fingerprint(command: PlaceOrder) -> str:
+    """A digest of everything a request asks for but its id: a replay must match it."""
+    body = asdict(command)
+    body.pop("request_id")
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return digest
