@@ -24,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
 GEN = ROOT / "gen"
-PACKAGES = ("shop",)  # top-level proto packages generated into gen/
+# Top-level proto packages (shop: the reference shop; mesh: platform services), each a package
+# of the generated distribution (gen/pyproject.toml lists the same names).
+PACKAGES = tuple(sorted(p.name for p in PROTO.iterdir() if p.is_dir() and any(p.rglob("*.proto"))))
 
 
 def generate(out: Path) -> None:
@@ -58,7 +60,7 @@ def generate(out: Path) -> None:
 
 
 def tree(root: Path) -> set[str]:
-    """Relative paths of every generated file below root/shop."""
+    """Relative paths of every generated file below the generated packages of root."""
     return {
         str(p.relative_to(root))
         for package in PACKAGES
