@@ -388,7 +388,23 @@ def test_python_service_has_its_block_and_port(
     assert env[name.upper().replace("-", "_") + "_PORT"] == str(port)
 
     conditions = {target: spec["condition"] for target, spec in depends_on(svc).items()}
-    assert conditions == PYTHON_SERVICE_DEPENDS_ON
+    shared = {t: c for t, c in conditions.items() if t in PYTHON_SERVICE_DEPENDS_ON}
+    assert shared == PYTHON_SERVICE_DEPENDS_ON
+    # Beyond the shared ones, a service may wait only for other services of the mesh to be healthy.
+    for target, condition in conditions.items():
+        if target not in PYTHON_SERVICE_DEPENDS_ON:
+            assert target in SERVICE_PORTS and condition == "service_healthy", (name, target)
+
+
+def test_orders_reaches_its_participants_by_service_name(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    env = env_of(services["orders"])
+    settings = service_config("orders").Settings.from_env(env)
+    for participant in ("inventory", "payments", "shipping"):
+        target = getattr(settings, f"{participant}_target")
+        assert target == f"{participant}:{SERVICE_PORTS[participant]}"
+        assert depends_on(services["orders"])[participant] == {"condition": "service_healthy"}
 
 
 @pytest.mark.parametrize("name", PYTHON_SERVICES)
