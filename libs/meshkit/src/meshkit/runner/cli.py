@@ -5,6 +5,7 @@
     mesh ps [--json]                                  what runs, with pids and ports
     mesh logs [SERVICE] [-f]                          the components' logs
     mesh dlq ls|replay TOPIC                          dead letters of TOPIC (TOPIC.dlq)
+    mesh sagas [--all] [--json]                       sagas in flight: step, state, age, stuck
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -20,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from meshkit.runner import dlq
+from meshkit.runner import dlq, sagas
 from meshkit.runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from meshkit.runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from meshkit.runner.processes import (
@@ -277,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("service", nargs="?", help="only this component")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     dlq.add_parser(sub)
+    sagas.add_parser(sub)
     return parser
 
 
@@ -286,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "dlq":  # needs only Kafka, not mesh.toml
             return dlq.run(args, args.root.resolve() if args.root else None)
+        if args.command == "sagas":  # asks the orchestrating service over gRPC
+            return sagas.run(args)
         mesh = load_mesh(args.root.resolve() if args.root else None)
         if args.command == "up":
             return cmd_up(mesh, args.detach, args.kafka)
