@@ -6,7 +6,6 @@ from importlib import resources
 from pathlib import Path
 
 from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
-
 from meshkit.client import connect
 from meshkit.events import EventCatalog, Outbox, OutboxRelay
 from meshkit.server import MeshServer, ServiceBinding, create_server

@@ -47,6 +47,7 @@ def list_sagas(
 ) -> list[dict[str, Any]]:
     """The sagas ``target`` reports, as JSON-ready dicts; grpc.RpcError when it cannot answer."""
     from google.protobuf import json_format
+
     from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
 
     with connect(target) as channel:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import duration_pb2, timestamp_pb2
+
 from mesh.sagas.v1 import sagas_pb2 as pb
 from mesh.sagas.v1 import sagas_pb2_grpc as pb_grpc
-
 from orders.app.orders import Orders, SagaSummary
 from orders.domain.saga import SagaStatus
 
