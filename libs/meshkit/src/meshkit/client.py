@@ -1,4 +1,5 @@
-"""Client channels to mesh services: retries on UNAVAILABLE in the service config, health waits.
+"""Client channels to mesh services: retries on UNAVAILABLE in the service config, health waits,
+trace propagation (a CLIENT span per call and W3C ``traceparent`` metadata; see meshkit.telemetry).
 
 gRPC sets no default deadline; pass ``timeout=`` on every call (``DEFAULT_TIMEOUT`` is a sane
 one). Retries happen inside gRPC (gRFC A6), bounded by the call's deadline and throttled by a retry
@@ -13,6 +14,8 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from meshkit.telemetry import ClientInterceptor
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -36,6 +39,9 @@ RETRY_SERVICE_CONFIG: dict[str, Any] = {
 def connect(target: str, *, retry: bool = True) -> grpc.Channel:
     """An insecure channel to ``target`` (``host:port``), retrying UNAVAILABLE when ``retry``.
 
+    Every call through it carries the current trace context as ``traceparent`` metadata and,
+    while tracing is on, is recorded as a CLIENT span (child of the current span).
+
     Thread safety: a channel is safe to share across threads; build one per target and reuse it.
     """
     options: list[tuple[str, Any]] = [
@@ -46,7 +52,9 @@ def connect(target: str, *, retry: bool = True) -> grpc.Channel:
     ]
     if retry:
         options.append(("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)))
-    return grpc.insecure_channel(target, options=options)
+    return grpc.intercept_channel(
+        grpc.insecure_channel(target, options=options), ClientInterceptor(target)
+    )
 
 
 def check_health(channel: grpc.Channel, service: str = "", timeout: float = 1.0) -> bool:

@@ -8,9 +8,11 @@ One call, ``create_server(...)``, gives a ``MeshServer`` with:
   (BadRequest field violations, PreconditionFailure, ErrorInfo); any other exception becomes
   INTERNAL with the traceback in the log and nothing of it on the wire,
 - a JSON access log line per RPC (method, code, duration),
-- W3C trace context per RPC: an incoming ``traceparent`` is honoured; without one (and with no
-  tracing configured) an unsampled context with fresh ids is made current, so the log lines and
-  the events of one request share a trace id even when nothing is recorded,
+- W3C trace context per RPC: an incoming ``traceparent`` is honoured. With tracing on
+  (``meshkit.telemetry``) every RPC gets a SERVER span, child of the caller's context, in this
+  same interceptor (one wrapper per RPC, not two); health and reflection calls get none. With
+  tracing off an unsampled context with fresh ids (or the caller's) is made current, so the log
+  lines and the events of one request share a trace id even when nothing is recorded,
 - background workers (outbox relay, consumers, saga runner) started with the server and stopped
   after it has drained,
 - graceful SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight RPCs finish within
@@ -31,8 +33,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from contextvars import Token
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
@@ -42,8 +45,9 @@ from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.propagate import extract
+from opentelemetry.util.types import AttributeValue
 
+from meshkit import telemetry
 from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
 from meshkit.logs import configure_logging
 from meshkit.settings import ServerSettings, SettingsError, describe_settings, load_settings
@@ -109,7 +113,14 @@ _Resp = TypeVar("_Resp")
 
 
 class _EdgeInterceptor(grpc.ServerInterceptor):
-    """Maps errors to statuses once and writes the access log, for all four RPC shapes."""
+    """Maps errors to statuses once, writes the access log and (tracing on) the SERVER span, for
+    all four RPC shapes."""
+
+    def __init__(self) -> None:
+        # server.address/port of this server's SERVER spans; MeshServer.start() sets it once the
+        # port is bound (RPCs arrive only after that).
+        self.address: tuple[str, int] | None = None
+        self._attributes: dict[str, dict[str, AttributeValue]] = {}
 
     def intercept_service(
         self,
@@ -147,20 +158,50 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
+    def _begin(
+        self, context: grpc.ServicerContext, method: str, quiet: bool
+    ) -> tuple[trace.Span | None, Token[otel_context.Context]]:
+        """Make the RPC's trace context current: a SERVER span (tracing on) or the fallback.
+        Returns the span (None when not recording one) and the token to detach."""
+        tracer = telemetry._state.tracer
+        if tracer is None or quiet:
+            return None, otel_context.attach(_trace_context(context))
+        attributes = self._attributes.get(method)
+        if attributes is None:
+            attributes = self._attributes.setdefault(method, self._span_attributes(method))
+        span = tracer.start_span(
+            str(attributes["rpc.method"]),
+            context=_incoming(context),
+            kind=trace.SpanKind.SERVER,
+            attributes=attributes,
+        )
+        return span, otel_context.attach(trace.set_span_in_context(span))
+
+    def _span_attributes(self, method: str) -> dict[str, AttributeValue]:
+        attributes: dict[str, AttributeValue] = {
+            "rpc.system.name": "grpc",
+            "rpc.method": telemetry.rpc_method(method),
+        }
+        if self.address is not None:
+            attributes["server.address"], attributes["server.port"] = self.address
+        return attributes
+
     def _unary(
         self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, quiet: bool
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
-            token = otel_context.attach(_trace_context(context))
+            span, token = self._begin(context, method, quiet)
             try:
                 response = behaviour(request, context)
             except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
-                _fail(exc, context, method, start)
+                _fail(exc, context, method, start, span)
+            else:
+                # Logged while the span is current, so the access line carries its ids.
+                _log_ok(context, method, start, quiet, span)
+                return response
             finally:
                 otel_context.detach(token)
-            _log_ok(context, method, start, quiet)
-            return response
 
         return wrapper
 
@@ -171,28 +212,66 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
         quiet: bool,
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         # The generator must be re-wrapped: exceptions surface while grpc iterates it, not when
-        # the behaviour is called.
+        # the behaviour is called. Context is attached around each step rather than across the
+        # yields: grpc may resume the generator on another thread, and a context token must be
+        # detached on the thread that attached it.
         def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             start = time.perf_counter()
+            span, token = self._begin(context, method, quiet)
+            current = otel_context.get_current()
+            otel_context.detach(token)
             try:
-                yield from behaviour(request, context)
-            except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
-                _fail(exc, context, method, start)
-            _log_ok(context, method, start, quiet)
+                token = otel_context.attach(current)
+                try:
+                    responses = iter(behaviour(request, context))
+                except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
+                    _fail(exc, context, method, start, span)
+                finally:
+                    otel_context.detach(token)
+                while True:
+                    token = otel_context.attach(current)
+                    try:
+                        response = next(responses)
+                    except StopIteration:
+                        _log_ok(context, method, start, quiet, span)
+                        return
+                    except Exception as exc:  # noqa: BLE001 - the one place errors are mapped
+                        _fail(exc, context, method, start, span)
+                    finally:
+                        otel_context.detach(token)
+                    yield response
+            except GeneratorExit:  # the client cancelled or went away mid-stream
+                if span is not None and span.is_recording():
+                    telemetry.end_rpc_span(span, "CANCELLED", client=False)
+                raise
 
         return wrapper
 
 
-_TRACE_KEYS = ("traceparent", "tracestate")
+_TRACE_KEYS = (telemetry.TRACEPARENT, telemetry.TRACESTATE)
+
+
+def _incoming(context: grpc.ServicerContext) -> otel_context.Context | None:
+    """The caller's trace context from the call's metadata, or None (the span is a root)."""
+    traceparent = tracestate = None
+    for key, value in context.invocation_metadata():
+        if key == "traceparent":
+            traceparent = value
+        elif key == "tracestate":
+            tracestate = value
+    return telemetry.context_from(
+        telemetry.parse_traceparent(
+            traceparent if isinstance(traceparent, str) else None,
+            tracestate if isinstance(tracestate, str) else None,
+        )
+    )
 
 
 def _trace_context(context: grpc.ServicerContext) -> otel_context.Context:
     """The caller's W3C trace context, or a fresh unsampled one when there is none."""
-    carrier = {k: v for k, v in context.invocation_metadata() if k in _TRACE_KEYS}
-    if carrier:
-        incoming = extract(carrier)
-        if trace.get_current_span(incoming).get_span_context().is_valid:
-            return incoming
+    incoming = _incoming(context)
+    if incoming is not None:
+        return incoming
     fresh = trace.SpanContext(
         trace_id=random.getrandbits(128) or 1,
         span_id=random.getrandbits(64) or 1,
@@ -202,14 +281,25 @@ def _trace_context(context: grpc.ServicerContext) -> otel_context.Context:
     return trace.set_span_in_context(trace.NonRecordingSpan(fresh))
 
 
-def _log_ok(context: grpc.ServicerContext, method: str, start: float, quiet: bool) -> None:
+def _log_ok(
+    context: grpc.ServicerContext,
+    method: str,
+    start: float,
+    quiet: bool,
+    span: trace.Span | None = None,
+) -> None:
     level = logging.DEBUG if quiet else logging.INFO
-    if access_log.isEnabledFor(level):
-        code = _code_of(context) or grpc.StatusCode.OK
-        _access(level, method, code.name, start)
+    if span is not None or access_log.isEnabledFor(level):
+        # A handler may set a code without raising (context.set_code); that is the RPC's status.
+        code = (_code_of(context) or grpc.StatusCode.OK).name
+        _access(level, method, code, start)
+        if span is not None:
+            telemetry.end_rpc_span(span, code, client=False)
 
 
 def _access(level: int, method: str, code: str, start: float) -> None:
+    if not access_log.isEnabledFor(level):
+        return
     duration_ms = round((time.perf_counter() - start) * 1000, 3)
     access_log.log(
         level,
@@ -227,19 +317,32 @@ def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     return code
 
 
-def _fail(exc: Exception, context: grpc.ServicerContext, method: str, start: float) -> None:
-    """Abort the RPC with the status that represents ``exc``; always raises."""
+def _fail(
+    exc: Exception,
+    context: grpc.ServicerContext,
+    method: str,
+    start: float,
+    span: trace.Span | None = None,
+) -> NoReturn:
+    """Abort the RPC with the status that represents ``exc``; always raises. Ends ``span`` with
+    that status first (the abort raises out of the wrapper)."""
     if isinstance(exc, MeshError):
         status = status_for(exc)
         _access(logging.INFO, method, status.code.name, start)
+        if span is not None:
+            telemetry.end_rpc_span(span, status.code.name, client=False)
         context.abort_with_status(status)
     code = _code_of(context)
     if code not in (None, grpc.StatusCode.OK):
         # The handler aborted by itself (context.abort); the status is already set.
         _access(logging.INFO, method, code.name, start)
+        if span is not None:
+            telemetry.end_rpc_span(span, code.name, client=False)
         raise exc
     log.exception("unhandled error in %s", method, extra={"rpc.method": method})
     _access(logging.ERROR, method, "INTERNAL", start)
+    if span is not None:
+        telemetry.end_rpc_span(span, "INTERNAL", client=False, exc=exc)
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the service log")
 
 
@@ -261,11 +364,12 @@ class MeshServer:
         self.settings = settings
         self._services = tuple(services)
         self._on_stop = list(on_stop)
+        self._edge = _EdgeInterceptor()
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.max_workers, thread_name_prefix=f"{name}-rpc"
             ),
-            interceptors=[_EdgeInterceptor(), *interceptors],
+            interceptors=[self._edge, *interceptors],
             options=[("grpc.so_reuseport", 0)],
         )
         self.health = health.HealthServicer(experimental_non_blocking=True)
@@ -310,6 +414,7 @@ class MeshServer:
             raise OSError(f"{self.name}: cannot listen on {address}: {exc}") from None
         if not self.port:
             raise OSError(f"{self.name}: cannot listen on {address}")
+        self._edge.address = (self.settings.host, self.port)
         self._grpc.start()
         for service in ["", *(b.full_name for b in self._services)]:
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -362,6 +467,8 @@ class MeshServer:
                 closer()
             except Exception:
                 log.exception("error while stopping %s", self.name)
+        # After the workers and closers: the relay's and consumers' last spans go out too.
+        telemetry.force_flush()
         log.info("%s stopped", self.name)
         self._stopped.set()
 
@@ -433,11 +540,13 @@ def run_service(
         sys.stderr.write(f"{name}: bad setting: {exc}\n")
         return 2
     configure_logging(name, settings.log_level)
+    telemetry.configure(name)
     try:
         server = build(settings)
     except MeshError as exc:
         # E.g. an event schema that is not registered: refuse to start, saying which.
         log.error("%s refuses to start: %s", name, exc.message)
+        telemetry.shutdown()
         return 1
     try:
         server.run()
@@ -445,4 +554,6 @@ def run_service(
         log.error("%s", exc)
         server.stop(0)
         return 1
+    finally:
+        telemetry.shutdown()
     return 0

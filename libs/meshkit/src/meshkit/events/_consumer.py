@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from opentelemetry import propagate, trace
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
+from meshkit import telemetry
 from meshkit.db import Database
 from meshkit.errors import Aborted, Unavailable
 from meshkit.events import _headers as ce
@@ -22,7 +24,6 @@ from meshkit.events._catalog import EventCatalog, _client
 from meshkit.events._dlq import dead_letter_headers, dlq_topic
 
 log = logging.getLogger("meshkit.events.consumer")
-_tracer = trace.get_tracer("meshkit.events")
 
 INBOX_MIGRATION = """
 CREATE TABLE meshkit_inbox (
@@ -282,15 +283,28 @@ class EventConsumer:
                 return
 
     def _apply(self, msg: Message, event: Event, handler: Handler) -> None:
-        parent = propagate.extract(dict(event.headers))
+        # CONSUMER span: a child of the producer's context (single-message processing), linked
+        # to it as well, so backends that follow links find it either way; link-only (a new
+        # trace) with MESH_TRACE_CONSUMER_PARENT=link (see meshkit.telemetry).
+        producer = telemetry.parse_traceparent(
+            event.headers.get(ce.TRACEPARENT), event.headers.get(ce.TRACESTATE)
+        )
+        links = [trace.Link(producer)] if producer is not None else []
+        parent = (
+            otel_context.Context()
+            if telemetry.consumer_link_only()
+            else telemetry.context_from(producer)
+        )
         with (
-            _tracer.start_as_current_span(
+            telemetry.tracer().start_as_current_span(
                 f"process {event.topic}",
                 context=parent,
                 kind=trace.SpanKind.CONSUMER,
+                links=links if telemetry.enabled() else (),
                 attributes={
                     "messaging.system": "kafka",
                     "messaging.operation.name": "process",
+                    "messaging.operation.type": "process",
                     "messaging.destination.name": event.topic,
                     "messaging.destination.partition.id": str(event.partition),
                     "messaging.kafka.offset": event.offset,

@@ -18,7 +18,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
+from opentelemetry import trace
 
+from meshkit import telemetry
 from meshkit.db import Database
 
 log = logging.getLogger("meshkit.events.relay")
@@ -34,6 +36,11 @@ class OutboxRelay:
     any point (a row is marked published only after the broker acknowledged it, so a crash between
     the two re-sends it; consumers dedupe by ``ce_id``). Rows of one key keep their order: they
     are sent in id order through one producer to one partition.
+
+    Tracing (when meshkit.telemetry is on): a PRODUCER span ``send {topic}`` per row, child of the
+    trace context stored in the row when it was appended (so it joins the request that wrote it),
+    ended when the broker acknowledges the record (or the send fails); the record carries that
+    span's ``traceparent``, so consumers become its children.
 
     Thread safety: one relay per database, driven by one thread (``run_once`` is not reentrant);
     ``lag()`` may be called from any thread. Runs several relays over one database only at the
@@ -68,6 +75,7 @@ class OutboxRelay:
         }
         self._producer = Producer(self._config)
         self._results: dict[int, KafkaError | None] = {}
+        self._spans: dict[int, trace.Span] = {}
         self._fatal: KafkaError | None = None
         self._outage_since: float | None = None
         self._last_prune = 0.0
@@ -104,6 +112,7 @@ class OutboxRelay:
         for row in rows:
             self._produce(row)
         remaining = self._producer.flush(self._delivery_timeout_s + 5.0)
+        self._end_unreported_spans()
         delivered = 0
         for row in rows:
             if row["id"] not in self._results or self._results[row["id"]] is not None:
@@ -153,10 +162,18 @@ class OutboxRelay:
     def _produce(self, row: Any) -> None:
         row_id = int(row["id"])
 
-        def report(error: KafkaError | None, _msg: Any) -> None:
+        def report(error: KafkaError | None, msg: Any) -> None:
             self._results[row_id] = error
+            span = self._spans.pop(row_id, None)
+            if span is not None:
+                _end_send_span(span, error, msg)
 
-        headers = [(name, value.encode()) for name, value in json.loads(row["headers"])]
+        pairs: list[tuple[str, str]] = json.loads(row["headers"])
+        if telemetry.enabled():
+            pairs = self._start_send_span(row_id, row["topic"], row["key"], pairs)
+        headers: list[tuple[str, str | bytes | None]] = [
+            (name, value.encode()) for name, value in pairs
+        ]
         while True:
             try:
                 self._producer.produce(
@@ -170,6 +187,42 @@ class OutboxRelay:
             except BufferError:
                 # Local queue full (huge batches): serve delivery reports to make room.
                 self._producer.poll(0.1)
+
+    def _start_send_span(
+        self, row_id: int, topic: str, key: str, pairs: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Start the row's PRODUCER span; the headers with its traceparent instead of the row's."""
+        found = dict(pairs)
+        parent = telemetry.context_from(
+            telemetry.parse_traceparent(
+                found.get(telemetry.TRACEPARENT), found.get(telemetry.TRACESTATE)
+            )
+        )
+        attributes: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.operation.name": "send",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.client.id": str(self._config.get("client.id", "")),
+        }
+        if key:
+            attributes["messaging.kafka.message.key"] = key
+        if found.get("ce_id"):
+            attributes["messaging.message.id"] = found["ce_id"]
+        span = telemetry.tracer().start_span(
+            f"send {topic}", parent, kind=trace.SpanKind.PRODUCER, attributes=attributes
+        )
+        self._spans[row_id] = span
+        kept = [(k, v) for k, v in pairs if k not in (telemetry.TRACEPARENT, telemetry.TRACESTATE)]
+        return kept + telemetry.trace_headers(span.get_span_context())
+
+    def _end_unreported_spans(self) -> None:
+        # Rows whose delivery report never came within the flush timeout.
+        for span in self._spans.values():
+            span.set_attribute("error.type", "timeout")
+            span.set_status(trace.Status(trace.StatusCode.ERROR, "no delivery report"))
+            span.end()
+        self._spans.clear()
 
     def _recreate_producer(self) -> None:
         log.warning("kafka producer fatal error (%s); starting a new producer", self._fatal)
@@ -221,6 +274,16 @@ class OutboxRelay:
     def close(self) -> None:
         """Wait briefly for in-flight deliveries; rows not confirmed stay pending."""
         self._producer.flush(1.0)
+
+
+def _end_send_span(span: trace.Span, error: KafkaError | None, msg: Any) -> None:
+    if error is not None:
+        span.set_attribute("error.type", error.name())
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error.str()))
+    elif msg is not None:
+        span.set_attribute("messaging.destination.partition.id", str(msg.partition()))
+        span.set_attribute("messaging.kafka.offset", int(msg.offset()))
+    span.end()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

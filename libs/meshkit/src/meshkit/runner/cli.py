@@ -6,6 +6,8 @@
     mesh logs [SERVICE] [-f]                          the components' logs
     mesh dlq ls|replay TOPIC                          dead letters of TOPIC (TOPIC.dlq)
     mesh sagas [--all] [--json]                       sagas in flight: step, state, age, stuck
+    mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
+    mesh traces [--limit N]                           recent traces: root, services, duration
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -21,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from meshkit.runner import dlq, sagas
+from meshkit.runner import dlq, sagas, traces
 from meshkit.runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from meshkit.runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from meshkit.runner.processes import (
@@ -35,6 +37,11 @@ from meshkit.runner.processes import (
 
 HEALTH_TIMEOUT = 60.0
 REGISTRY_URL = "http://127.0.0.1:8081"
+# The local trace receiver (mesh.toml's trace-receiver component) and how fast spans reach it:
+# the SDK's default batch delay is 5 s, long for someone waiting on `mesh trace`.
+LOCAL_OTLP_ENDPOINT = "http://127.0.0.1:4317"
+LOCAL_BSP_DELAY_MS = "500"
+OTLP_ENDPOINT_KEYS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 class UpError(RuntimeError):
@@ -52,6 +59,13 @@ def component_env(choice: KafkaChoice, component: Component) -> dict[str, str]:
     env.setdefault("SCHEMA_REGISTRY_URL", REGISTRY_URL)
     env["MESH_KAFKA_BOOTSTRAP"] = choice.bootstrap
     env["PYTHONUNBUFFERED"] = "1"
+    if component.traced:
+        # Tracing: to the endpoint the user set (Jaeger, a collector), else to the local
+        # receiver `mesh up` started first; each component is a service of its own name.
+        if not any(os.environ.get(k) for k in OTLP_ENDPOINT_KEYS):
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = LOCAL_OTLP_ENDPOINT
+            env.setdefault("OTEL_BSP_SCHEDULE_DELAY", LOCAL_BSP_DELAY_MS)
+        env["OTEL_SERVICE_NAME"] = component.name
     env.update(component.env)
     return env
 
@@ -116,6 +130,10 @@ def cmd_up(mesh: Mesh, detach: bool, kafka: str | None) -> int:
     try:
         choice = ensure_kafka(mesh, kafka, say)
         for component in mesh.components:
+            because = component.skipped(os.environ)
+            if because:
+                say(f"{component.name}: not started ({because} is set)")
+                continue
             say(start_component(mesh, component, choice))
     except (KafkaError, UpError) as exc:
         print(f"mesh up: {exc}", file=sys.stderr)
@@ -279,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     dlq.add_parser(sub)
     sagas.add_parser(sub)
+    traces.add_parsers(sub)
     return parser
 
 
@@ -290,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return dlq.run(args, args.root.resolve() if args.root else None)
         if args.command == "sagas":  # asks the orchestrating service over gRPC
             return sagas.run(args)
+        if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
+            return traces.run(args, args.root.resolve() if args.root else None)
         mesh = load_mesh(args.root.resolve() if args.root else None)
         if args.command == "up":
             return cmd_up(mesh, args.detach, args.kafka)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,15 @@ class Component:
     health: Literal["grpc", "http"]
     env: dict[str, str] = field(default_factory=dict)
     after_start: tuple[tuple[str, ...], ...] = ()
+    # Not started when any of these variables is set in `mesh up`'s environment (the local
+    # trace receiver steps aside when the user exports spans elsewhere, e.g. to Jaeger).
+    unless_env: tuple[str, ...] = ()
+    # Exports this component's own spans (gets OTEL_SERVICE_NAME and the OTLP endpoint).
+    traced: bool = True
+
+    def skipped(self, environ: Mapping[str, str]) -> str | None:
+        """The variable that makes `mesh up` skip this component, or None."""
+        return next((name for name in self.unless_env if environ.get(name)), None)
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,8 @@ def _component(path: Path, index: int, raw: dict[str, Any]) -> Component:
             health=health,
             env={str(k): str(v) for k, v in raw.get("env", {}).items()},
             after_start=tuple(tuple(str(a) for a in cmd) for cmd in raw.get("after_start", [])),
+            unless_env=tuple(str(name) for name in raw.get("unless_env", [])),
+            traced=bool(raw.get("traced", True)),
         )
     except KeyError as exc:
         raise ConfigError(f"{where}: missing key {exc.args[0]!r}") from None

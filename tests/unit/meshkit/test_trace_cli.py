@@ -1,0 +1,192 @@
+"""The local trace receiver (OTLP export in, SQLite out) and `mesh trace` / `mesh traces`.
+
+Spans are made by the real SDK and exported by the real OTLP/gRPC exporter to an in-process
+receiver, then read back through the CLI entry point (tree and --json) and from OTLP JSON as
+Jaeger's API v3 returns it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
+
+from meshkit.runner import receiver
+from meshkit.runner.cli import main
+from meshkit.runner.tracestore import TraceStore, spans_from_otlp_json
+from meshkit.server import MeshServer
+
+KEYS = {
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "name",
+    "service",
+    "kind",
+    "start_time",
+    "end_time",
+    "status",
+    "attributes",
+    "links",
+}
+
+
+def make_trace() -> list[ReadableSpan]:
+    """A small order-shaped trace over three services: SERVER -> CLIENT -> SERVER,
+    SERVER -> PRODUCER -> CONSUMER (child and link), one failing span."""
+    memory = InMemorySpanExporter()
+
+    def provider(service: str) -> TracerProvider:
+        p = TracerProvider(resource=Resource.create({"service.name": service}))
+        p.add_span_processor(SimpleSpanProcessor(memory))
+        return p
+
+    orders = provider("orders").get_tracer("t")
+    inventory = provider("inventory").get_tracer("t")
+    views = provider("order_views").get_tracer("t")
+    with orders.start_as_current_span(
+        "shop.orders.v1.OrdersService/PlaceOrder",
+        kind=SpanKind.SERVER,
+        attributes={"rpc.status_code": "OK"},
+    ) as root:
+        with (
+            orders.start_as_current_span(
+                "shop.inventory.v1.InventoryService/Reserve", kind=SpanKind.CLIENT
+            ) as client,
+            inventory.start_as_current_span(
+                "shop.inventory.v1.InventoryService/Reserve",
+                context=set_span_in_context(client),
+                kind=SpanKind.SERVER,
+                attributes={"rpc.status_code": "FAILED_PRECONDITION"},
+            ) as failing,
+        ):
+            failing.set_status(Status(StatusCode.ERROR, "out of stock"))
+        with orders.start_as_current_span(
+            "send orders.events.v1",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.destination.name": "orders.events.v1"},
+        ) as producer:
+            pass
+    with views.start_as_current_span(
+        "process orders.events.v1",
+        context=set_span_in_context(producer),
+        kind=SpanKind.CONSUMER,
+        links=[Link(producer.get_span_context())],
+    ):
+        pass
+    assert root.get_span_context().is_valid
+    return list(memory.get_finished_spans())
+
+
+@pytest.fixture
+def mesh_root(tmp_path: Path) -> Iterator[tuple[Path, MeshServer]]:
+    """A mesh root with mesh.toml and a receiver storing into its .mesh/data/traces.db."""
+    (tmp_path / "mesh.toml").write_text("")
+    server = receiver.build("127.0.0.1", 0, tmp_path / ".mesh" / "data" / "traces.db", 3600.0)
+    server.start()
+    yield tmp_path, server
+    server.stop(0)
+
+
+def export(server: MeshServer, spans: list[ReadableSpan]) -> None:
+    exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{server.port}", insecure=True)
+    try:
+        assert exporter.export(spans).name == "SUCCESS"
+    finally:
+        exporter.shutdown()
+
+
+def test_export_then_query_as_json(
+    mesh_root: tuple[Path, MeshServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, server = mesh_root
+    spans = make_trace()
+    export(server, spans)
+    trace_id = format(spans[0].context.trace_id, "032x") if spans[0].context else ""
+    assert main(["--root", str(root), "trace", trace_id, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert len(got) == 5
+    assert all(set(span) == KEYS for span in got)
+    assert {s["kind"] for s in got} == {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
+    assert {s["service"] for s in got} == {"orders", "inventory", "order_views"}
+    ids = {s["span_id"] for s in got}
+    roots = [s for s in got if s["parent_span_id"] is None]
+    assert [r["name"] for r in roots] == ["shop.orders.v1.OrdersService/PlaceOrder"]
+    assert all(s["parent_span_id"] in ids for s in got if s is not roots[0])
+    consumer = next(s for s in got if s["kind"] == "CONSUMER")
+    producer = next(s for s in got if s["kind"] == "PRODUCER")
+    assert consumer["parent_span_id"] == producer["span_id"]
+    assert consumer["links"] == [
+        {"trace_id": trace_id, "span_id": producer["span_id"], "attributes": {}}
+    ]
+    failing = next(s for s in got if s["status"]["code"] == "ERROR")
+    assert failing["status"]["message"] == "out of stock"
+    assert failing["attributes"] == {"rpc.status_code": "FAILED_PRECONDITION"}
+
+
+def test_tree_marks_errors_and_nests_children(
+    mesh_root: tuple[Path, MeshServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, server = mesh_root
+    spans = make_trace()
+    export(server, spans)
+    trace_id = format(spans[0].context.trace_id, "032x") if spans[0].context else ""
+    assert main(["--root", str(root), "trace", trace_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"trace {trace_id}  5 spans  3 services")
+    assert "ERROR" in lines[0]
+    assert lines[1].startswith("  orders: shop.orders.v1.OrdersService/PlaceOrder [SERVER]")
+    (failing,) = [line for line in lines if line.startswith("!")]
+    assert "inventory: shop.inventory.v1.InventoryService/Reserve [SERVER]" in failing
+    assert "ERROR: out of stock" in failing
+    consumer = next(line for line in lines if "[CONSUMER]" in line)
+    assert "order_views: process orders.events.v1" in consumer and "links=1" in consumer
+    # The consumer is nested under the producer, which is under the root.
+    depth = {line.split(": ")[0].strip(" !│├└─"): line.index(":") for line in lines[1:]}
+    assert depth["order_views"] > depth["orders"]
+
+
+def test_traces_lists_recent_and_unknown_trace_is_exit_1(
+    mesh_root: tuple[Path, MeshServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, server = mesh_root
+    export(server, make_trace())
+    export(server, make_trace())
+    assert main(["--root", str(root), "traces", "--limit", "5", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 2
+    assert rows[0]["root"] == "orders: shop.orders.v1.OrdersService/PlaceOrder"
+    assert rows[0]["services"] == ["inventory", "order_views", "orders"]
+    assert rows[0]["error"] is True and rows[0]["spans"] == 5
+    assert main(["--root", str(root), "traces"]) == 0
+    assert "PlaceOrder" in capsys.readouterr().out
+    assert main(["--root", str(root), "trace", "0" * 31 + "1"]) == 1
+    assert main(["--root", str(root), "trace", "not-hex"]) == 2
+
+
+def test_otlp_json_from_jaeger_reads_like_the_store(tmp_path: Path) -> None:
+    """Jaeger's API v3 answers OTLP JSON; both readers give the same spans."""
+    from google.protobuf import json_format
+
+    spans = make_trace()
+    request = encode_spans(spans)
+    store = TraceStore(tmp_path / "t.db")
+    store.add(request)
+    trace_id = format(spans[0].context.trace_id, "032x") if spans[0].context else ""
+    stored = store.trace(trace_id)
+    store.close()
+    # json_format writes ids as base64 and enums by name; the OTLP/JSON spec (and Jaeger) use
+    # hex ids: accept both.
+    as_json = {"result": json_format.MessageToDict(request)}
+    from_json = spans_from_otlp_json(as_json)
+    key = lambda s: s["span_id"]  # noqa: E731
+    assert sorted(from_json, key=key) == sorted(stored, key=key)
