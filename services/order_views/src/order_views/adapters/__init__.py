@@ -1,0 +1,1 @@
+"""Adapters of the order_views service."""

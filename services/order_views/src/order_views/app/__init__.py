@@ -1,0 +1,1 @@
+"""App of the order_views service."""

@@ -1,0 +1,1 @@
+"""Domain of the order_views service."""

@@ -1,0 +1,1 @@
+"""Entrypoints of the order_views service."""
