@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
 from meshkit import Database
+from meshkit.db import UnitOfWork
 
 MIGRATIONS = (
     "CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER NOT NULL);",
@@ -79,3 +81,24 @@ def test_closed_database_refuses_new_connections(tmp_path: Path) -> None:
     thread.start()
     thread.join()
     assert errors and "closed" in str(errors[0])
+
+
+class Counter(UnitOfWork):
+    """A unit of work whose 'repository' is the raw connection."""
+
+    def bind(self, conn: sqlite3.Connection) -> None:
+        self.table = conn
+
+
+def test_unit_of_work_commits_on_success_and_rolls_back_on_error(tmp_path: Path) -> None:
+    db = Database(tmp_path / "a.db", MIGRATIONS)
+    with Counter(db) as uow:
+        uow.table.execute("INSERT INTO t (k, v) VALUES ('kept', 1)")
+    with pytest.raises(KeyError), Counter(db) as uow:
+        uow.table.execute("INSERT INTO t (k, v) VALUES ('dropped', 2)")
+        raise KeyError("boom")
+    with db.snapshot() as conn:
+        assert [r[0] for r in conn.execute("SELECT k FROM t")] == ["kept"]
+    with pytest.raises(RuntimeError, match="outside"):
+        _ = Counter(db).connection
+    db.close()

@@ -14,8 +14,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 
 class Database:
@@ -102,6 +104,53 @@ class Database:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
+
+
+class UnitOfWork:
+    """Base of a service's SQLite unit of work: one ``BEGIN IMMEDIATE`` transaction per ``with``.
+
+    ``with uow:`` begins and calls ``bind(conn)``, where a subclass builds its repositories over
+    the open connection; leaving the block normally commits, an exception rolls back. Everything
+    done through the repositories, and every outbox row appended on ``connection``, therefore
+    commits together or not at all. Not reentrant; build one per use-case call.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._tx: AbstractContextManager[sqlite3.Connection] | None = None
+        self._conn: sqlite3.Connection | None = None
+
+    def bind(self, conn: sqlite3.Connection) -> None:
+        """Build the repositories over ``conn``, the transaction's connection."""
+        raise NotImplementedError
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The open transaction's connection (only inside the ``with`` block)."""
+        if self._conn is None:
+            raise RuntimeError("used outside its `with` block")
+        return self._conn
+
+    def __enter__(self) -> Self:
+        self._tx = self._db.transaction()
+        self._conn = self._tx.__enter__()
+        try:
+            self.bind(self._conn)
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._tx is None:
+            raise RuntimeError("unit of work exited without being entered")
+        tx, self._tx, self._conn = self._tx, None, None
+        tx.__exit__(exc_type, exc, tb)
 
 
 def _statements(script: str) -> list[str]:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 from inventory.adapters.events import OutboxPublisher
 from inventory.adapters.sqlite import SqliteUnitOfWork, open_database
 from inventory.app.inventory import Inventory
@@ -20,7 +17,7 @@ SOURCE = "/meshkit/inventory"
 
 def event_catalog() -> EventCatalog:
     """Inventory's event contracts, shipped inside the generated contracts package."""
-    return EventCatalog.load(Path(str(resources.files("shop.inventory.v1") / "avro")))
+    return EventCatalog.from_package("shop.inventory.v1")
 
 
 def build(settings: Settings) -> MeshServer:

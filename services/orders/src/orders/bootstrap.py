@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
 from meshkit.client import connect
 from meshkit.events import EventCatalog, Outbox, OutboxRelay
@@ -26,8 +23,8 @@ SOURCE = "/meshkit/orders"
 
 
 def event_catalog() -> EventCatalog:
-    """Orders' event contracts, shipped inside the generated contracts package."""
-    return EventCatalog.load(Path(str(resources.files("shop.orders.v1") / "avro")))
+    """Orders's event contracts, shipped inside the generated contracts package."""
+    return EventCatalog.from_package("shop.orders.v1")
 
 
 def build(settings: Settings) -> MeshServer:

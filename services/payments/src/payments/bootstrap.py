@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 from meshkit.events import EventCatalog, Outbox, OutboxRelay
 from meshkit.server import MeshServer, ServiceBinding, create_server
 from payments.adapters.avro import SOURCE
@@ -19,7 +16,7 @@ SERVICE_NAME = payments_pb2.DESCRIPTOR.services_by_name["PaymentsService"].full_
 
 def event_catalog() -> EventCatalog:
     """Payments's event contracts, shipped inside the generated contracts package."""
-    return EventCatalog.load(Path(str(resources.files("shop.payments.v1") / "avro")))
+    return EventCatalog.from_package("shop.payments.v1")
 
 
 def build(settings: Settings) -> MeshServer:

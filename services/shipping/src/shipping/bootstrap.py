@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
-
 from meshkit.events import EventCatalog, Outbox, OutboxRelay
 from meshkit.server import MeshServer, ServiceBinding, create_server
 from shipping.adapters.events import OutboxPublisher
@@ -20,7 +17,7 @@ SOURCE = "/meshkit/shipping"
 
 def event_catalog() -> EventCatalog:
     """Shipping's event contracts, shipped inside the generated contracts package."""
-    return EventCatalog.load(Path(str(resources.files("shop.shipping.v1") / "avro")))
+    return EventCatalog.from_package("shop.shipping.v1")
 
 
 def build(settings: Settings) -> MeshServer:

@@ -109,6 +109,15 @@ class EventCatalog:
                 types.append(EventType.from_text(path.read_text(encoding="utf-8"), topic, path))
         return cls(types)
 
+    @classmethod
+    def from_package(cls, package: str) -> EventCatalog:
+        """The event contracts the installed contracts package ships for ``package`` (e.g.
+        ``shop.inventory.v1``: its ``avro/`` directory, copied from proto/ by `make gen`), so a
+        service finds its schemas wherever it is installed."""
+        from importlib import resources
+
+        return cls.load(Path(str(resources.files(package) / "avro")))
+
     def get(self, full_name: str) -> EventType:
         """The type named ``full_name``; KeyError when the catalog does not have it."""
         return self._types[full_name]

@@ -5,14 +5,11 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Self
 
 from inventory.adapters.events import EventPublisher
 from inventory.domain.events import InventoryEvent
 from inventory.domain.model import Line, Reservation, ReservationStatus, StockItem
-from meshkit.db import Database
+from meshkit.db import Database, UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
 
 MIGRATIONS = (
@@ -121,37 +118,22 @@ class SqliteReservations:
         )
 
 
-class SqliteUnitOfWork:
-    """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block, in
-    which state changes and their events (through ``publisher``, the outbox) commit together."""
+class SqliteUnitOfWork(UnitOfWork):
+    """Inventory's unit of work: stock, reservations and their events (through ``publisher``,
+    the outbox) in one SQLite transaction."""
 
     stock: SqliteStock
     reservations: SqliteReservations
 
     def __init__(self, db: Database, publisher: EventPublisher) -> None:
-        self._db = db
+        super().__init__(db)
         self._publisher = publisher
-        self._tx: AbstractContextManager[sqlite3.Connection] | None = None
-        self._conn: sqlite3.Connection | None = None
 
-    def __enter__(self) -> Self:
-        self._tx = self._db.transaction()
-        self._conn = self._tx.__enter__()
-        self.stock = SqliteStock(self._conn)
-        self.reservations = SqliteReservations(self._conn)
-        return self
+    def bind(self, conn: sqlite3.Connection) -> None:
+        """Repositories over the transaction's connection."""
+        self.stock = SqliteStock(conn)
+        self.reservations = SqliteReservations(conn)
 
     def publish(self, event: InventoryEvent) -> None:
         """Append ``event`` to the outbox in this transaction."""
-        assert self._conn is not None, "publish outside a unit of work"
-        self._publisher.publish(self._conn, event)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tx is not None, "unit of work exited without being entered"
-        tx, self._tx, self._conn = self._tx, None, None
-        tx.__exit__(exc_type, exc, tb)
+        self._publisher.publish(self.connection, event)

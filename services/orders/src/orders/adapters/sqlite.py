@@ -14,11 +14,8 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Self
 
-from meshkit.db import Database
+from meshkit.db import Database, UnitOfWork
 from meshkit.errors import Aborted
 from meshkit.events import OUTBOX_MIGRATION
 from orders.adapters.records import (
@@ -283,8 +280,8 @@ class SqliteRequests:
         )
 
 
-class SqliteUnitOfWork:
-    """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block.
+class SqliteUnitOfWork(UnitOfWork):
+    """Orders' unit of work: one ``BEGIN IMMEDIATE`` transaction per ``with`` block.
 
     ``publish`` (the outbox) is called for every event appended, inside the transaction, so an
     event is published exactly when it is stored.
@@ -302,26 +299,13 @@ class SqliteUnitOfWork:
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self._db = db
+        super().__init__(db)
         self._publish = publish
         self._every = snapshot_every
         self._clock = clock or time.time
-        self._tx: AbstractContextManager[sqlite3.Connection] | None = None
 
-    def __enter__(self) -> Self:
-        self._tx = self._db.transaction()
-        conn = self._tx.__enter__()
+    def bind(self, conn: sqlite3.Connection) -> None:
+        """Repositories over the transaction's connection."""
         self.orders = SqliteOrders(conn, self._publish, self._every)
         self.sagas = SqliteSagas(conn)
         self.requests = SqliteRequests(conn, self._clock())
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tx is not None, "unit of work exited without being entered"
-        tx, self._tx = self._tx, None
-        tx.__exit__(exc_type, exc, tb)

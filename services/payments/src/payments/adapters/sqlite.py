@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
-from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
-from meshkit.db import Database
+from meshkit.db import Database, UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
 from payments.adapters.avro import to_record
 from payments.app.ports import IdempotentResult
@@ -191,32 +189,20 @@ class SqliteEvents:
         self._writer.append(self._conn, event_type, record, key=key)
 
 
-class SqliteUnitOfWork:
-    """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block."""
+class SqliteUnitOfWork(UnitOfWork):
+    """Payments' unit of work: payments, idempotency records and events (through the outbox) in
+    one SQLite transaction."""
 
     payments: SqlitePayments
     idempotency: SqliteIdempotency
     events: SqliteEvents
 
     def __init__(self, db: Database, outbox: OutboxWriter) -> None:
-        self._db = db
+        super().__init__(db)
         self._outbox = outbox
-        self._tx: AbstractContextManager[sqlite3.Connection] | None = None
 
-    def __enter__(self) -> Self:
-        self._tx = self._db.transaction()
-        conn = self._tx.__enter__()
+    def bind(self, conn: sqlite3.Connection) -> None:
+        """Repositories over the transaction's connection."""
         self.payments = SqlitePayments(conn)
         self.idempotency = SqliteIdempotency(conn)
         self.events = SqliteEvents(conn, self._outbox)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tx is not None, "unit of work exited without being entered"
-        tx, self._tx = self._tx, None
-        tx.__exit__(exc_type, exc, tb)

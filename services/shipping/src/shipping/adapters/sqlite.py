@@ -5,11 +5,9 @@ from __future__ import annotations
 import datetime
 import json
 import sqlite3
-from contextlib import AbstractContextManager
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from meshkit.db import Database
+from meshkit.db import Database, UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
 from shipping.adapters.events import EventPublisher
 from shipping.app.ports import IdempotencyRecord
@@ -221,7 +219,7 @@ def _shipment_from_json(text: str) -> Shipment:
     )
 
 
-class SqliteUnitOfWork:
+class SqliteUnitOfWork(UnitOfWork):
     """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block, in
     which the state change, its idempotency record and its events (through ``publisher``, the
     outbox) commit together or not at all."""
@@ -230,29 +228,14 @@ class SqliteUnitOfWork:
     idempotency: SqliteIdempotency
 
     def __init__(self, db: Database, publisher: EventPublisher) -> None:
-        self._db = db
+        super().__init__(db)
         self._publisher = publisher
-        self._tx: AbstractContextManager[sqlite3.Connection] | None = None
-        self._conn: sqlite3.Connection | None = None
 
-    def __enter__(self) -> Self:
-        self._tx = self._db.transaction()
-        self._conn = self._tx.__enter__()
-        self.shipments = SqliteShipments(self._conn)
-        self.idempotency = SqliteIdempotency(self._conn)
-        return self
+    def bind(self, conn: sqlite3.Connection) -> None:
+        """Repositories over the transaction's connection."""
+        self.shipments = SqliteShipments(conn)
+        self.idempotency = SqliteIdempotency(conn)
 
     def publish(self, event: ShippingEvent) -> None:
         """Append ``event`` to the outbox in this transaction."""
-        assert self._conn is not None, "publish outside a unit of work"
-        self._publisher.publish(self._conn, event)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tx is not None, "unit of work exited without being entered"
-        tx, self._tx, self._conn = self._tx, None, None
-        tx.__exit__(exc_type, exc, tb)
+        self._publisher.publish(self.connection, event)
