@@ -1,3 +1,3 @@
 """Registers the shared fixture plugins in tests/support (importable via pythonpath = tests)."""
 
-pytest_plugins = ["support.kafka", "support.mesh", "support.events"]
+pytest_plugins = ["support.kafka", "support.mesh", "support.events", "support.tracing"]

@@ -1,0 +1,224 @@
+"""End to end: one connected trace across the mesh, read with `mesh trace` and from a real Jaeger.
+
+The test process plays a client service ("e2e-client"): inside its root span it calls inventory
+(SetStock: an event through the outbox), payments and shipping (NOT_FOUND: error statuses), and
+orders (PlaceOrder: an event too) through ``meshkit.connect()``, and consumes the inventory event
+with meshkit's EventConsumer. The trace must come back as ONE tree: SERVER, CLIENT, PRODUCER and
+CONSUMER spans, five services, a single root, no span whose parent is missing.
+
+1. `mesh up` (its trace receiver on 4317, real Kafka), then `mesh trace ID --json` / `mesh traces`.
+2. A real Jaeger v2 on free ports; `mesh up` with OTEL_EXPORTER_OTLP_ENDPOINT pointing at it (the
+   local receiver then stays off); the trace through Jaeger's API v3 (`mesh trace --jaeger`).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import json_format
+from support.mesh import DEFAULT_PORTS, mesh_cli, port_in_use
+from support.tracing import Jaeger, assert_connected, mesh_trace_json, poll, spans_with
+
+from meshkit import connect, telemetry
+from meshkit.db import Database
+from meshkit.events import INBOX_MIGRATION, Event, EventConsumer
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.orders.v1 import orders_pb2, orders_pb2_grpc
+from shop.payments.v1 import payments_pb2, payments_pb2_grpc
+from shop.shipping.v1 import shipping_pb2, shipping_pb2_grpc
+
+pytestmark = pytest.mark.kafka
+
+REGISTRY = "http://127.0.0.1:8081"
+KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
+STOCK_SET = "shop.inventory.v1.StockSet"
+
+
+def place_order_request(sku: str) -> orders_pb2.PlaceOrderRequest:
+    return json_format.ParseDict(
+        {
+            "request_id": f"req-{uuid.uuid4().hex[:8]}",
+            "customer_id": "cust-trace",
+            "lines": [
+                {
+                    "sku": sku,
+                    "quantity": 1,
+                    "unit_price": {"currency_code": "EUR", "units": 3, "nanos": 0},
+                }
+            ],
+            "payment_token": "tok_visa",
+            "shipping_address": {
+                "name": "Ada Lovelace",
+                "line1": "Unter den Linden 1",
+                "city": "Berlin",
+                "postal_code": "10117",
+                "country_code": "DE",
+            },
+        },
+        orders_pb2.PlaceOrderRequest(),
+    )
+
+
+def call_chain(kafka_bootstrap: str, workdir: Path) -> str:
+    """The client's part: calls across four services and one consumed event, all in one root
+    span. Returns the trace id (the caller's traceparent every service received)."""
+    sku = f"trace-{uuid.uuid4().hex[:8]}"
+    handled: list[str] = []
+
+    def on_stock_set(event: Event, conn: sqlite3.Connection) -> None:
+        handled.append(str(event.data.get("sku")))
+
+    db = Database(workdir / "consumer.db", [INBOX_MIGRATION])
+    consumer = EventConsumer(
+        db,
+        bootstrap=kafka_bootstrap,
+        group=f"e2e-trace-{uuid.uuid4().hex[:8]}",
+        topics=["inventory.events.v1"],
+        registry=REGISTRY,
+        handlers={STOCK_SET: on_stock_set},
+    )
+    channels = {
+        name: connect(f"127.0.0.1:{port}")
+        for name, port in (("orders", 50051), ("inventory", 50052), ("payments", 50053))
+    }
+    channels["shipping"] = connect("127.0.0.1:50054")
+    try:
+        with telemetry.span("checkout") as root:
+            trace_id = format(root.get_span_context().trace_id, "032x")
+            inventory_pb2_grpc.InventoryServiceStub(channels["inventory"]).SetStock(
+                inventory_pb2.SetStockRequest(sku=sku, quantity=5), timeout=10
+            )
+            with pytest.raises(grpc.RpcError) as missing:
+                payments_pb2_grpc.PaymentsServiceStub(channels["payments"]).GetPayment(
+                    payments_pb2.GetPaymentRequest(payment_id="pay-none"), timeout=10
+                )
+            assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+            with pytest.raises(grpc.RpcError):
+                shipping_pb2_grpc.ShippingServiceStub(channels["shipping"]).GetShipment(
+                    shipping_pb2.GetShipmentRequest(shipment_id="shp-none"), timeout=10
+                )
+            orders_pb2_grpc.OrdersServiceStub(channels["orders"]).PlaceOrder(
+                place_order_request(sku), timeout=10
+            )
+        # The event SetStock wrote reaches this consumer through the outbox relay and Kafka.
+        poll(lambda: consumer.run_once(0.5) >= 0 and sku in handled, 60, f"StockSet of {sku}")
+    finally:
+        consumer.close()
+        db.close()
+        for channel in channels.values():
+            channel.close()
+        telemetry.force_flush()
+    return trace_id
+
+
+def complete(spans: Any) -> bool:
+    """The spans of every hop have arrived (the services export in batches)."""
+    kinds = [s["kind"] for s in spans]
+    return (
+        kinds.count("PRODUCER") >= 2
+        and "CONSUMER" in kinds
+        and kinds.count("SERVER") >= 4
+        and kinds.count("CLIENT") >= 4
+    )
+
+
+@pytest.fixture
+def client_tracing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process traced as service e2e-client (to whatever endpoint the test set)."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "200")
+    yield
+    telemetry.shutdown()
+
+
+def mesh_up(root: Path, kafka_bootstrap: str) -> None:
+    busy = [p for p in (*DEFAULT_PORTS, 4317) if port_in_use(p)]
+    assert not busy, f"ports {busy} are in use: stop your own mesh (`mesh down`) first"
+    up = mesh_cli(root, "up", "-d", "--kafka", kafka_bootstrap)
+    assert up.returncode == 0, up.stderr
+
+
+def test_call_chain_is_one_trace_in_the_local_store(
+    tmp_mesh_root: Path,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+    client_tracing: None,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    mesh_up(tmp_mesh_root, kafka_bootstrap)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    assert telemetry.configure("e2e-client")
+    trace_id = call_chain(kafka_bootstrap, tmp_path)
+
+    spans = poll(
+        spans_with(lambda: mesh_trace_json(run(tmp_mesh_root), trace_id), complete),
+        60,
+        f"trace {trace_id} complete in the local store",
+    )
+    assert_connected(spans, kinds=KINDS, services=5)
+    by_name = {(s["service"], s["name"]): s for s in spans}
+    root = by_name[("e2e-client", "checkout")]
+    assert root["parent_span_id"] is None
+    server = by_name[("inventory", "shop.inventory.v1.InventoryService/SetStock")]
+    assert server["kind"] == "SERVER" and server["attributes"]["rpc.status_code"] == "OK"
+    assert server["attributes"]["rpc.system.name"] == "grpc"
+    missing = by_name[("e2e-client", "shop.payments.v1.PaymentsService/GetPayment")]
+    assert missing["status"]["code"] == "ERROR"
+    assert missing["attributes"]["error.type"] == "NOT_FOUND"
+    send = by_name[("inventory", "send inventory.events.v1")]
+    process = by_name[("e2e-client", "process inventory.events.v1")]
+    assert send["kind"] == "PRODUCER" and send["parent_span_id"] == server["span_id"]
+    assert process["parent_span_id"] == send["span_id"]
+    assert [link["span_id"] for link in process["links"]] == [send["span_id"]]
+
+    tree = run(tmp_mesh_root)("trace", trace_id)
+    assert tree.returncode == 0, tree.stderr
+    assert "e2e-client: checkout [INTERNAL]" in tree.stdout
+    assert "! " in tree.stdout  # the NOT_FOUND calls are marked
+    listed = run(tmp_mesh_root)("traces", "--limit", "50", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert trace_id in {row["trace_id"] for row in json.loads(listed.stdout)}
+
+
+def run(root: Path) -> Any:
+    return lambda *args: mesh_cli(root, *args)
+
+
+@pytest.mark.jaeger
+def test_the_same_trace_through_jaegers_api_v3(
+    jaeger: Jaeger,
+    tmp_mesh_root: Path,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+    client_tracing: None,
+    tmp_path: Path,
+) -> None:
+    # Set before `mesh up`: the components export to Jaeger and the local receiver stays off.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_endpoint)
+    mesh_up(tmp_mesh_root, kafka_bootstrap)
+    assert not port_in_use(4317), "the local receiver should not run when exporting to Jaeger"
+    assert telemetry.configure("e2e-client")
+    trace_id = call_chain(kafka_bootstrap, tmp_path)
+
+    spans = poll(
+        spans_with(
+            lambda: mesh_trace_json(run(tmp_mesh_root), trace_id, "--jaeger", jaeger.query_url),
+            complete,
+        ),
+        60,
+        f"trace {trace_id} complete in Jaeger",
+    )
+    assert_connected(spans, kinds=KINDS, services=5)
+    listed = mesh_cli(
+        tmp_mesh_root, "traces", "--jaeger", jaeger.query_url, "--service", "inventory", "--json"
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert trace_id in {row["trace_id"] for row in json.loads(listed.stdout)}
