@@ -19,7 +19,15 @@ class Settings(ServerSettings, EventSettings):
         default=50055, metadata={"help": "port to listen on", "min": 0, "max": 65535}
     )
     db_path: Path = dataclasses.field(
-        default=Path(".mesh/data/order_views.db"), metadata={"help": "SQLite database file"}
+        default=Path(".mesh/data/order_views.db"),
+        metadata={
+            "help": "SQLite catalog of the read model's copies; each copy is a file beside it"
+            " (<stem>.g<N>.db)"
+        },
+    )
+    rebuild_timeout_s: float = dataclasses.field(
+        default=600.0,
+        metadata={"help": "a rebuild not caught up after this long is abandoned", "min": 1.0},
     )
 
     @classmethod

@@ -1,1 +1,1 @@
-"""App of the order_views service."""
+"""Order views' use cases (projecting, querying, rebuilding) and the ports they need."""

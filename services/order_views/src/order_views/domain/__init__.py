@@ -1,1 +1,1 @@
-"""Domain of the order_views service."""
+"""Order views' domain: the read model's records and the pure projector (no IO, no grpc, no gen)."""

@@ -1,9 +1,175 @@
-"""The OrderViewsService servicer (every RPC answers UNIMPLEMENTED until its issue lands)."""
+"""The OrderViewsService servicer: translates wire messages to query calls and back.
+
+Errors are not caught here: they propagate to meshkit's edge, which maps them once. The only
+transport concern handled here is the wait budget of a consistency token: the RPC's remaining
+deadline, less a margin to send the answer, capped.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from order_views.adapters.kafka import PartitionPosition
+from order_views.app.queries import OrderQueries, Page
+from order_views.domain.consistency import ConsistencyToken
+from order_views.domain.model import OrderRecord, OrderStatus, OrderView
+from shop.common.v1 import common_pb2
+from shop.order_views.v1 import order_views_pb2 as pb
 from shop.order_views.v1 import order_views_pb2_grpc as pb_grpc
+from shop.orders.v1 import orders_pb2
+
+# Waiting for a consistency token: up to the deadline less what the answer needs, never longer
+# than MAX_WAIT_S; a call without a deadline waits DEFAULT_WAIT_S.
+DEFAULT_WAIT_S = 5.0
+MAX_WAIT_S = 30.0
+ANSWER_MARGIN_S = 0.05
+NO_DEADLINE_S = 86_400.0
+
+_STATUS_IN = {
+    orders_pb2.ORDER_STATUS_PENDING: OrderStatus.PENDING,
+    orders_pb2.ORDER_STATUS_CONFIRMED: OrderStatus.CONFIRMED,
+    orders_pb2.ORDER_STATUS_CANCELLED: OrderStatus.CANCELLED,
+}
+_STATUS_OUT = {status: wire for wire, status in _STATUS_IN.items()}
 
 
-class OrderViewsServiceServicer(pb_grpc.OrderViewsServiceServicer):
-    """shop.order_views.v1.OrderViewsService; the generated base class answers UNIMPLEMENTED."""
+def wait_budget(context: grpc.ServicerContext) -> float:
+    """Seconds a query may wait for its consistency token within the RPC's deadline."""
+    remaining = float(context.time_remaining())
+    if remaining > NO_DEADLINE_S:  # grpcio reports "no deadline" as a deadline years away
+        return DEFAULT_WAIT_S
+    return max(0.0, min(remaining - ANSWER_MARGIN_S, MAX_WAIT_S))
+
+
+class OrderViewsServicer(pb_grpc.OrderViewsServiceServicer):
+    """shop.order_views.v1.OrderViewsService over the query use cases. Stateless."""
+
+    def __init__(
+        self, queries: OrderQueries, status: Callable[[], list[PartitionPosition]]
+    ) -> None:
+        self._queries = queries
+        self._status = status
+
+    def ListOrders(
+        self, request: pb.ListOrdersRequest, context: grpc.ServicerContext
+    ) -> pb.ListOrdersResponse:
+        """See the contract in proto/shop/order_views/v1/order_views.proto."""
+        page = self._queries.list_orders(
+            request.customer_id,
+            _STATUS_IN.get(request.status),
+            request.page_size,
+            request.page_token,
+            consistency=ConsistencyToken.parse(request.consistency_token),
+            wait_s=wait_budget(context),
+        )
+        orders, token = _page(page)
+        return pb.ListOrdersResponse(orders=orders, next_page_token=token)
+
+    def SearchOrders(
+        self, request: pb.SearchOrdersRequest, context: grpc.ServicerContext
+    ) -> pb.SearchOrdersResponse:
+        """See the contract in proto/shop/order_views/v1/order_views.proto."""
+        page = self._queries.search_orders(
+            request.query,
+            request.page_size,
+            request.page_token,
+            consistency=ConsistencyToken.parse(request.consistency_token),
+            wait_s=wait_budget(context),
+        )
+        orders, token = _page(page)
+        return pb.SearchOrdersResponse(orders=orders, next_page_token=token)
+
+    def GetOrderView(
+        self, request: pb.GetOrderViewRequest, context: grpc.ServicerContext
+    ) -> pb.GetOrderViewResponse:
+        """See the contract in proto/shop/order_views/v1/order_views.proto."""
+        view = self._queries.get_order_view(
+            request.order_id,
+            consistency=ConsistencyToken.parse(request.consistency_token),
+            wait_s=wait_budget(context),
+        )
+        return pb.GetOrderViewResponse(view=_view(view))
+
+    def GetProjectionStatus(
+        self, request: pb.GetProjectionStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetProjectionStatusResponse:
+        """See the contract in proto/shop/order_views/v1/order_views.proto."""
+        return pb.GetProjectionStatusResponse(
+            partitions=[
+                pb.PartitionStatus(
+                    topic=p.topic, partition=p.partition, position=p.position, lag=p.lag
+                )
+                for p in self._status()
+            ]
+        )
+
+
+def _page(page: Page) -> tuple[list[pb.OrderSummary], str]:
+    return [_summary(record) for record in page.orders], page.next_page_token
+
+
+def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(round(seconds * 1000))
+    return stamp
+
+
+def _summary(record: OrderRecord) -> pb.OrderSummary:
+    total = record.total
+    return pb.OrderSummary(
+        order_id=record.order_id,
+        customer_id=record.customer_id,
+        status=_STATUS_OUT[record.status],
+        total=common_pb2.Money(
+            currency_code=total.currency_code, units=total.units, nanos=total.nanos
+        )
+        if total
+        else None,
+        line_count=len(record.lines),
+        created_at=_timestamp(record.created_at),
+        updated_at=_timestamp(record.updated_at),
+        cancellation_reason=record.cancellation_reason,
+    )
+
+
+def _view(view: OrderView) -> pb.OrderView:
+    record = view.record
+    address = record.shipping_address
+    return pb.OrderView(
+        summary=_summary(record),
+        timeline=[
+            pb.TimelineEntry(
+                occurred_at=_timestamp(entry.occurred_at),
+                event_type=entry.event_type,
+                description=entry.description,
+            )
+            for entry in view.timeline
+        ],
+        payment_state=record.payment_state,
+        shipment_state=record.shipment_state,
+        lines=[
+            orders_pb2.OrderLine(
+                sku=line.sku,
+                quantity=line.quantity,
+                unit_price=common_pb2.Money(
+                    currency_code=line.unit_price.currency_code,
+                    units=line.unit_price.units,
+                    nanos=line.unit_price.nanos,
+                ),
+            )
+            for line in record.lines
+        ],
+        shipping_address=common_pb2.Address(
+            name=address.name,
+            line1=address.line1,
+            line2=address.line2,
+            city=address.city,
+            postal_code=address.postal_code,
+            country_code=address.country_code,
+        )
+        if address
+        else None,
+    )

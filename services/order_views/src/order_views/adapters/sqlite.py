@@ -1,0 +1,340 @@
+"""SQLite storage of one copy of the read model: the order summary, the timeline, the FTS5 search
+index, and the consumer's inbox, in one database file.
+
+Times are stored as integer milliseconds (the events' own precision), so keyset cursors compare
+exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from meshkit.db import Database
+from meshkit.events import INBOX_MIGRATION
+from order_views.app.ports import Cursor, Positions
+from order_views.domain.model import (
+    Address,
+    Line,
+    Money,
+    OrderRecord,
+    OrderStatus,
+    OrderView,
+    TimelineEntry,
+)
+
+MIGRATIONS = (
+    """
+    CREATE TABLE order_summary (
+        seq                 INTEGER PRIMARY KEY,   -- rowid; also the search index's rowid
+        order_id            TEXT NOT NULL UNIQUE,
+        placed              INTEGER NOT NULL,      -- 0 until OrderPlaced is projected
+        customer_id         TEXT NOT NULL,
+        status              TEXT NOT NULL CHECK (status IN ('PENDING', 'CONFIRMED', 'CANCELLED')),
+        currency_code       TEXT,
+        total_units         INTEGER,
+        total_nanos         INTEGER,
+        line_count          INTEGER NOT NULL,
+        lines               TEXT NOT NULL,         -- JSON [[sku, quantity, [cur, units, nanos]]]
+        shipping_address    TEXT,                  -- JSON [name, line1, line2, city, zip, country]
+        created_at_ms       INTEGER NOT NULL,
+        updated_at_ms       INTEGER NOT NULL,
+        cancellation_reason TEXT NOT NULL,
+        version             INTEGER NOT NULL,      -- orders stream version applied
+        payment_state       TEXT NOT NULL,
+        shipment_state      TEXT NOT NULL
+    );
+    -- ListOrders: newest first, per customer or for everyone, optionally by status; keyset pages.
+    CREATE INDEX summary_by_customer
+        ON order_summary (customer_id, created_at_ms DESC, order_id DESC) WHERE placed = 1;
+    CREATE INDEX summary_by_customer_status
+        ON order_summary (customer_id, status, created_at_ms DESC, order_id DESC) WHERE placed = 1;
+    CREATE INDEX summary_by_time
+        ON order_summary (created_at_ms DESC, order_id DESC) WHERE placed = 1;
+    CREATE INDEX summary_by_status
+        ON order_summary (status, created_at_ms DESC, order_id DESC) WHERE placed = 1;
+    CREATE TABLE order_timeline (
+        order_id       TEXT NOT NULL,
+        event_id       TEXT NOT NULL,
+        occurred_at_ms INTEGER NOT NULL,
+        sequence       INTEGER NOT NULL,
+        event_type     TEXT NOT NULL,
+        description    TEXT NOT NULL,
+        PRIMARY KEY (order_id, event_id)
+    ) WITHOUT ROWID;
+    CREATE VIRTUAL TABLE order_search USING fts5 (
+        order_id, customer_id, skus, address, tokenize = 'unicode61 remove_diacritics 2'
+    );
+    """,
+    INBOX_MIGRATION,
+    # Positions per partition (GetProjectionStatus, rebuild) without scanning the whole inbox.
+    'CREATE INDEX inbox_positions ON meshkit_inbox (consumer_group, topic, partition, "offset");',
+)
+
+
+def open_copy(path: str) -> Database:
+    """The read-model database at ``path``, migrated to the current schema."""
+    return Database(path, MIGRATIONS)
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _record(row: sqlite3.Row) -> OrderRecord:
+    total = (
+        Money(row["currency_code"], row["total_units"], row["total_nanos"])
+        if row["currency_code"] is not None
+        else None
+    )
+    address = json.loads(row["shipping_address"]) if row["shipping_address"] else None
+    return OrderRecord(
+        order_id=row["order_id"],
+        placed=bool(row["placed"]),
+        customer_id=row["customer_id"],
+        status=OrderStatus(row["status"]),
+        total=total,
+        lines=tuple(
+            Line(sku, quantity, Money(*price)) for sku, quantity, price in json.loads(row["lines"])
+        ),
+        shipping_address=Address(*address) if address else None,
+        created_at=row["created_at_ms"] / 1000,
+        updated_at=row["updated_at_ms"] / 1000,
+        cancellation_reason=row["cancellation_reason"],
+        version=row["version"],
+        payment_state=row["payment_state"],
+        shipment_state=row["shipment_state"],
+    )
+
+
+def _address_text(address: Address | None) -> str:
+    if address is None:
+        return ""
+    return " ".join(
+        part
+        for part in (
+            address.name,
+            address.line1,
+            address.line2,
+            address.postal_code,
+            address.city,
+            address.country_code,
+        )
+        if part
+    )
+
+
+class SqliteViewStore:
+    """ViewStore over one open transaction (the consumer's)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, order_id: str) -> OrderRecord | None:
+        """The order's record, or None."""
+        row = self._conn.execute(
+            "SELECT * FROM order_summary WHERE order_id = ?", (order_id,)
+        ).fetchone()
+        return _record(row) if row else None
+
+    def save(self, record: OrderRecord, *, reindex: bool) -> None:
+        """Upsert the record; with ``reindex`` replace its search entry."""
+        total = record.total
+        address = record.shipping_address
+        row = self._conn.execute(
+            "INSERT INTO order_summary (order_id, placed, customer_id, status, currency_code,"
+            " total_units, total_nanos, line_count, lines, shipping_address, created_at_ms,"
+            " updated_at_ms, cancellation_reason, version, payment_state, shipment_state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (order_id) DO UPDATE SET placed = excluded.placed,"
+            " customer_id = excluded.customer_id, status = excluded.status,"
+            " currency_code = excluded.currency_code, total_units = excluded.total_units,"
+            " total_nanos = excluded.total_nanos, line_count = excluded.line_count,"
+            " lines = excluded.lines, shipping_address = excluded.shipping_address,"
+            " created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms,"
+            " cancellation_reason = excluded.cancellation_reason, version = excluded.version,"
+            " payment_state = excluded.payment_state, shipment_state = excluded.shipment_state"
+            " RETURNING seq",
+            (
+                record.order_id,
+                int(record.placed),
+                record.customer_id,
+                record.status.value,
+                total.currency_code if total else None,
+                total.units if total else None,
+                total.nanos if total else None,
+                len(record.lines),
+                json.dumps(
+                    [
+                        [
+                            line.sku,
+                            line.quantity,
+                            [
+                                line.unit_price.currency_code,
+                                line.unit_price.units,
+                                line.unit_price.nanos,
+                            ],
+                        ]
+                        for line in record.lines
+                    ]
+                ),
+                json.dumps(
+                    [
+                        address.name,
+                        address.line1,
+                        address.line2,
+                        address.city,
+                        address.postal_code,
+                        address.country_code,
+                    ]
+                )
+                if address
+                else None,
+                _ms(record.created_at),
+                _ms(record.updated_at),
+                record.cancellation_reason,
+                record.version,
+                record.payment_state,
+                record.shipment_state,
+            ),
+        ).fetchone()
+        if reindex:
+            seq = row[0]
+            self._conn.execute("DELETE FROM order_search WHERE rowid = ?", (seq,))
+            self._conn.execute(
+                "INSERT INTO order_search (rowid, order_id, customer_id, skus, address)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    record.order_id,
+                    record.customer_id,
+                    " ".join(record.skus),
+                    _address_text(address),
+                ),
+            )
+
+    def add_timeline(self, entry: TimelineEntry) -> None:
+        """Add the entry unless the order has one with its event id already."""
+        self._conn.execute(
+            "INSERT OR IGNORE INTO order_timeline (order_id, event_id, occurred_at_ms, sequence,"
+            " event_type, description) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                entry.order_id,
+                entry.event_id,
+                _ms(entry.occurred_at),
+                entry.sequence,
+                entry.event_type,
+                entry.description,
+            ),
+        )
+
+
+class SqliteReadModel:
+    """ReadModel over one copy's database: each call reads one snapshot. Thread-safe."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def list_orders(
+        self, customer_id: str, status: OrderStatus | None, limit: int, after: Cursor | None
+    ) -> list[tuple[OrderRecord, Cursor]]:
+        """Placed orders newest first (created_at, then order id, descending), after ``after``
+        (``[created_at_ms, order_id]``)."""
+        where = ["placed = 1"]
+        args: list[Any] = []
+        if customer_id:
+            where.append("customer_id = ?")
+            args.append(customer_id)
+        if status is not None:
+            where.append("status = ?")
+            args.append(status.value)
+        if after is not None:
+            if len(after) != 2:
+                raise ValueError("a list cursor is [created_at_ms, order_id]")
+            where.append("(created_at_ms, order_id) < (?, ?)")
+            args += [int(after[0]), str(after[1])]
+        sql = (
+            f"SELECT * FROM order_summary WHERE {' AND '.join(where)}"
+            " ORDER BY created_at_ms DESC, order_id DESC LIMIT ?"
+        )
+        with self._db.snapshot() as conn:
+            rows = conn.execute(sql, [*args, limit]).fetchall()
+        return [(_record(row), [row["created_at_ms"], row["order_id"]]) for row in rows]
+
+    def search(
+        self, match: str, limit: int, after: Cursor | None
+    ) -> list[tuple[OrderRecord, Cursor]]:
+        """Placed orders matching ``match`` (an FTS5 expression), best bm25 rank first, then by
+        row; after ``after`` (``[rank, seq]``)."""
+        args: list[Any] = [match]
+        keyset = ""
+        if after is not None:
+            if len(after) != 2:
+                raise ValueError("a search cursor is [rank, seq]")
+            keyset = " AND (s.rank > ? OR (s.rank = ? AND s.rowid > ?))"
+            args += [float(after[0]), float(after[0]), int(after[1])]
+        sql = (
+            "SELECT v.*, s.rank AS score FROM order_search AS s"
+            " JOIN order_summary AS v ON v.seq = s.rowid"
+            f" WHERE order_search MATCH ? AND v.placed = 1{keyset}"
+            " ORDER BY s.rank, s.rowid LIMIT ?"
+        )
+        with self._db.snapshot() as conn:
+            rows = conn.execute(sql, [*args, limit]).fetchall()
+        return [(_record(row), [row["score"], row["seq"]]) for row in rows]
+
+    def view(self, order_id: str) -> OrderView | None:
+        """The placed order and its timeline (by time, then stream sequence, then event id)."""
+        with self._db.snapshot() as conn:
+            row = conn.execute(
+                "SELECT * FROM order_summary WHERE order_id = ? AND placed = 1", (order_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            entries = conn.execute(
+                "SELECT * FROM order_timeline WHERE order_id = ?"
+                " ORDER BY occurred_at_ms, sequence, event_id",
+                (order_id,),
+            ).fetchall()
+        return OrderView(
+            _record(row),
+            tuple(
+                TimelineEntry(
+                    e["order_id"],
+                    e["event_id"],
+                    e["occurred_at_ms"] / 1000,
+                    e["event_type"],
+                    e["description"],
+                    e["sequence"],
+                )
+                for e in entries
+            ),
+        )
+
+    def version(self, order_id: str) -> int:
+        """The order's projected orders-stream version (0 when unseen)."""
+        with self._db.snapshot() as conn:
+            row = conn.execute(
+                "SELECT version FROM order_summary WHERE order_id = ?", (order_id,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def positions(self, group: str) -> Positions:
+        """Next offset per partition, from ``group``'s inbox marks (same transactions as the
+        projection, so exactly what this copy holds)."""
+        with self._db.snapshot() as conn:
+            rows = conn.execute(
+                'SELECT topic, partition, MAX("offset") + 1 FROM meshkit_inbox'
+                " WHERE consumer_group = ? GROUP BY topic, partition",
+                (group,),
+            ).fetchall()
+        return {(topic, partition): offset for topic, partition, offset in rows}
+
+    def applied(self, group: str) -> int:
+        """Events ``group`` has settled into this copy (handled or skipped)."""
+        with self._db.snapshot() as conn:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM meshkit_inbox WHERE consumer_group = ?", (group,)
+            ).fetchone()
+        return int(row[0])

@@ -1,0 +1,231 @@
+"""Rebuilding the read model without downtime: replay into a fresh copy, then swap it in.
+
+The steps, while the serving copy keeps answering queries throughout:
+
+1. create a fresh copy (a new database, a new consumer group) and start it: a new group reads
+   every topic from the beginning;
+2. wait until it has caught up with the serving copy's positions (which keep moving);
+3. stop the serving copy's consumer, so its positions are final, and wait for the fresh copy to
+   reach them too (a few events at most): from here the two copies hold the same events;
+4. swap: the fresh copy serves (durably, atomically), waiters are woken, the old copy is deleted
+   once no query holds it any more.
+
+A rebuild that fails or times out discards the fresh copy and restarts the serving copy's
+consumer: the service ends as it started. At most one rebuild runs at a time.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+from meshkit.errors import DeadlineExceeded, MeshError, Unavailable
+from order_views.app.ports import Copies, Copy, Positions
+from order_views.app.progress import Progress
+
+log = logging.getLogger("order_views.rebuild")
+
+
+class RebuildPhase(enum.Enum):
+    """Where a rebuild stands."""
+
+    CATCHING_UP = "CATCHING_UP"
+    SWAPPING = "SWAPPING"
+    SWAPPED = "SWAPPED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class RebuildStatus:
+    """One report of a rebuild; ``error`` is set exactly when ``phase`` is FAILED."""
+
+    phase: RebuildPhase
+    generation: int
+    applied: int = 0
+    behind: int = 0
+    message: str = ""
+    error: MeshError | None = None
+
+    @property
+    def final(self) -> bool:
+        """True once the rebuild has swapped or failed."""
+        return self.phase in (RebuildPhase.SWAPPED, RebuildPhase.FAILED)
+
+
+def behind(fresh: Positions, target: Positions) -> int:
+    """Offsets ``fresh`` still has to apply to reach ``target`` in every partition."""
+    return sum(max(0, offset - fresh.get(key, 0)) for key, offset in target.items())
+
+
+class Rebuild:
+    """One rebuild, run on a thread of its own; any number of callers may ``follow`` it.
+
+    Thread safety: every method may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        copies: Copies,
+        progress: Progress,
+        *,
+        timeout_s: float,
+        on_done: Callable[[Rebuild], None],
+    ) -> None:
+        self._copies = copies
+        self._progress = progress
+        self._timeout_s = timeout_s
+        self._on_done = on_done
+        self._cond = threading.Condition()
+        self._abort = threading.Event()
+        self._status = RebuildStatus(RebuildPhase.CATCHING_UP, 0, message="starting")
+        self._thread = threading.Thread(target=self._run, name="order-views-rebuild", daemon=True)
+
+    def start(self) -> None:
+        """Begin rebuilding in the background."""
+        self._thread.start()
+
+    @property
+    def status(self) -> RebuildStatus:
+        """The latest report."""
+        with self._cond:
+            return self._status
+
+    def follow(self, heartbeat_s: float = 1.0) -> Iterator[RebuildStatus]:
+        """Every report from now on: on each change, and at least every ``heartbeat_s`` seconds;
+        ends with the final one (SWAPPED or FAILED)."""
+        last: RebuildStatus | None = None
+        while True:
+            with self._cond:
+                if self._status == last:
+                    self._cond.wait(heartbeat_s)
+                status = self._status
+            last = status
+            yield status
+            if status.final:
+                return
+
+    def abort(self, timeout_s: float = 30.0) -> None:
+        """Stop the rebuild (if it has not swapped yet, the fresh copy is discarded); wait."""
+        self._abort.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def _report(self, **changes: object) -> None:
+        with self._cond:
+            self._status = replace(self._status, **changes)  # type: ignore[arg-type]
+            self._cond.notify_all()
+
+    def _catch_up(self, fresh: Copy, target: Callable[[], Positions], deadline: float) -> None:
+        """Wait until ``fresh`` has reached ``target()``, reporting about once a second."""
+        while True:
+            goal = target()
+            missing = behind(fresh.positions(), goal)
+            self._report(applied=fresh.applied(), behind=missing)
+            if missing == 0:
+                return
+            if self._abort.is_set():
+                raise Unavailable("the rebuild was aborted (the service is stopping)")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(
+                    f"the fresh copy (generation {fresh.generation}) is still {missing} events"
+                    f" behind after {self._timeout_s:.0f}s; the serving copy is kept"
+                )
+            self._progress.wait_for(
+                lambda g=goal: behind(fresh.positions(), g) == 0,  # type: ignore[misc]
+                min(1.0, remaining),
+            )
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self._timeout_s
+        old = self._copies.active()
+        fresh: Copy | None = None
+        old_stopped = False
+        try:
+            fresh = self._copies.create()
+            self._report(
+                generation=fresh.generation,
+                message=f"replaying every topic into generation {fresh.generation}"
+                f" (generation {old.generation} serves meanwhile)",
+            )
+            log.info("rebuild: generation %d replaying", fresh.generation)
+            fresh.start()
+            self._catch_up(fresh, old.positions, deadline)
+            self._report(
+                phase=RebuildPhase.SWAPPING,
+                message=f"caught up with generation {old.generation}; stopping its consumer"
+                " and taking its last events",
+            )
+            old.stop()
+            old_stopped = True
+            final = old.positions()
+            self._catch_up(fresh, lambda: final, deadline)
+            previous = self._copies.swap(fresh)
+            self._progress.advance()
+            log.info("rebuild: generation %d serves", fresh.generation)
+            self._copies.discard(previous)
+            self._report(
+                phase=RebuildPhase.SWAPPED,
+                applied=fresh.applied(),
+                behind=0,
+                message=f"generation {fresh.generation} serves; generation"
+                f" {previous.generation} deleted",
+            )
+        except Exception as exc:
+            error = exc if isinstance(exc, MeshError) else Unavailable(f"rebuild failed: {exc}")
+            log.exception("rebuild failed; generation %d keeps serving", old.generation)
+            if fresh is not None and fresh is not self._copies.active():
+                try:
+                    fresh.stop()
+                    self._copies.discard(fresh)
+                except Exception:
+                    log.exception("rebuild: could not discard generation %d", fresh.generation)
+            if old_stopped and old is self._copies.active():
+                old.start()
+            self._report(phase=RebuildPhase.FAILED, message=error.message, error=error)
+        finally:
+            self._on_done(self)
+
+
+class Rebuilder:
+    """Starts rebuilds, one at a time: asking while one runs follows that one.
+
+    Thread safety: safe to share.
+    """
+
+    def __init__(self, copies: Copies, progress: Progress, *, timeout_s: float = 600.0) -> None:
+        self._copies = copies
+        self._progress = progress
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._running: Rebuild | None = None
+        self._closed = False
+
+    def rebuild(self) -> Rebuild:
+        """The rebuild in progress, or a new one, started."""
+        with self._lock:
+            if self._closed:
+                raise Unavailable("the service is stopping")
+            if self._running is None:
+                self._running = Rebuild(
+                    self._copies, self._progress, timeout_s=self._timeout_s, on_done=self._done
+                )
+                self._running.start()
+            return self._running
+
+    def _done(self, rebuild: Rebuild) -> None:
+        with self._lock:
+            if self._running is rebuild:
+                self._running = None
+
+    def close(self) -> None:
+        """Abort a running rebuild (the serving copy stays) and refuse new ones."""
+        with self._lock:
+            self._closed = True
+            running = self._running
+        if running is not None:
+            running.abort()

@@ -1,0 +1,130 @@
+"""The projector on SQLite: what an order's events make of the read model, and that duplicates,
+events reordered across aggregates and topics, and unknown events change nothing they should not.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from unit.order_views.shop_events import Projection, Published, order_life
+
+from order_views.domain.model import Fact, OrderStatus
+
+
+def feed(copy: Projection, events: list[Published]) -> None:
+    for _, _, fact in events:
+        copy.apply(fact)
+
+
+def interleave(streams: list[list[Published]], seed: int) -> list[Published]:
+    """A random merge of the per-(topic, key) streams that keeps each stream's own order, as
+    Kafka may deliver them: ordered per partition key, in any order across keys and topics."""
+    by_stream: dict[tuple[str, str], list[Published]] = {}
+    for stream in streams:
+        for event in stream:
+            by_stream.setdefault((event[0], event[1]), []).append(event)
+    queues = list(by_stream.values())
+    rng = random.Random(seed)
+    merged: list[Published] = []
+    while queues:
+        queue = rng.choice(queues)
+        merged.append(queue.pop(0))
+        if not queue:
+            queues.remove(queue)
+    return merged
+
+
+def test_a_confirmed_order_is_summarised_timelined_and_searchable(
+    projection: Callable[[str], Projection],
+) -> None:
+    copy = projection("a")
+    feed(copy, order_life("o-1", customer="cust-7", sku="mug-blue"))
+
+    [(summary, _)] = copy.model.list_orders("cust-7", None, 10, None)
+    assert summary.status is OrderStatus.CONFIRMED
+    assert (summary.total and str(summary.total)) == "EUR 25.00"
+    assert summary.version == 6 and len(summary.lines) == 1
+    view = copy.model.view("o-1")
+    assert view is not None
+    assert (view.record.payment_state, view.record.shipment_state) == ("CAPTURED", "BOOKED")
+    assert [e.description for e in view.timeline] == [
+        "order placed: 1 line, EUR 25.00",
+        "stock reserved",
+        "payment authorized",
+        "shipment booked (tracking MK1)",
+        "payment captured",
+        "stock committed",
+        "order confirmed",
+    ]
+    assert [r.order_id for r, _ in copy.model.search('"mug-blue"*', 10, None)] == ["o-1"]
+
+
+def test_compensations_show_on_the_timeline(projection: Callable[[str], Projection]) -> None:
+    copy = projection("a")
+    feed(copy, order_life("o-d", outcome="declined") + order_life("o-u", outcome="unshippable"))
+
+    declined, unshippable = copy.model.view("o-d"), copy.model.view("o-u")
+    assert declined is not None and unshippable is not None
+    assert declined.record.status is OrderStatus.CANCELLED
+    assert declined.record.cancellation_reason == "authorize payment: payment declined"
+    assert declined.record.payment_state == "DECLINED"
+    assert "stock released" in [e.description for e in declined.timeline]
+    assert unshippable.record.payment_state == "VOIDED"
+    assert [e.description for e in unshippable.timeline][-3:] == [
+        "payment voided (nothing charged)",
+        "stock released",
+        "order cancelled: create shipment: FAILED_PRECONDITION",
+    ]
+
+
+def test_duplicates_change_nothing(projection: Callable[[str], Projection]) -> None:
+    events = order_life("o-1") + order_life("o-2", outcome="declined")
+    once, twice = projection("once"), projection("twice")
+    feed(once, events)
+    for event in events:  # each event redelivered right away, and the whole log again after
+        twice.apply(event[2])
+        twice.apply(event[2])
+    feed(twice, events)
+    assert twice.dump() == once.dump()
+
+
+def test_reordered_across_aggregates_and_topics_gives_the_same_model(
+    projection: Callable[[str], Projection],
+) -> None:
+    lives = [
+        order_life(f"o-{n}", customer=f"c-{n % 3}", outcome=outcome, at=n)
+        for n, outcome in enumerate(["confirmed", "declined", "unshippable", "confirmed"])
+    ]
+    reference = projection("reference")
+    feed(reference, [event for life in lives for event in life])
+    for seed in range(5):
+        copy = projection(f"shuffled-{seed}")
+        feed(copy, interleave(lives, seed))
+        assert copy.dump() == reference.dump(), f"seed {seed}"
+
+
+def test_payment_events_before_the_order_are_kept_but_not_listed(
+    projection: Callable[[str], Projection],
+) -> None:
+    copy = projection("a")
+    life = order_life("o-1")
+    payments = [e for e in life if e[0] == "payments.events.v1"]
+    feed(copy, payments)
+    assert copy.model.list_orders("", None, 10, None) == []
+    assert copy.model.view("o-1") is None
+    feed(copy, [e for e in life if e[0] != "payments.events.v1"])
+    view = copy.model.view("o-1")
+    assert view is not None and view.record.payment_state == "CAPTURED"
+
+
+def test_unknown_events_are_ignored(projection: Callable[[str], Projection]) -> None:
+    copy = projection("a")
+    before = copy.dump()
+    stock_set = Fact("s-1", "shop.inventory.v1.StockSet", {"sku": "mug", "on_hand": 3}, 1.0)
+    from_the_future = Fact("x-1", "shop.orders.v2.OrderTeleported", {"order_id": "o-1"}, 1.0)
+    no_order = Fact("o-9:1", "shop.orders.v1.OrderConfirmed", {"occurred_at": 1}, 1.0)
+    assert not copy.apply(stock_set)
+    assert not copy.apply(from_the_future)
+    assert not copy.apply(no_order)
+    assert copy.dump() == before
