@@ -164,23 +164,26 @@ class Projection:
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of the read model (search index included), for comparing two copies."""
-        with self.db.snapshot() as conn:
-            return {
-                "summary": [
-                    tuple(r)[1:]  # not seq: rowids depend on arrival order
-                    for r in conn.execute("SELECT * FROM order_summary ORDER BY order_id")
-                ],
-                "timeline": [
-                    tuple(r)
-                    for r in conn.execute(
-                        "SELECT * FROM order_timeline ORDER BY order_id, event_id"
-                    )
-                ],
-                "search": [
-                    tuple(r)
-                    for r in conn.execute(
-                        "SELECT order_id, customer_id, skus, address FROM order_search"
-                        " ORDER BY order_id"
-                    )
-                ],
-            }
+        return dump(self.db)
+
+
+def dump(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the read model (search index included), for comparing two copies."""
+    with db.snapshot() as conn:
+        return {
+            "summary": [
+                tuple(r)[1:]  # not seq: rowids depend on arrival order
+                for r in conn.execute("SELECT * FROM order_summary ORDER BY order_id")
+            ],
+            "timeline": [
+                tuple(r)
+                for r in conn.execute("SELECT * FROM order_timeline ORDER BY order_id, event_id")
+            ],
+            "search": [
+                tuple(r)
+                for r in conn.execute(
+                    "SELECT order_id, customer_id, skus, address FROM order_search"
+                    " ORDER BY order_id"
+                )
+            ],
+        }

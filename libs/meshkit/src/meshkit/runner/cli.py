@@ -6,6 +6,7 @@
     mesh logs [SERVICE] [-f]                          the components' logs
     mesh dlq ls|replay TOPIC                          dead letters of TOPIC (TOPIC.dlq)
     mesh sagas [--all] [--json]                       sagas in flight: step, state, age, stuck
+    mesh rebuild PROJECTION                           rebuild a read model and swap it in
     mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
     mesh traces [--limit N]                           recent traces: root, services, duration
 
@@ -23,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from meshkit.runner import dlq, sagas, traces
+from meshkit.runner import dlq, rebuild, sagas, traces
 from meshkit.runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from meshkit.runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from meshkit.runner.processes import (
@@ -297,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     dlq.add_parser(sub)
     sagas.add_parser(sub)
+    rebuild.add_parser(sub)
     traces.add_parsers(sub)
     return parser
 
@@ -309,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return dlq.run(args, args.root.resolve() if args.root else None)
         if args.command == "sagas":  # asks the orchestrating service over gRPC
             return sagas.run(args)
+        if args.command == "rebuild":  # asks the projecting service over gRPC
+            return rebuild.run(args, args.root.resolve() if args.root else None)
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
             return traces.run(args, args.root.resolve() if args.root else None)
         mesh = load_mesh(args.root.resolve() if args.root else None)

@@ -83,9 +83,17 @@ class Rebuild:
         self._abort = threading.Event()
         self._status = RebuildStatus(RebuildPhase.CATCHING_UP, 0, message="starting")
         self._thread = threading.Thread(target=self._run, name="order-views-rebuild", daemon=True)
+        self._fresh: Copy | None = None
 
     def start(self) -> None:
-        """Begin rebuilding in the background."""
+        """Create the fresh copy (errors raise here), then rebuild it in the background."""
+        old = self._copies.active()
+        self._fresh = self._copies.create()
+        self._report(
+            generation=self._fresh.generation,
+            message=f"replaying every topic into generation {self._fresh.generation}"
+            f" (generation {old.generation} serves meanwhile)",
+        )
         self._thread.start()
 
     @property
@@ -94,14 +102,14 @@ class Rebuild:
         with self._cond:
             return self._status
 
-    def follow(self, heartbeat_s: float = 1.0) -> Iterator[RebuildStatus]:
-        """Every report from now on: on each change, and at least every ``heartbeat_s`` seconds;
-        ends with the final one (SWAPPED or FAILED)."""
+    def follow(self, heartbeat_s: float = 5.0) -> Iterator[RebuildStatus]:
+        """Every report from now on: the current one, then each change (and the unchanged one
+        again after ``heartbeat_s`` seconds without any); ends with the final one (SWAPPED or
+        FAILED)."""
         last: RebuildStatus | None = None
         while True:
             with self._cond:
-                if self._status == last:
-                    self._cond.wait(heartbeat_s)
+                self._cond.wait_for(lambda seen=last: self._status != seen, heartbeat_s)
                 status = self._status
             last = status
             yield status
@@ -116,8 +124,10 @@ class Rebuild:
 
     def _report(self, **changes: object) -> None:
         with self._cond:
-            self._status = replace(self._status, **changes)  # type: ignore[arg-type]
-            self._cond.notify_all()
+            status = replace(self._status, **changes)  # type: ignore[arg-type]
+            if status != self._status:
+                self._status = status
+                self._cond.notify_all()
 
     def _catch_up(self, fresh: Copy, target: Callable[[], Positions], deadline: float) -> None:
         """Wait until ``fresh`` has reached ``target()``, reporting about once a second."""
@@ -143,15 +153,10 @@ class Rebuild:
     def _run(self) -> None:
         deadline = time.monotonic() + self._timeout_s
         old = self._copies.active()
-        fresh: Copy | None = None
+        fresh = self._fresh
+        assert fresh is not None, "start() creates it"
         old_stopped = False
         try:
-            fresh = self._copies.create()
-            self._report(
-                generation=fresh.generation,
-                message=f"replaying every topic into generation {fresh.generation}"
-                f" (generation {old.generation} serves meanwhile)",
-            )
             log.info("rebuild: generation %d replaying", fresh.generation)
             fresh.start()
             self._catch_up(fresh, old.positions, deadline)
@@ -178,7 +183,7 @@ class Rebuild:
         except Exception as exc:
             error = exc if isinstance(exc, MeshError) else Unavailable(f"rebuild failed: {exc}")
             log.exception("rebuild failed; generation %d keeps serving", old.generation)
-            if fresh is not None and fresh is not self._copies.active():
+            if fresh is not self._copies.active():
                 try:
                     fresh.stop()
                     self._copies.discard(fresh)
@@ -211,10 +216,11 @@ class Rebuilder:
             if self._closed:
                 raise Unavailable("the service is stopping")
             if self._running is None:
-                self._running = Rebuild(
+                rebuild = Rebuild(
                     self._copies, self._progress, timeout_s=self._timeout_s, on_done=self._done
                 )
-                self._running.start()
+                rebuild.start()
+                self._running = rebuild
             return self._running
 
     def _done(self, rebuild: Rebuild) -> None:
