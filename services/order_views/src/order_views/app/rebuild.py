@@ -109,7 +109,8 @@ class Rebuild:
         last: RebuildStatus | None = None
         while True:
             with self._cond:
-                self._cond.wait_for(lambda seen=last: self._status != seen, heartbeat_s)
+                if self._status == last:
+                    self._cond.wait(heartbeat_s)  # _report notifies on every change
                 status = self._status
             last = status
             yield status
