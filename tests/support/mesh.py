@@ -15,8 +15,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 GRPCURL = REPO / ".cache" / "bin" / "grpcurl"
 MESH = str(Path(sys.executable).parent / "mesh")
-# The mesh's default ports (mesh.toml): gRPC services, then the schema registry.
-DEFAULT_PORTS = (50051, 50052, 50053, 50054, 50055, 8081)
+# The mesh's default ports (mesh.toml): gRPC services, the schema registry, the OTLP receiver.
+DEFAULT_PORTS = (50051, 50052, 50053, 50054, 50055, 8081, 4317)
 
 
 def mesh_cli(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

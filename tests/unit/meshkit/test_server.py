@@ -202,7 +202,9 @@ def test_graceful_stop_drains_in_flight_and_refuses_new(
         try:
             call(channel, "Echo", b"x")
         except grpc.RpcError as exc:
-            assert exc.code() is grpc.StatusCode.UNAVAILABLE
+            # Refused: UNAVAILABLE once the listener is gone; a call that raced the shutdown
+            # on an open stream is CANCELLED by it. Either way the caller is turned away.
+            assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
             break
         assert time.monotonic() < deadline, "server kept accepting new calls while stopping"
         time.sleep(0.01)

@@ -6,6 +6,7 @@ shipping answer, and checks the calls made, the order's events and the saga's en
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -463,3 +464,42 @@ def test_events_and_outbox_rows_commit_together(tmp_path: Path) -> None:
         assert len(world.orders.sagas()) == 1
     finally:
         db.close()
+
+
+def test_every_saga_step_runs_in_a_span_continuing_the_place_orders_trace(
+    unit_of_work: Callable[[], Any],
+) -> None:
+    caller = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    opened: list[tuple[str, str, dict[str, str]]] = []
+
+    def step_span(name: str, parent: str, attributes: Any) -> Any:
+        opened.append((name, parent, dict(attributes)))
+        return contextlib.nullcontext()
+
+    world = World(unit_of_work)
+    world.worker = SagaWorker(
+        unit_of_work,
+        world.participants,
+        POLICY,
+        clock=world.clock,
+        parallelism=1,
+        step_span=step_span,
+    )
+    world.orders = Orders(
+        unit_of_work,
+        clock=world.clock,
+        new_id=lambda: "o-traced",
+        policy=POLICY,
+        trace_context=lambda: caller,
+    )
+    world.place()
+    world.settle()
+    assert [name for name, _, _ in opened] == [
+        "saga reserve_stock",
+        "saga authorize_payment",
+        "saga create_shipment",
+        "saga capture_payment",
+        "saga commit_stock",
+    ]
+    assert {parent for _, parent, _ in opened} == {caller}, "the trace survives the database"
+    assert all(attrs["order.id"] == "o-traced" for _, _, attrs in opened)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
+from meshkit import telemetry
 from meshkit.client import connect
 from meshkit.events import EventCatalog, Outbox, OutboxRelay
 from meshkit.server import MeshServer, ServiceBinding, create_server
@@ -57,8 +58,16 @@ def build(settings: Settings) -> MeshServer:
         GrpcParticipants(*channels),
         policy,
         parallelism=settings.saga_parallelism,
+        step_span=lambda name, parent, attributes: telemetry.span(
+            name, attributes=dict(attributes), parent=parent or None
+        ),
     )
-    orders = Orders(unit_of_work, on_placed=worker.wake, policy=policy)
+    orders = Orders(
+        unit_of_work,
+        on_placed=worker.wake,
+        policy=policy,
+        trace_context=telemetry.current_traceparent,
+    )
     relay = OutboxRelay(db, settings.kafka_bootstrap)
     bindings = [
         ServiceBinding(

@@ -31,6 +31,7 @@ from meshkit.runner.processes import (
     ProcessRecord,
     healthy,
     is_alive,
+    port_open,
     spawn,
     tail,
     terminate,
@@ -77,6 +78,13 @@ def start_component(mesh: Mesh, component: Component, choice: KafkaChoice) -> st
     if record and is_alive(record):
         _wait_healthy(mesh, component, record)
         return f"{component.name}: already running (pid {record.pid}, port {component.port})"
+    if port_open("127.0.0.1", component.port):
+        # Not ours, yet the port answers: starting would fail to bind, and the health check
+        # would be answered by the stranger, so say so instead of pretending it is up.
+        raise UpError(
+            f"{component.name}: port {component.port} is already in use by another process"
+            " (another mesh? `mesh ps` in its checkout, or stop it)"
+        )
     started = time.monotonic()
     log_path = mesh.log_dir / f"{component.name}.log"
     record = spawn(

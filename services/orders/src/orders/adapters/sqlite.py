@@ -71,6 +71,8 @@ MIGRATIONS = (
         WHERE status IN ('RUNNING', 'COMPENSATING');
     """,
     OUTBOX_MIGRATION,
+    # The PlaceOrder's W3C trace context, so every saga step joins the order's trace.
+    "ALTER TABLE sagas ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
 )
 
 DEFAULT_SNAPSHOT_EVERY = 5
@@ -177,7 +179,7 @@ class SqliteOrders:
 
 _SAGA_COLUMNS = (
     "order_id, status, step, attempt, compensations, reason, last_error, payment_token,"
-    " started_at, step_started_at, next_attempt_at, updated_at"
+    " started_at, step_started_at, next_attempt_at, updated_at, traceparent"
 )
 
 
@@ -195,6 +197,7 @@ def _saga(row: sqlite3.Row) -> Saga:
         step_started_at=row["step_started_at"],
         next_attempt_at=row["next_attempt_at"],
         updated_at=row["updated_at"],
+        traceparent=row["traceparent"],
     )
 
 
@@ -214,7 +217,7 @@ class SqliteSagas:
     def save(self, saga: Saga) -> None:
         """Insert or replace the saga's row."""
         self._conn.execute(
-            f"INSERT OR REPLACE INTO sagas ({_SAGA_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO sagas ({_SAGA_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 saga.order_id,
                 saga.status.value,
@@ -228,6 +231,7 @@ class SqliteSagas:
                 saga.step_started_at,
                 saga.next_attempt_at,
                 saga.updated_at,
+                saga.traceparent,
             ),
         )
 

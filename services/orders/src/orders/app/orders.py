@@ -70,8 +70,10 @@ class Orders:
         new_id: Callable[[], str] = _new_id,
         on_placed: Callable[[], None] = _nothing,
         policy: RetryPolicy | None = None,
+        trace_context: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._uow = unit_of_work
+        self._trace_context = trace_context
         self._clock = clock
         self._new_id = new_id
         self._on_placed = on_placed
@@ -111,7 +113,8 @@ class Orders:
                 now=now,
             )
             uow.orders.save(order)
-            uow.sagas.save(Saga.start(order.order_id, command.payment_token, now))
+            traceparent = self._trace_context() or ""
+            uow.sagas.save(Saga.start(order.order_id, command.payment_token, now, traceparent))
             uow.requests.add(command.request_id, order.order_id, fingerprint)
         self._on_placed()
         return Placed(order, created=True)

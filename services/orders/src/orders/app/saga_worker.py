@@ -10,16 +10,27 @@ participant's idempotency key makes the replay act once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 
 from orders.app.ports import Participants, UnitOfWork
-from orders.domain.saga import RetryPolicy, Transient, advance, command_for
+from orders.domain.saga import Command, RetryPolicy, Saga, Transient, advance, command_for
 
 log = logging.getLogger("orders.saga")
+
+StepSpan = Callable[[str, str, Mapping[str, str]], AbstractContextManager[object]]
+"""Opens a span around one step: (name, the saga's stored traceparent, attributes)."""
+
+
+def _no_span(
+    name: str, traceparent: str, attributes: Mapping[str, str]
+) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
 
 
 class SagaWorker:
@@ -43,8 +54,10 @@ class SagaWorker:
         clock: Callable[[], float] = time.time,
         batch: int = 64,
         parallelism: int = 8,
+        step_span: StepSpan = _no_span,
     ) -> None:
         self._uow = unit_of_work
+        self._step_span = step_span
         self._participants = participants
         self._policy = policy or RetryPolicy()
         self._clock = clock
@@ -104,6 +117,15 @@ class SagaWorker:
         if order is None:
             raise LookupError(f"saga {order_id} has no order")
         command = command_for(saga, order)
+        attributes = {"order.id": order_id, "saga.step": saga.step.value if saga.step else ""}
+        # The step's span continues the PlaceOrder's trace: participant calls made through
+        # meshkit channels and the outbox rows written below become its children.
+        with self._step_span(
+            f"saga {attributes['saga.step'].lower()}", saga.traceparent, attributes
+        ):
+            return self._run_step(order_id, saga, command, now)
+
+    def _run_step(self, order_id: str, saga: Saga, command: Command, now: float) -> bool:
         timeout = self._policy.call_timeout(saga, now)
         try:
             outcome = self._participants.execute(command, timeout)

@@ -136,11 +136,13 @@ class Saga:
     compensations: tuple[Step, ...] = ()
     reason: str = ""
     last_error: str = ""
+    traceparent: str = ""  # the W3C trace context of the PlaceOrder that started it
 
     @classmethod
-    def start(cls, order_id: str, payment_token: str, now: float) -> Saga:
-        """A new saga, due at once, at its first step."""
+    def start(cls, order_id: str, payment_token: str, now: float, traceparent: str = "") -> Saga:
+        """A new saga, due at once, at its first step; its steps continue ``traceparent``."""
         return cls(
+            traceparent=traceparent,
             order_id=order_id,
             status=SagaStatus.RUNNING,
             step=Step.RESERVE_STOCK,
