@@ -30,7 +30,7 @@ setup: $(UV) ## create .venv with every component and dev tool, pinned by uv.loc
 	@echo "==> syncing .venv from uv.lock"
 	@$(UV) sync --locked --python $(PYTHON) --quiet
 
-tools: ## install pinned grpcurl and buf into .cache/bin (go install)
+tools: ## install pinned grpcurl, buf and Jaeger v2 into .cache/bin (Go module proxy)
 	@scripts/tools
 
 gen: setup ## regenerate gen/ from proto/
