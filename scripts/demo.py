@@ -3,8 +3,9 @@
 Starts the mesh with `mesh up -d` (embedded Kafka unless one is configured), stocks two SKUs,
 places four orders (one confirmed, one declined, one out of stock, one unshippable), waits for
 each saga to end and prints the outcomes with their reasons, the stock before and after, a
-replayed request, and the grpcurl commands to try. Then it stops the mesh (unless the mesh was
-running before the demo, in which case it is left as it was found). Exits 1 when an order did
+replayed request, the confirmed order's trace tree, and the grpcurl commands to try. Then it
+stops the mesh (unless the mesh was running before the demo, in which case it is left as it was
+found). Exits 1 when an order did
 not end as its scenario says, so CI catches a broken flow.
 """
 
@@ -69,7 +70,10 @@ EXPECTED = {
 
 
 def place(
-    stub: orders_grpc.OrdersServiceStub, request_id: str, scenario: tuple[str, str, str, int, str]
+    stub: orders_grpc.OrdersServiceStub,
+    request_id: str,
+    scenario: tuple[str, str, str, int, str],
+    traceparent: str | None = None,
 ) -> str:
     _, token, sku, quantity, country = scenario
     request = orders_pb.PlaceOrderRequest(
@@ -91,7 +95,8 @@ def place(
             country_code=country,
         ),
     )
-    return str(stub.PlaceOrder(request, timeout=DEFAULT_TIMEOUT).order_id)
+    metadata = (("traceparent", traceparent),) if traceparent else ()
+    return str(stub.PlaceOrder(request, timeout=DEFAULT_TIMEOUT, metadata=metadata).order_id)
 
 
 def settle(
@@ -113,8 +118,9 @@ def stock_line(inventory: inv_grpc.InventoryServiceStub, sku: str) -> str:
     return f"{sku:<11} available={stock.available:<3} reserved={stock.reserved}"
 
 
-def flow() -> bool:
-    """Play the four orders; True when each ended as expected."""
+def flow(trace_id: str) -> bool:
+    """Play the four orders (the confirmed one in trace ``trace_id``); True when each ended
+    as expected."""
     ok = True
     with connect(INVENTORY) as inv_channel, connect(ORDERS) as orders_channel:
         inventory = inv_grpc.InventoryServiceStub(inv_channel)
@@ -134,7 +140,9 @@ def flow() -> bool:
         placed = []
         for scenario in SCENARIOS:
             request_id = f"demo-{run}-{scenario[0].replace(' ', '-')}"
-            order_id = place(orders, request_id, scenario)
+            # The confirmed order carries a caller's W3C traceparent: its whole trace is shown last.
+            traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01" if not placed else None
+            order_id = place(orders, request_id, scenario, traceparent)
             placed.append((scenario, request_id, order_id))
             what, token, sku, quantity, country = scenario
             print(f"  {what:<13} {order_id}  ({token}, {quantity} x {sku}, to {country})")
@@ -173,6 +181,33 @@ def flow() -> bool:
     return ok
 
 
+def show_trace(trace_id: str, timeout: float = 30.0) -> None:
+    """Print the confirmed order's trace once its spans, the consumers' included, have arrived."""
+    heading(f"8. The confirmed order's trace: one trace across the mesh (mesh trace {trace_id})")
+    deadline, seen, stable_since = time.monotonic() + timeout, -1, time.monotonic()
+    while time.monotonic() < deadline:
+        result = subprocess.run(
+            [MESH, "--root", str(ROOT), "trace", trace_id, "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        spans = json.loads(result.stdout) if result.returncode == 0 and result.stdout else []
+        if len(spans) != seen:
+            seen, stable_since = len(spans), time.monotonic()
+        consumed = any(span["kind"] == "CONSUMER" for span in spans)
+        # Spans are exported in batches every 0.5 s; the consumers' come after a group join.
+        if consumed and time.monotonic() - stable_since > 1.5:
+            break
+        time.sleep(0.25)  # poll interval within the deadline loop
+    mesh("trace", trace_id)
+    print(
+        f"{DIM}  In Jaeger (docker compose up, or OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317"
+        f" with .cache/bin/jaeger running):\n  http://127.0.0.1:16686/trace/{trace_id}"
+        f"   or  .venv/bin/mesh trace {trace_id} --jaeger http://127.0.0.1:16686{RESET}"
+    )
+
+
 def main() -> int:
     already = running_before()
     heading("meshkit demo: starting the mesh (mesh up -d)")
@@ -182,8 +217,10 @@ def main() -> int:
         return 1
     print(f"{GREEN}mesh healthy in {time.monotonic() - started:.1f}s{RESET}")
     mesh("ps")
+    trace_id = uuid.uuid4().hex
     try:
-        ok = flow()
+        ok = flow(trace_id)
+        show_trace(trace_id)
     finally:
         heading("Try it yourself")
         print(

@@ -222,3 +222,52 @@ def test_the_same_trace_through_jaegers_api_v3(
     )
     assert listed.returncode == 0, listed.stderr
     assert trace_id in {row["trace_id"] for row in json.loads(listed.stdout)}
+
+
+MESH_SERVICES = {"orders", "inventory", "payments", "shipping", "order_views"}
+SAGA_STEPS = {"reserve_stock", "authorize_payment", "create_shipment", "capture_payment"}
+
+
+def whole_order(spans: Any) -> bool:
+    """Every saga step ran and the read side consumed events of the order."""
+    names = {s["name"] for s in spans}
+    consumers = {s["service"] for s in spans if s["kind"] == "CONSUMER"}
+    return {f"saga {step}" for step in SAGA_STEPS} <= names and "order_views" in consumers
+
+
+def test_a_place_order_is_one_trace_across_five_services(
+    tmp_mesh_root: Path,
+    kafka_bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+    client_tracing: None,
+) -> None:
+    """The issue's promise: a PlaceOrder sent with a caller's traceparent comes back from
+    `mesh trace ID --json` as one connected trace over five services of the mesh, with SERVER,
+    CLIENT, PRODUCER and CONSUMER spans and no span whose parent is missing."""
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
+    mesh_up(tmp_mesh_root, kafka_bootstrap)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
+    assert telemetry.configure("e2e-client")
+    sku = f"trace-{uuid.uuid4().hex[:8]}"
+    with connect("127.0.0.1:50052") as inventory:
+        inventory_pb2_grpc.InventoryServiceStub(inventory).SetStock(
+            inventory_pb2.SetStockRequest(sku=sku, quantity=5), timeout=10
+        )
+    with connect("127.0.0.1:50051") as channel, telemetry.span("place order") as caller:
+        trace_id = format(caller.get_span_context().trace_id, "032x")
+        orders_pb2_grpc.OrdersServiceStub(channel).PlaceOrder(place_order_request(sku), timeout=10)
+    telemetry.force_flush()
+
+    spans = poll(
+        spans_with(lambda: mesh_trace_json(run(tmp_mesh_root), trace_id), whole_order),
+        90,
+        f"trace {trace_id}: every saga step and the order_views consumers",
+    )
+    assert_connected(spans, kinds=KINDS, services=5)
+    assert {s["service"] for s in spans} >= MESH_SERVICES
+    by_kind: dict[str, set[str]] = {}
+    for span in spans:
+        by_kind.setdefault(span["kind"], set()).add(span["service"])
+    assert {"inventory", "payments", "shipping", "orders"} <= by_kind["SERVER"]
+    assert "order_views" in by_kind["CONSUMER"]

@@ -190,3 +190,35 @@ def test_otlp_json_from_jaeger_reads_like_the_store(tmp_path: Path) -> None:
     from_json = spans_from_otlp_json(as_json)
     key = lambda s: s["span_id"]  # noqa: E731
     assert sorted(from_json, key=key) == sorted(stored, key=key)
+
+
+def _span(span_id: str, parent: str | None, kind: str, start: str) -> dict[str, object]:
+    return {
+        "trace_id": "ab" * 16,
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "name": f"op-{span_id}",
+        "service": "svc",
+        "kind": kind,
+        "start_time": start,
+        "end_time": start,
+        "status": {"code": "OK", "message": ""},
+        "attributes": {},
+        "links": [],
+    }
+
+
+def test_tree_names_the_callers_entry_and_still_flags_real_gaps() -> None:
+    from meshkit.runner.traces import render_tree
+
+    spans = [
+        _span("a1", "c0ffee00c0ffee00", "SERVER", "2026-01-01T00:00:00.000001Z"),
+        _span("b2", "a1", "CLIENT", "2026-01-01T00:00:00.000002Z"),
+        _span("d4", "ffff000000000000", "CONSUMER", "2026-01-01T00:00:00.000003Z"),
+    ]
+    tree = render_tree(spans)  # type: ignore[arg-type]
+    lines = tree.splitlines()
+    entry = next(line for line in lines if "op-a1" in line)
+    gap = next(line for line in lines if "op-d4" in line)
+    assert "(from the caller's traceparent)" in entry and "parent missing" not in entry
+    assert "(parent missing)" in gap

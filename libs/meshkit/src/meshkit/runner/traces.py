@@ -132,8 +132,15 @@ def _duration_ms(span: Span) -> float:
 
 def render_tree(spans: Sequence[Span], *, color: bool = False) -> str:
     """The trace as an indented tree, children by start time; a span whose parent is not in the
-    trace is shown as a root and marked ``(parent missing)``; errors are marked ``!``."""
+    trace is shown as a root and marked ``(parent missing)`` -- except the first SERVER span of a
+    trace a caller started without exporting its own span (a ``traceparent`` sent by grpcurl,
+    say), marked ``(from the caller's traceparent)``; errors are marked ``!``."""
     ids = {s["span_id"] for s in spans}
+    orphans = sorted(
+        (s for s in spans if s["parent_span_id"] and s["parent_span_id"] not in ids),
+        key=lambda s: str(s["start_time"]),
+    )
+    entry = orphans[0]["span_id"] if orphans and orphans[0]["kind"] == "SERVER" else None
     children: dict[str | None, list[Span]] = {}
     for span in sorted(spans, key=lambda s: str(s["start_time"])):
         parent = span["parent_span_id"] if span["parent_span_id"] in ids else None
@@ -151,7 +158,9 @@ def render_tree(spans: Sequence[Span], *, color: bool = False) -> str:
         attributes = span["attributes"]
         keys = " ".join(f"{k}={attributes[k]}" for k in KEY_ATTRIBUTES if k in attributes)
         marks = []
-        if span["parent_span_id"] and span["parent_span_id"] not in ids:
+        if span["span_id"] == entry:
+            marks.append("(from the caller's traceparent)")
+        elif span["parent_span_id"] and span["parent_span_id"] not in ids:
             marks.append("(parent missing)")
         if span["links"]:
             marks.append(f"links={len(span['links'])}")
