@@ -16,6 +16,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from support.kafka import consume
 from support.mesh import Grpcurl, free_port
+from support.registry import serve
 
 INVENTORY = "127.0.0.1:50052"
 SERVICE = "shop.inventory.v1.InventoryService"
@@ -98,32 +99,13 @@ def test_every_event_is_framed_avro_with_cloudevents_and_traceparent(
 
 
 def test_a_service_whose_schemas_are_not_registered_refuses_to_start(tmp_path: Path) -> None:
-    port = free_port()
-    registry = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "schema-registry"),
-            "serve",
-            "--port",
-            str(port),
-            "--storage",
-            "memory",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with serve("--storage", "memory", cwd=tmp_path) as registry:  # empty: nothing registered
         env = {
             **os.environ,
-            "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{port}",
+            "SCHEMA_REGISTRY_URL": registry.url,
             "INVENTORY_PORT": str(free_port()),
             "INVENTORY_DB_PATH": str(tmp_path / "inventory.db"),
         }
-        from support.registry import wait_until
-
-        from schema_registry.client import RegistryClient
-
-        client = RegistryClient(f"http://127.0.0.1:{port}")
-        wait_until(lambda: _answers(client), what="registry")
         result = subprocess.run(
             [sys.executable, "-m", "inventory"],
             env=env,
@@ -132,16 +114,6 @@ def test_a_service_whose_schemas_are_not_registered_refuses_to_start(tmp_path: P
             timeout=60,
             check=False,
         )
-    finally:
-        registry.terminate()
-        registry.wait(10)
     assert result.returncode == 1
     assert "refuses to start" in result.stderr
     assert f"{TOPIC}-shop.inventory.v1.StockSet" in result.stderr
-
-
-def _answers(client: object) -> bool:
-    try:
-        return bool(client.get("/").status == 200)  # type: ignore[attr-defined]
-    except OSError:
-        return False

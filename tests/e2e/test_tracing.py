@@ -173,9 +173,16 @@ def test_call_chain_is_one_trace_in_the_local_store(
     missing = by_name[("e2e-client", "shop.payments.v1.PaymentsService/GetPayment")]
     assert missing["status"]["code"] == "ERROR"
     assert missing["attributes"]["error.type"] == "NOT_FOUND"
-    send = by_name[("inventory", "send inventory.events.v1")]
+    # SetStock's event; the saga's inventory steps publish into this trace too.
+    sends = [
+        s
+        for s in spans
+        if s["name"] == "send inventory.events.v1" and s["parent_span_id"] == server["span_id"]
+    ]
+    send = sends[0] if sends else None
+    assert send is not None, "no send span under SetStock's SERVER span"
     process = by_name[("e2e-client", "process inventory.events.v1")]
-    assert send["kind"] == "PRODUCER" and send["parent_span_id"] == server["span_id"]
+    assert send["kind"] == "PRODUCER"
     assert process["parent_span_id"] == send["span_id"]
     assert [link["span_id"] for link in process["links"]] == [send["span_id"]]
 
@@ -183,7 +190,8 @@ def test_call_chain_is_one_trace_in_the_local_store(
     assert tree.returncode == 0, tree.stderr
     assert "e2e-client: checkout [INTERNAL]" in tree.stdout
     assert "! " in tree.stdout  # the NOT_FOUND calls are marked
-    listed = run(tmp_mesh_root)("traces", "--limit", "50", "--json")
+    # Generous: consumers replaying the shared broker's history add spans to older traces too.
+    listed = run(tmp_mesh_root)("traces", "--limit", "100000", "--json")
     assert listed.returncode == 0, listed.stderr
     assert trace_id in {row["trace_id"] for row in json.loads(listed.stdout)}
 
