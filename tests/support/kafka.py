@@ -80,16 +80,20 @@ def consume(
     Needs `enable.partition.eof=True` on the consumer when `until_eof` is given; reading up to
     the end of each partition is how a test proves there are no extra records after the
     expected ones, without waiting an arbitrary time for duplicates that never come.
-    Fails the test when the deadline passes first or the consumer reports an error.
+    Fails the test when the deadline passes first or the consumer reports an error. A topic
+    the broker does not know yet is not an error here: tests often subscribe before a relay's
+    first produce auto-creates the topic, and librdkafka picks it up within about a second.
     """
     at_end: dict[int, bool] = dict.fromkeys(until_eof, False)
     records: list[Message] = []
     deadline = time.monotonic() + timeout
+    missing_topic = ""
     while len(records) < count or not all(at_end.values()):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             behind = sorted(p for p, done in at_end.items() if not done)
             detail = f"; partitions {behind} never reached their end" if behind else ""
+            detail += f"; {missing_topic}" if missing_topic else ""
             pytest.fail(
                 f"got {len(records)} of {count} records in {timeout:.0f}s{detail}",
                 pytrace=False,
@@ -104,6 +108,9 @@ def consume(
                 # librdkafka reports EOF once per catch-up, so remember it per partition.
                 if partition in at_end:
                     at_end[partition] = True
+                continue
+            if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                missing_topic = str(error)
                 continue
             pytest.fail(f"consumer error: {error}", pytrace=False)
         if partition in at_end:
