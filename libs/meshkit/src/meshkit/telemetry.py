@@ -121,10 +121,10 @@ def configure(
             log.debug("tracing off: no OTEL_EXPORTER_OTLP_ENDPOINT")
             return False
         # Imported here: the exporter pulls in protobuf modules a process without tracing never
-        # needs.
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        # needs. It is the SDK's OTLP/gRPC exporter with a faster encoder (meshkit.otlp).
+        from meshkit import otlp
 
-        exporter = OTLPSpanExporter()
+        exporter = otlp.SpanExporter()
     name = env.get("OTEL_SERVICE_NAME") or service_name
     # TracerProvider() reads OTEL_TRACES_SAMPLER/_ARG; Resource.create OTEL_RESOURCE_ATTRIBUTES.
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
