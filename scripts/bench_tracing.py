@@ -12,9 +12,12 @@ Modes, measured in the same run, interleaved per concurrency:
 - ``otlp``:  the same spans through the real OTLP/gRPC exporter to the real local receiver
              (`mesh up`'s, a third process storing them in SQLite): everything tracing costs when
              it all runs on this machine.
+- ``sdk``:   as ``otlp`` but with the SDK's stock OTLPSpanExporter (its protobuf-object encoder),
+             to show what meshkit.otlp's encoder buys.
 
 Prints each mode's rps and p50 per concurrency and the traced/untraced ratio; never fails on a
-number. ``--seconds`` per measurement (default 3).
+number. ``--seconds`` per measurement (default 3), ``--rounds`` interleaved rounds (default 3):
+this box's rates drift by 20% between runs seconds apart, so one pass per mode decides nothing.
 """
 
 from __future__ import annotations
@@ -27,19 +30,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 
 from meshkit import ServerSettings, ServiceBinding, connect, create_server, telemetry, wait_healthy
 
 SERVICE = "bench.v1.Echo"
 METHOD = f"/{SERVICE}/Echo"
 PAYLOAD = b"x" * 64
-MODES = ("off", "null", "otlp")
+MODES = ("off", "null", "otlp", "sdk")
 
 
 class NullExporter(SpanExporter):
@@ -59,6 +63,10 @@ def configure(mode: str, name: str) -> None:
         telemetry.configure(name, exporter=NullExporter())
     elif mode == "otlp":
         assert telemetry.configure(name), "OTEL_EXPORTER_OTLP_ENDPOINT is not set"
+    elif mode == "sdk":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        telemetry.configure(name, exporter=OTLPSpanExporter())
     else:
         telemetry.shutdown()
 
@@ -168,38 +176,98 @@ def run_mode(mode: str, concurrency: int, seconds: float, endpoint: str) -> tupl
             server.wait()
 
 
+def encode_costs(spans: int = 512, repeat: int = 20) -> tuple[float, float]:
+    """µs per span of the SDK's OTLP encoder and of meshkit's (meshkit.otlp), on RPC-shaped
+    SERVER spans (four attributes and a status code), in this process."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from meshkit import otlp
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("meshkit")
+    attributes = {
+        "rpc.system.name": "grpc",
+        "rpc.method": SERVICE + "/Echo",
+        "server.address": "127.0.0.1",
+        "server.port": 50051,
+    }
+    for _ in range(spans):
+        span = tracer.start_span("bench.v1.Echo/Echo", kind=SpanKind.SERVER, attributes=attributes)
+        span.set_attribute("rpc.status_code", "OK")
+        span.end()
+    batch = memory.get_finished_spans()
+    assert otlp.encode_request(batch) == encode_spans(batch).SerializeToString()
+
+    def per_span(encode: Callable[[], object]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            began = time.perf_counter()
+            for _ in range(repeat):
+                encode()
+            best = min(best, (time.perf_counter() - began) / repeat / len(batch) * 1e6)
+        return best
+
+    return (
+        per_span(lambda: encode_spans(batch).SerializeToString()),
+        per_span(lambda: otlp.encode_request(batch)),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Measure every mode at each concurrency and print the ratios."""
+    """Measure every mode at each concurrency, interleaved over rounds, and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds per concurrency (median)"
+    )
     parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         return serve(args.serve)
+    sdk_us, ours_us = encode_costs()
+    print(
+        f"OTLP encoding, RPC span: SDK encode_spans {sdk_us:.1f} us/span, meshkit.otlp"
+        f" {ours_us:.1f} us/span (same bytes) -> {sdk_us / ours_us:.1f}x"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp:
         receiver, endpoint = start_receiver(Path(tmp))
         try:
             print(
                 f"unary Echo {len(PAYLOAD)} B, meshkit server process + connect() client threads,"
-                f" {args.seconds:.0f}s each; traced = SERVER + CLIENT span per RPC, 100% sampled"
+                f" {args.seconds:.0f}s each, {args.rounds} interleaved rounds (medians);"
+                " traced = SERVER + CLIENT span per RPC, 100% sampled"
             )
-            print(f"{'conc':>4}  {'mode':<6}{'rps':>9}{'p50 ms':>9}{'ratio':>8}")
+            print(f"{'conc':>4}  {'mode':<6}{'rps':>9}{'p50 ms':>9}{'ratio':>8}  ratio per round")
             for concurrency in args.concurrency:
-                results = {
-                    mode: run_mode(mode, concurrency, args.seconds, endpoint) for mode in args.modes
-                }
-                base = results.get("off", (0.0, 0.0))[0]
-                for mode, (rps, p50) in results.items():
-                    ratio = f"{rps / base:8.2f}" if base and mode != "off" else f"{'':8}"
-                    print(f"{concurrency:>4}  {mode:<6}{rps:>9.0f}{p50:>9.2f}{ratio}", flush=True)
+                runs: dict[str, list[tuple[float, float]]] = {mode: [] for mode in args.modes}
+                for _ in range(args.rounds):
+                    for mode in args.modes:
+                        runs[mode].append(run_mode(mode, concurrency, args.seconds, endpoint))
+                for mode, results in runs.items():
+                    rps = statistics.median(r for r, _ in results)
+                    p50 = statistics.median(p for _, p in results)
+                    line = f"{concurrency:>4}  {mode:<6}{rps:>9.0f}{p50:>9.2f}"
+                    if "off" in runs and mode != "off":
+                        # Each round's traced run against the untraced run beside it.
+                        ratios = [t[0] / o[0] for t, o in zip(results, runs["off"], strict=True)]
+                        each = " ".join(f"{r:.2f}" for r in ratios)
+                        line += f"{statistics.median(ratios):8.2f}  {each}"
+                    print(line, flush=True)
         finally:
             receiver.terminate()
             receiver.wait(15)
     print(
-        "ratio = traced rps / untraced rps (same run). Reference: opentelemetry-instrumentation-"
-        "grpc 0.66b1 with a null exporter measured ~0.68 (conc 1) and ~0.49 (conc 16) here."
+        "ratio = traced rps / untraced rps, median over rounds. Reference: opentelemetry-"
+        "instrumentation-grpc 0.66b1 with a null exporter measured ~0.68 (conc 1) and ~0.49"
+        " (conc 16) here."
     )
     return 0
 
