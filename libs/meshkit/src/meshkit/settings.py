@@ -131,7 +131,7 @@ class ServerSettings:
 class EventSettings:
     """Where a service that publishes or consumes events finds Kafka and the schema registry.
 
-    Mesh-wide: the same two variables for every service (`mesh up` and docker-compose set them),
+    Mesh-wide: the same variables for every service (`mesh up` and docker-compose set them),
     so they are not prefixed with the service's name.
     """
 
@@ -142,4 +142,12 @@ class EventSettings:
     schema_registry_url: str = dataclasses.field(
         default="http://127.0.0.1:8081",
         metadata={"env": "SCHEMA_REGISTRY_URL", "help": "the schema registry's base URL"},
+    )
+    kafka_create_topics: bool = dataclasses.field(
+        default=True,
+        metadata={
+            "env": "MESH_KAFKA_CREATE_TOPICS",
+            "help": "create the service's missing topics (broker defaults) before publishing;"
+            " false leaves them to the broker's auto-create",
+        },
     )

@@ -35,7 +35,8 @@ def build(settings: Settings) -> MeshServer:
     as it is here. Starting runs the saga worker (which first resumes every saga in flight) and
     the outbox relay; stopping drains RPCs, stops both, closes the channels, then the database.
     """
-    outbox = Outbox(event_catalog(), settings.schema_registry_url, source=SOURCE)
+    catalog = event_catalog()
+    outbox = Outbox(catalog, settings.schema_registry_url, source=SOURCE)
     outbox.verify()
     db = open_database(str(settings.db_path))
     publisher = OutboxPublisher(outbox)
@@ -68,7 +69,12 @@ def build(settings: Settings) -> MeshServer:
         policy=policy,
         trace_context=telemetry.current_traceparent,
     )
-    relay = OutboxRelay(db, settings.kafka_bootstrap)
+    relay = OutboxRelay(
+        db,
+        settings.kafka_bootstrap,
+        topics=catalog.topics,
+        create_topics=settings.kafka_create_topics,
+    )
     bindings = [
         ServiceBinding(
             OrdersServicer(orders),

@@ -26,11 +26,17 @@ def build(settings: Settings) -> MeshServer:
     registered as it is here. Starting runs the outbox relay; stopping drains RPCs, stops the
     relay, then closes the database.
     """
-    outbox = Outbox(event_catalog(), settings.schema_registry_url, source=SOURCE)
+    catalog = event_catalog()
+    outbox = Outbox(catalog, settings.schema_registry_url, source=SOURCE)
     outbox.verify()
     db = open_database(str(settings.db_path))
     payments = Payments(lambda: SqliteUnitOfWork(db, outbox))
-    relay = OutboxRelay(db, settings.kafka_bootstrap)
+    relay = OutboxRelay(
+        db,
+        settings.kafka_bootstrap,
+        topics=catalog.topics,
+        create_topics=settings.kafka_create_topics,
+    )
     binding = ServiceBinding(
         PaymentsServicer(payments),
         payments_pb2_grpc.add_PaymentsServiceServicer_to_server,

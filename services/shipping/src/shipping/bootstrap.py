@@ -27,7 +27,8 @@ def build(settings: Settings) -> MeshServer:
     registered as it is here. Starting runs the outbox relay; stopping drains RPCs, stops the
     relay, then closes the database.
     """
-    outbox = Outbox(event_catalog(), settings.schema_registry_url, source=SOURCE)
+    catalog = event_catalog()
+    outbox = Outbox(catalog, settings.schema_registry_url, source=SOURCE)
     outbox.verify()
     db = open_database(str(settings.db_path))
     publisher = OutboxPublisher(outbox)
@@ -35,7 +36,12 @@ def build(settings: Settings) -> MeshServer:
         lambda: SqliteUnitOfWork(db, publisher),
         unserved_countries=settings.unserved_country_codes,
     )
-    relay = OutboxRelay(db, settings.kafka_bootstrap)
+    relay = OutboxRelay(
+        db,
+        settings.kafka_bootstrap,
+        topics=catalog.topics,
+        create_topics=settings.kafka_create_topics,
+    )
     binding = ServiceBinding(
         ShippingServiceServicer(shipping),
         shipping_pb2_grpc.add_ShippingServiceServicer_to_server,

@@ -6,7 +6,8 @@ The pieces, in the order an event meets them::
     catalog.verify(registry_url)                         # at start-up: refuse to run unregistered
     Outbox(catalog, registry_url, source="/meshkit/inventory")
         .append(conn, "shop.inventory.v1.StockSet", {...}, key=sku)   # in the command's txn
-    OutboxRelay(db, bootstrap).run_forever(stop)         # or: python -m meshkit.events.relay
+    OutboxRelay(db, bootstrap, topics=catalog.topics)    # creates missing topics, then sends
+        .run_forever(stop)                               # or: python -m meshkit.events.relay
     EventConsumer(db, bootstrap=..., group=..., topics=[...], registry=..., handlers={...})
         .run_forever(stop)                               # inbox dedup, offset committed last
     read_dead_letters / replay_dead_letters              # `mesh dlq ls|replay TOPIC`
@@ -43,6 +44,7 @@ from meshkit.events._dlq import (
 )
 from meshkit.events._headers import cloudevent_headers
 from meshkit.events._outbox import OUTBOX_MIGRATION, EventSchemaError, Outbox
+from meshkit.events._topics import TopicCreationError, ensure_topics
 from meshkit.events.relay import OutboxRelay
 
 __all__ = [
@@ -61,10 +63,12 @@ __all__ = [
     "Outbox",
     "OutboxRelay",
     "SchemaRegistrationError",
+    "TopicCreationError",
     "TransientError",
     "cloudevent_headers",
     "dead_letter_headers",
     "dlq_topic",
+    "ensure_topics",
     "read_dead_letters",
     "replay_dead_letters",
 ]

@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -22,11 +22,13 @@ from opentelemetry import trace
 
 from meshkit import telemetry
 from meshkit.db import Database
+from meshkit.events._topics import TopicCreationError, ensure_topics
 
 log = logging.getLogger("meshkit.events.relay")
 
 DEFAULT_BATCH = 500
 DEFAULT_DELIVERY_TIMEOUT_S = 10.0
+TOPIC_RETRY_S = 30.0
 
 
 class OutboxRelay:
@@ -56,8 +58,13 @@ class OutboxRelay:
         delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
         retention_s: float = 3600.0,
         producer_config: Mapping[str, Any] | None = None,
+        topics: Iterable[str] = (),
+        create_topics: bool = True,
     ) -> None:
         self._db = db
+        # The service's topics, created (when missing) before the first send; see run_forever.
+        self._bootstrap = bootstrap
+        self._missing_topics = sorted(set(topics)) if create_topics else []
         self._batch = batch_size
         self._delivery_timeout_s = delivery_timeout_s
         self._retention_s = retention_s
@@ -256,7 +263,11 @@ class OutboxRelay:
         """Loop ``run_once`` until ``stop`` is set: straight on while there is work, ``idle_s``
         between empty polls, exponential backoff (up to ``max_backoff_s``) while failing."""
         backoff = idle_s
+        next_topic_try = 0.0
         while not stop.is_set():
+            due = self._missing_topics and time.monotonic() >= next_topic_try
+            if due and not self.create_topics():
+                next_topic_try = time.monotonic() + TOPIC_RETRY_S
             try:
                 published = self.run_once()
             except Exception:
@@ -270,6 +281,21 @@ class OutboxRelay:
             backoff = idle_s
             if published == 0:
                 stop.wait(idle_s)
+
+    def create_topics(self) -> bool:
+        """Create the relay's topics that the cluster lacks; True once none is missing.
+
+        ``run_forever`` calls it before sending and, while it fails, again every
+        ``TOPIC_RETRY_S`` (sending goes on meanwhile: a broker that auto-creates topics still
+        gets the records). A failure is a warning naming the topic and the broker's reason.
+        """
+        try:
+            ensure_topics(self._bootstrap, self._missing_topics)
+        except TopicCreationError as exc:
+            log.warning("outbox relay: %s; retrying in %.0fs", exc, TOPIC_RETRY_S)
+            return False
+        self._missing_topics = []
+        return True
 
     def close(self) -> None:
         """Wait briefly for in-flight deliveries; rows not confirmed stay pending."""

@@ -60,6 +60,9 @@ def component_env(choice: KafkaChoice, component: Component) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("SCHEMA_REGISTRY_URL", REGISTRY_URL)
     env["MESH_KAFKA_BOOTSTRAP"] = choice.bootstrap
+    if choice.mode == "embedded":
+        # The mock cluster cannot create topics (no controller); it auto-creates them.
+        env["MESH_KAFKA_CREATE_TOPICS"] = "false"
     env["PYTHONUNBUFFERED"] = "1"
     if component.traced:
         # Tracing: to the endpoint the user set (Jaeger, a collector), else to the local
