@@ -63,7 +63,6 @@ class OutboxRelay:
     ) -> None:
         self._db = db
         # The service's topics, created (when missing) before the first send; see run_forever.
-        self._bootstrap = bootstrap
         self._missing_topics = sorted(set(topics)) if create_topics else []
         self._batch = batch_size
         self._delivery_timeout_s = delivery_timeout_s
@@ -290,7 +289,7 @@ class OutboxRelay:
         gets the records). A failure is a warning naming the topic and the broker's reason.
         """
         try:
-            ensure_topics(self._bootstrap, self._missing_topics)
+            ensure_topics(self._config["bootstrap.servers"], self._missing_topics)
         except TopicCreationError as exc:
             log.warning("outbox relay: %s; retrying in %.0fs", exc, TOPIC_RETRY_S)
             return False
