@@ -182,10 +182,12 @@ def test_broker_stop_and_start_while_publishing_loses_nothing(
     finally:
         stop_writing.set()
         threads[0].join()
-        wait_for(lambda: relay.lag()[0] == 0, timeout=60, what="the last rows")
-        stop_relay.set()
-        threads[1].join()
-        relay.close()
+        try:
+            wait_for(lambda: relay.lag()[0] == 0, timeout=60, what="the last rows")
+        finally:  # even when the broker did not come back: never leave the relay running
+            stop_relay.set()
+            threads[1].join()
+            relay.close()
 
     outages = [r for r in caplog.records if "cannot publish" in r.getMessage()]
     assert len(outages) == 1, [r.getMessage() for r in outages]  # once per outage, not per row

@@ -49,10 +49,10 @@ class Database:
         self.migrate()
 
     def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(f"database {self.path} is closed")
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            if self._closed:
-                raise RuntimeError(f"database {self.path} is closed")
             # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
@@ -96,6 +96,11 @@ class Database:
                 for statement in _statements(script):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` ran: a background loop on this database should end."""
+        return self._closed
 
     def close(self) -> None:
         """Close every thread's connection. Further use raises."""

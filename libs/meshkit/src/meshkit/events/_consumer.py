@@ -396,13 +396,16 @@ class EventConsumer:
     def run_forever(
         self, stop: threading.Event, *, poll_s: float = 0.5, max_backoff_s: float = 5.0
     ) -> None:
-        """Loop ``run_once`` until ``stop`` is set, backing off while it raises."""
+        """Loop ``run_once`` until ``stop`` is set, backing off while it raises; raises itself
+        once the database is closed (its owner forgot to set ``stop``)."""
         backoff = 0.1
         while not stop.is_set():
             try:
                 self.run_once(poll_s)
                 backoff = 0.1
             except Exception:
+                if self._db.closed:  # the owner shut down without stopping us: nothing to retry
+                    raise
                 log.exception("event consumer %s: error; backing off %.1fs", self.group, backoff)
                 stop.wait(backoff)
                 backoff = min(max_backoff_s, backoff * 2)

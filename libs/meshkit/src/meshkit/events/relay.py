@@ -260,7 +260,8 @@ class OutboxRelay:
         self, stop: threading.Event, *, idle_s: float = 0.02, max_backoff_s: float = 5.0
     ) -> None:
         """Loop ``run_once`` until ``stop`` is set: straight on while there is work, ``idle_s``
-        between empty polls, exponential backoff (up to ``max_backoff_s``) while failing."""
+        between empty polls, exponential backoff (up to ``max_backoff_s``) while failing.
+        Raises if the database gets closed under it (its owner forgot to set ``stop``)."""
         backoff = idle_s
         next_topic_try = 0.0
         while not stop.is_set():
@@ -270,6 +271,8 @@ class OutboxRelay:
             try:
                 published = self.run_once()
             except Exception:
+                if self._db.closed:  # the owner shut down without stopping us: nothing to retry
+                    raise
                 log.exception("outbox relay: unexpected error; backing off")
                 self.failing = True
                 published = 0
