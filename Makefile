@@ -26,9 +26,13 @@ $(UV):
 	@$(PYTHON) -m venv $(CACHE)/uv-venv
 	@$(CACHE)/uv-venv/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
+# Bytecode is compiled up front: with PYTHONDONTWRITEBYTECODE set (as on our CI machines) every
+# process would otherwise compile grpc, protobuf and OpenTelemetry from source at each start,
+# which made `mesh up -d` take 16 s instead of 6 s. Python ignores a .pyc older than its source.
 setup: $(UV) ## create .venv with every component and dev tool, pinned by uv.lock
 	@echo "==> syncing .venv from uv.lock"
-	@$(UV) sync --locked --python $(PYTHON) --quiet
+	@$(UV) sync --locked --python $(PYTHON) --quiet --compile-bytecode
+	@$(PY) -m compileall -q libs services schema-registry gen >/dev/null
 
 tools: ## install pinned grpcurl, buf and Jaeger v2 into .cache/bin (Go module proxy)
 	@scripts/tools
