@@ -17,8 +17,9 @@ from typing import Any, Self
 import pytest
 
 from meshkit import Aborted, AlreadyExists, InvalidArgument, NotFound
+from meshkit.db import Database
 from orders.adapters.records import event_type, from_record, to_record
-from orders.adapters.sqlite import SqliteUnitOfWork, open_database
+from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork, open_database
 from orders.app.orders import Orders, PlaceOrder
 from orders.app.saga_worker import SagaWorker
 from orders.domain.events import OrderEvent, OrderStockReserved
@@ -503,3 +504,38 @@ def test_every_saga_step_runs_in_a_span_continuing_the_place_orders_trace(
     ]
     assert {parent for _, parent, _ in opened} == {caller}, "the trace survives the database"
     assert all(attrs["order.id"] == "o-traced" for _, _, attrs in opened)
+
+
+def test_a_finished_saga_keeps_no_payment_token(tmp_path: Path) -> None:
+    db = open_database(str(tmp_path / "o.db"))
+    try:
+        world = World(lambda: SqliteUnitOfWork(db))
+        world.place("r-1")
+        world.settle()
+        world.place("r-2")  # still live: it needs the token to authorize
+        with db.snapshot() as conn:
+            tokens = dict(conn.execute("SELECT order_id, payment_token FROM sagas").fetchall())
+        assert tokens == {"o-1": "", "o-2": "tok_visa"}
+    finally:
+        db.close()
+
+
+def test_upgrading_wipes_the_tokens_of_sagas_that_ended_before(tmp_path: Path) -> None:
+    path = str(tmp_path / "o.db")
+    before = Database(path, MIGRATIONS[:-1])  # the schema of the previous release
+    with before.transaction() as conn:
+        for order_id, status in (("o-1", "CONFIRMED"), ("o-2", "CANCELLED"), ("o-3", "RUNNING")):
+            conn.execute(
+                "INSERT INTO sagas (order_id, status, step, attempt, compensations, reason,"
+                " last_error, payment_token, started_at, step_started_at, next_attempt_at,"
+                " updated_at) VALUES (?, ?, NULL, 0, '[]', '', '', 'tok_visa', 0, 0, 0, 0)",
+                (order_id, status),
+            )
+    before.close()
+    db = open_database(path)
+    try:
+        with db.snapshot() as conn:
+            tokens = dict(conn.execute("SELECT order_id, payment_token FROM sagas").fetchall())
+        assert tokens == {"o-1": "", "o-2": "", "o-3": "tok_visa"}
+    finally:
+        db.close()

@@ -136,6 +136,8 @@ def test_forward_step_outcomes(
         assert saga.step_started_at == T0, "the step's deadline does not move on a retry"
     else:
         assert saga.attempt == 0 and saga.next_attempt_at == saga.updated_at, "due at once"
+    # The token is for authorizing (and replaying that to void): a finished saga forgets it.
+    assert saga.payment_token == ("" if status in (CONFIRMED, CANCELLED) else "tok_visa")
     if status is COMPENSATING or status is CANCELLED:
         assert saga.reason.startswith(step.value.lower().replace("_", " ") + ":")
         if timed_out:
@@ -168,6 +170,7 @@ def test_a_compensation_done_moves_to_the_next_or_cancels(step: Step) -> None:
     else:
         assert (result.saga.status, result.saga.step) == (CANCELLED, None)
         assert result.events == (OrderCancelled("o-1", T0 + 1, "why"),)
+        assert result.saga.payment_token == "", "a finished saga keeps no payment token"
 
 
 def test_backoff_grows_and_is_capped() -> None:

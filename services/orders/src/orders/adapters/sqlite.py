@@ -73,6 +73,9 @@ MIGRATIONS = (
     OUTBOX_MIGRATION,
     # The PlaceOrder's W3C trace context, so every saga step joins the order's trace.
     "ALTER TABLE sagas ADD COLUMN traceparent TEXT NOT NULL DEFAULT '';",
+    # Finished sagas forget the payment token (the domain now blanks it when a saga ends);
+    # this wipes the ones that ended before.
+    "UPDATE sagas SET payment_token = '' WHERE status IN ('CONFIRMED', 'CANCELLED');",
 )
 
 DEFAULT_SNAPSHOT_EVERY = 5

@@ -122,6 +122,8 @@ class Saga:
 
     ``attempt`` counts failed attempts of the current step; ``compensations`` lists the
     compensation steps still to run, the current one first, while COMPENSATING.
+    ``payment_token`` is kept only while the saga is live (authorizing, or replaying the
+    authorization to learn a payment id it must void): a finished saga holds ``""``.
     """
 
     order_id: str
@@ -395,7 +397,7 @@ def _forward_done(saga: Saga, step: Step, outcome: Succeeded, now: float) -> Tra
             events = (OrderConfirmed(oid, now),)
     index = FORWARD.index(step)
     if index + 1 == len(FORWARD):
-        done = _start(saga, None, now, status=SagaStatus.CONFIRMED, last_error="")
+        done = _start(saga, None, now, status=SagaStatus.CONFIRMED, last_error="", payment_token="")
         return Transition(done, events)
     return Transition(_start(saga, FORWARD[index + 1], now, last_error=""), events)
 
@@ -423,7 +425,15 @@ def _advance_compensation(
 
 
 def _cancelled(saga: Saga, reason: str, now: float) -> Transition:
-    done = _start(saga, None, now, status=SagaStatus.CANCELLED, compensations=(), reason=reason)
+    done = _start(
+        saga,
+        None,
+        now,
+        status=SagaStatus.CANCELLED,
+        compensations=(),
+        reason=reason,
+        payment_token="",
+    )
     return Transition(done, (OrderCancelled(saga.order_id, now, reason),))
 
 
