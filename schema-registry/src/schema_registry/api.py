@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -150,6 +151,8 @@ class Api:
             hit = self._cache.get((url, accept))
             if hit is not None:
                 return hit
+        if not cacheable:
+            return self._audited(method, url, accept, body)
         response = self._respond(method, url, accept, body)
         if cacheable:
             if len(self._cache) >= _CACHE_LIMIT:
@@ -158,6 +161,26 @@ class Api:
             # write by another worker during it can, and then this answer may predate it.
             if self.registry.storage.change_counter() == self._seen_counter:
                 self._cache[(url, accept)] = response
+        return response
+
+    def _audited(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:
+        """``_respond`` for a request that may change something, logged with its outcome: the
+        registry's audit trail (reads are not logged; they are most of the traffic)."""
+        started = time.perf_counter()
+        response = self._respond(method, url, accept, body)
+        status = int(response[9:12])  # b"HTTP/1.1 200 OK..."
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        path = url.decode("latin-1")
+        level = logging.WARNING if status >= 500 else logging.INFO
+        log.log(
+            level,
+            "%s %s %d %.1fms",
+            method,
+            path,
+            status,
+            duration_ms,
+            extra={"http.method": method, "url.path": path, "http.status": status},
+        )
         return response
 
     def _respond(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:

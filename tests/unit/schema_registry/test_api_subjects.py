@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +313,21 @@ def test_latest_with_metadata(api: RegistryClient) -> None:
     assert both.json()["version"] == 2
     assert api.get("/subjects/s/metadata?key=major&value=3").error_code == 40403
     assert api.get("/subjects/nope/metadata?key=major&value=3").error_code == 40401
+
+
+def test_changes_are_logged_with_their_outcome_and_reads_are_not(
+    api: RegistryClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="schema_registry.api")
+    register(api, "orders-value", A1)
+    api.get("/subjects/orders-value/versions")
+    refused = api.post("/subjects/orders-value/versions", {"schema": "not json"})
+    assert refused.status == 422
+    audit = [r for r in caplog.records if r.name == "schema_registry.api"]
+    lines = [(r.levelname, r.getMessage()) for r in audit]
+    assert [(level, msg.rsplit(" ", 1)[0]) for level, msg in lines] == [
+        ("INFO", "POST /subjects/orders-value/versions 200"),
+        ("INFO", "POST /subjects/orders-value/versions 422"),
+    ]
+    assert all(msg.endswith("ms") for _, msg in lines)
+    assert (audit[0].__dict__["http.method"], audit[0].__dict__["http.status"]) == ("POST", 200)
