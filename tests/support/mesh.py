@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from meshkit.runner.processes import port_open
+
 REPO = Path(__file__).resolve().parents[2]
 GRPCURL = REPO / ".cache" / "bin" / "grpcurl"
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -45,10 +47,9 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
-    """True when something accepts connections on 127.0.0.1:port."""
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
+    """True when something accepts connections on 127.0.0.1:port (the runner's probe, which a
+    connection of the probe to itself, possible on ports in the ephemeral range, cannot fool)."""
+    return port_open("127.0.0.1", port, timeout=0.2)
 
 
 class Grpcurl:

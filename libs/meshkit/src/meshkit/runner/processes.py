@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 import urllib.error
@@ -22,6 +23,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from meshkit.client import check_health, connect
 
@@ -153,16 +155,43 @@ def _reap(pid: int) -> None:
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    """True when something accepts TCP connections on host:port."""
+    """True when something accepts TCP connections on host:port.
+
+    Probing a port nobody listens on is not harmless on loopback when the port lies in the
+    kernel's ephemeral range (50051-50055 do: Linux uses 32768-60999): the kernel may pick that
+    very port as the probe's source port and connect the socket to itself (TCP simultaneous
+    open). That would report a listener that is not there, and the closed socket would then sit
+    in TIME_WAIT on the port for a minute, failing the real server's bind ("Address already in
+    use"). So a self-connection counts as closed and is reset (SO_LINGER 0), leaving nothing.
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError:
+        return False
+    with socket.socket(family, kind, proto) as sock:
+        sock.settimeout(timeout)
+        return probe(sock, address)
+
+
+def probe(sock: socket.socket, address: tuple[Any, ...]) -> bool:
+    """Connect ``sock`` to ``address``: True when a listener answered; False when nothing did or
+    when ``sock`` connected to itself, which it then resets so that no TIME_WAIT remains."""
+    try:
+        sock.connect(address)
+        if sock.getsockname()[:2] != sock.getpeername()[:2]:
             return True
     except OSError:
         return False
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    return False
 
 
 def healthy(kind: str, port: int) -> bool:
-    """One health probe of a component on 127.0.0.1:port."""
+    """One health probe of a component on 127.0.0.1:port (first a plain TCP probe: a gRPC or
+    HTTP client dialling a port nobody listens on yet could connect to itself, see port_open)."""
+    if not port_open("127.0.0.1", port):
+        return False
     if kind == "grpc":
         with connect(f"127.0.0.1:{port}", retry=False) as channel:
             return check_health(channel, timeout=1.0)
@@ -172,7 +201,7 @@ def healthy(kind: str, port: int) -> bool:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
-    return port_open("127.0.0.1", port)
+    return True
 
 
 def tail(path: Path, lines: int = 15) -> str:
