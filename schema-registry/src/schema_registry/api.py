@@ -164,8 +164,9 @@ class Api:
         return response
 
     def _audited(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:
-        """``_respond`` for a request that may change something, logged with its outcome: the
-        registry's audit trail (reads are not logged; they are most of the traffic)."""
+        """``_respond`` for a POST, PUT or DELETE, logged with its outcome: the registry's audit
+        trail (GET and HEAD are not logged; they are most of the traffic). Schema lookups
+        (``POST /subjects/{s}``) are logged too: they are rare, once per client and subject."""
         started = time.perf_counter()
         response = self._respond(method, url, accept, body)
         status = int(response[9:12])  # b"HTTP/1.1 200 OK..."
