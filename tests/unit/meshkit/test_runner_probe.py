@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import socket
 
+from support.mesh import free_port
+
 from meshkit.runner.processes import port_open, probe
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_listener_is_open_and_a_free_port_is_not() -> None:
