@@ -146,21 +146,18 @@ class Api:
         if counter != self._seen_counter:
             self._cache.clear()
             self._seen_counter = counter
-        cacheable = method in ("GET", "HEAD")
-        if cacheable:
-            hit = self._cache.get((url, accept))
-            if hit is not None:
-                return hit
-        if not cacheable:
+        if method not in ("GET", "HEAD"):
             return self._audited(method, url, accept, body)
+        hit = self._cache.get((url, accept))
+        if hit is not None:
+            return hit
         response = self._respond(method, url, accept, body)
-        if cacheable:
-            if len(self._cache) >= _CACHE_LIMIT:
-                self._cache.clear()
-            # Read the counter again: a write by this very request can't happen for GET, but a
-            # write by another worker during it can, and then this answer may predate it.
-            if self.registry.storage.change_counter() == self._seen_counter:
-                self._cache[(url, accept)] = response
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        # Read the counter again: a write by this very request can't happen for GET, but a
+        # write by another worker during it can, and then this answer may predate it.
+        if self.registry.storage.change_counter() == self._seen_counter:
+            self._cache[(url, accept)] = response
         return response
 
     def _audited(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:
