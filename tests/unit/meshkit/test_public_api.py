@@ -3,6 +3,17 @@
 import meshkit
 
 EXPECTED = {
+    "Address",
+    "AddressError",
+    "Money",
+    "Service",
+    "ServiceContext",
+    "ServiceSettings",
+    "UnitOfWork",
+    "address_of",
+    "binding",
+    "validate_address",
+    "validate_money",
     "DEFAULT_TIMEOUT",
     "Aborted",
     "AlreadyExists",

@@ -4,8 +4,10 @@ The public API is what this module exports (pinned by tests/unit/meshkit/test_pu
 everything else is private and may change.
 """
 
+from meshkit.address import Address, validate_address
+from meshkit.addresses import AddressError, address_of
 from meshkit.client import DEFAULT_TIMEOUT, check_health, connect, wait_healthy
-from meshkit.db import Database
+from meshkit.db import Database, UnitOfWork
 from meshkit.errors import (
     Aborted,
     AlreadyExists,
@@ -24,12 +26,16 @@ from meshkit.errors import (
     Violations,
 )
 from meshkit.logs import configure_logging
+from meshkit.money import Money, validate_money
 from meshkit.server import MeshServer, ServiceBinding, create_server, run_service, status_for
-from meshkit.settings import ServerSettings, SettingsError, load_settings
+from meshkit.service import Service, ServiceContext, binding
+from meshkit.settings import ServerSettings, ServiceSettings, SettingsError, load_settings
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "Aborted",
+    "Address",
+    "AddressError",
     "AlreadyExists",
     "Database",
     "DeadlineExceeded",
@@ -38,17 +44,24 @@ __all__ = [
     "InvalidArgument",
     "MeshError",
     "MeshServer",
+    "Money",
     "NotFound",
     "OutOfRange",
     "PermissionDenied",
     "PreconditionViolation",
     "ResourceExhausted",
     "ServerSettings",
+    "Service",
     "ServiceBinding",
+    "ServiceContext",
+    "ServiceSettings",
     "SettingsError",
     "Unauthenticated",
     "Unavailable",
+    "UnitOfWork",
     "Violations",
+    "address_of",
+    "binding",
     "check_health",
     "configure_logging",
     "connect",
@@ -56,5 +69,7 @@ __all__ = [
     "load_settings",
     "run_service",
     "status_for",
+    "validate_address",
+    "validate_money",
     "wait_healthy",
 ]

@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshkit.addresses import address_of
 from meshkit.telemetry import ClientInterceptor
 
 DEFAULT_TIMEOUT = 5.0
@@ -37,13 +38,18 @@ RETRY_SERVICE_CONFIG: dict[str, Any] = {
 
 
 def connect(target: str, *, retry: bool = True) -> grpc.Channel:
-    """An insecure channel to ``target`` (``host:port``), retrying UNAVAILABLE when ``retry``.
+    """An insecure channel to ``target``, retrying UNAVAILABLE when ``retry``.
+
+    ``target`` is a mesh service's name (``"inventory"``, resolved by ``meshkit.addresses``:
+    ``MESH_ADDRESS_INVENTORY``, else mesh.toml) or an explicit ``host:port``.
 
     Every call through it carries the current trace context as ``traceparent`` metadata and,
     while tracing is on, is recorded as a CLIENT span (child of the current span).
 
     Thread safety: a channel is safe to share across threads; build one per target and reuse it.
     """
+    if ":" not in target:
+        target = address_of(target)
     options: list[tuple[str, Any]] = [
         ("grpc.enable_retries", 1 if retry else 0),
         # Reconnect quickly after a peer restarts (the default backoff starts at 1 s, up to 120 s).

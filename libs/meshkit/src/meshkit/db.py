@@ -17,7 +17,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Protocol, Self
+
+
+class EventSink(Protocol):
+    """Where a unit of work's events go: the outbox (``meshkit.events.EventPublisher``), or a
+    recorder in tests."""
+
+    def publish(self, conn: sqlite3.Connection, event: Any, *, event_id: str | None = None) -> Any:
+        """Append ``event`` in ``conn``'s open transaction."""
 
 
 class Database:
@@ -116,12 +124,14 @@ class UnitOfWork:
 
     ``with uow:`` begins and calls ``bind(conn)``, where a subclass builds its repositories over
     the open connection; leaving the block normally commits, an exception rolls back. Everything
-    done through the repositories, and every outbox row appended on ``connection``, therefore
-    commits together or not at all. Not reentrant; build one per use-case call.
+    done through the repositories, and every event ``publish``ed (an outbox row, through
+    ``events``), therefore commits together or not at all. Not reentrant; build one per use-case
+    call.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, events: EventSink | None = None) -> None:
         self._db = db
+        self._events = events
         self._tx: AbstractContextManager[sqlite3.Connection] | None = None
         self._conn: sqlite3.Connection | None = None
 
@@ -135,6 +145,13 @@ class UnitOfWork:
         if self._conn is None:
             raise RuntimeError("used outside its `with` block")
         return self._conn
+
+    def publish(self, event: Any, *, event_id: str | None = None) -> None:
+        """Append ``event`` to the outbox in this transaction: it is published exactly when this
+        unit of work commits. ``event_id`` fixes its ``ce_id`` (consumers dedupe on it)."""
+        if self._events is None:
+            raise RuntimeError(f"{type(self).__name__} was built without an event sink")
+        self._events.publish(self.connection, event, event_id=event_id)
 
     def __enter__(self) -> Self:
         self._tx = self._db.transaction()

@@ -170,3 +170,17 @@ class Violations:
         """Raise InvalidArgument naming every recorded field, if any were recorded."""
         if self.items:
             raise InvalidArgument(violations=self.items)
+
+
+QUOTE_LIMIT = 32
+
+
+def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value``'s repr for an error message, cut to ``limit`` characters with an ellipsis.
+
+    Never echo a client's value whole: an unbounded value in a status message can overflow the
+    caller's metadata limit (grpcio's is 16 KiB) and turn a clear INVALID_ARGUMENT into
+    RESOURCE_EXHAUSTED.
+    """
+    text = value if isinstance(value, str) else str(value)
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"

@@ -31,7 +31,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextvars import Token
 from dataclasses import dataclass
@@ -513,12 +513,14 @@ def run_service(
     build: Callable[[_S], MeshServer],
     *,
     argv: Sequence[str] | None = None,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
     description: str = "",
+    defaults: Mapping[str, Any] | None = None,
 ) -> int:
     """The whole ``python -m <service>`` entry point: settings, logging, build, serve.
 
     ``--help`` lists every setting; a bad setting exits 2 naming the key; SIGTERM exits 0.
+    ``defaults`` overrides settings defaults known only at run time (see ``load_settings``).
     """
     import os
 
@@ -526,7 +528,8 @@ def run_service(
     if args and args[0] in ("-h", "--help"):
         sys.stdout.write(
             f"usage: python -m {name}\n\n{description}\n\n"
-            f"Settings (environment variables):\n{describe_settings(settings_type, prefix)}\n"
+            "Settings (environment variables):\n"
+            f"{describe_settings(settings_type, prefix, defaults)}\n"
         )
         return 0
     if args:
@@ -535,7 +538,9 @@ def run_service(
         )
         return 2
     try:
-        settings = load_settings(settings_type, prefix, os.environ if env is None else env)
+        settings = load_settings(
+            settings_type, prefix, os.environ if env is None else env, defaults
+        )
     except SettingsError as exc:
         sys.stderr.write(f"{name}: bad setting: {exc}\n")
         return 2

@@ -61,11 +61,19 @@ def setting_keys(cls: type[Any], prefix: str) -> dict[str, dataclasses.Field[Any
     return {f.metadata.get("env", f"{prefix}_{f.name.upper()}"): f for f in dataclasses.fields(cls)}
 
 
-def load_settings(cls: type[T], prefix: str, env: Mapping[str, str]) -> T:
+def load_settings(
+    cls: type[T],
+    prefix: str,
+    env: Mapping[str, str],
+    defaults: Mapping[str, Any] | None = None,
+) -> T:
     """Build ``cls`` from ``env``. Fields without a default are required.
 
     Field metadata understood: ``min`` and ``max`` (inclusive bounds for numbers) and ``help``.
+    ``defaults`` (field name -> value) overrides the dataclass defaults, for values only known at
+    run time (a service's port from mesh.toml, its database file named after it).
     """
+    defaults = defaults or {}
     hints = typing.get_type_hints(cls)
     keys = setting_keys(cls, prefix)
     own = {k for k in keys if k.startswith(prefix + "_")}
@@ -77,6 +85,9 @@ def load_settings(cls: type[T], prefix: str, env: Mapping[str, str]) -> T:
     values: dict[str, Any] = {}
     for key, f in keys.items():
         if key not in env:
+            if f.name in defaults:
+                values[f.name] = defaults[f.name]
+                continue
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SettingsError(f"{key} is required: {f.metadata.get('help', f.name)}")
             continue
@@ -90,12 +101,17 @@ def load_settings(cls: type[T], prefix: str, env: Mapping[str, str]) -> T:
     return cls(**values)
 
 
-def describe_settings(cls: type[Any], prefix: str) -> str:
+def describe_settings(
+    cls: type[Any], prefix: str, defaults: Mapping[str, Any] | None = None
+) -> str:
     """Human help text listing every key, its default and what it does."""
+    defaults = defaults or {}
     lines = []
     for key, f in setting_keys(cls, prefix).items():
         default = (
-            f.default
+            defaults[f.name]
+            if f.name in defaults
+            else f.default
             if f.default is not dataclasses.MISSING
             else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
@@ -150,4 +166,18 @@ class EventSettings:
             "help": "create the service's missing topics (broker defaults) before publishing;"
             " false leaves them to the broker's auto-create",
         },
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings(ServerSettings, EventSettings):
+    """What every service built with the kit (``meshkit.service``) reads: where it listens, its
+    SQLite file, Kafka and the registry. Subclass it (a frozen dataclass) to add a service's own.
+
+    The defaults of ``port`` and ``db_path`` are the service's: its port in mesh.toml and
+    ``.mesh/data/<name>.db``; ``Service.load_settings`` fills them in.
+    """
+
+    db_path: Path = dataclasses.field(
+        default=Path(".mesh/data/service.db"), metadata={"help": "SQLite database file"}
     )

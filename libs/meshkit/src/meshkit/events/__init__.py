@@ -2,6 +2,7 @@
 
 The pieces, in the order an event meets them::
 
+    EventMap("shop.inventory.v1").add(StockSet, key=...)   # domain event <-> Avro record
     EventCatalog.load("proto/shop/inventory/v1/avro")   # the .avsc contracts + topic.json
     catalog.verify(registry_url)                         # at start-up: refuse to run unregistered
     Outbox(catalog, registry_url, source="/meshkit/inventory")
@@ -43,6 +44,7 @@ from meshkit.events._dlq import (
     replay_dead_letters,
 )
 from meshkit.events._headers import cloudevent_headers
+from meshkit.events._mapping import EventMap, EventPublisher, as_record, from_record
 from meshkit.events._outbox import OUTBOX_MIGRATION, EventSchemaError, Outbox
 from meshkit.events._topics import TopicCreationError, ensure_topics
 from meshkit.events.relay import OutboxRelay
@@ -57,6 +59,8 @@ __all__ = [
     "Event",
     "EventCatalog",
     "EventConsumer",
+    "EventMap",
+    "EventPublisher",
     "EventSchemaError",
     "EventType",
     "Handler",
@@ -65,10 +69,12 @@ __all__ = [
     "SchemaRegistrationError",
     "TopicCreationError",
     "TransientError",
+    "as_record",
     "cloudevent_headers",
     "dead_letter_headers",
     "dlq_topic",
     "ensure_topics",
+    "from_record",
     "read_dead_letters",
     "replay_dead_letters",
 ]

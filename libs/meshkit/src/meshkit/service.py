@@ -1,0 +1,242 @@
+"""The service kit: one way to declare, build and run a service of the mesh.
+
+A service is one ``Service`` value in its ``bootstrap.py``::
+
+    SERVICE = Service(
+        name="inventory",
+        description="Inventory: stock levels and reservations (shop.inventory.v1).",
+        build=build,                    # (ServiceContext) -> the servicers it serves
+        migrations=MIGRATIONS,          # its SQLite schema (with OUTBOX_MIGRATION if it publishes)
+        events=EVENTS,                  # the EventMap of what it publishes, or None
+    )
+
+and its ``__main__.py`` is ``sys.exit(SERVICE.main())``. The kit does the rest, the same way for
+every service:
+
+- settings from ``<NAME>_*`` variables (``Settings``, a ``ServiceSettings`` subclass); the port
+  defaults to the service's port in mesh.toml (``meshkit.addresses``), the database to
+  ``.mesh/data/<name>.db``; ``--help`` lists them all;
+- when it publishes: its event contracts from the installed contracts package, checked against the
+  registry at start (a schema not registered as-is refuses the start, naming the subjects), an
+  outbox and the outbox relay (a worker thread), creating its topics;
+- its SQLite database, migrated;
+- channels to its peers by name (``ctx.connect("inventory")``), closed on stop;
+- the gRPC server with health, reflection, error mapping, tracing and a graceful stop that drains
+  RPCs, stops the workers, then closes channels and the database, in that order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from meshkit.addresses import AddressError, port_of
+from meshkit.client import connect
+from meshkit.db import Database
+from meshkit.events import EventCatalog, EventMap, EventPublisher, Outbox, OutboxRelay
+from meshkit.server import MeshServer, ServiceBinding, create_server, run_service
+from meshkit.settings import ServiceSettings, SettingsError, load_settings
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def binding(servicer: object, add_to_server: Callable[[Any, grpc.Server], None]) -> ServiceBinding:
+    """The ``ServiceBinding`` of ``servicer`` with its generated ``add_XServicer_to_server``; the
+    full service name is read from what that function registers."""
+    recorder = _Recorder()
+    add_to_server(servicer, recorder)  # type: ignore[arg-type]
+    if not recorder.names:
+        raise ValueError(f"{add_to_server.__name__} registered no service")
+    return ServiceBinding(servicer, add_to_server, recorder.names[0])
+
+
+class _Recorder:
+    """Stands in for a grpc.Server to learn which service an ``add_..._to_server`` registers."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[Any]) -> None:
+        self.names.extend(handler.service_name() for handler in handlers)
+
+    def add_registered_method_handlers(self, name: str, handlers: Any) -> None:
+        if name not in self.names:
+            self.names.append(name)
+
+
+class ServiceContext(Generic[S]):
+    """What a service's ``build`` function is given: its settings and the kit's plumbing.
+
+    Built once per server, on the thread that builds it. ``connect``, ``add_worker`` and
+    ``on_stop`` are for ``build`` only.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: S,
+        db: Database | None,
+        events: EventPublisher[Any] | None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._db = db
+        self._events = events
+        self.workers: list[tuple[str, Callable[[threading.Event], None]]] = []
+        self.closers: list[Callable[[], None]] = []
+        self.channels: list[grpc.Channel] = []
+
+    @property
+    def db(self) -> Database:
+        """The service's migrated SQLite database (``Service(database=False)`` has none)."""
+        if self._db is None:
+            raise RuntimeError(f"{self.name} was declared without a database")
+        return self._db
+
+    @property
+    def events(self) -> EventPublisher[Any]:
+        """The publisher its units of work append events with (the transactional outbox)."""
+        if self._events is None:
+            raise RuntimeError(f"{self.name} was declared without events")
+        return self._events
+
+    def connect(self, peer: str) -> grpc.Channel:
+        """A channel to the mesh service ``peer`` (by name; see ``meshkit.addresses``), with
+        retries and trace propagation; closed when the server stops."""
+        channel = connect(peer)
+        self.channels.append(channel)
+        return channel
+
+    def add_worker(self, name: str, run_forever: Callable[[threading.Event], None]) -> None:
+        """Run ``run_forever(stop)`` in a thread while the server runs (see MeshServer)."""
+        self.workers.append((name, run_forever))
+
+    def on_stop(self, closer: Callable[[], None]) -> None:
+        """Run ``closer`` on stop, after the workers stopped, before channels and database close."""
+        self.closers.append(closer)
+
+
+@dataclasses.dataclass(frozen=True)
+class Service(Generic[S]):
+    """One service of the mesh: what is particular to it. See the module doc."""
+
+    name: str
+    description: str
+    build: Callable[[ServiceContext[S]], Sequence[ServiceBinding]]
+    settings: type[S] = ServiceSettings  # type: ignore[assignment]
+    migrations: Sequence[str] = ()
+    events: EventMap[Any] | None = None
+    database: bool = True
+
+    @property
+    def prefix(self) -> str:
+        """Its settings' prefix: ``ORDER_VIEWS`` for ``order_views``."""
+        return self.name.upper().replace("-", "_")
+
+    @property
+    def source(self) -> str:
+        """Its CloudEvents ``ce_source``."""
+        return f"/meshkit/{self.name}"
+
+    def defaults(self, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The settings defaults known at run time: the port mesh.toml gives it (when it does)
+        and ``.mesh/data/<name>.db``."""
+        defaults: dict[str, Any] = {"db_path": Path(f".mesh/data/{self.name}.db")}
+        with contextlib.suppress(AddressError):
+            defaults["port"] = port_of(self.name, env)
+        return defaults
+
+    def load_settings(self, env: Mapping[str, str] | None = None) -> S:
+        """Its settings from ``env`` (default: the process environment); SettingsError names a
+        bad key, or says where to configure a port that neither env nor mesh.toml gives."""
+        env = os.environ if env is None else env
+        defaults = self.defaults(env)
+        self._require_port(env, defaults)
+        return load_settings(self.settings, self.prefix, env, defaults)
+
+    def _require_port(self, env: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
+        key = f"{self.prefix}_PORT"
+        if key not in env and "port" not in defaults:
+            raise SettingsError(
+                f"{key} is not set and {self.name!r} is not a component of mesh.toml"
+                " (set MESH_CONFIG or MESH_ROOT, or run inside the mesh's checkout)"
+            )
+
+    def create(self, settings: S) -> MeshServer:
+        """A ready-to-start server (nothing listens until ``start()``/``run()``).
+
+        Raises SchemaRegistrationError (naming the subjects) when it publishes an event whose
+        schema is not registered as it is here.
+        """
+        relay: OutboxRelay | None = None
+        publisher: EventPublisher[Any] | None = None
+        topics: frozenset[str] = frozenset()
+        if self.events is not None:
+            catalog = EventCatalog.from_package(self.events.namespace)
+            outbox = Outbox(catalog, settings.schema_registry_url, source=self.source)
+            outbox.verify()
+            publisher = EventPublisher(outbox, self.events)
+            topics = catalog.topics
+        db = Database(settings.db_path, self.migrations) if self.database else None
+        if db is not None and self.events is not None:
+            relay = OutboxRelay(
+                db,
+                settings.kafka_bootstrap,
+                topics=topics,
+                create_topics=settings.kafka_create_topics,
+            )
+        ctx = ServiceContext(self.name, settings, db, publisher)
+        try:
+            bindings = self.build(ctx)
+        except BaseException:
+            for channel in ctx.channels:
+                channel.close()
+            if db is not None:
+                db.close()
+            raise
+        server = create_server(self.name, settings, bindings)
+        for name, run_forever in ctx.workers:
+            server.add_worker(name, run_forever)
+        if relay is not None:
+            server.add_worker("outbox-relay", relay.run_forever)
+            server.on_stop(relay.close)
+        for closer in ctx.closers:
+            server.on_stop(closer)
+        for channel in ctx.channels:
+            server.on_stop(channel.close)
+        if db is not None:
+            server.on_stop(db.close)
+        return server
+
+    def main(self, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+        """``python -m <name>``: settings, logging, tracing, build, serve until SIGTERM.
+
+        ``--help`` lists every setting with its default; a bad setting exits 2 naming the key.
+        """
+        args = list(sys.argv[1:] if argv is None else argv)
+        env = os.environ if env is None else env
+        defaults = self.defaults(env)
+        if not (args and args[0] in ("-h", "--help")):
+            try:
+                self._require_port(env, defaults)
+            except SettingsError as exc:
+                sys.stderr.write(f"{self.name}: bad setting: {exc}\n")
+                return 2
+        return run_service(
+            self.name,
+            self.prefix,
+            self.settings,
+            self.create,
+            argv=args,
+            env=env,
+            description=self.description,
+            defaults=defaults,
+        )
