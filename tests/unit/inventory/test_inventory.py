@@ -11,8 +11,8 @@ from typing import Self
 
 import pytest
 
-from inventory.adapters.events import to_record
-from inventory.adapters.sqlite import SqliteUnitOfWork, open_database
+from inventory.adapters.events import EVENTS
+from inventory.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from inventory.app.inventory import Inventory
 from inventory.domain.events import (
     InventoryEvent,
@@ -22,7 +22,7 @@ from inventory.domain.events import (
     StockSet,
 )
 from inventory.domain.model import Line, Reservation, ReservationStatus, StockItem
-from meshkit import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from meshkit import AlreadyExists, Database, FailedPrecondition, InvalidArgument, NotFound
 
 
 class FakeStore:
@@ -75,7 +75,7 @@ class FakeUnitOfWork:
         self.pending: list[InventoryEvent] = []
         return self
 
-    def publish(self, event: InventoryEvent) -> None:
+    def publish(self, event: InventoryEvent, *, event_id: str | None = None) -> None:
         self.pending.append(event)
 
     def __exit__(
@@ -93,7 +93,9 @@ class FakeUnitOfWork:
 class RecordingPublisher:
     """The SQLite adapter's publisher port, writing each event into the same transaction."""
 
-    def publish(self, conn: sqlite3.Connection, event: InventoryEvent) -> None:
+    def publish(
+        self, conn: sqlite3.Connection, event: InventoryEvent, *, event_id: str | None = None
+    ) -> None:
         conn.execute("CREATE TABLE IF NOT EXISTS published (event TEXT NOT NULL)")
         conn.execute("INSERT INTO published VALUES (?)", (type(event).__name__,))
 
@@ -115,7 +117,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
             lambda: [type(e).__name__ for e in store.events],
         )
         return
-    db = open_database(str(tmp_path / "inventory.db"))
+    db = Database(tmp_path / "inventory.db", MIGRATIONS)
     publisher = RecordingPublisher()
 
     def published() -> list[str]:
@@ -313,10 +315,12 @@ def test_a_refused_command_publishes_nothing(harness: Harness) -> None:
 
 def test_a_failing_publish_rolls_the_state_change_back(tmp_path: Path) -> None:
     class Refusing:
-        def publish(self, conn: sqlite3.Connection, event: InventoryEvent) -> None:
+        def publish(
+            self, conn: sqlite3.Connection, event: InventoryEvent, *, event_id: str | None = None
+        ) -> None:
             raise ValueError("event does not match its schema")
 
-    db = open_database(str(tmp_path / "inventory.db"))
+    db = Database(tmp_path / "inventory.db", MIGRATIONS)
     inventory = Inventory(lambda: SqliteUnitOfWork(db, Refusing()))
     with pytest.raises(ValueError, match="schema"):
         inventory.set_stock("A", 5)
@@ -330,12 +334,21 @@ def test_events_map_to_records_keyed_by_aggregate() -> None:
 
     now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
     lines = (Line("A", 2),)
-    assert to_record(StockSet("A", 5, 3, 2, now)) == (
+    stock_set = StockSet("A", 5, 3, 2, now)
+    assert (EVENTS.type_of(stock_set), EVENTS.key_of(stock_set)) == (
         "shop.inventory.v1.StockSet",
         "A",
-        {"sku": "A", "on_hand": 5, "available": 3, "reserved": 2, "occurred_at": now},
     )
+    assert EVENTS.to_record(stock_set) == {
+        "sku": "A",
+        "on_hand": 5,
+        "available": 3,
+        "reserved": 2,
+        "occurred_at": now,
+    }
     for event_type in (StockReserved, ReservationReleased, ReservationCommitted):
-        name, key, record = to_record(event_type("r9", lines, now))
+        event = event_type("r9", lines, now)
+        name, key, record = EVENTS.type_of(event), EVENTS.key_of(event), EVENTS.to_record(event)
         assert (name, key) == (f"shop.inventory.v1.{event_type.__name__}", "r9")
         assert record["lines"] == [{"sku": "A", "quantity": 2}]
+        assert EVENTS.event(name, record) == event

@@ -1,18 +1,8 @@
-"""``python -m inventory``: run the inventory service (settings from INVENTORY_* variables)."""
+"""``python -m inventory``: run the inventory service (``--help`` lists its settings)."""
 
 import sys
 
-from inventory.bootstrap import build
-from inventory.config import PREFIX, Settings
-from meshkit.server import run_service
+from inventory.bootstrap import SERVICE
 
 if __name__ == "__main__":
-    sys.exit(
-        run_service(
-            "inventory",
-            PREFIX,
-            Settings,
-            build,
-            description="Inventory: stock levels and reservations (shop.inventory.v1).",
-        )
-    )
+    sys.exit(SERVICE.main())

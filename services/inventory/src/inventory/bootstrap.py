@@ -1,51 +1,31 @@
-"""The composition root: builds inventory's database, outbox, relay, use cases and server."""
+"""The composition root: inventory's use cases and servicer, on the service kit."""
 
 from __future__ import annotations
 
-from inventory.adapters.events import OutboxPublisher
-from inventory.adapters.sqlite import SqliteUnitOfWork, open_database
+from inventory.adapters.events import EVENTS
+from inventory.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from inventory.app.inventory import Inventory
-from inventory.config import Settings
 from inventory.entrypoints.grpc_api import InventoryServicer
-from meshkit.events import EventCatalog, Outbox, OutboxRelay
-from meshkit.server import MeshServer, ServiceBinding, create_server
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
-
-SERVICE_NAME = inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name
-SOURCE = "/meshkit/inventory"
+from meshkit.server import ServiceBinding
+from meshkit.service import Service, ServiceContext, binding
+from meshkit.settings import ServiceSettings
+from shop.inventory.v1 import inventory_pb2_grpc
 
 
-def event_catalog() -> EventCatalog:
-    """Inventory's event contracts, shipped inside the generated contracts package."""
-    return EventCatalog.from_package("shop.inventory.v1")
+def build(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
+    """Inventory's servicer over its use cases, each call one unit of work on ``ctx.db``."""
+    inventory = Inventory(lambda: SqliteUnitOfWork(ctx.db, ctx.events))
+    return [
+        binding(
+            InventoryServicer(inventory), inventory_pb2_grpc.add_InventoryServiceServicer_to_server
+        )
+    ]
 
 
-def build(settings: Settings) -> MeshServer:
-    """A ready-to-start inventory server.
-
-    Refuses (raises SchemaRegistrationError naming the subjects) when an event schema is not
-    registered as it is here. Starting runs the outbox relay; stopping drains RPCs, stops the
-    relay, then closes the database.
-    """
-    catalog = event_catalog()
-    outbox = Outbox(catalog, settings.schema_registry_url, source=SOURCE)
-    outbox.verify()
-    db = open_database(str(settings.db_path))
-    publisher = OutboxPublisher(outbox)
-    inventory = Inventory(lambda: SqliteUnitOfWork(db, publisher))
-    relay = OutboxRelay(
-        db,
-        settings.kafka_bootstrap,
-        topics=catalog.topics,
-        create_topics=settings.kafka_create_topics,
-    )
-    binding = ServiceBinding(
-        InventoryServicer(inventory),
-        inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
-        SERVICE_NAME,
-    )
-    server = create_server("inventory", settings, [binding])
-    server.add_worker("outbox-relay", relay.run_forever)
-    server.on_stop(relay.close)
-    server.on_stop(db.close)
-    return server
+SERVICE: Service[ServiceSettings] = Service(
+    name="inventory",
+    description="Inventory: stock levels and reservations (shop.inventory.v1).",
+    build=build,
+    migrations=MIGRATIONS,
+    events=EVENTS,
+)

@@ -6,10 +6,8 @@ import sqlite3
 import time
 from collections.abc import Iterable
 
-from inventory.adapters.events import EventPublisher
-from inventory.domain.events import InventoryEvent
 from inventory.domain.model import Line, Reservation, ReservationStatus, StockItem
-from meshkit.db import Database, UnitOfWork
+from meshkit.db import UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
 
 MIGRATIONS = (
@@ -35,11 +33,6 @@ MIGRATIONS = (
     """,
     OUTBOX_MIGRATION,
 )
-
-
-def open_database(path: str) -> Database:
-    """The inventory database at ``path``, migrated to the current schema."""
-    return Database(path, MIGRATIONS)
 
 
 class SqliteStock:
@@ -119,21 +112,13 @@ class SqliteReservations:
 
 
 class SqliteUnitOfWork(UnitOfWork):
-    """Inventory's unit of work: stock, reservations and their events (through ``publisher``,
-    the outbox) in one SQLite transaction."""
+    """Inventory's unit of work: stock, reservations and their events (``publish``, through the
+    outbox) in one SQLite transaction."""
 
     stock: SqliteStock
     reservations: SqliteReservations
-
-    def __init__(self, db: Database, publisher: EventPublisher) -> None:
-        super().__init__(db)
-        self._publisher = publisher
 
     def bind(self, conn: sqlite3.Connection) -> None:
         """Repositories over the transaction's connection."""
         self.stock = SqliteStock(conn)
         self.reservations = SqliteReservations(conn)
-
-    def publish(self, event: InventoryEvent) -> None:
-        """Append ``event`` to the outbox in this transaction."""
-        self._publisher.publish(self.connection, event)

@@ -21,6 +21,7 @@ from inventory.domain.model import (
     validate_set_stock,
     validate_sku,
 )
+from meshkit import timestamps
 from meshkit.errors import NotFound, Violations
 
 
@@ -34,7 +35,7 @@ class Inventory:
     def __init__(
         self,
         unit_of_work: Callable[[], UnitOfWork],
-        clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.UTC),
+        clock: Callable[[], datetime.datetime] = timestamps.now,
     ) -> None:
         self._uow = unit_of_work
         self._clock = clock

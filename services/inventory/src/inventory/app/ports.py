@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from inventory.domain.events import InventoryEvent
 from inventory.domain.model import Reservation, StockItem
+from meshkit.ports import UnitOfWorkPort
 
 
 class StockRepository(Protocol):
@@ -36,11 +36,8 @@ class ReservationRepository(Protocol):
         """Store a changed reservation's status."""
 
 
-class UnitOfWork(Protocol):
-    """One atomic transaction: everything done through it commits together or not at all.
-
-    ``with uow:`` begins; leaving the block normally commits, an exception rolls back.
-    """
+class UnitOfWork(UnitOfWorkPort[InventoryEvent], Protocol):
+    """One transaction over stock and reservations; ``publish`` its events (meshkit's port)."""
 
     @property
     def stock(self) -> StockRepository:
@@ -49,18 +46,3 @@ class UnitOfWork(Protocol):
     @property
     def reservations(self) -> ReservationRepository:
         """Reservations, inside this transaction."""
-
-    def publish(self, event: InventoryEvent) -> None:
-        """Record ``event`` to be published: it exists exactly when this unit of work commits
-        (the transactional outbox), and an event the contract refuses fails the whole unit."""
-
-    def __enter__(self) -> Self:
-        """Begin the transaction."""
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Commit, or roll back when the block raised."""
