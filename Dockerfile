@@ -32,7 +32,7 @@ WORKDIR /app
 # The workspace: its lock and every member of [tool.uv.workspace] members (services/* as a
 # whole, so a new service is in the image without touching this file).
 COPY pyproject.toml uv.lock ./
-COPY libs/meshkit/ libs/meshkit/
+COPY libs/ libs/
 COPY gen/ gen/
 COPY schema-registry/ schema-registry/
 COPY services/ services/
@@ -41,8 +41,9 @@ COPY services/ services/
 # --no-dev: pytest, ruff, mypy and the code generators stay out of the image.
 # --no-editable: members are installed as wheels, so the runtime stage needs no source tree.
 # --all-packages: every workspace member, even one not yet listed in the root dependencies.
+# --no-install-package mesh-runner: the developer runner (`mesh`) is no part of a deployed service.
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --all-packages
+    uv sync --locked --no-dev --no-editable --all-packages --no-install-package mesh-runner
 
 # ---------------------------------------------------------------------------------------------
 # runtime: the venv, the contracts (`register-all proto/` reads them), a non-root user

@@ -127,7 +127,7 @@ def measure(target: str, concurrency: int, seconds: float) -> tuple[float, float
 
 
 def start_receiver(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The real local receiver (meshkit.runner.receiver) on a free port, healthy."""
+    """The real local receiver (mesh_runner.receiver) on a free port, healthy."""
     import socket
 
     with socket.socket() as sock:
@@ -137,7 +137,7 @@ def start_receiver(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
         [
             sys.executable,
             "-m",
-            "meshkit.runner.receiver",
+            "mesh_runner.receiver",
             "--port",
             str(port),
             "--db",

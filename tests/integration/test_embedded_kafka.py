@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from support.kafka import consume, unique_topic
 
-MODULE = "meshkit.runner.embedded_kafka"
+MODULE = "mesh_runner.embedded_kafka"
 START_TIMEOUT_S = 30
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from meshkit.runner.processes import port_open
+from mesh_runner.processes import port_open
 
 REPO = Path(__file__).resolve().parents[2]
 GRPCURL = REPO / ".cache" / "bin" / "grpcurl"

@@ -26,9 +26,9 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
+from mesh_runner import receiver
+from mesh_runner.tracestore import TraceStore
 from meshkit import otlp
-from meshkit.runner import receiver
-from meshkit.runner.tracestore import TraceStore
 
 
 def spans_of_every_shape() -> list[ReadableSpan]:

@@ -15,9 +15,9 @@ import os
 import sys
 from pathlib import Path
 
+from mesh_runner.config import ConfigError, find_root
+from mesh_runner.kafka import KafkaChoice
 from meshkit.errors import MeshError
-from meshkit.runner.config import ConfigError, find_root
-from meshkit.runner.kafka import KafkaChoice
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-from meshkit.runner.processes import ProcessRecord, is_alive, spawn, terminate
+from mesh_runner.processes import ProcessRecord, is_alive, spawn, terminate
 
 
 def script(tmp_path: Path) -> Path:

@@ -1,6 +1,6 @@
 """The local trace receiver `mesh up` starts first: OTLP/gRPC in, spans kept in SQLite.
 
-    python -m meshkit.runner.receiver [--host 127.0.0.1] [--port 4317] [--db .mesh/data/traces.db]
+    python -m mesh_runner.receiver [--host 127.0.0.1] [--port 4317] [--db .mesh/data/traces.db]
 
 It serves ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` (the stubs ship with
 opentelemetry-proto) and grpc.health.v1, so tracing works with no software beyond the mesh:
@@ -24,12 +24,12 @@ from pathlib import Path
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from mesh_runner.tracestore import TraceStore
 from meshkit.logs import configure_logging
-from meshkit.runner.tracestore import TraceStore
 from meshkit.server import MeshServer, ServiceBinding, create_server
 from meshkit.settings import ServerSettings
 
-log = logging.getLogger("meshkit.receiver")
+log = logging.getLogger("mesh_runner.receiver")
 
 DEFAULT_PORT = 4317
 DEFAULT_DB = Path(".mesh") / "data" / "traces.db"
@@ -85,8 +85,8 @@ def build(host: str, port: int, db: Path, retention_s: float) -> MeshServer:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m meshkit.runner.receiver``: receive spans until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m meshkit.runner.receiver", description=__doc__)
+    """``python -m mesh_runner.receiver``: receive spans until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m mesh_runner.receiver", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--db", type=Path, default=DEFAULT_DB, help="the SQLite file of spans")

@@ -1,6 +1,6 @@
 """Which Kafka the local mesh uses, and starting or stopping it.
 
-- ``embedded``: librdkafka's mock cluster, hosted by meshkit.runner.embedded_kafka; the default
+- ``embedded``: librdkafka's mock cluster, hosted by mesh_runner.embedded_kafka; the default
   when nothing is configured. Good for demos, not a real broker.
 - ``local``: real Apache Kafka 4.x on 127.0.0.1:9092 through scripts/kafka (fetched once).
 - ``HOST:PORT``: a broker someone else runs; the mesh only points services at it.
@@ -19,8 +19,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from meshkit.runner.config import KAFKA, Mesh
-from meshkit.runner.processes import ProcessRecord, is_alive, port_open, spawn, tail, terminate
+from mesh_runner.config import KAFKA, Mesh
+from mesh_runner.processes import ProcessRecord, is_alive, port_open, spawn, tail, terminate
 
 LOCAL_BOOTSTRAP = "127.0.0.1:9092"
 
@@ -114,7 +114,7 @@ def stop_kafka(mesh: Mesh, say: object = print) -> None:
 def _start_embedded(mesh: Mesh, say: object) -> KafkaChoice:
     bootstrap_file = mesh.run_dir / "kafka.bootstrap"
     bootstrap_file.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "meshkit.runner.embedded_kafka"]
+    argv = [sys.executable, "-m", "mesh_runner.embedded_kafka"]
     argv += ["--bootstrap-file", str(bootstrap_file)]
     log_path = mesh.log_dir / f"{KAFKA}.log"
     record = spawn(KAFKA, argv, port=0, env=os.environ, cwd=mesh.root, log_path=log_path)

@@ -24,10 +24,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from meshkit.runner import dlq, rebuild, sagas, traces
-from meshkit.runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
-from meshkit.runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
-from meshkit.runner.processes import (
+from mesh_runner import dlq, rebuild, sagas, traces
+from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
+from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
+from mesh_runner.processes import (
     ProcessRecord,
     healthy,
     is_alive,

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from meshkit.runner.tracestore import (
+from mesh_runner.tracestore import (
     Span,
     TraceStore,
     dumps,
@@ -217,7 +217,7 @@ def run(args: argparse.Namespace, root: Path | None) -> int:
 
 
 def _store(root: Path | None) -> TraceStore | None:
-    from meshkit.runner.config import find_root
+    from mesh_runner.config import find_root
 
     path = store_path(root or find_root())
     if not path.exists():

@@ -1,6 +1,6 @@
 """An embedded stand-in Kafka for `mesh up` when no broker is configured.
 
-    python -m meshkit.runner.embedded_kafka --bootstrap-file PATH
+    python -m mesh_runner.embedded_kafka --bootstrap-file PATH
 
 Hosts librdkafka's built-in mock cluster (confluent-kafka's `test.mock.num.brokers`) in this
 process and publishes its address, "127.0.0.1:<port>", by writing it atomically to PATH once the
@@ -36,7 +36,7 @@ from confluent_kafka import KafkaException, Producer, libversion
 
 from meshkit.logs import configure_logging
 
-log = logging.getLogger("meshkit.runner.embedded_kafka")
+log = logging.getLogger("mesh_runner.embedded_kafka")
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 # How long the hosting client may take to see its own mock broker in metadata.
@@ -98,9 +98,9 @@ def wait_for_stop_signal(host: Producer) -> signal.Signals:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m meshkit.runner.embedded_kafka``."""
+    """Entry point of ``python -m mesh_runner.embedded_kafka``."""
     parser = argparse.ArgumentParser(
-        prog="python -m meshkit.runner.embedded_kafka",
+        prog="python -m mesh_runner.embedded_kafka",
         description="Host librdkafka's in-memory mock Kafka cluster on 127.0.0.1 (random port).",
     )
     parser.add_argument(

@@ -8,7 +8,7 @@ import socket
 
 from support.mesh import free_port
 
-from meshkit.runner.processes import port_open, probe
+from mesh_runner.processes import port_open, probe
 
 
 def test_a_listener_is_open_and_a_free_port_is_not() -> None:

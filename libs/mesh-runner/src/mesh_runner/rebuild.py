@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, root: Path | None) -> int:
     """Run ``mesh rebuild``."""
     target = args.target
     if target is None:
-        from meshkit.runner.config import ConfigError, load_mesh
+        from mesh_runner.config import ConfigError, load_mesh
 
         try:
             component = load_mesh(root).component(args.projection)

@@ -20,9 +20,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
-from meshkit.runner import receiver
-from meshkit.runner.cli import main
-from meshkit.runner.tracestore import TraceStore, spans_from_otlp_json
+from mesh_runner import receiver
+from mesh_runner.cli import main
+from mesh_runner.tracestore import TraceStore, spans_from_otlp_json
 from meshkit.server import MeshServer
 
 KEYS = {
@@ -209,7 +209,7 @@ def _span(span_id: str, parent: str | None, kind: str, start: str) -> dict[str, 
 
 
 def test_tree_names_the_callers_entry_and_still_flags_real_gaps() -> None:
-    from meshkit.runner.traces import render_tree
+    from mesh_runner.traces import render_tree
 
     spans = [
         _span("a1", "c0ffee00c0ffee00", "SERVER", "2026-01-01T00:00:00.000001Z"),
