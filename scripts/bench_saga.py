@@ -140,7 +140,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("mesh.toml", "proto", "scripts"):
+        # .cache: `--kafka local` reuses the checkout's Kafka jars (.cache/kafka).
+        for name in ("mesh.toml", "proto", ".cache"):
             (root / name).symlink_to(ROOT / name)
         print("==> mesh up -d --kafka local (scratch root)", flush=True)
         up = subprocess.run(

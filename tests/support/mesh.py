@@ -85,13 +85,14 @@ def grpcurl() -> Grpcurl:
 
 @pytest.fixture
 def tmp_mesh_root(tmp_path: Path) -> Iterator[Path]:
-    """A scratch checkout for `mesh --root`: the repo's mesh.toml, proto/ and scripts/ linked in.
+    """A scratch checkout for `mesh --root`: the repo's mesh.toml, proto/ and .cache/ linked in
+    (.cache/kafka holds the jars `mesh up --kafka local` would otherwise fetch again).
 
     State (.mesh/) lands in the scratch directory, so tests never touch a developer's own mesh.
     At teardown `mesh down` runs whatever happened (a failed `up` included), so nothing a test
     started outlives it.
     """
-    for name in ("mesh.toml", "proto", "scripts"):
+    for name in ("mesh.toml", "proto", ".cache"):
         (tmp_path / name).symlink_to(REPO / name)
     yield tmp_path
     mesh_cli(tmp_path, "down")

@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--kafka",
         metavar="embedded|local|HOST:PORT",
-        help="embedded mock cluster (default), real Kafka via scripts/kafka, or a broker address",
+        help="embedded mock cluster (default), real local Kafka 4.x, or a broker address",
     )
     sub.add_parser("down", help="stop everything `mesh up` started")
     ps = sub.add_parser("ps", help="list the components with pid, port and state")

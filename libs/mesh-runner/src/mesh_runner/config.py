@@ -1,4 +1,8 @@
-"""The local mesh's declaration (mesh.toml) and where its runtime state lives (.mesh/)."""
+"""The local mesh's declaration (mesh.toml) and where its runtime state lives (.mesh/).
+
+Standard library only: mesh_runner.local_kafka imports find_root, and scripts/kafka runs that
+before .venv exists (tests/unit/runner/test_local_kafka.py runs it without site-packages).
+"""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ What it is not: a real broker.
 - Classic-protocol consumer groups rebalance only after a departed member's session timeout
   (45 s by default), even after a clean close(); `group.protocol=consumer` (KIP-848) hands
   partitions over at once, and real Kafka 4.x supports it too.
-For a real broker use scripts/kafka.
+For a real broker use `mesh up --kafka local` (mesh_runner.local_kafka) or scripts/kafka.
 
 Runs until SIGTERM or SIGINT, then removes PATH and exits 0.
 """

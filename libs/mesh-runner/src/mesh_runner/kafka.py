@@ -2,7 +2,8 @@
 
 - ``embedded``: librdkafka's mock cluster, hosted by mesh_runner.embedded_kafka; the default
   when nothing is configured. Good for demos, not a real broker.
-- ``local``: real Apache Kafka 4.x on 127.0.0.1:9092 through scripts/kafka (fetched once).
+- ``local``: real Apache Kafka 4.x on 127.0.0.1:9092, run by mesh_runner.local_kafka in this
+  process (the jars are fetched once into <mesh root>/.cache/kafka).
 - ``HOST:PORT``: a broker someone else runs; the mesh only points services at it.
 
 The choice is recorded in .mesh/run/kafka-choice.json so that later `mesh up` calls keep it.
@@ -13,16 +14,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mesh_runner import local_kafka
 from mesh_runner.config import KAFKA, Mesh
 from mesh_runner.processes import ProcessRecord, is_alive, port_open, spawn, tail, terminate
 
-LOCAL_BOOTSTRAP = "127.0.0.1:9092"
+LOCAL_BOOTSTRAP = f"{local_kafka.HOST}:{local_kafka.PORT}"
 
 
 class KafkaError(RuntimeError):
@@ -107,7 +108,10 @@ def stop_kafka(mesh: Mesh, say: object = print) -> None:
             _say(say, "kafka: embedded broker stopped")
         ProcessRecord.forget(mesh.run_dir, KAFKA)
     elif choice.mode == "local" and choice.managed:
-        subprocess.run([str(mesh.root / "scripts" / "kafka"), "stop"], check=False)
+        try:
+            local_kafka.cmd_stop(local_kafka.Paths.for_root(mesh.root))
+        except local_kafka.LocalKafkaError as exc:
+            _say(say, str(exc))
     (mesh.run_dir / "kafka-choice.json").unlink(missing_ok=True)
 
 
@@ -135,14 +139,18 @@ def _start_embedded(mesh: Mesh, say: object) -> KafkaChoice:
 
 
 def _start_local(mesh: Mesh, say: object) -> KafkaChoice:
-    script = mesh.root / "scripts" / "kafka"
-    was_running = subprocess.run([str(script), "status"], capture_output=True, check=False)
-    _say(say, "kafka: starting real Apache Kafka through scripts/kafka")
-    result = subprocess.run([str(script), "start"], check=False)
-    if result.returncode != 0:
-        raise KafkaError(f"scripts/kafka start failed (exit {result.returncode})")
-    _wait_port(LOCAL_BOOTSTRAP, 60, "Kafka on 127.0.0.1:9092")
-    return KafkaChoice("local", LOCAL_BOOTSTRAP, managed=was_running.returncode != 0)
+    paths = local_kafka.Paths.for_root(mesh.root)
+    was_running = local_kafka.running(paths)
+    _say(say, f"kafka: starting real Apache Kafka {local_kafka.KAFKA_VERSION} on {LOCAL_BOOTSTRAP}")
+    try:
+        result = local_kafka.cmd_start(paths)
+    except local_kafka.LocalKafkaError as exc:
+        raise KafkaError(str(exc)) from None
+    if result != local_kafka.EXIT_OK:
+        raise KafkaError(f"local Kafka did not start (log: {paths.log})")
+    _wait_port(LOCAL_BOOTSTRAP, 60, f"Kafka on {LOCAL_BOOTSTRAP}")
+    # Stopped by `mesh down` only when this call started it.
+    return KafkaChoice("local", LOCAL_BOOTSTRAP, managed=not was_running)
 
 
 def _wait_port(bootstrap: str, timeout: float, what: str) -> None:
