@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh_runner import dlq, rebuild, sagas, traces
+from mesh_runner import dlq, rebuild, sagas, scaffold, traces
 from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from mesh_runner.processes import (
@@ -311,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sagas.add_parser(sub)
     rebuild.add_parser(sub)
     traces.add_parsers(sub)
+    scaffold.add_parser(sub)
     return parser
 
 
@@ -327,6 +328,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
             return traces.run(args, args.root.resolve() if args.root else None)
         mesh = load_mesh(args.root.resolve() if args.root else None)
+        if args.command == "new":
+            return scaffold.run(args, mesh.root)
         if args.command == "up":
             return cmd_up(mesh, args.detach, args.kafka)
         if args.command == "down":
