@@ -24,8 +24,8 @@ from support.kafka import consume
 
 from meshkit.events import SchemaRegistrationError
 from meshkit.server import MeshServer
-from payments.bootstrap import build
-from payments.config import Settings
+from meshkit.settings import ServiceSettings
+from payments.bootstrap import SERVICE
 from schema_registry.client import RegistryClient
 from shop.common.v1 import common_pb2
 from shop.payments.v1 import payments_pb2 as pb
@@ -41,13 +41,13 @@ TOPIC = "payments.events.v1"
 @pytest.fixture
 def server(tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> Iterator[MeshServer]:
     register_all(registry_url, AVRO)
-    settings = Settings(
+    settings = ServiceSettings(
         port=0,
         db_path=tmp_path / "payments.db",
         kafka_bootstrap=kafka_bootstrap,
         schema_registry_url=registry_url,
     )
-    server = build(settings)
+    server = SERVICE.create(settings)
     server.start()
     yield server
     server.stop(0)
@@ -169,8 +169,8 @@ def test_refuses_to_start_when_its_schemas_are_not_registered(
 
     storage = MemoryStorage()
     with running_server(storage) as empty_registry, pytest.raises(SchemaRegistrationError) as err:
-        build(
-            Settings(
+        SERVICE.create(
+            ServiceSettings(
                 port=0,
                 db_path=tmp_path / "p.db",
                 kafka_bootstrap=kafka_bootstrap,

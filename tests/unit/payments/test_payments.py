@@ -26,18 +26,35 @@ from support.registry import run_cli
 
 from meshkit import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from meshkit.db import Database
-from meshkit.events import EventCatalog, Outbox
-from payments.adapters.avro import SOURCE, to_record
-from payments.adapters.sqlite import SqliteUnitOfWork, open_database
+from meshkit.events import EventCatalog, EventPublisher, Outbox
+from meshkit.money import Money, minor_units
+from payments.adapters.events import EVENTS
+from payments.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from payments.app.payments import Payments
 from payments.app.ports import IdempotentResult
-from payments.domain.events import PaymentEvent
-from payments.domain.model import Payment, PaymentStatus
-from payments.domain.money import Money, RawMoney
+from payments.bootstrap import SERVICE
+from payments.domain.events import (
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentDeclined,
+    PaymentEvent,
+    PaymentRefunded,
+    PaymentVoided,
+)
+from payments.domain.model import CURRENCIES, Payment, PaymentStatus
+from shop.common.v1 import common_pb2
 
 REPO = Path(__file__).resolve().parents[3]
 AVRO = REPO / "proto" / "shop" / "payments" / "v1" / "avro"
-EUR_12_30 = RawMoney(12, 300_000_000, "EUR")
+SOURCE = SERVICE.source
+
+
+def wire(currency_code: str, units: int, nanos: int = 0) -> common_pb2.Money:
+    """An amount exactly as a request carries it (the wire message), not validated yet."""
+    return common_pb2.Money(currency_code=currency_code, units=units, nanos=nanos)
+
+
+EUR_12_30 = wire("EUR", 12, 300_000_000)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,14 +100,6 @@ class FakeIdempotency:
         self.items[result.key] = copy.deepcopy(result)
 
 
-class FakeEvents:
-    def __init__(self) -> None:
-        self.pending: list[PaymentEvent] = []
-
-    def add(self, event: PaymentEvent) -> None:
-        self.pending.append(event)
-
-
 class FakeUnitOfWork:
     """Works on copies, publishes them on a clean exit, serialised like BEGIN IMMEDIATE."""
 
@@ -101,8 +110,11 @@ class FakeUnitOfWork:
         self._store.lock.acquire()
         self.payments = FakePayments(copy.deepcopy(self._store.payments))
         self.idempotency = FakeIdempotency(copy.deepcopy(self._store.keys))
-        self.events = FakeEvents()
+        self.pending: list[PaymentEvent] = []
         return self
+
+    def publish(self, event: PaymentEvent, *, event_id: str | None = None) -> None:
+        self.pending.append(event)
 
     def __exit__(
         self,
@@ -114,7 +126,7 @@ class FakeUnitOfWork:
             if exc_type is None:
                 self._store.payments = self.payments.items
                 self._store.keys = self.idempotency.items
-                self._store.events += self.events.pending
+                self._store.events += self.pending
         finally:
             self._store.lock.release()
 
@@ -209,21 +221,24 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         store = FakeStore()
         yield Harness(
             Payments(lambda: FakeUnitOfWork(store), clock=clock, new_id=lambda: next(ids)),
-            lambda: [_normalise(*_swap(to_record(e))) for e in store.events],
+            lambda: [
+                _normalise(EVENTS.type_of(e), EVENTS.key_of(e), EVENTS.to_record(e))
+                for e in store.events
+            ],
             lambda: len(store.payments),
             clock,
         )
         return
-    box: Outbox = request.getfixturevalue("outbox")
-    path = str(tmp_path / "payments.db")
-    dbs = [open_database(path)]
+    box = EventPublisher(request.getfixturevalue("outbox"), EVENTS)
+    path = tmp_path / "payments.db"
+    dbs = [Database(path, MIGRATIONS)]
 
     def make(db: Database) -> Payments:
         return Payments(lambda: SqliteUnitOfWork(db, box), clock=clock, new_id=lambda: next(ids))
 
     def reopen() -> Payments:
         # What a restart after kill -9 sees: a new process, a new connection, the same file.
-        dbs.append(open_database(path))
+        dbs.append(Database(path, MIGRATIONS))
         return make(dbs[-1])
 
     def count() -> int:
@@ -233,11 +248,6 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
     yield Harness(make(dbs[0]), lambda: _read_outbox(dbs[-1]), count, clock, reopen)
     for db in dbs:
         db.close()
-
-
-def _swap(item: tuple[str, dict[str, Any], str]) -> tuple[str, str, dict[str, Any]]:
-    event_type, record, key = item
-    return event_type, key, record
 
 
 def authorize(h: Harness, key: str = "k-auth", token: str = "tok_visa", **kw: Any) -> Payment:
@@ -260,7 +270,7 @@ def test_tok_visa_authorizes_and_publishes_payment_authorized(harness: Harness) 
     assert payment.status is PaymentStatus.AUTHORIZED
     assert payment.decline_reason == ""
     assert (payment.payment_id, payment.order_id) == ("pay_0001", "order-1")
-    assert payment.amount == Money.of(12, 300_000_000, "EUR")
+    assert payment.amount == Money.of("EUR", 12, 300_000_000)
     assert payment.created_at == payment.updated_at == harness.clock.now
     assert harness.payments.get("pay_0001") == payment
     assert harness.published() == [
@@ -480,8 +490,8 @@ def test_replay_returns_the_first_result_even_after_later_changes(harness: Harne
     "other",
     [
         {"order_id": "order-2"},
-        {"amount": RawMoney(12, 310_000_000, "EUR")},
-        {"amount": RawMoney(12, 300_000_000, "USD")},
+        {"amount": wire("EUR", 12, 310_000_000)},
+        {"amount": wire("USD", 12, 300_000_000)},
         {"token": "tok_chargeDeclined"},
     ],
     ids=["order", "amount", "currency", "token"],
@@ -516,7 +526,7 @@ def test_keys_are_global_across_operations_and_payments(harness: Harness) -> Non
 
 def test_a_rejected_request_does_not_consume_its_key(harness: Harness) -> None:
     with pytest.raises(InvalidArgument):
-        authorize(harness, amount=RawMoney(0, 0, "EUR"))
+        authorize(harness, amount=wire("EUR", 0, 0))
     assert authorize(harness).status is PaymentStatus.AUTHORIZED
 
 
@@ -549,23 +559,25 @@ def test_a_bad_authorization_names_every_field(harness: Harness) -> None:
 @pytest.mark.parametrize(
     ("amount", "field", "says"),
     [
-        (RawMoney(0, 0, "EUR"), "amount", "must be positive"),
-        (RawMoney(-5, 0, "EUR"), "amount", "must be positive"),
-        (RawMoney(0, -10_000_000, "EUR"), "amount", "must be positive"),
-        (RawMoney(1, 0, "eur"), "amount.currency_code", "three upper-case letters"),
-        (RawMoney(1, 0, ""), "amount.currency_code", "three upper-case letters"),
-        (RawMoney(1, 0, "EURO"), "amount.currency_code", "three upper-case letters"),
-        (RawMoney(1, 0, "XXX"), "amount.currency_code", "unsupported currency 'XXX'"),
-        (RawMoney(1, 1_000_000_000, "EUR"), "amount.nanos", "between -999999999 and 999999999"),
-        (RawMoney(1, -1_000_000_000, "EUR"), "amount.nanos", "between"),
-        (RawMoney(1, -500_000_000, "EUR"), "amount.nanos", "same sign as units"),
-        (RawMoney(1, 5_000_000, "EUR"), "amount.nanos", "whole multiples of its smallest unit"),
-        (RawMoney(100, 500_000_000, "JPY"), "amount.nanos", "(JPY 1)"),
-        (RawMoney(10**9 + 1, 0, "EUR"), "amount.units", "at most 1000000000"),
+        (wire("EUR", 0, 0), "amount", "must be positive"),
+        (wire("EUR", -5, 0), "amount", "must be positive"),
+        (wire("EUR", 0, -10_000_000), "amount", "must be positive"),
+        (wire("eur", 1, 0), "amount.currency_code", "three upper-case letters"),
+        (wire("", 1, 0), "amount.currency_code", "three upper-case letters"),
+        (wire("EURO", 1, 0), "amount.currency_code", "three upper-case letters"),
+        # A real currency the simulated processor does not settle, and a code that is none.
+        (wire("KWD", 1, 0), "amount.currency_code", "unsupported currency 'KWD'; supported: AUD"),
+        (wire("XXX", 1, 0), "amount.currency_code", "'XXX' is not an ISO 4217 currency"),
+        (wire("EUR", 1, 1_000_000_000), "amount.nanos", "between -999999999 and 999999999"),
+        (wire("EUR", 1, -1_000_000_000), "amount.nanos", "between"),
+        (wire("EUR", 1, -500_000_000), "amount.nanos", "same sign as units"),
+        (wire("EUR", 1, 5_000_000), "amount.nanos", "whole multiples of its smallest unit"),
+        (wire("JPY", 100, 500_000_000), "amount.nanos", "(JPY 1)"),
+        (wire("EUR", 10**9 + 1, 0), "amount.units", "at most 1000000000"),
     ],
 )
 def test_bad_amounts_name_the_subfield(
-    harness: Harness, amount: RawMoney, field: str, says: str
+    harness: Harness, amount: common_pb2.Money, field: str, says: str
 ) -> None:
     with pytest.raises(InvalidArgument) as raised:
         authorize(harness, amount=amount)
@@ -576,7 +588,7 @@ def test_bad_amounts_name_the_subfield(
 
 def test_several_bad_money_fields_at_once(harness: Harness) -> None:
     with pytest.raises(InvalidArgument) as raised:
-        authorize(harness, amount=RawMoney(1, 2_000_000_000, "eur"))
+        authorize(harness, amount=wire("eur", 1, 2_000_000_000))
     assert [v.field for v in raised.value.violations] == ["amount.currency_code", "amount.nanos"]
 
 
@@ -597,14 +609,14 @@ def test_bad_transition_requests_name_the_fields(harness: Harness, action: str) 
 @pytest.mark.parametrize(
     ("raw", "total", "shown"),
     [
-        (RawMoney(12, 300_000_000, "EUR"), 12_300_000_000, "EUR 12.30"),
-        (RawMoney(0, 10_000_000, "EUR"), 10_000_000, "EUR 0.01"),
-        (RawMoney(1500, 0, "JPY"), 1_500_000_000_000, "JPY 1500"),
-        (RawMoney(999_999_999, 990_000_000, "CHF"), 999_999_999_990_000_000, "CHF 999999999.99"),
+        (wire("EUR", 12, 300_000_000), 12_300_000_000, "EUR 12.30"),
+        (wire("EUR", 0, 10_000_000), 10_000_000, "EUR 0.01"),
+        (wire("JPY", 1500, 0), 1_500_000_000_000, "JPY 1500"),
+        (wire("CHF", 999_999_999, 990_000_000), 999_999_999_990_000_000, "CHF 999999999.99"),
     ],
 )
 def test_money_is_exact_integer_nanos_through_the_store(
-    harness: Harness, raw: RawMoney, total: int, shown: str
+    harness: Harness, raw: common_pb2.Money, total: int, shown: str
 ) -> None:
     payment = authorize(harness, amount=raw)
     assert payment.amount.total_nanos == total
@@ -621,11 +633,43 @@ def test_money_is_exact_integer_nanos_through_the_store(
 
 
 def test_money_splits_negative_amounts_with_one_sign() -> None:
-    money = Money(-1_250_000_000, "EUR")
+    money = Money("EUR", -1_250_000_000)
     assert (money.units, money.nanos) == (-1, -250_000_000)
-    assert Money.of(-1, -250_000_000, "EUR") == money
+    assert Money.of("EUR", -1, -250_000_000) == money
     assert str(money) == "EUR -1.25"
-    assert Money.of(1, 0, "EUR") < Money.of(1, 10_000_000, "EUR")
+    assert Money.of("EUR", 1, 0) < Money.of("EUR", 1, 10_000_000)
+
+
+def test_every_settled_currency_is_iso_4217_with_its_minor_units() -> None:
+    assert {code: minor_units(code) for code in CURRENCIES} == {
+        **dict.fromkeys(CURRENCIES - {"JPY"}, 2),
+        "JPY": 0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Event mapping
+# ---------------------------------------------------------------------------------------------
+
+
+def test_events_map_to_records_keyed_by_the_order_and_back() -> None:
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    amount = Money.of("JPY", 1500)
+    events: list[PaymentEvent] = [
+        PaymentAuthorized("pay_1", "order-1", amount, now),
+        PaymentDeclined("pay_1", "order-1", amount, "expired_card", now),
+        PaymentCaptured("pay_1", "order-1", amount, now),
+        PaymentVoided("pay_1", "order-1", amount, now),
+        PaymentRefunded("pay_1", "order-1", amount, now),
+    ]
+    assert EVENTS.types == {f"shop.payments.v1.{type(e).__name__}" for e in events}
+    for event in events:
+        name = EVENTS.type_of(event)
+        assert name == f"shop.payments.v1.{type(event).__name__}"
+        assert EVENTS.key_of(event) == "order-1"
+        record = EVENTS.to_record(event)
+        assert record["amount"] == amount_record(1500, 0, "JPY")
+        assert EVENTS.event(name, record) == event
 
 
 # ---------------------------------------------------------------------------------------------
@@ -651,19 +695,19 @@ def test_replays_survive_a_restart(harness: Harness) -> None:
 class BrokenOutbox:
     """An outbox whose append fails, as when the registry is unreachable."""
 
-    def append(
-        self, conn: sqlite3.Connection, event_type: str, data: dict[str, Any], *, key: str
-    ) -> str:
+    def publish(
+        self, conn: sqlite3.Connection, event: PaymentEvent, *, event_id: str | None = None
+    ) -> None:
         raise RuntimeError("registry down")
 
 
 def test_a_failed_outbox_write_rolls_back_state_and_key(tmp_path: Path, outbox: Outbox) -> None:
-    db = open_database(str(tmp_path / "p.db"))
+    db = Database(tmp_path / "p.db", MIGRATIONS)
     try:
         broken = Payments(lambda: SqliteUnitOfWork(db, BrokenOutbox()))
         with pytest.raises(RuntimeError):
             broken.authorize("k", "order-1", EUR_12_30, "tok_visa")
-        working = Payments(lambda: SqliteUnitOfWork(db, outbox))
+        working = Payments(lambda: SqliteUnitOfWork(db, EventPublisher(outbox, EVENTS)))
         payment = working.authorize("k", "order-1", EUR_12_30, "tok_visa")
         assert payment.status is PaymentStatus.AUTHORIZED
         with db.snapshot() as conn:

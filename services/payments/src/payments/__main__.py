@@ -1,18 +1,8 @@
-"""``python -m payments``: run the payments service (settings from PAYMENTS_* variables)."""
+"""``python -m payments``: run the payments service (``--help`` lists its settings)."""
 
 import sys
 
-from meshkit.server import run_service
-from payments.bootstrap import build
-from payments.config import PREFIX, Settings
+from payments.bootstrap import SERVICE
 
 if __name__ == "__main__":
-    sys.exit(
-        run_service(
-            "payments",
-            PREFIX,
-            Settings,
-            build,
-            description="Payments: a simulated card processor (shop.payments.v1).",
-        )
-    )
+    sys.exit(SERVICE.main())

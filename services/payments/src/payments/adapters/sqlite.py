@@ -6,17 +6,14 @@ epoch (exact, so a replayed result equals the first one to the microsecond).
 
 from __future__ import annotations
 
-import datetime
 import sqlite3
-from typing import Any, Protocol
 
-from meshkit.db import Database, UnitOfWork
+from meshkit.db import UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
-from payments.adapters.avro import to_record
+from meshkit.money import Money
+from meshkit.timestamps import from_micros, to_micros
 from payments.app.ports import IdempotentResult
-from payments.domain.events import PaymentEvent
 from payments.domain.model import Payment, PaymentStatus
-from payments.domain.money import Money
 
 MIGRATIONS = (
     """
@@ -50,31 +47,6 @@ MIGRATIONS = (
 )
 
 
-class OutboxWriter(Protocol):
-    """What the adapter needs of ``meshkit.events.Outbox``: append inside an open transaction."""
-
-    def append(
-        self, conn: sqlite3.Connection, event_type: str, data: dict[str, Any], *, key: str
-    ) -> str:
-        """Append one event in ``conn``'s transaction; returns its ce_id."""
-
-
-def open_database(path: str) -> Database:
-    """The payments database at ``path``, migrated to the current schema."""
-    return Database(path, MIGRATIONS)
-
-
-def _micros(moment: datetime.datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _moment(micros: int) -> datetime.datetime:
-    return _EPOCH + datetime.timedelta(microseconds=micros)
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
 _COLUMNS = (
     "p.payment_id, p.order_id, p.amount_nanos, p.currency_code, p.status, p.decline_reason,"
     " p.created_us, p.updated_us"
@@ -85,11 +57,11 @@ def _payment(row: sqlite3.Row) -> Payment:
     return Payment(
         row["payment_id"],
         row["order_id"],
-        Money(row["amount_nanos"], row["currency_code"]),
+        Money(row["currency_code"], row["amount_nanos"]),
         PaymentStatus(row["status"]),
         row["decline_reason"],
-        _moment(row["created_us"]),
-        _moment(row["updated_us"]),
+        from_micros(row["created_us"]),
+        from_micros(row["updated_us"]),
     )
 
 
@@ -118,8 +90,8 @@ class SqlitePayments:
                 payment.amount.currency_code,
                 payment.status.value,
                 payment.decline_reason,
-                _micros(payment.created_at),
-                _micros(payment.updated_at),
+                to_micros(payment.created_at),
+                to_micros(payment.updated_at),
             ),
         )
 
@@ -131,7 +103,7 @@ class SqlitePayments:
             (
                 payment.status.value,
                 payment.decline_reason,
-                _micros(payment.updated_at),
+                to_micros(payment.updated_at),
                 payment.payment_id,
             ),
         )
@@ -170,39 +142,20 @@ class SqliteIdempotency:
                 payment.payment_id,
                 payment.status.value,
                 payment.decline_reason,
-                _micros(payment.updated_at),
-                _micros(payment.updated_at) / 1e6,
+                to_micros(payment.updated_at),
+                to_micros(payment.updated_at) / 1e6,
             ),
         )
 
 
-class SqliteEvents:
-    """EventOutbox over one open transaction: each event becomes an outbox row in it."""
-
-    def __init__(self, conn: sqlite3.Connection, writer: OutboxWriter) -> None:
-        self._conn = conn
-        self._writer = writer
-
-    def add(self, event: PaymentEvent) -> None:
-        """Append ``event`` to the outbox in this transaction."""
-        event_type, record, key = to_record(event)
-        self._writer.append(self._conn, event_type, record, key=key)
-
-
 class SqliteUnitOfWork(UnitOfWork):
-    """Payments' unit of work: payments, idempotency records and events (through the outbox) in
-    one SQLite transaction."""
+    """Payments' unit of work: payments, idempotency records and their events (``publish``,
+    through the outbox) in one SQLite transaction."""
 
     payments: SqlitePayments
     idempotency: SqliteIdempotency
-    events: SqliteEvents
-
-    def __init__(self, db: Database, outbox: OutboxWriter) -> None:
-        super().__init__(db)
-        self._outbox = outbox
 
     def bind(self, conn: sqlite3.Connection) -> None:
         """Repositories over the transaction's connection."""
         self.payments = SqlitePayments(conn)
         self.idempotency = SqliteIdempotency(conn)
-        self.events = SqliteEvents(conn, self._outbox)

@@ -18,18 +18,14 @@ import json
 import uuid
 from collections.abc import Callable
 
+from meshkit import timestamps
 from meshkit.errors import AlreadyExists, NotFound, Violations
+from meshkit.money import WireMoney
 from payments.app.ports import IdempotentResult, UnitOfWork
 from payments.domain.events import PaymentEvent
 from payments.domain.model import Payment, validate_authorization, validate_id, validate_key
-from payments.domain.money import RawMoney
 
 Clock = Callable[[], datetime.datetime]
-
-
-def utc_now() -> datetime.datetime:
-    """Now in UTC, to the microsecond (what the store keeps, so replays compare equal)."""
-    return datetime.datetime.now(datetime.UTC)
 
 
 def new_payment_id() -> str:
@@ -48,7 +44,7 @@ class Payments:
         self,
         unit_of_work: Callable[[], UnitOfWork],
         *,
-        clock: Clock = utc_now,
+        clock: Clock = timestamps.now,
         new_id: Callable[[], str] = new_payment_id,
     ) -> None:
         self._uow = unit_of_work
@@ -56,9 +52,10 @@ class Payments:
         self._new_id = new_id
 
     def authorize(
-        self, idempotency_key: str, order_id: str, amount: RawMoney | None, payment_token: str
+        self, idempotency_key: str, order_id: str, amount: WireMoney | None, payment_token: str
     ) -> Payment:
-        """Hold ``amount`` for ``order_id``; returns the payment, AUTHORIZED or DECLINED."""
+        """Hold ``amount`` (as the request carried it, unchecked; None when absent) for
+        ``order_id``; returns the payment, AUTHORIZED or DECLINED."""
         money = validate_authorization(idempotency_key, order_id, amount, payment_token)
         fingerprint = _fingerprint(
             "authorize", order_id, money.total_nanos, money.currency_code, payment_token
@@ -125,7 +122,7 @@ class Payments:
 
 def _record(uow: UnitOfWork, result: IdempotentResult, event: PaymentEvent) -> None:
     """Outbox row and idempotency record, in the transaction of the change they describe."""
-    uow.events.add(event)
+    uow.publish(event)
     # A snapshot: the record keeps this call's answer even when the payment changes later.
     uow.idempotency.add(dataclasses.replace(result, payment=result.payment.snapshot()))
 

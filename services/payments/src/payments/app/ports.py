@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
+from meshkit.ports import UnitOfWorkPort
 from payments.domain.events import PaymentEvent
 from payments.domain.model import Payment
 
@@ -48,19 +48,10 @@ class IdempotencyStore(Protocol):
         """Record the first result of a key."""
 
 
-class EventOutbox(Protocol):
-    """Events to publish: they exist exactly when the unit of work commits (an outbox)."""
-
-    def add(self, event: PaymentEvent) -> None:
-        """Publish ``event`` if, and only if, this unit of work commits."""
-
-
-class UnitOfWork(Protocol):
-    """One atomic transaction: everything done through it commits together or not at all.
-
-    ``with uow:`` begins; leaving the block normally commits, an exception rolls back. Units of
-    work are serialised (SQLite ``BEGIN IMMEDIATE``), so two calls with one new idempotency key
-    cannot both act.
+class UnitOfWork(UnitOfWorkPort[PaymentEvent], Protocol):
+    """One transaction over payments and idempotency records; ``publish`` its events (meshkit's
+    port). Units of work are serialised (SQLite ``BEGIN IMMEDIATE``), so two calls with one new
+    idempotency key cannot both act.
     """
 
     @property
@@ -70,18 +61,3 @@ class UnitOfWork(Protocol):
     @property
     def idempotency(self) -> IdempotencyStore:
         """Recorded results by idempotency key, inside this transaction."""
-
-    @property
-    def events(self) -> EventOutbox:
-        """The outbox, inside this transaction."""
-
-    def __enter__(self) -> Self:
-        """Begin the transaction."""
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Commit, or roll back when the block raised."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from payments.domain.money import Money
+from meshkit.money import Money
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 
 from meshkit.errors import FailedPrecondition, PreconditionViolation, Violations
+from meshkit.money import Money, WireMoney, validate_money
 from payments.domain.events import (
     PaymentAuthorized,
     PaymentCaptured,
@@ -30,7 +31,6 @@ from payments.domain.events import (
     PaymentRefunded,
     PaymentVoided,
 )
-from payments.domain.money import Money, RawMoney, validate_money
 
 # Token -> decline reason ("" approves). Reasons are Stripe decline codes: stable, machine
 # readable, and what people who know test cards expect.
@@ -43,6 +43,15 @@ TEST_TOKENS: dict[str, str] = {
     "tok_chargeDeclinedExpiredCard": "expired_card",
     "tok_chargeDeclinedIncorrectCvc": "incorrect_cvc",
 }
+
+# The currencies the simulated processor settles. Their minor units (JPY none, the others cents,
+# öre, øre, grosz, haléř) are ISO 4217's, from meshkit.money: a processor cannot charge a fraction
+# of the smallest coin, so amounts must be whole minor units.
+CURRENCIES = frozenset(
+    {"AUD", "CAD", "CHF", "CZK", "DKK", "EUR", "GBP", "JPY", "NOK", "PLN", "SEK", "USD"}
+)
+# The simulated processor's ceiling on one authorization, in whole units of its currency.
+MAX_UNITS = 1_000_000_000
 
 _TOKEN = re.compile(r"tok_[A-Za-z0-9_]{1,100}")
 MAX_ID_LENGTH = 128
@@ -179,12 +188,28 @@ def validate_token(violations: Violations, token: str) -> None:
         )
 
 
-def validate_authorization(key: str, order_id: str, amount: RawMoney | None, token: str) -> Money:
+def validate_amount(violations: Violations, amount: WireMoney | None, field: str) -> Money | None:
+    """The positive amount ``amount`` as Money, in a currency the processor settles and at most
+    MAX_UNITS; or None after recording every bad subfield of ``field``."""
+    money = validate_money(violations, amount, field, currencies=CURRENCIES)
+    units_field = f"{field}.units"
+    if (
+        amount is not None
+        and amount.units > MAX_UNITS
+        # meshkit's own ceiling (far above this one) already named the field.
+        and not any(v.field == units_field for v in violations.items)
+    ):
+        violations.add(units_field, f"must be at most {MAX_UNITS}")
+        return None
+    return money
+
+
+def validate_authorization(key: str, order_id: str, amount: WireMoney | None, token: str) -> Money:
     """The validated amount; raises InvalidArgument naming every bad field of the request."""
     violations = Violations()
     validate_key(violations, key)
     validate_id(violations, order_id, "order_id")
-    money = validate_money(violations, amount, "amount")
+    money = validate_amount(violations, amount, "amount")
     validate_token(violations, token)
     violations.raise_if_any()
     assert money is not None  # no violations means the amount was valid

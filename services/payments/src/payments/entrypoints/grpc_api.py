@@ -7,11 +7,10 @@ statuses once.
 from __future__ import annotations
 
 import grpc
-from google.protobuf import timestamp_pb2
 
+from meshkit.timestamps import to_timestamp
 from payments.app.payments import Payments
 from payments.domain.model import Payment
-from payments.domain.money import RawMoney
 from shop.common.v1 import common_pb2
 from shop.payments.v1 import payments_pb2 as pb
 from shop.payments.v1 import payments_pb2_grpc as pb_grpc
@@ -36,11 +35,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.AuthorizePaymentResponse:
         """See the contract in proto/shop/payments/v1/payments.proto."""
         # An absent amount (not a zero one) is reported as "amount is required".
-        amount = (
-            RawMoney(request.amount.units, request.amount.nanos, request.amount.currency_code)
-            if request.HasField("amount")
-            else None
-        )
+        amount = request.amount if request.HasField("amount") else None
         payment = self._payments.authorize(
             request.idempotency_key, request.order_id, amount, request.payment_token
         )
@@ -75,20 +70,12 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
 
 
 def _payment(payment: Payment) -> pb.Payment:
-    created = timestamp_pb2.Timestamp()
-    created.FromDatetime(payment.created_at)
-    updated = timestamp_pb2.Timestamp()
-    updated.FromDatetime(payment.updated_at)
     return pb.Payment(
         payment_id=payment.payment_id,
         order_id=payment.order_id,
-        amount=common_pb2.Money(
-            currency_code=payment.amount.currency_code,
-            units=payment.amount.units,
-            nanos=payment.amount.nanos,
-        ),
+        amount=payment.amount.to_wire(common_pb2.Money),
         status=_STATUS[payment.status.value],
         decline_reason=payment.decline_reason,
-        created_at=created,
-        updated_at=updated,
+        created_at=to_timestamp(payment.created_at),
+        updated_at=to_timestamp(payment.updated_at),
     )
