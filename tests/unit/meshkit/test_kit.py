@@ -265,7 +265,7 @@ def toy(build_log: list[ServiceContext[ToySettings]]) -> Service[ToySettings]:
         return [binding(servicer, inventory_pb2_grpc.add_InventoryServiceServicer_to_server)]
 
     return Service(
-        name="toy",
+        "toy",
         description="A toy service.",
         settings=ToySettings,
         build=build,  # type: ignore[arg-type]

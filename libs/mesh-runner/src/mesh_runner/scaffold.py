@@ -398,13 +398,7 @@ def build(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
     return [binding(${Name}Servicer(use_cases), ${name}_pb2_grpc.add_${Name}ServiceServicer_to_server)]
 
 
-SERVICE: Service[ServiceSettings] = Service(
-    name="$name",
-    description="$Name: $Resource resources ($package).",
-    build=build,
-    migrations=MIGRATIONS,
-    events=EVENTS,
-)
+SERVICE = Service[ServiceSettings]("$name", build, migrations=MIGRATIONS, events=EVENTS)
 '''
 
 MODEL = '''\
@@ -480,7 +474,7 @@ from meshkit.ports import UnitOfWorkPort
 
 
 class ${Resource}Repository(Protocol):
-    """${Resource}s of the current unit of work."""
+    """${Resource} resources of the current unit of work."""
 
     def get(self, ${res}_id: str) -> $Resource | None:
         """The $Resource, or None."""
@@ -490,11 +484,11 @@ class ${Resource}Repository(Protocol):
 
 
 class UnitOfWork(UnitOfWorkPort[${Name}Event], Protocol):
-    """One transaction over ${Resource}s; ``publish`` its events (meshkit's port)."""
+    """One transaction over ${Resource} resources; ``publish`` its events (meshkit's port)."""
 
     @property
     def repository(self) -> ${Resource}Repository:
-        """${Resource}s, inside this transaction."""
+        """${Resource} resources, inside this transaction."""
 '''
 
 USE_CASES = '''\
@@ -514,7 +508,7 @@ from meshkit.errors import NotFound, Violations, quoted
 
 
 class ${Name}UseCases:
-    """Creates and reads ${Resource}s. Thread safety: safe to share; every call opens its own
+    """Creates and reads ${Resource} resources. Thread safety: safe to share; every call opens its own
     unit of work."""
 
     def __init__(
@@ -555,7 +549,7 @@ class ${Name}UseCases:
 '''
 
 SQLITE = '''\
-"""SQLite storage for $name: its ${Resource}s and its outbox, in one database file."""
+"""SQLite storage for $name: its ${Resource} resources and its outbox, in one database file."""
 
 from __future__ import annotations
 
@@ -569,8 +563,8 @@ from meshkit.events import OUTBOX_MIGRATION
 MIGRATIONS = (
     """
     CREATE TABLE ${res} (
-        ${res}_id         TEXT PRIMARY KEY,
-        display_name      TEXT NOT NULL,
+        ${res}_id TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
         created_at_micros INTEGER NOT NULL
     );
     """,
@@ -578,7 +572,7 @@ MIGRATIONS = (
 )
 
 
-class Sqlite${Resource}s:
+class Sqlite${Resource}Repository:
     """${Resource}Repository over one open transaction."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -603,13 +597,13 @@ class Sqlite${Resource}s:
 
 
 class SqliteUnitOfWork(UnitOfWork):
-    """$Name's unit of work: ${Resource}s and their events in one SQLite transaction."""
+    """$Name's unit of work: its ${Resource} resources and their events in one SQLite transaction."""
 
-    repository: Sqlite${Resource}s
+    repository: Sqlite${Resource}Repository
 
     def bind(self, conn: sqlite3.Connection) -> None:
         """Repositories over the transaction's connection."""
-        self.repository = Sqlite${Resource}s(conn)
+        self.repository = Sqlite${Resource}Repository(conn)
 '''
 
 EVENT_MAP = '''\

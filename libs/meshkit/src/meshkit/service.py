@@ -2,16 +2,12 @@
 
 A service is one ``Service`` value in its ``bootstrap.py``::
 
-    SERVICE = Service(
-        name="inventory",
-        description="Inventory: stock levels and reservations (shop.inventory.v1).",
-        build=build,                    # (ServiceContext) -> the servicers it serves
-        migrations=MIGRATIONS,          # its SQLite schema (with OUTBOX_MIGRATION if it publishes)
-        events=EVENTS,                  # the EventMap of what it publishes, or None
-    )
+    SERVICE = Service("inventory", build, migrations=MIGRATIONS, events=EVENTS)
 
-and its ``__main__.py`` is ``sys.exit(SERVICE.main())``. The kit does the rest, the same way for
-every service:
+where ``build(ctx)`` returns the servicers it serves, ``MIGRATIONS`` is its SQLite schema (with
+OUTBOX_MIGRATION when it publishes) and ``EVENTS`` the EventMap of what it publishes (or None);
+``--help`` describes it with its package's docstring. Its ``__main__.py`` is
+``sys.exit(SERVICE.main())``. The kit does the rest, the same way for every service:
 
 - settings from ``<NAME>_*`` variables (``Settings``, a ``ServiceSettings`` subclass); the port
   defaults to the service's port in mesh.toml (``meshkit.addresses``), the database to
@@ -129,12 +125,22 @@ class Service(Generic[S]):
     """One service of the mesh: what is particular to it. See the module doc."""
 
     name: str
-    description: str
     build: Callable[[ServiceContext[S]], Sequence[ServiceBinding]]
+    description: str = ""  # --help's text; default: the service package's docstring
     settings: type[S] = ServiceSettings  # type: ignore[assignment]
     migrations: Sequence[str] = ()
     events: EventMap[Any] | None = None
     database: bool = True
+
+    @property
+    def summary(self) -> str:
+        """``description``, or the first paragraph of the service package's docstring."""
+        if self.description:
+            return self.description
+        import importlib
+
+        doc = importlib.import_module(self.name).__doc__ or ""
+        return doc.strip().split("\n\n")[0]
 
     @property
     def prefix(self) -> str:
@@ -237,6 +243,6 @@ class Service(Generic[S]):
             self.create,
             argv=args,
             env=env,
-            description=self.description,
+            description=self.summary,
             defaults=defaults,
         )

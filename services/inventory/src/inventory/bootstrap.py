@@ -22,10 +22,4 @@ def build(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
     ]
 
 
-SERVICE: Service[ServiceSettings] = Service(
-    name="inventory",
-    description="Inventory: stock levels and reservations (shop.inventory.v1).",
-    build=build,
-    migrations=MIGRATIONS,
-    events=EVENTS,
-)
+SERVICE = Service[ServiceSettings]("inventory", build, migrations=MIGRATIONS, events=EVENTS)
