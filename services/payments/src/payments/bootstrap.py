@@ -20,10 +20,4 @@ def build(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
     ]
 
 
-SERVICE: Service[ServiceSettings] = Service(
-    name="payments",
-    description="Payments: a simulated card processor (shop.payments.v1).",
-    build=build,
-    migrations=MIGRATIONS,
-    events=EVENTS,
-)
+SERVICE = Service[ServiceSettings]("payments", build, migrations=MIGRATIONS, events=EVENTS)
