@@ -20,12 +20,18 @@ from types import TracebackType
 from typing import Any, Self
 
 import fastavro
+import grpc
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from meshkit import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SettingsError
+from meshkit.address import Address
 from meshkit.db import Database
 from meshkit.events import EventCatalog, Outbox
+from meshkit.server import create_server
+from meshkit.service import binding
 from shipping.adapters.events import OutboxPublisher, to_record
 from shipping.adapters.sqlite import SqliteUnitOfWork, open_database
 from shipping.app.ports import IdempotencyRecord
@@ -34,13 +40,16 @@ from shipping.config import Settings
 from shipping.domain.commands import CancelShipment, CreateShipment
 from shipping.domain.events import ShippingEvent
 from shipping.domain.model import (
-    Address,
     Item,
     Shipment,
     ShipmentStatus,
     luhn_check_digit,
     tracking_number_for,
 )
+from shipping.entrypoints.grpc_api import ShippingServiceServicer
+from shop.common.v1 import common_pb2
+from shop.shipping.v1 import shipping_pb2 as pb
+from shop.shipping.v1 import shipping_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[3]
 AVRO = REPO / "proto" / "shop" / "shipping" / "v1" / "avro"
@@ -292,7 +301,8 @@ def test_antarctica_is_refused_with_a_reason_and_nothing_is_stored(harness: Harn
 def test_unserved_countries_are_a_setting(harness: Harness) -> None:
     shipping = harness.make(unserved_countries={"AQ", "KP"})
     north = Address("Kim", "Main street 1", "Pyongyang", "1000", "KP")
-    with pytest.raises(FailedPrecondition, match=r"Korea, Democratic People's Republic of \(KP\)"):
+    # The country's name is Google's address data's (meshkit.address.country_name).
+    with pytest.raises(FailedPrecondition, match=r"^we do not ship to North Korea \(KP\)$"):
         shipping.create(create("k1", address=north))
     antarctica = Address("Amundsen", "South Pole Station", "South Pole", "9999", "AQ")
     served = harness.make(unserved_countries=())
@@ -324,8 +334,8 @@ def test_a_tracking_number_clash_picks_another_id(harness: Harness) -> None:
             [
                 "address.name",
                 "address.line1",
-                "address.city",
                 "address.country_code",
+                "address.city",
                 "address.postal_code",
             ],
         ),
@@ -400,11 +410,113 @@ def test_the_validation_messages_say_what_is_wrong() -> None:
         create(address=dataclasses.replace(BERLIN, country_code="XX", postal_code="")).validate()
     described = {v.field: v.description for v in caught.value.violations}
     assert described == {
-        "address.country_code": "'XX' is not an ISO 3166-1 alpha-2 country",
-        "address.postal_code": "must not be empty",
+        "address.country_code": "'XX' is not an ISO 3166-1 country",
+        "address.postal_code": "is required unless the country has none",
     }
-    with pytest.raises(InvalidArgument, match=r"'1011' is not a postal code of DE \(e.g. 10115\)"):
+    with pytest.raises(InvalidArgument, match=r"'1011' is not a postal code of DE \(e.g. 26133\)"):
         create(address=dataclasses.replace(BERLIN, postal_code="1011")).validate()
+
+
+@pytest.mark.parametrize(("country", "city"), [("HK", "Central"), ("AE", "Dubai"), ("QA", "Doha")])
+def test_an_address_without_a_postal_code_is_accepted_where_the_country_has_none(
+    harness: Harness, country: str, city: str
+) -> None:
+    address = Address("Ada", "1 Queen's Road", city, "", country)
+    shipment = harness.shipping.create(create("k1", address=address))
+    assert shipment.status is ShipmentStatus.BOOKED
+    assert harness.shipping.get(shipment.shipment_id).address == address
+    assert harness.event_names() == ["ShipmentCreated"]
+
+
+def test_a_us_address_without_a_postal_code_is_refused(harness: Harness) -> None:
+    address = Address("Ada", "1 Market St", "San Francisco", "", "US")
+    with pytest.raises(InvalidArgument) as caught:
+        harness.shipping.create(create("k1", address=address))
+    described = [(v.field, v.description) for v in caught.value.violations]
+    assert described == [("address.postal_code", "is required in US")]
+    assert harness.event_names() == []
+
+
+LONG = "9" * 20_000
+
+LONG_VALUES: dict[str, dict[str, Any]] = {
+    "address.postal_code": {"address": dataclasses.replace(BERLIN, postal_code=LONG)},
+    "address.country_code": {"address": dataclasses.replace(BERLIN, country_code=LONG)},
+    "address.name": {"address": dataclasses.replace(BERLIN, name=LONG)},
+    "address.line1": {"address": dataclasses.replace(BERLIN, line1=LONG)},
+    "address.line2": {"address": dataclasses.replace(BERLIN, line2=LONG)},
+    "address.city": {"address": dataclasses.replace(BERLIN, city=LONG)},
+    "order_id": {"order_id": LONG},
+    "idempotency_key": {"idempotency_key": LONG},
+    "items[0].sku": {"items": (Item(LONG, 1),)},
+}
+
+
+@pytest.mark.parametrize("field", LONG_VALUES)
+def test_error_messages_never_repeat_a_long_value(field: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        create(**LONG_VALUES[field]).validate()
+    assert [v.field for v in caught.value.violations] == [field]
+    assert len(caught.value.message) < 200, caught.value.message[:300]
+
+
+@pytest.fixture
+def shipping_stub() -> Iterator[pb_grpc.ShippingServiceStub]:
+    """The real servicer behind meshkit's gRPC edge (error mapping included), over the fake."""
+    store = FakeStore()
+    shipping = Shipping(lambda: FakeUnitOfWork(store))
+    servicer = ShippingServiceServicer(shipping)
+    server = create_server(
+        "shipping",
+        Settings(port=0),
+        [binding(servicer, pb_grpc.add_ShippingServiceServicer_to_server)],
+    )
+    port = server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.ShippingServiceStub(channel)
+    finally:
+        server.stop(0)
+
+
+def test_a_20_kb_postal_code_is_a_short_invalid_argument_naming_the_field(
+    shipping_stub: pb_grpc.ShippingServiceStub,
+) -> None:
+    address = dataclasses.replace(BERLIN, postal_code=LONG).to_wire(common_pb2.Address)
+    request = pb.CreateShipmentRequest(
+        idempotency_key="k1",
+        order_id="order-1",
+        address=address,
+        items=[pb.ShipmentItem(sku="mug", quantity=1)],
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        shipping_stub.CreateShipment(request, timeout=10)
+    error = caught.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    details = str(error.details())
+    assert "address.postal_code" in details and len(details) < 200, details[:300]
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad_request = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad_request)
+    violations = [(v.field, v.description) for v in bad_request.field_violations]
+    assert [field for field, _ in violations] == ["address.postal_code"]
+    assert all("9999" not in description for _, description in violations)
+
+
+def test_addresses_cross_the_wire_whole_and_without_a_postal_code(
+    shipping_stub: pb_grpc.ShippingServiceStub,
+) -> None:
+    hong_kong = Address("Ada", "1 Queen's Road", "Central", "", "HK", line2="Flat 3")
+    request = pb.CreateShipmentRequest(
+        idempotency_key="k1",
+        order_id="order-1",
+        address=hong_kong.to_wire(common_pb2.Address),
+        items=[pb.ShipmentItem(sku="mug", quantity=1)],
+    )
+    shipment = shipping_stub.CreateShipment(request, timeout=10).shipment
+    assert Address.from_wire(shipment.address) == hong_kong
+    assert shipment.status == pb.SHIPMENT_STATUS_BOOKED
 
 
 # --- cancel and get -------------------------------------------------------------------------

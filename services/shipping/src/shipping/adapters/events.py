@@ -27,18 +27,10 @@ def to_record(event: ShippingEvent) -> tuple[str, str, dict[str, Any]]:
 
 
 def _shipment_fields(shipment: Shipment) -> dict[str, Any]:
-    address = shipment.address
     return {
         "shipment_id": shipment.shipment_id,
         "order_id": shipment.order_id,
-        "address": {
-            "name": address.name,
-            "line1": address.line1,
-            "line2": address.line2,
-            "city": address.city,
-            "postal_code": address.postal_code,
-            "country_code": address.country_code,
-        },
+        "address": shipment.address.to_record(),
         "items": [{"sku": item.sku, "quantity": item.quantity} for item in shipment.items],
         "tracking_number": shipment.tracking_number,
     }

@@ -7,12 +7,13 @@ import json
 import sqlite3
 from typing import Any
 
+from meshkit.address import Address
 from meshkit.db import Database, UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
 from shipping.adapters.events import EventPublisher
 from shipping.app.ports import IdempotencyRecord
 from shipping.domain.events import ShippingEvent
-from shipping.domain.model import Address, Item, Shipment, ShipmentStatus
+from shipping.domain.model import Item, Shipment, ShipmentStatus
 
 MIGRATIONS = (
     """
@@ -90,14 +91,7 @@ class SqliteShipments:
         return Shipment(
             shipment_id=row["shipment_id"],
             order_id=row["order_id"],
-            address=Address(
-                name=row["name"],
-                line1=row["line1"],
-                line2=row["line2"],
-                city=row["city"],
-                postal_code=row["postal_code"],
-                country_code=row["country_code"],
-            ),
+            address=Address.from_record(dict(row)),
             items=tuple(Item(item["sku"], item["quantity"]) for item in items),
             tracking_number=row["tracking_number"],
             status=ShipmentStatus(row["status"]),
@@ -107,25 +101,20 @@ class SqliteShipments:
 
     def add(self, shipment: Shipment) -> None:
         """Store a new shipment with its items."""
-        address = shipment.address
         self._conn.execute(
             "INSERT INTO shipments (shipment_id, order_id, name, line1, line2, city, postal_code,"
             " country_code, tracking_number, status, created_at_ms, updated_at_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                shipment.shipment_id,
-                shipment.order_id,
-                address.name,
-                address.line1,
-                address.line2,
-                address.city,
-                address.postal_code,
-                address.country_code,
-                shipment.tracking_number,
-                shipment.status.value,
-                _ms(shipment.created_at),
-                _ms(shipment.updated_at),
-            ),
+            " VALUES (:shipment_id, :order_id, :name, :line1, :line2, :city, :postal_code,"
+            " :country_code, :tracking_number, :status, :created_at_ms, :updated_at_ms)",
+            {
+                **shipment.address.to_record(),
+                "shipment_id": shipment.shipment_id,
+                "order_id": shipment.order_id,
+                "tracking_number": shipment.tracking_number,
+                "status": shipment.status.value,
+                "created_at_ms": _ms(shipment.created_at),
+                "updated_at_ms": _ms(shipment.updated_at),
+            },
         )
         self._conn.executemany(
             "INSERT INTO shipment_items (shipment_id, position, sku, quantity) VALUES (?, ?, ?, ?)",
@@ -184,18 +173,10 @@ class SqliteIdempotency:
 
 
 def _shipment_to_json(shipment: Shipment) -> str:
-    address = shipment.address
     data: dict[str, Any] = {
         "shipment_id": shipment.shipment_id,
         "order_id": shipment.order_id,
-        "address": {
-            "name": address.name,
-            "line1": address.line1,
-            "line2": address.line2,
-            "city": address.city,
-            "postal_code": address.postal_code,
-            "country_code": address.country_code,
-        },
+        "address": shipment.address.to_record(),
         "items": [[item.sku, item.quantity] for item in shipment.items],
         "tracking_number": shipment.tracking_number,
         "status": shipment.status.value,
@@ -210,7 +191,7 @@ def _shipment_from_json(text: str) -> Shipment:
     return Shipment(
         shipment_id=data["shipment_id"],
         order_id=data["order_id"],
-        address=Address(**data["address"]),
+        address=Address.from_record(data["address"]),
         items=tuple(Item(sku, quantity) for sku, quantity in data["items"]),
         tracking_number=data["tracking_number"],
         status=ShipmentStatus(data["status"]),

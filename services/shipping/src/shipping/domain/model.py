@@ -1,4 +1,4 @@
-"""Shipments, their addresses and items, and the rules that bind them.
+"""Shipments, their items, and the rules that bind them (the address is meshkit's ``Address``).
 
 A shipment is booked (BOOKED, with a tracking number) for one order, to one address, carrying one
 or more items; it can be cancelled (CANCELLED) before dispatch. Cancelling is idempotent. A
@@ -15,22 +15,10 @@ import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from meshkit.address import Address, country_name
 from meshkit.errors import FailedPrecondition, PreconditionViolation
-from shipping.domain.countries import country_name
 
 TRACKING_PREFIX = "MK"
-
-
-@dataclass(frozen=True)
-class Address:
-    """A postal address, as ``shop.common.v1.Address`` carries it (line2 may be empty)."""
-
-    name: str
-    line1: str
-    city: str
-    postal_code: str
-    country_code: str
-    line2: str = ""
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,12 @@ statuses once.
 from __future__ import annotations
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from meshkit.address import Address
+from meshkit.timestamps import to_timestamp
 from shipping.app.shipping import Shipping
 from shipping.domain.commands import CancelShipment, CreateShipment
-from shipping.domain.model import Address, Item, Shipment
+from shipping.domain.model import Item, Shipment
 from shop.common.v1 import common_pb2
 from shop.shipping.v1 import shipping_pb2 as pb
 from shop.shipping.v1 import shipping_pb2_grpc as pb_grpc
@@ -32,7 +33,7 @@ class ShippingServiceServicer(pb_grpc.ShippingServiceServicer):
         self, request: pb.CreateShipmentRequest, context: grpc.ServicerContext
     ) -> pb.CreateShipmentResponse:
         """See the contract in proto/shop/shipping/v1/shipping.proto."""
-        address = _address(request.address) if request.HasField("address") else None
+        address = Address.from_wire(request.address) if request.HasField("address") else None
         command = CreateShipment(
             idempotency_key=request.idempotency_key,
             order_id=request.order_id,
@@ -55,36 +56,14 @@ class ShippingServiceServicer(pb_grpc.ShippingServiceServicer):
         return pb.GetShipmentResponse(shipment=_shipment(self._shipping.get(request.shipment_id)))
 
 
-def _address(message: common_pb2.Address) -> Address:
-    return Address(
-        name=message.name,
-        line1=message.line1,
-        line2=message.line2,
-        city=message.city,
-        postal_code=message.postal_code,
-        country_code=message.country_code,
-    )
-
-
 def _shipment(shipment: Shipment) -> pb.Shipment:
-    address = shipment.address
-    created, updated = Timestamp(), Timestamp()
-    created.FromDatetime(shipment.created_at)
-    updated.FromDatetime(shipment.updated_at)
     return pb.Shipment(
         shipment_id=shipment.shipment_id,
         order_id=shipment.order_id,
-        address=common_pb2.Address(
-            name=address.name,
-            line1=address.line1,
-            line2=address.line2,
-            city=address.city,
-            postal_code=address.postal_code,
-            country_code=address.country_code,
-        ),
+        address=shipment.address.to_wire(common_pb2.Address),
         items=[pb.ShipmentItem(sku=item.sku, quantity=item.quantity) for item in shipment.items],
         status=_STATUS[shipment.status.value],
         tracking_number=shipment.tracking_number,
-        created_at=created,
-        updated_at=updated,
+        created_at=to_timestamp(shipment.created_at),
+        updated_at=to_timestamp(shipment.updated_at),
     )
