@@ -31,7 +31,7 @@ from meshkit.money import Money, minor_units
 from payments.adapters.events import EVENTS
 from payments.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from payments.app.payments import Payments
-from payments.app.ports import IdempotentResult
+from payments.app.ports import PaymentResult
 from payments.bootstrap import SERVICE
 from payments.domain.events import (
     PaymentAuthorized,
@@ -67,7 +67,7 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.payments: dict[str, Payment] = {}
-        self.keys: dict[str, IdempotentResult] = {}
+        self.keys: dict[str, PaymentResult] = {}
         self.events: list[PaymentEvent] = []
         self.lock = threading.Lock()
 
@@ -89,13 +89,13 @@ class FakePayments:
 
 
 class FakeIdempotency:
-    def __init__(self, items: dict[str, IdempotentResult]) -> None:
+    def __init__(self, items: dict[str, PaymentResult]) -> None:
         self.items = items
 
-    def get(self, key: str) -> IdempotentResult | None:
+    def get(self, key: str) -> PaymentResult | None:
         return copy.deepcopy(self.items.get(key))
 
-    def add(self, result: IdempotentResult) -> None:
+    def add(self, result: PaymentResult) -> None:
         assert result.key not in self.items
         self.items[result.key] = copy.deepcopy(result)
 

@@ -11,8 +11,9 @@ Pure: importing this pulls in no storage, transport or generated code, so ``app/
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Generic, Protocol, Self, TypeVar
 
 E_contra = TypeVar("E_contra", contravariant=True)
 
@@ -38,3 +39,36 @@ class UnitOfWorkPort(Protocol[E_contra]):
         tb: TracebackType | None,
     ) -> None:
         """Commit, or roll back when the block raised."""
+
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class IdempotentResult(Generic[R]):
+    """The first answer given under an idempotency key, kept to answer every replay of it.
+
+    ``operation`` and ``fingerprint`` identify the request (everything but the key), so the same
+    key reused for a different request is recognised. ``result`` is what that first call returned,
+    as it returned it: a replay gets the same answer even after later changes.
+    """
+
+    key: str
+    operation: str
+    fingerprint: str
+    result: R
+
+
+class IdempotencyStore(Protocol[R]):
+    """First results by idempotency key, in the same transaction as the work they record.
+
+    Units of work are serialised (SQLite ``BEGIN IMMEDIATE``), so two calls with one new key
+    cannot both act. A store may forget a key after its retention window (the contract says how
+    long); a replay after that is a new request.
+    """
+
+    def get(self, key: str) -> IdempotentResult[R] | None:
+        """The recorded result of ``key``, or None when the key is new (or forgotten)."""
+
+    def add(self, record: IdempotentResult[R]) -> None:
+        """Record the first result of a key (the key must be new)."""

@@ -12,7 +12,7 @@ from meshkit.db import UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
 from meshkit.money import Money
 from meshkit.timestamps import from_micros, to_micros
-from payments.app.ports import IdempotentResult
+from payments.app.ports import PaymentResult
 from payments.domain.model import Payment, PaymentStatus
 
 MIGRATIONS = (
@@ -115,7 +115,7 @@ class SqliteIdempotency:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def get(self, key: str) -> IdempotentResult | None:
+    def get(self, key: str) -> PaymentResult | None:
         """The first result recorded under ``key``, or None."""
         row = self._conn.execute(
             "SELECT k.operation, k.fingerprint, p.payment_id, p.order_id, p.amount_nanos,"
@@ -126,11 +126,11 @@ class SqliteIdempotency:
         ).fetchone()
         if row is None:
             return None
-        return IdempotentResult(key, row["operation"], row["fingerprint"], _payment(row))
+        return PaymentResult(key, row["operation"], row["fingerprint"], _payment(row))
 
-    def add(self, result: IdempotentResult) -> None:
+    def add(self, result: PaymentResult) -> None:
         """Record the first result of a key (the key must be new)."""
-        payment = result.payment
+        payment = result.result
         self._conn.execute(
             "INSERT INTO idempotency_keys (idempotency_key, operation, fingerprint, payment_id,"
             " status, decline_reason, updated_us, created_at)"

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from meshkit import timestamps
 from meshkit.errors import AlreadyExists, NotFound, Violations
 from meshkit.money import WireMoney
-from payments.app.ports import IdempotentResult, UnitOfWork
+from payments.app.ports import PaymentResult, UnitOfWork
 from payments.domain.events import PaymentEvent
 from payments.domain.model import Payment, validate_authorization, validate_id, validate_key
 
@@ -68,9 +68,7 @@ class Payments:
                 self._new_id(), order_id, money, payment_token, self._now()
             )
             uow.payments.add(payment)
-            _record(
-                uow, IdempotentResult(idempotency_key, "authorize", fingerprint, payment), event
-            )
+            _record(uow, PaymentResult(idempotency_key, "authorize", fingerprint, payment), event)
         return payment
 
     def capture(self, idempotency_key: str, payment_id: str) -> Payment:
@@ -112,7 +110,7 @@ class Payments:
             payment = _existing(uow, payment_id)
             event = change(payment, self._now())
             uow.payments.save(payment)
-            _record(uow, IdempotentResult(idempotency_key, operation, fingerprint, payment), event)
+            _record(uow, PaymentResult(idempotency_key, operation, fingerprint, payment), event)
         return payment
 
     def _now(self) -> datetime.datetime:
@@ -120,11 +118,11 @@ class Payments:
         return self._clock().astimezone(datetime.UTC)
 
 
-def _record(uow: UnitOfWork, result: IdempotentResult, event: PaymentEvent) -> None:
+def _record(uow: UnitOfWork, result: PaymentResult, event: PaymentEvent) -> None:
     """Outbox row and idempotency record, in the transaction of the change they describe."""
     uow.publish(event)
     # A snapshot: the record keeps this call's answer even when the payment changes later.
-    uow.idempotency.add(dataclasses.replace(result, payment=result.payment.snapshot()))
+    uow.idempotency.add(dataclasses.replace(result, result=result.result.snapshot()))
 
 
 def _existing(uow: UnitOfWork, payment_id: str) -> Payment:
@@ -138,20 +136,20 @@ def _existing(uow: UnitOfWork, payment_id: str) -> Payment:
     return payment
 
 
-def _replay(prior: IdempotentResult, operation: str, fingerprint: str) -> Payment:
+def _replay(prior: PaymentResult, operation: str, fingerprint: str) -> Payment:
     if prior.fingerprint != fingerprint:
         raise AlreadyExists(
             f"idempotency key {prior.key!r} was already used for a different request"
-            f" ({prior.operation} of payment {prior.payment.payment_id!r}); use a new key"
+            f" ({prior.operation} of payment {prior.result.payment_id!r}); use a new key"
             " for a new request",
             reason="IDEMPOTENCY_KEY_REUSED",
             metadata={
                 "idempotency_key": prior.key,
                 "operation": prior.operation,
-                "payment_id": prior.payment.payment_id,
+                "payment_id": prior.result.payment_id,
             },
         )
-    return prior.payment.snapshot()
+    return prior.result.snapshot()
 
 
 def _fingerprint(operation: str, *arguments: object) -> str:

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
-from meshkit.ports import UnitOfWorkPort
+from meshkit.ports import IdempotencyStore, IdempotentResult, UnitOfWorkPort
 from payments.domain.events import PaymentEvent
 from payments.domain.model import Payment
-
-
-@dataclass(frozen=True)
-class IdempotentResult:
-    """The first answer given under an idempotency key, kept to answer every replay.
-
-    ``fingerprint`` identifies the request (operation and its arguments), so the same key reused
-    for a different request is recognised. ``payment`` is the payment as that first call
-    returned it, not as it is now: a replay gets the same answer even after later changes.
-    """
-
-    key: str
-    operation: str
-    fingerprint: str
-    payment: Payment
 
 
 class PaymentRepository(Protocol):
@@ -38,16 +22,6 @@ class PaymentRepository(Protocol):
         """Store a changed payment's status and updated_at."""
 
 
-class IdempotencyStore(Protocol):
-    """First results by idempotency key, in the same transaction as the work they record."""
-
-    def get(self, key: str) -> IdempotentResult | None:
-        """The recorded result of ``key``, or None when the key is new."""
-
-    def add(self, result: IdempotentResult) -> None:
-        """Record the first result of a key."""
-
-
 class UnitOfWork(UnitOfWorkPort[PaymentEvent], Protocol):
     """One transaction over payments and idempotency records; ``publish`` its events (meshkit's
     port). Units of work are serialised (SQLite ``BEGIN IMMEDIATE``), so two calls with one new
@@ -59,5 +33,9 @@ class UnitOfWork(UnitOfWorkPort[PaymentEvent], Protocol):
         """Payments, inside this transaction."""
 
     @property
-    def idempotency(self) -> IdempotencyStore:
+    def idempotency(self) -> IdempotencyStore[Payment]:
         """Recorded results by idempotency key, inside this transaction."""
+
+
+PaymentResult = IdempotentResult[Payment]
+"""The first answer under an idempotency key: the payment as that call returned it."""
