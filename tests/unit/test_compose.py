@@ -34,19 +34,19 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from meshkit import addresses
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
-# The mesh's port table: each gRPC service's one port, the same inside the container, on the
-# host and as the default of its own Settings. A new service gets its row here.
+PYTHON_SERVICES = sorted(p.parent.name for p in (REPO / "services").glob("*/pyproject.toml"))
+# The mesh's port table, from its one source (mesh.toml): each gRPC service's one port, the same
+# inside the container, on the host and as the default of its own settings.
+MESH_ENV = {"MESH_CONFIG": str(REPO / "mesh.toml")}
 SERVICE_PORTS = {
-    "orders": 50051,
-    "inventory": 50052,
-    "payments": 50053,
-    "shipping": 50054,
-    "order_views": 50055,
+    name: port for name, port in addresses.ports(MESH_ENV).items() if name in PYTHON_SERVICES
 }
 # Infrastructure ports published on the host (container port: the same host port).
 INFRA_PORTS = {
@@ -68,7 +68,6 @@ MAX_MEMORY = 4 * 1024**3
 
 # Python services: every directory under services/ with a pyproject.toml, so a new service
 # without a compose block fails here.
-PYTHON_SERVICES = sorted(p.parent.name for p in (REPO / "services").glob("*/pyproject.toml"))
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,16 +160,15 @@ def healthcheck_command(service: dict[str, Any]) -> list[str]:
     return shlex.split(test) if isinstance(test, str) else [str(part) for part in test]
 
 
-def service_config(name: str) -> Any:
-    """The service's own config module (services/<name>/src/<name>/config.py)."""
-    return importlib.import_module(f"{name}.config")
+def service(name: str) -> Any:
+    """The service's kit declaration (services/<name>/src/<name>/bootstrap.py: SERVICE)."""
+    return importlib.import_module(f"{name}.bootstrap").SERVICE
 
 
 def service_port_default(name: str) -> int:
-    fields = {field.name: field for field in dataclasses.fields(service_config(name).Settings)}
-    default = fields["port"].default
-    assert isinstance(default, int)
-    return default
+    port = service(name).defaults(MESH_ENV)["port"]
+    assert isinstance(port, int)
+    return port
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,7 +363,7 @@ def test_python_services_are_found() -> None:
 def test_python_service_has_its_block_and_port(
     name: str, services: dict[str, dict[str, Any]]
 ) -> None:
-    assert name in SERVICE_PORTS, f"add {name}'s port to SERVICE_PORTS (the mesh's port table)"
+    assert name in SERVICE_PORTS, f"add {name} as a component of mesh.toml (the mesh's port table)"
     port = SERVICE_PORTS[name]
     assert name in services, f"services/{name} has no block in docker-compose.yml"
     svc = services[name]
@@ -377,7 +375,7 @@ def test_python_service_has_its_block_and_port(
 
     # The service's own Settings read the block's env: unknown or misspelt keys fail there.
     env = env_of(svc)
-    settings = service_config(name).Settings.from_env(env)
+    settings = service(name).load_settings(env)
     assert settings.host == "0.0.0.0", "listen beyond the container's loopback"
     assert settings.port == port
     if hasattr(settings, "db_path"):
@@ -400,9 +398,8 @@ def test_orders_reaches_its_participants_by_service_name(
     services: dict[str, dict[str, Any]],
 ) -> None:
     env = env_of(services["orders"])
-    settings = service_config("orders").Settings.from_env(env)
     for participant in ("inventory", "payments", "shipping"):
-        target = getattr(settings, f"{participant}_target")
+        target = addresses.address_of(participant, env)
         assert target == f"{participant}:{SERVICE_PORTS[participant]}"
         assert depends_on(services["orders"])[participant] == {"condition": "service_healthy"}
 
