@@ -8,7 +8,9 @@ import threading
 from mesh.projections.v1 import projections_pb2, projections_pb2_grpc
 from meshkit.server import MeshServer, ServiceBinding, create_server
 from order_views.adapters.copies import SqliteCopies
-from order_views.adapters.kafka import ConsumerFactory, KafkaLag, PartitionPosition, event_catalog
+from order_views.adapters.kafka import ConsumerFactory, KafkaLag, event_catalog
+from order_views.adapters.sqlite import SqliteViewStore
+from order_views.app.ports import PartitionPosition
 from order_views.app.progress import Progress
 from order_views.app.queries import OrderQueries
 from order_views.app.rebuild import Rebuilder
@@ -34,7 +36,7 @@ def build(settings: Settings) -> MeshServer:
     catalog.verify(settings.schema_registry_url, readers=True)
     progress = Progress()
     consumers = ConsumerFactory(
-        settings.kafka_bootstrap, settings.schema_registry_url, catalog, handlers()
+        settings.kafka_bootstrap, settings.schema_registry_url, catalog, handlers(SqliteViewStore)
     )
     copies = SqliteCopies(settings.db_path, consumers, progress)
     lag = KafkaLag(settings.kafka_bootstrap, consumers.topics)

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from meshkit.db import Database
 from meshkit.events import EventCatalog, EventConsumer, Handler
-from order_views.app.ports import Positions
+from order_views.app.ports import PartitionPosition, Positions
 
 CONTRACT_PACKAGES = ("shop.orders.v1", "shop.payments.v1", "shop.shipping.v1", "shop.inventory.v1")
 # A subscription to a topic that does not exist yet (nothing published there so far) is only
@@ -57,16 +57,6 @@ class ConsumerFactory:
             catalog=self.catalog,
             consumer_config=CONSUMER_CONFIG,
         )
-
-
-@dataclass(frozen=True)
-class PartitionPosition:
-    """A copy's position in one partition and what is left to apply there."""
-
-    topic: str
-    partition: int
-    position: int
-    lag: int
 
 
 class KafkaLag:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from order_views.domain.model import OrderRecord, OrderStatus, OrderView, TimelineEntry
@@ -12,6 +13,17 @@ Cursor = list[Any]
 
 Positions = dict[tuple[str, int], int]
 """Next offset to apply per (topic, partition)."""
+
+
+@dataclass(frozen=True)
+class PartitionPosition:
+    """The serving copy's position in one partition and what is left to apply there
+    (GetProjectionStatus; the Kafka adapter measures it)."""
+
+    topic: str
+    partition: int
+    position: int
+    lag: int
 
 
 class ViewStore(Protocol):

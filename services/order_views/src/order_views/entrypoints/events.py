@@ -1,15 +1,20 @@
 """The Kafka handlers: translate a decoded event into the projector's Fact, apply it in the
-consumer's transaction. Nothing else happens here."""
+consumer's transaction. Nothing else happens here; the store over that transaction is handed in
+by the composition root (entrypoints never reach into adapters)."""
 
 from __future__ import annotations
 
 import datetime
 import sqlite3
+from collections.abc import Callable
 
 from meshkit.events import Event, Handler
-from order_views.adapters.sqlite import SqliteViewStore
+from order_views.app.ports import ViewStore
 from order_views.app.projector import apply_fact
 from order_views.domain.model import PROJECTED_TYPES, Fact
+
+ViewStores = Callable[[sqlite3.Connection], ViewStore]
+"""The read model inside the consumer's open transaction (``SqliteViewStore``)."""
 
 
 def to_fact(event: Event) -> Fact:
@@ -22,11 +27,12 @@ def to_fact(event: Event) -> Fact:
     return Fact(event.id, event.type, event.data, seconds)
 
 
-def project_event(event: Event, conn: sqlite3.Connection) -> None:
-    """Handler: fold ``event`` into the read model inside ``conn``'s open transaction."""
-    apply_fact(SqliteViewStore(conn), to_fact(event))
+def handlers(stores: ViewStores) -> dict[str, Handler]:
+    """One handler per projected event type, folding the event into the read model through
+    ``stores(conn)`` inside the consumer's transaction; the consumer marks and skips every other
+    type."""
 
+    def project_event(event: Event, conn: sqlite3.Connection) -> None:
+        apply_fact(stores(conn), to_fact(event))
 
-def handlers() -> dict[str, Handler]:
-    """One handler per projected event type; the consumer marks and skips every other type."""
     return {event_type: project_event for event_type in sorted(PROJECTED_TYPES)}

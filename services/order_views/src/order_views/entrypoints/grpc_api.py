@@ -12,7 +12,7 @@ from collections.abc import Callable
 import grpc
 from google.protobuf import timestamp_pb2
 
-from order_views.adapters.kafka import PartitionPosition
+from order_views.app.ports import PartitionPosition
 from order_views.app.queries import OrderQueries, Page
 from order_views.domain.consistency import ConsistencyToken
 from order_views.domain.model import OrderRecord, OrderStatus, OrderView
