@@ -41,6 +41,8 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 
+# Python services: every directory under services/ with a pyproject.toml, so a new service
+# without a compose block fails here.
 PYTHON_SERVICES = sorted(p.parent.name for p in (REPO / "services").glob("*/pyproject.toml"))
 # The mesh's port table, from its one source (mesh.toml): each gRPC service's one port, the same
 # inside the container, on the host and as the default of its own settings.
@@ -65,10 +67,6 @@ PYTHON_SERVICE_DEPENDS_ON = {
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # Generous ceiling: a limit above this is a typo (e.g. 16G for 16M), not a choice.
 MAX_MEMORY = 4 * 1024**3
-
-# Python services: every directory under services/ with a pyproject.toml, so a new service
-# without a compose block fails here.
-
 
 # --------------------------------------------------------------------------------------------
 # helpers
