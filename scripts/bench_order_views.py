@@ -48,12 +48,16 @@ from shop.order_views.v1 import order_views_pb2 as pb
 from shop.order_views.v1 import order_views_pb2_grpc as pb_grpc
 
 CITIES = ["Berlin", "Paris", "Lisbon", "Oslo", "Rome", "Vienna", "Prague", "Dublin"]
-BASE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC).timestamp()
+BASE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+
+
+def after(base: datetime.datetime, seconds: float) -> datetime.datetime:
+    return base + datetime.timedelta(seconds=seconds)
 
 
 def order_events(n: int, customers: int, rng: random.Random) -> list[tuple[str, Fact]]:
     """The events of order ``n`` as the shop publishes them (group, event); ~1 in 10 cancelled."""
-    oid, t = f"ord-{n:07d}", BASE + n * 0.5
+    oid, t = f"ord-{n:07d}", after(BASE, n * 0.5)
     money = {"currency_code": "EUR", "units": 25, "nanos": 0}
     sku = f"sku-{rng.randrange(20_000):05d}"
     address = {
@@ -70,11 +74,11 @@ def order_events(n: int, customers: int, rng: random.Random) -> list[tuple[str, 
     def o(name: str, **data: Any) -> tuple[str, Fact]:
         v = next(version)
         return "orders", Fact(
-            f"{oid}:{v}", f"shop.orders.v1.{name}", {"order_id": oid, **data}, t + v / 100
+            f"{oid}:{v}", f"shop.orders.v1.{name}", {"order_id": oid, **data}, after(t, v / 100)
         )
 
     def x(ctx: str, name: str, dt: float, **data: Any) -> tuple[str, Fact]:
-        return ctx, Fact(f"{ctx}-{name}-{n}", f"shop.{ctx}.v1.{name}", data, t + dt)
+        return ctx, Fact(f"{ctx}-{name}-{n}", f"shop.{ctx}.v1.{name}", data, after(t, dt))
 
     events = [
         o("OrderPlaced", request_id=f"r{n}", customer_id=f"cust-{n % customers:05d}",

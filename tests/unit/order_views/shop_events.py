@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from meshkit.db import Database
+from meshkit.money import Money
 from order_views.adapters.sqlite import SqliteReadModel, SqliteViewStore, open_copy
 from order_views.app.projector import apply_fact
 from order_views.domain.model import Fact
@@ -15,11 +16,12 @@ from order_views.domain.model import Fact
 Published = tuple[str, str, Fact]
 """(topic, key, event) as it reaches order_views."""
 
-BASE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC).timestamp()
+BASE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+EUR_12_50 = Money.of("EUR", 12, 500_000_000)
 
 
-def _money(units: int, nanos: int = 0) -> dict[str, Any]:
-    return {"currency_code": "EUR", "units": units, "nanos": nanos}
+def seconds(n: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=n)
 
 
 def order_life(
@@ -29,13 +31,16 @@ def order_life(
     sku: str = "mug-1",
     outcome: str = "confirmed",
     at: float = 0.0,
+    price: Money = EUR_12_50,
 ) -> list[Published]:
-    """Everything published about one order, in the order each topic has it.
+    """Everything published about one order (two of ``sku`` at ``price``), in the order each
+    topic has it.
 
     ``outcome``: confirmed (tok_visa), declined (payment declined after reserving), or
     unshippable (payment voided and stock released after shipping refused).
     """
-    t = BASE + at
+    total = price * 2
+    t = BASE + seconds(at)
     seq = iter(range(1, 100))
 
     def orders(name: str, **data: Any) -> Published:
@@ -47,7 +52,7 @@ def order_life(
                 f"{order_id}:{version}",
                 f"shop.orders.v1.{name}",
                 {"order_id": order_id, **data},
-                t + version,
+                t + seconds(version),
             ),
         )
 
@@ -56,11 +61,16 @@ def order_life(
         return (
             topic,
             key,
-            Fact(f"{context}-{name}-{order_id}", f"shop.{context}.v1.{name}", data, t + offset),
+            Fact(
+                f"{context}-{name}-{order_id}",
+                f"shop.{context}.v1.{name}",
+                data,
+                t + seconds(offset),
+            ),
         )
 
-    payment = {"payment_id": f"pay-{order_id}", "order_id": order_id, "amount": _money(25)}
-    lines = [{"sku": sku, "quantity": 2, "unit_price": _money(12, 500_000_000)}]
+    payment = {"payment_id": f"pay-{order_id}", "order_id": order_id, "amount": total.to_record()}
+    lines = [{"sku": sku, "quantity": 2, "unit_price": price.to_record()}]
     address = {
         "name": "Ada Lovelace",
         "line1": "Unter den Linden 1",
@@ -75,7 +85,7 @@ def order_life(
             request_id=f"req-{order_id}",
             customer_id=customer,
             lines=lines,
-            total=_money(25),
+            total=total.to_record(),
             shipping_address=address,
         ),
         other(

@@ -4,11 +4,14 @@ events reordered across aggregates and topics, and unknown events change nothing
 
 from __future__ import annotations
 
+import datetime
 import random
 from collections.abc import Callable
 
-from unit.order_views.shop_events import Projection, Published, order_life
+import pytest
+from unit.order_views.shop_events import BASE, Projection, Published, order_life
 
+from meshkit.money import Money
 from order_views.domain.model import Fact, OrderStatus
 
 
@@ -121,10 +124,45 @@ def test_payment_events_before_the_order_are_kept_but_not_listed(
 def test_unknown_events_are_ignored(projection: Callable[[str], Projection]) -> None:
     copy = projection("a")
     before = copy.dump()
-    stock_set = Fact("s-1", "shop.inventory.v1.StockSet", {"sku": "mug", "on_hand": 3}, 1.0)
-    from_the_future = Fact("x-1", "shop.orders.v2.OrderTeleported", {"order_id": "o-1"}, 1.0)
-    no_order = Fact("o-9:1", "shop.orders.v1.OrderConfirmed", {"occurred_at": 1}, 1.0)
+    stock_set = Fact("s-1", "shop.inventory.v1.StockSet", {"sku": "mug", "on_hand": 3}, BASE)
+    from_the_future = Fact("x-1", "shop.orders.v2.OrderTeleported", {"order_id": "o-1"}, BASE)
+    no_order = Fact("o-9:1", "shop.orders.v1.OrderConfirmed", {"occurred_at": 1}, BASE)
     assert not copy.apply(stock_set)
     assert not copy.apply(from_the_future)
     assert not copy.apply(no_order)
     assert copy.dump() == before
+
+
+@pytest.mark.parametrize(
+    ("price", "shown"),
+    [
+        (Money.of("JPY", 600), "JPY 1200"),  # no minor unit
+        (Money.of("KWD", 0, 625_000_000), "KWD 1.250"),  # three decimals (fils)
+        (Money.of("USD", 12, 500_000_000), "USD 25.00"),
+    ],
+    ids=["JPY", "KWD", "USD"],
+)
+def test_a_total_is_shown_with_its_currencys_decimals(
+    projection: Callable[[str], Projection], price: Money, shown: str
+) -> None:
+    copy = projection("a")
+    feed(copy, order_life("o-1", price=price))
+
+    [(summary, _)] = copy.model.list_orders("", None, 10, None)
+    assert summary.total == price * 2 and str(summary.total) == shown
+    view = copy.model.view("o-1")
+    assert view is not None
+    assert view.record.lines[0].unit_price == price
+    assert view.timeline[0].description == f"order placed: 1 line, {shown}"
+
+
+def test_times_are_kept_to_the_microsecond(projection: Callable[[str], Projection]) -> None:
+    copy = projection("a")
+    feed(copy, order_life("o-1", at=0.123457))
+
+    view = copy.model.view("o-1")
+    assert view is not None
+    placed = BASE + datetime.timedelta(seconds=1.123457)
+    assert view.record.created_at == placed and view.record.created_at.tzinfo is not None
+    assert view.record.updated_at == BASE + datetime.timedelta(seconds=6.123457)
+    assert view.timeline[0].occurred_at == placed

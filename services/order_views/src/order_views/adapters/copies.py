@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from meshkit.db import Database
+from meshkit.timestamps import now, to_micros
 from order_views.adapters.sqlite import SqliteReadModel, open_copy
 from order_views.app.ports import Copy, Positions
 from order_views.app.progress import Progress
@@ -44,6 +44,25 @@ CATALOG_MIGRATIONS = (
         created_at     REAL NOT NULL,
         swapped_at     REAL
     );
+    """,
+    # Times in exact integer microseconds (meshkit.timestamps), not float seconds. A REAL column
+    # would read integers back as floats, so the table is rebuilt with INTEGER ones.
+    """
+    CREATE TABLE generations_us (
+        generation     INTEGER PRIMARY KEY,
+        file           TEXT NOT NULL,
+        consumer_group TEXT NOT NULL,
+        state          TEXT NOT NULL CHECK (state IN ('building', 'serving', 'retired')),
+        created_at_us  INTEGER NOT NULL,
+        swapped_at_us  INTEGER
+    );
+    INSERT INTO generations_us
+        SELECT generation, file, consumer_group, state,
+               CAST(round(created_at * 1000000) AS INTEGER),
+               CAST(round(swapped_at * 1000000) AS INTEGER)
+        FROM generations;
+    DROP TABLE generations;
+    ALTER TABLE generations_us RENAME TO generations;
     """,
 )
 DRAIN_TIMEOUT_S = 30.0
@@ -228,9 +247,15 @@ class SqliteCopies:
             top = conn.execute("SELECT MAX(generation) FROM generations").fetchone()[0]
             generation = int(top or 0) + 1
             conn.execute(
-                "INSERT INTO generations (generation, file, consumer_group, state, created_at)"
+                "INSERT INTO generations (generation, file, consumer_group, state, created_at_us)"
                 " VALUES (?, ?, ?, ?, ?)",
-                (generation, self._file(generation), self._group(generation), state, time.time()),
+                (
+                    generation,
+                    self._file(generation),
+                    self._group(generation),
+                    state,
+                    to_micros(now()),
+                ),
             )
         return self._open(generation)
 
@@ -255,8 +280,9 @@ class SqliteCopies:
                     (old.generation,),
                 )
                 conn.execute(
-                    "UPDATE generations SET state = 'serving', swapped_at = ? WHERE generation = ?",
-                    (time.time(), fresh.generation),
+                    "UPDATE generations SET state = 'serving', swapped_at_us = ?"
+                    " WHERE generation = ?",
+                    (to_micros(now()), fresh.generation),
                 )
             self._active = fresh
         return old

@@ -1,8 +1,9 @@
 """SQLite storage of one copy of the read model: the order summary, the timeline, the FTS5 search
 index, and the consumer's inbox, in one database file.
 
-Times are stored as integer milliseconds (the events' own precision), so keyset cursors compare
-exactly.
+Times are stored as integer microseconds since the epoch (``meshkit.timestamps.to_micros``), so
+they round-trip exactly and keyset cursors compare exactly. The first schema stored milliseconds
+(``*_ms``); migration 4 renames those columns and scales them, so existing copies keep serving.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import sqlite3
 from typing import Any
 
+from meshkit.address import FIELDS, Address
 from meshkit.db import Database
 from meshkit.events import INBOX_MIGRATION
+from meshkit.money import Money
+from meshkit.timestamps import from_micros, to_micros
 from order_views.app.ports import Cursor, Positions
 from order_views.domain.model import (
-    Address,
     Line,
-    Money,
     OrderRecord,
     OrderStatus,
     OrderView,
@@ -70,6 +72,16 @@ MIGRATIONS = (
     INBOX_MIGRATION,
     # Positions per partition (GetProjectionStatus, rebuild) without scanning the whole inbox.
     'CREATE INDEX inbox_positions ON meshkit_inbox (consumer_group, topic, partition, "offset");',
+    # Times in exact microseconds (meshkit.timestamps), not milliseconds. RENAME COLUMN also
+    # renames them in the indexes; ms * 1000 is exact.
+    """
+    ALTER TABLE order_summary RENAME COLUMN created_at_ms TO created_at_us;
+    ALTER TABLE order_summary RENAME COLUMN updated_at_ms TO updated_at_us;
+    UPDATE order_summary
+        SET created_at_us = created_at_us * 1000, updated_at_us = updated_at_us * 1000;
+    ALTER TABLE order_timeline RENAME COLUMN occurred_at_ms TO occurred_at_us;
+    UPDATE order_timeline SET occurred_at_us = occurred_at_us * 1000;
+    """,
 )
 
 
@@ -78,17 +90,29 @@ def open_copy(path: str) -> Database:
     return Database(path, MIGRATIONS)
 
 
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
+def _address_json(address: Address | None) -> str | None:
+    # [name, line1, line2, city, postal_code, country_code]: meshkit.address.FIELDS' order.
+    return json.dumps(list(address.to_record().values())) if address else None
+
+
+def _address_from_json(text: str | None) -> Address | None:
+    return Address.from_record(dict(zip(FIELDS, json.loads(text), strict=True))) if text else None
+
+
+def _lines_json(lines: tuple[Line, ...]) -> str:
+    return json.dumps([[line.sku, line.quantity, _money_json(line.unit_price)] for line in lines])
+
+
+def _money_json(money: Money) -> list[object]:
+    return [money.currency_code, money.units, money.nanos]
 
 
 def _record(row: sqlite3.Row) -> OrderRecord:
     total = (
-        Money(row["currency_code"], row["total_units"], row["total_nanos"])
+        Money.of(row["currency_code"], row["total_units"], row["total_nanos"])
         if row["currency_code"] is not None
         else None
     )
-    address = json.loads(row["shipping_address"]) if row["shipping_address"] else None
     return OrderRecord(
         order_id=row["order_id"],
         placed=bool(row["placed"]),
@@ -96,11 +120,12 @@ def _record(row: sqlite3.Row) -> OrderRecord:
         status=OrderStatus(row["status"]),
         total=total,
         lines=tuple(
-            Line(sku, quantity, Money(*price)) for sku, quantity, price in json.loads(row["lines"])
+            Line(sku, quantity, Money.of(*price))
+            for sku, quantity, price in json.loads(row["lines"])
         ),
-        shipping_address=Address(*address) if address else None,
-        created_at=row["created_at_ms"] / 1000,
-        updated_at=row["updated_at_ms"] / 1000,
+        shipping_address=_address_from_json(row["shipping_address"]),
+        created_at=from_micros(row["created_at_us"]),
+        updated_at=from_micros(row["updated_at_us"]),
         cancellation_reason=row["cancellation_reason"],
         version=row["version"],
         payment_state=row["payment_state"],
@@ -141,18 +166,17 @@ class SqliteViewStore:
     def save(self, record: OrderRecord, *, reindex: bool) -> None:
         """Upsert the record; with ``reindex`` replace its search entry."""
         total = record.total
-        address = record.shipping_address
         row = self._conn.execute(
             "INSERT INTO order_summary (order_id, placed, customer_id, status, currency_code,"
-            " total_units, total_nanos, line_count, lines, shipping_address, created_at_ms,"
-            " updated_at_ms, cancellation_reason, version, payment_state, shipment_state)"
+            " total_units, total_nanos, line_count, lines, shipping_address, created_at_us,"
+            " updated_at_us, cancellation_reason, version, payment_state, shipment_state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (order_id) DO UPDATE SET placed = excluded.placed,"
             " customer_id = excluded.customer_id, status = excluded.status,"
             " currency_code = excluded.currency_code, total_units = excluded.total_units,"
             " total_nanos = excluded.total_nanos, line_count = excluded.line_count,"
             " lines = excluded.lines, shipping_address = excluded.shipping_address,"
-            " created_at_ms = excluded.created_at_ms, updated_at_ms = excluded.updated_at_ms,"
+            " created_at_us = excluded.created_at_us, updated_at_us = excluded.updated_at_us,"
             " cancellation_reason = excluded.cancellation_reason, version = excluded.version,"
             " payment_state = excluded.payment_state, shipment_state = excluded.shipment_state"
             " RETURNING seq",
@@ -165,34 +189,10 @@ class SqliteViewStore:
                 total.units if total else None,
                 total.nanos if total else None,
                 len(record.lines),
-                json.dumps(
-                    [
-                        [
-                            line.sku,
-                            line.quantity,
-                            [
-                                line.unit_price.currency_code,
-                                line.unit_price.units,
-                                line.unit_price.nanos,
-                            ],
-                        ]
-                        for line in record.lines
-                    ]
-                ),
-                json.dumps(
-                    [
-                        address.name,
-                        address.line1,
-                        address.line2,
-                        address.city,
-                        address.postal_code,
-                        address.country_code,
-                    ]
-                )
-                if address
-                else None,
-                _ms(record.created_at),
-                _ms(record.updated_at),
+                _lines_json(record.lines),
+                _address_json(record.shipping_address),
+                to_micros(record.created_at),
+                to_micros(record.updated_at),
                 record.cancellation_reason,
                 record.version,
                 record.payment_state,
@@ -210,19 +210,19 @@ class SqliteViewStore:
                     record.order_id,
                     record.customer_id,
                     " ".join(record.skus),
-                    _address_text(address),
+                    _address_text(record.shipping_address),
                 ),
             )
 
     def add_timeline(self, entry: TimelineEntry) -> None:
         """Add the entry unless the order has one with its event id already."""
         self._conn.execute(
-            "INSERT OR IGNORE INTO order_timeline (order_id, event_id, occurred_at_ms, sequence,"
+            "INSERT OR IGNORE INTO order_timeline (order_id, event_id, occurred_at_us, sequence,"
             " event_type, description) VALUES (?, ?, ?, ?, ?, ?)",
             (
                 entry.order_id,
                 entry.event_id,
-                _ms(entry.occurred_at),
+                to_micros(entry.occurred_at),
                 entry.sequence,
                 entry.event_type,
                 entry.description,
@@ -240,7 +240,7 @@ class SqliteReadModel:
         self, customer_id: str, status: OrderStatus | None, limit: int, after: Cursor | None
     ) -> list[tuple[OrderRecord, Cursor]]:
         """Placed orders newest first (created_at, then order id, descending), after ``after``
-        (``[created_at_ms, order_id]``)."""
+        (``[created_at_us, order_id]``)."""
         where = ["placed = 1"]
         args: list[Any] = []
         if customer_id:
@@ -251,16 +251,16 @@ class SqliteReadModel:
             args.append(status.value)
         if after is not None:
             if len(after) != 2:
-                raise ValueError("a list cursor is [created_at_ms, order_id]")
-            where.append("(created_at_ms, order_id) < (?, ?)")
+                raise ValueError("a list cursor is [created_at_us, order_id]")
+            where.append("(created_at_us, order_id) < (?, ?)")
             args += [int(after[0]), str(after[1])]
         sql = (
             f"SELECT * FROM order_summary WHERE {' AND '.join(where)}"
-            " ORDER BY created_at_ms DESC, order_id DESC LIMIT ?"
+            " ORDER BY created_at_us DESC, order_id DESC LIMIT ?"
         )
         with self._db.snapshot() as conn:
             rows = conn.execute(sql, [*args, limit]).fetchall()
-        return [(_record(row), [row["created_at_ms"], row["order_id"]]) for row in rows]
+        return [(_record(row), [row["created_at_us"], row["order_id"]]) for row in rows]
 
     def search(
         self, match: str, limit: int, after: Cursor | None
@@ -294,7 +294,7 @@ class SqliteReadModel:
                 return None
             entries = conn.execute(
                 "SELECT * FROM order_timeline WHERE order_id = ?"
-                " ORDER BY occurred_at_ms, sequence, event_id",
+                " ORDER BY occurred_at_us, sequence, event_id",
                 (order_id,),
             ).fetchall()
         return OrderView(
@@ -303,7 +303,7 @@ class SqliteReadModel:
                 TimelineEntry(
                     e["order_id"],
                     e["event_id"],
-                    e["occurred_at_ms"] / 1000,
+                    from_micros(e["occurred_at_us"]),
                     e["event_type"],
                     e["description"],
                     e["sequence"],

@@ -18,10 +18,15 @@ fresh copy safe on its own too). Events of a type the projector does not know ar
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from meshkit.address import Address
+from meshkit.money import Money
+from meshkit.timestamps import EPOCH
 
 
 class OrderStatus(enum.Enum):
@@ -30,20 +35,6 @@ class OrderStatus(enum.Enum):
     PENDING = "PENDING"
     CONFIRMED = "CONFIRMED"
     CANCELLED = "CANCELLED"
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount in one currency (units and billionths of a unit, same sign)."""
-
-    currency_code: str
-    units: int
-    nanos: int = 0
-
-    def __str__(self) -> str:
-        cents = round((self.units * 1_000_000_000 + self.nanos) / 10_000_000)
-        sign = "-" if cents < 0 else ""
-        return f"{self.currency_code} {sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
 @dataclass(frozen=True)
@@ -56,29 +47,17 @@ class Line:
 
 
 @dataclass(frozen=True)
-class Address:
-    """A postal address."""
-
-    name: str
-    line1: str
-    line2: str
-    city: str
-    postal_code: str
-    country_code: str
-
-
-@dataclass(frozen=True)
 class Fact:
     """An event as the projector sees it, free of any transport.
 
     ``id`` is the CloudEvents id (for orders events ``<order_id>:<version>``), ``type`` the Avro
-    full name, ``data`` the decoded record, ``occurred_at`` unix seconds.
+    full name, ``data`` the decoded record, ``occurred_at`` when it happened (aware UTC).
     """
 
     id: str
     type: str
     data: Mapping[str, Any]
-    occurred_at: float
+    occurred_at: datetime.datetime
 
 
 @dataclass(frozen=True)
@@ -93,7 +72,7 @@ class TimelineEntry:
 
     order_id: str
     event_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
     event_type: str
     description: str
     sequence: int = 0
@@ -115,8 +94,8 @@ class OrderRecord:
     total: Money | None = None
     lines: tuple[Line, ...] = ()
     shipping_address: Address | None = None
-    created_at: float = 0.0
-    updated_at: float = 0.0
+    created_at: datetime.datetime = EPOCH
+    updated_at: datetime.datetime = EPOCH
     cancellation_reason: str = ""
     version: int = 0
     payment_state: str = ""
@@ -273,32 +252,22 @@ def project(record: OrderRecord | None, fact: Fact) -> Projected | None:
 def _apply_placed(record: OrderRecord, fact: Fact) -> OrderRecord:
     data = fact.data
     lines = tuple(
-        Line(str(line["sku"]), int(line["quantity"]), _money(line["unit_price"]) or Money("", 0))
+        Line(str(line["sku"]), int(line["quantity"]), _money(line["unit_price"]) or Money.zero(""))
         for line in data.get("lines") or []
     )
-    address = data.get("shipping_address") or {}
     return replace(
         record,
         placed=True,
         customer_id=str(data.get("customer_id", "")),
         total=_money(data.get("total")),
         lines=lines,
-        shipping_address=Address(
-            str(address.get("name", "")),
-            str(address.get("line1", "")),
-            str(address.get("line2", "")),
-            str(address.get("city", "")),
-            str(address.get("postal_code", "")),
-            str(address.get("country_code", "")),
-        ),
+        shipping_address=Address.from_record(data.get("shipping_address") or {}),
         created_at=fact.occurred_at,
     )
 
 
 def _money(raw: Any) -> Money | None:
-    if not isinstance(raw, Mapping):
-        return None
-    return Money(str(raw["currency_code"]), int(raw["units"]), int(raw.get("nanos", 0)))
+    return Money.from_record(raw) if isinstance(raw, Mapping) else None
 
 
 def _rank(ranks: Mapping[str, int], state: str) -> int:

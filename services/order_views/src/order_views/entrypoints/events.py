@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import Callable
 
 from meshkit.events import Event, Handler
+from meshkit.timestamps import EPOCH, UTC
 from order_views.app.ports import ViewStore
 from order_views.app.projector import apply_fact
 from order_views.domain.model import PROJECTED_TYPES, Fact
@@ -19,12 +20,15 @@ ViewStores = Callable[[sqlite3.Connection], ViewStore]
 
 def to_fact(event: Event) -> Fact:
     """The projector's view of ``event``: its id, type, record, and when it happened (the
-    record's ``occurred_at``, else the CloudEvents time)."""
+    record's ``occurred_at``, else the CloudEvents time, else the epoch), as aware UTC."""
     occurred = event.data.get("occurred_at")
     if not isinstance(occurred, datetime.datetime):
         occurred = event.time
-    seconds = occurred.timestamp() if occurred is not None else 0.0
-    return Fact(event.id, event.type, event.data, seconds)
+    if occurred is None:
+        return Fact(event.id, event.type, event.data, EPOCH)
+    # Avro timestamps and CloudEvents times decode aware; a naive one can only mean UTC.
+    aware = occurred.astimezone(UTC) if occurred.tzinfo else occurred.replace(tzinfo=UTC)
+    return Fact(event.id, event.type, event.data, aware)
 
 
 def handlers(stores: ViewStores) -> dict[str, Handler]:

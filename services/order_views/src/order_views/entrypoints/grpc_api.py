@@ -2,7 +2,9 @@
 
 Errors are not caught here: they propagate to meshkit's edge, which maps them once. The only
 transport concern handled here is the wait budget of a consistency token: the RPC's remaining
-deadline, less a margin to send the answer, capped.
+deadline, less a margin to send the answer, capped. Money, addresses and times go out through
+meshkit's own mappings (``Money.to_wire``: any currency's ISO 4217 decimals; ``to_timestamp``:
+exact to the microsecond); no request of this service carries a Money or a Timestamp.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import grpc
-from google.protobuf import timestamp_pb2
 
+from meshkit.timestamps import to_timestamp
 from order_views.app.ports import PartitionPosition
 from order_views.app.queries import OrderQueries, Page
 from order_views.domain.consistency import ConsistencyToken
@@ -111,26 +113,15 @@ def _page(page: Page) -> tuple[list[pb.OrderSummary], str]:
     return [_summary(record) for record in page.orders], page.next_page_token
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(round(seconds * 1000))
-    return stamp
-
-
 def _summary(record: OrderRecord) -> pb.OrderSummary:
-    total = record.total
     return pb.OrderSummary(
         order_id=record.order_id,
         customer_id=record.customer_id,
         status=_STATUS_OUT[record.status],
-        total=common_pb2.Money(
-            currency_code=total.currency_code, units=total.units, nanos=total.nanos
-        )
-        if total
-        else None,
+        total=record.total.to_wire(common_pb2.Money) if record.total else None,
         line_count=len(record.lines),
-        created_at=_timestamp(record.created_at),
-        updated_at=_timestamp(record.updated_at),
+        created_at=to_timestamp(record.created_at),
+        updated_at=to_timestamp(record.updated_at),
         cancellation_reason=record.cancellation_reason,
     )
 
@@ -142,7 +133,7 @@ def _view(view: OrderView) -> pb.OrderView:
         summary=_summary(record),
         timeline=[
             pb.TimelineEntry(
-                occurred_at=_timestamp(entry.occurred_at),
+                occurred_at=to_timestamp(entry.occurred_at),
                 event_type=entry.event_type,
                 description=entry.description,
             )
@@ -154,22 +145,9 @@ def _view(view: OrderView) -> pb.OrderView:
             orders_pb2.OrderLine(
                 sku=line.sku,
                 quantity=line.quantity,
-                unit_price=common_pb2.Money(
-                    currency_code=line.unit_price.currency_code,
-                    units=line.unit_price.units,
-                    nanos=line.unit_price.nanos,
-                ),
+                unit_price=line.unit_price.to_wire(common_pb2.Money),
             )
             for line in record.lines
         ],
-        shipping_address=common_pb2.Address(
-            name=address.name,
-            line1=address.line1,
-            line2=address.line2,
-            city=address.city,
-            postal_code=address.postal_code,
-            country_code=address.country_code,
-        )
-        if address
-        else None,
+        shipping_address=address.to_wire(common_pb2.Address) if address else None,
     )
