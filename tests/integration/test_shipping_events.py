@@ -2,8 +2,8 @@
 ShipmentCreated on shipping.events.v1, with CloudEvents headers, whose schema id resolves in the
 registry the service verified at start-up.
 
-The service runs in this process (bootstrap.build, port 0) against an in-process registry on a
-free port, so the test needs no fixed port and can run beside a developer's own mesh.
+The service runs in this process (SERVICE.create, port 0) against an in-process registry on a free
+port, so the test needs no fixed port and can run beside a developer's own mesh.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from support.registry import wait_until
 from meshkit.events import SchemaRegistrationError
 from schema_registry.cli import main as registry_cli
 from schema_registry.server import running_server
-from shipping.bootstrap import build
-from shipping.config import Settings
+from shipping.bootstrap import SERVICE
 from shop.common.v1 import common_pb2
 from shop.shipping.v1 import shipping_pb2 as pb
 from shop.shipping.v1 import shipping_pb2_grpc as pb_grpc
@@ -43,7 +42,7 @@ pytestmark = pytest.mark.kafka
 @contextlib.contextmanager
 def shipping_server(registry_url: str, bootstrap: str, db: Path) -> Iterator[str]:
     """The real shipping server (relay worker included) on a free port; yields its address."""
-    settings = Settings.from_env(
+    settings = SERVICE.load_settings(
         {
             "SHIPPING_PORT": "0",
             "SHIPPING_DB_PATH": str(db),
@@ -51,7 +50,7 @@ def shipping_server(registry_url: str, bootstrap: str, db: Path) -> Iterator[str
             "MESH_KAFKA_BOOTSTRAP": bootstrap,
         }
     )
-    server = build(settings)
+    server = SERVICE.create(settings)
     port = server.start()
     try:
         yield f"127.0.0.1:{port}"
@@ -124,7 +123,7 @@ def test_shipping_refuses_to_start_when_its_schemas_are_not_registered(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     with running_server() as registry_url:
-        settings = Settings.from_env(
+        settings = SERVICE.load_settings(
             {
                 "SHIPPING_PORT": "0",
                 "SHIPPING_DB_PATH": str(tmp_path / "shipping.db"),
@@ -133,7 +132,7 @@ def test_shipping_refuses_to_start_when_its_schemas_are_not_registered(
             }
         )
         with pytest.raises(SchemaRegistrationError) as caught:
-            build(settings)
+            SERVICE.create(settings)
     assert f"{TOPIC}-shop.shipping.v1.ShipmentCreated" in caught.value.message
     assert f"{TOPIC}-shop.shipping.v1.ShipmentCancelled" in caught.value.message
 

@@ -29,13 +29,14 @@ from grpc_status import rpc_status
 from meshkit import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, SettingsError
 from meshkit.address import Address
 from meshkit.db import Database
-from meshkit.events import EventCatalog, Outbox
+from meshkit.events import EventCatalog, EventPublisher, Outbox
+from meshkit.ports import IdempotentResult
 from meshkit.server import create_server
 from meshkit.service import binding
-from shipping.adapters.events import OutboxPublisher, to_record
-from shipping.adapters.sqlite import SqliteUnitOfWork, open_database
-from shipping.app.ports import IdempotencyRecord
+from shipping.adapters.events import EVENTS
+from shipping.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from shipping.app.shipping import Shipping
+from shipping.bootstrap import SERVICE
 from shipping.config import Settings
 from shipping.domain.commands import CancelShipment, CreateShipment
 from shipping.domain.events import ShippingEvent
@@ -77,7 +78,7 @@ class FakeStore:
 
     def __init__(self) -> None:
         self.shipments: dict[str, Shipment] = {}
-        self.keys: dict[str, IdempotencyRecord] = {}
+        self.keys: dict[str, IdempotentResult[Shipment]] = {}
         self.events: list[ShippingEvent] = []
 
 
@@ -101,13 +102,13 @@ class FakeShipments:
 
 
 class FakeIdempotency:
-    def __init__(self, items: dict[str, IdempotencyRecord]) -> None:
+    def __init__(self, items: dict[str, IdempotentResult[Shipment]]) -> None:
         self.items = items
 
-    def get(self, key: str) -> IdempotencyRecord | None:
+    def get(self, key: str) -> IdempotentResult[Shipment] | None:
         return self.items.get(key)
 
-    def add(self, record: IdempotencyRecord) -> None:
+    def add(self, record: IdempotentResult[Shipment]) -> None:
         assert record.key not in self.items
         self.items[record.key] = record
 
@@ -124,8 +125,8 @@ class FakeUnitOfWork:
         self.events: list[ShippingEvent] = []
         return self
 
-    def publish(self, event: ShippingEvent) -> None:
-        to_record(event)  # every event must map to its Avro record
+    def publish(self, event: ShippingEvent, *, event_id: str | None = None) -> None:
+        EVENTS.to_record(event)  # every event must map to its Avro record
         self.events.append(event)
 
     def __exit__(
@@ -178,6 +179,13 @@ def catalog() -> EventCatalog:
     return EventCatalog.load(AVRO)
 
 
+def outbox_publisher(
+    registry: SchemaRegistryClient, source: str = "/meshkit/shipping"
+) -> EventPublisher[ShippingEvent]:
+    """The kit's publisher over a real Outbox, as ``Service.create`` builds it."""
+    return EventPublisher(Outbox(catalog(), registry, source=source), EVENTS)
+
+
 @dataclasses.dataclass
 class Harness:
     """A Shipping over one store, and a way to read back the events it committed."""
@@ -207,8 +215,8 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
             make_fake,
         )
         return
-    db = open_database(str(tmp_path / "shipping.db"))
-    publisher = OutboxPublisher(Outbox(catalog(), mock_registry(), source="/meshkit/shipping"))
+    db = Database(tmp_path / "shipping.db", MIGRATIONS)
+    publisher = outbox_publisher(mock_registry())
 
     def make_sqlite(**overrides: Any) -> Shipping:
         return Shipping(lambda: SqliteUnitOfWork(db, publisher), **options(**overrides))
@@ -578,8 +586,8 @@ def test_tracking_numbers_are_derived_from_the_id_with_a_check_digit() -> None:
 
 
 def test_sqlite_outbox_holds_the_avro_events_keyed_by_shipment(tmp_path: Path) -> None:
-    db = open_database(str(tmp_path / "shipping.db"))
-    publisher = OutboxPublisher(Outbox(catalog(), mock_registry(), source="/meshkit/shipping"))
+    db = Database(tmp_path / "shipping.db", MIGRATIONS)
+    publisher = outbox_publisher(mock_registry())
     shipping = Shipping(lambda: SqliteUnitOfWork(db, publisher), clock=lambda: T0)
     booked = shipping.create(create("k1"))
     shipping.cancel(CancelShipment("c1", booked.shipment_id))
@@ -612,9 +620,8 @@ def test_sqlite_outbox_holds_the_avro_events_keyed_by_shipment(tmp_path: Path) -
 
 
 def test_an_unregistered_event_schema_rolls_the_command_back(tmp_path: Path) -> None:
-    db = open_database(str(tmp_path / "shipping.db"))
-    empty = empty_registry("shipping-empty")
-    publisher = OutboxPublisher(Outbox(catalog(), empty, source="/t"))
+    db = Database(tmp_path / "shipping.db", MIGRATIONS)
+    publisher = outbox_publisher(empty_registry("shipping-empty"), source="/t")
     shipping = Shipping(lambda: SqliteUnitOfWork(db, publisher))
     with pytest.raises(Exception, match="not registered"):
         shipping.create(create("k1"))
@@ -631,7 +638,7 @@ def test_an_unregistered_event_schema_rolls_the_command_back(tmp_path: Path) -> 
 
 
 def test_settings_read_the_unserved_countries_and_the_mesh_wide_variables() -> None:
-    settings = Settings.from_env(
+    settings = SERVICE.load_settings(
         {
             "SHIPPING_UNSERVED_COUNTRIES": "AQ, KP,",
             "SCHEMA_REGISTRY_URL": "http://registry:8081",
@@ -643,10 +650,12 @@ def test_settings_read_the_unserved_countries_and_the_mesh_wide_variables() -> N
         "http://registry:8081",
         "kafka:9092",
     )
-    assert Settings.from_env({}).unserved_country_codes == {"AQ"}
-    assert Settings.from_env({"SHIPPING_UNSERVED_COUNTRIES": ""}).unserved_country_codes == set()
+    assert SERVICE.load_settings({}).unserved_country_codes == {"AQ"}
+    assert (
+        SERVICE.load_settings({"SHIPPING_UNSERVED_COUNTRIES": ""}).unserved_country_codes == set()
+    )
 
 
 def test_a_malformed_unserved_country_is_a_settings_error_naming_the_key() -> None:
     with pytest.raises(SettingsError, match=r"SHIPPING_UNSERVED_COUNTRIES.*'aq'"):
-        Settings.from_env({"SHIPPING_UNSERVED_COUNTRIES": "aq"})
+        SERVICE.load_settings({"SHIPPING_UNSERVED_COUNTRIES": "aq"})

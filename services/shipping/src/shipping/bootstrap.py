@@ -1,54 +1,28 @@
-"""The composition root: builds shipping's database, outbox, relay, use cases and server."""
+"""The composition root: shipping's use cases and servicer, on the service kit."""
 
 from __future__ import annotations
 
-from meshkit.events import EventCatalog, Outbox, OutboxRelay
-from meshkit.server import MeshServer, ServiceBinding, create_server
-from shipping.adapters.events import OutboxPublisher
-from shipping.adapters.sqlite import SqliteUnitOfWork, open_database
+from meshkit.server import ServiceBinding
+from meshkit.service import Service, ServiceContext, binding
+from shipping.adapters.events import EVENTS
+from shipping.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from shipping.app.shipping import Shipping
 from shipping.config import Settings
 from shipping.entrypoints.grpc_api import ShippingServiceServicer
-from shop.shipping.v1 import shipping_pb2, shipping_pb2_grpc
-
-SERVICE_NAME = shipping_pb2.DESCRIPTOR.services_by_name["ShippingService"].full_name
-SOURCE = "/meshkit/shipping"
+from shop.shipping.v1 import shipping_pb2_grpc
 
 
-def event_catalog() -> EventCatalog:
-    """Shipping's event contracts, shipped inside the generated contracts package."""
-    return EventCatalog.from_package("shop.shipping.v1")
-
-
-def build(settings: Settings) -> MeshServer:
-    """A ready-to-start shipping server.
-
-    Refuses (raises SchemaRegistrationError naming the subjects) when an event schema is not
-    registered as it is here. Starting runs the outbox relay; stopping drains RPCs, stops the
-    relay, then closes the database.
-    """
-    catalog = event_catalog()
-    outbox = Outbox(catalog, settings.schema_registry_url, source=SOURCE)
-    outbox.verify()
-    db = open_database(str(settings.db_path))
-    publisher = OutboxPublisher(outbox)
+def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+    """Shipping's servicer over its use cases, each call one unit of work on ``ctx.db``; the
+    destinations it refuses come from SHIPPING_UNSERVED_COUNTRIES."""
     shipping = Shipping(
-        lambda: SqliteUnitOfWork(db, publisher),
-        unserved_countries=settings.unserved_country_codes,
+        lambda: SqliteUnitOfWork(ctx.db, ctx.events),
+        unserved_countries=ctx.settings.unserved_country_codes,
     )
-    relay = OutboxRelay(
-        db,
-        settings.kafka_bootstrap,
-        topics=catalog.topics,
-        create_topics=settings.kafka_create_topics,
-    )
-    binding = ServiceBinding(
-        ShippingServiceServicer(shipping),
-        shipping_pb2_grpc.add_ShippingServiceServicer_to_server,
-        SERVICE_NAME,
-    )
-    server = create_server("shipping", settings, [binding])
-    server.add_worker("outbox-relay", relay.run_forever)
-    server.on_stop(relay.close)
-    server.on_stop(db.close)
-    return server
+    servicer = ShippingServiceServicer(shipping)
+    return [binding(servicer, shipping_pb2_grpc.add_ShippingServiceServicer_to_server)]
+
+
+SERVICE = Service[Settings](
+    "shipping", build, settings=Settings, migrations=MIGRATIONS, events=EVENTS
+)

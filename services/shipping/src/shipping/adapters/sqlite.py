@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime
 import json
 import sqlite3
+import time
 from typing import Any
 
 from meshkit.address import Address
-from meshkit.db import Database, UnitOfWork
+from meshkit.db import UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
-from shipping.adapters.events import EventPublisher
-from shipping.app.ports import IdempotencyRecord
-from shipping.domain.events import ShippingEvent
+from meshkit.ports import IdempotentResult
+from meshkit.timestamps import from_micros, to_millis
 from shipping.domain.model import Item, Shipment, ShipmentStatus
 
 MIGRATIONS = (
@@ -54,21 +54,8 @@ MIGRATIONS = (
 )
 
 
-def open_database(path: str) -> Database:
-    """The shipping database at ``path``, migrated to the current schema."""
-    return Database(path, MIGRATIONS)
-
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-
-def _ms(moment: datetime.datetime) -> int:
-    # Integer arithmetic on purpose: float seconds * 1000 can land a hair below the millisecond.
-    return (moment - _EPOCH) // datetime.timedelta(milliseconds=1)
-
-
 def _from_ms(ms: int) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
+    return from_micros(ms * 1000)
 
 
 class SqliteShipments:
@@ -112,8 +99,8 @@ class SqliteShipments:
                 "order_id": shipment.order_id,
                 "tracking_number": shipment.tracking_number,
                 "status": shipment.status.value,
-                "created_at_ms": _ms(shipment.created_at),
-                "updated_at_ms": _ms(shipment.updated_at),
+                "created_at_ms": to_millis(shipment.created_at),
+                "updated_at_ms": to_millis(shipment.updated_at),
             },
         )
         self._conn.executemany(
@@ -128,7 +115,7 @@ class SqliteShipments:
         """Store a changed shipment's status and update time (nothing else ever changes)."""
         self._conn.execute(
             "UPDATE shipments SET status = ?, updated_at_ms = ? WHERE shipment_id = ?",
-            (shipment.status.value, _ms(shipment.updated_at), shipment.shipment_id),
+            (shipment.status.value, to_millis(shipment.updated_at), shipment.shipment_id),
         )
 
     def tracking_number_taken(self, tracking_number: str) -> bool:
@@ -145,7 +132,7 @@ class SqliteIdempotency:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def get(self, key: str) -> IdempotencyRecord | None:
+    def get(self, key: str) -> IdempotentResult[Shipment] | None:
         """The record of ``key``, or None."""
         row = self._conn.execute(
             "SELECT operation, fingerprint, result FROM idempotency_keys WHERE idempotency_key = ?",
@@ -153,11 +140,11 @@ class SqliteIdempotency:
         ).fetchone()
         if row is None:
             return None
-        return IdempotencyRecord(
+        return IdempotentResult(
             key, row["operation"], row["fingerprint"], _shipment_from_json(row["result"])
         )
 
-    def add(self, record: IdempotencyRecord) -> None:
+    def add(self, record: IdempotentResult[Shipment]) -> None:
         """Store a new record."""
         self._conn.execute(
             "INSERT INTO idempotency_keys (idempotency_key, operation, fingerprint, result,"
@@ -167,7 +154,7 @@ class SqliteIdempotency:
                 record.operation,
                 record.fingerprint,
                 _shipment_to_json(record.result),
-                datetime.datetime.now(datetime.UTC).timestamp(),
+                time.time(),
             ),
         )
 
@@ -180,8 +167,8 @@ def _shipment_to_json(shipment: Shipment) -> str:
         "items": [[item.sku, item.quantity] for item in shipment.items],
         "tracking_number": shipment.tracking_number,
         "status": shipment.status.value,
-        "created_at_ms": _ms(shipment.created_at),
-        "updated_at_ms": _ms(shipment.updated_at),
+        "created_at_ms": to_millis(shipment.created_at),
+        "updated_at_ms": to_millis(shipment.updated_at),
     }
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
@@ -201,22 +188,14 @@ def _shipment_from_json(text: str) -> Shipment:
 
 
 class SqliteUnitOfWork(UnitOfWork):
-    """UnitOfWork over a Database: one ``BEGIN IMMEDIATE`` transaction per ``with`` block, in
-    which the state change, its idempotency record and its events (through ``publisher``, the
-    outbox) commit together or not at all."""
+    """Shipping's unit of work: one ``BEGIN IMMEDIATE`` transaction per ``with`` block, in which
+    the state change, its idempotency record and its events (``publish``, through the outbox)
+    commit together or not at all."""
 
     shipments: SqliteShipments
     idempotency: SqliteIdempotency
-
-    def __init__(self, db: Database, publisher: EventPublisher) -> None:
-        super().__init__(db)
-        self._publisher = publisher
 
     def bind(self, conn: sqlite3.Connection) -> None:
         """Repositories over the transaction's connection."""
         self.shipments = SqliteShipments(conn)
         self.idempotency = SqliteIdempotency(conn)
-
-    def publish(self, event: ShippingEvent) -> None:
-        """Append ``event`` to the outbox in this transaction."""
-        self._publisher.publish(self.connection, event)

@@ -6,8 +6,10 @@ import datetime
 import uuid
 from collections.abc import Callable, Collection
 
+from meshkit import timestamps
 from meshkit.errors import AlreadyExists, NotFound, Violations
-from shipping.app.ports import IdempotencyRecord, UnitOfWork
+from meshkit.ports import IdempotentResult
+from shipping.app.ports import UnitOfWork
 from shipping.domain.commands import CancelShipment, CreateShipment, validate_id
 from shipping.domain.events import ShipmentCancelled, ShipmentCreated
 from shipping.domain.model import Shipment, ShipmentStatus, ensure_serviceable
@@ -23,7 +25,7 @@ _MAX_ID_ATTEMPTS = 8
 def utc_now_ms() -> datetime.datetime:
     """Now in UTC, truncated to milliseconds: the precision of the events' ``occurred_at``, so
     the API, the database and the events all carry the very same instant."""
-    now = datetime.datetime.now(datetime.UTC)
+    now = timestamps.now()
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
@@ -72,7 +74,7 @@ class Shipping:
             shipment = self._book(uow, command, now)
             uow.shipments.add(shipment)
             uow.idempotency.add(
-                IdempotencyRecord(command.idempotency_key, "CreateShipment", fingerprint, shipment)
+                IdempotentResult(command.idempotency_key, "CreateShipment", fingerprint, shipment)
             )
             uow.publish(ShipmentCreated(shipment, now))
         return shipment
@@ -93,7 +95,7 @@ class Shipping:
                 uow.shipments.save(shipment)
                 uow.publish(ShipmentCancelled(shipment, now))
             uow.idempotency.add(
-                IdempotencyRecord(command.idempotency_key, "CancelShipment", fingerprint, shipment)
+                IdempotentResult(command.idempotency_key, "CancelShipment", fingerprint, shipment)
             )
         return shipment
 
