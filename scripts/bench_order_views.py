@@ -41,7 +41,7 @@ from order_views.adapters.sqlite import SqliteViewStore
 from order_views.app.progress import Progress
 from order_views.app.projector import apply_fact
 from order_views.app.queries import OrderQueries
-from order_views.config import Settings
+from order_views.bootstrap import SERVICE
 from order_views.domain.model import Fact
 from order_views.entrypoints.grpc_api import OrderViewsServicer
 from shop.order_views.v1 import order_views_pb2 as pb
@@ -235,7 +235,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: load, then measure
             f"  -> projection at {per_event_rate / base_rate:.2f}x of bare SQLite"
         )
 
-        settings = Settings.from_env(
+        settings = SERVICE.load_settings(
             {"ORDER_VIEWS_PORT": "0", "ORDER_VIEWS_HOST": "127.0.0.1",
              "ORDER_VIEWS_DB_PATH": str(root / "unused.db"), "ORDER_VIEWS_LOG_LEVEL": "WARNING"}
         )  # fmt: skip

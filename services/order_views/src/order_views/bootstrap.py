@@ -1,12 +1,13 @@
-"""The composition root: builds order_views' copies of the read model, their consumers, the query
-and rebuild use cases, and the server."""
+"""The composition root: order_views' copies of the read model, their consumers, the query and
+rebuild use cases and their servicers, on the service kit."""
 
 from __future__ import annotations
 
 import threading
 
-from mesh.projections.v1 import projections_pb2, projections_pb2_grpc
-from meshkit.server import MeshServer, ServiceBinding, create_server
+from mesh.projections.v1 import projections_pb2_grpc
+from meshkit.server import ServiceBinding
+from meshkit.service import Service, ServiceContext, binding
 from order_views.adapters.copies import SqliteCopies
 from order_views.adapters.kafka import ConsumerFactory, KafkaLag, event_catalog
 from order_views.adapters.sqlite import SqliteViewStore
@@ -18,25 +19,26 @@ from order_views.config import Settings
 from order_views.entrypoints.admin import ProjectionAdminServicer
 from order_views.entrypoints.events import handlers
 from order_views.entrypoints.grpc_api import OrderViewsServicer
-from shop.order_views.v1 import order_views_pb2, order_views_pb2_grpc
-
-SERVICE_NAME = order_views_pb2.DESCRIPTOR.services_by_name["OrderViewsService"].full_name
-ADMIN_SERVICE_NAME = projections_pb2.DESCRIPTOR.services_by_name["ProjectionAdminService"].full_name
+from shop.order_views.v1 import order_views_pb2_grpc
 
 
-def build(settings: Settings) -> MeshServer:
-    """A ready-to-start order_views server.
+def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+    """The OrderViewsService and ProjectionAdminService servicers over the serving copy.
 
     Refuses (SchemaRegistrationError naming the subjects) when the registry cannot serve the
     event contracts it reads. Starting runs the serving copy's consumer; stopping drains RPCs,
     aborts a rebuild in progress (the serving copy stays), stops the consumers, then closes the
     databases.
     """
+    settings = ctx.settings
     catalog = event_catalog()
     catalog.verify(settings.schema_registry_url, readers=True)
     progress = Progress()
     consumers = ConsumerFactory(
-        settings.kafka_bootstrap, settings.schema_registry_url, catalog, handlers(SqliteViewStore)
+        settings.kafka_bootstrap,
+        settings.schema_registry_url,
+        catalog,
+        handlers(SqliteViewStore),
     )
     copies = SqliteCopies(settings.db_path, consumers, progress)
     lag = KafkaLag(settings.kafka_bootstrap, consumers.topics)
@@ -46,28 +48,28 @@ def build(settings: Settings) -> MeshServer:
         copy = copies.active()
         return lag.partitions(copy.group, copy.positions())
 
-    bindings = [
-        ServiceBinding(
-            OrderViewsServicer(OrderQueries(copies.lease, progress), status),
-            order_views_pb2_grpc.add_OrderViewsServiceServicer_to_server,
-            SERVICE_NAME,
-        ),
-        ServiceBinding(
-            ProjectionAdminServicer(rebuilder),
-            projections_pb2_grpc.add_ProjectionAdminServiceServicer_to_server,
-            ADMIN_SERVICE_NAME,
-        ),
-    ]
-    server = create_server("order_views", settings, bindings)
-
     def project(stop: threading.Event) -> None:
         # The serving copy's consumer runs on a thread of the copy's own, since a rebuild
         # replaces it; this worker starts it and waits. The closers below stop every copy.
         copies.active().start()
         stop.wait()
 
-    server.add_worker("projection", project)
-    server.on_stop(rebuilder.close)
-    server.on_stop(copies.close)
-    server.on_stop(lag.close)
-    return server
+    ctx.add_worker("projection", project)
+    ctx.on_stop(rebuilder.close)
+    ctx.on_stop(copies.close)
+    ctx.on_stop(lag.close)
+    return [
+        binding(
+            OrderViewsServicer(OrderQueries(copies.lease, progress), status),
+            order_views_pb2_grpc.add_OrderViewsServiceServicer_to_server,
+        ),
+        binding(
+            ProjectionAdminServicer(rebuilder),
+            projections_pb2_grpc.add_ProjectionAdminServiceServicer_to_server,
+        ),
+    ]
+
+
+# It publishes nothing, and its db_path is the catalog of the read model's copies, which it
+# manages itself (SqliteCopies): no database, outbox or relay of the kit's.
+SERVICE = Service[Settings]("order_views", build, settings=Settings, events=None, database=False)
