@@ -38,10 +38,11 @@ from mesh_runner.processes import (
 )
 
 HEALTH_TIMEOUT = 60.0
-REGISTRY_URL = "http://127.0.0.1:8081"
-# The local trace receiver (mesh.toml's trace-receiver component) and how fast spans reach it:
-# the SDK's default batch delay is 5 s, long for someone waiting on `mesh trace`.
-LOCAL_OTLP_ENDPOINT = "http://127.0.0.1:4317"
+# The registry and the local trace receiver are mesh.toml's components of these names; how fast
+# spans reach the receiver: the SDK's default batch delay is 5 s, long for someone waiting on
+# `mesh trace`.
+REGISTRY = "schema-registry"
+TRACE_RECEIVER = "trace-receiver"
 LOCAL_BSP_DELAY_MS = "500"
 OTLP_ENDPOINT_KEYS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -55,10 +56,17 @@ def say(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
 
 
-def component_env(choice: KafkaChoice, component: Component) -> dict[str, str]:
-    """The environment a component starts with: ours, the mesh-wide settings, its own."""
+def component_env(mesh: Mesh, choice: KafkaChoice, component: Component) -> dict[str, str]:
+    """The environment a component starts with: ours, the mesh-wide settings, its own.
+
+    ``MESH_CONFIG`` names this mesh.toml, where a service finds its own port and its peers'
+    (meshkit.addresses), whatever its working directory.
+    """
     env = dict(os.environ)
-    env.setdefault("SCHEMA_REGISTRY_URL", REGISTRY_URL)
+    env["MESH_CONFIG"] = str(mesh.root / "mesh.toml")
+    ports = {c.name: c.port for c in mesh.components}
+    if REGISTRY in ports:
+        env.setdefault("SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{ports[REGISTRY]}")
     env["MESH_KAFKA_BOOTSTRAP"] = choice.bootstrap
     if choice.mode == "embedded":
         # The mock cluster cannot create topics (no controller); it auto-creates them.
@@ -68,7 +76,9 @@ def component_env(choice: KafkaChoice, component: Component) -> dict[str, str]:
         # Tracing: to the endpoint the user set (Jaeger, a collector), else to the local
         # receiver `mesh up` started first; each component is a service of its own name.
         if not any(os.environ.get(k) for k in OTLP_ENDPOINT_KEYS):
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = LOCAL_OTLP_ENDPOINT
+            receiver = ports.get(TRACE_RECEIVER)
+            if receiver is not None:
+                env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{receiver}"
             env.setdefault("OTEL_BSP_SCHEDULE_DELAY", LOCAL_BSP_DELAY_MS)
         env["OTEL_SERVICE_NAME"] = component.name
     env.update(component.env)
@@ -94,7 +104,7 @@ def start_component(mesh: Mesh, component: Component, choice: KafkaChoice) -> st
         component.name,
         resolve_command(component.command),
         port=component.port,
-        env=component_env(choice, component),
+        env=component_env(mesh, choice, component),
         cwd=mesh.root,
         log_path=log_path,
     )
@@ -104,7 +114,7 @@ def start_component(mesh: Mesh, component: Component, choice: KafkaChoice) -> st
         result = subprocess.run(
             resolve_command(command),
             cwd=mesh.root,
-            env=component_env(choice, component),
+            env=component_env(mesh, choice, component),
             capture_output=True,
             text=True,
             check=False,
