@@ -27,14 +27,16 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshkit import DEFAULT_TIMEOUT, connect
+from meshkit import DEFAULT_TIMEOUT, address_of, connect
 from shop.common.v1 import common_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 MESH = str(Path(sys.executable).parent / "mesh")
-ORDERS, INVENTORY = "127.0.0.1:50051", "127.0.0.1:50052"
+# Addresses from the mesh's one source of ports (mesh.toml), by service name.
+_MESH_ENV = {"MESH_CONFIG": str(ROOT / "mesh.toml")}
+ORDERS, INVENTORY = address_of("orders", _MESH_ENV), address_of("inventory", _MESH_ENV)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -195,7 +195,7 @@ def encode_costs(spans: int = 512, repeat: int = 20) -> tuple[float, float]:
         "rpc.system.name": "grpc",
         "rpc.method": SERVICE + "/Echo",
         "server.address": "127.0.0.1",
-        "server.port": 50051,
+        "server.port": 7000,
     }
     for _ in range(spans):
         span = tracer.start_span("bench.v1.Echo/Echo", kind=SpanKind.SERVER, attributes=attributes)

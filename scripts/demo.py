@@ -20,7 +20,7 @@ from pathlib import Path
 
 import grpc
 
-from meshkit import DEFAULT_TIMEOUT, connect
+from meshkit import DEFAULT_TIMEOUT, address_of, connect
 from schema_registry.client import RegistryClient
 from shop.common.v1 import common_pb2 as common_pb
 from shop.inventory.v1 import inventory_pb2 as inv_pb
@@ -30,8 +30,10 @@ from shop.orders.v1 import orders_pb2_grpc as orders_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
 MESH = str(Path(sys.executable).parent / "mesh")
-ORDERS = "127.0.0.1:50051"
-INVENTORY = "127.0.0.1:50052"
+# Addresses from the mesh's one source of ports (mesh.toml), by service name.
+_MESH_ENV = {"MESH_CONFIG": str(ROOT / "mesh.toml")}
+ORDERS = address_of("orders", _MESH_ENV)
+INVENTORY = address_of("inventory", _MESH_ENV)
 REGISTRY = "http://127.0.0.1:8081"
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 if not sys.stdout.isatty():

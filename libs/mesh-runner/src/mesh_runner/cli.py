@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "dlq":  # needs only Kafka, not mesh.toml
             return dlq.run(args, args.root.resolve() if args.root else None)
         if args.command == "sagas":  # asks the orchestrating service over gRPC
-            return sagas.run(args)
+            return sagas.run(args, args.root.resolve() if args.root else None)
         if args.command == "rebuild":  # asks the projecting service over gRPC
             return rebuild.run(args, args.root.resolve() if args.root else None)
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from meshkit.addresses import AddressError, address_of
 from meshkit.client import DEFAULT_TIMEOUT, connect
 
-DEFAULT_TARGET = "127.0.0.1:50051"  # orders, the saga orchestrator of the reference shop
+ORCHESTRATOR = "orders"  # the saga orchestrator of the reference shop, by name in mesh.toml
 EXIT_UNREACHABLE = 1
 
 
@@ -35,9 +38,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     sagas.add_argument("--json", action="store_true", help="a JSON list, one object per saga")
     sagas.add_argument(
         "--target",
-        default=DEFAULT_TARGET,
         metavar="HOST:PORT",
-        help=f"the orchestrating service (default {DEFAULT_TARGET})",
+        help=f"the orchestrating service (default: {ORCHESTRATOR}'s address in mesh.toml)",
     )
     sagas.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
 
@@ -67,13 +69,21 @@ def list_sagas(
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``mesh sagas``."""
+def run(args: argparse.Namespace, root: Path | None = None) -> int:
+    """Run ``mesh sagas`` (against ``--target``, else the orchestrator in ``root``'s mesh.toml)."""
+    target = args.target
+    if target is None:
+        env = {**os.environ, "MESH_ROOT": str(root)} if root else None
+        try:
+            target = address_of(ORCHESTRATOR, env)
+        except AddressError as exc:
+            print(f"mesh sagas: {exc} (or pass --target HOST:PORT)", file=sys.stderr)
+            return 2
     try:
-        rows = list_sagas(args.target, include_finished=args.all, limit=args.limit)
+        rows = list_sagas(target, include_finished=args.all, limit=args.limit)
     except grpc.RpcError as error:
         print(
-            f"mesh sagas: {args.target}: {error.code().name}: {error.details()}"
+            f"mesh sagas: {target}: {error.code().name}: {error.details()}"
             " (is the mesh up? `mesh ps`)",
             file=sys.stderr,
         )

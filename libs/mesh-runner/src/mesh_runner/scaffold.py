@@ -31,7 +31,6 @@ from string import Template
 
 from mesh_runner.processes import port_open
 
-FIRST_PORT = 50051
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 _PACKAGE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*\.v[0-9]+")
 _RESOURCE = re.compile(r"[A-Z][A-Za-z0-9]*")
@@ -139,7 +138,10 @@ def plan(
         raise ScaffoldError(f"{name!r} exists already: {', '.join(clashes)}")
     used = set(components.values())
     if port is None:
-        port = max([p for p in used if p >= FIRST_PORT] or [FIRST_PORT - 1]) + 1
+        services = _grpc_ports(root)
+        if not services:
+            raise ScaffoldError("mesh.toml has no gRPC service to number after: pass --port")
+        port = max(services) + 1
         while port in used or port_open("127.0.0.1", port):
             port += 1
     elif port in used:
@@ -157,6 +159,12 @@ def plan(
 def _components(root: Path) -> dict[str, int]:
     data = tomllib.loads((root / "mesh.toml").read_text())
     return {str(c["name"]): int(c["port"]) for c in data.get("component", [])}
+
+
+def _grpc_ports(root: Path) -> list[int]:
+    """The ports of mesh.toml's gRPC services (the range a new service's port continues)."""
+    data = tomllib.loads((root / "mesh.toml").read_text())
+    return [int(c["port"]) for c in data.get("component", []) if c.get("health") == "grpc"]
 
 
 def write(scaffold: Plan, say: object = print) -> list[Path]:

@@ -2,7 +2,7 @@
 
 A service names its peers (``connect("inventory")``); the address is resolved, in this order:
 
-1. ``MESH_ADDRESS_<NAME>`` in the environment (``MESH_ADDRESS_INVENTORY=inventory:50052``): what
+1. ``MESH_ADDRESS_<NAME>`` in the environment (``MESH_ADDRESS_INVENTORY=inventory:7000``): what
    docker-compose or any deployment sets;
 2. the component called ``<name>`` in the mesh's configuration, mesh.toml, as ``127.0.0.1:<port>``
    (the local mesh listens on loopback only). mesh.toml is ``$MESH_CONFIG`` when set, else
