@@ -160,9 +160,10 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     Probing a port nobody listens on is not harmless on loopback when the port lies in the
     kernel's ephemeral range (the mesh's gRPC ports do; Linux uses 32768-60999): the kernel may
     pick that very port as the probe's source port and connect the socket to itself (TCP
-    simultaneous open). That would report a listener that is not there, and the closed socket would then sit
-    in TIME_WAIT on the port for a minute, failing the real server's bind ("Address already in
-    use"). So a self-connection counts as closed and is reset (SO_LINGER 0), leaving nothing.
+    simultaneous open). That would report a listener that is not there, and the closed socket
+    would then sit in TIME_WAIT on the port for a minute, failing the real server's bind
+    ("Address already in use"). So a self-connection counts as closed and is reset (SO_LINGER 0),
+    leaving nothing.
     """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
