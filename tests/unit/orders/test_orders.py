@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
+import random
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,15 +17,21 @@ from types import TracebackType
 from typing import Any, Self
 
 import pytest
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from meshkit import Aborted, AlreadyExists, InvalidArgument, NotFound
+from meshkit.address import Address
 from meshkit.db import Database
-from orders.adapters.records import event_type, from_record, to_record
-from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork, open_database
+from meshkit.money import Money
+from meshkit.timestamps import from_micros, to_millis, to_timestamp
+from orders.adapters.events import EVENTS, from_json, to_json
+from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from orders.app.orders import Orders, PlaceOrder
+from orders.app.ports import SeenRequest
 from orders.app.saga_worker import SagaWorker
 from orders.domain.events import OrderEvent, OrderStockReserved
-from orders.domain.model import Order, OrderStatus
+from orders.domain.model import LineRequest, Order, OrderStatus
 from orders.domain.saga import (
     AuthorizePayment,
     CancelPayment,
@@ -42,18 +50,26 @@ from orders.domain.saga import (
     Succeeded,
     Transient,
 )
-from orders.domain.values import Address, Money, OrderLine
+from orders.entrypoints.grpc_api import OrdersServicer
+from shop.orders.v1 import orders_pb2 as pb
 
-T0 = 1_700_000_000.0
+T0 = from_micros(1_700_000_000_000_000)
 POLICY = RetryPolicy(step_timeout_s=5.0, call_timeout_s=1.0, initial_backoff_s=0.5)
 ADDRESS = Address("Ada", "1 Main St", "Berlin", "10115", "DE")
+
+
+CTX: Any = None  # the servicer never reads its grpc context
+
+
+def seconds(n: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=n)
 
 
 class Clock:
     def __init__(self) -> None:
         self.now = T0
 
-    def __call__(self) -> float:
+    def __call__(self) -> datetime.datetime:
         return self.now
 
 
@@ -66,14 +82,14 @@ class FakeStore:
     def __init__(self) -> None:
         self.events: dict[str, list[OrderEvent]] = {}
         self.sagas: dict[str, Saga] = {}
-        self.requests: dict[str, tuple[str, str]] = {}
+        self.requests: dict[str, SeenRequest] = {}
 
 
 class FakeOrders:
     def __init__(self, events: dict[str, list[OrderEvent]]) -> None:
         self.events = events
 
-    def get(self, order_id: str, *, as_of: float | None = None) -> Order | None:
+    def get(self, order_id: str, *, as_of: datetime.datetime | None = None) -> Order | None:
         history = [
             e for e in self.events.get(order_id, []) if as_of is None or e.occurred_at <= as_of
         ]
@@ -100,7 +116,7 @@ class FakeSagas:
     def save(self, saga: Saga) -> None:
         self.sagas[saga.order_id] = saga
 
-    def due(self, now: float, limit: int) -> list[str]:
+    def due(self, now: datetime.datetime, limit: int) -> list[str]:
         due = [s for s in self.sagas.values() if s.is_live and s.next_attempt_at <= now]
         return [s.order_id for s in sorted(due, key=lambda s: s.next_attempt_at)][:limit]
 
@@ -113,15 +129,20 @@ class FakeSagas:
 
 
 class FakeRequests:
-    def __init__(self, requests: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, requests: dict[str, SeenRequest]) -> None:
         self.requests = requests
 
-    def get(self, request_id: str) -> tuple[str, str] | None:
+    def get(self, request_id: str) -> SeenRequest | None:
         return self.requests.get(request_id)
 
-    def add(self, request_id: str, order_id: str, fingerprint: str) -> None:
-        assert request_id not in self.requests
-        self.requests[request_id] = (order_id, fingerprint)
+    def add(self, request_id: str, seen: SeenRequest) -> None:
+        self.requests[request_id] = seen
+
+    def prune(self, before: datetime.datetime, limit: int) -> int:
+        old = sorted((s.created_at, r) for r, s in self.requests.items() if s.created_at < before)
+        for _, request_id in old[:limit]:
+            del self.requests[request_id]
+        return len(old[:limit])
 
 
 class FakeUnitOfWork:
@@ -180,24 +201,26 @@ def unit_of_work(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cal
         store = FakeStore()
         yield lambda: FakeUnitOfWork(store)
         return
-    db = open_database(str(tmp_path / "orders.db"))
+    db = Database(tmp_path / "orders.db", MIGRATIONS)
     yield lambda: SqliteUnitOfWork(db, snapshot_every=2)
     db.close()
 
 
 class World:
-    def __init__(self, uow: Callable[[], Any]) -> None:
-        self.clock = Clock()
+    def __init__(self, uow: Callable[[], Any], clock: Clock | None = None, **options: Any) -> None:
+        self.clock = clock or Clock()
         self.participants = FakeParticipants()
-        self.ids = iter(f"o-{n}" for n in range(1, 1000))
+        self.ids = iter(f"o-{n}" for n in range(1, 100_000))
         self.worker = SagaWorker(uow, self.participants, POLICY, clock=self.clock, parallelism=1)
-        self.orders = Orders(uow, clock=self.clock, new_id=lambda: next(self.ids), policy=POLICY)
+        self.orders = Orders(
+            uow, clock=self.clock, new_id=lambda: next(self.ids), policy=POLICY, **options
+        )
 
     def place(self, request_id: str = "r-1", **changes: Any) -> Order:
         fields: dict[str, Any] = {
             "request_id": request_id,
             "customer_id": "c-1",
-            "lines": (OrderLine("mug", 2, Money("EUR", 12, 500_000_000)),),
+            "lines": (LineRequest("mug", 2, Money.of("EUR", 12, 500_000_000)),),
             "payment_token": "tok_visa",
             "shipping_address": ADDRESS,
         } | changes
@@ -209,7 +232,7 @@ class World:
             if not self.orders.sagas():
                 return
             if self.worker.run_once() == 0:
-                self.clock.now += 0.5
+                self.clock.now += seconds(0.5)
         raise AssertionError("sagas still live")
 
 
@@ -226,7 +249,7 @@ def world(unit_of_work: Callable[[], Any]) -> World:
 def test_place_returns_pending_and_starts_the_saga(world: World) -> None:
     order = world.place()
     assert (order.order_id, order.status, order.version) == ("o-1", OrderStatus.PENDING, 1)
-    assert order.total == Money("EUR", 25)
+    assert order.total == Money.of("EUR", 25)
     [summary] = world.orders.sagas()
     assert (summary.saga.status, summary.saga.step.value if summary.saga.step else None) == (
         SagaStatus.RUNNING,
@@ -252,10 +275,10 @@ def test_bad_input_names_every_field(world: World) -> None:
         world.place(
             "",
             lines=(
-                OrderLine("mug", 0, Money("EUR", 1)),
-                OrderLine("", 1, Money("XXX", 1)),
+                LineRequest("mug", 0, Money.of("EUR", 1)),
+                LineRequest("", 1, Money.of("XXX", 1)),
             ),
-            shipping_address=Address("Ada", "1 Main St", "", "10115", "de"),
+            shipping_address=Address("Ada", "1 Main St", "", "1011", "DE"),
         )
     fields = {v.field for v in caught.value.violations}
     assert fields == {
@@ -264,8 +287,12 @@ def test_bad_input_names_every_field(world: World) -> None:
         "lines[1].sku",
         "lines[1].unit_price.currency_code",
         "shipping_address.city",
-        "shipping_address.country_code",
+        "shipping_address.postal_code",
     }
+    # A country code that is not one names that field (its own rules cannot apply then).
+    with pytest.raises(InvalidArgument) as caught:
+        world.place(shipping_address=Address("Ada", "1 Main St", "Berlin", "10115", "de"))
+    assert {v.field for v in caught.value.violations} == {"shipping_address.country_code"}
     with pytest.raises(InvalidArgument) as caught:
         world.place(lines=(), shipping_address=None, payment_token="")
     assert {v.field for v in caught.value.violations} == {
@@ -277,13 +304,13 @@ def test_bad_input_names_every_field(world: World) -> None:
 
 def test_get_as_of_answers_the_state_at_that_instant(world: World) -> None:
     order = world.place()
-    world.clock.now += 10
+    world.clock.now += seconds(10)
     world.settle()
     assert world.orders.get(order.order_id).status is OrderStatus.CONFIRMED
-    then = world.orders.get(order.order_id, as_of=T0 + 0.001)
+    then = world.orders.get(order.order_id, as_of=T0 + datetime.timedelta(milliseconds=1))
     assert (then.status, then.version) == (OrderStatus.PENDING, 1)
     with pytest.raises(NotFound):
-        world.orders.get(order.order_id, as_of=T0 - 1)
+        world.orders.get(order.order_id, as_of=T0 - seconds(1))
     with pytest.raises(NotFound):
         world.orders.get("nope")
 
@@ -292,7 +319,7 @@ def test_history_lists_every_event_with_its_version(world: World) -> None:
     order = world.place()
     world.settle()
     history = world.orders.history(order.order_id)
-    assert [(v, event_type(e).rsplit(".", 1)[1]) for v, e in history] == [
+    assert [(v, EVENTS.type_of(e).rsplit(".", 1)[1]) for v, e in history] == [
         (1, "OrderPlaced"),
         (2, "OrderStockReserved"),
         (3, "OrderPaymentAuthorized"),
@@ -301,7 +328,10 @@ def test_history_lists_every_event_with_its_version(world: World) -> None:
         (6, "OrderConfirmed"),
     ]
     for _, event in history:  # every event survives its record (the store and the wire)
-        assert from_record(event_type(event), to_record(event), event.occurred_at) == event
+        name = EVENTS.type_of(event)
+        assert from_json(name, to_json(event), event.occurred_at) == event
+        assert EVENTS.event(name, EVENTS.to_record(event)) == event
+        assert EVENTS.key_of(event) == order.order_id
 
 
 def test_a_concurrent_append_is_aborted(world: World, unit_of_work: Callable[[], Any]) -> None:
@@ -310,13 +340,171 @@ def test_a_concurrent_append_is_aborted(world: World, unit_of_work: Callable[[],
         a = uow.orders.get(order.order_id)
     with unit_of_work() as uow:
         b = uow.orders.get(order.order_id)
-    a.record(OrderStockReserved(order.order_id, T0 + 1))
-    b.record(OrderStockReserved(order.order_id, T0 + 2))
+    a.record(OrderStockReserved(order.order_id, T0 + seconds(1)))
+    b.record(OrderStockReserved(order.order_id, T0 + seconds(2)))
     with unit_of_work() as uow:
         uow.orders.save(a)
     with pytest.raises(Aborted), unit_of_work() as uow:
         uow.orders.save(b)
     assert len(world.orders.history(order.order_id)) == 2
+
+
+def replay(order: Order, request_id: str) -> PlaceOrder:
+    """The PlaceOrder that placed ``order`` (as World.place sends it), again."""
+    return PlaceOrder(request_id, "c-1", order.lines, "tok_visa", order.shipping_address)
+
+
+def test_a_request_id_is_forgotten_after_the_retention_window(world: World) -> None:
+    first = world.place("r-7")
+    world.clock.now += datetime.timedelta(hours=24)  # 24 h old exactly: still remembered
+    again = world.orders.place(replay(first, "r-7"))
+    assert (again.created, again.order.order_id) == (False, first.order_id)
+    world.clock.now += datetime.timedelta(microseconds=1)  # older than 24 h: forgotten
+    later = world.orders.place(replay(first, "r-7"))
+    assert later.created and later.order.order_id != first.order_id
+    assert len(world.orders.sagas(include_finished=True)) == 2
+    # From then on the id names the new order, for another window.
+    assert world.orders.place(replay(first, "r-7")).order.order_id == later.order.order_id
+    # Once forgotten, the id may even come with another order: nothing to conflict with.
+    world.clock.now += datetime.timedelta(hours=25)
+    other = world.place("r-7", customer_id="someone else")
+    assert other.order_id not in (first.order_id, later.order.order_id)
+
+
+def test_the_retention_window_is_configurable_and_expired_ids_are_pruned_on_write(
+    unit_of_work: Callable[[], Any],
+) -> None:
+    world = World(unit_of_work, request_retention=datetime.timedelta(minutes=1))
+    for n in range(3):
+        world.place(f"r-{n}")
+    world.clock.now += seconds(59)
+    world.place("r-3")  # prunes nothing yet: the first three are 59 s old
+    with unit_of_work() as uow:
+        assert [uow.requests.get(f"r-{n}") is not None for n in range(4)] == [True] * 4
+    world.clock.now += seconds(2)
+    world.place("r-4")  # r-0..r-2 are 61 s old now: forgotten, and their rows deleted
+    with unit_of_work() as uow:
+        kept = [n for n in range(5) if uow.requests.get(f"r-{n}") is not None]
+    assert kept == [3, 4]
+
+
+def test_a_replay_matches_the_digest_the_previous_release_stored(
+    world: World, unit_of_work: Callable[[], Any]
+) -> None:
+    address = Address("Ada", "1 Main St", "Berlin", "10115", "DE", line2="Apt 2")
+    lines = (
+        LineRequest("mug", 2, Money.of("EUR", 12, 500_000_000)),
+        LineRequest("cap", 1, Money.of("EUR", 5)),
+    )
+    order = world.place("r-1", lines=lines, shipping_address=address)
+    # What the release with float times and (currency, units, nanos) Money stored for this
+    # request (its sha256 of the same JSON body): a replay after the upgrade still matches it.
+    old = "a78a8d6a1ca9b7a6c5975eea54819770269ca1261c77671b93e0987aa696800c"
+    with unit_of_work() as uow:
+        uow.requests.add("r-1", SeenRequest(order.order_id, old, T0))
+    again = world.orders.place(PlaceOrder("r-1", "c-1", lines, "tok_visa", address))
+    assert (again.created, again.order.order_id) == (False, order.order_id)
+
+
+@pytest.mark.parametrize(
+    ("country", "city"), [("HK", "Hong Kong"), ("AE", "Dubai"), ("QA", "Doha")]
+)
+def test_an_order_to_a_country_without_postal_codes_needs_none(
+    world: World, country: str, city: str
+) -> None:
+    address = Address("Ada", "1 Main St", city, "", country)
+    order = world.place(shipping_address=address)
+    assert order.shipping_address == address
+    world.settle()
+    assert world.orders.get(order.order_id).status is OrderStatus.CONFIRMED
+    [create] = [c for c in world.participants.calls if isinstance(c, CreateShipment)]
+    assert create.address == address
+
+
+def test_a_postal_code_is_required_where_the_country_has_them(world: World) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        world.place(shipping_address=Address("Ada", "1 Main St", "Berlin", "", "DE"))
+    assert {v.field for v in caught.value.violations} == {"shipping_address.postal_code"}
+
+
+def test_prices_follow_their_currencys_minor_units(world: World) -> None:
+    ok = world.place("r-1", lines=(LineRequest("tea", 3, Money.of("JPY", 1200)),))
+    assert str(ok.total) == "JPY 3600"
+    kwd = world.place("r-2", lines=(LineRequest("tea", 2, Money.of("KWD", 1, 250_000_000)),))
+    assert str(kwd.total) == "KWD 2.500"
+    with pytest.raises(InvalidArgument) as caught:
+        world.place("r-3", lines=(LineRequest("tea", 1, Money.of("JPY", 1, 500_000_000)),))
+    assert {v.field for v in caught.value.violations} == {"lines[0].unit_price.nanos"}
+    with pytest.raises(InvalidArgument) as caught:
+        world.place("r-4", lines=(LineRequest("tea", 1, Money.of("EUR", -1)),))
+    assert {v.field for v in caught.value.violations} == {"lines[0].unit_price"}
+
+
+def test_as_of_an_events_own_timestamp_includes_that_event(tmp_path: Path) -> None:
+    """Issue 20, item 5: GetOrder(as_of = an event's occurred_at, as ListOrderEvents gives it)
+    sees that event, for every event, at instants that float seconds would round wrongly."""
+
+    class Ticking(Clock):
+        """Every reading moves on by an irregular number of microseconds."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = random.Random(20)
+
+        def __call__(self) -> datetime.datetime:
+            self.now += datetime.timedelta(microseconds=self.rng.randint(1, 999_999))
+            return self.now
+
+    db = Database(tmp_path / "o.db", MIGRATIONS)
+    try:
+        world = World(lambda: SqliteUnitOfWork(db, snapshot_every=2), clock=Ticking())
+        servicer = OrdersServicer(world.orders, EVENTS)
+        orders = 150
+        for n in range(orders):
+            world.place(f"r-{n}")
+        world.settle(max_steps=10_000)
+        checked = 0
+        for n in range(1, orders + 1):
+            order_id = f"o-{n}"
+            listed = servicer.ListOrderEvents(pb.ListOrderEventsRequest(order_id=order_id), CTX)
+            for event in listed.events:
+                at = pb.GetOrderRequest(order_id=order_id, as_of=event.occurred_at)
+                assert servicer.GetOrder(at, CTX).order.version == event.version, (order_id, event)
+                before = Timestamp()
+                before.FromNanoseconds(event.occurred_at.ToNanoseconds() - 1000)
+                if event.version == 1:
+                    with pytest.raises(NotFound):
+                        servicer.GetOrder(pb.GetOrderRequest(order_id=order_id, as_of=before), CTX)
+                else:
+                    earlier = pb.GetOrderRequest(order_id=order_id, as_of=before)
+                    assert servicer.GetOrder(earlier, CTX).order.version == event.version - 1
+                checked += 1
+        assert checked == orders * 6
+    finally:
+        db.close()
+
+
+def test_as_of_outside_the_timestamp_range_is_an_invalid_argument(world: World) -> None:
+    servicer = OrdersServicer(world.orders, EVENTS)
+    order = world.place()
+    for stamp in (Timestamp(seconds=10**12), Timestamp(seconds=1, nanos=-1)):
+        with pytest.raises(InvalidArgument) as caught:
+            servicer.GetOrder(pb.GetOrderRequest(order_id=order.order_id, as_of=stamp), CTX)
+        assert [v.field for v in caught.value.violations] == ["as_of"]
+
+
+def test_list_order_events_shows_the_records_as_on_kafka(world: World) -> None:
+    servicer = OrdersServicer(world.orders, EVENTS)
+    order = world.place()
+    [placed] = servicer.ListOrderEvents(
+        pb.ListOrderEventsRequest(order_id=order.order_id), CTX
+    ).events
+    assert (placed.version, placed.type) == (1, "shop.orders.v1.OrderPlaced")
+    data = MessageToDict(placed.data)
+    assert data["occurred_at"] == to_millis(order.created_at)  # timestamp-millis
+    assert data["total"] == {"currency_code": "EUR", "units": 25, "nanos": 0}
+    assert data["shipping_address"] == ADDRESS.to_record()
+    assert placed.occurred_at == to_timestamp(order.created_at)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -338,7 +526,7 @@ def test_happy_path_confirms_with_an_idempotency_key_on_every_call(world: World)
     calls = world.participants.calls
     assert isinstance(calls[0], ReserveStock) and calls[0].reservation_id == "o-1"
     assert isinstance(calls[1], AuthorizePayment) and calls[1].idempotency_key == "o-1:authorize"
-    assert isinstance(calls[1], AuthorizePayment) and calls[1].amount == Money("EUR", 25)
+    assert isinstance(calls[1], AuthorizePayment) and calls[1].amount == Money.of("EUR", 25)
     assert isinstance(calls[2], CreateShipment) and calls[2].idempotency_key.startswith("o-1:")
     assert isinstance(calls[3], CapturePayment) and calls[3].payment_id == "pay-1"
     assert isinstance(calls[4], CommitStock)
@@ -393,7 +581,7 @@ def test_a_step_down_past_its_timeout_compensates_itself_too(world: World) -> No
     assert kinds[-3:] == ["CancelShipment", "CancelPayment", "ReleaseStock"]
     cancel = world.participants.calls[-3]
     assert isinstance(cancel, CancelShipment) and cancel.shipment_id == ""  # unknown: looked up
-    assert world.clock.now - T0 >= POLICY.step_timeout_s
+    assert (world.clock.now - T0).total_seconds() >= POLICY.step_timeout_s
 
 
 def test_a_failing_compensation_keeps_retrying_and_shows_stuck(world: World) -> None:
@@ -402,7 +590,7 @@ def test_a_failing_compensation_keeps_retrying_and_shows_stuck(world: World) -> 
     world.place()
     for _ in range(30):
         world.worker.run_once()
-        world.clock.now += 5
+        world.clock.now += seconds(5)
     [summary] = world.orders.sagas()
     assert summary.saga.status is SagaStatus.COMPENSATING and summary.stuck
     assert summary.saga.step is not None and summary.saga.step.value == "RELEASE_STOCK"
@@ -416,7 +604,7 @@ def test_resume_makes_live_sagas_due_with_a_fresh_step_deadline(world: World) ->
     world.place()
     world.worker.run_once()
     world.worker.run_once()
-    world.clock.now += 100  # orders was down for a long time
+    world.clock.now += seconds(100)  # orders was down for a long time
     assert world.worker.resume() == 1
     world.participants.answer(AuthorizePayment, Succeeded(payment_id="pay-1"))
     world.settle()
@@ -429,7 +617,7 @@ def test_resume_makes_live_sagas_due_with_a_fresh_step_deadline(world: World) ->
 
 
 def test_snapshots_keep_loads_equal_to_the_full_fold(tmp_path: Path) -> None:
-    db = open_database(str(tmp_path / "o.db"))
+    db = Database(tmp_path / "o.db", MIGRATIONS)
     try:
         world = World(lambda: SqliteUnitOfWork(db, snapshot_every=2))
         order = world.place()
@@ -446,18 +634,22 @@ def test_snapshots_keep_loads_equal_to_the_full_fold(tmp_path: Path) -> None:
 
 
 def test_events_and_outbox_rows_commit_together(tmp_path: Path) -> None:
-    db = open_database(str(tmp_path / "o.db"))
-    published: list[tuple[str, int]] = []
+    db = Database(tmp_path / "o.db", MIGRATIONS)
+    published: list[tuple[str, str | None]] = []
 
-    def publish(conn: sqlite3.Connection, event: OrderEvent, version: int) -> None:
-        if event.order_id == "o-2":
-            raise RuntimeError("registry down")
-        published.append((event_type(event), version))
+    class Outbox:
+        def publish(
+            self, conn: sqlite3.Connection, event: OrderEvent, *, event_id: str | None = None
+        ) -> None:
+            if event.order_id == "o-2":
+                raise RuntimeError("registry down")
+            published.append((EVENTS.type_of(event), event_id))
 
     try:
-        world = World(lambda: SqliteUnitOfWork(db, publish))
+        world = World(lambda: SqliteUnitOfWork(db, Outbox()))
         world.place("r-1")
-        assert published == [("shop.orders.v1.OrderPlaced", 1)]
+        # ce_id <order_id>:<version>: the same stored event always carries the same id.
+        assert published == [("shop.orders.v1.OrderPlaced", "o-1:1")]
         with pytest.raises(RuntimeError):
             world.place("r-2")
         with pytest.raises(NotFound):  # rolled back: no event, no saga, no request id
@@ -507,7 +699,7 @@ def test_every_saga_step_runs_in_a_span_continuing_the_place_orders_trace(
 
 
 def test_a_finished_saga_keeps_no_payment_token(tmp_path: Path) -> None:
-    db = open_database(str(tmp_path / "o.db"))
+    db = Database(tmp_path / "o.db", MIGRATIONS)
     try:
         world = World(lambda: SqliteUnitOfWork(db))
         world.place("r-1")
@@ -522,7 +714,7 @@ def test_a_finished_saga_keeps_no_payment_token(tmp_path: Path) -> None:
 
 def test_upgrading_wipes_the_tokens_of_sagas_that_ended_before(tmp_path: Path) -> None:
     path = str(tmp_path / "o.db")
-    before = Database(path, MIGRATIONS[:-1])  # the schema of the previous release
+    before = Database(path, MIGRATIONS[:3])  # the schema of the release before the wipe
     with before.transaction() as conn:
         for order_id, status in (("o-1", "CONFIRMED"), ("o-2", "CANCELLED"), ("o-3", "RUNNING")):
             conn.execute(
@@ -532,7 +724,7 @@ def test_upgrading_wipes_the_tokens_of_sagas_that_ended_before(tmp_path: Path) -
                 (order_id, status),
             )
     before.close()
-    db = open_database(path)
+    db = Database(path, MIGRATIONS)
     try:
         with db.snapshot() as conn:
             tokens = dict(conn.execute("SELECT order_id, payment_token FROM sagas").fetchall())

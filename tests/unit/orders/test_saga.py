@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import replace
 
 import pytest
 
+from meshkit.address import Address
+from meshkit.money import Money
+from meshkit.timestamps import from_micros
 from orders.domain.events import (
     OrderCancelled,
     OrderConfirmed,
@@ -35,10 +39,16 @@ from orders.domain.saga import (
     advance,
     command_for,
 )
-from orders.domain.values import Address, Money, OrderLine
+from orders.domain.values import OrderLine
 
 POLICY = RetryPolicy(step_timeout_s=10.0, call_timeout_s=3.0, initial_backoff_s=0.1)
-T0 = 1_000.0
+T0 = from_micros(1_000_000_000)
+
+
+def seconds(n: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=n)
+
+
 S = Step
 RUNNING, COMPENSATING = SagaStatus.RUNNING, SagaStatus.COMPENSATING
 CONFIRMED, CANCELLED = SagaStatus.CONFIRMED, SagaStatus.CANCELLED
@@ -55,7 +65,7 @@ def saga_at(step: Step, status: SagaStatus = RUNNING, comps: tuple[Step, ...] = 
 
 def at(saga: Saga, outcome: Outcome, *, timed_out: bool) -> tuple[Saga, list[type]]:
     """Advance ``saga`` before its step deadline, or just after it."""
-    now = T0 + (POLICY.step_timeout_s if timed_out else 1.0)
+    now = T0 + seconds(POLICY.step_timeout_s if timed_out else 1.0)
     result = advance(saga, outcome, now, POLICY)
     return result.saga, [type(e) for e in result.events]
 
@@ -132,7 +142,7 @@ def test_forward_step_outcomes(
     if isinstance(outcome, Transient) and status is RUNNING:
         # A retry: same step, one more attempt, due after the first backoff, error kept.
         assert (saga.attempt, saga.last_error) == (1, DOWN.error)
-        assert saga.next_attempt_at == pytest.approx(T0 + (10.0 if timed_out else 1.0) + 0.1)
+        assert saga.next_attempt_at == T0 + seconds((10.0 if timed_out else 1.0) + 0.1)
         assert saga.step_started_at == T0, "the step's deadline does not move on a retry"
     else:
         assert saga.attempt == 0 and saga.next_attempt_at == saga.updated_at, "due at once"
@@ -163,13 +173,13 @@ def test_compensations_retry_every_failure_and_never_give_up(
 @pytest.mark.parametrize("step", COMPENSATIONS, ids=lambda s: s.value)
 def test_a_compensation_done_moves_to_the_next_or_cancels(step: Step) -> None:
     comps = COMPENSATIONS[COMPENSATIONS.index(step) :]
-    result = advance(saga_at(step, COMPENSATING, comps), OK, T0 + 1, POLICY)
+    result = advance(saga_at(step, COMPENSATING, comps), OK, T0 + seconds(1), POLICY)
     if len(comps) > 1:
         assert (result.saga.status, result.saga.step) == (COMPENSATING, comps[1])
         assert result.events == ()
     else:
         assert (result.saga.status, result.saga.step) == (CANCELLED, None)
-        assert result.events == (OrderCancelled("o-1", T0 + 1, "why"),)
+        assert result.events == (OrderCancelled("o-1", T0 + seconds(1), "why"),)
         assert result.saga.payment_token == "", "a finished saga keeps no payment token"
 
 
@@ -181,10 +191,10 @@ def test_backoff_grows_and_is_capped() -> None:
 def test_call_timeout_never_outlives_the_step() -> None:
     saga = saga_at(S.AUTHORIZE_PAYMENT)
     assert POLICY.call_timeout(saga, T0) == 3.0
-    assert POLICY.call_timeout(saga, T0 + 8.5) == pytest.approx(1.5)
-    assert POLICY.call_timeout(saga, T0 + 30) == POLICY.min_call_timeout_s
+    assert POLICY.call_timeout(saga, T0 + seconds(8.5)) == pytest.approx(1.5)
+    assert POLICY.call_timeout(saga, T0 + seconds(30)) == POLICY.min_call_timeout_s
     past_pivot = saga_at(S.COMMIT_STOCK)
-    assert POLICY.call_timeout(past_pivot, T0 + 30) == 3.0
+    assert POLICY.call_timeout(past_pivot, T0 + seconds(30)) == 3.0
 
 
 def test_finished_sagas_do_not_advance() -> None:
@@ -194,11 +204,11 @@ def test_finished_sagas_do_not_advance() -> None:
 
 
 def test_resumed_saga_is_due_and_its_step_clock_restarts() -> None:
-    saga = replace(saga_at(S.CAPTURE_PAYMENT), attempt=3, next_attempt_at=T0 + 50)
-    resumed = saga.resumed(T0 + 100)
+    saga = replace(saga_at(S.CAPTURE_PAYMENT), attempt=3, next_attempt_at=T0 + seconds(50))
+    resumed = saga.resumed(T0 + seconds(100))
     assert (resumed.step_started_at, resumed.next_attempt_at, resumed.attempt) == (
-        T0 + 100,
-        T0 + 100,
+        T0 + seconds(100),
+        T0 + seconds(100),
         3,
     )
 
@@ -208,8 +218,8 @@ ADDRESS = Address("Ada", "1 Main St", "Berlin", "10115", "DE")
 
 def placed_order() -> Order:
     lines = [
-        OrderLine("mug", 2, Money("EUR", 12, 500_000_000)),
-        OrderLine("cap", 1, Money("EUR", 5)),
+        OrderLine("mug", 2, Money.of("EUR", 12, 500_000_000)),
+        OrderLine("cap", 1, Money.of("EUR", 5)),
     ]
     order = Order.place(
         "o-1",
@@ -227,7 +237,7 @@ def placed_order() -> Order:
 def test_every_step_calls_its_participant_with_its_idempotency_key() -> None:
     order = placed_order()
     items = (("mug", 2), ("cap", 1))
-    authorize = AuthorizePayment("o-1:authorize", "o-1", Money("EUR", 30), "tok_visa")
+    authorize = AuthorizePayment("o-1:authorize", "o-1", Money.of("EUR", 30), "tok_visa")
     create = CreateShipment("o-1:create-shipment", "o-1", ADDRESS, items)
     expected = {
         S.RESERVE_STOCK: ReserveStock("o-1", items),
@@ -248,13 +258,13 @@ def test_a_happy_run_end_to_end_through_the_order() -> None:
         "o-1",
         request_id="r-1",
         customer_id="c-1",
-        lines=[OrderLine("mug", 1, Money("EUR", 3))],
+        lines=[OrderLine("mug", 1, Money.of("EUR", 3))],
         shipping_address=ADDRESS,
         now=T0,
     )
     saga, now = Saga.start("o-1", "tok_visa", T0), T0
     while saga.is_live:
-        now += 1
+        now += seconds(1)
         result = advance(saga, OK, now, POLICY)
         for event in result.events:
             order.record(event)

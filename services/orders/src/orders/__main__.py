@@ -1,18 +1,8 @@
-"""``python -m orders``: run the orders service (settings from ORDERS_* variables)."""
+"""``python -m orders``: run the orders service (``--help`` lists its settings)."""
 
 import sys
 
-from meshkit.server import run_service
-from orders.bootstrap import build
-from orders.config import PREFIX, Settings
+from orders.bootstrap import SERVICE
 
 if __name__ == "__main__":
-    sys.exit(
-        run_service(
-            "orders",
-            PREFIX,
-            Settings,
-            build,
-            description="Orders: the event-sourced order aggregate and its saga (shop.orders.v1).",
-        )
-    )
+    sys.exit(SERVICE.main())

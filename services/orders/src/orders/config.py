@@ -1,35 +1,20 @@
-"""Orders's settings: ORDERS_* variables, plus the mesh-wide Kafka and registry ones."""
+"""Orders' own settings (ORDERS_*): the saga's deadlines and pace, snapshots, request ids.
+
+Where it listens, its database, Kafka and the registry are every service's (ServiceSettings);
+its peers are found by name (meshkit.addresses).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from pathlib import Path
 
-from meshkit.settings import EventSettings, ServerSettings, load_settings
-
-PREFIX = "ORDERS"
+from meshkit.settings import ServiceSettings
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings(ServerSettings, EventSettings):
+class Settings(ServiceSettings):
     """Everything orders reads from its environment (``python -m orders --help``)."""
 
-    port: int = dataclasses.field(
-        default=50051, metadata={"help": "port to listen on", "min": 0, "max": 65535}
-    )
-    db_path: Path = dataclasses.field(
-        default=Path(".mesh/data/orders.db"), metadata={"help": "SQLite database file"}
-    )
-    inventory_target: str = dataclasses.field(
-        default="127.0.0.1:50052", metadata={"help": "inventory's gRPC address (host:port)"}
-    )
-    payments_target: str = dataclasses.field(
-        default="127.0.0.1:50053", metadata={"help": "payments' gRPC address (host:port)"}
-    )
-    shipping_target: str = dataclasses.field(
-        default="127.0.0.1:50054", metadata={"help": "shipping's gRPC address (host:port)"}
-    )
     step_timeout_s: float = dataclasses.field(
         default=15.0,
         metadata={
@@ -49,8 +34,11 @@ class Settings(ServerSettings, EventSettings):
     snapshot_every: int = dataclasses.field(
         default=5, metadata={"help": "snapshot an order every N events", "min": 1}
     )
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Settings from ``env``; SettingsError names the bad key."""
-        return load_settings(cls, PREFIX, env)
+    request_retention_s: float = dataclasses.field(
+        default=86_400.0,
+        metadata={
+            "help": "how long a PlaceOrder request_id is remembered; a replay after that"
+            " places a new order",
+            "min": 60.0,
+        },
+    )

@@ -135,14 +135,11 @@ class GrpcParticipants:
         raise TypeError(f"unknown command {command!r}")
 
     def _authorize(self, command: AuthorizePayment, remaining: Remaining) -> Outcome:
-        amount = command.amount
         response = self._payments.AuthorizePayment(
             payments_pb2.AuthorizePaymentRequest(
                 idempotency_key=command.idempotency_key,
                 order_id=command.order_id,
-                amount=common_pb2.Money(
-                    currency_code=amount.currency_code, units=amount.units, nanos=amount.nanos
-                ),
+                amount=command.amount.to_wire(common_pb2.Money),
                 payment_token=command.payment_token,
             ),
             timeout=remaining(),
@@ -153,19 +150,11 @@ class GrpcParticipants:
         return Succeeded(payment_id=payment.payment_id)
 
     def _create_shipment(self, command: CreateShipment, remaining: Remaining) -> Outcome:
-        address = command.address
         response = self._shipping.CreateShipment(
             shipping_pb2.CreateShipmentRequest(
                 idempotency_key=command.idempotency_key,
                 order_id=command.order_id,
-                address=common_pb2.Address(
-                    name=address.name,
-                    line1=address.line1,
-                    line2=address.line2,
-                    city=address.city,
-                    postal_code=address.postal_code,
-                    country_code=address.country_code,
-                ),
+                address=command.address.to_wire(common_pb2.Address),
                 items=[
                     shipping_pb2.ShipmentItem(sku=sku, quantity=qty) for sku, qty in command.items
                 ],

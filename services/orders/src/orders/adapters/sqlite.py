@@ -1,30 +1,30 @@
-"""SQLite storage for orders: the event store (+ snapshots), saga state, request ids, the outbox.
+"""SQLite storage for orders: the event store (+ snapshots), saga state, request ids.
 
 Event store: ``order_events`` is keyed by (order_id, version), so two writers appending the same
 version cannot both commit; ``save`` also checks the expected version first and raises meshkit
-Aborted. Every appended event gets its outbox row (meshkit.events) in the same transaction.
-Snapshots of the whole order are written every ``snapshot_every`` versions, so a load reads at
-most that many events after the latest snapshot (``as_of`` reads use the latest snapshot taken
-before that instant).
+Aborted. Every appended event is published through the unit of work (meshkit's outbox) in the
+same transaction, with ``<order_id>:<version>`` as its event id. Snapshots of the whole order are
+written every ``snapshot_every`` versions, so a load reads at most that many events after the
+latest snapshot (``as_of`` reads use the latest snapshot taken before that instant).
+
+Times are stored exactly, as INTEGER microseconds since the Unix epoch (meshkit.timestamps), so
+``as_of`` compares integers and an event is visible at its own timestamp.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import sqlite3
-import time
 from collections.abc import Callable
+from dataclasses import replace
 
-from meshkit.db import Database, UnitOfWork
+from meshkit.db import Database, EventSink, UnitOfWork
 from meshkit.errors import Aborted
-from meshkit.events import OUTBOX_MIGRATION
-from orders.adapters.records import (
-    event_type,
-    from_record,
-    order_from_snapshot,
-    snapshot_json,
-    to_record,
-)
+from meshkit.events import OUTBOX_MIGRATION, as_record, from_record
+from meshkit.timestamps import from_micros, to_micros
+from orders.adapters.events import EVENTS, event_id, from_json, to_json
+from orders.app.ports import SeenRequest
 from orders.domain.events import OrderEvent
 from orders.domain.model import Order
 from orders.domain.saga import Saga, SagaStatus, Step
@@ -76,55 +76,135 @@ MIGRATIONS = (
     # Finished sagas forget the payment token (the domain now blanks it when a saga ends);
     # this wipes the ones that ended before.
     "UPDATE sagas SET payment_token = '' WHERE status IN ('CONFIRMED', 'CANCELLED');",
+    # Every time as exact INTEGER microseconds since the epoch, not REAL seconds: a float cannot
+    # hold today's instants to the microsecond, so `as_of` could miss an event at its own time.
+    # SQLite cannot change a column's type: each table is rebuilt. Request ids get an index on
+    # their time, for forgetting them after the retention window.
+    """
+    CREATE TABLE order_events_micros (
+        order_id    TEXT NOT NULL,
+        version     INTEGER NOT NULL CHECK (version >= 1),
+        type        TEXT NOT NULL,      -- Avro full name, e.g. shop.orders.v1.OrderPlaced
+        data        TEXT NOT NULL,      -- the Avro record as JSON (times in milliseconds)
+        occurred_at INTEGER NOT NULL,   -- microseconds since the Unix epoch, exact
+        PRIMARY KEY (order_id, version)
+    ) WITHOUT ROWID;
+    INSERT INTO order_events_micros (order_id, version, type, data, occurred_at)
+        SELECT order_id, version, type, data, CAST(round(occurred_at * 1000000) AS INTEGER)
+        FROM order_events;
+    DROP TABLE order_events;
+    ALTER TABLE order_events_micros RENAME TO order_events;
+
+    CREATE TABLE order_snapshots_micros (
+        order_id    TEXT NOT NULL,
+        version     INTEGER NOT NULL,
+        state       TEXT NOT NULL,      -- the folded order as JSON (times in microseconds)
+        occurred_at INTEGER NOT NULL,   -- time of the snapshot's last event, microseconds
+        PRIMARY KEY (order_id, version)
+    ) WITHOUT ROWID;
+    INSERT INTO order_snapshots_micros (order_id, version, state, occurred_at)
+        SELECT order_id, version,
+               json_set(state,
+                   '$.created_at',
+                   CAST(round(json_extract(state, '$.created_at') * 1000000) AS INTEGER),
+                   '$.updated_at',
+                   CAST(round(json_extract(state, '$.updated_at') * 1000000) AS INTEGER)),
+               CAST(round(occurred_at * 1000000) AS INTEGER)
+        FROM order_snapshots;
+    DROP TABLE order_snapshots;
+    ALTER TABLE order_snapshots_micros RENAME TO order_snapshots;
+
+    CREATE TABLE order_requests_micros (
+        request_id  TEXT PRIMARY KEY,
+        order_id    TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created_at  INTEGER NOT NULL    -- microseconds since the Unix epoch
+    );
+    INSERT INTO order_requests_micros (request_id, order_id, fingerprint, created_at)
+        SELECT request_id, order_id, fingerprint, CAST(round(created_at * 1000000) AS INTEGER)
+        FROM order_requests;
+    DROP TABLE order_requests;
+    ALTER TABLE order_requests_micros RENAME TO order_requests;
+    CREATE INDEX order_requests_created ON order_requests (created_at);
+
+    CREATE TABLE sagas_micros (
+        order_id        TEXT PRIMARY KEY,
+        status          TEXT NOT NULL
+                        CHECK (status IN ('RUNNING', 'COMPENSATING', 'CONFIRMED', 'CANCELLED')),
+        step            TEXT,
+        attempt         INTEGER NOT NULL,
+        compensations   TEXT NOT NULL,  -- JSON list of steps still to run
+        reason          TEXT NOT NULL,
+        last_error      TEXT NOT NULL,
+        payment_token   TEXT NOT NULL,
+        started_at      INTEGER NOT NULL,   -- microseconds since the Unix epoch, as every time
+        step_started_at INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        traceparent     TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO sagas_micros (order_id, status, step, attempt, compensations, reason, last_error,
+                              payment_token, started_at, step_started_at, next_attempt_at,
+                              updated_at, traceparent)
+        SELECT order_id, status, step, attempt, compensations, reason, last_error, payment_token,
+               CAST(round(started_at * 1000000) AS INTEGER),
+               CAST(round(step_started_at * 1000000) AS INTEGER),
+               CAST(round(next_attempt_at * 1000000) AS INTEGER),
+               CAST(round(updated_at * 1000000) AS INTEGER),
+               traceparent
+        FROM sagas;
+    DROP TABLE sagas;
+    ALTER TABLE sagas_micros RENAME TO sagas;
+    CREATE INDEX sagas_due ON sagas (next_attempt_at)
+        WHERE status IN ('RUNNING', 'COMPENSATING');
+    """,
 )
 
 DEFAULT_SNAPSHOT_EVERY = 5
 
-EventSink = Callable[[sqlite3.Connection, OrderEvent, int], None]
-"""Publishes one stored event (with its version) inside the open transaction: the outbox."""
-
-
-def open_database(path: str) -> Database:
-    """The orders database at ``path``, migrated to the current schema."""
-    return Database(path, MIGRATIONS)
-
 
 class SqliteOrders:
-    """OrderRepository (the event store) over one open transaction."""
+    """OrderRepository (the event store) over one open transaction.
+
+    ``publish(event, event_id)`` is called for every event appended, inside the transaction.
+    """
 
     def __init__(
-        self, conn: sqlite3.Connection, publish: EventSink | None, snapshot_every: int
+        self,
+        conn: sqlite3.Connection,
+        publish: Callable[[OrderEvent, str], None],
+        snapshot_every: int,
     ) -> None:
         self._conn = conn
         self._publish = publish
         self._every = snapshot_every
 
-    def get(self, order_id: str, *, as_of: float | None = None) -> Order | None:
+    def get(self, order_id: str, *, as_of: datetime.datetime | None = None) -> Order | None:
         """The order from its latest usable snapshot plus the events after it."""
+        until = None if as_of is None else to_micros(as_of)
         snap_sql = "SELECT version, state FROM order_snapshots WHERE order_id = ?"
         args: tuple[object, ...] = (order_id,)
-        if as_of is not None:
+        if until is not None:
             snap_sql += " AND occurred_at <= ?"
-            args += (as_of,)
+            args += (until,)
         snap = self._conn.execute(snap_sql + " ORDER BY version DESC LIMIT 1", args).fetchone()
         base = order_from_snapshot(snap["state"]) if snap else None
         after = snap["version"] if snap else 0
-        events = []
-        for row in self._conn.execute(
-            "SELECT type, data, occurred_at FROM order_events"
-            " WHERE order_id = ? AND version > ? ORDER BY version",
-            (order_id, after),
-        ):
-            if as_of is not None and row["occurred_at"] > as_of:
-                break
-            events.append(from_record(row["type"], json.loads(row["data"]), row["occurred_at"]))
+        events_sql = (
+            "SELECT type, data, occurred_at FROM order_events WHERE order_id = ? AND version > ?"
+        )
+        args = (order_id, after)
+        if until is not None:
+            events_sql += " AND occurred_at <= ?"
+            args += (until,)
+        events = [_event(row) for row in self._conn.execute(events_sql + " ORDER BY version", args)]
         if base is None and not events:
             return None
         return Order.from_history(order_id, events, base)
 
     def save(self, order: Order) -> None:
-        """Append the pending events at the expected version (Aborted if taken), publish each
-        through the outbox, snapshot when a multiple of ``snapshot_every`` is crossed."""
+        """Append the pending events at the expected version (Aborted if taken), publish each,
+        snapshot when a multiple of ``snapshot_every`` is crossed."""
         pending = list(order.pending)
         if not pending:
             return
@@ -147,9 +227,9 @@ class SqliteOrders:
                     (
                         order.order_id,
                         version,
-                        event_type(event),
-                        json.dumps(to_record(event), sort_keys=True),
-                        event.occurred_at,
+                        EVENTS.type_of(event),
+                        to_json(event),
+                        to_micros(event.occurred_at),
                     ),
                 )
             except sqlite3.IntegrityError:
@@ -157,13 +237,17 @@ class SqliteOrders:
                     f"order {order.order_id!r} version {version} was written concurrently",
                     reason="ORDER_VERSION_CONFLICT",
                 ) from None
-            if self._publish is not None:
-                self._publish(self._conn, event, version)
+            self._publish(event, event_id(order.order_id, version))
         if order.version // self._every > expected // self._every:
             self._conn.execute(
                 "INSERT OR REPLACE INTO order_snapshots (order_id, version, state, occurred_at)"
                 " VALUES (?, ?, ?, ?)",
-                (order.order_id, order.version, snapshot_json(order), order.updated_at),
+                (
+                    order.order_id,
+                    order.version,
+                    snapshot_json(order),
+                    to_micros(order.updated_at),
+                ),
             )
         order.pending.clear()
 
@@ -174,10 +258,33 @@ class SqliteOrders:
             " WHERE order_id = ? ORDER BY version",
             (order_id,),
         ).fetchall()
-        return [
-            (row["version"], from_record(row["type"], json.loads(row["data"]), row["occurred_at"]))
-            for row in rows
-        ]
+        return [(row["version"], _event(row)) for row in rows]
+
+
+def _event(row: sqlite3.Row) -> OrderEvent:
+    return from_json(row["type"], row["data"], from_micros(row["occurred_at"]))
+
+
+def snapshot_json(order: Order) -> str:
+    """The order's state (without pending events) as JSON, times in microseconds."""
+    state = as_record(replace(order, pending=[]))
+    del state["pending"]
+    return json.dumps(state, sort_keys=True, default=_micros)
+
+
+def order_from_snapshot(text: str) -> Order:
+    """The order a ``snapshot_json`` text describes."""
+    state = json.loads(text)
+    for name in ("created_at", "updated_at"):
+        state[name] = from_micros(state[name])
+    order: Order = from_record(Order, state)
+    return order
+
+
+def _micros(value: object) -> int:
+    if isinstance(value, datetime.datetime):
+        return to_micros(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 _SAGA_COLUMNS = (
@@ -196,10 +303,10 @@ def _saga(row: sqlite3.Row) -> Saga:
         reason=row["reason"],
         last_error=row["last_error"],
         payment_token=row["payment_token"],
-        started_at=row["started_at"],
-        step_started_at=row["step_started_at"],
-        next_attempt_at=row["next_attempt_at"],
-        updated_at=row["updated_at"],
+        started_at=from_micros(row["started_at"]),
+        step_started_at=from_micros(row["step_started_at"]),
+        next_attempt_at=from_micros(row["next_attempt_at"]),
+        updated_at=from_micros(row["updated_at"]),
         traceparent=row["traceparent"],
     )
 
@@ -230,20 +337,20 @@ class SqliteSagas:
                 saga.reason,
                 saga.last_error,
                 saga.payment_token,
-                saga.started_at,
-                saga.step_started_at,
-                saga.next_attempt_at,
-                saga.updated_at,
+                to_micros(saga.started_at),
+                to_micros(saga.step_started_at),
+                to_micros(saga.next_attempt_at),
+                to_micros(saga.updated_at),
                 saga.traceparent,
             ),
         )
 
-    def due(self, now: float, limit: int) -> list[str]:
+    def due(self, now: datetime.datetime, limit: int) -> list[str]:
         """Live sagas due at ``now``, the longest waiting first."""
         rows = self._conn.execute(
             "SELECT order_id FROM sagas WHERE status IN ('RUNNING', 'COMPENSATING')"
             " AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-            (now, limit),
+            (to_micros(now), limit),
         ).fetchall()
         return [row["order_id"] for row in rows]
 
@@ -266,32 +373,42 @@ class SqliteSagas:
 class SqliteRequests:
     """RequestRepository over one open transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, now: float) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._now = now
 
-    def get(self, request_id: str) -> tuple[str, str] | None:
-        """``(order_id, fingerprint)`` of the request, or None."""
+    def get(self, request_id: str) -> SeenRequest | None:
+        """The request, or None."""
         row = self._conn.execute(
-            "SELECT order_id, fingerprint FROM order_requests WHERE request_id = ?",
+            "SELECT order_id, fingerprint, created_at FROM order_requests WHERE request_id = ?",
             (request_id,),
         ).fetchone()
-        return (row["order_id"], row["fingerprint"]) if row else None
+        if row is None:
+            return None
+        return SeenRequest(row["order_id"], row["fingerprint"], from_micros(row["created_at"]))
 
-    def add(self, request_id: str, order_id: str, fingerprint: str) -> None:
-        """Remember the request."""
+    def add(self, request_id: str, seen: SeenRequest) -> None:
+        """Remember the request (replacing an expired one of the same id)."""
         self._conn.execute(
-            "INSERT INTO order_requests (request_id, order_id, fingerprint, created_at)"
+            "INSERT OR REPLACE INTO order_requests (request_id, order_id, fingerprint, created_at)"
             " VALUES (?, ?, ?, ?)",
-            (request_id, order_id, fingerprint, self._now),
+            (request_id, seen.order_id, seen.fingerprint, to_micros(seen.created_at)),
         )
+
+    def prune(self, before: datetime.datetime, limit: int) -> int:
+        """Forget up to ``limit`` requests made before ``before``, the oldest first."""
+        cursor = self._conn.execute(
+            "DELETE FROM order_requests WHERE request_id IN (SELECT request_id FROM"
+            " order_requests WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            (to_micros(before), limit),
+        )
+        return cursor.rowcount
 
 
 class SqliteUnitOfWork(UnitOfWork):
-    """Orders' unit of work: one ``BEGIN IMMEDIATE`` transaction per ``with`` block.
-
-    ``publish`` (the outbox) is called for every event appended, inside the transaction, so an
-    event is published exactly when it is stored.
+    """Orders' unit of work: orders (the event store), sagas and request ids in one SQLite
+    transaction. The event store publishes every event it appends through ``publish`` (meshkit's
+    outbox), so an event is published exactly when it is stored; built without ``events`` (tests,
+    tools), it stores without publishing.
     """
 
     orders: SqliteOrders
@@ -301,18 +418,20 @@ class SqliteUnitOfWork(UnitOfWork):
     def __init__(
         self,
         db: Database,
-        publish: EventSink | None = None,
+        events: EventSink | None = None,
         *,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
-        clock: Callable[[], float] | None = None,
     ) -> None:
-        super().__init__(db)
-        self._publish = publish
+        super().__init__(db, events)
+        self._publishes = events is not None
         self._every = snapshot_every
-        self._clock = clock or time.time
 
     def bind(self, conn: sqlite3.Connection) -> None:
         """Repositories over the transaction's connection."""
-        self.orders = SqliteOrders(conn, self._publish, self._every)
+        self.orders = SqliteOrders(conn, self._publish_stored, self._every)
         self.sagas = SqliteSagas(conn)
-        self.requests = SqliteRequests(conn, self._clock())
+        self.requests = SqliteRequests(conn)
+
+    def _publish_stored(self, event: OrderEvent, event_id: str) -> None:
+        if self._publishes:
+            self.publish(event, event_id=event_id)

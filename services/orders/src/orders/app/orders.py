@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from meshkit.errors import AlreadyExists, NotFound, Violations
-from orders.app.ports import UnitOfWork
+from meshkit import timestamps
+from meshkit.address import Address, WireAddress
+from meshkit.errors import AlreadyExists, NotFound, Violations, quoted
+from orders.app.ports import SeenRequest, UnitOfWork
 from orders.domain.events import OrderEvent
-from orders.domain.model import Order, validate_place_order
+from orders.domain.model import LineRequest, Order, validate_place_order
 from orders.domain.saga import RetryPolicy, Saga
-from orders.domain.values import Address, OrderLine
+from orders.domain.values import OrderLine
+
+DEFAULT_REQUEST_RETENTION = datetime.timedelta(hours=24)
+PRUNE_BATCH = 100
+"""Expired request ids forgotten per PlaceOrder, at most (more than one PlaceOrder adds)."""
 
 
 @dataclass(frozen=True)
 class PlaceOrder:
-    """The PlaceOrder request, as the use case sees it."""
+    """The PlaceOrder request, as the use case sees it (prices and address as sent: the use
+    case checks them)."""
 
     request_id: str
     customer_id: str
-    lines: tuple[OrderLine, ...]
+    lines: tuple[LineRequest, ...]
     payment_token: str
-    shipping_address: Address | None
+    shipping_address: WireAddress | None
 
 
 @dataclass(frozen=True)
@@ -41,7 +48,7 @@ class SagaSummary:
     """A saga as operators see it: its state, how old it is and whether it looks stuck."""
 
     saga: Saga
-    age_s: float
+    age: datetime.timedelta
     stuck: bool
 
 
@@ -58,21 +65,25 @@ class Orders:
 
     Thread safety: safe to share; every call opens its own unit of work. Transactions: placing
     writes the OrderPlaced event (and its outbox row), the saga's first state and the request id
-    in one transaction. Idempotency: a request id seen before returns its order and starts
-    nothing (AlreadyExists when the same id comes with a different order).
+    in one transaction. Idempotency: a request id seen within ``request_retention`` (24 h by
+    default) returns its order and starts nothing (AlreadyExists when the same id comes with a
+    different order); an older one is forgotten, so its replay places a new order. Each
+    PlaceOrder also forgets a batch of expired request ids.
     """
 
     def __init__(
         self,
         unit_of_work: Callable[[], UnitOfWork],
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], datetime.datetime] = timestamps.now,
         new_id: Callable[[], str] = _new_id,
         on_placed: Callable[[], None] = _nothing,
         policy: RetryPolicy | None = None,
         trace_context: Callable[[], str | None] = lambda: None,
+        request_retention: datetime.timedelta = DEFAULT_REQUEST_RETENTION,
     ) -> None:
         self._uow = unit_of_work
+        self._retention = request_retention
         self._trace_context = trace_context
         self._clock = clock
         self._new_id = new_id
@@ -81,45 +92,45 @@ class Orders:
 
     def place(self, command: PlaceOrder) -> Placed:
         """Accept the order PENDING and start its saga, or return the order of a replay."""
-        validate_place_order(
+        lines, address = validate_place_order(
             request_id=command.request_id,
             customer_id=command.customer_id,
             lines=command.lines,
             payment_token=command.payment_token,
             shipping_address=command.shipping_address,
         )
-        assert command.shipping_address is not None  # validated
-        fingerprint = _fingerprint(command)
+        fingerprint = _fingerprint(command.customer_id, lines, command.payment_token, address)
         with self._uow() as uow:
+            now = self._clock()
+            cutoff = now - self._retention
+            uow.requests.prune(cutoff, PRUNE_BATCH)
             seen = uow.requests.get(command.request_id)
-            if seen is not None:
-                order_id, earlier = seen
-                if earlier != fingerprint:
+            if seen is not None and seen.created_at >= cutoff:
+                if seen.fingerprint != fingerprint:
                     raise AlreadyExists(
-                        f"request_id {command.request_id!r} was used for a different order",
+                        f"request_id {quoted(command.request_id)} was used for a different order",
                         reason="REQUEST_ID_REUSED",
-                        metadata={"order_id": order_id},
+                        metadata={"order_id": seen.order_id},
                     )
-                order = uow.orders.get(order_id)
+                order = uow.orders.get(seen.order_id)
                 assert order is not None, f"request {command.request_id} names a lost order"
                 return Placed(order, created=False)
-            now = self._clock()
             order = Order.place(
                 self._new_id(),
                 request_id=command.request_id,
                 customer_id=command.customer_id,
-                lines=command.lines,
-                shipping_address=command.shipping_address,
+                lines=lines,
+                shipping_address=address,
                 now=now,
             )
             uow.orders.save(order)
             traceparent = self._trace_context() or ""
             uow.sagas.save(Saga.start(order.order_id, command.payment_token, now, traceparent))
-            uow.requests.add(command.request_id, order.order_id, fingerprint)
+            uow.requests.add(command.request_id, SeenRequest(order.order_id, fingerprint, now))
         self._on_placed()
         return Placed(order, created=True)
 
-    def get(self, order_id: str, as_of: float | None = None) -> Order:
+    def get(self, order_id: str, as_of: datetime.datetime | None = None) -> Order:
         """The order now, or as it was at ``as_of``; NotFound when unknown (or not yet placed)."""
         _check_order_id(order_id)
         with self._uow() as uow:
@@ -127,7 +138,7 @@ class Orders:
         if order is None:
             when = "" if as_of is None else " at that time"
             raise NotFound(
-                f"no order {order_id!r}{when}",
+                f"no order {quoted(order_id)}{when}",
                 reason="ORDER_NOT_FOUND",
                 metadata={"order_id": order_id},
             )
@@ -140,7 +151,9 @@ class Orders:
             events = uow.orders.history(order_id)
         if not events:
             raise NotFound(
-                f"no order {order_id!r}", reason="ORDER_NOT_FOUND", metadata={"order_id": order_id}
+                f"no order {quoted(order_id)}",
+                reason="ORDER_NOT_FOUND",
+                metadata={"order_id": order_id},
             )
         return events
 
@@ -149,10 +162,7 @@ class Orders:
         now = self._clock()
         with self._uow() as uow:
             sagas = uow.sagas.recent(include_finished=include_finished, limit=limit)
-        return [
-            SagaSummary(s, max(0.0, now - s.started_at), s.is_stuck(now, self._policy))
-            for s in sagas
-        ]
+        return [SagaSummary(s, s.age(now), s.is_stuck(now, self._policy)) for s in sagas]
 
 
 def _check_order_id(order_id: str) -> None:
@@ -161,9 +171,18 @@ def _check_order_id(order_id: str) -> None:
     v.raise_if_any()
 
 
-def _fingerprint(command: PlaceOrder) -> str:
-    """A digest of everything a request asks for but its id: a replay must match it."""
-    body = asdict(command)
-    body.pop("request_id")
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return digest
+def _fingerprint(
+    customer_id: str, lines: tuple[OrderLine, ...], payment_token: str, address: Address
+) -> str:
+    """A digest of everything a request asks for but its id: a replay must match it. (The JSON
+    is the one earlier releases digested, so a replay across an upgrade still matches.)"""
+    body = {
+        "customer_id": customer_id,
+        "lines": [
+            {"sku": line.sku, "quantity": line.quantity, "unit_price": line.unit_price.to_record()}
+            for line in lines
+        ],
+        "payment_token": payment_token,
+        "shipping_address": address.to_record(),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Protocol, Self
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
+from meshkit.ports import UnitOfWorkPort
 from orders.domain.events import OrderEvent
 from orders.domain.model import Order
 from orders.domain.saga import Command, Outcome, Saga
@@ -13,17 +16,18 @@ from orders.domain.saga import Command, Outcome, Saga
 class OrderRepository(Protocol):
     """The event store of orders, inside the current unit of work."""
 
-    def get(self, order_id: str, *, as_of: float | None = None) -> Order | None:
+    def get(self, order_id: str, *, as_of: datetime.datetime | None = None) -> Order | None:
         """The order folded from its events (from the latest usable snapshot on), or None.
 
-        With ``as_of`` (unix seconds), only the events that had happened by then count; None when
-        the order did not exist yet.
+        With ``as_of``, only the events that had happened by then count (an event at exactly
+        ``as_of`` does); None when the order did not exist yet.
         """
 
     def save(self, order: Order) -> None:
         """Append ``order.pending`` after version ``order.version - len(order.pending)`` and
         clear it. Raises meshkit Aborted when another writer appended first (the version is
-        taken). The adapter publishes each event through the outbox in the same transaction."""
+        taken). Each appended event is also published (the unit of work's ``publish``, with
+        ``<order_id>:<version>`` as its event id) in the same transaction."""
 
     def history(self, order_id: str) -> list[tuple[int, OrderEvent]]:
         """Every stored event of the order with its version, oldest first (empty if unknown)."""
@@ -38,7 +42,7 @@ class SagaRepository(Protocol):
     def save(self, saga: Saga) -> None:
         """Insert or replace the saga's row."""
 
-    def due(self, now: float, limit: int) -> list[str]:
+    def due(self, now: datetime.datetime, limit: int) -> list[str]:
         """Order ids of live sagas due at ``now``, the longest waiting first."""
 
     def live(self) -> list[Saga]:
@@ -48,21 +52,33 @@ class SagaRepository(Protocol):
         """Live sagas (and finished ones if asked), the oldest first."""
 
 
+@dataclass(frozen=True)
+class SeenRequest:
+    """A PlaceOrder request id remembered: the order it placed, the digest of what it asked for
+    and when."""
+
+    order_id: str
+    fingerprint: str
+    created_at: datetime.datetime
+
+
 class RequestRepository(Protocol):
-    """The PlaceOrder request ids already seen, inside the current unit of work."""
+    """The PlaceOrder request ids seen within the retention window, inside the current unit of
+    work."""
 
-    def get(self, request_id: str) -> tuple[str, str] | None:
-        """``(order_id, fingerprint)`` of an earlier request with this id, or None."""
+    def get(self, request_id: str) -> SeenRequest | None:
+        """The earlier request with this id (expired or not: the caller judges), or None."""
 
-    def add(self, request_id: str, order_id: str, fingerprint: str) -> None:
-        """Remember that ``request_id`` placed ``order_id``."""
+    def add(self, request_id: str, seen: SeenRequest) -> None:
+        """Remember that ``request_id`` placed ``seen.order_id`` (replacing an expired entry)."""
+
+    def prune(self, before: datetime.datetime, limit: int) -> int:
+        """Forget up to ``limit`` requests made before ``before``; returns how many."""
 
 
-class UnitOfWork(Protocol):
-    """One atomic transaction over orders, sagas and request ids (and the outbox, in the adapter).
-
-    ``with uow:`` begins; leaving the block normally commits, an exception rolls back.
-    """
+class UnitOfWork(UnitOfWorkPort[OrderEvent], Protocol):
+    """One transaction over orders, sagas and request ids; the event store ``publish``es each
+    event it appends (meshkit's port)."""
 
     @property
     def orders(self) -> OrderRepository:
@@ -76,16 +92,16 @@ class UnitOfWork(Protocol):
     def requests(self) -> RequestRepository:
         """Request ids, inside this transaction."""
 
-    def __enter__(self) -> Self:
-        """Begin the transaction."""
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Commit, or roll back when the block raised."""
+class EventRecords(Protocol):
+    """How an order event reads outside the service: the full name of its contract's record and
+    the record (``meshkit.events.EventMap`` is one; the composition root hands it to the edge)."""
+
+    def type_of(self, event: OrderEvent) -> str:
+        """The Avro full name, e.g. ``shop.orders.v1.OrderPlaced``."""
+
+    def to_record(self, event: OrderEvent) -> Mapping[str, Any]:
+        """The record: its times are aware datetimes (Avro timestamp-millis)."""
 
 
 class Participants(Protocol):

@@ -11,13 +11,14 @@ participant's idempotency key makes the replay act once.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 
+from meshkit import timestamps
 from orders.app.ports import Participants, UnitOfWork
 from orders.domain.saga import Command, RetryPolicy, Saga, Transient, advance, command_for
 
@@ -51,7 +52,7 @@ class SagaWorker:
         participants: Participants,
         policy: RetryPolicy | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], datetime.datetime] = timestamps.now,
         batch: int = 64,
         parallelism: int = 8,
         step_span: StepSpan = _no_span,
@@ -125,7 +126,9 @@ class SagaWorker:
         ):
             return self._run_step(order_id, saga, command, now)
 
-    def _run_step(self, order_id: str, saga: Saga, command: Command, now: float) -> bool:
+    def _run_step(
+        self, order_id: str, saga: Saga, command: Command, now: datetime.datetime
+    ) -> bool:
         timeout = self._policy.call_timeout(saga, now)
         try:
             outcome = self._participants.execute(command, timeout)

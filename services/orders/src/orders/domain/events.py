@@ -1,15 +1,19 @@
 """The events of an order's life, as frozen dataclasses: the order's state is their fold.
 
-Each event carries the order id and when it happened (``occurred_at``, unix seconds). Its
-position in the order's stream (the version) belongs to the store, not to the event. Every event
-is also published (orders.adapters.records maps it to its Avro record, shop.orders.v1.<Name>).
+Each event carries the order id and when it happened (``occurred_at``, an aware UTC datetime,
+meshkit.timestamps). Its position in the order's stream (the version) belongs to the store, not
+to the event. Every event is also published (orders.adapters.events maps it to its Avro record,
+shop.orders.v1.<Name>).
 """
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 
-from orders.domain.values import Address, Money, OrderLine
+from meshkit.address import Address
+from meshkit.money import Money
+from orders.domain.values import OrderLine
 
 
 @dataclass(frozen=True)
@@ -17,7 +21,7 @@ class OrderPlaced:
     """An order was accepted (PENDING); its saga starts."""
 
     order_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
     request_id: str
     customer_id: str
     lines: tuple[OrderLine, ...]
@@ -30,7 +34,7 @@ class OrderStockReserved:
     """Inventory holds every line of the order (reservation id = order id)."""
 
     order_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class OrderPaymentAuthorized:
     """Payments holds the order's total on the payment method."""
 
     order_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
     payment_id: str
 
 
@@ -47,7 +51,7 @@ class OrderShipmentCreated:
     """Shipping booked the order's shipment."""
 
     order_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
     shipment_id: str
     tracking_number: str
 
@@ -57,7 +61,7 @@ class OrderPaymentCaptured:
     """The authorized payment was settled: past this point the saga only goes forward."""
 
     order_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
     payment_id: str
 
 
@@ -66,7 +70,7 @@ class OrderConfirmed:
     """Stock committed, payment captured, shipment booked: the order is done."""
 
     order_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ class OrderCancelled:
     """A step failed and every earlier step was undone; ``reason`` says which and why."""
 
     order_id: str
-    occurred_at: float
+    occurred_at: datetime.datetime
     reason: str
 
 

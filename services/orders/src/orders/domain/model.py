@@ -11,11 +11,15 @@ the aggregate refuses any that does not fit the order's lifecycle::
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from meshkit.errors import FailedPrecondition, Violations
+from meshkit.address import Address, WireAddress, validate_address
+from meshkit.errors import FailedPrecondition, Violations, quoted
+from meshkit.money import Money, WireMoney, validate_money
+from meshkit.timestamps import EPOCH
 from orders.domain.events import (
     OrderCancelled,
     OrderConfirmed,
@@ -26,23 +30,10 @@ from orders.domain.events import (
     OrderShipmentCreated,
     OrderStockReserved,
 )
-from orders.domain.values import NANOS, Address, Money, OrderLine
+from orders.domain.values import OrderLine
 
 MAX_QUANTITY = 2**31 - 1  # quantities travel as int32
-
-# ISO 4217 active codes: an order in any other currency is refused at the edge.
-CURRENCIES = frozenset(
-    """
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
-    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD
-    FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY
-    KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP
-    MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR
-    RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT
-    TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW
-    ZWL
-    """.split()  # noqa: SIM905 - a table reads best as one
-)
+MAX_ID = 128
 
 
 class OrderStatus(enum.Enum):
@@ -69,8 +60,8 @@ class Order:
     total: Money | None = None
     status: OrderStatus = OrderStatus.PENDING
     cancellation_reason: str = ""
-    created_at: float = 0.0
-    updated_at: float = 0.0
+    created_at: datetime.datetime = EPOCH
+    updated_at: datetime.datetime = EPOCH
     version: int = 0
     stock_reserved: bool = False
     payment_id: str = ""
@@ -88,7 +79,7 @@ class Order:
         customer_id: str,
         lines: Sequence[OrderLine],
         shipping_address: Address,
-        now: float,
+        now: datetime.datetime,
     ) -> Order:
         """A new order with its OrderPlaced event pending. The caller validated the input."""
         order = cls(order_id)
@@ -175,68 +166,62 @@ class Order:
 
 def order_total(lines: Sequence[OrderLine]) -> Money:
     """Sum of quantity x unit price; all lines share the first line's currency."""
-    currency = lines[0].unit_price.currency_code if lines else ""
-    return Money.from_nanos(
-        currency, sum(line.quantity * line.unit_price.total_nanos for line in lines)
-    )
+    total = Money.zero(lines[0].unit_price.currency_code if lines else "")
+    for line in lines:
+        total += line.total
+    return total
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    """One line as a PlaceOrder caller sent it: its price is the wire's, not checked yet."""
+
+    sku: str
+    quantity: int
+    unit_price: WireMoney
 
 
 def validate_place_order(
     *,
     request_id: str,
     customer_id: str,
-    lines: Sequence[OrderLine],
+    lines: Sequence[LineRequest],
     payment_token: str,
-    shipping_address: Address | None,
-) -> None:
-    """Raise InvalidArgument naming every bad field of a PlaceOrder request (paths as in proto)."""
+    shipping_address: WireAddress | None,
+) -> tuple[tuple[OrderLine, ...], Address]:
+    """The order's lines and address as domain values; raises InvalidArgument naming every bad
+    field of a PlaceOrder request (paths as in the proto).
+
+    Prices follow meshkit.money (ISO 4217 codes and minor units), the address meshkit.address
+    (each country's own rules: no postal code where the country has none), the same rules as
+    every service of the mesh.
+    """
     v = Violations()
     v.check(request_id.strip() != "", "request_id", "must not be empty")
-    v.check(len(request_id) <= 128, "request_id", "must be at most 128 characters")
+    v.check(len(request_id) <= MAX_ID, "request_id", f"must be at most {MAX_ID} characters")
     v.check(customer_id.strip() != "", "customer_id", "must not be empty")
     v.check(payment_token.strip() != "", "payment_token", "must not be empty")
     v.check(len(lines) > 0, "lines", "must have at least one line")
     currency = lines[0].unit_price.currency_code if lines else ""
+    checked: list[OrderLine] = []
     for i, line in enumerate(lines):
         where = f"lines[{i}]"
         if v.check(line.sku.strip() != "", f"{where}.sku", "must not be empty"):
-            v.check(len(line.sku) <= 128, f"{where}.sku", "must be at most 128 characters")
+            v.check(len(line.sku) <= MAX_ID, f"{where}.sku", f"must be at most {MAX_ID} characters")
         v.check(line.quantity > 0, f"{where}.quantity", "must be positive")
         v.check(line.quantity <= MAX_QUANTITY, f"{where}.quantity", f"must be <= {MAX_QUANTITY}")
-        price = line.unit_price
-        code_ok = v.check(
-            price.currency_code in CURRENCIES,
-            f"{where}.unit_price.currency_code",
-            f"unknown currency {price.currency_code!r} (expected an ISO 4217 code, e.g. EUR)",
-        )
-        if code_ok and i > 0:
+        price = validate_money(v, line.unit_price, f"{where}.unit_price", positive=False)
+        if price is None:
+            continue
+        if i > 0:
             v.check(
                 price.currency_code == currency,
                 f"{where}.unit_price.currency_code",
-                f"must be {currency!r} like lines[0]: an order has one currency",
+                f"must be {quoted(currency)} like lines[0]: an order has one currency",
             )
-        v.check(
-            -NANOS < price.nanos < NANOS, f"{where}.unit_price.nanos", "must be within +-999999999"
-        )
-        v.check(
-            price.units >= 0 and price.nanos >= 0,
-            f"{where}.unit_price",
-            "must not be negative",
-        )
-    if shipping_address is None:
-        v.add("shipping_address", "is required")
-    else:
-        for name in ("name", "line1", "city", "postal_code", "country_code"):
-            v.check(
-                getattr(shipping_address, name).strip() != "",
-                f"shipping_address.{name}",
-                "must not be empty",
-            )
-        code = shipping_address.country_code
-        if code.strip():
-            v.check(
-                len(code) == 2 and code.isascii() and code.isalpha() and code.isupper(),
-                "shipping_address.country_code",
-                "must be an ISO 3166-1 alpha-2 code, e.g. DE",
-            )
+        if v.check(price.total_nanos >= 0, f"{where}.unit_price", "must not be negative"):
+            checked.append(OrderLine(line.sku, line.quantity, price))
+    address = validate_address(v, shipping_address, "shipping_address")
     v.raise_if_any()
+    assert address is not None and len(checked) == len(lines)  # or a violation was raised
+    return tuple(checked), address

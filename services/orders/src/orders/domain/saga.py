@@ -20,15 +20,19 @@ Compensations must succeed: they retry every failure with capped backoff and nev
 saga stuck there is what ``mesh sagas`` shows as stuck, for a human to look at.
 
 Nothing here does IO or reads a clock: ``advance(saga, outcome, now, policy)`` is a function, and
-``command_for(saga, order)`` says which participant call the current step makes.
+``command_for(saga, order)`` says which participant call the current step makes. Instants are
+aware UTC datetimes (meshkit.timestamps); the policy's durations are seconds.
 """
 
 from __future__ import annotations
 
+import datetime
 import enum
 from dataclasses import dataclass, replace
 from typing import Any
 
+from meshkit.address import Address
+from meshkit.money import Money
 from orders.domain.events import (
     OrderCancelled,
     OrderConfirmed,
@@ -39,7 +43,6 @@ from orders.domain.events import (
     OrderStockReserved,
 )
 from orders.domain.model import Order
-from orders.domain.values import Address, Money
 
 
 class Step(enum.Enum):
@@ -108,11 +111,15 @@ class RetryPolicy:
             min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** max(0, attempt - 1))
         )
 
-    def call_timeout(self, saga: Saga, now: float) -> float:
-        """The deadline of the next call of ``saga``'s current step."""
+    def step_deadline(self, saga: Saga) -> datetime.datetime:
+        """When ``saga``'s current step runs out of time (if it has a deadline at all)."""
+        return saga.step_started_at + datetime.timedelta(seconds=self.step_timeout_s)
+
+    def call_timeout(self, saga: Saga, now: datetime.datetime) -> float:
+        """The deadline (seconds) of the next call of ``saga``'s current step."""
         if not saga.step_has_deadline:
             return self.call_timeout_s
-        left = saga.step_started_at + self.step_timeout_s - now
+        left = (self.step_deadline(saga) - now).total_seconds()
         return max(self.min_call_timeout_s, min(self.call_timeout_s, left))
 
 
@@ -129,10 +136,10 @@ class Saga:
     order_id: str
     status: SagaStatus
     step: Step | None
-    started_at: float
-    step_started_at: float
-    next_attempt_at: float
-    updated_at: float
+    started_at: datetime.datetime
+    step_started_at: datetime.datetime
+    next_attempt_at: datetime.datetime
+    updated_at: datetime.datetime
     payment_token: str
     attempt: int = 0
     compensations: tuple[Step, ...] = ()
@@ -141,7 +148,9 @@ class Saga:
     traceparent: str = ""  # the W3C trace context of the PlaceOrder that started it
 
     @classmethod
-    def start(cls, order_id: str, payment_token: str, now: float, traceparent: str = "") -> Saga:
+    def start(
+        cls, order_id: str, payment_token: str, now: datetime.datetime, traceparent: str = ""
+    ) -> Saga:
         """A new saga, due at once, at its first step; its steps continue ``traceparent``."""
         return cls(
             traceparent=traceparent,
@@ -169,11 +178,15 @@ class Saga:
             and FORWARD.index(self.step) <= FORWARD.index(PIVOT)
         )
 
-    def is_stuck(self, now: float, policy: RetryPolicy) -> bool:
-        """Live for longer than ``stuck_after_s``: something needs a look."""
-        return self.is_live and now - self.started_at > policy.stuck_after_s
+    def age(self, now: datetime.datetime) -> datetime.timedelta:
+        """How long ago it started (never negative)."""
+        return max(datetime.timedelta(0), now - self.started_at)
 
-    def resumed(self, now: float) -> Saga:
+    def is_stuck(self, now: datetime.datetime, policy: RetryPolicy) -> bool:
+        """Live for longer than ``stuck_after_s``: something needs a look."""
+        return self.is_live and self.age(now).total_seconds() > policy.stuck_after_s
+
+    def resumed(self, now: datetime.datetime) -> Saga:
         """This saga after a restart of the orders process: due now, its step's clock restarted
         (the step had no fair chance while orders itself was down)."""
         return replace(self, step_started_at=now, next_attempt_at=now)
@@ -354,7 +367,9 @@ class Transition:
     events: tuple[OrderEvent, ...] = ()
 
 
-def advance(saga: Saga, outcome: Outcome, now: float, policy: RetryPolicy) -> Transition:
+def advance(
+    saga: Saga, outcome: Outcome, now: datetime.datetime, policy: RetryPolicy
+) -> Transition:
     """Where ``saga`` goes when its current step ended with ``outcome`` at ``now``."""
     if not saga.is_live or saga.step is None:
         raise ValueError(f"saga {saga.order_id} is {saga.status.value}: nothing to advance")
@@ -370,9 +385,7 @@ def advance(saga: Saga, outcome: Outcome, now: float, policy: RetryPolicy) -> Tr
                 saga, _undo(step, include_self=False), f"{_label(step)}: {reason}", now
             )
         case Transient(error=error):
-            timed_out = (
-                saga.step_has_deadline and now >= saga.step_started_at + policy.step_timeout_s
-            )
+            timed_out = saga.step_has_deadline and now >= policy.step_deadline(saga)
             if not timed_out:
                 return Transition(_retry(saga, error, now, policy))
             # The step may have acted before it went quiet: undo it too.
@@ -381,7 +394,7 @@ def advance(saga: Saga, outcome: Outcome, now: float, policy: RetryPolicy) -> Tr
     raise TypeError(f"unknown outcome {outcome!r}")
 
 
-def _forward_done(saga: Saga, step: Step, outcome: Succeeded, now: float) -> Transition:
+def _forward_done(saga: Saga, step: Step, outcome: Succeeded, now: datetime.datetime) -> Transition:
     oid = saga.order_id
     events: tuple[OrderEvent, ...]
     match step:
@@ -402,7 +415,9 @@ def _forward_done(saga: Saga, step: Step, outcome: Succeeded, now: float) -> Tra
     return Transition(_start(saga, FORWARD[index + 1], now, last_error=""), events)
 
 
-def _compensate(saga: Saga, undo: tuple[Step, ...], reason: str, now: float) -> Transition:
+def _compensate(
+    saga: Saga, undo: tuple[Step, ...], reason: str, now: datetime.datetime
+) -> Transition:
     if not undo:
         return _cancelled(saga, reason, now)
     compensating = _start(
@@ -412,7 +427,7 @@ def _compensate(saga: Saga, undo: tuple[Step, ...], reason: str, now: float) -> 
 
 
 def _advance_compensation(
-    saga: Saga, outcome: Outcome, now: float, policy: RetryPolicy
+    saga: Saga, outcome: Outcome, now: datetime.datetime, policy: RetryPolicy
 ) -> Transition:
     if not isinstance(outcome, Succeeded):
         # A compensation has no alternative: retry until it succeeds (capped backoff).
@@ -424,7 +439,7 @@ def _advance_compensation(
     return Transition(_start(saga, rest[0], now, compensations=rest, last_error=""))
 
 
-def _cancelled(saga: Saga, reason: str, now: float) -> Transition:
+def _cancelled(saga: Saga, reason: str, now: datetime.datetime) -> Transition:
     done = _start(
         saga,
         None,
@@ -437,18 +452,18 @@ def _cancelled(saga: Saga, reason: str, now: float) -> Transition:
     return Transition(done, (OrderCancelled(saga.order_id, now, reason),))
 
 
-def _retry(saga: Saga, error: str, now: float, policy: RetryPolicy) -> Saga:
+def _retry(saga: Saga, error: str, now: datetime.datetime, policy: RetryPolicy) -> Saga:
     attempt = saga.attempt + 1
     return replace(
         saga,
         attempt=attempt,
-        next_attempt_at=now + policy.backoff(attempt),
+        next_attempt_at=now + datetime.timedelta(seconds=policy.backoff(attempt)),
         updated_at=now,
         last_error=error,
     )
 
 
-def _start(saga: Saga, step: Step | None, now: float, **changes: Any) -> Saga:
+def _start(saga: Saga, step: Step | None, now: datetime.datetime, **changes: Any) -> Saga:
     """``saga`` at ``step`` (None: finished), which starts now: no attempts yet, due at once."""
     return replace(
         saga,

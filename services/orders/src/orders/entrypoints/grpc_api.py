@@ -6,13 +6,17 @@ gRPC statuses once.
 
 from __future__ import annotations
 
-import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+import datetime
+import json
 
-from orders.adapters.records import event_type, to_record
+import grpc
+from google.protobuf import struct_pb2
+
+from meshkit.errors import Violations
+from meshkit.timestamps import from_timestamp, to_millis, to_timestamp
 from orders.app.orders import Orders, PlaceOrder
-from orders.domain.model import Order, OrderStatus
-from orders.domain.values import Address, Money, OrderLine
+from orders.app.ports import EventRecords
+from orders.domain.model import LineRequest, Order, OrderStatus
 from shop.common.v1 import common_pb2
 from shop.orders.v1 import orders_pb2 as pb
 from shop.orders.v1 import orders_pb2_grpc as pb_grpc
@@ -25,26 +29,31 @@ _STATUS = {
 
 
 class OrdersServicer(pb_grpc.OrdersServiceServicer):
-    """shop.orders.v1.OrdersService over the Orders use cases. Stateless."""
+    """shop.orders.v1.OrdersService over the Orders use cases. Stateless.
 
-    def __init__(self, orders: Orders) -> None:
+    ``records`` maps an event to its contract's record, for ListOrderEvents (the service's
+    EventMap, handed over by the composition root).
+    """
+
+    def __init__(self, orders: Orders, records: EventRecords) -> None:
         self._orders = orders
+        self._records = records
 
     def PlaceOrder(
         self, request: pb.PlaceOrderRequest, context: grpc.ServicerContext
     ) -> pb.PlaceOrderResponse:
         """See the contract in proto/shop/orders/v1/orders.proto."""
-        address = request.shipping_address if request.HasField("shipping_address") else None
         placed = self._orders.place(
             PlaceOrder(
                 request_id=request.request_id,
                 customer_id=request.customer_id,
                 lines=tuple(
-                    OrderLine(line.sku, line.quantity, _money(line.unit_price))
-                    for line in request.lines
+                    LineRequest(line.sku, line.quantity, line.unit_price) for line in request.lines
                 ),
                 payment_token=request.payment_token,
-                shipping_address=_address(address) if address is not None else None,
+                shipping_address=(
+                    request.shipping_address if request.HasField("shipping_address") else None
+                ),
             )
         )
         order = placed.order
@@ -58,7 +67,11 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         self, request: pb.GetOrderRequest, context: grpc.ServicerContext
     ) -> pb.GetOrderResponse:
         """See the contract in proto/shop/orders/v1/orders.proto."""
-        as_of = request.as_of.ToNanoseconds() / 1e9 if request.HasField("as_of") else None
+        as_of = None
+        if request.HasField("as_of"):
+            violations = Violations()
+            as_of = from_timestamp(request.as_of, violations, "as_of")
+            violations.raise_if_any()
         return pb.GetOrderResponse(order=order_pb(self._orders.get(request.order_id, as_of)))
 
     def ListOrderEvents(
@@ -68,12 +81,13 @@ class OrdersServicer(pb_grpc.OrdersServiceServicer):
         events = []
         for version, event in self._orders.history(request.order_id):
             data = struct_pb2.Struct()
-            data.update(to_record(event))
+            # The record as on Kafka: its times are Avro timestamp-millis numbers.
+            data.update(json.loads(json.dumps(self._records.to_record(event), default=_millis)))
             events.append(
                 pb.OrderEvent(
                     version=version,
-                    type=event_type(event),
-                    occurred_at=_timestamp(event.occurred_at),
+                    type=self._records.type_of(event),
+                    occurred_at=to_timestamp(event.occurred_at),
                     data=data,
                 )
             )
@@ -88,47 +102,23 @@ def order_pb(order: Order) -> pb.Order:
         customer_id=order.customer_id,
         lines=[
             pb.OrderLine(
-                sku=line.sku, quantity=line.quantity, unit_price=_money_pb(line.unit_price)
+                sku=line.sku,
+                quantity=line.quantity,
+                unit_price=line.unit_price.to_wire(common_pb2.Money),
             )
             for line in order.lines
         ],
-        total=_money_pb(order.total),
+        total=order.total.to_wire(common_pb2.Money),
         status=_STATUS[order.status],
         cancellation_reason=order.cancellation_reason,
-        created_at=_timestamp(order.created_at),
-        updated_at=_timestamp(order.updated_at),
-        shipping_address=common_pb2.Address(
-            name=order.shipping_address.name,
-            line1=order.shipping_address.line1,
-            line2=order.shipping_address.line2,
-            city=order.shipping_address.city,
-            postal_code=order.shipping_address.postal_code,
-            country_code=order.shipping_address.country_code,
-        ),
+        created_at=to_timestamp(order.created_at),
+        updated_at=to_timestamp(order.updated_at),
+        shipping_address=order.shipping_address.to_wire(common_pb2.Address),
         version=order.version,
     )
 
 
-def _money(money: common_pb2.Money) -> Money:
-    return Money(money.currency_code, money.units, money.nanos)
-
-
-def _money_pb(money: Money) -> common_pb2.Money:
-    return common_pb2.Money(currency_code=money.currency_code, units=money.units, nanos=money.nanos)
-
-
-def _address(address: common_pb2.Address) -> Address:
-    return Address(
-        name=address.name,
-        line1=address.line1,
-        line2=address.line2,
-        city=address.city,
-        postal_code=address.postal_code,
-        country_code=address.country_code,
-    )
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1e9))
-    return stamp
+def _millis(value: object) -> int:
+    if isinstance(value, datetime.datetime):
+        return to_millis(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

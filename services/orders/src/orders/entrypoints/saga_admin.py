@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from mesh.sagas.v1 import sagas_pb2 as pb
 from mesh.sagas.v1 import sagas_pb2_grpc as pb_grpc
+from meshkit.timestamps import to_timestamp
 from orders.app.orders import Orders, SagaSummary
 from orders.domain.saga import SagaStatus
 
@@ -37,24 +38,18 @@ class SagaAdminServicer(pb_grpc.SagaAdminServiceServicer):
 def _saga(summary: SagaSummary) -> pb.Saga:
     saga = summary.saga
     age = duration_pb2.Duration()
-    age.FromNanoseconds(round(summary.age_s * 1e9))
+    age.FromTimedelta(summary.age)
     return pb.Saga(
         saga_id=saga.order_id,
         kind="order",
         state=_STATE[saga.status],
         step=saga.step.value if saga.step else "",
         attempt=saga.attempt,
-        started_at=_timestamp(saga.started_at),
-        updated_at=_timestamp(saga.updated_at),
-        next_attempt_at=_timestamp(saga.next_attempt_at) if saga.is_live else None,
+        started_at=to_timestamp(saga.started_at),
+        updated_at=to_timestamp(saga.updated_at),
+        next_attempt_at=to_timestamp(saga.next_attempt_at) if saga.is_live else None,
         age=age,
         stuck=summary.stuck,
         last_error=saga.last_error,
         reason=saga.reason,
     )
-
-
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromNanoseconds(round(seconds * 1e9))
-    return stamp
