@@ -58,7 +58,8 @@ class OrdersServiceServicer:
 
     def PlaceOrder(self, request, context):
         """Accepts an order and starts its saga; returns at once with ORDER_STATUS_PENDING.
-        Idempotent by request_id: a replay returns the same order and starts nothing new.
+        Idempotent by request_id within its retention window (24 hours by default): a replay
+        returns the same order and starts nothing new.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

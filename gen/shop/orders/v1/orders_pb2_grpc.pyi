@@ -35,7 +35,8 @@ class OrdersServiceStub:
     def __new__(cls, channel: _aio.Channel) -> OrdersServiceAsyncStub: ...
     PlaceOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.PlaceOrderRequest, _orders_pb2.PlaceOrderResponse]
     """Accepts an order and starts its saga; returns at once with ORDER_STATUS_PENDING.
-    Idempotent by request_id: a replay returns the same order and starts nothing new.
+    Idempotent by request_id within its retention window (24 hours by default): a replay
+    returns the same order and starts nothing new.
     """
     GetOrder: _grpc.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.GetOrderResponse]
     """Reads an order as it is now, or as it was at `as_of`. NOT_FOUND for an unknown order."""
@@ -49,7 +50,8 @@ class OrdersServiceAsyncStub(OrdersServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     PlaceOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.PlaceOrderRequest, _orders_pb2.PlaceOrderResponse]  # type: ignore[assignment]
     """Accepts an order and starts its saga; returns at once with ORDER_STATUS_PENDING.
-    Idempotent by request_id: a replay returns the same order and starts nothing new.
+    Idempotent by request_id within its retention window (24 hours by default): a replay
+    returns the same order and starts nothing new.
     """
     GetOrder: _aio.UnaryUnaryMultiCallable[_orders_pb2.GetOrderRequest, _orders_pb2.GetOrderResponse]  # type: ignore[assignment]
     """Reads an order as it is now, or as it was at `as_of`. NOT_FOUND for an unknown order."""
@@ -66,7 +68,8 @@ class OrdersServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orders_pb2.PlaceOrderResponse, _abc.Awaitable[_orders_pb2.PlaceOrderResponse]]:
         """Accepts an order and starts its saga; returns at once with ORDER_STATUS_PENDING.
-        Idempotent by request_id: a replay returns the same order and starts nothing new.
+        Idempotent by request_id within its retention window (24 hours by default): a replay
+        returns the same order and starts nothing new.
         """
 
     @_abc_1.abstractmethod
