@@ -8,6 +8,7 @@ Jaeger's API v3 returns it.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -222,3 +223,22 @@ def test_tree_names_the_callers_entry_and_still_flags_real_gaps() -> None:
     gap = next(line for line in lines if "op-d4" in line)
     assert "(from the caller's traceparent)" in entry and "parent missing" not in entry
     assert "(parent missing)" in gap
+
+
+def test_wait_prints_the_trace_once_its_late_spans_have_arrived(
+    mesh_root: tuple[Path, MeshServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, server = mesh_root
+    spans = make_trace()
+    trace_id = format(spans[0].context.trace_id, "032x") if spans[0].context else ""
+    # The first spans now, the rest a moment later (as a batch exporter sends them).
+    export(server, spans[:2])
+    late = threading.Timer(0.6, export, args=(server, spans[2:]))
+    late.start()
+    try:
+        assert main(["--root", str(root), "trace", trace_id, "--json", "--wait", "20"]) == 0
+    finally:
+        late.join()
+    assert len(json.loads(capsys.readouterr().out)) == 5
+    unknown = "0" * 31 + "1"
+    assert main(["--root", str(root), "trace", unknown, "--wait", "0.5"]) == 1

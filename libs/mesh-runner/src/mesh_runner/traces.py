@@ -16,6 +16,7 @@ import argparse
 import datetime
 import json
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,6 +47,10 @@ KEY_ATTRIBUTES = (
 )
 
 
+# --wait: a trace counts as complete once no new span arrived for this long.
+SETTLE_S = 1.0
+
+
 def store_path(root: Path) -> Path:
     """Where `mesh up`'s receiver keeps spans under the mesh root."""
     return root / ".mesh" / "data" / "traces.db"
@@ -61,6 +66,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     one.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
     one.add_argument("--json", action="store_true", help="a JSON list of spans")
     one.add_argument("--jaeger", metavar="URL", help="read from Jaeger's API v3 at URL instead")
+    one.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for the trace to arrive and settle (no new span for 1 s):"
+        " spans are exported in batches, so a trace just made may not be complete yet",
+    )
     many = sub.add_parser("traces", help="list recent traces: root span, services, duration")
     many.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     many.add_argument("--json", action="store_true", help="a JSON list of trace summaries")
@@ -235,21 +248,34 @@ def _trace(args: argparse.Namespace, root: Path | None) -> int:
     if len(trace_id) != 32 or any(c not in "0123456789abcdef" for c in trace_id):
         print(f"mesh trace: {args.trace_id!r} is not a trace id (32 hex digits)", file=sys.stderr)
         return 2
-    if args.jaeger:
-        spans = jaeger_trace(args.jaeger, trace_id)
-    else:
-        store = _store(root)
-        if store is None:
-            return NOT_FOUND
-        try:
-            spans = store.trace(trace_id)
-        finally:
-            store.close()
+    spans = _spans_of(args, root, trace_id)
+    if spans is None:
+        return NOT_FOUND
+    deadline = time.monotonic() + max(0.0, args.wait)
+    settled_at = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline and (not spans or time.monotonic() < settled_at):
+        time.sleep(0.2)  # poll interval within the --wait deadline
+        again = _spans_of(args, root, trace_id) or []
+        if len(again) != len(spans):
+            spans, settled_at = again, time.monotonic() + SETTLE_S
     if not spans:
         print(f"mesh trace: no spans of trace {trace_id}", file=sys.stderr)
         return NOT_FOUND
     print(dumps(spans) if args.json else render_tree(spans, color=sys.stdout.isatty()))
     return 0
+
+
+def _spans_of(args: argparse.Namespace, root: Path | None, trace_id: str) -> list[Span] | None:
+    """The trace's spans now (from Jaeger or the local store); None when there is no store."""
+    if args.jaeger:
+        return jaeger_trace(args.jaeger, trace_id)
+    store = _store(root)
+    if store is None:
+        return None
+    try:
+        return store.trace(trace_id)
+    finally:
+        store.close()
 
 
 def _traces(args: argparse.Namespace, root: Path | None) -> int:
