@@ -38,14 +38,21 @@ _W = TypeVar("_W")
 
 
 class WireAddress(Protocol):
-    """Anything shaped like shop.common.v1.Address (a message or a record)."""
+    """Anything shaped like shop.common.v1.Address (a message, a record or an ``Address``):
+    read-only, so a frozen dataclass qualifies too."""
 
-    name: str
-    line1: str
-    line2: str
-    city: str
-    postal_code: str
-    country_code: str
+    @property
+    def name(self) -> str: ...
+    @property
+    def line1(self) -> str: ...
+    @property
+    def line2(self) -> str: ...
+    @property
+    def city(self) -> str: ...
+    @property
+    def postal_code(self) -> str: ...
+    @property
+    def country_code(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ def validate_address(
     Always required: a recipient ``name`` and ``line1``; a real ISO 3166-1 alpha-2
     ``country_code``. The city and the postal code are required where the country's addresses
     have them; a postal code must have the country's shape (``10115`` in DE, ``SW1A 1AA`` in GB).
+    While the country is not known no country can exempt the address from a city or a postal
+    code, so missing ones are reported with the bad country: the caller fixes all in one go.
     Every field has a length cap; messages never repeat a long value.
     """
     if message is None:
@@ -167,7 +176,11 @@ def validate_address(
         rules = country_rules(code)
         if rules is None:
             violations.add(f"{field}.country_code", f"{quoted(code)} is not an ISO 3166-1 country")
-    if rules is not None and rules.requires_city:
+    if rules is None:
+        violations.check(
+            address.city.strip() != "", f"{field}.city", "is required unless the country has none"
+        )
+    elif rules.requires_city:
         violations.check(address.city.strip() != "", f"{field}.city", f"is required in {code}")
     _check_postal_code(violations, address.postal_code, rules, f"{field}.postal_code")
     return None if len(violations.items) > before else address
@@ -177,7 +190,9 @@ def _check_postal_code(
     violations: Violations, postal: str, rules: CountryRules | None, field: str
 ) -> None:
     if not postal.strip():
-        if rules is not None and rules.requires_postal_code:
+        if rules is None:
+            violations.add(field, "is required unless the country has none")
+        elif rules.requires_postal_code:
             violations.add(field, f"is required in {rules.code}")
         return
     if len(postal) > MAX_POSTAL_CODE:

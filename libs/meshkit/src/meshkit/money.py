@@ -31,11 +31,15 @@ _W = TypeVar("_W")
 
 
 class WireMoney(Protocol):
-    """Anything shaped like shop.common.v1.Money / google.type.Money (a message or a record)."""
+    """Anything shaped like shop.common.v1.Money / google.type.Money (a message, a record or a
+    ``Money``): read-only, so a frozen dataclass qualifies too."""
 
-    currency_code: str
-    units: int
-    nanos: int
+    @property
+    def currency_code(self) -> str: ...
+    @property
+    def units(self) -> int: ...
+    @property
+    def nanos(self) -> int: ...
 
 
 def minor_units(currency_code: str) -> int | None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import cast
 
-from meshkit.address import Address, WireAddress, country_rules, validate_address
+from meshkit.address import Address, validate_address
 from meshkit.errors import Violations
 from shipping.domain.model import Item
 
@@ -78,23 +77,8 @@ def validate_id(violations: Violations, value: str, field: str) -> None:
 
 def validate_destination(violations: Violations, address: Address | None, field: str) -> None:
     """meshkit's address rules (Google's per-country data: a postal code only where the country
-    has one, in its shape; the city where its addresses have one; every field capped).
-
-    While the country is not known, no country can exempt the address from a city or a postal
-    code, so a missing one is reported with the bad country: the caller fixes all in one go.
-    """
-    # cast: WireAddress declares settable attributes, which a frozen Address has not (reads only).
-    validate_address(violations, cast("WireAddress | None", address), field)
-    if address is None or country_rules(address.country_code) is not None:
-        return
-    violations.check(
-        address.city.strip() != "", f"{field}.city", "is required unless the country has none"
-    )
-    violations.check(
-        address.postal_code.strip() != "",
-        f"{field}.postal_code",
-        "is required unless the country has none",
-    )
+    has one, in its shape; the city where its addresses have one; every field capped)."""
+    validate_address(violations, address, field)
 
 
 def validate_items(violations: Violations, items: tuple[Item, ...], prefix: str) -> None:
