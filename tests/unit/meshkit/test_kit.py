@@ -337,3 +337,21 @@ def test_help_lists_the_settings_with_runtime_defaults(
 def test_wire_shapes_are_duck_typed() -> None:
     raw = SimpleNamespace(currency_code="USD", units=1, nanos=0)
     assert Money.from_wire(raw) == Money.of("USD", 1)
+
+
+def test_a_failing_build_undoes_what_it_got_as_far_as(tmp_path: Path) -> None:
+    closed: list[str] = []
+    contexts: list[ServiceContext[ServiceSettings]] = []
+
+    def build(ctx: ServiceContext[ServiceSettings]) -> list[object]:
+        contexts.append(ctx)
+        ctx.on_stop(lambda: closed.append("closer"))
+        ctx.connect("127.0.0.1:1")
+        raise RuntimeError("a peer's schema is missing")
+
+    service: Service[ServiceSettings] = Service("broken", build)  # type: ignore[arg-type]
+    settings = service.load_settings({"BROKEN_PORT": "0", "BROKEN_DB_PATH": str(tmp_path / "b.db")})
+    with pytest.raises(RuntimeError, match="schema is missing"):
+        service.create(settings)
+    assert closed == ["closer"]
+    assert contexts[0].db.closed

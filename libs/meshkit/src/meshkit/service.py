@@ -203,8 +203,10 @@ class Service(Generic[S]):
         try:
             bindings = self.build(ctx)
         except BaseException:
-            for channel in ctx.channels:
-                channel.close()
+            # Undo what build got as far as: its closers, then channels, then the database.
+            for close in [*ctx.closers, *(c.close for c in ctx.channels)]:
+                with contextlib.suppress(Exception):
+                    close()
             if db is not None:
                 db.close()
             raise
