@@ -7,7 +7,6 @@ import re
 import subprocess
 import sys
 import tomllib
-from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -45,14 +44,6 @@ FORBIDDEN = {
     # Entry points translate wire <-> commands and call use cases; the composition root
     # (bootstrap) hands them what they need, so they never reach into adapters themselves.
     "entrypoints": (".adapters",),
-}
-
-# (file, imported module) pairs that break a FORBIDDEN rule today, fixed by the service
-# migration. Exact pairs: any other import of adapters in these files still fails.
-KNOWN_OFFENDERS = {
-    ("services/orders/src/orders/entrypoints/grpc_api.py", "orders.adapters.records"),
-    ("services/order_views/src/order_views/entrypoints/events.py", "order_views.adapters.sqlite"),
-    ("services/order_views/src/order_views/entrypoints/grpc_api.py", "order_views.adapters.kafka"),
 }
 
 # What the runtime library may not import: the runner built on it, and generated contracts
@@ -96,11 +87,9 @@ def test_every_service_is_found() -> None:
     assert "inventory" in SERVICE_PACKAGES
 
 
-def layer_problems(
-    service: Path, root: Path, others: set[str], known: Collection[tuple[str, str]] = ()
-) -> list[str]:
+def layer_problems(service: Path, root: Path, others: set[str]) -> list[str]:
     """What in ``service`` (services/<name>) breaks a FORBIDDEN rule or imports one of
-    ``others`` (the other services); ``known`` pairs (file relative to ``root``, module) pass."""
+    ``others`` (the other services)."""
     package = service.name
     src = service / "src"
     problems = []
@@ -112,14 +101,14 @@ def layer_problems(
             if top in others and top != package:
                 problems.append(f"{where} imports another service: {module}")
             for rule in FORBIDDEN.get(layer, ()):
-                if violates(module, rule, package) and (where, module) not in known:
+                if violates(module, rule, package):
                     problems.append(f"{where} ({layer}) imports {module}")
     return problems
 
 
 @pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
 def test_layers_depend_inward_and_services_never_import_each_other(service: Path) -> None:
-    problems = layer_problems(service, REPO, SERVICE_PACKAGES, KNOWN_OFFENDERS)
+    problems = layer_problems(service, REPO, SERVICE_PACKAGES)
     assert not problems, "\n".join(problems)
 
 
@@ -144,9 +133,6 @@ def test_the_layering_check_catches_an_entrypoint_importing_adapters(tmp_path: P
         "services/demo/src/demo/entrypoints/events.py (entrypoints) imports demo.adapters",
         "services/demo/src/demo/entrypoints/grpc_api.py (entrypoints) imports demo.adapters.sqlite",
     ]
-    # A known offender is excused for exactly the import it is known for, nothing else.
-    known = {("services/demo/src/demo/entrypoints/grpc_api.py", "demo.adapters.sqlite")}
-    assert layer_problems(service, tmp_path, {"demo"}, known) == problems[:1]
 
 
 # -- meshkit, the runtime, and mesh-runner, the developer runner built on it ------------------
