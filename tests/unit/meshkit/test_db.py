@@ -102,3 +102,42 @@ def test_unit_of_work_commits_on_success_and_rolls_back_on_error(tmp_path: Path)
     with pytest.raises(RuntimeError, match="outside"):
         _ = Counter(db).connection
     db.close()
+
+
+def _open_at_once(path: str, barrier: object, errors: object) -> None:
+    """A process that opens (and so migrates) ``path`` the moment its twin does."""
+    try:
+        barrier.wait()  # type: ignore[attr-defined]
+        Database(path, MIGRATIONS).close()
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which asserts on it
+        errors.put(f"{type(exc).__name__}: {exc}")  # type: ignore[attr-defined]
+
+
+def test_two_processes_starting_on_one_fresh_file_both_succeed(tmp_path: Path) -> None:
+    """Replicas (or a restart racing a straggler) open one database at once. Before the fix one
+    of them often failed: the WAL switch got "database is locked", or both read version 0 and
+    both ran the same migration ("duplicate column"). Thirty fresh files, two processes each."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    errors = context.Queue()
+    for attempt in range(30):
+        path = str(tmp_path / f"fresh-{attempt}.db")
+        barrier = context.Barrier(2)
+        twins = [
+            context.Process(target=_open_at_once, args=(path, barrier, errors)) for _ in range(2)
+        ]
+        for twin in twins:
+            twin.start()
+        for twin in twins:
+            twin.join(timeout=30)
+            assert twin.exitcode == 0
+        db = Database(path, MIGRATIONS)
+        with db.snapshot() as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.close()
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []

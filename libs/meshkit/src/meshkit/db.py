@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -65,13 +66,31 @@ class Database:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(conn)
             conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
             conn.execute("PRAGMA foreign_keys = ON")
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL (it stays so). The switch needs the file to itself and SQLite
+        does not wait for that through busy_timeout, so a process opening the file while another
+        does gets "database is locked": retry until busy_timeout has passed."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+            else:
+                if mode in ("wal", "memory"):
+                    return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError(f"{self.path}: could not switch to WAL (locked)")
+            time.sleep(0.005)  # poll interval within the busy_timeout deadline
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -96,14 +115,19 @@ class Database:
             conn.execute("COMMIT")
 
     def migrate(self) -> None:
-        """Apply the migrations not applied yet, each in its own transaction."""
-        with self.transaction() as conn:
-            applied = int(conn.execute("PRAGMA user_version").fetchone()[0])
-        for number, script in enumerate(self._migrations[applied:], start=applied + 1):
+        """Apply the migrations not applied yet, each in its own transaction.
+
+        The version is read in the transaction that applies the next migration (under the write
+        lock), so processes migrating one file at once apply each migration exactly once.
+        """
+        while True:
             with self.transaction() as conn:
-                for statement in _statements(script):
+                applied = int(conn.execute("PRAGMA user_version").fetchone()[0])
+                if applied >= len(self._migrations):
+                    return
+                for statement in _statements(self._migrations[applied]):
                     conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {number}")
+                conn.execute(f"PRAGMA user_version = {applied + 1}")
 
     @property
     def closed(self) -> bool:
