@@ -13,19 +13,21 @@ from shipping.domain.model import Shipment
 
 
 @dataclass(frozen=True)
-class ShipmentCreated:
-    """A shipment was booked (CreateShipment acted; a replay does not raise it again)."""
+class ShipmentEvent:
+    """What every shipping event carries: the shipment as it was after the change, and when."""
 
     shipment: Shipment
     occurred_at: datetime.datetime
 
 
 @dataclass(frozen=True)
-class ShipmentCancelled:
-    """A booked shipment was cancelled (only on the BOOKED -> CANCELLED transition)."""
+class ShipmentCreated(ShipmentEvent):
+    """A shipment was booked (CreateShipment acted; a replay does not raise it again)."""
 
-    shipment: Shipment
-    occurred_at: datetime.datetime
+
+@dataclass(frozen=True)
+class ShipmentCancelled(ShipmentEvent):
+    """A booked shipment was cancelled (only on the BOOKED -> CANCELLED transition)."""
 
 
 ShippingEvent = ShipmentCreated | ShipmentCancelled
