@@ -270,11 +270,33 @@ def test_crossing_from_one_end_state_to_the_other_is_refused(
     assert levels(inventory, "A") == before
 
 
-def test_release_or_commit_of_unknown_reservation_is_not_found(inventory: Inventory) -> None:
-    with pytest.raises(NotFound):
-        inventory.release("nope")
+def test_commit_of_unknown_reservation_is_not_found(inventory: Inventory) -> None:
     with pytest.raises(NotFound):
         inventory.commit("nope")
+
+
+def test_a_release_that_overtakes_its_reserve_leaves_nothing_reserved(
+    harness: Harness,
+) -> None:
+    """Issue 20, item 1: the saga's step deadline passes while ReserveStock still runs; the
+    compensation's ReleaseReservation arrives first, then the late reserve commits. Nothing may
+    stay reserved: the release is remembered, and the late reserve under that id is refused."""
+    inventory = harness.inventory
+    inventory.set_stock("A", 5)
+    try:
+        released = inventory.release("order-late")  # the compensation, first
+    except NotFound:  # what orders read as "never reserved: nothing to release"
+        released = None
+    try:
+        inventory.reserve("order-late", [Line("A", 2)])  # the reserve, late
+    except FailedPrecondition as refused:
+        assert refused.reason == "RESERVATION_RELEASED"
+    assert levels(inventory, "A") == (5, 0), "a cancelled order keeps stock reserved"
+    assert released is not None and released.status is ReservationStatus.RELEASED
+    assert released.lines == ()
+    # Idempotent, and a release that overtook its reserve publishes nothing (no stock moved).
+    assert inventory.release("order-late").status is ReservationStatus.RELEASED
+    assert harness.published() == ["StockSet"]
 
 
 def test_stock_cannot_be_set_below_reserved(inventory: Inventory) -> None:

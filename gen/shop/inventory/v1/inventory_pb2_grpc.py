@@ -83,14 +83,17 @@ class InventoryServiceServicer:
 
     def ReserveStock(self, request, context):
         """Reserves every line or none. Idempotent by reservation_id: a replay returns the first result.
-        FAILED_PRECONDITION when stock is short, NOT_FOUND for an unknown SKU.
+        FAILED_PRECONDITION when stock is short, or (reason RESERVATION_RELEASED) when the id was
+        released before this reserve arrived; NOT_FOUND for an unknown SKU.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseReservation(self, request, context):
-        """Returns the reserved units of a reservation to available stock. Idempotent.
+        """Returns the reserved units of a reservation to available stock. Idempotent. An id never
+        reserved is recorded as released (holding nothing), so a reserve still in flight under it is
+        refused: a compensation that overtakes its reserve leaves nothing reserved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

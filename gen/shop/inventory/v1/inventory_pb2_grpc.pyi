@@ -41,10 +41,14 @@ class InventoryServiceStub:
     """Reads the stock of a SKU. NOT_FOUND for an unknown SKU."""
     ReserveStock: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ReserveStockRequest, _inventory_pb2.ReserveStockResponse]
     """Reserves every line or none. Idempotent by reservation_id: a replay returns the first result.
-    FAILED_PRECONDITION when stock is short, NOT_FOUND for an unknown SKU.
+    FAILED_PRECONDITION when stock is short, or (reason RESERVATION_RELEASED) when the id was
+    released before this reserve arrived; NOT_FOUND for an unknown SKU.
     """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ReleaseReservationRequest, _inventory_pb2.ReleaseReservationResponse]
-    """Returns the reserved units of a reservation to available stock. Idempotent."""
+    """Returns the reserved units of a reservation to available stock. Idempotent. An id never
+    reserved is recorded as released (holding nothing), so a reserve still in flight under it is
+    refused: a compensation that overtakes its reserve leaves nothing reserved.
+    """
     CommitReservation: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.CommitReservationRequest, _inventory_pb2.CommitReservationResponse]
     """Removes the reserved units from stock for good (the goods left the warehouse). Idempotent."""
 
@@ -61,10 +65,14 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Reads the stock of a SKU. NOT_FOUND for an unknown SKU."""
     ReserveStock: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ReserveStockRequest, _inventory_pb2.ReserveStockResponse]  # type: ignore[assignment]
     """Reserves every line or none. Idempotent by reservation_id: a replay returns the first result.
-    FAILED_PRECONDITION when stock is short, NOT_FOUND for an unknown SKU.
+    FAILED_PRECONDITION when stock is short, or (reason RESERVATION_RELEASED) when the id was
+    released before this reserve arrived; NOT_FOUND for an unknown SKU.
     """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ReleaseReservationRequest, _inventory_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
-    """Returns the reserved units of a reservation to available stock. Idempotent."""
+    """Returns the reserved units of a reservation to available stock. Idempotent. An id never
+    reserved is recorded as released (holding nothing), so a reserve still in flight under it is
+    refused: a compensation that overtakes its reserve leaves nothing reserved.
+    """
     CommitReservation: _aio.UnaryUnaryMultiCallable[_inventory_pb2.CommitReservationRequest, _inventory_pb2.CommitReservationResponse]  # type: ignore[assignment]
     """Removes the reserved units from stock for good (the goods left the warehouse). Idempotent."""
 
@@ -96,7 +104,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.ReserveStockResponse, _abc.Awaitable[_inventory_pb2.ReserveStockResponse]]:
         """Reserves every line or none. Idempotent by reservation_id: a replay returns the first result.
-        FAILED_PRECONDITION when stock is short, NOT_FOUND for an unknown SKU.
+        FAILED_PRECONDITION when stock is short, or (reason RESERVATION_RELEASED) when the id was
+        released before this reserve arrived; NOT_FOUND for an unknown SKU.
         """
 
     @_abc_1.abstractmethod
@@ -105,7 +114,10 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _inventory_pb2.ReleaseReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.ReleaseReservationResponse, _abc.Awaitable[_inventory_pb2.ReleaseReservationResponse]]:
-        """Returns the reserved units of a reservation to available stock. Idempotent."""
+        """Returns the reserved units of a reservation to available stock. Idempotent. An id never
+        reserved is recorded as released (holding nothing), so a reserve still in flight under it is
+        refused: a compensation that overtakes its reserve leaves nothing reserved.
+        """
 
     @_abc_1.abstractmethod
     def CommitReservation(

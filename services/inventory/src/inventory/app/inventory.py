@@ -80,8 +80,15 @@ class Inventory:
         return reservation
 
     def release(self, reservation_id: str) -> Reservation:
-        """Return the reservation's units to available stock (idempotent)."""
-        return self._transition(reservation_id, Reservation.release, ReservationReleased)
+        """Return the reservation's units to available stock (idempotent).
+
+        An unknown id is recorded as released (holding nothing, publishing nothing): a reserve
+        still in flight under that id, overtaken by this release, is then refused instead of
+        holding stock that nothing would ever release.
+        """
+        return self._transition(
+            reservation_id, Reservation.release, ReservationReleased, unknown_is_released=True
+        )
 
     def commit(self, reservation_id: str) -> Reservation:
         """Remove the reservation's units from stock for good (idempotent)."""
@@ -92,12 +99,18 @@ class Inventory:
         reservation_id: str,
         change: Callable[[Reservation, dict[str, StockItem]], None],
         event: type[ReservationReleased | ReservationCommitted],
+        *,
+        unknown_is_released: bool = False,
     ) -> Reservation:
         violations = Violations()
         validate_reservation_id(violations, reservation_id)
         violations.raise_if_any()
         with self._uow() as uow:
             reservation = uow.reservations.get(reservation_id)
+            if reservation is None and unknown_is_released:
+                reservation = Reservation.released_unplaced(reservation_id)
+                uow.reservations.add(reservation)
+                return reservation
             if reservation is None:
                 raise NotFound(
                     f"unknown reservation {reservation_id!r}",

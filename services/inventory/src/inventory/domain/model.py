@@ -115,12 +115,30 @@ class Reservation:
             stock[line.sku].reserved += line.quantity
         return cls(reservation_id, merged)
 
+    @classmethod
+    def released_unplaced(cls, reservation_id: str) -> Reservation:
+        """The record of a release that came before its reserve (a saga's compensation that
+        overtook a reserve still in flight): it holds nothing, and refuses that reserve later."""
+        return cls(reservation_id, (), ReservationStatus.RELEASED)
+
+    @property
+    def never_placed(self) -> bool:
+        """True for a ``released_unplaced`` record."""
+        return not self.lines
+
     def matches(self, lines: Sequence[Line]) -> bool:
         """True when ``lines`` ask for exactly what this reservation holds (a replay)."""
         return merge_lines(lines) == self.lines
 
     def ensure_replay_of(self, lines: Sequence[Line]) -> None:
-        """Raise AlreadyExists when the id is reused for different lines."""
+        """Raise AlreadyExists when the id is reused for different lines, FailedPrecondition
+        when the id was released before any reserve under it (that reserve is too late)."""
+        if self.never_placed:
+            raise FailedPrecondition(
+                f"reservation {self.reservation_id!r} was released before it was placed"
+                " (its order was cancelled); nothing is reserved",
+                reason="RESERVATION_RELEASED",
+            )
         if not self.matches(lines):
             raise AlreadyExists(
                 f"reservation {self.reservation_id!r} exists with other lines",
