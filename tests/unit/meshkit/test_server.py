@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -64,11 +65,22 @@ class Probe:
         yield b"one"
         raise NotFound("gone mid-stream")
 
+    def typed(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckRequest:
+        return request
+
     def add_to(self, servicer: object, server: grpc.Server) -> None:
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(self.echo),
             "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
             "Stream": grpc.unary_stream_rpc_method_handler(self.stream),
+            # A method with a protobuf request, as every generated servicer has.
+            "Typed": grpc.unary_unary_rpc_method_handler(
+                self.typed,
+                request_deserializer=health_pb2.HealthCheckRequest.FromString,
+                response_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            ),
         }
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
 
@@ -159,6 +171,39 @@ def test_errors_in_streams_are_mapped(probe: tuple[Probe, MeshServer, grpc.Chann
     with pytest.raises(grpc.RpcError) as caught:
         next(responses)
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"\x0a\x02\xff\xfe", id="bad-utf8"),
+        pytest.param(b"\x0a\x05ab", id="truncated"),
+        pytest.param(b"\x0a", id="no-length"),
+        pytest.param(b"\x0f\x01", id="wrong-wire-type"),
+    ],
+)
+def test_undecodable_body_is_invalid_argument_with_one_log_line(
+    probe: tuple[Probe, MeshServer, grpc.Channel], body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body that does not parse as the request type is the caller's error, not the server's:
+    INVALID_ARGUMENT saying so, and one access line in the log, no traceback."""
+    typed = f"/{SERVICE}/Typed"
+    # The raw channel sends the bytes as they are: no client-side serializer to refuse them.
+    assert probe[2].unary_unary(typed)(b"\x0a\x01x", timeout=5) == b"\x0a\x01x"
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    with pytest.raises(grpc.RpcError) as caught:
+        probe[2].unary_unary(typed)(body, timeout=5)
+    error = caught.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, f"{error.code()}: {error.details()}"
+    assert str(error.details()).startswith(
+        "the request body could not be decoded as grpc.health.v1.HealthCheckRequest: "
+    )
+    lines = [r for r in caplog.records if r.name.startswith(("grpc", "meshkit"))]
+    assert [(r.name, r.getMessage().split()[1]) for r in lines] == [
+        ("meshkit.access", "INVALID_ARGUMENT")
+    ], [r.getMessage() for r in lines]
+    assert all(r.exc_info is None for r in caplog.records)
 
 
 def test_health_reports_each_service(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:

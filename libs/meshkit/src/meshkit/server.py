@@ -6,7 +6,10 @@ One call, ``create_server(...)``, gives a ``MeshServer`` with:
 - server reflection (grpcurl works with no .proto files at hand),
 - MeshError -> gRPC status mapping done once, here, at the edge, with google.rpc details
   (BadRequest field violations, PreconditionFailure, ErrorInfo); any other exception becomes
-  INTERNAL with the traceback in the log and nothing of it on the wire,
+  INTERNAL with the traceback in the log and nothing of it on the wire; a request body that does
+  not parse as the method's request type (bad UTF-8, truncated, wrong wire type) is the caller's
+  fault: INVALID_ARGUMENT (reason UNDECODABLE_REQUEST) and one access line, not grpcio's INTERNAL
+  "Exception deserializing request!" with a traceback,
 - a JSON access log line per RPC (method, code, duration),
 - W3C trace context per RPC: an incoming ``traceparent`` is honoured. With tracing on
   (``meshkit.telemetry``) every RPC gets a SERVER span, child of the caller's context, in this
@@ -38,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -132,29 +135,30 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             return None
         method: str = handler_call_details.method
         quiet = method.startswith(_QUIET_SERVICES)
+        decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method, quiet),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(handler.unary_stream, method, quiet),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method, quiet),
-                request_deserializer=handler.request_deserializer,
+                self._unary(handler.stream_unary, method, quiet, streamed=True),
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is None:
             return handler
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream, method, quiet),
-            request_deserializer=handler.request_deserializer,
+            self._streaming(handler.stream_stream, method, quiet, streamed=True),
+            request_deserializer=decode,
             response_serializer=handler.response_serializer,
         )
 
@@ -187,13 +191,17 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
         return attributes
 
     def _unary(
-        self, behaviour: Callable[[Any, grpc.ServicerContext], Any], method: str, quiet: bool
+        self,
+        behaviour: Callable[[Any, grpc.ServicerContext], Any],
+        method: str,
+        quiet: bool,
+        streamed: bool = False,
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def wrapper(request: Any, context: grpc.ServicerContext) -> Any:
             start = time.perf_counter()
             span, token = self._begin(context, method, quiet)
             try:
-                response = behaviour(request, context)
+                response = behaviour(_checked(request, streamed), context)
             except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
                 _fail(exc, context, method, start, span)
             else:
@@ -210,6 +218,7 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
         behaviour: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
         method: str,
         quiet: bool,
+        streamed: bool = False,
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         # The generator must be re-wrapped: exceptions surface while grpc iterates it, not when
         # the behaviour is called. Context is attached around each step rather than across the
@@ -223,7 +232,7 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             try:
                 token = otel_context.attach(current)
                 try:
-                    responses = iter(behaviour(request, context))
+                    responses = iter(behaviour(_checked(request, streamed), context))
                 except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
                     _fail(exc, context, method, start, span)
                 finally:
@@ -246,6 +255,69 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
                 raise
 
         return wrapper
+
+
+_PROBLEM_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request body that did not parse, so the handler wrapper (not grpcio) answers
+    it: grpcio would log a traceback and send INTERNAL "Exception deserializing request!"."""
+
+    type_name: str
+    problem: str
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"the request body could not be decoded as {self.type_name}: {self.problem}",
+            reason="UNDECODABLE_REQUEST",
+        )
+
+
+def _tolerant(
+    deserializer: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    """``deserializer`` that returns an ``_Undecodable`` instead of raising on a malformed body
+    (bad UTF-8 in a string, a truncated message, a wrong wire type, nesting too deep).
+
+    grpcio calls the deserializer outside any handler and treats an exception as a server fault;
+    a body that does not parse is the caller's fault, so ``_checked`` turns it into
+    INVALID_ARGUMENT inside the wrapper, where the access log and the span see it.
+    """
+    if deserializer is None:
+        return None
+    owner = getattr(deserializer, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    type_name = str(getattr(descriptor, "full_name", "the request type"))
+
+    def deserialize(body: bytes) -> Any:
+        try:
+            return deserializer(body)
+        except (message.DecodeError, UnicodeDecodeError) as exc:
+            # upb says "Error parsing message with type 'T': <problem>"; keep the problem only,
+            # never the body.
+            problem = str(exc).rpartition(": ")[2] or type(exc).__name__
+            return _Undecodable(type_name, problem[:_PROBLEM_LIMIT])
+
+    return deserialize
+
+
+def _checked(request: Any, streamed: bool) -> Any:
+    """The request, or raise InvalidArgument for an undecodable one (lazily, per message, in a
+    request stream)."""
+    if streamed:
+        return _checked_stream(request)
+    if isinstance(request, _Undecodable):
+        raise request.error()
+    return request
+
+
+def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.error()
+        yield request
 
 
 _TRACE_KEYS = (telemetry.TRACEPARENT, telemetry.TRACESTATE)
