@@ -35,6 +35,7 @@ def digest(root: Path) -> str:
     return h.hexdigest()
 
 
+# zz_probe: a name no checkout has (one may well have made `loyalty` following the tutorial).
 @pytest.mark.parametrize(
     ("args", "why"),
     [
@@ -43,9 +44,9 @@ def digest(root: Path) -> str:
         (["Loyalty"], "not a valid service name"),
         (["class"], "not a valid service name"),
         (["gift-cards"], "not a valid service name"),
-        (["loyalty", "--port", "50051"], "port 50051 is 'orders''s"),
-        (["loyalty", "--package", "Shop.Loyalty"], "versioned proto package"),
-        (["loyalty", "--resource", "member"], "UpperCamelCase"),
+        (["zz_probe", "--port", "50051"], "port 50051 is 'orders''s"),
+        (["zz_probe", "--package", "Shop.Probe"], "versioned proto package"),
+        (["zz_probe", "--resource", "member"], "UpperCamelCase"),
     ],
 )
 def test_refusals_touch_nothing(
@@ -66,7 +67,7 @@ def test_a_port_in_use_by_a_process_is_refused(
         port = listener.getsockname()[1]
         before = digest(checkout)
         assert (
-            main(["--root", str(checkout), "new", "service", "loyalty", "--port", str(port)]) == 2
+            main(["--root", str(checkout), "new", "service", "zz_probe", "--port", str(port)]) == 2
         )
     assert "in use by a running process" in capsys.readouterr().err
     assert digest(checkout) == before
