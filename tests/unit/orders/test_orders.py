@@ -83,6 +83,7 @@ class FakeStore:
         self.events: dict[str, list[OrderEvent]] = {}
         self.sagas: dict[str, Saga] = {}
         self.requests: dict[str, SeenRequest] = {}
+        self.runners: dict[str, datetime.datetime] = {}
 
 
 class FakeOrders:
@@ -107,8 +108,15 @@ class FakeOrders:
 
 
 class FakeSagas:
-    def __init__(self, sagas: dict[str, Saga]) -> None:
+    def __init__(self, sagas: dict[str, Saga], runners: dict[str, datetime.datetime]) -> None:
         self.sagas = sagas
+        self.runners = runners
+
+    def beat(self, runner_id: str, now: datetime.datetime) -> None:
+        self.runners[runner_id] = now
+
+    def others_alive(self, runner_id: str, since: datetime.datetime) -> bool:
+        return any(r != runner_id and t > since for r, t in self.runners.items())
 
     def get(self, order_id: str) -> Saga | None:
         return self.sagas.get(order_id)
@@ -154,7 +162,7 @@ class FakeUnitOfWork:
     def __enter__(self) -> Self:
         self._copy = copy.deepcopy(self._store)
         self.orders = FakeOrders(self._copy.events)
-        self.sagas = FakeSagas(self._copy.sagas)
+        self.sagas = FakeSagas(self._copy.sagas, self._copy.runners)
         self.requests = FakeRequests(self._copy.requests)
         return self
 
@@ -609,6 +617,27 @@ def test_resume_makes_live_sagas_due_with_a_fresh_step_deadline(world: World) ->
     world.participants.answer(AuthorizePayment, Succeeded(payment_id="pay-1"))
     world.settle()
     assert world.orders.sagas(include_finished=True)[0].saga.status is SagaStatus.CONFIRMED
+
+
+def test_a_second_worker_starting_leaves_the_running_workers_step_clocks_alone(
+    unit_of_work: Callable[[], Any],
+) -> None:
+    """Issue 20, suspected: a second orders process (a replica, or a restart racing the old one)
+    ran resume() at start-up and restarted the step clock of sagas the first one was running, so
+    a step whose participant hangs need never reach its deadline."""
+    world = World(unit_of_work)
+    world.participants.answer(AuthorizePayment, Transient("UNAVAILABLE"))
+    world.place()
+    world.worker.run_once()
+    world.worker.run_once()  # the first worker is running the saga, failing transiently
+    before = world.orders.sagas()[0].saga.step_started_at
+    world.clock.now += seconds(1)
+    second = SagaWorker(unit_of_work, world.participants, POLICY, clock=world.clock, parallelism=1)
+    assert second.resume() == 0, "another worker is alive: its sagas are not resumed"
+    assert world.orders.sagas()[0].saga.step_started_at == before
+    # Once the first worker is gone (no heartbeat for a while), a starting one does resume.
+    world.clock.now += seconds(60)
+    assert second.resume() == 1
 
 
 # ----------------------------------------------------------------------------------------------

@@ -158,6 +158,14 @@ MIGRATIONS = (
     CREATE INDEX sagas_due ON sagas (next_attempt_at)
         WHERE status IN ('RUNNING', 'COMPENSATING');
     """,
+    # Saga workers' heartbeats: a starting worker resumes (restarts the step clocks of) the
+    # sagas in flight only when no other worker is alive on this database.
+    """
+    CREATE TABLE saga_runners (
+        runner_id        TEXT PRIMARY KEY,
+        heartbeat_micros INTEGER NOT NULL
+    );
+    """,
 )
 
 DEFAULT_SNAPSHOT_EVERY = 5
@@ -368,6 +376,26 @@ class SqliteSagas:
             f"SELECT {_SAGA_COLUMNS} FROM sagas{where} ORDER BY started_at LIMIT ?", (limit,)
         ).fetchall()
         return [_saga(row) for row in rows]
+
+    def beat(self, runner_id: str, now: datetime.datetime) -> None:
+        """Record that the saga worker ``runner_id`` is alive at ``now``."""
+        self._conn.execute(
+            "INSERT INTO saga_runners (runner_id, heartbeat_micros) VALUES (?, ?)"
+            " ON CONFLICT (runner_id) DO UPDATE SET heartbeat_micros = excluded.heartbeat_micros",
+            (runner_id, to_micros(now)),
+        )
+        # Forget workers silent for an hour: they are long gone.
+        self._conn.execute(
+            "DELETE FROM saga_runners WHERE heartbeat_micros < ?", (to_micros(now) - 3600_000_000,)
+        )
+
+    def others_alive(self, runner_id: str, since: datetime.datetime) -> bool:
+        """True when a saga worker other than ``runner_id`` was alive after ``since``."""
+        row = self._conn.execute(
+            "SELECT 1 FROM saga_runners WHERE runner_id != ? AND heartbeat_micros > ? LIMIT 1",
+            (runner_id, to_micros(since)),
+        ).fetchone()
+        return row is not None
 
 
 class SqliteRequests:

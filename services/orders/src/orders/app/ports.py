@@ -51,6 +51,12 @@ class SagaRepository(Protocol):
     def recent(self, *, include_finished: bool, limit: int) -> list[Saga]:
         """Live sagas (and finished ones if asked), the oldest first."""
 
+    def beat(self, runner_id: str, now: datetime.datetime) -> None:
+        """Record that the saga worker ``runner_id`` is alive at ``now``."""
+
+    def others_alive(self, runner_id: str, since: datetime.datetime) -> bool:
+        """True when a saga worker other than ``runner_id`` was alive after ``since``."""
+
 
 @dataclass(frozen=True)
 class SeenRequest:

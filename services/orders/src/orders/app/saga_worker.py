@@ -14,6 +14,7 @@ import contextlib
 import datetime
 import logging
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -23,6 +24,11 @@ from orders.app.ports import Participants, UnitOfWork
 from orders.domain.saga import Command, RetryPolicy, Saga, Transient, advance, command_for
 
 log = logging.getLogger("orders.saga")
+
+# A worker records that it is alive at most this often (one small write), and counts as gone
+# after ALIVE_FOR without one.
+HEARTBEAT = datetime.timedelta(seconds=1)
+ALIVE_FOR = datetime.timedelta(seconds=5)
 
 StepSpan = Callable[[str, str, Mapping[str, str]], AbstractContextManager[object]]
 """Opens a span around one step: (name, the saga's stored traceparent, attributes)."""
@@ -70,6 +76,8 @@ class SagaWorker:
             else None
         )
         self._wake = threading.Event()
+        self._runner_id = uuid.uuid4().hex
+        self._last_beat: datetime.datetime | None = None
 
     def wake(self) -> None:
         """Run the next ``run_once`` now rather than after the idle poll."""
@@ -79,19 +87,38 @@ class SagaWorker:
         """Make every live saga due now with its step's clock restarted; returns how many.
 
         Called once at start-up: the process was down, so the participants were not given the
-        step's full deadline.
+        step's full deadline. Not while another worker is alive on this database (a replica, or
+        the process this one replaces, still stopping): it is running those sagas, and restarting
+        their clocks would let a hanging step outlive its deadline.
         """
         now = self._clock()
         with self._uow() as uow:
+            if uow.sagas.others_alive(self._runner_id, now - ALIVE_FOR):
+                uow.sagas.beat(self._runner_id, now)
+                self._last_beat = now
+                log.info("another saga worker is alive: its sagas keep their step clocks")
+                return 0
             live = uow.sagas.live()
             for saga in live:
                 uow.sagas.save(saga.resumed(now))
+            uow.sagas.beat(self._runner_id, now)
+            self._last_beat = now
         if live:
             log.info("resuming %d saga(s) in flight", len(live))
         return len(live)
 
+    def _beat(self) -> None:
+        """Record, at most every HEARTBEAT, that this worker is alive."""
+        now = self._clock()
+        if self._last_beat is not None and now - self._last_beat < HEARTBEAT:
+            return
+        with self._uow() as uow:
+            uow.sagas.beat(self._runner_id, now)
+        self._last_beat = now
+
     def run_once(self) -> int:
         """Advance each saga due now by one step; returns how many steps were completed."""
+        self._beat()
         with self._uow() as uow:
             due = uow.sagas.due(self._clock(), self._batch)
         if not due:
