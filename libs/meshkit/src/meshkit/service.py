@@ -15,6 +15,9 @@ OUTBOX_MIGRATION when it publishes) and ``EVENTS`` the EventMap of what it publi
 - when it publishes: its event contracts from the installed contracts package, checked against the
   registry at start (a schema not registered as-is refuses the start, naming the subjects), an
   outbox and the outbox relay (a worker thread), creating its topics;
+- when it reads (``consumes=("shop.orders.v1", ...)``): those contracts as reader schemas, checked
+  against the registry at start, and consumers of their topics (``ctx.consume(handlers)``: inbox
+  dedup in its database, offsets committed after; or ``ctx.consumers(handlers)`` for its own);
 - its SQLite database, migrated;
 - channels to its peers by name (``ctx.connect("inventory")``), closed on stop;
 - the gRPC server with health, reflection, error mapping, tracing and a graceful stop that drains
@@ -37,7 +40,17 @@ import grpc
 from meshkit.addresses import AddressError, port_of
 from meshkit.client import connect
 from meshkit.db import Database
-from meshkit.events import EventCatalog, EventMap, EventPublisher, Outbox, OutboxRelay
+from meshkit.events import (
+    Consumers,
+    EventCatalog,
+    EventConsumer,
+    EventMap,
+    EventPublisher,
+    Handler,
+    Outbox,
+    OutboxRelay,
+    reader_catalog,
+)
 from meshkit.server import MeshServer, ServiceBinding, create_server, run_service
 from meshkit.settings import ServiceSettings, SettingsError, load_settings
 
@@ -81,11 +94,13 @@ class ServiceContext(Generic[S]):
         settings: S,
         db: Database | None,
         events: EventPublisher[Any] | None,
+        reads: EventCatalog | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self._db = db
         self._events = events
+        self._reads = reads
         self.workers: list[tuple[str, Callable[[threading.Event], None]]] = []
         self.closers: list[Callable[[], None]] = []
         self.channels: list[grpc.Channel] = []
@@ -103,6 +118,27 @@ class ServiceContext(Generic[S]):
         if self._events is None:
             raise RuntimeError(f"{self.name} was declared without events")
         return self._events
+
+    def consumers(self, handlers: Mapping[str, Handler]) -> Consumers:
+        """A factory of consumers of what the service reads (``Service(consumes=...)``), with
+        ``handlers`` by event type: ``consumers(db, group)`` for a database and group of the
+        service's choosing (``consume`` is the usual single one)."""
+        if self._reads is None:
+            raise RuntimeError(f"{self.name} was declared without `consumes`")
+        return Consumers(
+            self.settings.kafka_bootstrap, self.settings.schema_registry_url, self._reads, handlers
+        )
+
+    def consume(
+        self, handlers: Mapping[str, Handler], *, group: str | None = None
+    ) -> EventConsumer:
+        """Consume what the service reads into ``ctx.db`` (its migrations need INBOX_MIGRATION),
+        as consumer group ``group`` (default: the service's name), on a worker thread while the
+        server runs; closed on stop."""
+        consumer = self.consumers(handlers)(self.db, group or self.name)
+        self.add_worker("consumer", consumer.run_forever)
+        self.on_stop(consumer.close)
+        return consumer
 
     def connect(self, peer: str) -> grpc.Channel:
         """A channel to the mesh service ``peer`` (by name; see ``meshkit.addresses``), with
@@ -130,6 +166,7 @@ class Service(Generic[S]):
     settings: type[S] = ServiceSettings  # type: ignore[assignment]
     migrations: Sequence[str] = ()
     events: EventMap[Any] | None = None
+    consumes: Sequence[str] = ()  # proto packages whose events it reads (ctx.consume/consumers)
     database: bool = True
 
     @property
@@ -191,6 +228,11 @@ class Service(Generic[S]):
             outbox.verify()
             publisher = EventPublisher(outbox, self.events)
             topics = catalog.topics
+        reads = None
+        if self.consumes:
+            # A reader refuses to start when its reader schemas cannot read what is registered.
+            reads = reader_catalog(self.consumes)
+            reads.verify(settings.schema_registry_url, readers=True)
         db = Database(settings.db_path, self.migrations) if self.database else None
         if db is not None and self.events is not None:
             relay = OutboxRelay(
@@ -199,7 +241,7 @@ class Service(Generic[S]):
                 topics=topics,
                 create_topics=settings.kafka_create_topics,
             )
-        ctx = ServiceContext(self.name, settings, db, publisher)
+        ctx = ServiceContext(self.name, settings, db, publisher, reads)
         try:
             bindings = self.build(ctx)
         except BaseException:

@@ -35,6 +35,7 @@ from meshkit.events._consumer import (
     Handler,
     TransientError,
 )
+from meshkit.events._consumers import CONSUMER_CONFIG, Consumers, reader_catalog
 from meshkit.events._dlq import (
     REPLAY_GROUP,
     DeadLetter,
@@ -50,11 +51,13 @@ from meshkit.events._topics import TopicCreationError, ensure_topics
 from meshkit.events.relay import OutboxRelay
 
 __all__ = [
+    "CONSUMER_CONFIG",
     "INBOX_MIGRATION",
     "OUTBOX_MIGRATION",
     "REPLAY_GROUP",
     "TRANSIENT",
     "CatalogError",
+    "Consumers",
     "DeadLetter",
     "Event",
     "EventCatalog",
@@ -76,5 +79,6 @@ __all__ = [
     "ensure_topics",
     "from_record",
     "read_dead_letters",
+    "reader_catalog",
     "replay_dead_letters",
 ]
