@@ -28,6 +28,7 @@ from meshkit import (
     validate_address,
     validate_money,
 )
+from meshkit.errors import FieldViolation, InvalidArgument, listed, quoted
 from meshkit.events import EventMap, as_record, from_record
 from meshkit.timestamps import from_micros, from_timestamp, now, to_micros, to_timestamp
 from shop.common.v1 import common_pb2
@@ -355,3 +356,17 @@ def test_a_failing_build_undoes_what_it_got_as_far_as(tmp_path: Path) -> None:
         service.create(settings)
     assert closed == ["closer"]
     assert contexts[0].db.closed
+
+
+# --------------------------------------------------------------------------------------- errors
+
+
+def test_error_messages_quote_and_list_a_clients_values_only_in_part() -> None:
+    assert quoted("x" * 20_000) == repr("x" * 32) + "…"
+    assert listed(["A", "B"]) == "'A', 'B'"
+    assert listed([f"S{i}" for i in range(12)]) == "'S0', 'S1', 'S2', 'S3', 'S4' and 7 more"
+    many = InvalidArgument(violations=[FieldViolation(f"f{i}", "bad") for i in range(400)])
+    assert (
+        many.message == "invalid request: f0: bad; f1: bad; f2: bad; f3: bad; f4: bad; and 395 more"
+    )
+    assert len(many.violations) == 400  # the edge bounds what the caller gets (meshkit.server)

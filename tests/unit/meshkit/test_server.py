@@ -50,6 +50,33 @@ class Probe:
             raise FailedPrecondition(
                 "not enough", violations=[PreconditionViolation("STOCK", "A", "wanted 3")]
             )
+        if request == b"huge-invalid":
+            # What a request with thousands of bad lines would raise.
+            raise InvalidArgument(
+                violations=[
+                    FieldViolation(f"lines[{i}].sku", "must be at most 128 characters")
+                    for i in range(1000)
+                ]
+            )
+        if request == b"huge-texts":
+            raise InvalidArgument(
+                violations=[
+                    FieldViolation(f"lines[{i}].sku" + "é" * 300, "must not be " + "é" * 500)
+                    for i in range(1000)
+                ],
+                reason="BAD_" + "E" * 20_000,
+            )
+        if request == b"huge-missing":
+            raise NotFound(
+                "no such things: " + "x" * 20_000,
+                reason="THING_NOT_FOUND",
+                metadata={f"key{i}" + "k" * 200: "é" * 20_000 for i in range(50)},
+            )
+        if request == b"huge-short":
+            raise FailedPrecondition(
+                "not enough " + "\U0001f4a5" * 5_000,
+                violations=[PreconditionViolation("STOCK", "é" * 500, "x" * 500)] * 1000,
+            )
         if request == b"bug":
             raise ZeroDivisionError("secret internals")
         if request == b"abort":
@@ -150,6 +177,36 @@ def test_precondition_failure_detail(probe: tuple[Probe, MeshServer, grpc.Channe
     failure = error_details_pb2.PreconditionFailure()
     assert status.details[0].Unpack(failure)
     assert failure.violations[0].subject == "A"
+
+
+@pytest.mark.parametrize(
+    "payload", [b"huge-invalid", b"huge-texts", b"huge-missing", b"huge-short"]
+)
+def test_a_huge_error_reaches_the_caller_with_its_own_code(
+    probe: tuple[Probe, MeshServer, grpc.Channel], payload: bytes
+) -> None:
+    """A status travels in the trailers, which a grpcio client refuses above 16 KiB (and may
+    above 8 KiB): however much an error says, the caller gets its code and details, not
+    RESOURCE_EXHAUSTED."""
+    expected = {
+        b"huge-invalid": grpc.StatusCode.INVALID_ARGUMENT,
+        b"huge-texts": grpc.StatusCode.INVALID_ARGUMENT,
+        b"huge-missing": grpc.StatusCode.NOT_FOUND,
+        b"huge-short": grpc.StatusCode.FAILED_PRECONDITION,
+    }[payload]
+    for _ in range(5):  # the 8 KiB soft limit refuses at random: try a few times
+        error = error_of(probe[2], payload)
+        assert error.code() is expected, f"{error.code()}: {str(error.details())[:200]}"
+        status = rpc_status.from_call(error)
+        assert status is not None and status.details
+        assert len(status.SerializeToString()) < 6 * 1024
+    if payload.startswith(b"huge-invalid"):
+        bad_request = error_details_pb2.BadRequest()
+        assert status.details[0].Unpack(bad_request)
+        assert [v.field for v in bad_request.field_violations] == [
+            f"lines[{i}].sku" for i in range(10)
+        ]
+        assert str(error.details()).endswith("; and 995 more")
 
 
 def test_unexpected_exception_is_internal_without_leaking(

@@ -10,9 +10,14 @@ without depending on the transport.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
+
+QUOTE_LIMIT = 32
+"""Characters of a client's value an error message repeats, at most (``quoted``)."""
+LISTED = 5
+"""Items of a list (values, field violations) an error message names, at most (``listed``)."""
 
 
 @dataclass(frozen=True)
@@ -68,9 +73,12 @@ class InvalidArgument(MeshError):
     ) -> None:
         self.violations = tuple(violations)
         if message is None:
-            message = "invalid request: " + "; ".join(
-                f"{v.field}: {v.description}" for v in self.violations
-            )
+            # The first few say what to fix; the BadRequest detail lists them (up to the edge's
+            # bound), and a message listing thousands would not reach the caller at all.
+            shown = self.violations[:LISTED]
+            message = "invalid request: " + "; ".join(f"{v.field}: {v.description}" for v in shown)
+            if len(self.violations) > len(shown):
+                message += f"; and {len(self.violations) - len(shown)} more"
         super().__init__(message, reason=reason)
 
 
@@ -172,7 +180,12 @@ class Violations:
             raise InvalidArgument(violations=self.items)
 
 
-QUOTE_LIMIT = 32
+def listed(values: Iterable[object], limit: int = LISTED) -> str:
+    """The first ``limit`` of ``values``, each ``quoted``, then how many more there are:
+    ``'A', 'B', 'C' and 7 more``. For a list of a client's values in an error message."""
+    items = list(values)
+    shown = ", ".join(quoted(v) for v in items[:limit])
+    return shown if len(items) <= limit else f"{shown} and {len(items) - limit} more"
 
 
 def quoted(value: object, limit: int = QUOTE_LIMIT) -> str:

@@ -5,7 +5,8 @@ One call, ``create_server(...)``, gives a ``MeshServer`` with:
 - grpc.health.v1 with a status per service (and the overall ``""`` service),
 - server reflection (grpcurl works with no .proto files at hand),
 - MeshError -> gRPC status mapping done once, here, at the edge, with google.rpc details
-  (BadRequest field violations, PreconditionFailure, ErrorInfo); any other exception becomes
+  (BadRequest field violations, PreconditionFailure, ErrorInfo), bounded to a few KiB whatever
+  the error says, so it always fits the caller's metadata limit; any other exception becomes
   INTERNAL with the traceback in the log and nothing of it on the wire; a request body that does
   not parse as the method's request type (bad UTF-8, truncated, wrong wire type) is the caller's
   fault: INVALID_ARGUMENT (reason UNDECODABLE_REQUEST) and one access line, not grpcio's INTERNAL
@@ -70,39 +71,99 @@ class ServiceBinding:
     full_name: str
 
 
+# A status travels in the response trailers: grpc-message percent-encoded, and the google.rpc.Status
+# (the message again, plus the details) base64-encoded in grpc-status-details-bin. A grpcio client
+# refuses trailers above 16 KiB, and may above its 8 KiB soft limit, and then sees
+# RESOURCE_EXHAUSTED instead of the real code (a saga would take that for a transient failure and
+# retry forever). Errors may quote a client's values, so the edge bounds what a status carries.
+MESSAGE_LIMIT = 1024  # bytes of grpc-message as sent
+DETAIL_ITEMS_LIMIT = 10  # violations of one BadRequest or PreconditionFailure
+DETAIL_TEXT_LIMIT = 160  # UTF-8 bytes of a field path, description, subject, reason, key, value
+METADATA_LIMIT = 8  # ErrorInfo metadata entries
+STATUS_LIMIT = 6 * 1024  # both trailers together; the last violations go first beyond it
+
+
 def status_for(error: MeshError) -> grpc.Status:
-    """The gRPC status (code, message, google.rpc details) that represents ``error`` on the wire."""
-    details: list[any_pb2.Any] = []
-    if isinstance(error, InvalidArgument) and error.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
-        details.append(_pack(bad_request))
-    if isinstance(error, FailedPrecondition) and error.violations:
-        failure = error_details_pb2.PreconditionFailure(
-            violations=[
-                error_details_pb2.PreconditionFailure.Violation(
-                    type=v.type, subject=v.subject, description=v.description
-                )
-                for v in error.violations
-            ]
-        )
-        details.append(_pack(failure))
-    if error.reason:
-        info = error_details_pb2.ErrorInfo(
-            reason=error.reason, domain="meshkit", metadata=error.metadata
-        )
-        details.append(_pack(info))
+    """The gRPC status (code, message, google.rpc details) that represents ``error`` on the wire,
+    bounded to ``STATUS_LIMIT`` bytes of trailers whatever the error says: every text is cut (with
+    an ellipsis) to its limit, at most ``DETAIL_ITEMS_LIMIT`` violations are detailed (the
+    message says how many there are), and the last ones are dropped if the whole is still too
+    large."""
+    message = _clip(error.message, MESSAGE_LIMIT, _encoded_size)
+    field_violations: list[Any] = []
+    if isinstance(error, InvalidArgument):
+        field_violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_clip(v.field), description=_clip(v.description)
+            )
+            for v in error.violations[:DETAIL_ITEMS_LIMIT]
+        ]
+    precondition_violations: list[Any] = []
+    if isinstance(error, FailedPrecondition):
+        precondition_violations = [
+            error_details_pb2.PreconditionFailure.Violation(
+                type=_clip(v.type), subject=_clip(v.subject), description=_clip(v.description)
+            )
+            for v in error.violations[:DETAIL_ITEMS_LIMIT]
+        ]
+    metadata = {
+        _clip(key): _clip(value) for key, value in list(error.metadata.items())[:METADATA_LIMIT]
+    }
     code = getattr(code_pb2, error.status)
-    status: grpc.Status = rpc_status.to_status(
-        status_pb2.Status(code=code, message=error.message, details=details)
-    )
+    while True:
+        details: list[any_pb2.Any] = []
+        if field_violations:
+            details.append(_pack(error_details_pb2.BadRequest(field_violations=field_violations)))
+        if precondition_violations:
+            details.append(
+                _pack(error_details_pb2.PreconditionFailure(violations=precondition_violations))
+            )
+        if error.reason:
+            info = error_details_pb2.ErrorInfo(
+                reason=_clip(error.reason), domain="meshkit", metadata=metadata
+            )
+            details.append(_pack(info))
+        proto = status_pb2.Status(code=code, message=message, details=details)
+        size = _encoded_size(message) + (proto.ByteSize() + 2) // 3 * 4
+        # Keep the first violation of each kind: a detail with none would say nothing.
+        if size <= STATUS_LIMIT or not (
+            len(field_violations) > 1 or len(precondition_violations) > 1 or metadata
+        ):
+            break
+        if len(field_violations) > 1:
+            field_violations.pop()
+        elif len(precondition_violations) > 1:
+            precondition_violations.pop()
+        else:
+            metadata.popitem()
+    status: grpc.Status = rpc_status.to_status(proto)
     return status
+
+
+def _utf8_size(text: str) -> int:
+    return len(text.encode())
+
+
+def _encoded_size(text: str) -> int:
+    """Bytes of ``text`` as grpc-message: UTF-8, every byte outside printable ASCII (and ``%``)
+    percent-encoded as three."""
+    return sum(1 if 0x20 <= b <= 0x7E and b != 0x25 else 3 for b in text.encode())
+
+
+def _clip(
+    text: str, limit: int = DETAIL_TEXT_LIMIT, size: Callable[[str], int] = _utf8_size
+) -> str:
+    """``text``, or its longest prefix that fits ``limit`` bytes (by ``size``) with an ellipsis."""
+    if size(text) <= limit:
+        return text
+    low, high = 0, min(len(text), limit)
+    while low < high:  # the longest prefix that fits, by bisection
+        middle = (low + high + 1) // 2
+        if size(text[:middle] + "…") <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + "…"
 
 
 def _pack(message: Any) -> any_pb2.Any:
