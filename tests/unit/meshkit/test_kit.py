@@ -370,3 +370,24 @@ def test_error_messages_quote_and_list_a_clients_values_only_in_part() -> None:
         many.message == "invalid request: f0: bad; f1: bad; f2: bad; f3: bad; f4: bad; and 395 more"
     )
     assert len(many.violations) == 400  # the edge bounds what the caller gets (meshkit.server)
+
+
+def test_declared_peers_are_in_help_and_must_resolve_before_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_mesh(tmp_path, toy=61005, inventory=61006)
+    service: Service[ServiceSettings] = Service(
+        "toy",
+        lambda ctx: [],
+        description="A toy.",
+        peers=("inventory", "loyalty"),
+    )
+    env = {"MESH_CONFIG": str(config)}
+    assert service.main(["--help"], env) == 0
+    out = capsys.readouterr().out
+    assert "MESH_ADDRESS_INVENTORY" in out and "127.0.0.1:61006" in out
+    assert "MESH_ADDRESS_LOYALTY" in out and "required" in out
+    assert service.main([], env) == 2
+    assert "peer 'loyalty'" in capsys.readouterr().err
+    settings = service.load_settings({**env, "MESH_ADDRESS_LOYALTY": "loyalty:7000"})
+    assert settings.port == 61005

@@ -37,7 +37,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from meshkit.addresses import AddressError, port_of
+from meshkit.addresses import AddressError, address_of, env_key, port_of
 from meshkit.client import connect
 from meshkit.db import Database
 from meshkit.events import (
@@ -167,6 +167,7 @@ class Service(Generic[S]):
     migrations: Sequence[str] = ()
     events: EventMap[Any] | None = None
     consumes: Sequence[str] = ()  # proto packages whose events it reads (ctx.consume/consumers)
+    peers: Sequence[str] = ()  # services it calls (ctx.connect): listed in --help, checked at start
     database: bool = True
 
     @property
@@ -202,16 +203,33 @@ class Service(Generic[S]):
         bad key, or says where to configure a port that neither env nor mesh.toml gives."""
         env = os.environ if env is None else env
         defaults = self.defaults(env)
-        self._require_port(env, defaults)
+        self._require_addresses(env, defaults)
         return load_settings(self.settings, self.prefix, env, defaults)
 
-    def _require_port(self, env: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
+    def _require_addresses(self, env: Mapping[str, str], defaults: Mapping[str, Any]) -> None:
+        """Its own port and every declared peer's address must be known before it starts."""
         key = f"{self.prefix}_PORT"
         if key not in env and "port" not in defaults:
             raise SettingsError(
                 f"{key} is not set and {self.name!r} is not a component of mesh.toml"
                 " (set MESH_CONFIG or MESH_ROOT, or run inside the mesh's checkout)"
             )
+        for peer in self.peers:
+            try:
+                address_of(peer, env)
+            except AddressError as exc:
+                raise SettingsError(f"peer {peer!r}: {exc}") from None
+
+    def peers_help(self, env: Mapping[str, str]) -> str:
+        """The --help lines of its peers: the variable and the address it resolves to now."""
+        lines = []
+        for peer in self.peers:
+            try:
+                now = f"(now: {address_of(peer, env)})"
+            except AddressError:
+                now = "(required: not in mesh.toml)"
+            lines.append(f"  {env_key(peer):<28} the gRPC address of {peer}, host:port {now}")
+        return "\n".join(lines)
 
     def create(self, settings: S) -> MeshServer:
         """A ready-to-start server (nothing listens until ``start()``/``run()``).
@@ -276,7 +294,7 @@ class Service(Generic[S]):
         defaults = self.defaults(env)
         if not (args and args[0] in ("-h", "--help")):
             try:
-                self._require_port(env, defaults)
+                self._require_addresses(env, defaults)
             except SettingsError as exc:
                 sys.stderr.write(f"{self.name}: bad setting: {exc}\n")
                 return 2
@@ -287,6 +305,12 @@ class Service(Generic[S]):
             self.create,
             argv=args,
             env=env,
-            description=self.summary,
+            description=self.summary
+            + (
+                "\n\nPeers (by name from mesh.toml; these variables override):\n"
+                + self.peers_help(env)
+                if self.peers
+                else ""
+            ),
             defaults=defaults,
         )

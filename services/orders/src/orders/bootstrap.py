@@ -61,11 +61,11 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     ]
 
 
-SERVICE: Service[Settings] = Service(
-    name="orders",
-    description="Orders: the event-sourced order aggregate and its saga (shop.orders.v1).",
-    build=build,
+SERVICE = Service[Settings](
+    "orders",
+    build,
     settings=Settings,
     migrations=MIGRATIONS,
     events=EVENTS,
+    peers=("inventory", "payments", "shipping"),
 )
