@@ -6,6 +6,10 @@ and each answer into an outcome the state machine understands:
 - OK -> Succeeded; a DECLINED authorization -> Rejected with the decline reason;
 - FAILED_PRECONDITION, NOT_FOUND, INVALID_ARGUMENT, ALREADY_EXISTS, OUT_OF_RANGE,
   PERMISSION_DENIED, UNAUTHENTICATED -> Rejected (the participant refused and did nothing);
+- RESOURCE_EXHAUSTED because the answer's status was larger than the client's metadata limit
+  (16 KiB; a participant repeating a client's long value in full) -> Rejected too: only an
+  error carries such a status, the same request would get the same answer however often it is
+  retried, and a saga that took it for transient would retry it forever;
 - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL...) ->
   Transient (it may or may not have acted; the saga retries the same idempotency key).
 
@@ -53,6 +57,9 @@ BUSINESS_CODES = frozenset(
     }
 )
 MIN_CALL_S = 0.05
+MAX_DETAIL = 500
+# What grpcio says (as RESOURCE_EXHAUSTED) when it refuses an answer's oversized metadata.
+OVERSIZED_ANSWER = "received metadata size exceeds"
 
 Remaining = Callable[[], float]
 
@@ -212,16 +219,21 @@ def _lookup(replay: Callable[[], Outcome]) -> Succeeded | None:
     try:
         outcome = replay()
     except grpc.RpcError as error:
-        if error.code() in BUSINESS_CODES:
+        if isinstance(classify(error), Rejected):
             return None
         raise
     return outcome if isinstance(outcome, Succeeded) else None
 
 
 def classify(error: grpc.RpcError) -> Outcome:
-    """A failed RPC as a saga outcome: Rejected for business codes, Transient otherwise."""
+    """A failed RPC as a saga outcome: Rejected for business codes and for an error too large to
+    read, Transient otherwise (see the module doc)."""
     code = error.code()
-    detail = f"{code.name}: {error.details() or 'no details'}"
+    said = error.details() or "no details"
+    # It becomes the saga's error or the order's cancellation reason (stored, sent on Kafka).
+    detail = f"{code.name}: {said if len(said) <= MAX_DETAIL else said[:MAX_DETAIL] + '…'}"
     if code in BUSINESS_CODES:
         return Rejected(detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and OVERSIZED_ANSWER in (error.details() or ""):
+        return Rejected(f"the participant's error was too large to read ({detail})")
     return Transient(detail)
