@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime
+import io
 import random
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+import fastavro
 import pytest
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,6 +25,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from meshkit import Aborted, AlreadyExists, InvalidArgument, NotFound
 from meshkit.address import Address
 from meshkit.db import Database
+from meshkit.events import EventCatalog
 from meshkit.money import Money
 from meshkit.timestamps import from_micros, to_millis, to_timestamp
 from orders.adapters.events import EVENTS, from_json, to_json
@@ -308,6 +311,48 @@ def test_bad_input_names_every_field(world: World) -> None:
         "shipping_address",
         "payment_token",
     }
+
+
+def test_every_string_and_the_number_of_lines_is_capped(world: World) -> None:
+    """Nothing a client sends is unbounded: not stored, not published, not echoed."""
+    long = "x" * 129
+    line = LineRequest("mug", 1, Money.of("EUR", 1))
+    with pytest.raises(InvalidArgument) as caught:
+        world.place(
+            long,
+            customer_id=long,
+            payment_token=long,
+            lines=(LineRequest(long, 1, Money.of("EUR", 1)), *[line] * 100),
+        )
+    assert {v.field for v in caught.value.violations} == {
+        "request_id",
+        "customer_id",
+        "payment_token",
+        "lines",
+        "lines[0].sku",
+    }
+    assert long not in caught.value.message
+    for read in (world.orders.get, world.orders.history):
+        with pytest.raises(InvalidArgument) as caught:
+            read("x" * 20_000)
+        assert [v.field for v in caught.value.violations] == ["order_id"]
+
+
+def test_an_order_total_its_events_cannot_carry_is_refused_naming_lines(world: World) -> None:
+    """OrderPlaced carries the total as Avro long units and int nanos, the mesh keeps amounts as
+    int64 nanos: a total beyond that is the caller's error, said at PlaceOrder, not an INTERNAL
+    naming an event schema."""
+    most = LineRequest("mug", 2**31 - 1, Money.of("EUR", 10**12))  # each part within its limit
+    with pytest.raises(InvalidArgument) as caught:
+        world.place(lines=(most,))
+    assert [v.field for v in caught.value.violations] == ["lines"]
+    assert "total" in caught.value.violations[0].description
+    # The largest total accepted fits the contract.
+    order = world.place("r-2", lines=(LineRequest("mug", 9, Money.of("EUR", 10**9)),))
+    assert order.total == Money.of("EUR", 9 * 10**9)
+    placed = world.orders.history(order.order_id)[0][1]
+    schema = EventCatalog.from_package("shop.orders.v1").get(EVENTS.type_of(placed)).parsed
+    fastavro.schemaless_writer(io.BytesIO(), schema, EVENTS.to_record(placed))
 
 
 def test_get_as_of_answers_the_state_at_that_instant(world: World) -> None:

@@ -14,7 +14,7 @@ from meshkit.address import Address, WireAddress
 from meshkit.errors import AlreadyExists, NotFound, Violations, quoted
 from orders.app.ports import SeenRequest, UnitOfWork
 from orders.domain.events import OrderEvent
-from orders.domain.model import LineRequest, Order, validate_place_order
+from orders.domain.model import MAX_ID, LineRequest, Order, validate_place_order
 from orders.domain.saga import RetryPolicy, Saga
 from orders.domain.values import OrderLine
 
@@ -167,7 +167,8 @@ class Orders:
 
 def _check_order_id(order_id: str) -> None:
     v = Violations()
-    v.check(order_id != "", "order_id", "must not be empty")
+    if v.check(order_id != "", "order_id", "must not be empty"):
+        v.check(len(order_id) <= MAX_ID, "order_id", f"must be at most {MAX_ID} characters")
     v.raise_if_any()
 
 

@@ -33,7 +33,11 @@ from orders.domain.events import (
 from orders.domain.values import OrderLine
 
 MAX_QUANTITY = 2**31 - 1  # quantities travel as int32
-MAX_ID = 128
+MAX_ID = 128  # request_id, customer_id, payment_token, sku, order_id: characters
+MAX_LINES = 100
+# The mesh keeps an amount as int64 nanos (OrderPlaced's total is Avro long units + int nanos,
+# order_views and payments store integers): a round ceiling below 2**63 nanos.
+MAX_TOTAL_UNITS = 9_000_000_000
 
 
 class OrderStatus(enum.Enum):
@@ -197,11 +201,15 @@ def validate_place_order(
     every service of the mesh.
     """
     v = Violations()
-    v.check(request_id.strip() != "", "request_id", "must not be empty")
-    v.check(len(request_id) <= MAX_ID, "request_id", f"must be at most {MAX_ID} characters")
-    v.check(customer_id.strip() != "", "customer_id", "must not be empty")
-    v.check(payment_token.strip() != "", "payment_token", "must not be empty")
+    for name, value in (
+        ("request_id", request_id),
+        ("customer_id", customer_id),
+        ("payment_token", payment_token),
+    ):
+        if v.check(value.strip() != "", name, "must not be empty"):
+            v.check(len(value) <= MAX_ID, name, f"must be at most {MAX_ID} characters")
     v.check(len(lines) > 0, "lines", "must have at least one line")
+    v.check(len(lines) <= MAX_LINES, "lines", f"must have at most {MAX_LINES} lines")
     currency = lines[0].unit_price.currency_code if lines else ""
     checked: list[OrderLine] = []
     for i, line in enumerate(lines):
@@ -221,6 +229,14 @@ def validate_place_order(
             )
         if v.check(price.total_nanos >= 0, f"{where}.unit_price", "must not be negative"):
             checked.append(OrderLine(line.sku, line.quantity, price))
+    if checked and not v.items:  # every line is valid, all in one currency
+        total = order_total(checked)
+        v.check(
+            abs(total.units) <= MAX_TOTAL_UNITS,
+            "lines",
+            f"the order's total (quantity x unit_price over the lines) must be at most"
+            f" {MAX_TOTAL_UNITS} units of its currency",
+        )
     address = validate_address(v, shipping_address, "shipping_address")
     v.raise_if_any()
     assert address is not None and len(checked) == len(lines)  # or a violation was raised
