@@ -197,6 +197,23 @@ def test_reserve_unknown_sku_is_not_found_and_holds_nothing(inventory: Inventory
     assert levels(inventory, "A") == (10, 0)
 
 
+def test_a_refusal_names_a_few_skus_and_counts_the_rest(inventory: Inventory) -> None:
+    """A refusal listing every SKU of a 100-line request would be too large for the caller's
+    metadata limit (RESOURCE_EXHAUSTED instead of the real code): it names five, counts the rest."""
+    skus = [f"{i:03d}" + "s" * 125 for i in range(100)]
+    with pytest.raises(NotFound) as missing:
+        inventory.reserve("r1", [Line(sku, 1) for sku in skus])
+    assert missing.value.message.endswith(" and 95 more")
+    assert len(missing.value.message) < 400
+    assert missing.value.metadata["skus"].count(",") == 4
+    for sku in skus:
+        inventory.set_stock(sku, 0)
+    with pytest.raises(FailedPrecondition) as short:
+        inventory.reserve("r1", [Line(sku, 1) for sku in skus])
+    assert short.value.message.endswith(" and 95 more")
+    assert len(short.value.message) < 600
+
+
 def test_reserve_replay_returns_same_result_and_holds_once(inventory: Inventory) -> None:
     inventory.set_stock("A", 10)
     first = inventory.reserve("r1", [Line("A", 3)])
@@ -225,6 +242,8 @@ def test_reserve_id_reused_for_other_lines_is_refused(inventory: Inventory) -> N
         ("r", [Line("", 0)], ["lines[0].sku", "lines[0].quantity"]),
         ("r", [Line("A", 1), Line("B", -2)], ["lines[1].quantity"]),
         ("r", [Line("A", 2**31 - 1), Line("A", 1)], ["lines"]),
+        ("r", [Line(f"S{i}", 1) for i in range(101)], ["lines"]),
+        ("r" * 129, [Line("S" * 129, 1)], ["reservation_id", "lines[0].sku"]),
     ],
 )
 def test_reserve_validation_names_every_field(

@@ -14,14 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from meshkit.errors import (
+    LISTED,
     AlreadyExists,
     FailedPrecondition,
     NotFound,
     PreconditionViolation,
     Violations,
+    listed,
+    quoted,
 )
 
 MAX_QUANTITY = 2**31 - 1  # quantities travel as int32
+MAX_LINES = 100  # lines of one reservation (an order has at most as many)
+MAX_ID = 128  # characters of a SKU or a reservation id
 
 
 @dataclass
@@ -86,21 +91,25 @@ class Reservation:
         Raises NotFound naming every unknown SKU, FailedPrecondition naming every short one.
         """
         merged = merge_lines(lines)
+        # A refusal names a few SKUs and counts the rest: all of a long request's would make a
+        # status too large to reach the caller.
         missing = [line.sku for line in merged if line.sku not in stock]
         if missing:
             raise NotFound(
-                f"unknown SKU {', '.join(repr(s) for s in missing)}",
+                f"unknown SKU {listed(missing)}",
                 reason="SKU_NOT_FOUND",
-                metadata={"skus": ",".join(missing)},
+                metadata={"skus": ",".join(missing[:LISTED])},
             )
         short = [line for line in merged if stock[line.sku].available < line.quantity]
         if short:
+            shown = ", ".join(
+                f"{quoted(line.sku)} (wanted {line.quantity}, available"
+                f" {stock[line.sku].available})"
+                for line in short[:LISTED]
+            )
+            more = f" and {len(short) - LISTED} more" if len(short) > LISTED else ""
             raise FailedPrecondition(
-                "not enough stock for "
-                + ", ".join(
-                    f"{line.sku!r} (wanted {line.quantity}, available {stock[line.sku].available})"
-                    for line in short
-                ),
+                f"not enough stock for {shown}{more}",
                 violations=[
                     PreconditionViolation(
                         "STOCK",
@@ -186,7 +195,7 @@ def validate_sku(violations: Violations, sku: str, field: str = "sku") -> None:
     """A SKU is a non-empty string without surrounding whitespace, at most 128 characters."""
     if violations.check(sku != "", field, "must not be empty"):
         violations.check(sku == sku.strip(), field, "must not start or end with whitespace")
-        violations.check(len(sku) <= 128, field, "must be at most 128 characters")
+        violations.check(len(sku) <= MAX_ID, field, f"must be at most {MAX_ID} characters")
 
 
 def validate_set_stock(sku: str, quantity: int) -> None:
@@ -202,6 +211,7 @@ def validate_reservation(reservation_id: str, lines: Sequence[Line]) -> None:
     violations = Violations()
     validate_reservation_id(violations, reservation_id)
     violations.check(len(lines) > 0, "lines", "must have at least one line")
+    violations.check(len(lines) <= MAX_LINES, "lines", f"must have at most {MAX_LINES} lines")
     for index, line in enumerate(lines):
         validate_sku(violations, line.sku, f"lines[{index}].sku")
         violations.check(line.quantity > 0, f"lines[{index}].quantity", "must be positive")
@@ -215,4 +225,6 @@ def validate_reservation(reservation_id: str, lines: Sequence[Line]) -> None:
 def validate_reservation_id(violations: Violations, reservation_id: str) -> None:
     """A reservation id is a non-empty string of at most 128 characters."""
     if violations.check(reservation_id != "", "reservation_id", "must not be empty"):
-        violations.check(len(reservation_id) <= 128, "reservation_id", "must be at most 128 chars")
+        violations.check(
+            len(reservation_id) <= MAX_ID, "reservation_id", f"must be at most {MAX_ID} characters"
+        )
