@@ -369,6 +369,7 @@ def test_a_tracking_number_clash_picks_another_id(harness: Harness) -> None:
             ["items[1].sku", "items[1].quantity", "items[2].quantity"],
         ),
         (create(idempotency_key=" k", order_id="o" * 129), ["idempotency_key", "order_id"]),
+        (create(items=tuple(Item(f"s{i}", 1) for i in range(101))), ["items"]),
     ],
     ids=[
         "everything-missing",
@@ -383,6 +384,7 @@ def test_a_tracking_number_clash_picks_another_id(harness: Harness) -> None:
         "line2-too-long",
         "items",
         "ids",
+        "101-items",
     ],
 )
 def test_create_validation_names_every_field(

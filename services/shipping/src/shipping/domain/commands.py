@@ -15,6 +15,7 @@ from meshkit.errors import Violations
 from shipping.domain.model import Item
 
 MAX_ID = 128
+MAX_ITEMS = 100  # items of one shipment (an order has at most as many lines)
 MAX_QUANTITY = 2**31 - 1  # quantities travel as int32
 
 
@@ -82,8 +83,9 @@ def validate_destination(violations: Violations, address: Address | None, field:
 
 
 def validate_items(violations: Violations, items: tuple[Item, ...], prefix: str) -> None:
-    """At least one item; each with a SKU and a positive quantity."""
+    """One to MAX_ITEMS items; each with a SKU and a positive quantity."""
     violations.check(len(items) > 0, prefix, "must have at least one item")
+    violations.check(len(items) <= MAX_ITEMS, prefix, f"must have at most {MAX_ITEMS} items")
     for index, item in enumerate(items):
         sku_field = f"{prefix}[{index}].sku"
         if violations.check(item.sku.strip() != "", sku_field, "must not be empty"):
