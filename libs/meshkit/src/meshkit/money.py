@@ -22,8 +22,10 @@ from meshkit.errors import Violations, quoted
 
 NANOS_PER_UNIT = 1_000_000_000
 MAX_NANOS = NANOS_PER_UNIT - 1
-# Large enough for any real price or order total, small enough that units * 1e9 + nanos (and a
-# sum of a few thousand such amounts) stays inside int64, as Avro's long and SQLite's INTEGER are.
+# Large enough for any real price; the units of a sum of many such amounts stay far inside int64,
+# as Avro's long and SQLite's INTEGER are. Not its nanos (10**12 units are 10**21 nanos): an amount
+# kept as int64 nanos needs a ceiling of its own (orders caps an order's total, payments an
+# authorization).
 MAX_UNITS = 1_000_000_000_000
 _CODE = re.compile(r"[A-Z]{3}")
 
