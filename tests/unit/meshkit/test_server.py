@@ -97,11 +97,24 @@ class Probe:
     ) -> health_pb2.HealthCheckRequest:
         return request
 
+    def unimplemented(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        # What a generated servicer base class does for a method the service does not override.
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
+    def chat(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        first = next(requests)
+        self.entered.set()
+        yield first + next(requests)  # the client goes away while this waits
+
     def add_to(self, servicer: object, server: grpc.Server) -> None:
         handlers = {
             "Echo": grpc.unary_unary_rpc_method_handler(self.echo),
             "Slow": grpc.unary_unary_rpc_method_handler(self.slow),
             "Stream": grpc.unary_stream_rpc_method_handler(self.stream),
+            "Unimplemented": grpc.unary_unary_rpc_method_handler(self.unimplemented),
+            "Chat": grpc.stream_stream_rpc_method_handler(self.chat),
             # A method with a protobuf request, as every generated servicer has.
             "Typed": grpc.unary_unary_rpc_method_handler(
                 self.typed,
@@ -261,6 +274,52 @@ def test_undecodable_body_is_invalid_argument_with_one_log_line(
         ("meshkit.access", "INVALID_ARGUMENT")
     ], [r.getMessage() for r in lines]
     assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_an_unimplemented_method_answers_unimplemented_without_a_traceback(
+    probe: tuple[Probe, MeshServer, grpc.Channel], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Generated servicer bases set UNIMPLEMENTED, then raise NotImplementedError: that status
+    is the answer (grpc.health.v1.Health/List is one such method), not a crash to log."""
+    caplog.set_level(logging.INFO)
+    with pytest.raises(grpc.RpcError) as caught:
+        call(probe[2], "Unimplemented", b"")
+    assert (caught.value.code(), caught.value.details()) == (
+        grpc.StatusCode.UNIMPLEMENTED,
+        "Method not implemented!",
+    )
+    assert [r.exc_info for r in caplog.records if r.exc_info] == []
+    assert [r.getMessage().split()[1] for r in caplog.records if r.name == "meshkit.access"] == [
+        "UNIMPLEMENTED"
+    ]
+
+
+def test_a_client_leaving_a_request_stream_is_not_an_error(
+    probe: tuple[Probe, MeshServer, grpc.Channel], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that cancels a bidirectional stream (a reflection client closing its channel)
+    makes the request iterator raise inside the handler: an access line CANCELLED, no traceback."""
+    caplog.set_level(logging.INFO)
+    service, _, channel = probe
+    done = threading.Event()
+
+    def requests() -> Iterator[bytes]:
+        yield b"hello"
+        done.wait(5)
+
+    responses = channel.stream_stream(f"/{SERVICE}/Chat")(requests(), timeout=5)
+    assert service.entered.wait(5)
+    responses.cancel()
+    done.set()
+    deadline = time.monotonic() + 5
+    while not [r for r in caplog.records if r.name == "meshkit.access"]:
+        assert time.monotonic() < deadline, "no access line for the cancelled stream"
+        time.sleep(0.01)
+    assert [
+        r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR
+    ] == []
+    access = [r.getMessage().split()[:2] for r in caplog.records if r.name == "meshkit.access"]
+    assert access == [[f"/{SERVICE}/Chat", "CANCELLED"]]
 
 
 def test_health_reports_each_service(probe: tuple[Probe, MeshServer, grpc.Channel]) -> None:

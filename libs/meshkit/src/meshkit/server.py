@@ -311,6 +311,7 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
                         otel_context.detach(token)
                     yield response
             except GeneratorExit:  # the client cancelled or went away mid-stream
+                _access(logging.INFO, method, "CANCELLED", start)
                 if span is not None and span.is_recording():
                     telemetry.end_rpc_span(span, "CANCELLED", client=False)
                 raise
@@ -450,6 +451,14 @@ def _code_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     return code
 
 
+def _details_of(context: grpc.ServicerContext) -> str:
+    """The status message a handler set on ``context`` (grpcio has ``details()``, as bytes)."""
+    details: bytes | str | None = context.details()  # type: ignore[attr-defined]
+    if isinstance(details, bytes):
+        return details.decode(errors="replace")
+    return details or ""
+
+
 def _fail(
     exc: Exception,
     context: grpc.ServicerContext,
@@ -467,10 +476,19 @@ def _fail(
         context.abort_with_status(status)
     code = _code_of(context)
     if code not in (None, grpc.StatusCode.OK):
-        # The handler aborted by itself (context.abort); the status is already set.
+        # The handler aborted by itself (context.abort), or set a status and raised (generated
+        # servicer bases do, for an unimplemented method: UNIMPLEMENTED, NotImplementedError).
+        # Either way that status is the answer; aborting with it (again) keeps grpcio from
+        # logging the exception as a crash of the application.
         _access(logging.INFO, method, code.name, start)
         if span is not None:
             telemetry.end_rpc_span(span, code.name, client=False)
+        context.abort(code, _details_of(context))
+    if isinstance(exc, grpc.RpcError) and not context.is_active():
+        # The client cancelled or went away while the handler read its request stream.
+        _access(logging.INFO, method, "CANCELLED", start)
+        if span is not None:
+            telemetry.end_rpc_span(span, "CANCELLED", client=False)
         raise exc
     log.exception("unhandled error in %s", method, extra={"rpc.method": method})
     _access(logging.ERROR, method, "INTERNAL", start)
