@@ -14,13 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.mesh import Grpcurl, free_port
+from support.mesh import Grpcurl, write_moved_mesh_toml
 
 REPO = Path(__file__).resolve().parents[2]
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -41,33 +40,6 @@ def mesh(
     )
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def _moved(value: Any, ports: dict[int, int]) -> Any:
-    """``value`` with every default port (as a number, or inside a string) replaced."""
-    if isinstance(value, int):
-        return ports.get(value, value)
-    if isinstance(value, str):
-        for old, new in ports.items():
-            value = value.replace(str(old), str(new))
-        return value
-    if isinstance(value, list):
-        return [_moved(v, ports) for v in value]
-    if isinstance(value, dict):
-        return {k: _moved(v, ports) for k, v in value.items()}
-    return value
-
-
 @pytest.fixture(scope="module")
 def payments_mesh(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
@@ -76,23 +48,13 @@ def payments_mesh(
     root = tmp_path_factory.mktemp("payments-mesh")
     for name in ("proto", "scripts"):
         (root / name).symlink_to(REPO / name)
-    declared = tomllib.loads((REPO / "mesh.toml").read_text())["component"]
-    wanted = [c for c in declared if c["name"] in ("schema-registry", "payments")]
-    assert [c["name"] for c in wanted] == ["schema-registry", "payments"]
-    ports = {int(c["port"]): free_port() for c in wanted}
-    lines = []
-    for component in wanted:
-        lines.append("[[component]]")
-        lines += [f"{k} = {_toml_value(_moved(v, ports))}" for k, v in component.items()]
-        lines.append("")
-    (root / "mesh.toml").write_text("\n".join(lines))
-    registry_port = ports[int(wanted[0]["port"])]
-    env = {**os.environ, "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{registry_port}"}
+    ports = write_moved_mesh_toml(root, ("schema-registry", "payments"))
+    env = {**os.environ, "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{ports['schema-registry']}"}
     env.pop("MESH_KAFKA_BOOTSTRAP", None)
     up = mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
     try:
         assert up.returncode == 0, up.stderr
-        yield root, f"127.0.0.1:{ports[int(wanted[1]['port'])]}", env
+        yield root, f"127.0.0.1:{ports['payments']}", env
     finally:
         down = mesh(root, "down", env=env)
         assert down.returncode == 0, down.stderr

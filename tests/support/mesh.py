@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,13 +24,16 @@ MESH = str(Path(sys.executable).parent / "mesh")
 DEFAULT_PORTS = (50051, 50052, 50053, 50054, 50055, 8081, 4317)
 
 
-def mesh_cli(root: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run the real `mesh --root ROOT ARGS...` and capture its output."""
+def mesh_cli(
+    root: Path, *args: str, timeout: float = 180, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `mesh --root ROOT ARGS...` (in ``env``, default ours); capture its output."""
     return subprocess.run(
         [MESH, "--root", str(root), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=None if env is None else dict(env),
         check=False,
     )
 
@@ -50,6 +56,62 @@ def port_in_use(port: int) -> bool:
     """True when something accepts connections on 127.0.0.1:port (the runner's probe, which a
     connection of the probe to itself, possible on ports in the ephemeral range, cannot fool)."""
     return port_open("127.0.0.1", port, timeout=0.2)
+
+
+def write_moved_mesh_toml(root: Path, names: Sequence[str] | None = None) -> dict[str, int]:
+    """Write ``root/mesh.toml``: the repository's components (all, or those in ``names``, in the
+    repository's order) exactly as declared there, each moved to a free port (a port written
+    inside a string, e.g. a URL or a ``--port`` argument, moves too). Returns each one's port.
+
+    A mesh started from it neither needs nor disturbs the default ports, which a developer's own
+    mesh or another test run may hold.
+    """
+    declared = tomllib.loads((REPO / "mesh.toml").read_text())["component"]
+    wanted = [c for c in declared if names is None or c["name"] in names]
+    missing = set(names or ()) - {c["name"] for c in wanted}
+    assert not missing, f"not components of mesh.toml: {sorted(missing)}"
+    ports: dict[int, int] = {}
+    for component in wanted:
+        while (port := free_port()) in ports.values():
+            pass  # two components on one port would fail; ask again
+        ports[int(component["port"])] = port
+    lines = []
+    for component in wanted:
+        lines.append("[[component]]")
+        lines += [f"{k} = {_toml_value(_moved(v, ports))}" for k, v in component.items()]
+        lines.append("")
+    (root / "mesh.toml").write_text("\n".join(lines))
+    return {str(c["name"]): ports[int(c["port"])] for c in wanted}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _moved(value: Any, ports: dict[int, int]) -> Any:
+    """``value`` with every default port (as a number, or inside a string) replaced."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return ports.get(value, value)
+    if isinstance(value, str):
+        # One pass over whole numbers: a new port is never rewritten again.
+        return re.sub(r"\b\d+\b", lambda m: str(ports.get(int(m[0]), m[0])), value)
+    if isinstance(value, list):
+        return [_moved(v, ports) for v in value]
+    if isinstance(value, dict):
+        return {k: _moved(v, ports) for k, v in value.items()}
+    return value
 
 
 class Grpcurl:
