@@ -332,6 +332,12 @@ def test_every_string_and_the_number_of_lines_is_capped(world: World) -> None:
         "lines[0].sku",
     }
     assert long not in caught.value.message
+    # The address too: a 20 KB postal code never reaches shipping (whose refusal once repeated
+    # it whole, too large for the saga to read, which then retried forever).
+    with pytest.raises(InvalidArgument) as caught:
+        world.place(shipping_address=Address("Ada", "1 Main St", "Berlin", "9" * 20_000, "DE"))
+    assert [v.field for v in caught.value.violations] == ["shipping_address.postal_code"]
+    assert len(caught.value.message) < 200
     for read in (world.orders.get, world.orders.history):
         with pytest.raises(InvalidArgument) as caught:
             read("x" * 20_000)
