@@ -3,10 +3,11 @@ the broker's defaults (or the partitions asked for), existing ones left alone, r
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from support.events import PRODUCER_MIGRATIONS, create_topic
 from support.kafka import unique_topic
 
@@ -36,6 +37,45 @@ def test_missing_topics_are_created_and_existing_ones_left_alone(kafka_bootstrap
     assert ensure_topics(kafka_bootstrap, [fresh, existing]) == [], "idempotent"
     assert ensure_topics(kafka_bootstrap, [other], partitions=3) == [other]
     assert partitions_of(kafka_bootstrap, other) == 3
+
+
+def config_of(bootstrap: str, topic: str, key: str) -> str:
+    """The topic's value of ``key`` as the cluster describes it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    [future] = admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values()
+    return str(future.result(timeout=10)[key].value)
+
+
+def test_topics_are_created_with_their_config_and_drift_is_reported(
+    kafka_bootstrap: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fresh, existing = unique_topic("test.topics"), unique_topic("test.topics")
+    create_topic(kafka_bootstrap, existing, 1)  # the broker's default retention (24 h here)
+    wanted = {"retention.ms": "-1", "cleanup.policy": "delete"}
+
+    with caplog.at_level(logging.WARNING, logger="meshkit.events.topics"):
+        created = ensure_topics(kafka_bootstrap, {fresh: wanted, existing: wanted})
+
+    assert created == [fresh]
+    assert config_of(kafka_bootstrap, fresh, "retention.ms") == "-1"
+    assert config_of(kafka_bootstrap, existing, "retention.ms") != "-1", "not altered"
+    [drift] = [r.getMessage() for r in caplog.records if existing in r.getMessage()]
+    assert "retention.ms" in drift and "-1" in drift, drift
+    assert not [r for r in caplog.records if fresh in r.getMessage() and r.levelname == "WARNING"]
+
+
+def test_the_relay_creates_its_topics_with_their_config(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = unique_topic("test.topics.relay")
+    db = Database(tmp_path / "producer.db", PRODUCER_MIGRATIONS)
+    relay = OutboxRelay(db, kafka_bootstrap, topics={topic: {"retention.ms": "-1"}})
+    try:
+        assert relay.create_topics() is True
+        assert config_of(kafka_bootstrap, topic, "retention.ms") == "-1"
+    finally:
+        relay.close()
+        db.close()
 
 
 def test_a_refused_creation_names_the_topic_and_the_reason(kafka_bootstrap: str) -> None:

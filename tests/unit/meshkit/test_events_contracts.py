@@ -104,6 +104,21 @@ def test_catalog_maps_each_schema_to_the_nearest_topic_json(tmp_path: Path) -> N
     assert catalog.topics == {"t.events.v1"}
 
 
+def test_catalog_reads_each_topics_config_from_topic_json(tmp_path: Path) -> None:
+    root = contracts(tmp_path, RESERVED)
+    assert EventCatalog.load(root).topic_configs == {"t.events.v1": {}}
+    (tmp_path / "shop" / "test" / "topic.json").write_text(
+        json.dumps({"topic": "t.events.v1", "config": {"retention.ms": "-1"}})
+    )
+    assert EventCatalog.load(root).topic_configs == {"t.events.v1": {"retention.ms": "-1"}}
+    for bad in ({"retention.ms": -1}, ["retention.ms"], {"": "1"}):
+        (tmp_path / "shop" / "test" / "topic.json").write_text(
+            json.dumps({"topic": "t.events.v1", "config": bad})
+        )
+        with pytest.raises(CatalogError, match=r"shop/test/topic\.json: .*config"):
+            EventCatalog.load(root)
+
+
 def test_catalog_errors_name_the_file(tmp_path: Path) -> None:
     root = contracts(tmp_path, RESERVED, topic=None)
     with pytest.raises(CatalogError, match=r"StockReserved\.avsc: no topic\.json"):

@@ -239,13 +239,13 @@ class Service(Generic[S]):
         """
         relay: OutboxRelay | None = None
         publisher: EventPublisher[Any] | None = None
-        topics: frozenset[str] = frozenset()
+        topics: dict[str, dict[str, str]] = {}  # with the config each topic.json asks for
         if self.events is not None:
             catalog = EventCatalog.from_package(self.events.namespace)
             outbox = Outbox(catalog, settings.schema_registry_url, source=self.source)
             outbox.verify()
             publisher = EventPublisher(outbox, self.events)
-            topics = catalog.topics
+            topics = catalog.topic_configs
         reads = None
         if self.consumes:
             # A reader refuses to start when its reader schemas cannot read what is registered.

@@ -76,8 +76,13 @@ class EventCatalog:
     Immutable once built; safe to share between threads.
     """
 
-    def __init__(self, types: Iterable[EventType]) -> None:
+    def __init__(
+        self,
+        types: Iterable[EventType],
+        topic_configs: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self._types: dict[str, EventType] = {}
+        self._configs = {t: dict(c) for t, c in (topic_configs or {}).items()}
         for event_type in types:
             if event_type.full_name in self._types:
                 other = self._types[event_type.full_name]
@@ -91,23 +96,30 @@ class EventCatalog:
     def load(cls, *directories: str | Path) -> EventCatalog:
         """Every ``.avsc`` under ``directories``; the topic comes from the nearest ``topic.json``
         (``{"topic": "..."}``) in the schema's directory or above it, up to the given directory,
-        exactly as ``schema-registry register-all`` maps them.
+        exactly as ``schema-registry register-all`` maps them. The topic's Kafka config, when
+        the service creates it, comes from the same file's optional ``"config"`` object
+        (``{"retention.ms": "-1"}``: names and values as strings, as Kafka's topic configs).
 
         Raises CatalogError naming the offending file.
         """
         types: list[EventType] = []
+        configs: dict[str, tuple[dict[str, str], Path]] = {}
         for directory in directories:
             root = Path(directory)
             if not root.is_dir():
                 raise CatalogError(f"{root}: not a directory")
             for path in sorted(root.rglob("*.avsc")):
-                topic = _topic_for(path.parent, root)
-                if topic is None:
+                mapping = _topic_for(path.parent, root)
+                if mapping is None:
                     raise CatalogError(
                         f"{path}: no {TOPIC_FILE} in its directory or above it (up to {root})"
                     )
+                topic, config, source = mapping
+                seen = configs.setdefault(topic, (config, source))
+                if seen[0] != config:
+                    raise CatalogError(f"{source}: topic {topic!r} has another config in {seen[1]}")
                 types.append(EventType.from_text(path.read_text(encoding="utf-8"), topic, path))
-        return cls(types)
+        return cls(types, {topic: config for topic, (config, _) in configs.items()})
 
     @classmethod
     def from_package(cls, package: str) -> EventCatalog:
@@ -135,6 +147,12 @@ class EventCatalog:
     def topics(self) -> frozenset[str]:
         """Every topic the catalog's events go to."""
         return frozenset(t.topic for t in self._types.values())
+
+    @property
+    def topic_configs(self) -> dict[str, dict[str, str]]:
+        """Every topic with the Kafka config its ``topic.json`` asks for (``{}``: the broker's
+        defaults); what ``ensure_topics`` creates a missing topic with."""
+        return {topic: dict(self._configs.get(topic, {})) for topic in sorted(self.topics)}
 
     def verify(self, registry: Any, *, readers: bool = False) -> dict[str, int]:
         """Check every schema against the registry; returns subject -> schema id.
@@ -188,7 +206,8 @@ def _client(registry: Any) -> Any:
     return registry
 
 
-def _topic_for(directory: Path, root: Path) -> str | None:
+def _topic_for(directory: Path, root: Path) -> tuple[str, dict[str, str], Path] | None:
+    """The nearest topic.json's topic and config, and the file's path."""
     current = directory
     while True:
         mapping = current / TOPIC_FILE
@@ -200,7 +219,15 @@ def _topic_for(directory: Path, root: Path) -> str | None:
             topic = data.get("topic") if isinstance(data, dict) else None
             if not isinstance(topic, str) or not topic.strip():
                 raise CatalogError(f'{mapping}: expected {{"topic": "<kafka topic>"}}')
-            return topic.strip()
+            config = data.get("config", {})
+            if not isinstance(config, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, str) for k, v in config.items()
+            ):
+                raise CatalogError(
+                    f'{mapping}: "config" must map Kafka topic config names to string values,'
+                    ' e.g. {"retention.ms": "-1"}'
+                )
+            return topic.strip(), config, mapping
         if current in (root, current.parent):
             return None
         current = current.parent

@@ -3,24 +3,32 @@
 Production clusters often run with ``auto.create.topics.enable=false``; there, a relay whose
 topic does not exist would only collect UNKNOWN_TOPIC_OR_PART errors and a consumer would wait
 forever. The outbox relay calls ``ensure_topics`` for the topics of its service's event catalog
-before it sends anything; a topic that already exists is left as it is (partitions, retention
-and the rest are the operator's), a missing one is created with the broker's defaults
-(``num.partitions``, ``default.replication.factor``) unless told otherwise.
+before it sends anything. A missing topic is created with the config its ``topic.json`` asks
+for (``EventCatalog.topic_configs``: e.g. ``retention.ms=-1`` for a topic whose history is the
+source of truth) and otherwise the broker's defaults (``num.partitions``,
+``default.replication.factor``, ``log.retention.hours``...). A topic that already exists is left
+as it is (its partitions, retention and the rest are the operator's to change, on purpose), but
+where its config differs from what ``topic.json`` asks for, a warning names each difference.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 log = logging.getLogger("meshkit.events.topics")
 
 BROKER_DEFAULT = -1
 """For ``partitions`` and ``replication``: whatever the broker's defaults say (Kafka >= 2.4)."""
+
+TopicConfigs = Mapping[str, Mapping[str, str]]
+"""Topic -> the Kafka topic config it should have (``{}``: the broker's defaults)."""
 
 
 class TopicCreationError(Exception):
@@ -29,19 +37,26 @@ class TopicCreationError(Exception):
 
 def ensure_topics(
     bootstrap: str,
-    topics: Iterable[str],
+    topics: Iterable[str] | TopicConfigs,
     *,
     partitions: int = BROKER_DEFAULT,
     replication: int = BROKER_DEFAULT,
     timeout_s: float = 10.0,
 ) -> list[str]:
-    """Create every topic of ``topics`` the cluster at ``bootstrap`` lacks; returns the ones
-    created here (a topic another process created meanwhile counts as existing).
+    """Create every topic of ``topics`` the cluster at ``bootstrap`` lacks, with its config when
+    ``topics`` maps topics to configs; returns the ones created here (a topic another process
+    created meanwhile counts as existing). For each existing topic with a config, logs a warning
+    per setting the cluster has otherwise (changing it is the operator's call, not this one's).
 
     Raises TopicCreationError when the cluster cannot be asked within ``timeout_s`` or refuses
-    a creation (no permission, an invalid name or partition count).
+    a creation (no permission, an invalid name, partition count or config).
     """
-    wanted = sorted(set(topics))
+    configs: dict[str, dict[str, str]] = (
+        {t: dict(c) for t, c in topics.items()}
+        if isinstance(topics, Mapping)
+        else {t: {} for t in topics}
+    )
+    wanted = sorted(configs)
     if not wanted:
         return []
     admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "meshkit-topics"})
@@ -49,11 +64,17 @@ def ensure_topics(
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise TopicCreationError(f"cannot list the topics at {bootstrap}: {exc}") from exc
+    _report_drift(admin, {t: configs[t] for t in wanted if t in existing and configs[t]}, timeout_s)
     missing = [t for t in wanted if t not in existing]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in missing],
+        [
+            NewTopic(
+                t, num_partitions=partitions, replication_factor=replication, config=configs[t]
+            )
+            for t in missing
+        ],
         operation_timeout=timeout_s,
         request_timeout=timeout_s,
     )
@@ -68,6 +89,39 @@ def ensure_topics(
             if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise TopicCreationError(f"cannot create topic {topic!r}: {exc}") from exc
-        log.info("created topic %s", topic, extra={"topic": topic})
+        log.info("created topic %s %s", topic, configs[topic], extra={"topic": topic})
         created.append(topic)
     return created
+
+
+def _report_drift(admin: AdminClient, configs: TopicConfigs, timeout_s: float) -> None:
+    """Warn about every setting of ``configs`` an existing topic has otherwise. Best effort: a
+    cluster that cannot describe its configs gets one warning, and creation goes on."""
+    if not configs:
+        return
+    futures = admin.describe_configs(
+        [ConfigResource(ResourceType.TOPIC, topic) for topic in sorted(configs)],
+        request_timeout=timeout_s,
+    )
+    for resource, future in futures.items():
+        topic = resource.name
+        try:
+            actual = {name: entry.value for name, entry in future.result(timeout_s + 5).items()}
+        except (KafkaException, TimeoutError) as exc:
+            log.warning("cannot check the config of topic %s: %s", topic, exc)
+            continue
+        for name, value in sorted(configs[topic].items()):
+            if actual.get(name) != value:
+                log.warning(
+                    "topic %s has %s=%s, but its topic.json asks for %s; left as it is (change it"
+                    " on purpose: kafka-configs.sh --alter --entity-type topics --entity-name %s"
+                    " --add-config %s=%s)",
+                    topic,
+                    name,
+                    actual.get(name),
+                    value,
+                    topic,
+                    name,
+                    value,
+                    extra={"topic": topic},
+                )

@@ -58,12 +58,19 @@ class OutboxRelay:
         delivery_timeout_s: float = DEFAULT_DELIVERY_TIMEOUT_S,
         retention_s: float = 3600.0,
         producer_config: Mapping[str, Any] | None = None,
-        topics: Iterable[str] = (),
+        topics: Iterable[str] | Mapping[str, Mapping[str, str]] = (),
         create_topics: bool = True,
     ) -> None:
         self._db = db
-        # The service's topics, created (when missing) before the first send; see run_forever.
-        self._missing_topics = sorted(set(topics)) if create_topics else []
+        # The service's topics (with the config topic.json gives each, when ``topics`` maps
+        # them: EventCatalog.topic_configs), created when missing before the first send; see
+        # run_forever.
+        configs = (
+            {t: dict(c) for t, c in topics.items()}
+            if isinstance(topics, Mapping)
+            else {t: {} for t in topics}
+        )
+        self._missing_topics: dict[str, dict[str, str]] = configs if create_topics else {}
         self._batch = batch_size
         self._delivery_timeout_s = delivery_timeout_s
         self._retention_s = retention_s
@@ -296,7 +303,7 @@ class OutboxRelay:
         except TopicCreationError as exc:
             log.warning("outbox relay: %s; retrying in %.0fs", exc, TOPIC_RETRY_S)
             return False
-        self._missing_topics = []
+        self._missing_topics = {}
         return True
 
     def close(self) -> None:
