@@ -18,6 +18,14 @@ Published = tuple[str, str, Fact]
 
 BASE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 EUR_12_50 = Money.of("EUR", 12, 500_000_000)
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "Unter den Linden 1",
+    "line2": "",
+    "city": "Berlin",
+    "postal_code": "10117",
+    "country_code": "DE",
+}
 
 
 def seconds(n: float) -> datetime.timedelta:
@@ -71,14 +79,7 @@ def order_life(
 
     payment = {"payment_id": f"pay-{order_id}", "order_id": order_id, "amount": total.to_record()}
     lines = [{"sku": sku, "quantity": 2, "unit_price": price.to_record()}]
-    address = {
-        "name": "Ada Lovelace",
-        "line1": "Unter den Linden 1",
-        "line2": "",
-        "city": "Berlin",
-        "postal_code": "10117",
-        "country_code": "DE",
-    }
+    address = ADDRESS
     events = [
         orders(
             "OrderPlaced",

@@ -4,49 +4,15 @@ wire carries for totals in currencies with 0 and 3 decimals, and for times."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 
-import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from unit.order_views.shop_events import BASE, Projection, order_life
 
 from meshkit.money import Money
-from meshkit.server import create_server
-from meshkit.service import binding
-from meshkit.settings import ServerSettings
-from order_views.app.progress import Progress
-from order_views.app.queries import OrderQueries
-from order_views.entrypoints.grpc_api import OrderViewsServicer
 from shop.common.v1 import common_pb2
 from shop.order_views.v1 import order_views_pb2 as pb
 from shop.order_views.v1 import order_views_pb2_grpc as pb_grpc
-
-
-@pytest.fixture
-def served(
-    projection: Callable[[str], Projection],
-) -> Iterator[tuple[Projection, pb_grpc.OrderViewsServiceStub]]:
-    """A copy and a stub of the OrderViewsService serving it."""
-    copy = projection("served")
-    queries = OrderQueries(lambda: nullcontext(copy.model), Progress())
-    server = create_server(
-        "order_views",
-        ServerSettings(port=0, log_level="WARNING"),
-        [
-            binding(
-                OrderViewsServicer(queries, list),
-                pb_grpc.add_OrderViewsServiceServicer_to_server,
-            )
-        ],
-    )
-    port = server.start()
-    try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            yield copy, pb_grpc.OrderViewsServiceStub(channel)
-    finally:
-        server.stop(0)
 
 
 @pytest.mark.parametrize(

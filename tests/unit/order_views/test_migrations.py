@@ -114,7 +114,7 @@ def test_a_catalog_in_float_seconds_migrates_to_integer_microseconds(tmp_path: P
         )
     old.close()
 
-    def no_runner(db: Database, group: str) -> object:
+    def no_runner(db: Database, group: str, *, replay: bool = False) -> object:
         raise AssertionError("not started in this test")
 
     copies = SqliteCopies(path, no_runner, Progress())  # type: ignore[arg-type]

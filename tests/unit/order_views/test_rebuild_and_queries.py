@@ -14,80 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from unit.order_views.shop_events import Projection, Published, dump, order_life
+from unit.order_views.fake_kafka import FakeConsumer, Log
+from unit.order_views.shop_events import Projection, dump, order_life
 
-from meshkit.db import Database
 from meshkit.errors import FailedPrecondition, InvalidArgument
 from order_views.adapters.copies import SqliteCopies
-from order_views.adapters.sqlite import SqliteViewStore
 from order_views.app.progress import Progress
-from order_views.app.projector import apply_fact
 from order_views.app.queries import OrderQueries
 from order_views.app.rebuild import Rebuilder, RebuildPhase
 from order_views.domain.consistency import ConsistencyToken
 from order_views.domain.model import OrderStatus
-
-
-class Log:
-    """Topics as lists of events (one partition each); thread-safe appends."""
-
-    def __init__(self) -> None:
-        self.topics: dict[str, list[Published]] = {}
-        self.committed: dict[tuple[str, str], int] = {}  # (group, topic) -> next offset
-        self.lock = threading.Condition()
-
-    def append(self, events: list[Published]) -> None:
-        with self.lock:
-            for event in events:
-                self.topics.setdefault(event[0], []).append(event)
-            self.lock.notify_all()
-
-    def ends(self) -> dict[tuple[str, int], int]:
-        with self.lock:
-            return {(topic, 0): len(events) for topic, events in self.topics.items()}
-
-
-class FakeConsumer:
-    """What meshkit's EventConsumer does to the database, minus Kafka: per event one
-    transaction with the inbox check, the projection and the inbox mark."""
-
-    def __init__(self, log: Log, db: Database, group: str) -> None:
-        self.log, self.db, self.group = log, db, group
-        self.committed = log.committed
-
-    def run_once(self, timeout: float = 1.0) -> int:
-        settled = 0
-        with self.log.lock:
-            pending = self._pending()
-            if not pending:  # as Kafka's poll: wait for a record up to the timeout
-                self.log.lock.wait(min(timeout, 0.05))
-                pending = self._pending()
-        for topic, offset, (_, _, fact) in pending:
-            with self.db.transaction() as conn:
-                seen = conn.execute(
-                    "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?",
-                    (self.group, fact.id),
-                ).fetchone()
-                if not seen:
-                    apply_fact(SqliteViewStore(conn), fact)
-                    conn.execute(
-                        "INSERT INTO meshkit_inbox VALUES (?, ?, ?, ?, 0, ?, 'handled', 0)",
-                        (self.group, fact.id, fact.type, topic, offset),
-                    )
-            self.committed[(self.group, topic)] = offset + 1
-            settled += 1
-        return settled
-
-    def _pending(self) -> list[tuple[str, int, Published]]:
-        return [
-            (topic, offset, event)
-            for topic, events in self.log.topics.items()
-            for offset, event in enumerate(events)
-            if offset >= self.committed.get((self.group, topic), 0)
-        ][:100]
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -99,7 +35,9 @@ def log() -> Log:
 def copies(tmp_path: Path, log: Log) -> Iterator[tuple[SqliteCopies, Progress]]:
     progress = Progress()
     made = SqliteCopies(
-        tmp_path / "views.db", lambda db, group: FakeConsumer(log, db, group), progress
+        tmp_path / "views.db",
+        lambda db, group, replay=False: FakeConsumer(log, db, group, replay=replay),
+        progress,
     )
     made.active().start()
     yield made, progress
@@ -137,7 +75,7 @@ def test_a_rebuild_equals_the_incremental_result_and_queries_answer_throughout(
 
     reader = threading.Thread(target=query)
     reader.start()
-    rebuild = Rebuilder(views, progress).rebuild()
+    rebuild = Rebuilder(views, progress, log).rebuild()
     for life in lives[30:]:  # live traffic while rebuilding
         log.append(life)
     final = list(rebuild.follow())[-1]
@@ -220,3 +158,69 @@ def test_a_consistency_token_waits_for_the_projector(
     for bad in ("o-1", "o-1@", "@3", "o-1@0", "o-1@-2", "o-1@x"):
         with pytest.raises(InvalidArgument):
             ConsistencyToken.parse(bad)
+
+
+def test_a_wait_keeps_its_time_while_the_projector_never_rests() -> None:
+    # A busy projector advances during every evaluation of the waiter's predicate.
+    progress = Progress()
+    answers: list[bool] = []
+
+    def never_there() -> bool:
+        progress.advance()
+        return False
+
+    waiter = threading.Thread(target=lambda: answers.append(progress.wait_for(never_there, 0.2)))
+    started = time.monotonic()
+    waiter.start()
+    waiter.join(5.0)
+    assert answers == [False], f"still waiting after {time.monotonic() - started:.1f}s"
+
+
+def test_a_rebuild_is_refused_when_a_log_no_longer_starts_at_offset_0(
+    copies: tuple[SqliteCopies, Progress], log: Log, tmp_path: Path
+) -> None:
+    views, progress = copies
+    log.append([e for n in range(5) for e in order_life(f"o-{n}", at=n)])
+    caught_up(views, progress, log)
+    log.first["orders.events.v1"] = 3  # retention removed the first three records
+
+    with pytest.raises(FailedPrecondition, match=r"orders\.events\.v1\[0\] now starts at offset 3"):
+        Rebuilder(views, progress, log).rebuild()
+    assert views.active().generation == 1 and not (tmp_path / "views.g2.db").exists()
+
+
+def test_a_rebuild_fails_when_records_go_before_the_fresh_copy_read_them(
+    copies: tuple[SqliteCopies, Progress], log: Log
+) -> None:
+    views, progress = copies
+    queries = OrderQueries(views.lease, progress)
+    log.append([e for n in range(5) for e in order_life(f"o-{n}", at=n)])
+    caught_up(views, progress, log)
+    log.paused.add(".g2")  # the fresh copy has read nothing yet when retention strikes
+    rebuild = Rebuilder(views, progress, log).rebuild()
+    log.first["orders.events.v1"] = 3
+    log.paused.clear()
+
+    final = list(rebuild.follow())[-1]
+    assert final.phase is RebuildPhase.FAILED, final.message
+    assert isinstance(final.error, FailedPrecondition)
+    assert final.error.reason == "TOPIC_HISTORY_TRUNCATED"
+    assert "orders.events.v1[0] now starts at offset 3" in final.message
+    assert views.active().generation == 1
+    assert len(queries.list_orders("", None, 50, "").orders) == 5, "the serving copy is kept"
+
+
+def test_a_rebuild_fails_when_a_partition_appears_meanwhile(
+    copies: tuple[SqliteCopies, Progress], log: Log
+) -> None:
+    views, progress = copies
+    log.append(order_life("o-1"))
+    caught_up(views, progress, log)
+    log.paused.add(".g2")
+    rebuild = Rebuilder(views, progress, log).rebuild()
+    log.append([("refunds.events.v1", "o-1", order_life("o-1")[0][2])])
+    log.paused.clear()
+
+    final = list(rebuild.follow())[-1]
+    assert final.phase is RebuildPhase.FAILED and "refunds.events.v1[0]" in final.message
+    assert views.active().generation == 1

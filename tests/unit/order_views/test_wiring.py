@@ -13,6 +13,7 @@ import pytest
 from meshkit.events import Event
 from meshkit.settings import SettingsError
 from meshkit.timestamps import EPOCH, UTC
+from order_views.adapters.kafka import event_catalog
 from order_views.bootstrap import SERVICE
 from order_views.domain.model import OrderRecord, TimelineEntry
 from order_views.entrypoints.events import handlers, to_fact
@@ -109,3 +110,19 @@ def test_the_handlers_project_through_the_store_they_are_given() -> None:
     assert [e.occurred_at for e in store.entries] == [PLACED]
     assert "shop.inventory.v1.StockSet" not in table
     conn.close()
+
+
+def test_the_topics_the_read_model_is_rebuilt_from_keep_their_whole_history() -> None:
+    # A rebuild replays these topics from offset 0 (and refuses once a log lost its start):
+    # their topic.json must keep every record, not the broker's default retention.
+    configs = event_catalog().topic_configs
+    assert sorted(configs) == [
+        "inventory.events.v1",
+        "orders.events.v1",
+        "payments.events.v1",
+        "shipping.events.v1",
+    ]
+    for topic, config in configs.items():
+        assert config.get("retention.ms") == "-1", topic
+        assert config.get("retention.bytes") == "-1", topic
+        assert config.get("cleanup.policy") == "delete", topic  # compaction drops history

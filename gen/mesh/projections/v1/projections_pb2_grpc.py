@@ -53,6 +53,10 @@ class ProjectionAdminServiceServicer:
         Streams progress until the swap (last message: phase REBUILD_PHASE_SWAPPED). A call made
         while a rebuild runs follows that rebuild instead of starting another. The rebuild does not
         depend on the stream: a client that goes away does not stop it.
+        A replay can only rebuild what the topics still hold: when a partition's log no longer
+        starts at offset 0 (retention, or records deleted by hand), before or during the rebuild,
+        it fails with FAILED_PRECONDITION (reason TOPIC_HISTORY_TRUNCATED, a PreconditionFailure
+        naming each "<topic>[<partition>]" and its first offset) and the serving copy is kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -27,7 +27,11 @@ if _version_not_supported:
 
 class OrderViewsServiceStub:
     """Answers queries over orders from read models kept up to date by events.
-    Every query takes an optional consistency_token (from PlaceOrder) to read your own write.
+    Every query takes an optional consistency_token (from PlaceOrder) to read your own write: it
+    waits for it until shortly before the call's deadline (at most 30 s; 5 s without a deadline),
+    then answers FAILED_PRECONDITION (reason PROJECTION_BEHIND) if the write has not arrived.
+    A string field past its limit (stated on each field, in characters) is INVALID_ARGUMENT naming
+    the field; error messages quote at most the first 32 characters of a value.
     """
 
     def __init__(self, channel):
@@ -60,7 +64,11 @@ class OrderViewsServiceStub:
 
 class OrderViewsServiceServicer:
     """Answers queries over orders from read models kept up to date by events.
-    Every query takes an optional consistency_token (from PlaceOrder) to read your own write.
+    Every query takes an optional consistency_token (from PlaceOrder) to read your own write: it
+    waits for it until shortly before the call's deadline (at most 30 s; 5 s without a deadline),
+    then answers FAILED_PRECONDITION (reason PROJECTION_BEHIND) if the write has not arrived.
+    A string field past its limit (stated on each field, in characters) is INVALID_ARGUMENT naming
+    the field; error messages quote at most the first 32 characters of a value.
     """
 
     def ListOrders(self, request, context):
@@ -124,7 +132,11 @@ def add_OrderViewsServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class OrderViewsService:
     """Answers queries over orders from read models kept up to date by events.
-    Every query takes an optional consistency_token (from PlaceOrder) to read your own write.
+    Every query takes an optional consistency_token (from PlaceOrder) to read your own write: it
+    waits for it until shortly before the call's deadline (at most 30 s; 5 s without a deadline),
+    then answers FAILED_PRECONDITION (reason PROJECTION_BEHIND) if the write has not arrived.
+    A string field past its limit (stated on each field, in characters) is INVALID_ARGUMENT naming
+    the field; error messages quote at most the first 32 characters of a value.
     """
 
     @staticmethod

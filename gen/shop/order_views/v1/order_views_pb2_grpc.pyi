@@ -28,7 +28,11 @@ GRPC_VERSION: str
 
 class OrderViewsServiceStub:
     """Answers queries over orders from read models kept up to date by events.
-    Every query takes an optional consistency_token (from PlaceOrder) to read your own write.
+    Every query takes an optional consistency_token (from PlaceOrder) to read your own write: it
+    waits for it until shortly before the call's deadline (at most 30 s; 5 s without a deadline),
+    then answers FAILED_PRECONDITION (reason PROJECTION_BEHIND) if the write has not arrived.
+    A string field past its limit (stated on each field, in characters) is INVALID_ARGUMENT naming
+    the field; error messages quote at most the first 32 characters of a value.
     """
 
     @_typing.overload
@@ -47,7 +51,11 @@ class OrderViewsServiceStub:
 @_typing.type_check_only
 class OrderViewsServiceAsyncStub(OrderViewsServiceStub):
     """Answers queries over orders from read models kept up to date by events.
-    Every query takes an optional consistency_token (from PlaceOrder) to read your own write.
+    Every query takes an optional consistency_token (from PlaceOrder) to read your own write: it
+    waits for it until shortly before the call's deadline (at most 30 s; 5 s without a deadline),
+    then answers FAILED_PRECONDITION (reason PROJECTION_BEHIND) if the write has not arrived.
+    A string field past its limit (stated on each field, in characters) is INVALID_ARGUMENT naming
+    the field; error messages quote at most the first 32 characters of a value.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -62,7 +70,11 @@ class OrderViewsServiceAsyncStub(OrderViewsServiceStub):
 
 class OrderViewsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers queries over orders from read models kept up to date by events.
-    Every query takes an optional consistency_token (from PlaceOrder) to read your own write.
+    Every query takes an optional consistency_token (from PlaceOrder) to read your own write: it
+    waits for it until shortly before the call's deadline (at most 30 s; 5 s without a deadline),
+    then answers FAILED_PRECONDITION (reason PROJECTION_BEHIND) if the write has not arrived.
+    A string field past its limit (stated on each field, in characters) is INVALID_ARGUMENT naming
+    the field; error messages quote at most the first 32 characters of a value.
     """
 
     @_abc_1.abstractmethod

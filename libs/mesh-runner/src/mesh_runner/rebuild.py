@@ -9,6 +9,11 @@ rebuild goes on if this command is interrupted (run it again to follow it).
 
 The target defaults to 127.0.0.1 and the port mesh.toml gives the component named PROJECTION.
 Exit codes: 0 swapped, 1 the rebuild failed or the service cannot be reached, 2 usage error.
+
+A replay only rebuilds what the topics still hold: when a partition's log no longer starts at
+offset 0 (retention, records deleted by hand), the service refuses with FAILED_PRECONDITION
+naming each ``<topic>[<partition>]`` and its first offset, before or during the rebuild, and
+keeps the serving copy; this command prints that and exits 1.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="rebuild a projection (read model) from its topics and swap it in, no downtime",
         description="Replays the projection's topics from the beginning into a fresh copy, then"
         " swaps it in once it has caught up; queries keep answering from the old copy meanwhile."
-        " Exits 0 once the fresh copy serves.",
+        " Exits 0 once the fresh copy serves; 1 (the serving copy kept) when it fails, e.g. when"
+        " a topic's log no longer starts at offset 0.",
     )
     rebuild.add_argument("projection", help="the projection, e.g. order_views (a component name)")
     rebuild.add_argument(

@@ -3,9 +3,8 @@ rebuild use cases and their servicers, on the service kit."""
 
 from __future__ import annotations
 
-import threading
-
 from mesh.projections.v1 import projections_pb2_grpc
+from meshkit.events import EventCatalog
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from order_views.adapters.copies import SqliteCopies
@@ -22,8 +21,13 @@ from order_views.entrypoints.grpc_api import OrderViewsServicer
 from shop.order_views.v1 import order_views_pb2_grpc
 
 
-def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+def build(
+    ctx: ServiceContext[Settings], catalog: EventCatalog | None = None
+) -> list[ServiceBinding]:
     """The OrderViewsService and ProjectionAdminService servicers over the serving copy.
+
+    ``catalog`` is what it consumes: by default every event contract of the four contexts
+    (``event_catalog()``); tests give the same contracts on topics of their own.
 
     Refuses (SchemaRegistrationError naming the subjects) when the registry cannot serve the
     event contracts it reads. Starting runs the serving copy's consumer; stopping drains RPCs,
@@ -31,7 +35,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     databases.
     """
     settings = ctx.settings
-    catalog = event_catalog()
+    catalog = catalog or event_catalog()
     catalog.verify(settings.schema_registry_url, readers=True)
     progress = Progress()
     consumers = ConsumerFactory(
@@ -42,19 +46,16 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     )
     copies = SqliteCopies(settings.db_path, consumers, progress)
     lag = KafkaLag(settings.kafka_bootstrap, consumers.topics)
-    rebuilder = Rebuilder(copies, progress, timeout_s=settings.rebuild_timeout_s)
+    rebuilder = Rebuilder(copies, progress, lag, timeout_s=settings.rebuild_timeout_s)
 
     def status() -> list[PartitionPosition]:
         copy = copies.active()
         return lag.partitions(copy.group, copy.positions())
 
-    def project(stop: threading.Event) -> None:
-        # The serving copy's consumer runs on a thread of the copy's own, since a rebuild
-        # replaces it; this worker starts it and waits. The closers below stop every copy.
-        copies.active().start()
-        stop.wait()
-
-    ctx.add_worker("projection", project)
+    # The serving copy's consumer runs on a thread of the copy's own, since a rebuild replaces
+    # it; this worker starts it, then follows swaps other processes on the same directory make
+    # and wakes waiters for their writes. The closers below stop every copy.
+    ctx.add_worker("projection", copies.run)
     ctx.on_stop(rebuilder.close)
     ctx.on_stop(copies.close)
     ctx.on_stop(lag.close)

@@ -9,6 +9,7 @@ they round-trip exactly and keyset cursors compare exactly. The first schema sto
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from typing import Any
 
@@ -17,7 +18,7 @@ from meshkit.db import Database
 from meshkit.events import INBOX_MIGRATION
 from meshkit.money import Money
 from meshkit.timestamps import from_micros, to_micros
-from order_views.app.ports import Cursor, Positions
+from order_views.app.ports import BadCursor, Cursor, Positions
 from order_views.domain.model import (
     Line,
     OrderRecord,
@@ -83,6 +84,41 @@ MIGRATIONS = (
     UPDATE order_timeline SET occurred_at_us = occurred_at_us * 1000;
     """,
 )
+
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int64(value: Any) -> int:
+    # bool is an int to Python, never to a cursor; SQLite integers are 64-bit.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadCursor("not an integer")
+    if not INT64[0] <= value <= INT64[1]:
+        raise BadCursor("not a 64-bit integer")
+    return value
+
+
+def _list_cursor(after: Cursor) -> tuple[int, str]:
+    """``[created_at_us, order_id]``, checked: a page token is the client's to forge."""
+    if len(after) != 2 or not isinstance(after[1], str):
+        raise BadCursor("a list cursor is [created_at_us, order_id]")
+    return _int64(after[0]), after[1]
+
+
+def _search_cursor(after: Cursor) -> tuple[float, int]:
+    """``[rank, seq]``, checked: a finite number and a 64-bit integer."""
+    if len(after) != 2:
+        raise BadCursor("a search cursor is [rank, seq]")
+    rank = after[0]
+    if isinstance(rank, bool) or not isinstance(rank, int | float):
+        raise BadCursor("a search cursor's rank is a number")
+    try:
+        value = float(rank)
+    except OverflowError:
+        raise BadCursor("a search cursor's rank is a finite number") from None
+    if not math.isfinite(value):
+        raise BadCursor("a search cursor's rank is a finite number")
+    return value, _int64(after[1])
 
 
 def open_copy(path: str) -> Database:
@@ -240,7 +276,7 @@ class SqliteReadModel:
         self, customer_id: str, status: OrderStatus | None, limit: int, after: Cursor | None
     ) -> list[tuple[OrderRecord, Cursor]]:
         """Placed orders newest first (created_at, then order id, descending), after ``after``
-        (``[created_at_us, order_id]``)."""
+        (``[created_at_us, order_id]``; BadCursor when it is not one)."""
         where = ["placed = 1"]
         args: list[Any] = []
         if customer_id:
@@ -250,10 +286,8 @@ class SqliteReadModel:
             where.append("status = ?")
             args.append(status.value)
         if after is not None:
-            if len(after) != 2:
-                raise ValueError("a list cursor is [created_at_us, order_id]")
             where.append("(created_at_us, order_id) < (?, ?)")
-            args += [int(after[0]), str(after[1])]
+            args += list(_list_cursor(after))
         sql = (
             f"SELECT * FROM order_summary WHERE {' AND '.join(where)}"
             " ORDER BY created_at_us DESC, order_id DESC LIMIT ?"
@@ -266,14 +300,13 @@ class SqliteReadModel:
         self, match: str, limit: int, after: Cursor | None
     ) -> list[tuple[OrderRecord, Cursor]]:
         """Placed orders matching ``match`` (an FTS5 expression), best bm25 rank first, then by
-        row; after ``after`` (``[rank, seq]``)."""
+        row; after ``after`` (``[rank, seq]``; BadCursor when it is not one)."""
         args: list[Any] = [match]
         keyset = ""
         if after is not None:
-            if len(after) != 2:
-                raise ValueError("a search cursor is [rank, seq]")
+            rank, seq = _search_cursor(after)
             keyset = " AND (s.rank > ? OR (s.rank = ? AND s.rowid > ?))"
-            args += [float(after[0]), float(after[0]), int(after[1])]
+            args += [rank, rank, seq]
         sql = (
             "SELECT v.*, s.rank AS score FROM order_search AS s"
             " JOIN order_summary AS v ON v.seq = s.rowid"

@@ -56,15 +56,21 @@ def decode_token(token: str, scope: tuple[Any, ...]) -> list[Any] | None:
         if raw.get("s") != _fingerprint(scope):
             raise ValueError
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            violations=[
-                FieldViolation(
-                    "page_token",
-                    "not a next_page_token of this listing (same filters or query);"
-                    " start over without one",
-                )
-            ],
-            reason="BAD_PAGE_TOKEN",
-        ) from None
+        raise bad_page_token() from None
     cursor: list[Any] = raw["c"]
     return cursor
+
+
+def bad_page_token() -> InvalidArgument:
+    """The refusal of a page token that is not a next_page_token of the listing: malformed,
+    of other filters, or with a cursor the read model cannot continue from (forged)."""
+    return InvalidArgument(
+        violations=[
+            FieldViolation(
+                "page_token",
+                "not a next_page_token of this listing (same filters or query);"
+                " start over without one",
+            )
+        ],
+        reason="BAD_PAGE_TOKEN",
+    )

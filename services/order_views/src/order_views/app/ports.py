@@ -15,6 +15,10 @@ Positions = dict[tuple[str, int], int]
 """Next offset to apply per (topic, partition)."""
 
 
+class BadCursor(ValueError):
+    """A page cursor the read model cannot continue from (a forged or corrupted page token)."""
+
+
 @dataclass(frozen=True)
 class PartitionPosition:
     """The serving copy's position in one partition and what is left to apply there
@@ -46,12 +50,14 @@ class ReadModel(Protocol):
     def list_orders(
         self, customer_id: str, status: OrderStatus | None, limit: int, after: Cursor | None
     ) -> list[tuple[OrderRecord, Cursor]]:
-        """Up to ``limit`` placed orders, newest first, after ``after``; each with its cursor."""
+        """Up to ``limit`` placed orders, newest first, after ``after``; each with its cursor.
+        Raises BadCursor when ``after`` is not a cursor this listing made."""
 
     def search(
         self, match: str, limit: int, after: Cursor | None
     ) -> list[tuple[OrderRecord, Cursor]]:
-        """Up to ``limit`` placed orders matching the FTS5 expression, best first."""
+        """Up to ``limit`` placed orders matching the FTS5 expression, best first. Raises
+        BadCursor when ``after`` is not a cursor this search made."""
 
     def view(self, order_id: str) -> OrderView | None:
         """The placed order with its timeline, or None."""
@@ -75,8 +81,10 @@ class Copy(Protocol):
     def applied(self) -> int:
         """How many events this copy has applied (handled or skipped)."""
 
-    def start(self) -> None:
-        """Start consuming (from the group's committed offsets; a new group from the start)."""
+    def start(self, *, replay: bool = False) -> None:
+        """Start consuming (from the group's committed offsets; a new group from the start).
+        ``replay``: from offset 0 of every partition, and where a log no longer starts there,
+        apply nothing more rather than skip ahead."""
 
     def stop(self) -> None:
         """Stop consuming and wait until the consumer has let go; idempotent."""
@@ -93,10 +101,21 @@ class Copies(Protocol):
 
     def swap(self, fresh: Copy) -> Copy:
         """Make ``fresh`` the serving copy, durably and atomically; returns the old one. New
-        queries read ``fresh`` from here on; leases on the old one stay valid."""
+        queries read ``fresh`` from here on; leases on the old one stay valid. Raises Aborted
+        when the serving copy changed meanwhile (another process swapped)."""
 
     def discard(self, copy: Copy) -> None:
-        """Delete a copy that does not serve (waiting for its leases to end first)."""
+        """Let go of a copy that does not serve (waiting for its leases to end first); it is
+        deleted once no process holds it."""
+
+
+class TopicLog(Protocol):
+    """Where the logs of the consumed topics start now (Kafka's low watermarks)."""
+
+    def starts(self) -> Positions:
+        """The first offset still stored, per partition of every consumed topic that exists:
+        0 while nothing was deleted; above 0 once retention (or an operator) removed the
+        records before it."""
 
 
 class Signal(Protocol):

@@ -31,13 +31,16 @@ class Progress:
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` is true (True) or ``timeout`` seconds passed (False).
-        ``predicate`` runs outside the lock, so it may do IO."""
+        ``predicate`` runs outside the lock, so it may do IO. The time is kept however busy the
+        projector is: a change during every evaluation never extends the wait."""
         deadline = time.monotonic() + max(0.0, timeout)
         while True:
             with self._cond:
                 seen = self._changes
             if predicate():
                 return True
+            if time.monotonic() >= deadline:
+                return False
             with self._cond:
                 while self._changes == seen:
                     remaining = deadline - time.monotonic()

@@ -16,9 +16,10 @@ from meshkit.errors import (
     InvalidArgument,
     NotFound,
     Violations,
+    quoted,
 )
-from order_views.app.paging import decode_token, encode_token, page_size
-from order_views.app.ports import ReadModels, Signal
+from order_views.app.paging import bad_page_token, decode_token, encode_token, page_size
+from order_views.app.ports import BadCursor, ReadModels, Signal
 from order_views.domain.consistency import ConsistencyToken
 from order_views.domain.model import OrderRecord, OrderStatus, OrderView
 from order_views.domain.search import fts_query
@@ -64,8 +65,11 @@ class OrderQueries:
         scope = ("list", customer_id, status.value if status else "")
         after = decode_token(token, scope)
         self._await(consistency, wait_s)
-        with self._read_models() as model:
-            rows = model.list_orders(customer_id, status, limit + 1, after)
+        try:
+            with self._read_models() as model:
+                rows = model.list_orders(customer_id, status, limit + 1, after)
+        except BadCursor:
+            raise bad_page_token() from None
         return _page(rows, limit, scope)
 
     def search_orders(
@@ -90,8 +94,11 @@ class OrderQueries:
         match = fts_query(query)
         if match is None:
             return Page(())
-        with self._read_models() as model:
-            rows = model.search(match, limit + 1, after)
+        try:
+            with self._read_models() as model:
+                rows = model.search(match, limit + 1, after)
+        except BadCursor:
+            raise bad_page_token() from None
         return _page(rows, limit, scope)
 
     def get_order_view(
@@ -107,7 +114,7 @@ class OrderQueries:
             view = model.view(order_id)
         if view is None:
             raise NotFound(
-                f"order {order_id!r} is not in the read model (unknown, or not projected yet:"
+                f"order {quoted(order_id)} is not in the read model (unknown, or not projected yet:"
                 " pass PlaceOrder's consistency_token to wait for it)",
                 reason="ORDER_NOT_FOUND",
                 metadata={"order_id": order_id},
@@ -127,7 +134,7 @@ class OrderQueries:
         have = self._version(token.order_id)
         behind = token.version - have
         raise FailedPrecondition(
-            f"the read model is behind your write: it has order {token.order_id!r} at version"
+            f"the read model is behind your write: it has order {quoted(token.order_id)} at version"
             f" {have}, the consistency token asks for {token.version} ({behind} version"
             f"{'s' if behind != 1 else ''} behind) after waiting {wait_s:.2f}s; retry, or"
             " give the call a longer deadline",

@@ -2,16 +2,23 @@
 
 The steps, while the serving copy keeps answering queries throughout:
 
-1. create a fresh copy (a new database, a new consumer group) and start it: a new group reads
-   every topic from the beginning;
-2. wait until it has caught up with the serving copy's positions (which keep moving);
+0. check that every partition of every topic still starts at offset 0: a replay can only rebuild
+   what the topics still hold, so when retention (or an operator) deleted the beginning of a
+   log, the rebuild is refused (FailedPrecondition naming the topic, partition and first offset
+   left) and nothing changes;
+1. create a fresh copy (a new database, a new consumer group) and start it in replay mode: its
+   group reads every partition from offset 0 and, should records be deleted before it read
+   them, stops there instead of skipping ahead;
+2. wait until it has caught up with the serving copy's positions (which keep moving), checking
+   the logs' starts again on the way: a partition whose records were deleted before the fresh
+   copy read them, or one that appeared meanwhile, fails the rebuild;
 3. stop the serving copy's consumer, so its positions are final, and wait for the fresh copy to
    reach them too (a few events at most): from here the two copies hold the same events;
-4. swap: the fresh copy serves (durably, atomically), waiters are woken, the old copy is deleted
-   once no query holds it any more.
+4. swap: the fresh copy serves (durably, atomically), its consumer goes on in normal mode,
+   waiters are woken, the old copy is deleted once no query (and no other process) holds it.
 
 A rebuild that fails or times out discards the fresh copy and restarts the serving copy's
-consumer: the service ends as it started. At most one rebuild runs at a time.
+consumer: the service ends as it started. At most one rebuild runs at a time per process.
 """
 
 from __future__ import annotations
@@ -23,8 +30,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
-from meshkit.errors import DeadlineExceeded, MeshError, Unavailable
-from order_views.app.ports import Copies, Copy, Positions
+from meshkit.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    MeshError,
+    PreconditionViolation,
+    Unavailable,
+)
+from order_views.app.ports import Copies, Copy, Positions, TopicLog
 from order_views.app.progress import Progress
 
 log = logging.getLogger("order_views.rebuild")
@@ -61,6 +74,33 @@ def behind(fresh: Positions, target: Positions) -> int:
     return sum(max(0, offset - fresh.get(key, 0)) for key, offset in target.items())
 
 
+def truncated(starts: Positions, read: Positions) -> Positions:
+    """The partitions whose log now starts past what a copy that has ``read`` up to those
+    positions has seen (every partition starting above 0, for a copy that has read nothing)."""
+    return {key: first for key, first in starts.items() if first > read.get(key, 0)}
+
+
+def history_lost(lost: Positions, *, during: bool) -> FailedPrecondition:
+    """The refusal of a rebuild that cannot see the whole history of ``lost``'s partitions."""
+    ordered = sorted(lost.items())
+    shown = ", ".join(f"{t}[{p}] now starts at offset {first}" for (t, p), first in ordered[:4])
+    more = f" (and {len(ordered) - 4} more partitions)" if len(ordered) > 4 else ""
+    when = "were deleted before the fresh copy read them" if during else "were deleted"
+    (topic, partition), first = ordered[0]
+    return FailedPrecondition(
+        f"cannot rebuild from the topics: {shown}{more}, not 0; the records before it {when}"
+        " (retention, or by hand), so a replay would lose them. The serving copy is kept. Keep"
+        " the full history of the topics the read model is rebuilt from (retention.ms=-1 in"
+        " their topic.json; see the README)",
+        violations=[
+            PreconditionViolation("TOPIC_HISTORY", f"{t}[{p}]", f"the log starts at offset {o}")
+            for (t, p), o in ordered
+        ],
+        reason="TOPIC_HISTORY_TRUNCATED",
+        metadata={"topic": topic, "partition": str(partition), "first_offset": str(first)},
+    )
+
+
 class Rebuild:
     """One rebuild, run on a thread of its own; any number of callers may ``follow`` it.
 
@@ -71,12 +111,15 @@ class Rebuild:
         self,
         copies: Copies,
         progress: Progress,
+        history: TopicLog,
         *,
         timeout_s: float,
         on_done: Callable[[Rebuild], None],
     ) -> None:
         self._copies = copies
         self._progress = progress
+        self._history = history
+        self._partitions: set[tuple[str, int]] = set()
         self._timeout_s = timeout_s
         self._on_done = on_done
         self._cond = threading.Condition()
@@ -86,7 +129,16 @@ class Rebuild:
         self._fresh: Copy | None = None
 
     def start(self) -> None:
-        """Create the fresh copy (errors raise here), then rebuild it in the background."""
+        """Check the topics still hold their whole history and create the fresh copy (errors,
+        FailedPrecondition among them, raise here), then rebuild it in the background."""
+        try:
+            starts = self._history.starts()
+        except Exception as exc:
+            raise Unavailable(f"cannot tell where the topics start: {exc}") from exc
+        lost = truncated(starts, {})
+        if lost:
+            raise history_lost(lost, during=False)
+        self._partitions = set(starts)
         old = self._copies.active()
         self._fresh = self._copies.create()
         self._report(
@@ -130,12 +182,29 @@ class Rebuild:
                 self._status = status
                 self._cond.notify_all()
 
+    def _check_history(self, fresh: Copy) -> None:
+        """Fail when a log lost records the fresh copy has not read, or a partition appeared
+        (its replay consumer has no offset 0 set there: run the rebuild again)."""
+        starts = self._history.starts()
+        lost = truncated(starts, fresh.positions())
+        if lost:
+            raise history_lost(lost, during=True)
+        appeared = sorted(set(starts) - self._partitions)
+        if appeared:
+            names = ", ".join(f"{t}[{p}]" for t, p in appeared)
+            raise Unavailable(
+                f"partitions appeared during the rebuild ({names}); the serving copy is kept:"
+                " run the rebuild again"
+            )
+
     def _catch_up(self, fresh: Copy, target: Callable[[], Positions], deadline: float) -> None:
-        """Wait until ``fresh`` has reached ``target()``, reporting about once a second."""
+        """Wait until ``fresh`` has reached ``target()``, reporting about once a second and
+        checking the logs' starts each time."""
         while True:
             goal = target()
             missing = behind(fresh.positions(), goal)
             self._report(applied=fresh.applied(), behind=missing)
+            self._check_history(fresh)
             if missing == 0:
                 return
             if self._abort.is_set():
@@ -159,7 +228,7 @@ class Rebuild:
         old_stopped = False
         try:
             log.info("rebuild: generation %d replaying", fresh.generation)
-            fresh.start()
+            fresh.start(replay=True)
             self._catch_up(fresh, old.positions, deadline)
             self._report(
                 phase=RebuildPhase.SWAPPING,
@@ -173,6 +242,10 @@ class Rebuild:
             previous = self._copies.swap(fresh)
             self._progress.advance()
             log.info("rebuild: generation %d serves", fresh.generation)
+            # Caught up: from here it consumes like any serving copy (a partition that appears
+            # later starts at its beginning instead of stopping the replay consumer).
+            fresh.stop()
+            fresh.start()
             self._copies.discard(previous)
             self._report(
                 phase=RebuildPhase.SWAPPED,
@@ -203,9 +276,12 @@ class Rebuilder:
     Thread safety: safe to share.
     """
 
-    def __init__(self, copies: Copies, progress: Progress, *, timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, copies: Copies, progress: Progress, history: TopicLog, *, timeout_s: float = 600.0
+    ) -> None:
         self._copies = copies
         self._progress = progress
+        self._history = history
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
         self._running: Rebuild | None = None
@@ -218,7 +294,11 @@ class Rebuilder:
                 raise Unavailable("the service is stopping")
             if self._running is None:
                 rebuild = Rebuild(
-                    self._copies, self._progress, timeout_s=self._timeout_s, on_done=self._done
+                    self._copies,
+                    self._progress,
+                    self._history,
+                    timeout_s=self._timeout_s,
+                    on_done=self._done,
                 )
                 rebuild.start()
                 self._running = rebuild

@@ -9,10 +9,11 @@ import grpc
 
 from mesh.projections.v1 import projections_pb2 as pb
 from mesh.projections.v1 import projections_pb2_grpc as pb_grpc
-from meshkit.errors import NotFound
+from meshkit.errors import FieldViolation, InvalidArgument, NotFound, quoted
 from order_views.app.rebuild import Rebuilder, RebuildPhase
 
 PROJECTION = "order_views"
+MAX_PROJECTION_LENGTH = 64
 
 _PHASES = {
     RebuildPhase.CATCHING_UP: pb.REBUILD_PHASE_CATCHING_UP,
@@ -31,9 +32,15 @@ class ProjectionAdminServicer(pb_grpc.ProjectionAdminServiceServicer):
         self, request: pb.RebuildRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.RebuildResponse]:
         """See the contract in proto/mesh/projections/v1/projections.proto."""
+        if len(request.projection) > MAX_PROJECTION_LENGTH:
+            raise InvalidArgument(
+                violations=[
+                    FieldViolation("projection", f"at most {MAX_PROJECTION_LENGTH} characters")
+                ]
+            )
         if request.projection not in ("", PROJECTION):
             raise NotFound(
-                f"no projection {request.projection!r} here; this service has {PROJECTION!r}",
+                f"no projection {quoted(request.projection)} here; this service has {PROJECTION!r}",
                 reason="PROJECTION_NOT_FOUND",
             )
         rebuild = self._rebuilder.rebuild()

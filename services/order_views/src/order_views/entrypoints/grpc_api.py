@@ -2,7 +2,8 @@
 
 Errors are not caught here: they propagate to meshkit's edge, which maps them once. The only
 transport concern handled here is the wait budget of a consistency token: the RPC's remaining
-deadline, less a margin to send the answer, capped. Money, addresses and times go out through
+deadline, less a margin to send the answer and what the deadline's rounding on the wire may
+have added, capped. Money, addresses and times go out through
 meshkit's own mappings (``Money.to_wire``: any currency's ISO 4217 decimals; ``to_timestamp``:
 exact to the microsecond); no request of this service carries a Money or a Timestamp.
 """
@@ -13,6 +14,7 @@ from collections.abc import Callable
 
 import grpc
 
+from meshkit.errors import FieldViolation, InvalidArgument
 from meshkit.timestamps import to_timestamp
 from order_views.app.ports import PartitionPosition
 from order_views.app.queries import OrderQueries, Page
@@ -28,6 +30,9 @@ from shop.orders.v1 import orders_pb2
 DEFAULT_WAIT_S = 5.0
 MAX_WAIT_S = 30.0
 ANSWER_MARGIN_S = 0.05
+# The grpc-timeout header carries 3 significant figures, rounded up (gRPC core), so the server
+# may see up to 1 % more time than the caller has left: 10.01 s arrives as 10.1 s.
+DEADLINE_ROUNDING = 0.02
 NO_DEADLINE_S = 86_400.0
 
 _STATUS_IN = {
@@ -36,6 +41,7 @@ _STATUS_IN = {
     orders_pb2.ORDER_STATUS_CANCELLED: OrderStatus.CANCELLED,
 }
 _STATUS_OUT = {status: wire for wire, status in _STATUS_IN.items()}
+_STATUS_BY_NUMBER: dict[int, OrderStatus] = {int(wire): s for wire, s in _STATUS_IN.items()}
 
 
 def wait_budget(context: grpc.ServicerContext) -> float:
@@ -43,7 +49,22 @@ def wait_budget(context: grpc.ServicerContext) -> float:
     remaining = float(context.time_remaining())
     if remaining > NO_DEADLINE_S:  # grpcio reports "no deadline" as a deadline years away
         return DEFAULT_WAIT_S
-    return max(0.0, min(remaining - ANSWER_MARGIN_S, MAX_WAIT_S))
+    budget = remaining * (1 - DEADLINE_ROUNDING) - ANSWER_MARGIN_S
+    return max(0.0, min(budget, MAX_WAIT_S))
+
+
+def status_filter(wire: int) -> OrderStatus | None:
+    """The status a ListOrders asks for (None: any); InvalidArgument naming ``status`` for a
+    number the contract does not define (a newer client's, or garbage): never a dropped filter."""
+    if wire == orders_pb2.ORDER_STATUS_UNSPECIFIED:
+        return None
+    status = _STATUS_BY_NUMBER.get(wire)
+    if status is None:
+        known = ", ".join(orders_pb2.OrderStatus.keys())
+        raise InvalidArgument(
+            violations=[FieldViolation("status", f"unknown OrderStatus {wire}; one of {known}")]
+        )
+    return status
 
 
 class OrderViewsServicer(pb_grpc.OrderViewsServiceServicer):
@@ -61,7 +82,7 @@ class OrderViewsServicer(pb_grpc.OrderViewsServiceServicer):
         """See the contract in proto/shop/order_views/v1/order_views.proto."""
         page = self._queries.list_orders(
             request.customer_id,
-            _STATUS_IN.get(request.status),
+            status_filter(request.status),
             request.page_size,
             request.page_token,
             consistency=ConsistencyToken.parse(request.consistency_token),
