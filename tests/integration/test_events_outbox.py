@@ -5,7 +5,6 @@ its CloudEvents headers and the trace it was produced in."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,13 +13,13 @@ from opentelemetry.sdk.trace import TracerProvider
 from support.events import (
     COUNTER,
     COUNTER_SCHEMA,
-    PRODUCER_MIGRATIONS,
     register_all,
     write_contracts,
 )
 from support.kafka import consume
 
 from meshkit.db import Database
+from meshkit.errors import MeshError
 from meshkit.events import (
     EventCatalog,
     EventSchemaError,
@@ -30,13 +29,6 @@ from meshkit.events import (
 )
 
 pytestmark = pytest.mark.kafka
-
-
-@pytest.fixture
-def producer_db(tmp_path: Path) -> Iterator[Database]:
-    db = Database(tmp_path / "producer.db", PRODUCER_MIGRATIONS)
-    yield db
-    db.close()
 
 
 def test_an_event_off_its_schema_fails_the_command_and_reaches_nobody(
@@ -146,3 +138,29 @@ def text_headers(msg: Message) -> dict[str, str]:
     raw = msg.headers() or []
     pairs = raw.items() if isinstance(raw, dict) else raw
     return {k: v.decode() if isinstance(v, bytes) else (v or "") for k, v in pairs}
+
+
+def test_an_event_too_large_for_kafka_fails_the_command_and_nothing_commits(
+    registry_url: str, counter_catalog: tuple[EventCatalog, Path], producer_db: Database
+) -> None:
+    catalog, _ = counter_catalog
+    outbox = Outbox(catalog, registry_url, source="/meshkit/test")
+
+    with pytest.raises(MeshError) as raised, producer_db.transaction() as conn:
+        conn.execute("INSERT INTO counters (counter, value) VALUES ('c1', 1)")
+        big = {"counter": "c1", "seq": 0, "note": "x" * 1_000_000}
+        outbox.append(conn, COUNTER, big, key="c1")
+    error = raised.value
+    assert (error.status, error.reason) == ("INVALID_ARGUMENT", "EVENT_TOO_LARGE")
+    assert COUNTER in error.message and "1,000,000" in error.message
+    assert len(error.message) < 300, "names the event and the sizes, never repeats the data"
+    with producer_db.snapshot() as conn:  # the command's state change rolled back with it
+        assert conn.execute("SELECT count(*) FROM counters").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM meshkit_outbox").fetchone()[0] == 0
+
+    # The limit is the producer's message.max.bytes, given to the outbox when it differs.
+    small = Outbox(catalog, registry_url, source="/meshkit/test", max_message_bytes=4_000)
+    with pytest.raises(MeshError, match="4,000"), producer_db.transaction() as conn:
+        small.append(conn, COUNTER, {"counter": "c1", "seq": 0, "note": "x" * 4_000}, key="c1")
+    with producer_db.transaction() as conn:
+        small.append(conn, COUNTER, {"counter": "c1", "seq": 0, "note": "x" * 1_000}, key="c1")

@@ -90,6 +90,14 @@ def counter_catalog(
     return EventCatalog.load(avro), avro
 
 
+@pytest.fixture
+def producer_db(tmp_path: Path) -> Iterator[Database]:
+    """A producer's database (a counters table and the outbox) in the test's tmp_path."""
+    db = Database(tmp_path / "producer.db", PRODUCER_MIGRATIONS)
+    yield db
+    db.close()
+
+
 def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
     """Create ``topic`` with ``partitions`` partitions and wait until it exists."""
     admin = AdminClient({"bootstrap.servers": bootstrap})

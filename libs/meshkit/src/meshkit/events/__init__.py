@@ -46,13 +46,20 @@ from meshkit.events._dlq import (
 )
 from meshkit.events._headers import cloudevent_headers
 from meshkit.events._mapping import EventMap, EventPublisher, as_record, from_record
-from meshkit.events._outbox import OUTBOX_MIGRATION, EventSchemaError, Outbox
+from meshkit.events._outbox import (
+    MAX_MESSAGE_BYTES,
+    OUTBOX_MIGRATION,
+    EventSchemaError,
+    EventTooLarge,
+    Outbox,
+)
 from meshkit.events._topics import TopicCreationError, ensure_topics
 from meshkit.events.relay import OutboxRelay
 
 __all__ = [
     "CONSUMER_CONFIG",
     "INBOX_MIGRATION",
+    "MAX_MESSAGE_BYTES",
     "OUTBOX_MIGRATION",
     "REPLAY_GROUP",
     "TRANSIENT",
@@ -65,6 +72,7 @@ __all__ = [
     "EventMap",
     "EventPublisher",
     "EventSchemaError",
+    "EventTooLarge",
     "EventType",
     "Handler",
     "Outbox",

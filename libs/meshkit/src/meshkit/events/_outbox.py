@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from meshkit.errors import FieldViolation, MeshError, Unavailable
+from meshkit.errors import FieldViolation, InvalidArgument, MeshError, Unavailable
 from meshkit.events._catalog import CatalogError, EventCatalog, SchemaRegistrationError, _client
 from meshkit.events._headers import cloudevent_headers
 from meshkit.events._validate import violations
@@ -25,11 +25,24 @@ CREATE TABLE meshkit_outbox (
     value        BLOB NOT NULL,     -- Confluent wire format: 0x00, schema id, Avro body
     headers      TEXT NOT NULL,     -- JSON [[name, value], ...], CloudEvents + traceparent
     created_at   REAL NOT NULL,     -- unix seconds
-    published_at REAL               -- NULL until the broker acknowledged it
+    published_at REAL,              -- NULL until the broker acknowledged it
+    error        TEXT               -- why Kafka can never take it (the row is parked); else NULL
 );
 CREATE INDEX meshkit_outbox_pending ON meshkit_outbox (id) WHERE published_at IS NULL;
 """
-"""Append this to the service's own migrations (``Database(path, [*mine, OUTBOX_MIGRATION])``)."""
+"""Append this to the service's own migrations (``Database(path, [*mine, OUTBOX_MIGRATION])``).
+
+The relay adds the ``error`` column to an outbox table created before it existed (see
+``meshkit.events.relay``), so services never need a second outbox migration for it."""
+
+MAX_MESSAGE_BYTES = 1_000_000
+"""The largest record the relay's producer sends: librdkafka's default ``message.max.bytes``,
+set explicitly by the relay. Brokers take more by default (``message.max.bytes`` 1,048,588)."""
+
+RECORD_ROOM = 1_024
+"""Bytes of a record's size kept free for what is not known at append time: the record framing
+(lengths, attributes, varints) and the PRODUCER span's ``traceparent``/``tracestate``, which the
+relay puts in place of the row's."""
 
 
 class EventSchemaError(MeshError):
@@ -51,6 +64,35 @@ class EventSchemaError(MeshError):
         )
 
 
+class EventTooLarge(InvalidArgument):
+    """An event is larger than one Kafka message may be: the command that made it fails.
+
+    Kafka's producer refuses a record over its ``message.max.bytes`` at once, so such an event
+    could never be published. Raised inside the command's transaction, so nothing the command did
+    is stored. INVALID_ARGUMENT: the same request always makes the same event, so retrying it
+    cannot help (RESOURCE_EXHAUSTED would read as "try later"). The message names the event type
+    and the sizes, never the data.
+    """
+
+    def __init__(self, event_type: str, size: int, limit: int) -> None:
+        super().__init__(
+            f"the request makes event {event_type} of {size:,} bytes, over the {limit:,}-byte"
+            " limit of one Kafka message: send less in one request",
+            reason="EVENT_TOO_LARGE",
+        )
+        self.event_type = event_type
+        self.size = size
+        self.limit = limit
+        self.metadata = {"event_type": event_type, "size": str(size), "limit": str(limit)}
+
+
+def record_size(key: str, value: bytes, headers: list[tuple[str, str]]) -> int:
+    """What a row takes of the producer's ``message.max.bytes``: key, value and headers as they
+    are sent, plus ``RECORD_ROOM``."""
+    named = sum(len(name.encode()) + len(text.encode()) for name, text in headers)
+    return len(key.encode()) + len(value) + named + RECORD_ROOM
+
+
 class Outbox:
     """Appends events to the outbox table inside the caller's transaction.
 
@@ -63,14 +105,26 @@ class Outbox:
     the connection it is given. Transactions: ``append`` never commits; the event exists exactly
     when the caller's transaction commits. Idempotency: each call appends a new event with a new
     ``ce_id`` (uuid4) unless ``event_id`` is given.
+
+    Size: an event whose record would exceed ``max_message_bytes`` (the relay producer's
+    ``message.max.bytes``; pass the same number to both when you change it) is refused with
+    EventTooLarge, so every row in the outbox is one Kafka can take.
     """
 
-    def __init__(self, catalog: EventCatalog, registry: Any, *, source: str) -> None:
+    def __init__(
+        self,
+        catalog: EventCatalog,
+        registry: Any,
+        *,
+        source: str,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
         from confluent_kafka.schema_registry import topic_record_subject_name_strategy
         from confluent_kafka.schema_registry.avro import AvroSerializer
 
         self._catalog = catalog
         self._source = source
+        self._max_message_bytes = max_message_bytes
         self._registry = _client(registry)
         conf = {
             "auto.register.schemas": False,
@@ -99,7 +153,8 @@ class Outbox:
         """Append one event (Avro full name ``event_type``, record ``data``) keyed by ``key`` (the
         aggregate id, also ``ce_subject``) in ``conn``'s open transaction; returns its ``ce_id``.
 
-        Raises EventSchemaError naming every bad field, CatalogError for an unknown type,
+        Raises EventSchemaError naming every bad field, EventTooLarge when its record would be
+        more than Kafka takes in one message, CatalogError for an unknown type,
         SchemaRegistrationError when the schema is not registered, Unavailable when the
         registry cannot be reached for a subject not looked up yet. The caller's transaction
         should then roll back (``Database.transaction`` does so when the exception propagates).
@@ -132,6 +187,9 @@ class Outbox:
         except Exception as exc:  # transport failures of the registry client
             raise Unavailable(f"schema registry unreachable: {exc}") from exc
         assert value is not None
+        size = record_size(key, value, headers)
+        if size > self._max_message_bytes:
+            raise EventTooLarge(event_type, size, self._max_message_bytes)
         conn.execute(
             "INSERT INTO meshkit_outbox (topic, key, value, headers, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
