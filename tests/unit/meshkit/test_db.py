@@ -141,3 +141,20 @@ def test_two_processes_starting_on_one_fresh_file_both_succeed(tmp_path: Path) -
     while not errors.empty():
         found.append(errors.get())
     assert found == []
+
+
+def test_a_commit_is_durable_by_default_and_relaxed_only_when_asked(tmp_path: Path) -> None:
+    # SQLite: in WAL mode with synchronous=NORMAL "a transaction committed ... might roll back
+    # following a power loss or system crash"; FULL syncs the WAL at every commit. A service
+    # tells others about its commits (events published, Kafka offsets committed, replies sent),
+    # so by default a commit must survive power loss.
+    durable = Database(tmp_path / "a.db", MIGRATIONS)
+    relaxed = Database(tmp_path / "b.db", MIGRATIONS, durable=False)
+    try:
+        with durable.snapshot() as conn:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2, "FULL"
+        with relaxed.snapshot() as conn:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1, "NORMAL"
+    finally:
+        durable.close()
+        relaxed.close()
