@@ -31,11 +31,18 @@ from unit.order_views.shop_events import ADDRESS
 from mesh_runner.cli import main as mesh
 from mesh_runner.rebuild import rebuild
 from meshkit.db import Database
-from meshkit.events import OUTBOX_MIGRATION, EventCatalog, Outbox, OutboxRelay
+from meshkit.events import (
+    OUTBOX_MIGRATION,
+    Consumers,
+    EventCatalog,
+    Outbox,
+    OutboxRelay,
+    reader_catalog,
+)
 from meshkit.server import MeshServer
 from meshkit.service import Service
 from order_views.adapters.copies import SqliteCopies
-from order_views.adapters.kafka import ConsumerFactory, KafkaLag, event_catalog
+from order_views.adapters.kafka import CONTRACT_PACKAGES, KafkaLag
 from order_views.adapters.sqlite import SqliteReadModel, SqliteViewStore, open_copy
 from order_views.app.progress import Progress
 from order_views.app.rebuild import Rebuilder, RebuildPhase
@@ -114,10 +121,8 @@ class Shop:
             }
         )
 
-    def consumers(self) -> ConsumerFactory:
-        return ConsumerFactory(
-            self.bootstrap, self.registry, self.catalog, handlers(SqliteViewStore)
-        )
+    def consumers(self) -> Consumers:
+        return Consumers(self.bootstrap, self.registry, self.catalog, handlers(SqliteViewStore))
 
 
 def placed(order_id: str, customer: str, n: int) -> dict[str, Any]:
@@ -135,8 +140,10 @@ def placed(order_id: str, customer: str, n: int) -> dict[str, Any]:
 
 @pytest.fixture
 def shop(kafka_bootstrap: str, registry: str, tmp_path: Path) -> Iterator[Shop]:
-    topics = {t: unique_topic(f"test.views.{t}") for t in event_catalog().topics}
-    catalog = EventCatalog(dataclasses.replace(t, topic=topics[t.topic]) for t in event_catalog())
+    topics = {t: unique_topic(f"test.views.{t}") for t in reader_catalog(CONTRACT_PACKAGES).topics}
+    catalog = EventCatalog(
+        dataclasses.replace(t, topic=topics[t.topic]) for t in reader_catalog(CONTRACT_PACKAGES)
+    )
     client = SchemaRegistryClient({"url": registry})
     for event_type in catalog:
         client.register_schema(event_type.subject, Schema(event_type.schema_text, "AVRO"))

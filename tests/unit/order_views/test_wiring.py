@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from meshkit.events import Event
+from meshkit.events import Event, reader_catalog
 from meshkit.settings import SettingsError
 from meshkit.timestamps import EPOCH, UTC
-from order_views.adapters.kafka import event_catalog
+from order_views.adapters.kafka import CONTRACT_PACKAGES
 from order_views.bootstrap import SERVICE
 from order_views.domain.model import OrderRecord, TimelineEntry
 from order_views.entrypoints.events import handlers, to_fact
@@ -115,7 +115,7 @@ def test_the_handlers_project_through_the_store_they_are_given() -> None:
 def test_the_topics_the_read_model_is_rebuilt_from_keep_their_whole_history() -> None:
     # A rebuild replays these topics from offset 0 (and refuses once a log lost its start):
     # their topic.json must keep every record, not the broker's default retention.
-    configs = event_catalog().topic_configs
+    configs = reader_catalog(CONTRACT_PACKAGES).topic_configs
     assert sorted(configs) == [
         "inventory.events.v1",
         "orders.events.v1",

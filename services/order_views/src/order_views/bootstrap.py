@@ -4,11 +4,11 @@ rebuild use cases and their servicers, on the service kit."""
 from __future__ import annotations
 
 from mesh.projections.v1 import projections_pb2_grpc
-from meshkit.events import EventCatalog
+from meshkit.events import Consumers, EventCatalog
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from order_views.adapters.copies import SqliteCopies
-from order_views.adapters.kafka import ConsumerFactory, KafkaLag, event_catalog
+from order_views.adapters.kafka import CONTRACT_PACKAGES, KafkaLag
 from order_views.adapters.sqlite import SqliteViewStore
 from order_views.app.ports import PartitionPosition
 from order_views.app.progress import Progress
@@ -27,23 +27,21 @@ def build(
     """The OrderViewsService and ProjectionAdminService servicers over the serving copy.
 
     ``catalog`` is what it consumes: by default every event contract of the four contexts
-    (``event_catalog()``); tests give the same contracts on topics of their own.
-
-    Refuses (SchemaRegistrationError naming the subjects) when the registry cannot serve the
-    event contracts it reads. Starting runs the serving copy's consumer; stopping drains RPCs,
-    aborts a rebuild in progress (the serving copy stays), stops the consumers, then closes the
-    databases.
+    (``consumes``, checked against the registry by the kit); tests give the same contracts on
+    topics of their own (checked here). Starting runs the serving copy's consumer; stopping
+    drains RPCs, aborts a rebuild in progress (the serving copy stays), stops the consumers, then
+    closes the databases.
     """
     settings = ctx.settings
-    catalog = catalog or event_catalog()
-    catalog.verify(settings.schema_registry_url, readers=True)
+    apply = handlers(SqliteViewStore)
+    if catalog is None:
+        consumers = ctx.consumers(apply)
+    else:
+        catalog.verify(settings.schema_registry_url, readers=True)
+        consumers = Consumers(
+            settings.kafka_bootstrap, settings.schema_registry_url, catalog, apply
+        )
     progress = Progress()
-    consumers = ConsumerFactory(
-        settings.kafka_bootstrap,
-        settings.schema_registry_url,
-        catalog,
-        handlers(SqliteViewStore),
-    )
     copies = SqliteCopies(settings.db_path, consumers, progress)
     lag = KafkaLag(settings.kafka_bootstrap, consumers.topics)
     rebuilder = Rebuilder(copies, progress, lag, timeout_s=settings.rebuild_timeout_s)
@@ -73,4 +71,6 @@ def build(
 
 # It publishes nothing, and its db_path is the catalog of the read model's copies, which it
 # manages itself (SqliteCopies): no database, outbox or relay of the kit's.
-SERVICE = Service[Settings]("order_views", build, settings=Settings, events=None, database=False)
+SERVICE = Service[Settings](
+    "order_views", build, settings=Settings, consumes=CONTRACT_PACKAGES, database=False
+)

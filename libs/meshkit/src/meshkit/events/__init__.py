@@ -35,7 +35,7 @@ from meshkit.events._consumer import (
     Handler,
     TransientError,
 )
-from meshkit.events._consumers import CONSUMER_CONFIG, Consumers, reader_catalog
+from meshkit.events._consumers import CONSUMER_CONFIG, REPLAY_CONFIG, Consumers, reader_catalog
 from meshkit.events._dlq import (
     REPLAY_GROUP,
     DeadLetter,
@@ -61,6 +61,7 @@ __all__ = [
     "INBOX_MIGRATION",
     "MAX_MESSAGE_BYTES",
     "OUTBOX_MIGRATION",
+    "REPLAY_CONFIG",
     "REPLAY_GROUP",
     "TRANSIENT",
     "CatalogError",

@@ -3,7 +3,8 @@ service's ``db_path``) points at the serving copy, a file beside it (``<stem>.g<
 
 Each copy has its own consumer group, ``order_views.<catalog id>.g<N>``. Generation numbers are
 never reused (the catalog keeps the last one given), and a rebuild's fresh copy sets its group's
-offsets to 0 before it reads (see ConsumerFactory), so no copy ever inherits another's offsets.
+offsets to 0 before it reads (the kit's replay mode, meshkit.events.Consumers), so no copy ever
+inherits another's offsets.
 The catalog id (random, made with the catalog) keeps a fresh ``.mesh/`` apart from an older one
 that used the same broker.
 
@@ -101,7 +102,7 @@ class Runner(Protocol):
 
 
 class RunnerFactory(Protocol):
-    """Builds the consumer of a copy (ConsumerFactory)."""
+    """Builds the consumer of a copy (meshkit.events.Consumers)."""
 
     def __call__(self, db: Database, group: str, *, replay: bool = False) -> Runner:
         """The consumer of ``group`` writing ``db``. ``replay``: read every partition from
