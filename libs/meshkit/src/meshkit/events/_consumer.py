@@ -1,9 +1,40 @@
 """The consumer loop: decode, handle once (inbox dedup in the handler's transaction), commit the
-offset last; dead-letter what cannot be decoded or handled."""
+offset last; dead-letter what cannot be decoded or handled, without ever reordering a key.
+
+What is transient and what is bad data (the rule the loop lives by):
+
+- A failure that says nothing about the record is transient: the schema registry cannot be
+  reached, times out, or answers anything but "not found" (5xx, 429, 401...); a handler raises
+  one of ``TRANSIENT``; the dead-letter topic does not acknowledge; the database is locked. The
+  record is NOT dead-lettered and its offset NOT committed: its partition is rewound to it and
+  paused, and retried with exponential backoff (``retry_backoff_s`` doubling up to
+  ``max_retry_backoff_s``), without bound unless ``give_up_after_s`` is set (which then applies
+  to handler errors only; a registry outage is never a reason to dead-letter). Other partitions
+  carry on, ``poll`` keeps the group membership alive, and ``run_forever`` stays stoppable.
+- Bad data goes to ``<topic>.dlq``: no ``ce_id``; no Confluent framing (bad magic byte); a
+  schema id the registry answers 404 (``404xx``) for; bytes that do not match the writer schema
+  or cannot be read with the reader schema; a handler raising anything not transient.
+
+Per-key order survives dead letters: a dead-lettered record PARKS its key (the Kafka key, the
+aggregate id) for this consumer group and topic, in ``meshkit_parked`` in the consumer's own
+database. Later records of a parked key are not applied; they are dead-lettered behind it (error
+type ``KeyParked``, naming the record they wait for), so ``mesh dlq replay`` sends the key's
+records back in their original order. A parked record is applied only when it is the oldest
+parked record of its key, and applying it releases it; the key is unparked once every one of
+its dead letters has been applied. Records of other keys, including on the same partition, carry
+on. A record that can never be applied keeps its key parked: later events of that aggregate wait
+in the dead-letter topic, rather than building state that skipped one. Keyless records and
+records without ``ce_id`` park nothing (they carry no aggregate order).
+
+Rebalances: only records of partitions this member still owns are handled, and only their
+offsets committed. A record fetched before its partition was revoked is dropped unhandled; its
+new owner reads it from the committed offset.
+"""
 
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import sqlite3
 import threading
@@ -20,7 +51,7 @@ from meshkit import telemetry
 from meshkit.db import Database
 from meshkit.errors import Aborted, Unavailable
 from meshkit.events import _headers as ce
-from meshkit.events._catalog import EventCatalog, _client
+from meshkit.events._catalog import EventCatalog
 from meshkit.events._dlq import dead_letter_headers, dlq_topic
 
 log = logging.getLogger("meshkit.events.consumer")
@@ -38,15 +69,39 @@ CREATE TABLE meshkit_inbox (
     PRIMARY KEY (consumer_group, event_id)
 ) WITHOUT ROWID;
 """
-"""Append this to the consuming service's own migrations."""
+"""Append this to the consuming service's own migrations. (The consumer creates its other table,
+``meshkit_parked``, itself: the dead-lettered records each key waits behind.)"""
+
+_PARKED_TABLE = """
+CREATE TABLE IF NOT EXISTS meshkit_parked (
+    n              INTEGER PRIMARY KEY,  -- order of the key's dead letters
+    consumer_group TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    key            BLOB NOT NULL,        -- the Kafka key (aggregate id)
+    event_id       TEXT NOT NULL,        -- ce_id of a dead-lettered record of that key
+    reason         TEXT NOT NULL,
+    parked_at      REAL NOT NULL,
+    UNIQUE (consumer_group, topic, key, event_id)
+)
+"""
+
+# How long one registry request may take by default: past it the registry counts as down.
+REGISTRY_TIMEOUT_S = 5.0
 
 
 class TransientError(Exception):
     """Raise from a handler when retrying later may succeed (a dependency is down).
 
     meshkit's ``Unavailable`` and ``Aborted`` and SQLite's ``OperationalError`` (database locked)
-    count as transient too. Anything else is a poison record: it goes to the dead-letter topic.
+    count as transient too. The record is retried in place, its partition paused meanwhile, until
+    it succeeds (or ``give_up_after_s``). Anything else is a poison record: it goes to the
+    dead-letter topic and parks its key.
     """
+
+
+class RegistryUnavailable(TransientError):
+    """The schema registry could not answer about a record's schema (refused, timed out, or an
+    error that is not "not found"): a fact about the registry, not the record; retried."""
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (
@@ -84,17 +139,81 @@ class _DecodeError(Exception):
     pass
 
 
+class KeyParked(Exception):
+    """The record's key waits behind an earlier dead letter (``waits_for``, its ce_id)."""
+
+    def __init__(self, key: bytes, waits_for: str) -> None:
+        self.waits_for = waits_for
+        text = key.decode("utf-8", errors="replace")
+        super().__init__(f"key {text!r} is parked behind dead letter {waits_for}")
+
+
+@dataclass
+class _Held:
+    """A record that failed transiently, kept in hand and retried at ``retry_at``; its partition
+    is paused meanwhile (and rewound to it), so nothing after it is fetched or applied."""
+
+    msg: Message
+    since: float
+    attempts: int = 0
+    retry_at: float = 0.0
+
+
+class _GuardedRegistry:
+    """The registry client as the deserializers see it: any failure of a registry call except
+    its answer "not found" (HTTP 404 with a registry error code 404xx) becomes
+    ``RegistryUnavailable``, so a registry outage is never mistaken for an undecodable record."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+
+        @functools.wraps(attr)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+            try:
+                return attr(*args, **kwargs)
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404 and 40400 <= exc.error_code <= 40499:
+                    raise  # the registry answered: this record names a schema it does not have
+                raise RegistryUnavailable(f"schema registry: {exc}") from exc
+            except Exception as exc:
+                raise RegistryUnavailable(f"schema registry: {type(exc).__name__}: {exc}") from exc
+
+        return call
+
+
+def _registry_client(registry: Any, timeout_s: float) -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    if isinstance(registry, str):
+        # No retries inside the client: the loop retries per partition, stoppable, with backoff.
+        return SchemaRegistryClient({"url": registry, "timeout": timeout_s, "max.retries": 0})
+    return registry
+
+
 class EventConsumer:
-    """Consumes ``topics`` as ``group`` and applies each event exactly once to ``db``.
+    """Consumes ``topics`` as ``group`` and applies each event exactly once, in per-key order,
+    to ``db``.
 
     Per record: decode (writer schema by id from the registry, the catalog's schema as reader);
     then in ONE ``db.transaction()``: skip if the inbox has ``(group, ce_id)``, else call the
     handler for ``ce_type`` with the event and the open connection and write the inbox mark; only
     after that transaction commits is the Kafka offset committed. A redelivered record is a no-op,
     so a crash anywhere costs a redelivery, never a double effect. Events of a type without a
-    handler are marked and skipped. Transient errors (``TRANSIENT``) are retried with backoff up
-    to ``max_attempts``; a record that still fails, or cannot be decoded, goes to
-    ``<topic>.dlq`` (acknowledged before its offset is committed) and the loop carries on.
+    handler are marked and skipped.
+
+    Transient failures (registry unreachable, ``TRANSIENT`` from the handler) hold the record's
+    partition at that record and retry it with backoff: nothing is dead-lettered or committed
+    past it, and no later record of its partition is applied first. Bad data and handler bugs go
+    to ``<topic>.dlq`` (acknowledged before the offset is committed) and park the record's key:
+    later records of that key follow it into the dead-letter topic until a replay applies them
+    in order; other keys carry on. See the module docstring for the exact rules.
 
     Group protocol: classic (not KIP-848 ``consumer``): on Kafka 4.3 a classic rejoin takes ~0.1 s
     against ~5 s for a second KIP-848 member, and ``instance_id`` (static membership) lets a
@@ -115,10 +234,17 @@ class EventConsumer:
         catalog: EventCatalog | None = None,
         instance_id: str | None = None,
         batch_size: int = 100,
-        max_attempts: int = 5,
         retry_backoff_s: float = 0.1,
+        max_retry_backoff_s: float = 5.0,
+        give_up_after_s: float | None = None,
+        registry_timeout_s: float = REGISTRY_TIMEOUT_S,
         consumer_config: Mapping[str, Any] | None = None,
     ) -> None:
+        """``give_up_after_s``: None (the default) retries a transient handler error until it
+        succeeds; a number dead-letters (and parks the key of) a record whose handler still
+        fails transiently that long after its first failure in this process. Registry outages
+        are retried without bound either way. ``registry`` is a URL (requests time out after
+        ``registry_timeout_s``) or a SchemaRegistryClient (used as it is configured)."""
         from confluent_kafka.schema_registry import topic_record_subject_name_strategy
         from confluent_kafka.schema_registry.avro import AvroDeserializer
 
@@ -126,16 +252,18 @@ class EventConsumer:
         self.group = group
         self._handlers = dict(handlers or {})
         self._batch = batch_size
-        self._max_attempts = max_attempts
         self._retry_backoff_s = retry_backoff_s
-        self._wake = threading.Event()
-        registry_client = _client(registry)
+        self._max_retry_backoff_s = max_retry_backoff_s
+        self._give_up_after_s = give_up_after_s
+        registry_client = _GuardedRegistry(_registry_client(registry, registry_timeout_s))
         conf = {"subject.name.strategy": topic_record_subject_name_strategy}
         readers = {t.full_name: t.schema_text for t in (catalog or ())}
         self._deserializers = {
             name: AvroDeserializer(registry_client, readers.get(name), conf=conf)
             for name in self._handlers
         }
+        with db.transaction() as conn:
+            conn.execute(_PARKED_TABLE)
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "group.id": group,
@@ -159,22 +287,56 @@ class EventConsumer:
             }
         )
         self._pending: dict[tuple[str, int], int] = {}
-        self._consumer.subscribe(list(topics), on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._assigned: set[tuple[str, int]] = set()
+        self._held: dict[tuple[str, int], _Held] = {}
+        self._consumer.subscribe(
+            list(topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     # -- rebalance -----------------------------------------------------------------------------
+    # The callbacks run inside poll()/consume() on our thread, never while a record is handled.
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._assigned.add((tp.topic, tp.partition))
+            self._held.pop((tp.topic, tp.partition), None)
+        # A partition we paused, revoked and got back must not stay paused with nothing to
+        # resume it; resuming one that is not paused is a no-op.
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:
+            log.debug("resume on assign: %s", exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Runs inside consume() on our thread: commit what we settled on these partitions before
-        # another member takes them, so it does not redo (harmless, but slow) our work.
+        # Commit what we settled on these partitions before another member takes them, so it
+        # does not redo (harmless, but slow) our work; then forget them: records of theirs still
+        # in hand are dropped unhandled and no later commit of ours covers them.
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(only=revoked)
+        self._forget(revoked)
+        try:
+            consumer.resume(partitions)
+        except KafkaException as exc:
+            log.debug("resume on revoke: %s", exc)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._pending.pop((tp.topic, tp.partition), None)
+        self._forget({(tp.topic, tp.partition) for tp in partitions})
+
+    def _forget(self, partitions: set[tuple[str, int]]) -> None:
+        for key in partitions:
+            self._assigned.discard(key)
+            self._pending.pop(key, None)
+            self._held.pop(key, None)
 
     def _commit(self, only: set[tuple[str, int]] | None = None) -> None:
-        chosen = {k: v for k, v in self._pending.items() if only is None or k in only}
+        chosen = {
+            k: v
+            for k, v in self._pending.items()
+            if (only is None or k in only) and k in self._assigned
+        }
         if not chosen:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in chosen.items()]
@@ -191,35 +353,42 @@ class EventConsumer:
     # -- the loop --------------------------------------------------------------------------------
 
     def run_once(self, timeout: float = 1.0) -> int:
-        """Consume up to one batch (waiting at most ``timeout`` s for the first record), settle
-        each record (handled, skipped, duplicate or dead-lettered), then commit their offsets.
-        Returns the number of records settled.
+        """Retry the held records that are due, then consume up to one batch (waiting at most
+        ``timeout`` s for the first record, less when a held record is due sooner), settle each
+        record (handled, skipped, duplicate or dead-lettered) or hold it on a transient failure,
+        then commit the offsets of the settled ones. Returns the number of records settled.
 
-        Raises Unavailable when a dead letter cannot be written; the unsettled records are
-        re-read next time (the consumer seeks back to them).
+        Raises when settling fails in an unexpected way; the unsettled records are re-read next
+        time (the consumer seeks back to them).
         """
-        # consume(N, timeout) waits until N records arrived or the timeout passed, which holds a
-        # trickle of events back for up to `timeout`: wait for the first record only, then take
-        # what is already fetched.
-        first = self._consumer.poll(timeout)
-        messages = (
-            [first, *self._consumer.consume(num_messages=self._batch - 1, timeout=0)]
-            if first is not None and self._batch > 1
-            else [first]
-            if first is not None
-            else []
-        )
         settled = 0
+        messages: list[Message] = []
         index = 0
         try:
+            settled = self._retry_due()
+            # consume(N, timeout) waits until N records arrived or the timeout passed, which
+            # holds a trickle of events back for up to `timeout`: wait for the first record
+            # only, then take what is already fetched.
+            first = self._consumer.poll(0.0 if settled else self._wait(timeout))
+            if first is not None:
+                messages.append(first)
+                if self._batch > 1:
+                    messages += self._consumer.consume(num_messages=self._batch - 1, timeout=0)
             for index, msg in enumerate(messages):  # noqa: B007 - read in `finally`
                 error = msg.error()
                 if error is not None:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("kafka consumer: %s", error)
                     continue
-                self._settle(msg)
-                self._pending[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+                tp = (msg.topic() or "", msg.partition() or 0)
+                if tp not in self._assigned or tp in self._held:
+                    continue  # revoked while in hand / fetched behind a held record
+                try:
+                    self._settle(msg)
+                except TRANSIENT as exc:
+                    self._hold(msg, exc)
+                    continue
+                self._pending[tp] = (msg.offset() or 0) + 1
                 settled += 1
             index = len(messages)
         finally:
@@ -228,18 +397,95 @@ class EventConsumer:
             self._commit()
         return settled
 
+    def _wait(self, timeout: float) -> float:
+        """How long the next poll may wait: ``timeout``, or less when a held record is due."""
+        if not self._held:
+            return timeout
+        due = min(held.retry_at for held in self._held.values())
+        return max(0.0, min(timeout, due - time.monotonic()))
+
+    def _retry_due(self) -> int:
+        """Retry each held record whose time has come; on success move its partition on past
+        it and resume it. Returns how many were settled."""
+        settled = 0
+        now = time.monotonic()
+        for tp, held in list(self._held.items()):
+            if held.retry_at > now:
+                continue
+            try:
+                self._settle(held.msg)
+            except TRANSIENT as exc:
+                self._hold(held.msg, exc)
+                continue
+            del self._held[tp]
+            offset = (held.msg.offset() or 0) + 1
+            self._pending[tp] = offset
+            settled += 1
+            # Resume even when the seek fails: the fetch then redelivers the record (a no-op
+            # duplicate) rather than leaving the partition paused for good.
+            try:
+                self._consumer.seek(TopicPartition(*tp, offset))
+            except KafkaException as exc:  # revoked meanwhile: its new owner reads on
+                log.debug("seek %s[%d] failed: %s", tp[0], tp[1], exc)
+            try:
+                self._consumer.resume([TopicPartition(*tp)])
+            except KafkaException as exc:
+                log.debug("resume %s[%d] failed: %s", tp[0], tp[1], exc)
+        return settled
+
+    def _hold(self, msg: Message, error: BaseException) -> None:
+        """Keep ``msg`` for a retry with backoff; pause its partition, rewound to it."""
+        topic, partition, offset = msg.topic() or "", msg.partition() or 0, msg.offset() or 0
+        now = time.monotonic()
+        held = self._held.get((topic, partition))
+        first = held is None
+        if held is None:
+            held = self._held[(topic, partition)] = _Held(msg, since=now)
+        held.attempts += 1
+        delay = min(self._max_retry_backoff_s, self._retry_backoff_s * 2 ** (held.attempts - 1))
+        held.retry_at = now + delay
+        log.warning(
+            "transient failure at %s[%d]@%d (%s), failing for %.1fs; holding the partition,"
+            " attempt %d, retry in %.2fs: %s: %s",
+            topic,
+            partition,
+            offset,
+            ce.header_map(msg.headers()).get(ce.ID),
+            now - held.since,
+            held.attempts,
+            delay,
+            type(error).__name__,
+            error,
+        )
+        if not first:
+            return  # already paused
+        # The seek drops what was fetched after the record; nothing more comes while paused.
+        # Should either fail, records after it that still arrive are skipped while it is held,
+        # and the retry's success seeks past it.
+        try:
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+        except KafkaException as exc:
+            log.debug("seek %s[%d] failed: %s", topic, partition, exc)
+        try:
+            self._consumer.pause([TopicPartition(topic, partition)])
+        except KafkaException as exc:
+            log.debug("pause %s[%d] failed: %s", topic, partition, exc)
+
     def _rewind(self, unsettled: Sequence[Message]) -> None:
         first: dict[tuple[str, int], int] = {}
         for msg in unsettled:
             if msg.error() is None:
                 first.setdefault((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
         for (topic, partition), offset in first.items():
+            if (topic, partition) in self._held or (topic, partition) not in self._assigned:
+                continue  # held: paused at its record already
             try:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             except KafkaException as exc:  # partition revoked meanwhile: its new owner reads it
                 log.debug("seek %s[%d] failed: %s", topic, partition, exc)
 
     def _settle(self, msg: Message) -> None:
+        """Handle, skip or dead-letter ``msg``; raises one of TRANSIENT to retry it later."""
         headers = ce.header_map(msg.headers())
         event_id = headers.get(ce.ID)
         event_type = headers.get(ce.TYPE, "")
@@ -254,33 +500,27 @@ class EventConsumer:
             return
         try:
             event = self._decode(msg, headers, event_id, event_type)
-        except Exception as exc:  # noqa: BLE001 - any decode failure makes a dead letter
-            self._dead_letter(msg, exc)
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the record itself is bad: a dead letter
+            self._dead_letter(msg, exc, park=event_id)
             return
-        attempt = 1
-        while True:
-            try:
-                self._apply(msg, event, handler)
-                return
-            except TRANSIENT as exc:
-                if attempt >= self._max_attempts:
-                    self._dead_letter(msg, exc)
-                    return
-                delay = self._retry_backoff_s * 2 ** (attempt - 1)
-                log.warning(
-                    "transient error handling %s %s (attempt %d of %d, retry in %.2fs): %s",
-                    event_type,
-                    event_id,
-                    attempt,
-                    self._max_attempts,
-                    delay,
-                    exc,
-                )
-                attempt += 1
-                self._wake.wait(delay)
-            except Exception as exc:  # noqa: BLE001 - a handler bug: park the record, move on
-                self._dead_letter(msg, exc)
-                return
+        try:
+            self._apply(msg, event, handler)
+        except KeyParked as exc:
+            self._dead_letter(msg, exc, park=event_id)
+        except TRANSIENT as exc:
+            if self._give_up_after_s is None or self._failing_for(msg) < self._give_up_after_s:
+                raise
+            self._dead_letter(msg, exc, park=event_id)
+        except Exception as exc:  # noqa: BLE001 - a handler bug: park the record and its key
+            self._dead_letter(msg, exc, park=event_id)
+
+    def _failing_for(self, msg: Message) -> float:
+        held = self._held.get((msg.topic() or "", msg.partition() or 0))
+        if held is None or held.msg.offset() != msg.offset():
+            return 0.0
+        return time.monotonic() - held.since
 
     def _apply(self, msg: Message, event: Event, handler: Handler) -> None:
         # CONSUMER span: a child of the producer's context (single-message processing), linked
@@ -295,6 +535,7 @@ class EventConsumer:
             if telemetry.consumer_link_only()
             else telemetry.context_from(producer)
         )
+        key = msg.key()
         with (
             telemetry.tracer().start_as_current_span(
                 f"process {event.topic}",
@@ -318,11 +559,39 @@ class EventConsumer:
                 "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?",
                 (self.group, event.id),
             ).fetchone()
+            head = self._parked_head(conn, event.topic, key)
             if seen:
                 log.debug("duplicate %s %s; already handled", event.type, event.id)
+                if head is not None:
+                    self._unpark(conn, event.topic, key, event.id)
                 return
+            if head is not None and head != event.id:
+                assert key is not None
+                raise KeyParked(key, head)
             handler(event, conn)
             self._mark(conn, msg, event.id, event.type, "handled")
+            if head is not None:
+                self._unpark(conn, event.topic, key, event.id)
+
+    def _parked_head(self, conn: sqlite3.Connection, topic: str, key: bytes | None) -> str | None:
+        """The ce_id of the oldest dead letter ``key`` waits behind, or None when not parked."""
+        if key is None:
+            return None
+        row = conn.execute(
+            "SELECT event_id FROM meshkit_parked WHERE consumer_group = ? AND topic = ?"
+            " AND key = ? ORDER BY n LIMIT 1",
+            (self.group, topic, key),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def _unpark(
+        self, conn: sqlite3.Connection, topic: str, key: bytes | None, event_id: str
+    ) -> None:
+        conn.execute(
+            "DELETE FROM meshkit_parked WHERE consumer_group = ? AND topic = ? AND key = ?"
+            " AND event_id = ?",
+            (self.group, topic, key, event_id),
+        )
 
     def _mark(
         self, conn: sqlite3.Connection, msg: Message, event_id: str, event_type: str, outcome: str
@@ -369,7 +638,10 @@ class EventConsumer:
             traceparent=headers.get(ce.TRACEPARENT),
         )
 
-    def _dead_letter(self, msg: Message, error: BaseException) -> None:
+    def _dead_letter(self, msg: Message, error: BaseException, *, park: str | None = None) -> None:
+        """Write ``msg`` to the dead-letter topic; once acknowledged, park its key behind it when
+        ``park`` (its ce_id) is given and it has a key. Raises Unavailable when not acknowledged
+        (transient: the record is retried)."""
         topic = msg.topic() or ""
         log.error(
             "dead-lettering %s[%d]@%d (%s): %s: %s",
@@ -390,14 +662,34 @@ class EventConsumer:
         )
         self._dlq.flush(15.0)
         if not outcome or outcome[0] is not None:
-            # Not acknowledged: do not commit past it; run_once rewinds to this record.
+            # Not acknowledged: do not commit past it; run_once holds its partition at it.
             raise Unavailable(f"dead-letter topic {dlq_topic(topic)}: {outcome or 'no report'}")
+        key = msg.key()
+        if park is None or key is None:
+            return
+        # After the acknowledgement: a crash in between re-reads the record and dead-letters it
+        # again (a duplicate dead letter, which the inbox makes a no-op on replay).
+        with self._db.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO meshkit_parked (consumer_group, topic, key, event_id,"
+                " reason, parked_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    self.group,
+                    topic,
+                    key,
+                    park,
+                    f"{type(error).__name__}: {error}"[:500],
+                    time.time(),
+                ),
+            )
 
     def run_forever(
         self, stop: threading.Event, *, poll_s: float = 0.5, max_backoff_s: float = 5.0
     ) -> None:
         """Loop ``run_once`` until ``stop`` is set, backing off while it raises; raises itself
-        once the database is closed (its owner forgot to set ``stop``)."""
+        once the database is closed (its owner forgot to set ``stop``). A held partition never
+        blocks the loop: each pass waits at most ``poll_s``, so ``stop`` is seen within that
+        (plus one registry request, at most ``registry_timeout_s``, when the registry hangs)."""
         backoff = 0.1
         while not stop.is_set():
             try:
@@ -412,7 +704,6 @@ class EventConsumer:
 
     def close(self) -> None:
         """Commit settled offsets and leave the group (a static member stays until it times out)."""
-        self._wake.set()
         try:
             self._commit()
         finally:
