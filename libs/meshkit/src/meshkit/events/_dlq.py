@@ -136,6 +136,10 @@ def replay_dead_letters(
     Exactly once across repeated replays: the records and the new committed offset of ``group``
     on ``<topic>.dlq`` go in one Kafka transaction, so a replay that dies half-way leaves neither.
     Consumers dedupe by ``ce_id`` regardless, so a replayed event already handled is a no-op.
+
+    Per key, the records go back in the order they were dead-lettered (a key's dead letters share
+    one ``.dlq`` partition, read in order; the producer is idempotent): the order a consumer's
+    parked key needs, since it applies only the oldest record it waits for.
     """
     consumer = _consumer(bootstrap, group)
     producer: Producer | None = None
