@@ -12,6 +12,8 @@ import datetime
 import io
 import random
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -694,6 +696,37 @@ def test_a_second_worker_starting_leaves_the_running_workers_step_clocks_alone(
 # ----------------------------------------------------------------------------------------------
 # SQLite specifics: snapshots, outbox in the same transaction
 # ----------------------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_a_moment_ago_does_not_keep_its_restart_from_resuming(
+    tmp_path: Path,
+) -> None:
+    """kill -9, then a restart within the heartbeat window: the dead worker's recent heartbeat
+    must not count as a live worker (its process is gone), so the restart resumes its sagas."""
+    db = Database(tmp_path / "o.db", MIGRATIONS)
+    try:
+        world = World(lambda: SqliteUnitOfWork(db, snapshot_every=2))
+        world.participants.answer(AuthorizePayment, Transient("UNAVAILABLE"))
+        world.place()
+        world.worker.run_once()  # the worker that is about to die beat just now
+        gone = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        with db.transaction() as conn:  # as if that worker had been this finished process
+            conn.execute("UPDATE saga_runners SET pid = ?", (int(gone.stdout),))
+        restarted = SagaWorker(
+            lambda: SqliteUnitOfWork(db, snapshot_every=2),
+            world.participants,
+            POLICY,
+            clock=world.clock,
+            parallelism=1,
+        )
+        assert restarted.resume() == 1
+    finally:
+        db.close()
 
 
 def test_snapshots_keep_loads_equal_to_the_full_fold(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
@@ -163,7 +165,9 @@ MIGRATIONS = (
     """
     CREATE TABLE saga_runners (
         runner_id        TEXT PRIMARY KEY,
-        heartbeat_micros INTEGER NOT NULL
+        heartbeat_micros INTEGER NOT NULL,
+        host             TEXT NOT NULL,
+        pid              INTEGER NOT NULL
     );
     """,
 )
@@ -380,9 +384,9 @@ class SqliteSagas:
     def beat(self, runner_id: str, now: datetime.datetime) -> None:
         """Record that the saga worker ``runner_id`` is alive at ``now``."""
         self._conn.execute(
-            "INSERT INTO saga_runners (runner_id, heartbeat_micros) VALUES (?, ?)"
+            "INSERT INTO saga_runners (runner_id, heartbeat_micros, host, pid) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (runner_id) DO UPDATE SET heartbeat_micros = excluded.heartbeat_micros",
-            (runner_id, to_micros(now)),
+            (runner_id, to_micros(now), socket.gethostname(), os.getpid()),
         )
         # Forget workers silent for an hour: they are long gone.
         self._conn.execute(
@@ -390,12 +394,32 @@ class SqliteSagas:
         )
 
     def others_alive(self, runner_id: str, since: datetime.datetime) -> bool:
-        """True when a saga worker other than ``runner_id`` was alive after ``since``."""
-        row = self._conn.execute(
-            "SELECT 1 FROM saga_runners WHERE runner_id != ? AND heartbeat_micros > ? LIMIT 1",
+        """True when a saga worker other than ``runner_id`` was alive after ``since`` and, if it
+        ran on this host, its process still exists (one killed a moment ago is not alive)."""
+        rows = self._conn.execute(
+            "SELECT host, pid FROM saga_runners WHERE runner_id != ? AND heartbeat_micros > ?",
             (runner_id, to_micros(since)),
-        ).fetchone()
-        return row is not None
+        ).fetchall()
+        here = socket.gethostname()
+        return any(row["host"] != here or _process_exists(row["pid"]) for row in rows)
+
+
+def _process_exists(pid: int) -> bool:
+    """True when a live process ``pid`` exists on this host (signal 0 checks without
+    signalling). A killed process nobody has reaped yet (a zombie: its parent, ``mesh up``, has
+    long exited) answers signal 0 too, so Linux's /proc state is read where there is one."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # "pid (comm) S ..."
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 class SqliteRequests:
