@@ -420,6 +420,31 @@ def test_a_long_transient_handler_error_is_retried_in_place_not_dead_lettered(
     assert count_effects(db_path) == dict.fromkeys(ids, 1)
 
 
+def test_give_up_after_s_dead_letters_a_record_still_failing_and_parks_its_key(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    kafka_topic: str,
+    publish: Publish,
+    make_consumer: Callable[..., EventConsumer],
+) -> None:
+    def handler(event: Event, conn: sqlite3.Connection) -> None:
+        if (event.data["counter"], event.data["seq"]) == ("k", 0):
+            raise TransientError("never comes back")
+        count_effect(event, conn)
+
+    ids = publish([("k", 0), ("k", 1), ("j", 0)])
+    db_path = tmp_path / "consumer.db"
+    consumer = make_consumer(handler, give_up_after_s=0.5)
+    drain(consumer, lambda: len(read_dead_letters(kafka_bootstrap, kafka_topic)) == 2)
+    settle_all(consumer)
+    assert applied_order(db_path) == {"j": [0]}
+    letters = [letter.summary() for letter in read_dead_letters(kafka_bootstrap, kafka_topic)]
+    assert [(s["ce_id"], s["error_type"]) for s in letters] == [
+        (ids[0], "TransientError"),
+        (ids[1], "KeyParked"),
+    ]
+
+
 def run_mesh(*args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(MESH), *args], capture_output=True, text=True, timeout=60, check=False
