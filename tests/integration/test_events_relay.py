@@ -125,11 +125,12 @@ def test_relay_killed_mid_batch_loses_nothing_and_each_effect_happens_once_in_ke
     assert applied_order(consumer_path) == {key: list(range(per_key)) for key in keys}
 
 
-def kafka(command: str) -> None:
+def kafka(command: str) -> str:
     result = subprocess.run(
         [str(KAFKA_SCRIPT), command], capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def test_broker_stop_and_start_while_publishing_loses_nothing(
@@ -140,6 +141,9 @@ def test_broker_stop_and_start_while_publishing_loses_nothing(
     producer_db: Database,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    if "not started by this mesh" in kafka("status"):
+        # Another checkout's broker (a developer's own mesh): scripts/kafka here may not stop it.
+        pytest.skip("the broker on 9092 belongs to another checkout; this test stops its own")
     outbox = Outbox(counter_catalog[0], registry_url, source="/meshkit/test")
     relay = OutboxRelay(producer_db, kafka_bootstrap, delivery_timeout_s=3.0)
     appended: list[str] = []

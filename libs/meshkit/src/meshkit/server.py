@@ -484,8 +484,16 @@ def _fail(
         if span is not None:
             telemetry.end_rpc_span(span, code.name, client=False)
         context.abort(code, _details_of(context))
-    if isinstance(exc, grpc.RpcError) and not context.is_active():
-        # The client cancelled or went away while the handler read its request stream.
+    if not context.is_active():
+        # The client cancelled or went away, typically while the handler read its request
+        # stream: grpcio then ends that iterator with an RpcError, or (a race) a bare
+        # StopIteration that a generator turns into RuntimeError. Nobody is there to answer.
+        log.info(
+            "%s: the client left; the handler ended with %s",
+            method,
+            type(exc).__name__,
+            extra={"rpc.method": method},
+        )
         _access(logging.INFO, method, "CANCELLED", start)
         if span is not None:
             telemetry.end_rpc_span(span, "CANCELLED", client=False)
