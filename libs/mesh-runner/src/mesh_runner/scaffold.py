@@ -233,27 +233,15 @@ def _add_to_workspace(path: Path, name: str) -> None:
         text,
         count=1,
     )
-    text = re.sub(
-        r'^(mypy_path = ".*)"$',
-        lambda m: m.group(1) + f':services/{name}/src"',
-        text,
-        count=1,
-        flags=re.M,
-    )
-    text = re.sub(
-        r"^(files = \[.*)\]$",
-        lambda m: m.group(1) + f', "services/{name}/src"]',
-        text,
-        count=1,
-        flags=re.M,
-    )
-    text = re.sub(
-        r"^(known-first-party = \[.*)\]$",
-        lambda m: m.group(1) + f', "{name}"]',
-        text,
-        count=1,
-        flags=re.M,
-    )
+    # One-line lists in [tool.mypy] and ruff's isort: the new entry goes at the end of each.
+    for pattern, entry in (
+        (r'^(mypy_path = ".*)"$', f':services/{name}/src"'),
+        (r"^(files = \[.*)\]$", f', "services/{name}/src"]'),
+        (r"^(known-first-party = \[.*)\]$", f', "{name}"]'),
+    ):
+        found = re.search(pattern, text, flags=re.M)
+        if found:
+            text = text[: found.end(1)] + entry + text[found.end() :]
     path.write_text(text)
 
 
