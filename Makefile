@@ -6,6 +6,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON      ?= python3
+comma       := ,
 UV_VERSION  := 0.13.9
 CACHE       := $(CURDIR)/.cache
 UV          := $(CACHE)/uv-venv/bin/uv
@@ -65,8 +66,8 @@ test: setup tools lint gen-check ## everything CI runs: lint, gen drift, unit, i
 demo: setup tools ## the whole mesh on embedded defaults, a scripted flow, its outcome
 	@$(PY) scripts/demo.py
 
-bench: setup tools ## benchmarks, each as a ratio against a baseline measured in the same run
-	@$(PY) scripts/bench.py
+bench: setup tools ## benchmarks vs a same-run baseline, figures in .bench/results.json (ONLY=events,saga)
+	@$(PY) scripts/bench.py $(subst $(comma), ,$(ONLY))
 
 clean: ## stop the mesh and remove runtime state (.mesh/)
 	-@$(VENV)/bin/mesh down 2>/dev/null
