@@ -2,12 +2,21 @@
 """Benchmark order_views: projection throughput, and query latency through the real gRPC server.
 
 Projection: the events of N orders (default 100 000; about 11 events each across the orders,
-payments, shipping and inventory contexts) are generated IN-PROCESS and fed straight into the
-projector over SQLite -- no Kafka, no Avro, so the figure is the read model's own cost. First a
-sample (``--sample-orders``) the way the consumer applies events: one transaction per event with
-the inbox check and mark; then the rest in batches (``--batch`` events per transaction), which is
-only how this benchmark loads 100k orders quickly. Baseline: the same number of bare one-row
-INSERTs, one transaction each, on the same kind of database: what SQLite alone costs here.
+payments, shipping and inventory contexts, 64 orders in flight at a time) are generated IN-PROCESS
+and fed to order_views' real Kafka handlers as ``meshkit.events.Event``s -- no Kafka, no Avro, so
+the figure is the read model's own cost. The read model is first filled with most of the orders
+(handlers only, big transactions: just how this benchmark loads 100k orders quickly); then
+measured on it:
+
+- ``projection.throughput``: ``--sample-orders`` orders applied THE WAY meshkit's EventConsumer
+  applies a consumed batch: ``--batch`` (its ``batch_size``, 500) records per transaction, per
+  record a SAVEPOINT, the inbox check, the parked-key check, the handler, the inbox mark and
+  RELEASE; on a durable database (synchronous=FULL, as the service runs);
+- ``projection.one_per_tx``: ``--one-per-tx-orders`` more orders the same way, one record per
+  transaction (what the consumer did before it batched).
+
+Baseline: ``--baseline-inserts`` bare one-row INSERTs, one transaction each, on the same kind of
+database: what SQLite alone costs here.
 
 Queries: the real OrderViewsService on a real gRPC server (127.0.0.1, port 0) over the loaded copy,
 called sequentially from one client: ListOrders for a customer (~10 orders each), SearchOrders by
@@ -27,26 +36,29 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+from benchlib import record
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit.db import Database
+from meshkit.events import Event, Handler
 from meshkit.server import ServiceBinding, create_server
 from order_views.adapters.copies import SqliteCopies
 from order_views.adapters.sqlite import SqliteViewStore
 from order_views.app.progress import Progress
-from order_views.app.projector import apply_fact
 from order_views.app.queries import OrderQueries
 from order_views.bootstrap import SERVICE
 from order_views.domain.model import Fact
+from order_views.entrypoints.events import handlers
 from order_views.entrypoints.grpc_api import OrderViewsServicer
 from shop.order_views.v1 import order_views_pb2 as pb
 from shop.order_views.v1 import order_views_pb2_grpc as pb_grpc
 
+FIGURES = (None, "list_customer", "search_sku", "search_city")
 CITIES = ["Berlin", "Paris", "Lisbon", "Oslo", "Rome", "Vienna", "Prague", "Dublin"]
 BASE = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
 
@@ -108,29 +120,164 @@ def order_events(n: int, customers: int, rng: random.Random) -> list[tuple[str, 
     ]  # fmt: skip
 
 
-def generate(orders: int, customers: int) -> Iterator[tuple[str, Fact]]:
-    rng = random.Random(7)  # noqa: S311 - a reproducible workload, not a secret
-    for n in range(orders):
-        yield from order_events(n, customers, rng)
+TOPICS = {
+    "orders": "orders.events.v1",
+    "payments": "payments.events.v1",
+    "shipping": "shipping.events.v1",
+    "inventory": "inventory.events.v1",
+}
+IN_FLIGHT = 64  # orders whose events interleave, as concurrent sagas publish them
 
 
-def apply_like_the_consumer(db: Database, group: str, event: Fact, offset: int) -> None:
-    """One transaction: inbox check, projection, inbox mark (what EventConsumer does per event)."""
-    with db.transaction() as conn:
-        if conn.execute(
-            "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?",
-            (group, event.id),
-        ).fetchone():
-            return
-        apply_fact(SqliteViewStore(conn), event)
-        conn.execute(
-            "INSERT INTO meshkit_inbox VALUES (?, ?, ?, 'bench', 0, ?, 'handled', ?)",
-            (group, event.id, event.type, offset, time.time()),
+def generate(first: int, last: int, customers: int) -> Iterator[tuple[str, Fact]]:
+    """The events of orders ``first`` .. ``last - 1``; ``IN_FLIGHT`` orders at a time have their
+    events interleaved (each order's own events stay in order), so neighbouring events are
+    mostly of different orders, as when many sagas run at once."""
+    for window in range(first, last, IN_FLIGHT):
+        lives = [
+            order_events(n, customers, random.Random(n))  # noqa: S311 - a reproducible workload
+            for n in range(window, min(last, window + IN_FLIGHT))
+        ]
+        for step in range(max(len(life) for life in lives)):
+            for life in lives:
+                if step < len(life):
+                    yield life[step]
+
+
+class Offsets:
+    """Turns facts into the ``meshkit.events.Event``s the consumer would decode: the record
+    (with its ``occurred_at``, as the Avro contracts carry it), the context's topic and
+    successive offsets of one partition per topic."""
+
+    def __init__(self) -> None:
+        self._next: dict[str, int] = {}
+
+    def event(self, context: str, fact: Fact) -> Event:
+        topic = TOPICS[context]
+        offset = self._next.get(topic, 0)
+        self._next[topic] = offset + 1
+        key = str(fact.data.get("order_id") or fact.data.get("reservation_id") or "")
+        return Event(
+            id=fact.id,
+            type=fact.type,
+            source=f"/meshkit/{context}",
+            subject=key,
+            time=fact.occurred_at,
+            data={**fact.data, "occurred_at": fact.occurred_at},
+            topic=topic,
+            partition=0,
+            offset=offset,
+            key=key,
+            headers={},
         )
 
 
+# What meshkit's EventConsumer runs per record (libs/meshkit/src/meshkit/events/_consumer.py);
+# the parked-keys table is the one it creates in the consumer's database.
+PARKED_TABLE = """
+CREATE TABLE IF NOT EXISTS meshkit_parked (
+    n              INTEGER PRIMARY KEY,
+    consumer_group TEXT NOT NULL,
+    topic          TEXT NOT NULL,
+    key            BLOB NOT NULL,
+    event_id       TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    parked_at      REAL NOT NULL,
+    UNIQUE (consumer_group, topic, key, event_id)
+)
+"""
+SEEN = "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?"
+PARKED_HEAD = (
+    "SELECT event_id FROM meshkit_parked WHERE consumer_group = ? AND topic = ?"
+    " AND key = ? ORDER BY n LIMIT 1"
+)
+MARK = (
+    "INSERT OR IGNORE INTO meshkit_inbox (consumer_group, event_id, event_type, topic,"
+    ' partition, "offset", outcome, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
+)
+
+
+def apply_like_the_consumer(
+    db: Database, group: str, table: Mapping[str, Handler], batch: Sequence[Event]
+) -> None:
+    """``batch`` as EventConsumer applies a consumed batch: ONE transaction; per record a
+    savepoint, the inbox check, the parked-key check, the handler, the inbox mark, release (a
+    record that raises rolls back to its savepoint only). The offsets would be committed after."""
+    with db.transaction() as conn:
+        for event in batch:
+            conn.execute("SAVEPOINT record")
+            try:
+                seen = conn.execute(SEEN, (group, event.id)).fetchone()
+                key = event.key.encode() if event.key is not None else None
+                head = conn.execute(PARKED_HEAD, (group, event.topic, key)).fetchone()
+                if not seen and head is None:
+                    handler = table.get(event.type)
+                    if handler is not None:
+                        handler(event, conn)
+                    conn.execute(
+                        MARK,
+                        (
+                            group,
+                            event.id,
+                            event.type,
+                            event.topic,
+                            event.partition,
+                            event.offset,
+                            "handled" if handler is not None else "skipped",
+                            time.time(),
+                        ),
+                    )
+            except BaseException:
+                conn.execute("ROLLBACK TO record")
+                conn.execute("RELEASE record")
+                raise
+            conn.execute("RELEASE record")
+
+
+def consume(
+    db: Database, group: str, table: Mapping[str, Handler], events: Iterable[Event], size: int
+) -> int:
+    """Apply ``events`` like the consumer in batches of ``size`` (one transaction each)."""
+    count = 0
+    batch: list[Event] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= size:
+            apply_like_the_consumer(db, group, table, batch)
+            count += len(batch)
+            batch.clear()
+    if batch:
+        apply_like_the_consumer(db, group, table, batch)
+        count += len(batch)
+    return count
+
+
+def bulk_load(
+    db: Database, table: Mapping[str, Handler], events: Iterable[Event], size: int
+) -> int:
+    """Only how this benchmark fills the read model quickly: the handlers, ``size`` events per
+    transaction, no inbox."""
+    count = 0
+    batch: list[Event] = []
+
+    def flush() -> None:
+        with db.transaction() as conn:
+            for item in batch:
+                table[item.type](item, conn)
+        batch.clear()
+
+    for event in events:
+        batch.append(event)
+        count += 1
+        if len(batch) >= size:
+            flush()
+    flush()
+    return count
+
+
 def baseline_inserts(path: Path, count: int) -> float:
-    """Seconds for ``count`` one-row INSERTs, one transaction each (WAL, synchronous=NORMAL)."""
+    """Seconds for ``count`` one-row INSERTs, one transaction each, on a database like the
+    read model's (meshkit.db.Database: WAL, synchronous=FULL)."""
     db = Database(path, ["CREATE TABLE t (id TEXT PRIMARY KEY, body TEXT NOT NULL);"])
     started = time.perf_counter()
     for i in range(count):
@@ -160,7 +307,7 @@ def timed(call: Callable[[], object], count: int) -> list[float]:
 class NoConsumer:
     """The copy's consumer in this benchmark: events were loaded directly, Kafka is not used."""
 
-    def __init__(self, *_: object) -> None:
+    def __init__(self, db: Database, group: str, *, replay: bool = False) -> None:
         self._idle = threading.Event()
 
     def run_once(self, timeout: float = 1.0) -> int:
@@ -175,65 +322,77 @@ def main() -> int:  # noqa: PLR0915 - one linear script: load, then measure
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=100_000)
     parser.add_argument("--customers", type=int, default=10_000)
-    parser.add_argument("--sample-orders", type=int, default=5_000)
-    parser.add_argument("--batch", type=int, default=2_000)
+    parser.add_argument(
+        "--sample-orders", type=int, default=5_000, help="orders applied like the consumer"
+    )
+    parser.add_argument(
+        "--one-per-tx-orders", type=int, default=1_000, help="orders applied 1 event per txn"
+    )
+    parser.add_argument("--batch", type=int, default=500, help="the consumer's batch_size")
+    parser.add_argument("--load-batch", type=int, default=2_000)
+    parser.add_argument("--baseline-inserts", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=2_000)
     args = parser.parse_args()
+    table = handlers(SqliteViewStore)
+    offsets = Offsets()
+    sampled = args.sample_orders + args.one_per_tx_orders
+    loaded_orders = max(0, args.orders - sampled)
 
     with tempfile.TemporaryDirectory(prefix="bench-order-views-") as tmp:
         root = Path(tmp)
         progress = Progress()
         copies = SqliteCopies(root / "views.db", NoConsumer, progress)
         copy = copies.active()
-        events = generate(args.orders, args.customers)
-        sample = [e for _, e in generate(args.sample_orders, args.customers)]
-
-        started = time.perf_counter()
-        for offset, event in enumerate(sample):
-            apply_like_the_consumer(copy.db, copy.group, event, offset)
-        per_event_s = time.perf_counter() - started
-        per_event_rate = len(sample) / per_event_s
-
-        # The rest of the orders, batched (skip the sample's orders: already projected).
-        loaded = len(sample)
-        skip = len(sample)
-        started = time.perf_counter()
-        batch: list[Fact] = []
-        for index, (_, event) in enumerate(events):
-            if index < skip:
-                continue
-            batch.append(event)
-            if len(batch) >= args.batch:
-                with copy.db.transaction() as conn:
-                    store = SqliteViewStore(conn)
-                    for item in batch:
-                        apply_fact(store, item)
-                loaded += len(batch)
-                batch.clear()
         with copy.db.transaction() as conn:
-            store = SqliteViewStore(conn)
-            for item in batch:
-                apply_fact(store, item)
-        loaded += len(batch)
-        batched_s = time.perf_counter() - started
-        batched_rate = (loaded - len(sample)) / batched_s if batched_s else 0.0
-        base_s = baseline_inserts(root / "baseline.db", len(sample))
-        base_rate = len(sample) / base_s
+            conn.execute(PARKED_TABLE)
 
+        def events(first: int, last: int) -> list[Event]:
+            return [offsets.event(c, f) for c, f in generate(first, last, args.customers)]
+
+        started = time.perf_counter()
+        loaded = bulk_load(copy.db, table, events(0, loaded_orders), args.load_batch)
+        load_rate = loaded / (time.perf_counter() - started) if loaded else 0.0
+
+        measured = events(loaded_orders, loaded_orders + args.sample_orders)
+        started = time.perf_counter()
+        consume(copy.db, copy.group, table, measured, args.batch)
+        rate = len(measured) / (time.perf_counter() - started)
+
+        singles = events(loaded_orders + args.sample_orders, args.orders)
+        started = time.perf_counter()
+        consume(copy.db, copy.group, table, singles, 1)
+        one_rate = len(singles) / (time.perf_counter() - started) if singles else 0.0
+
+        base_rate = args.baseline_inserts / baseline_inserts(
+            root / "baseline.db", args.baseline_inserts
+        )
         with copy.db.snapshot() as conn:
             placed = conn.execute("SELECT COUNT(*) FROM order_summary WHERE placed = 1").fetchone()[
                 0
             ]
-        print(f"projected {placed} orders from {loaded} events (generated in-process, no Kafka)")
+        total = loaded + len(measured) + len(singles)
+        print(f"projected {placed} orders from {total} events (generated in-process, no Kafka)")
         print(
-            f"  per event (consumer-like: 1 txn + inbox): {per_event_rate:9.0f} events/s"
-            f"  [{len(sample)} events]"
+            f"  like the consumer ({args.batch}/txn, savepoint+inbox per event): {rate:9.0f}"
+            f" events/s  [{len(measured)} events onto {loaded_orders} orders]"
         )
-        print(f"  batched ({args.batch} events/txn, bulk load):  {batched_rate:9.0f} events/s")
         print(
-            f"  baseline: bare 1-row INSERT per txn:      {base_rate:9.0f} events/s"
-            f"  -> projection at {per_event_rate / base_rate:.2f}x of bare SQLite"
+            f"  one event per txn (+ inbox):                        {one_rate:9.0f} events/s"
+            f"  [{len(singles)} events]"
         )
+        print(
+            f"  bulk load ({args.load_batch}/txn, handlers only, no inbox):"
+            f"  {load_rate:9.0f} events/s"
+        )
+        print(
+            f"  baseline: bare 1-row INSERT per txn:                {base_rate:9.0f} events/s"
+            f"  -> projection at {rate / base_rate:.2f}x of bare SQLite"
+        )
+        bare = "bare SQLite 1-row INSERT per txn/s"
+        record("projection.throughput", rate, "events/s", baseline=base_rate, baseline_name=bare,
+               target=10_000, batch=args.batch)  # fmt: skip
+        record("projection.one_per_tx", one_rate, "events/s", baseline=base_rate,
+               baseline_name=bare)  # fmt: skip
 
         settings = SERVICE.load_settings(
             {"ORDER_VIEWS_PORT": "0", "ORDER_VIEWS_HOST": "127.0.0.1",
@@ -252,8 +411,13 @@ def main() -> int:  # noqa: PLR0915 - one linear script: load, then measure
                 stub = pb_grpc.OrderViewsServiceStub(channel)
                 health = health_pb2_grpc.HealthStub(channel)
                 rng = random.Random(11)  # noqa: S311 - a reproducible workload
-                customer = lambda: f"cust-{rng.randrange(args.customers):05d}"  # noqa: E731
-                sku = lambda: f"sku-{rng.randrange(20_000):05d}"  # noqa: E731
+
+                def customer() -> str:
+                    return f"cust-{rng.randrange(args.customers):05d}"
+
+                def sku() -> str:
+                    return f"sku-{rng.randrange(20_000):05d}"
+
                 found = stub.ListOrders(pb.ListOrdersRequest(customer_id="cust-00001"), timeout=5)
                 assert found.orders, "the loaded copy answers"
                 rows = {
@@ -281,14 +445,20 @@ def main() -> int:  # noqa: PLR0915 - one linear script: load, then measure
         finally:
             server.stop(0)
             copies.close()
-        base_p50, _ = percentiles(rows["gRPC health Check (baseline)"])
+        base_p50, base_p99 = percentiles(rows["gRPC health Check (baseline)"])
         print(f"queries over {placed} orders through the real gRPC server (sequential, 1 client):")
-        for name, samples in rows.items():
+        for (name, samples), figure in zip(rows.items(), FIGURES, strict=True):
             p50, p99 = percentiles(samples)
             print(
                 f"  {name:<30} p50 {p50:7.2f} ms  p99 {p99:7.2f} ms"
                 f"  ({p50 / base_p50:5.1f}x the bare round trip)  [{len(samples)} calls]"
             )
+            if figure is None:
+                continue
+            for stat, value, base in (("p50", p50, base_p50), ("p99", p99, base_p99)):
+                record(f"projection.query.{figure}.{stat}", value, "ms", baseline=base,
+                       baseline_name=f"gRPC health Check {stat}", better="lower",
+                       calls=len(samples))  # fmt: skip
     return 0
 
 
