@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,56 @@ def test_a_commit_is_durable_by_default_and_relaxed_only_when_asked(tmp_path: Pa
     finally:
         durable.close()
         relaxed.close()
+
+
+@contextmanager
+def _held_write_lock(db: Database, key: str, value: int) -> Iterator[None]:
+    """Another thread holds a write transaction (with an uncommitted row ``key``) meanwhile."""
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.transaction() as conn:
+            conn.execute("INSERT INTO t (k, v) VALUES (?, ?)", (key, value))
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join(10)
+
+
+def test_a_writer_of_this_process_waits_its_turn_and_gives_up_after_busy_timeout(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "a.db", MIGRATIONS, busy_timeout_ms=200)
+    with (
+        _held_write_lock(db, "first", 1),
+        pytest.raises(sqlite3.OperationalError, match="locked"),
+        db.transaction(),
+    ):
+        pass
+    with db.transaction() as conn:  # the lock is free again: the next writer goes on
+        conn.execute("INSERT INTO t (k, v) VALUES ('second', 2)")
+    with db.snapshot() as conn:
+        assert [r[0] for r in conn.execute("SELECT k FROM t ORDER BY v")] == ["first", "second"]
+    db.close()
+
+
+def test_a_read_only_unit_of_work_reads_while_a_writer_holds_the_lock(tmp_path: Path) -> None:
+    db = Database(tmp_path / "a.db", MIGRATIONS, busy_timeout_ms=200)
+
+    class Reader(UnitOfWork):
+        def bind(self, conn: sqlite3.Connection) -> None:
+            self.rows = conn.execute("SELECT k FROM t").fetchall()
+
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO t (k, v) VALUES ('committed', 1)")
+    # A write lock would time out in the block; a snapshot reads the last commit.
+    with _held_write_lock(db, "uncommitted", 2), Reader(db, read_only=True) as reader:
+        assert [r[0] for r in reader.rows] == ["committed"]
+    db.close()
