@@ -9,6 +9,7 @@
     mesh rebuild PROJECTION                           rebuild a read model and swap it in
     mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
     mesh traces [--limit N]                           recent traces: root, services, duration
+    mesh load --rate R --duration S [--json]          PlaceOrder at a steady rate; latency summary
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -24,7 +25,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh_runner import dlq, rebuild, sagas, scaffold, traces
+from mesh_runner import dlq, load, rebuild, sagas, scaffold, traces
 from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from mesh_runner.processes import (
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_parser(sub)
     traces.add_parsers(sub)
     scaffold.add_parser(sub)
+    load.add_parser(sub)
     return parser
 
 
@@ -335,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sagas.run(args, args.root.resolve() if args.root else None)
         if args.command == "rebuild":  # asks the projecting service over gRPC
             return rebuild.run(args, args.root.resolve() if args.root else None)
+        if args.command == "load":  # drives the running mesh over gRPC
+            return load.run(args, args.root.resolve() if args.root else None)
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
             return traces.run(args, args.root.resolve() if args.root else None)
         mesh = load_mesh(args.root.resolve() if args.root else None)
