@@ -1,46 +1,67 @@
 #!/usr/bin/env python3
-"""Benchmark the order saga on real Kafka against bare gRPC round-trips, in the same run.
+"""Benchmark the order saga on real Kafka against bare gRPC round trips, in the same run.
 
 Runs the whole mesh (`mesh up -d --kafka local` in a scratch directory, on the default ports),
-stocks a SKU, then places N orders from C concurrent clients and waits until every one is
-CONFIRMED. Reported: orders/s from the first PlaceOrder to the last confirmation, and p50/p99 of
-PlaceOrder -> CONFIRMED (the order's own created_at -> updated_at, stamped by the service).
-Baseline: the same count of bare gRPC round-trips (grpc.health.v1 Check on orders, same C) on
-this machine: the ceiling for a request/response exchange here. Each order costs ~6 participant
-calls, several SQLite transactions and outbox rows, so the ratio says how close the saga runs to
-that ceiling.
+stocks a SKU, then:
 
-    .venv/bin/python scripts/bench_saga.py [--orders 200] [--concurrency 8]
+- burst: places --orders orders from --concurrency clients at once and waits until every one is
+  CONFIRMED. Reported: orders/s from the first PlaceOrder to the last confirmation (the latest
+  ``updated_at`` the service stamped), recorded as ``saga.throughput``;
+- paced: places orders at --rate per second for --duration seconds (open loop: each one is sent
+  at its time whatever the others do) and reports place -> CONFIRMED p50/p95/p99 (the order's own
+  ``created_at`` -> ``updated_at``, both stamped by orders), recorded as ``saga.paced.p50`` and
+  ``saga.paced.p99``;
+- baseline: --orders bare gRPC round trips (grpc.health.v1 Check on orders, same concurrency):
+  the ceiling of a request/response exchange on this machine. Each order costs 6 RPCs (PlaceOrder
+  and 5 participant calls), several SQLite transactions and outbox rows, so 1/6 of the round trip
+  rate is the call ceiling.
+
+Completion is learned from SagaAdminService.ListSagas (live sagas, limit 1: one cheap call per
+poll), so the poll itself does not load orders; each order is then read once. The CPU seconds
+each component spent per order (from /proc) are printed, and ``--profile DIR`` records a py-spy
+flame graph (and collapsed stacks) of every service during the burst.
+
+    .venv/bin/python scripts/bench_saga.py [--orders 600] [--concurrency 24]
+                                           [--rate 50] [--duration 20] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+from benchlib import record
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
 from meshkit import DEFAULT_TIMEOUT, address_of, connect
 from shop.common.v1 import common_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-MESH = str(Path(sys.executable).parent / "mesh")
+BIN = Path(sys.executable).parent
+MESH = str(BIN / "mesh")
 # Addresses from the mesh's one source of ports (mesh.toml), by service name.
 _MESH_ENV = {"MESH_CONFIG": str(ROOT / "mesh.toml")}
 ORDERS, INVENTORY = address_of("orders", _MESH_ENV), address_of("inventory", _MESH_ENV)
+SKU = "bench-sku"
+FINISH_WITHIN_S = 300.0
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) of ``values``."""
+    """The q-quantile (0..1) of ``values`` (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
@@ -52,7 +73,7 @@ def request(run: str, index: int) -> orders_pb2.PlaceOrderRequest:
         customer_id=f"cust-{index % 50}",
         lines=[
             orders_pb2.OrderLine(
-                sku="bench-sku",
+                sku=SKU,
                 quantity=1,
                 unit_price=common_pb2.Money(currency_code="EUR", units=9, nanos=990_000_000),
             )
@@ -64,58 +85,95 @@ def request(run: str, index: int) -> orders_pb2.PlaceOrderRequest:
     )
 
 
-def run_orders(n: int, concurrency: int, interval_s: float = 0.0) -> tuple[float, list[float]]:
-    """Place n orders (a burst, or one per ``interval_s``), wait for all to confirm;
-    (orders/s, latencies in ms)."""
-    run = uuid.uuid4().hex[:6]
-    with connect(ORDERS) as channel, connect(INVENTORY) as inv_channel:
-        inventory_pb2_grpc.InventoryServiceStub(inv_channel).SetStock(
-            inventory_pb2.SetStockRequest(sku="bench-sku", quantity=n + 10),
-            timeout=DEFAULT_TIMEOUT,
+class Shop:
+    """Stubs over one channel to orders (and one to inventory)."""
+
+    def __init__(self, orders: grpc.Channel, inventory: grpc.Channel) -> None:
+        self.orders = orders_pb2_grpc.OrdersServiceStub(orders)
+        self.sagas = sagas_pb2_grpc.SagaAdminServiceStub(orders)
+        self.inventory = inventory_pb2_grpc.InventoryServiceStub(inventory)
+
+    def stock(self, quantity: int) -> None:
+        """Enough of the bench SKU for ``quantity`` more orders."""
+        self.inventory.SetStock(
+            inventory_pb2.SetStockRequest(sku=SKU, quantity=quantity), timeout=DEFAULT_TIMEOUT
         )
-        stub = orders_pb2_grpc.OrdersServiceStub(channel)
-        started = time.perf_counter()
-        if interval_s:
-            ids = []
-            for i in range(n):
-                delay = started + i * interval_s - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)  # the pacing rate limit, not a wait for a state
-                ids.append(stub.PlaceOrder(request(run, i), timeout=30).order_id)
-        else:
-            with ThreadPoolExecutor(concurrency) as pool:
-                ids = list(
-                    pool.map(
-                        lambda i: stub.PlaceOrder(request(run, i), timeout=30).order_id, range(n)
-                    )
-                )
-        latencies: list[float] = []
-        pending = list(ids)
-        deadline = time.monotonic() + 300
-        while pending:
+
+    def wait_all_finished(self) -> None:
+        """Poll until no saga is live (one small ListSagas per poll), within FINISH_WITHIN_S."""
+        deadline = time.monotonic() + FINISH_WITHIN_S
+        while self.sagas.ListSagas(
+            sagas_pb2.ListSagasRequest(limit=1), timeout=DEFAULT_TIMEOUT
+        ).sagas:
             if time.monotonic() > deadline:
-                sys.exit(f"bench_saga: {len(pending)} orders still pending after 300 s")
-            still = []
-            for order_id in pending:
-                order = stub.GetOrder(
-                    orders_pb2.GetOrderRequest(order_id=order_id), timeout=DEFAULT_TIMEOUT
-                ).order
-                if order.status == orders_pb2.ORDER_STATUS_PENDING:
-                    still.append(order_id)
-                elif order.status != orders_pb2.ORDER_STATUS_CONFIRMED:
-                    sys.exit(f"bench_saga: {order_id} ended {order.cancellation_reason!r}")
-                else:
-                    took = order.updated_at.ToDatetime() - order.created_at.ToDatetime()
-                    latencies.append(took.total_seconds() * 1000)
-            pending = still
-            if pending:
-                time.sleep(0.05)  # poll interval within the deadline loop
-        elapsed = time.perf_counter() - started
-    return n / elapsed, latencies
+                sys.exit(f"bench_saga: sagas still live after {FINISH_WITHIN_S:.0f} s")
+            time.sleep(0.02)  # poll interval within the deadline loop
+
+    def confirmed(self, ids: list[str]) -> list[tuple[float, float]]:
+        """(created_at, updated_at) in epoch seconds of each order; exits if one is not
+        CONFIRMED."""
+        times = []
+        for order_id in ids:
+            order = self.orders.GetOrder(
+                orders_pb2.GetOrderRequest(order_id=order_id), timeout=DEFAULT_TIMEOUT
+            ).order
+            if order.status != orders_pb2.ORDER_STATUS_CONFIRMED:
+                sys.exit(
+                    f"bench_saga: {order_id} ended {orders_pb2.OrderStatus.Name(order.status)}"
+                    f" {order.cancellation_reason!r}"
+                )
+            times.append(
+                (order.created_at.ToNanoseconds() / 1e9, order.updated_at.ToNanoseconds() / 1e9)
+            )
+        return times
 
 
-def run_round_trips(n: int, concurrency: int) -> tuple[float, list[float]]:
-    """n bare unary round-trips (health Check on orders); (calls/s, latencies in ms)."""
+def burst(shop: Shop, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """Place n orders from ``concurrency`` clients; (orders/s first place -> last confirmed,
+    place -> confirmed latencies in ms)."""
+    run = uuid.uuid4().hex[:6]
+    shop.stock(n + 10)
+    started = time.time()
+    with ThreadPoolExecutor(concurrency) as pool:
+        ids = list(
+            pool.map(
+                lambda i: shop.orders.PlaceOrder(request(run, i), timeout=30).order_id, range(n)
+            )
+        )
+    shop.wait_all_finished()
+    times = shop.confirmed(ids)
+    last = max(updated for _, updated in times)
+    return n / (last - started), [(u - c) * 1000 for c, u in times]
+
+
+def paced(shop: Shop, rate: float, duration: float) -> tuple[float, list[float]]:
+    """Place ``rate`` orders a second for ``duration`` seconds, each at its time (open loop);
+    (the rate achieved, place -> confirmed latencies in ms)."""
+    run = uuid.uuid4().hex[:6]
+    n = int(rate * duration)
+    shop.stock(n + 10)
+    futures: list[Future[str]] = []
+    # Enough senders that a slow PlaceOrder does not hold up the next one's time.
+    with ThreadPoolExecutor(8) as pool:
+        started = time.perf_counter()
+        for i in range(n):
+            delay = started + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)  # the pacing itself, not a wait for a state
+            futures.append(
+                pool.submit(
+                    lambda i=i: shop.orders.PlaceOrder(request(run, i), timeout=30).order_id
+                )
+            )
+        ids = [f.result() for f in futures]
+        placed_in = time.perf_counter() - started
+    shop.wait_all_finished()
+    times = shop.confirmed(ids)
+    return n / placed_in, [(u - c) * 1000 for c, u in times]
+
+
+def round_trips(n: int, concurrency: int) -> tuple[float, list[float]]:
+    """n bare unary round trips (health Check on orders); (calls/s, latencies in ms)."""
     with grpc.insecure_channel(ORDERS) as channel:
         check = health_pb2_grpc.HealthStub(channel).Check
         check(health_pb2.HealthCheckRequest(), timeout=DEFAULT_TIMEOUT)  # connect first
@@ -131,14 +189,79 @@ def run_round_trips(n: int, concurrency: int) -> tuple[float, list[float]]:
         return n / (time.perf_counter() - started), latencies
 
 
+def components(root: Path) -> dict[str, int]:
+    """Running component name -> pid (`mesh ps --json`)."""
+    out = subprocess.run(
+        [MESH, "--root", str(root), "ps", "--json"], capture_output=True, text=True, check=True
+    ).stdout
+    return {row["name"]: row["pid"] for row in json.loads(out) if row["pid"] and row["state"]}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process (all its threads) has used so far."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+
+
+def measured(
+    pids: dict[str, int],
+    profile: Path | None,
+    label: str,
+    run: Callable[[], tuple[float, list[float]]],
+    spy_options: tuple[str, ...] = (),
+) -> tuple[float, list[float], dict[str, float]]:
+    """``run()``, with the CPU seconds each component spent during it (and py-spy recordings
+    of the services when ``profile`` is a directory)."""
+    spies = []
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        for name, pid in pids.items():
+            if name in ("kafka", "schema-registry", "trace-receiver"):
+                continue
+            for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
+                spies.append(
+                    subprocess.Popen(
+                        [str(BIN / "py-spy"), "record", "--pid", str(pid), "--rate", "50",
+                         "--nonblocking", *spy_options, "--format", fmt,
+                         "-o", str(profile / f"{label}-{name}.{suffix}")],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )  # fmt: skip
+        time.sleep(1.0)  # py-spy attaches before the load starts (not a wait for a state)
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    rate, latencies = run()
+    used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    for spy in spies:
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+    for spy in spies:
+        spy.wait(timeout=60)
+    return rate, latencies, used
+
+
+def print_cpu(label: str, used: dict[str, float], orders: int, wall: float) -> None:
+    total = sum(used.values())
+    print(f"    CPU during {label}: {total:.1f} s over {wall:.1f} s ({total / wall:.2f} cores)")
+    for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
+        if seconds >= 0.05:
+            print(f"      {name:<16}{seconds:7.2f} s  {seconds / orders * 1000:6.2f} ms/order")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=200, help="orders to place (default 200)")
-    parser.add_argument("--concurrency", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--orders", type=int, default=600, help="burst orders (default 600)")
+    parser.add_argument("--concurrency", type=int, default=24, help="burst clients (default 24)")
+    parser.add_argument("--rate", type=float, default=50.0, help="paced orders/s (default 50)")
+    parser.add_argument("--duration", type=float, default=20.0, help="paced seconds (default 20)")
+    parser.add_argument("--profile", type=Path, help="py-spy recordings of the burst, into DIR")
     parser.add_argument(
-        "--paced", type=int, default=60, help="orders placed one by one for latency (default 60)"
+        "--gil", action="store_true", help="profile only threads holding the GIL (CPU, not waits)"
     )
-    parser.add_argument("--rate", type=float, default=10.0, help="paced orders/s (default 10)")
+    parser.add_argument("--no-record", action="store_true", help="do not write results.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -153,32 +276,62 @@ def main() -> int:
             subprocess.run([MESH, "--root", str(root), "down"], check=False)
             return 1
         try:
-            print(f"==> latency: {args.paced} orders at {args.rate:.0f}/s", flush=True)
-            _, saga_lat = run_orders(args.paced, 1, 1 / args.rate)
-            print(f"==> throughput: {args.orders} orders, {args.concurrency} clients", flush=True)
-            saga_rate, burst_lat = run_orders(args.orders, args.concurrency)
-            print(
-                f"==> {args.orders} bare gRPC round-trips, {args.concurrency} clients", flush=True
-            )
-            rtt_rate, rtt_lat = run_round_trips(args.orders, args.concurrency)
+            pids = components(root)
+            with connect(ORDERS) as orders, connect(INVENTORY) as inventory:
+                shop = Shop(orders, inventory)
+                burst(shop, 20, 4)  # warm up: connections, caches, the first outbox rows
+                shop.wait_all_finished()
+                print(f"==> burst: {args.orders} orders, {args.concurrency} clients", flush=True)
+                t0 = time.perf_counter()
+                rate, burst_lat, burst_cpu = measured(
+                    pids,
+                    args.profile,
+                    "burst",
+                    lambda: burst(shop, args.orders, args.concurrency),
+                    ("--gil",) if args.gil else (),
+                )
+                print_cpu("the burst", burst_cpu, args.orders, time.perf_counter() - t0)
+                print(f"==> paced: {args.rate:g} orders/s for {args.duration:g} s", flush=True)
+                t0 = time.perf_counter()
+                achieved, paced_lat, paced_cpu = measured(
+                    pids, None, "paced", lambda: paced(shop, args.rate, args.duration)
+                )
+                print_cpu(
+                    "the paced run", paced_cpu, int(args.rate * args.duration),
+                    time.perf_counter() - t0,
+                )  # fmt: skip
+            print(f"==> {args.orders} bare gRPC round trips, {args.concurrency} clients")
+            rtt_rate, rtt_lat = round_trips(args.orders, args.concurrency)
         finally:
             subprocess.run([MESH, "--root", str(root), "down"], check=False)
+    p50, p95, p99 = (percentile(paced_lat, q) for q in (0.5, 0.95, 0.99))
     print()
-    print(f"{'':30}{'per s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'':34}{'per s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     print(
-        f"{'saga PlaceOrder->CONFIRMED':30}{saga_rate:>9.1f}"
-        f"{percentile(saga_lat, 0.5):>9.1f}{percentile(saga_lat, 0.99):>9.1f}"
-        f"   (latency at {args.rate:.0f} orders/s; p50 {percentile(burst_lat, 0.5):.0f} ms"
-        " in the burst, mostly queueing)"
+        f"{'saga burst, place->CONFIRMED':34}{rate:>9.1f}{percentile(burst_lat, 0.5):>9.1f}"
+        f"{percentile(burst_lat, 0.95):>9.1f}{percentile(burst_lat, 0.99):>9.1f}"
+        "   (burst latencies are mostly queueing)"
+    )
+    print(f"{f'saga paced at {args.rate:g}/s':34}{achieved:>9.1f}{p50:>9.1f}{p95:>9.1f}{p99:>9.1f}")
+    print(
+        f"{'bare gRPC round trip':34}{rtt_rate:>9.1f}{percentile(rtt_lat, 0.5):>9.2f}"
+        f"{percentile(rtt_lat, 0.95):>9.2f}{percentile(rtt_lat, 0.99):>9.2f}"
     )
     print(
-        f"{'bare gRPC round-trip':30}{rtt_rate:>9.1f}"
-        f"{percentile(rtt_lat, 0.5):>9.2f}{percentile(rtt_lat, 0.99):>9.2f}"
+        f"ratio (orders/s / round trips/s): {rate / rtt_rate:.3f}"
+        "  (6 RPCs per order: 1/6 = 0.167 would be the call ceiling)"
     )
-    print(
-        f"ratio (orders/s / round-trips/s): {saga_rate / rtt_rate:.3f}"
-        f"  (~6 participant calls per order: 1/6 = 0.167 would be the call ceiling)"
-    )
+    if not args.no_record:
+        base = {"baseline": rtt_rate, "baseline_name": "bare gRPC round trips/s"}
+        record("saga.throughput", rate, "orders/s", target=100, orders=args.orders,
+               concurrency=args.concurrency, **base)  # fmt: skip
+        for name, value in (("p50", p50), ("p95", p95), ("p99", p99)):
+            record(
+                f"saga.paced.{name}", value, "ms", better="lower",
+                target=250 if name == "p99" else None, rate=args.rate, duration=args.duration,
+                baseline=percentile(rtt_lat, {"p50": 0.5, "p95": 0.95, "p99": 0.99}[name]),
+                baseline_name=f"bare gRPC round trip {name} (ms)",
+            )  # fmt: skip
     return 0
 
 

@@ -28,6 +28,9 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     def unit_of_work() -> SqliteUnitOfWork:
         return SqliteUnitOfWork(ctx.db, ctx.events, snapshot_every=settings.snapshot_every)
 
+    def read_only() -> SqliteUnitOfWork:
+        return SqliteUnitOfWork(ctx.db, snapshot_every=settings.snapshot_every, read_only=True)
+
     policy = RetryPolicy(
         step_timeout_s=settings.step_timeout_s,
         call_timeout_s=settings.call_timeout_s,
@@ -41,6 +44,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         participants,
         policy,
         parallelism=settings.saga_parallelism,
+        read_only=read_only,
         step_span=lambda name, parent, attributes: telemetry.span(
             name, attributes=dict(attributes), parent=parent or None
         ),
@@ -52,6 +56,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         policy=policy,
         trace_context=telemetry.current_traceparent,
         request_retention=datetime.timedelta(seconds=settings.request_retention_s),
+        read_only=read_only,
     )
     return [
         binding(

@@ -29,7 +29,8 @@ class Settings(ServiceSettings):
         default=60.0, metadata={"help": "a saga in flight for longer is shown stuck", "min": 1.0}
     )
     saga_parallelism: int = dataclasses.field(
-        default=8, metadata={"help": "sagas advanced at once", "min": 1, "max": 256}
+        default=32,
+        metadata={"help": "sagas in flight at once (a thread each)", "min": 1, "max": 256},
     )
     snapshot_every: int = dataclasses.field(
         default=5, metadata={"help": "snapshot an order every N events", "min": 1}

@@ -460,7 +460,8 @@ class SqliteUnitOfWork(UnitOfWork):
     """Orders' unit of work: orders (the event store), sagas and request ids in one SQLite
     transaction. The event store publishes every event it appends through ``publish`` (meshkit's
     outbox), so an event is published exactly when it is stored; built without ``events`` (tests,
-    tools), it stores without publishing.
+    tools), it stores without publishing. ``read_only=True``: a snapshot for reads, which takes
+    no write lock (and must not write).
     """
 
     orders: SqliteOrders
@@ -473,8 +474,9 @@ class SqliteUnitOfWork(UnitOfWork):
         events: EventSink | None = None,
         *,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        read_only: bool = False,
     ) -> None:
-        super().__init__(db, events)
+        super().__init__(db, events, read_only=read_only)
         self._publishes = events is not None
         self._every = snapshot_every
 

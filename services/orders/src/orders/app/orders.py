@@ -68,7 +68,8 @@ class Orders:
     in one transaction. Idempotency: a request id seen within ``request_retention`` (24 h by
     default) returns its order and starts nothing (AlreadyExists when the same id comes with a
     different order); an older one is forgotten, so its replay places a new order. Each
-    PlaceOrder also forgets a batch of expired request ids.
+    PlaceOrder also forgets a batch of expired request ids. Reads go through ``read_only``
+    (a unit of work that takes no write lock; by default ``unit_of_work``).
     """
 
     def __init__(
@@ -81,8 +82,10 @@ class Orders:
         policy: RetryPolicy | None = None,
         trace_context: Callable[[], str | None] = lambda: None,
         request_retention: datetime.timedelta = DEFAULT_REQUEST_RETENTION,
+        read_only: Callable[[], UnitOfWork] | None = None,
     ) -> None:
         self._uow = unit_of_work
+        self._read = read_only or unit_of_work
         self._retention = request_retention
         self._trace_context = trace_context
         self._clock = clock
@@ -133,7 +136,7 @@ class Orders:
     def get(self, order_id: str, as_of: datetime.datetime | None = None) -> Order:
         """The order now, or as it was at ``as_of``; NotFound when unknown (or not yet placed)."""
         _check_order_id(order_id)
-        with self._uow() as uow:
+        with self._read() as uow:
             order = uow.orders.get(order_id, as_of=as_of)
         if order is None:
             when = "" if as_of is None else " at that time"
@@ -147,7 +150,7 @@ class Orders:
     def history(self, order_id: str) -> list[tuple[int, OrderEvent]]:
         """Every event of the order with its version, oldest first; NotFound when unknown."""
         _check_order_id(order_id)
-        with self._uow() as uow:
+        with self._read() as uow:
             events = uow.orders.history(order_id)
         if not events:
             raise NotFound(
@@ -160,7 +163,7 @@ class Orders:
     def sagas(self, *, include_finished: bool = False, limit: int = 100) -> list[SagaSummary]:
         """Sagas in flight (and finished ones if asked), oldest first, flagged when stuck."""
         now = self._clock()
-        with self._uow() as uow:
+        with self._read() as uow:
             sagas = uow.sagas.recent(include_finished=include_finished, limit=limit)
         return [SagaSummary(s, s.age(now), s.is_stuck(now, self._policy)) for s in sagas]
 

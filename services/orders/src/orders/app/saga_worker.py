@@ -1,11 +1,18 @@
-"""The saga worker: advances due sagas one step at a time, each step in its own transaction.
+"""The saga worker: carries each due saga through its steps, each step in one write transaction.
 
-One step is: read the saga and its order (short transaction), call the participant with the
-step's idempotency key and a deadline (no transaction open: the SQLite write lock is never held
-across the network), then in one transaction check the saga has not moved, record the order
-events the state machine returned (with the expected version), save the saga's new state and,
-through the event store, the outbox rows. A crash anywhere in between replays the step, and the
-participant's idempotency key makes the replay act once.
+A worker thread takes a due saga and runs its steps back to back until it finishes or must wait
+(a backoff after a failure). It reads the saga and its order once, in a snapshot (no write lock),
+and keeps both in memory from then on. One step is: call the participant with the step's
+idempotency key and a deadline (no transaction open: the SQLite write lock is never held across
+the network), then in one transaction check the saga has not moved (its stored row is the one
+this thread holds), record the order events the state machine returned (at the expected
+version), save the saga's new state and, through the event store, the outbox rows. A crash
+anywhere in between replays the step, and the participant's idempotency key makes the replay act
+once. Two workers never both move a saga: the second one's check fails and it drops the saga.
+
+``run_forever`` keeps up to ``parallelism`` sagas in flight: a thread that is done with one saga
+frees its slot at once (no waiting for a whole batch), and PlaceOrder wakes the dispatcher so a
+new saga starts without waiting for the next poll.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from contextlib import AbstractContextManager
 
 from meshkit import timestamps
 from orders.app.ports import Participants, UnitOfWork
-from orders.domain.saga import Command, RetryPolicy, Saga, Transient, advance, command_for
+from orders.domain.model import Order
+from orders.domain.saga import RetryPolicy, Saga, Transient, advance, command_for
 
 log = logging.getLogger("orders.saga")
 
@@ -43,13 +51,18 @@ def _no_span(
 class SagaWorker:
     """Drives every live saga to CONFIRMED or CANCELLED.
 
-    ``run_once()`` advances the sagas due now (up to ``batch``, ``parallelism`` at a time, never
-    one saga on two threads) and returns how many steps it completed; ``run_forever(stop)``
-    resumes the sagas in flight (after a crash or restart) and loops ``run_once``.
+    ``run_forever(stop)`` resumes the sagas in flight (after a crash or restart), then keeps up
+    to ``parallelism`` due sagas in flight, each carried by one thread through as many steps as
+    it can run now. ``run_once()`` carries the sagas due now (up to ``batch``) and returns how
+    many steps it completed, once all of them are done (for tests and tools).
 
     Thread safety: one worker per database; ``wake()`` may be called from any thread (PlaceOrder
-    calls it so a new saga starts without waiting for the next poll). Running two workers over
-    one database is safe (a step whose saga moved meanwhile is dropped), only wasteful.
+    calls it so a new saga starts without waiting for the next poll). Never one saga on two
+    threads of a worker. Running two workers over one database is safe (a step whose saga moved
+    meanwhile is dropped), only wasteful.
+
+    ``read_only`` opens a unit of work that only reads (a snapshot, no write lock); by default
+    ``unit_of_work`` serves for reads too.
     """
 
     def __init__(
@@ -62,25 +75,26 @@ class SagaWorker:
         batch: int = 64,
         parallelism: int = 8,
         step_span: StepSpan = _no_span,
+        read_only: Callable[[], UnitOfWork] | None = None,
     ) -> None:
         self._uow = unit_of_work
+        self._read = read_only or unit_of_work
         self._step_span = step_span
         self._participants = participants
         self._policy = policy or RetryPolicy()
         self._clock = clock
         self._batch = batch
         self._parallelism = parallelism
-        self._pool = (
-            ThreadPoolExecutor(parallelism, thread_name_prefix="orders-saga")
-            if parallelism > 1
-            else None
-        )
+        self._pool = ThreadPoolExecutor(parallelism, thread_name_prefix="orders-saga")
         self._wake = threading.Event()
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
+        self._stopping = threading.Event()
         self._runner_id = uuid.uuid4().hex
         self._last_beat: datetime.datetime | None = None
 
     def wake(self) -> None:
-        """Run the next ``run_once`` now rather than after the idle poll."""
+        """Look for due sagas now rather than after the idle poll."""
         self._wake.set()
 
     def resume(self) -> int:
@@ -117,77 +131,107 @@ class SagaWorker:
         self._last_beat = now
 
     def run_once(self) -> int:
-        """Advance each saga due now by one step; returns how many steps were completed."""
+        """Carry every saga due now (up to ``batch``) as far as it goes now; returns how many
+        steps were completed, once all are done."""
         self._beat()
-        with self._uow() as uow:
+        with self._read() as uow:
             due = uow.sagas.due(self._clock(), self._batch)
-        if not due:
+        claimed = [order_id for order_id in due if self._claim(order_id)]
+        if not claimed:
             return 0
-        if self._pool is None:
-            return sum(self._advance_safely(order_id) for order_id in due)
-        return sum(self._pool.map(self._advance_safely, due))
+        return sum(self._pool.map(self._carry_claimed, claimed))
 
-    def _advance_safely(self, order_id: str) -> bool:
+    def _claim(self, order_id: str) -> bool:
+        """Take ``order_id`` for one of this worker's threads; False when one already has it."""
+        with self._in_flight_lock:
+            if order_id in self._in_flight:
+                return False
+            self._in_flight.add(order_id)
+            return True
+
+    def _carry_claimed(self, order_id: str) -> int:
+        """``carry`` a claimed saga (logging what goes wrong), then free its slot."""
         try:
-            return self.advance(order_id)
+            return self.carry(order_id)
         except Exception:  # one saga's trouble must not stop the others
             log.exception("saga %s: step failed; it stays due", order_id)
-            return False
+            return 0
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.discard(order_id)
+            self._wake.set()  # a slot is free
 
     def advance(self, order_id: str) -> bool:
         """Run the current step of one saga if it is due; True when the saga moved."""
+        return self.carry(order_id, max_steps=1) == 1
+
+    def carry(self, order_id: str, max_steps: int | None = None) -> int:
+        """Run the steps of one saga back to back while it is due (at most ``max_steps``);
+        returns how many steps moved it. Stops at a backoff, at the end, when the saga moved
+        under it (another worker) or when the worker is stopping."""
         now = self._clock()
-        with self._uow() as uow:
+        with self._read() as uow:
             saga = uow.sagas.get(order_id)
             if saga is None or not saga.is_live or saga.next_attempt_at > now:
-                return False
+                return 0
             order = uow.orders.get(order_id)
         if order is None:
             raise LookupError(f"saga {order_id} has no order")
+        steps = 0
+        while max_steps is None or steps < max_steps:
+            moved = self._step(saga, order, now)
+            if moved is None:
+                break
+            steps += 1
+            saga, now = moved, self._clock()
+            if not saga.is_live or saga.next_attempt_at > now or self._stopping.is_set():
+                break
+        return steps
+
+    def _step(self, saga: Saga, order: Order, now: datetime.datetime) -> Saga | None:
+        """Run ``saga``'s current step; its new state, or None when another worker moved it
+        first. ``order`` (the saga's order as stored) gets the step's events."""
         command = command_for(saga, order)
-        attributes = {"order.id": order_id, "saga.step": saga.step.value if saga.step else ""}
+        step = saga.step.value if saga.step else ""
+        attributes = {"order.id": saga.order_id, "saga.step": step}
         # The step's span continues the PlaceOrder's trace: participant calls made through
         # meshkit channels and the outbox rows written below become its children.
-        with self._step_span(
-            f"saga {attributes['saga.step'].lower()}", saga.traceparent, attributes
-        ):
-            return self._run_step(order_id, saga, command, now)
-
-    def _run_step(
-        self, order_id: str, saga: Saga, command: Command, now: datetime.datetime
-    ) -> bool:
-        timeout = self._policy.call_timeout(saga, now)
-        try:
-            outcome = self._participants.execute(command, timeout)
-        except Exception as exc:  # a bug in an adapter: retry like a transient failure
-            log.exception("saga %s: %s raised", order_id, type(command).__name__)
-            outcome = Transient(f"{type(exc).__name__}: {exc}")
-        transition = advance(saga, outcome, self._clock(), self._policy)
-        with self._uow() as uow:
-            if uow.sagas.get(order_id) != saga:
-                return False  # another worker moved it; our call was idempotent
-            order = uow.orders.get(order_id)
-            assert order is not None
-            for event in transition.events:
-                order.record(event)
-            uow.orders.save(order)
-            uow.sagas.save(transition.saga)
+        with self._step_span(f"saga {step.lower()}", saga.traceparent, attributes):
+            timeout = self._policy.call_timeout(saga, now)
+            try:
+                outcome = self._participants.execute(command, timeout)
+            except Exception as exc:  # a bug in an adapter: retry like a transient failure
+                log.exception("saga %s: %s raised", saga.order_id, type(command).__name__)
+                outcome = Transient(f"{type(exc).__name__}: {exc}")
+            transition = advance(saga, outcome, self._clock(), self._policy)
+            with self._uow() as uow:
+                if uow.sagas.get(saga.order_id) != saga:
+                    return None  # another worker moved it; our call was idempotent
+                for event in transition.events:
+                    order.record(event)
+                uow.orders.save(order)  # at the expected version: Aborted if it moved
+                uow.sagas.save(transition.saga)
         after = transition.saga
-        level = logging.INFO if after.attempt == 0 else logging.WARNING
-        log.log(
-            level,
-            "saga %s: %s -> %s %s (%s)",
-            order_id,
-            saga.step.value if saga.step else "-",
-            after.status.value,
-            after.step.value if after.step else "",
-            type(outcome).__name__ + (f": {after.last_error}" if after.last_error else ""),
-            extra={"order_id": order_id, "attempt": after.attempt},
-        )
-        return True
+        # Every step of every order at INFO would be most of the log; the routine forward step
+        # is DEBUG, what an operator looks for (retries, compensation, the end) is not.
+        routine = after.attempt == 0 and after.is_live and after.status is saga.status
+        level = logging.WARNING if after.attempt else logging.DEBUG if routine else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "saga %s: %s -> %s %s (%s)",
+                saga.order_id,
+                step or "-",
+                after.status.value,
+                after.step.value if after.step else "",
+                type(outcome).__name__ + (f": {after.last_error}" if after.last_error else ""),
+                extra={"order_id": saga.order_id, "attempt": after.attempt},
+            )
+        return after
 
     def run_forever(self, stop: threading.Event, *, idle_s: float = 0.1) -> None:
-        """Resume the sagas in flight, then advance due sagas until ``stop`` is set."""
+        """Resume the sagas in flight, then keep due sagas in flight until ``stop`` is set;
+        waits for the steps in progress before returning."""
         backoff = idle_s
         while not stop.is_set():
             try:
@@ -197,22 +241,41 @@ class SagaWorker:
                 log.exception("saga worker: cannot resume sagas; retrying")
                 stop.wait(backoff)
                 backoff = min(5.0, backoff * 2)
+        backoff = idle_s
         while not stop.is_set():
+            # Cleared before looking, so a wake() from now on is not lost.
+            self._wake.clear()
             try:
-                done = self.run_once()
+                self._dispatch()
             except Exception:
-                log.exception("saga worker: run_once failed; backing off")
+                log.exception("saga worker: cannot read the due sagas; backing off")
                 stop.wait(backoff)
                 backoff = min(5.0, backoff * 2)
                 continue
             backoff = idle_s
-            if done == 0:
-                # Sleep until woken by PlaceOrder or the next poll; stop is checked each poll.
-                self._wake.wait(idle_s)
-                self._wake.clear()
+            # Until PlaceOrder or a freed slot wakes it, or the next poll (sagas in backoff).
+            self._wake.wait(idle_s)
         self.close()
 
+    def _dispatch(self) -> None:
+        """Hand due sagas to free threads, up to ``parallelism`` in flight."""
+        self._beat()
+        with self._in_flight_lock:
+            busy = len(self._in_flight)
+        free = self._parallelism - busy
+        if free <= 0:
+            return
+        # The busy ones are due too and may come first: ask for enough to fill every free slot.
+        with self._read() as uow:
+            due = uow.sagas.due(self._clock(), busy + free)
+        for order_id in due:
+            if free == 0:
+                break
+            if self._claim(order_id):
+                self._pool.submit(self._carry_claimed, order_id)
+                free -= 1
+
     def close(self) -> None:
-        """Stop the worker threads (waits for steps in progress)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        """Stop the worker threads: each ends after its current step; waits for them."""
+        self._stopping.set()
+        self._pool.shutdown(wait=True)
