@@ -510,6 +510,16 @@ class _Run:
             self.stop.clear()  # a second Ctrl-C ends the wait for stragglers
             send_end = loop.time()
             drain_end = send_end + plan.drain_timeout
+            # Where sending ended, also in a log (whose lines come only every few seconds).
+            self.report(
+                progress_line(
+                    tally,
+                    elapsed=send_end - started,
+                    duration=plan.duration,
+                    rate_now=tally.sent / max(send_end - started, 1e-9),
+                ),
+                False,
+            )
             while tasks and not self.stop.is_set() and (left := drain_end - loop.time()) > 0:
                 await asyncio.wait(set(tasks), timeout=min(left, 0.25))
             interrupted = interrupted or self.stop.is_set()
