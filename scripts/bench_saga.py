@@ -190,11 +190,29 @@ def round_trips(n: int, concurrency: int) -> tuple[float, list[float]]:
 
 
 def components(root: Path) -> dict[str, int]:
-    """Running component name -> pid (`mesh ps --json`)."""
+    """Running component name -> pid (`mesh ps --json`), plus the Kafka broker (which the mesh
+    may share rather than start) and this bench process (the clients)."""
     out = subprocess.run(
         [MESH, "--root", str(root), "ps", "--json"], capture_output=True, text=True, check=True
     ).stdout
-    return {row["name"]: row["pid"] for row in json.loads(out) if row["pid"] and row["state"]}
+    pids = {row["name"]: row["pid"] for row in json.loads(out) if row["pid"] and row["state"]}
+    for entry in Path("/proc").iterdir():
+        if "kafka" not in pids and entry.name.isdigit():
+            try:
+                if b"kafka.Kafka" in (entry / "cmdline").read_bytes():
+                    pids["kafka"] = int(entry.name)
+            except OSError:
+                continue
+    pids["bench clients"] = os.getpid()
+    return pids
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / TICKS, sum(fields) / TICKS
 
 
 def cpu_seconds(pid: int) -> float:
@@ -220,7 +238,7 @@ def measured(
     if profile is not None:
         profile.mkdir(parents=True, exist_ok=True)
         for name, pid in pids.items():
-            if name in ("kafka", "schema-registry", "trace-receiver"):
+            if name in ("kafka", "schema-registry", "trace-receiver", "bench clients"):
                 continue
             for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
                 spies.append(
@@ -234,8 +252,10 @@ def measured(
                 )  # fmt: skip
         time.sleep(1.0)  # py-spy attaches before the load starts (not a wait for a state)
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    busy_before, _ = machine_busy()
     rate, latencies = run()
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+    used["(whole machine)"] = machine_busy()[0] - busy_before
     for spy in spies:
         spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
     for spy in spies:
@@ -244,8 +264,13 @@ def measured(
 
 
 def print_cpu(label: str, used: dict[str, float], orders: int, wall: float) -> None:
+    machine = used.pop("(whole machine)")
     total = sum(used.values())
-    print(f"    CPU during {label}: {total:.1f} s over {wall:.1f} s ({total / wall:.2f} cores)")
+    print(
+        f"    CPU during {label}: mesh + Kafka + clients {total:.1f} s, whole machine"
+        f" {machine:.1f} s, over {wall:.1f} s ({total / wall:.2f} / {machine / wall:.2f} cores"
+        f" of {os.cpu_count()})"
+    )
     for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
         if seconds >= 0.05:
             print(f"      {name:<16}{seconds:7.2f} s  {seconds / orders * 1000:6.2f} ms/order")

@@ -593,6 +593,63 @@ def test_happy_path_confirms_with_an_idempotency_key_on_every_call(world: World)
     assert isinstance(calls[4], CommitStock)
 
 
+def test_one_run_carries_a_saga_through_every_step_it_can_take_now(world: World) -> None:
+    """A thread keeps the saga (and its order) in memory from step to step: the five steps of a
+    saga that meets no failure all run in one pass, each stored before the next call."""
+    order = world.place()
+    assert world.worker.run_once() == 5
+    assert world.orders.get(order.order_id).status is OrderStatus.CONFIRMED
+    assert [type(e).__name__ for _, e in world.orders.history(order.order_id)] == [
+        "OrderPlaced",
+        "OrderStockReserved",
+        "OrderPaymentAuthorized",
+        "OrderShipmentCreated",
+        "OrderPaymentCaptured",
+        "OrderConfirmed",
+    ]
+    assert world.worker.run_once() == 0
+
+
+def test_a_carried_saga_stops_at_a_backoff_and_resumes_when_due(world: World) -> None:
+    world.participants.answer(CreateShipment, Transient("UNAVAILABLE"), Succeeded())
+    order = world.place()
+    assert world.worker.run_once() == 3  # reserve, authorize, and the failed create (a retry)
+    assert world.orders.sagas()[0].saga.attempt == 1
+    assert world.worker.run_once() == 0, "not due before its backoff"
+    world.clock.now += seconds(POLICY.backoff(1))
+    assert world.worker.run_once() == 3
+    assert world.orders.get(order.order_id).status is OrderStatus.CONFIRMED
+
+
+def test_a_saga_another_worker_moved_meanwhile_is_dropped_not_moved_twice(
+    unit_of_work: Callable[[], Any],
+) -> None:
+    """Two workers over one database: while the first one's call is out, the second one runs
+    the same step and stores it. The first one's write finds the saga moved, records nothing
+    and stops carrying it; the second one carries it to the end."""
+    world = World(unit_of_work)
+    second = SagaWorker(unit_of_work, world.participants, POLICY, clock=world.clock, parallelism=1)
+    inner = world.participants.execute
+    raced: list[int] = []
+
+    def racing(command: Any, timeout: float) -> Any:
+        if not raced:  # the first call: the second worker (same participants) runs the step
+            raced.append(-1)
+            raced[0] = second.carry(order.order_id, max_steps=1)
+        return inner(command, timeout)
+
+    world.participants.execute = racing  # type: ignore[method-assign]
+    order = world.place()
+    assert world.worker.run_once() == 0, "the first worker's step was dropped"
+    assert raced == [1]
+    world.settle()
+    history = [type(e).__name__ for _, e in world.orders.history(order.order_id)]
+    assert history.count("OrderStockReserved") == 1 and history[-1] == "OrderConfirmed"
+    # The reservation was asked for twice under one key (idempotent), everything else once.
+    assert world.participants.kinds().count("ReserveStock") == 2
+    assert len(world.participants.kinds()) == 6
+
+
 def test_a_declined_payment_releases_stock_and_cancels_with_the_reason(world: World) -> None:
     world.participants.answer(AuthorizePayment, Rejected("payment declined: card declined"))
     order = world.place()

@@ -85,7 +85,11 @@ class SagaWorker:
         self._clock = clock
         self._batch = batch
         self._parallelism = parallelism
-        self._pool = ThreadPoolExecutor(parallelism, thread_name_prefix="orders-saga")
+        self._pool = (
+            ThreadPoolExecutor(parallelism, thread_name_prefix="orders-saga")
+            if parallelism > 1
+            else None  # one at a time, on the caller's thread
+        )
         self._wake = threading.Event()
         self._in_flight: set[str] = set()
         self._in_flight_lock = threading.Lock()
@@ -137,8 +141,8 @@ class SagaWorker:
         with self._read() as uow:
             due = uow.sagas.due(self._clock(), self._batch)
         claimed = [order_id for order_id in due if self._claim(order_id)]
-        if not claimed:
-            return 0
+        if self._pool is None:
+            return sum(self._carry_claimed(order_id) for order_id in claimed)
         return sum(self._pool.map(self._carry_claimed, claimed))
 
     def _claim(self, order_id: str) -> bool:
@@ -272,10 +276,14 @@ class SagaWorker:
             if free == 0:
                 break
             if self._claim(order_id):
-                self._pool.submit(self._carry_claimed, order_id)
+                if self._pool is None:
+                    self._carry_claimed(order_id)
+                else:
+                    self._pool.submit(self._carry_claimed, order_id)
                 free -= 1
 
     def close(self) -> None:
         """Stop the worker threads: each ends after its current step; waits for them."""
         self._stopping.set()
-        self._pool.shutdown(wait=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
