@@ -349,8 +349,9 @@ def main() -> int:  # noqa: PLR0915 - one linear script: load, then measure
         def events(first: int, last: int) -> list[Event]:
             return [offsets.event(c, f) for c, f in generate(first, last, args.customers)]
 
+        load = events(0, loaded_orders)
         started = time.perf_counter()
-        loaded = bulk_load(copy.db, table, events(0, loaded_orders), args.load_batch)
+        loaded = bulk_load(copy.db, table, load, args.load_batch)
         load_rate = loaded / (time.perf_counter() - started) if loaded else 0.0
 
         measured = events(loaded_orders, loaded_orders + args.sample_orders)

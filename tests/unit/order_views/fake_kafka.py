@@ -1,7 +1,7 @@
 """An in-memory event log standing in for Kafka in order_views' unit tests: topics of one
 partition each, consumer groups with committed offsets, and consumers that write the database
-exactly as meshkit's EventConsumer does (inbox check, projection, inbox mark in one
-transaction)."""
+exactly as meshkit's EventConsumer does (a batch in one transaction; per record a savepoint,
+the inbox check, the projection and the inbox mark)."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ class Log:
 
 
 class FakeConsumer:
-    """What meshkit's EventConsumer does to the database, minus Kafka: per event one
-    transaction with the inbox check, the projection and the inbox mark.
+    """What meshkit's EventConsumer does to the database, minus Kafka: per batch one
+    transaction; per event in it a savepoint, the inbox check, the projection, the inbox mark.
 
     As Kafka with order_views' settings: a group without a committed offset starts at the log's
     start; a ``replay`` consumer starts every topic at offset 0 and, where the log no longer
@@ -65,8 +65,11 @@ class FakeConsumer:
             if not pending:  # as Kafka's poll: wait for a record up to the timeout
                 self.log.lock.wait(min(timeout, 0.05))
                 pending = self._pending()
-        for topic, offset, (_, _, fact) in pending:
-            with self.db.transaction() as conn:
+        # One transaction per batch, a savepoint per record (meshkit's EventConsumer); the
+        # offsets are committed only once the transaction has.
+        with self.db.transaction() as conn:
+            for topic, offset, (_, _, fact) in pending:
+                conn.execute("SAVEPOINT record")
                 seen = conn.execute(
                     "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?",
                     (self.group, fact.id),
@@ -77,8 +80,10 @@ class FakeConsumer:
                         "INSERT INTO meshkit_inbox VALUES (?, ?, ?, ?, 0, ?, 'handled', 0)",
                         (self.group, fact.id, fact.type, topic, offset),
                     )
+                conn.execute("RELEASE record")
+                settled += 1
+        for topic, offset, _ in pending:
             self.committed[(self.group, topic)] = offset + 1
-            settled += 1
         return settled
 
     def _pending(self) -> list[tuple[str, int, Published]]:

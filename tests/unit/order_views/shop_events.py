@@ -4,6 +4,7 @@ publish them (topic, Kafka key, Fact), and a projector that writes SQLite like t
 from __future__ import annotations
 
 import datetime
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,18 @@ class Projection:
         """Project ``fact`` in its own transaction."""
         with self.db.transaction() as conn:
             return apply_fact(SqliteViewStore(conn), fact)
+
+    def apply_batch(self, facts: list[Fact], *, rolled_back: Collection[str] = ()) -> None:
+        """Project ``facts`` in ONE transaction, each under a savepoint, as the consumer applies
+        a batch; those whose id is in ``rolled_back`` are projected, then rolled back to their
+        savepoint (as when the record's inbox mark fails after its handler ran)."""
+        with self.db.transaction() as conn:
+            for fact in facts:
+                conn.execute("SAVEPOINT record")
+                apply_fact(SqliteViewStore(conn), fact)
+                if fact.id in rolled_back:
+                    conn.execute("ROLLBACK TO record")
+                conn.execute("RELEASE record")
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of the read model (search index included), for comparing two copies."""

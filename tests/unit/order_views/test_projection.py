@@ -12,7 +12,13 @@ import pytest
 from unit.order_views.shop_events import BASE, Projection, Published, order_life
 
 from meshkit.money import Money
-from order_views.domain.model import Fact, OrderStatus
+from order_views.domain.model import Fact, OrderStatus, OrderView
+
+
+def view_of(copy: Projection, order_id: str) -> OrderView:
+    view = copy.model.view(order_id)
+    assert view is not None, order_id
+    return view
 
 
 def feed(copy: Projection, events: list[Published]) -> None:
@@ -90,6 +96,36 @@ def test_duplicates_change_nothing(projection: Callable[[str], Projection]) -> N
         twice.apply(event[2])
     feed(twice, events)
     assert twice.dump() == once.dump()
+
+
+def test_a_batch_in_one_transaction_gives_what_one_transaction_per_event_gives(
+    projection: Callable[[str], Projection],
+) -> None:
+    lives = [order_life(f"o-{n}", outcome=o) for n, o in enumerate(["confirmed", "declined"])]
+    events = interleave(lives, seed=3)
+    one_by_one, batched = projection("one-by-one"), projection("batched")
+    feed(one_by_one, events)
+    batched.apply_batch([fact for _, _, fact in events])
+    assert batched.dump() == one_by_one.dump()
+
+
+def test_an_event_rolled_back_to_its_savepoint_leaves_no_trace_in_the_batch(
+    projection: Callable[[str], Projection],
+) -> None:
+    # The consumer applies a batch in one transaction, each record under a savepoint; a record
+    # rolled back there (its handler ran) is retried later. The rest of the batch, the same
+    # orders included, must be projected as if it had never been applied.
+    events = [fact for _, _, fact in order_life("o-1") + order_life("o-2", outcome="unshippable")]
+    dropped = [fact for n, fact in enumerate(events) if n % 3 == 0]  # OrderPlaced among them
+    reference, batched = projection("reference"), projection("batched")
+    batched.apply_batch(events, rolled_back={fact.id for fact in dropped})
+    feed(reference, [("", "", fact) for fact in events if fact not in dropped])
+    assert batched.dump() == reference.dump()
+    assert reference.model.view("o-1") is None  # not placed: OrderPlaced was rolled back
+    batched.apply_batch(dropped)  # the retry
+    feed(reference, [("", "", fact) for fact in dropped])
+    assert batched.dump() == reference.dump()
+    assert view_of(batched, "o-1").record.status is OrderStatus.CONFIRMED
 
 
 def test_reordered_across_aggregates_and_topics_gives_the_same_model(

@@ -8,9 +8,11 @@ they round-trip exactly and keyset cursors compare exactly. The first schema sto
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sqlite3
+import threading
 from typing import Any
 
 from meshkit.address import FIELDS, Address
@@ -143,30 +145,150 @@ def _money_json(money: Money) -> list[object]:
     return [money.currency_code, money.units, money.nanos]
 
 
+COLUMNS = (
+    "order_id",
+    "placed",
+    "customer_id",
+    "status",
+    "currency_code",
+    "total_units",
+    "total_nanos",
+    "line_count",
+    "lines",
+    "shipping_address",
+    "created_at_us",
+    "updated_at_us",
+    "cancellation_reason",
+    "version",
+    "payment_state",
+    "shipment_state",
+)
+"""The summary's columns (all but ``seq``), in the order of a ``Values`` tuple."""
+
+Values = tuple[Any, ...]
+"""One summary row's ``COLUMNS``, as SQLite returns them."""
+
+_LINES, _ADDRESS, _CREATED, _UPDATED = (
+    COLUMNS.index(name) for name in ("lines", "shipping_address", "created_at_us", "updated_at_us")
+)
+
+
 def _record(row: sqlite3.Row) -> OrderRecord:
-    total = (
-        Money.of(row["currency_code"], row["total_units"], row["total_nanos"])
-        if row["currency_code"] is not None
-        else None
-    )
+    return _record_of(tuple(row[name] for name in COLUMNS))
+
+
+def _record_of(values: Values) -> OrderRecord:
+    (order_id, placed, customer_id, status, currency_code, total_units, total_nanos, _,
+     lines, address, created_at_us, updated_at_us, cancellation_reason, version,
+     payment_state, shipment_state) = values  # fmt: skip
     return OrderRecord(
-        order_id=row["order_id"],
-        placed=bool(row["placed"]),
-        customer_id=row["customer_id"],
-        status=OrderStatus(row["status"]),
-        total=total,
+        order_id=order_id,
+        placed=bool(placed),
+        customer_id=customer_id,
+        status=OrderStatus(status),
+        total=Money.of(currency_code, total_units, total_nanos)
+        if currency_code is not None
+        else None,
         lines=tuple(
-            Line(sku, quantity, Money.of(*price))
-            for sku, quantity, price in json.loads(row["lines"])
+            Line(sku, quantity, Money.of(*price)) for sku, quantity, price in json.loads(lines)
         ),
-        shipping_address=_address_from_json(row["shipping_address"]),
-        created_at=from_micros(row["created_at_us"]),
-        updated_at=from_micros(row["updated_at_us"]),
-        cancellation_reason=row["cancellation_reason"],
-        version=row["version"],
-        payment_state=row["payment_state"],
-        shipment_state=row["shipment_state"],
+        shipping_address=_address_from_json(address),
+        created_at=from_micros(created_at_us),
+        updated_at=from_micros(updated_at_us),
+        cancellation_reason=cancellation_reason,
+        version=version,
+        payment_state=payment_state,
+        shipment_state=shipment_state,
     )
+
+
+def _values(record: OrderRecord, like: tuple[Values, OrderRecord] | None = None) -> Values:
+    """``record`` as the summary's column values. The JSON and times of ``like`` (a row and its
+    record) are reused for the fields ``record`` shares with it (the same objects)."""
+    total = record.total
+    lines = address = created = updated = None
+    if like is not None:
+        values, old = like
+        lines = values[_LINES] if record.lines is old.lines else None
+        address = values[_ADDRESS] if record.shipping_address is old.shipping_address else None
+        created = values[_CREATED] if record.created_at is old.created_at else None
+        updated = values[_UPDATED] if record.updated_at is old.updated_at else None
+    return (
+        record.order_id,
+        int(record.placed),
+        record.customer_id,
+        record.status.value,
+        total.currency_code if total else None,
+        total.units if total else None,
+        total.nanos if total else None,
+        len(record.lines),
+        _lines_json(record.lines) if lines is None else lines,
+        _address_json(record.shipping_address) if address is None else address,
+        to_micros(record.created_at) if created is None else created,
+        to_micros(record.updated_at) if updated is None else updated,
+        record.cancellation_reason,
+        record.version,
+        record.payment_state,
+        record.shipment_state,
+    )
+
+
+class _Recent:
+    """The records the projector wrote or read last, by order id, each with the column values
+    it was read from or written as: a read whose row has exactly those values reuses the record
+    instead of parsing the row again (JSON, money, times). Content-checked, so never stale: a
+    write rolled back, or made by another process, just makes the values differ.
+
+    Thread safety: safe to share (each consumer thread projects its own copy)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: dict[str, tuple[Values, OrderRecord]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, values: Values) -> OrderRecord:
+        """The record of a row with ``values``."""
+        known = self._items.get(values[0])
+        if known is not None and known[0] == values:
+            return known[1]
+        record = _record_of(values)
+        self.put(values, record)
+        return record
+
+    def put(self, values: Values, record: OrderRecord) -> None:
+        """Remember that a row with ``values`` is ``record``."""
+        with self._lock:
+            items = self._items
+            items.pop(values[0], None)
+            items[values[0]] = (values, record)
+            if len(items) > self._size:  # forget the least recently written half
+                for order_id in list(itertools.islice(items, self._size // 2)):
+                    del items[order_id]
+
+
+_RECENT = _Recent(8192)
+_SELECT = f"SELECT seq, {', '.join(COLUMNS)} FROM order_summary WHERE order_id = ?"
+_INSERT = (
+    f"INSERT INTO order_summary ({', '.join(COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(COLUMNS))}) RETURNING seq"
+)
+_UPSERT = (
+    _INSERT.removesuffix(" RETURNING seq")
+    + " ON CONFLICT (order_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in COLUMNS[1:])
+    + " RETURNING seq"
+)
+_UPDATES: dict[tuple[int, ...], str] = {}
+
+
+def _update(changed: tuple[int, ...]) -> str:
+    """``UPDATE`` of just the ``changed`` columns (by index in COLUMNS) of one row, by seq:
+    indexes over the other columns are left alone."""
+    sql = _UPDATES.get(changed)
+    if sql is None:
+        sets = ", ".join(f"{COLUMNS[i]} = ?" for i in changed)
+        sql = _UPDATES[changed] = f"UPDATE order_summary SET {sets} WHERE seq = ?"
+    return sql
 
 
 def _address_text(address: Address | None) -> str:
@@ -187,57 +309,52 @@ def _address_text(address: Address | None) -> str:
 
 
 class SqliteViewStore:
-    """ViewStore over one open transaction (the consumer's)."""
+    """ViewStore over one open transaction (the consumer's), for one event: ``save`` writes
+    only the columns that changed since ``get`` read the row (an UPDATE that leaves the indexes
+    of the others alone), or inserts the row when there was none."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._read: dict[str, tuple[int, Values, OrderRecord]] = {}
+        self._absent: set[str] = set()
 
     def get(self, order_id: str) -> OrderRecord | None:
         """The order's record, or None."""
-        row = self._conn.execute(
-            "SELECT * FROM order_summary WHERE order_id = ?", (order_id,)
-        ).fetchone()
-        return _record(row) if row else None
+        row = self._conn.execute(_SELECT, (order_id,)).fetchone()
+        if row is None:
+            self._absent.add(order_id)
+            return None
+        values: Values = row[1:]
+        record = _RECENT.record(values)
+        self._read[order_id] = (row[0], values, record)
+        return record
 
     def save(self, record: OrderRecord, *, reindex: bool) -> None:
         """Upsert the record; with ``reindex`` replace its search entry."""
-        total = record.total
-        row = self._conn.execute(
-            "INSERT INTO order_summary (order_id, placed, customer_id, status, currency_code,"
-            " total_units, total_nanos, line_count, lines, shipping_address, created_at_us,"
-            " updated_at_us, cancellation_reason, version, payment_state, shipment_state)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (order_id) DO UPDATE SET placed = excluded.placed,"
-            " customer_id = excluded.customer_id, status = excluded.status,"
-            " currency_code = excluded.currency_code, total_units = excluded.total_units,"
-            " total_nanos = excluded.total_nanos, line_count = excluded.line_count,"
-            " lines = excluded.lines, shipping_address = excluded.shipping_address,"
-            " created_at_us = excluded.created_at_us, updated_at_us = excluded.updated_at_us,"
-            " cancellation_reason = excluded.cancellation_reason, version = excluded.version,"
-            " payment_state = excluded.payment_state, shipment_state = excluded.shipment_state"
-            " RETURNING seq",
-            (
-                record.order_id,
-                int(record.placed),
-                record.customer_id,
-                record.status.value,
-                total.currency_code if total else None,
-                total.units if total else None,
-                total.nanos if total else None,
-                len(record.lines),
-                _lines_json(record.lines),
-                _address_json(record.shipping_address),
-                to_micros(record.created_at),
-                to_micros(record.updated_at),
-                record.cancellation_reason,
-                record.version,
-                record.payment_state,
-                record.shipment_state,
-            ),
-        ).fetchone()
+        order_id = record.order_id
+        read = self._read.get(order_id)
+        existed = True
+        if read is not None:
+            seq, old_values, old = read
+            values = _values(record, (old_values, old))
+            changed = tuple(
+                i for i, (new, was) in enumerate(zip(values, old_values, strict=True)) if new != was
+            )
+            if changed:
+                self._conn.execute(_update(changed), [*(values[i] for i in changed), seq])
+        else:
+            values = _values(record)
+            if order_id in self._absent:  # read as absent in this transaction: a new row
+                seq = int(self._conn.execute(_INSERT, values).fetchone()[0])
+                existed = False
+                self._absent.discard(order_id)
+            else:  # not read through this store: it may exist
+                seq = int(self._conn.execute(_UPSERT, values).fetchone()[0])
+        self._read[order_id] = (seq, values, record)
+        _RECENT.put(values, record)
         if reindex:
-            seq = row[0]
-            self._conn.execute("DELETE FROM order_search WHERE rowid = ?", (seq,))
+            if existed:
+                self._conn.execute("DELETE FROM order_search WHERE rowid = ?", (seq,))
             self._conn.execute(
                 "INSERT INTO order_search (rowid, order_id, customer_id, skus, address)"
                 " VALUES (?, ?, ?, ?, ?)",

@@ -17,7 +17,7 @@ def apply_fact(store: ViewStore, fact: Fact) -> bool:
     projected = project(before, fact)
     if projected is None:
         return False
-    if projected.record != before:
+    if projected.record is not before and projected.record != before:
         store.save(projected.record, reindex=projected.reindex)
     if projected.entry is not None:
         store.add_timeline(projected.entry)

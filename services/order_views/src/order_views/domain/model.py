@@ -204,38 +204,47 @@ def orders_version(event_id: str) -> int | None:
 def project(record: OrderRecord | None, fact: Fact) -> Projected | None:
     """The order's record after ``fact`` (a new record when ``record`` is None), or None when
     the projector does not apply ``fact``'s type or it names no order. Pure and deterministic;
-    applying an event already applied (same id) returns the record unchanged."""
-    order_id = order_id_of(fact)
-    if order_id is None:
+    applying an event already applied (same id) returns the record unchanged (``record``
+    itself)."""
+    rule = RULES.get(fact.type)
+    if rule is None:
         return None
-    rule = RULES[fact.type]
+    order_id = fact.data.get(rule.field_order_id)
+    if not isinstance(order_id, str) or not order_id:
+        return None
     before = record or OrderRecord(order_id)
-    after = before
+    # What the event changes, gathered first and applied in one ``replace`` (the projector runs
+    # once per consumed event: each replace builds a whole record).
+    changes: dict[str, Any] = {}
     reindex = False
+    sequence = 0
     if fact.type.startswith(ORDERS):
         version = orders_version(fact.id)
+        sequence = version or 0
         # What OrderPlaced says never changes, so it applies whenever it comes; the status
         # only moves with the stream's version (an older event never overrides a newer one).
         if fact.type == ORDERS + "OrderPlaced" and not before.placed:
-            after = _apply_placed(after, fact)
+            changes.update(_placed_changes(fact))
             reindex = True
         if version is None or version > before.version:
             if version is not None:
-                after = replace(after, version=version)
+                changes["version"] = version
             if rule.status is not None and rule.status is not OrderStatus.PENDING:
-                after = replace(after, status=rule.status)
+                changes["status"] = rule.status
             if fact.type == ORDERS + "OrderCancelled":
-                after = replace(after, cancellation_reason=str(fact.data.get("reason", "")))
+                changes["cancellation_reason"] = str(fact.data.get("reason", ""))
     if rule.payment and _rank(PAYMENT_RANK, rule.payment) > _rank(
-        PAYMENT_RANK, after.payment_state
+        PAYMENT_RANK, before.payment_state
     ):
-        after = replace(after, payment_state=rule.payment)
+        changes["payment_state"] = rule.payment
     if rule.shipment and _rank(SHIPMENT_RANK, rule.shipment) > _rank(
-        SHIPMENT_RANK, after.shipment_state
+        SHIPMENT_RANK, before.shipment_state
     ):
-        after = replace(after, shipment_state=rule.shipment)
-    if after != before:
-        after = replace(after, updated_at=max(after.updated_at, fact.occurred_at))
+        changes["shipment_state"] = rule.shipment
+    after = before
+    if any(getattr(before, name) != value for name, value in changes.items()):
+        changes["updated_at"] = max(before.updated_at, fact.occurred_at)
+        after = replace(before, **changes)
     entry = None
     if rule.describe is not None:
         entry = TimelineEntry(
@@ -244,26 +253,26 @@ def project(record: OrderRecord | None, fact: Fact) -> Projected | None:
             fact.occurred_at,
             fact.type,
             str(rule.describe(fact.data)),
-            (orders_version(fact.id) or 0) if fact.type.startswith(ORDERS) else 0,
+            sequence,
         )
     return Projected(after, entry, reindex)
 
 
-def _apply_placed(record: OrderRecord, fact: Fact) -> OrderRecord:
+def _placed_changes(fact: Fact) -> dict[str, Any]:
+    """What OrderPlaced sets on the record."""
     data = fact.data
     lines = tuple(
         Line(str(line["sku"]), int(line["quantity"]), _money(line["unit_price"]) or Money.zero(""))
         for line in data.get("lines") or []
     )
-    return replace(
-        record,
-        placed=True,
-        customer_id=str(data.get("customer_id", "")),
-        total=_money(data.get("total")),
-        lines=lines,
-        shipping_address=Address.from_record(data.get("shipping_address") or {}),
-        created_at=fact.occurred_at,
-    )
+    return {
+        "placed": True,
+        "customer_id": str(data.get("customer_id", "")),
+        "total": _money(data.get("total")),
+        "lines": lines,
+        "shipping_address": Address.from_record(data.get("shipping_address") or {}),
+        "created_at": fact.occurred_at,
+    }
 
 
 def _money(raw: Any) -> Money | None:
