@@ -166,13 +166,15 @@ def test_killed_between_db_commit_and_offset_commit_the_effect_happens_once(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert sorted(count_effects(db_path).values()) == [1] * 5  # 5 effects committed...
+    before = count_effects(db_path)
+    assert len(before) >= 5  # the batch holding the 5th event committed its effects...
+    assert set(before.values()) == {1}
     probe = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
     try:
         (committed,) = probe.committed([TopicPartition(kafka_topic, 0)], timeout=10)
     finally:
         probe.close()
-    assert committed.offset < 5  # ...but not their offsets: they will be redelivered
+    assert committed.offset < len(before)  # ...but not their offsets: they will be redelivered
 
     consumer = make_consumer(instance_id="worker-1")  # static member: takes over at once
     drain(consumer, lambda: len(count_effects(db_path)) == len(ids))

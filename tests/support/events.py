@@ -6,8 +6,9 @@ Also runnable, so fault tests can kill a consumer PROCESS at a precise point:
     python tests/support/events.py consume --db D --bootstrap B --registry URL --catalog DIR \
         --topic T --group G [--instance I] [--kill-after N]
 
-`--kill-after N` SIGKILLs the process right after the database commit of the N-th handled event,
-before its Kafka offset is committed (the consumer commits offsets after each batch).
+`--kill-after N` SIGKILLs the process right after the database commit of the transaction that
+handled the N-th event (a batch applies many in one), before its Kafka offsets are committed (the
+consumer commits offsets after each batch's transaction).
 """
 
 from __future__ import annotations

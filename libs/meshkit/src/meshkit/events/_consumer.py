@@ -26,6 +26,16 @@ on. A record that can never be applied keeps its key parked: later events of tha
 in the dead-letter topic, rather than building state that skipped one. Keyless records and
 records without ``ce_id`` park nothing (they carry no aggregate order).
 
+Batches: a consumed batch (up to ``batch_size`` records) is applied in ONE transaction, each
+record in a savepoint (inbox check, parked-key check, handler, inbox mark), so the batch costs one
+commit (one fsync) instead of one per record. Records are decoded before the transaction begins.
+A record that cannot go that way -- no ``ce_id``, undecodable, its handler raises, its key is
+parked -- ends the batch there: its savepoint is rolled back, the records before it commit, and
+it is settled alone by the one-at-a-time path (which retries its handler in a transaction of its
+own, then holds or dead-letters it as above); the batch goes on after it. Offsets are committed
+after the transaction that applied them, asynchronously (a failed commit is retried with the
+next; the inbox makes any redelivery a no-op).
+
 Rebalances: only records of partitions this member still owns are handled, and only their
 offsets committed. A record fetched before its partition was revoked is dropped unhandled; its
 new owner reads it from the committed offset.
@@ -85,6 +95,8 @@ CREATE TABLE IF NOT EXISTS meshkit_parked (
 )
 """
 
+# Records consumed and applied per transaction, at most (module docstring, "Batches").
+DEFAULT_BATCH = 500
 # How long one registry request may take by default: past it the registry counts as down.
 REGISTRY_TIMEOUT_S = 5.0
 
@@ -159,6 +171,17 @@ class _Held:
     retry_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """A record decoded ahead of its batch's transaction: ``handler`` None means no handler
+    for its type (it is marked skipped)."""
+
+    event_id: str
+    event_type: str
+    event: Event | None
+    handler: Handler | None
+
+
 class _GuardedRegistry:
     """The registry client as the deserializers see it: any failure of a registry call except
     its answer "not found" (HTTP 404 with a registry error code 404xx) becomes
@@ -202,10 +225,13 @@ class EventConsumer:
     to ``db``.
 
     Per record: decode (writer schema by id from the registry, the catalog's schema as reader);
-    then in ONE ``db.transaction()``: skip if the inbox has ``(group, ce_id)``, else call the
-    handler for ``ce_type`` with the event and the open connection and write the inbox mark; only
-    after that transaction commits is the Kafka offset committed. A redelivered record is a no-op,
-    so a crash anywhere costs a redelivery, never a double effect. Events of a type without a
+    then, in the batch's ``db.transaction()`` (a savepoint per record): skip if the inbox has
+    ``(group, ce_id)``, else call the handler for ``ce_type`` with the event and the open
+    connection and write the inbox mark; only after that transaction commits are the Kafka
+    offsets committed. A handler therefore shares its transaction with the batch's other
+    records: it must do all its work through ``conn`` (a raise rolls back its own savepoint).
+    A redelivered record is a no-op, so a crash anywhere costs a redelivery, never a double
+    effect. Events of a type without a
     handler are marked and skipped.
 
     Transient failures (registry unreachable, ``TRANSIENT`` from the handler) hold the record's
@@ -233,7 +259,7 @@ class EventConsumer:
         handlers: Mapping[str, Handler] | None = None,
         catalog: EventCatalog | None = None,
         instance_id: str | None = None,
-        batch_size: int = 100,
+        batch_size: int = DEFAULT_BATCH,
         retry_backoff_s: float = 0.1,
         max_retry_backoff_s: float = 5.0,
         give_up_after_s: float | None = None,
@@ -273,6 +299,7 @@ class EventConsumer:
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 10_000,
             "isolation.level": "read_committed",
+            "on_commit": self._on_commit,
             **({"group.instance.id": instance_id} if instance_id else {}),
             **(consumer_config or {}),
         }
@@ -287,6 +314,7 @@ class EventConsumer:
             }
         )
         self._pending: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
         self._held: dict[tuple[str, int], _Held] = {}
         self._consumer.subscribe(
@@ -329,9 +357,16 @@ class EventConsumer:
         for key in partitions:
             self._assigned.discard(key)
             self._pending.pop(key, None)
+            self._committed.pop(key, None)
             self._held.pop(key, None)
 
-    def _commit(self, only: set[tuple[str, int]] | None = None) -> None:
+    def _commit(
+        self, only: set[tuple[str, int]] | None = None, *, asynchronous: bool = False
+    ) -> None:
+        """Commit the settled offsets (of ``only`` those partitions). The loop commits
+        asynchronously (a broker round trip per batch would cap a trickle of events); a failure
+        is reported to ``_on_commit``, which puts the offset back to be committed again.
+        Rebalances and ``close`` commit synchronously."""
         chosen = {
             k: v
             for k, v in self._pending.items()
@@ -341,7 +376,10 @@ class EventConsumer:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in chosen.items()]
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # The inbox makes the redelivery this causes a no-op; try again next time.
             log.warning("offset commit failed (%s); will retry", exc)
@@ -350,13 +388,27 @@ class EventConsumer:
             if self._pending.get(key) == offset:
                 del self._pending[key]
 
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        # Called from poll/consume on our thread for asynchronous commits. A failed offset is
+        # committed again with the next batch, unless a later one is already waiting or done.
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            failed = error is not None or tp.error is not None
+            if not failed:
+                self._committed[key] = max(self._committed.get(key, -1), tp.offset)
+                continue
+            log.warning("offset commit of %s[%d] failed (%s); will retry", *key, error or tp.error)
+            later = key in self._pending or tp.offset <= self._committed.get(key, -1)
+            if key in self._assigned and not later:
+                self._pending[key] = tp.offset
+
     # -- the loop --------------------------------------------------------------------------------
 
     def run_once(self, timeout: float = 1.0) -> int:
         """Retry the held records that are due, then consume up to one batch (waiting at most
-        ``timeout`` s for the first record, less when a held record is due sooner), settle each
-        record (handled, skipped, duplicate or dead-lettered) or hold it on a transient failure,
-        then commit the offsets of the settled ones. Returns the number of records settled.
+        ``timeout`` s for the first record, less when a held record is due sooner), apply the
+        batch (module docstring, "Batches"), and commit the offsets of the settled records.
+        Returns the number of records settled.
 
         Raises when settling fails in an unexpected way; the unsettled records are re-read next
         time (the consumer seeks back to them).
@@ -374,28 +426,113 @@ class EventConsumer:
                 messages.append(first)
                 if self._batch > 1:
                     messages += self._consumer.consume(num_messages=self._batch - 1, timeout=0)
-            for index, msg in enumerate(messages):  # noqa: B007 - read in `finally`
-                error = msg.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        log.warning("kafka consumer: %s", error)
-                    continue
-                tp = (msg.topic() or "", msg.partition() or 0)
-                if tp not in self._assigned or tp in self._held:
-                    continue  # revoked while in hand / fetched behind a held record
-                try:
-                    self._settle(msg)
-                except TRANSIENT as exc:
-                    self._hold(msg, exc)
-                    continue
-                self._pending[tp] = (msg.offset() or 0) + 1
-                settled += 1
-            index = len(messages)
+            prepared = [self._prepare(msg) for msg in messages]
+            while index < len(messages):
+                index, done = self._settle_from(messages, prepared, index)
+                settled += done
         finally:
             if index < len(messages):
                 self._rewind(messages[index:])
-            self._commit()
+            self._commit(asynchronous=True)
         return settled
+
+    def _live(self, msg: Message) -> bool:
+        """True when ``msg`` is a record this member should settle now."""
+        error = msg.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("kafka consumer: %s", error)
+            return False
+        tp = (msg.topic() or "", msg.partition() or 0)
+        # Not when revoked while in hand, or fetched behind a held record.
+        return tp in self._assigned and tp not in self._held
+
+    def _prepare(self, msg: Message) -> _Prepared | None:
+        """Decode ``msg`` ahead of the batch's transaction (registry lookups never run under the
+        write lock). None: the record takes the one-at-a-time path (no ce_id, cannot be decoded,
+        registry unavailable), which dead-letters or holds it."""
+        if msg.error() is not None:
+            return None
+        headers = ce.header_map(msg.headers())
+        event_id = headers.get(ce.ID)
+        event_type = headers.get(ce.TYPE, "")
+        if not event_id:
+            return None
+        handler = self._handlers.get(event_type)
+        if handler is None:
+            return _Prepared(event_id, event_type, None, None)
+        try:
+            event = self._decode(msg, headers, event_id, event_type)
+        except Exception:  # noqa: BLE001 - the one-at-a-time path decides what it means
+            return None
+        return _Prepared(event_id, event_type, event, handler)
+
+    def _settle_from(
+        self, messages: Sequence[Message], prepared: Sequence[_Prepared | None], start: int
+    ) -> tuple[int, int]:
+        """Settle records from ``start`` on: as many as apply cleanly in ONE transaction (a
+        savepoint each), then, if one did not, that one alone (``_settle``: dead letter or
+        hold). Returns (the index to go on from, records settled)."""
+        applied: list[Message] = []
+        stop = start
+        try:
+            with self._db.transaction() as conn:
+                while stop < len(messages):
+                    msg, ready = messages[stop], prepared[stop]
+                    if not self._live(msg):
+                        stop += 1
+                        continue
+                    if ready is None or not self._apply_in_savepoint(conn, msg, ready):
+                        break
+                    applied.append(msg)
+                    stop += 1
+        except TRANSIENT as exc:
+            # The batch's own transaction failed (the database is locked, say): nothing of it
+            # was applied. Its first record is held (and retried alone, with backoff), as a
+            # record failing transiently on its own would be.
+            stop = start
+            while stop < len(messages) and not self._live(messages[stop]):
+                stop += 1
+            if stop < len(messages):
+                self._hold(messages[stop], exc)
+            return stop + 1, 0
+        for msg in applied:
+            self._pending[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+        settled = len(applied)
+        if stop >= len(messages):
+            return stop, settled
+        msg = messages[stop]
+        try:
+            self._settle(msg)
+        except TRANSIENT as exc:
+            self._hold(msg, exc)
+            return stop + 1, settled
+        self._pending[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
+        return stop + 1, settled + 1
+
+    def _apply_in_savepoint(self, conn: sqlite3.Connection, msg: Message, ready: _Prepared) -> bool:
+        """Apply one prepared record inside the batch's transaction; False (its savepoint
+        rolled back, nothing of it kept) when it must take the one-at-a-time path: its handler
+        raised, or its key is parked behind an earlier dead letter."""
+        conn.execute("SAVEPOINT meshkit_record")
+        try:
+            if ready.handler is None or ready.event is None:
+                log.debug(
+                    "no handler for %s (%s); skipping",
+                    ready.event_type or "<no ce_type>",
+                    ready.event_id,
+                )
+                self._mark(conn, msg, ready.event_id, ready.event_type, "skipped")
+            else:
+                self._apply_with(conn, msg, ready.event, ready.handler)
+        except Exception:  # noqa: BLE001 - settled again alone, where its error is decided
+            # If even the rollback fails, the batch's transaction is lost: raised, it rolls
+            # the whole batch back, and the one-at-a-time path starts again from its first.
+            conn.execute("ROLLBACK TO meshkit_record")
+            conn.execute("RELEASE meshkit_record")
+            return False
+        conn.execute("RELEASE meshkit_record")
+        return True
 
     def _wait(self, timeout: float) -> float:
         """How long the next poll may wait: ``timeout``, or less when a held record is due."""
@@ -523,9 +660,21 @@ class EventConsumer:
         return time.monotonic() - held.since
 
     def _apply(self, msg: Message, event: Event, handler: Handler) -> None:
+        """Apply one record in its own transaction (the one-at-a-time path)."""
+        with self._db.transaction() as conn:
+            self._apply_with(conn, msg, event, handler)
+
+    def _apply_with(
+        self, conn: sqlite3.Connection, msg: Message, event: Event, handler: Handler
+    ) -> None:
+        """Inbox check, parked-key check, handler, inbox mark, in ``conn``'s transaction."""
         # CONSUMER span: a child of the producer's context (single-message processing), linked
         # to it as well, so backends that follow links find it either way; link-only (a new
         # trace) with MESH_TRACE_CONSUMER_PARENT=link (see meshkit.telemetry).
+        key = msg.key()
+        if not telemetry.enabled():
+            self._apply_untraced(conn, msg, event, handler, key)
+            return
         producer = telemetry.parse_traceparent(
             event.headers.get(ce.TRACEPARENT), event.headers.get(ce.TRACESTATE)
         )
@@ -535,43 +684,49 @@ class EventConsumer:
             if telemetry.consumer_link_only()
             else telemetry.context_from(producer)
         )
-        key = msg.key()
-        with (
-            telemetry.tracer().start_as_current_span(
-                f"process {event.topic}",
-                context=parent,
-                kind=trace.SpanKind.CONSUMER,
-                links=links if telemetry.enabled() else (),
-                attributes={
-                    "messaging.system": "kafka",
-                    "messaging.operation.name": "process",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": event.topic,
-                    "messaging.destination.partition.id": str(event.partition),
-                    "messaging.kafka.offset": event.offset,
-                    "messaging.consumer.group.name": self.group,
-                    "messaging.message.id": event.id,
-                },
-            ),
-            self._db.transaction() as conn,
+        with telemetry.tracer().start_as_current_span(
+            f"process {event.topic}",
+            context=parent,
+            kind=trace.SpanKind.CONSUMER,
+            links=links,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.name": "process",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": event.topic,
+                "messaging.destination.partition.id": str(event.partition),
+                "messaging.kafka.offset": event.offset,
+                "messaging.consumer.group.name": self.group,
+                "messaging.message.id": event.id,
+            },
         ):
-            seen = conn.execute(
-                "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?",
-                (self.group, event.id),
-            ).fetchone()
-            head = self._parked_head(conn, event.topic, key)
-            if seen:
-                log.debug("duplicate %s %s; already handled", event.type, event.id)
-                if head is not None:
-                    self._unpark(conn, event.topic, key, event.id)
-                return
-            if head is not None and head != event.id:
-                assert key is not None
-                raise KeyParked(key, head)
-            handler(event, conn)
-            self._mark(conn, msg, event.id, event.type, "handled")
+            self._apply_untraced(conn, msg, event, handler, key)
+
+    def _apply_untraced(
+        self,
+        conn: sqlite3.Connection,
+        msg: Message,
+        event: Event,
+        handler: Handler,
+        key: bytes | None,
+    ) -> None:
+        seen = conn.execute(
+            "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?",
+            (self.group, event.id),
+        ).fetchone()
+        head = self._parked_head(conn, event.topic, key)
+        if seen:
+            log.debug("duplicate %s %s; already handled", event.type, event.id)
             if head is not None:
                 self._unpark(conn, event.topic, key, event.id)
+            return
+        if head is not None and head != event.id:
+            assert key is not None
+            raise KeyParked(key, head)
+        handler(event, conn)
+        self._mark(conn, msg, event.id, event.type, "handled")
+        if head is not None:
+            self._unpark(conn, event.topic, key, event.id)
 
     def _parked_head(self, conn: sqlite3.Connection, topic: str, key: bytes | None) -> str | None:
         """The ce_id of the oldest dead letter ``key`` waits behind, or None when not parked."""
