@@ -213,3 +213,27 @@ def test_a_read_only_unit_of_work_reads_while_a_writer_holds_the_lock(tmp_path: 
     with _held_write_lock(db, "uncommitted", 2), Reader(db, read_only=True) as reader:
         assert [r[0] for r in reader.rows] == ["committed"]
     db.close()
+
+
+def test_wait_for_commit_wakes_on_a_commit_of_another_thread_and_not_on_a_rollback(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "w.db", MIGRATIONS)
+    seen = db.commits()
+    # Nothing committed: the wait runs out and reports the same count.
+    assert db.wait_for_commit(seen, 0.05) == seen
+    with pytest.raises(RuntimeError), db.transaction() as conn:
+        conn.execute("INSERT INTO t (k, v) VALUES ('x', 1)")
+        raise RuntimeError("rolled back")
+    assert db.commits() == seen  # a rollback is no commit
+
+    woke: list[int] = []
+    waiter = threading.Thread(target=lambda: woke.append(db.wait_for_commit(seen, 30)))
+    waiter.start()
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO t (k, v) VALUES ('y', 2)")
+    waiter.join(30)
+    assert woke == [seen + 1]  # woken by the commit, long before its 30 s ran out
+    # A commit made before the wait began is not missed.
+    assert db.wait_for_commit(seen, 30) == seen + 1
+    db.close()

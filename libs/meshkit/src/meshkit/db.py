@@ -71,6 +71,8 @@ class Database:
         self._write_lock = threading.RLock()  # reentrant: a nested BEGIN fails as it always did
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        self._commits = 0
+        self._committed = threading.Condition(threading.Lock())
         self.migrate()
 
     def _connection(self) -> sqlite3.Connection:
@@ -124,6 +126,23 @@ class Database:
             conn.execute("COMMIT")
         finally:
             self._write_lock.release()
+        with self._committed:
+            self._commits += 1
+            self._committed.notify_all()
+
+    def commits(self) -> int:
+        """How many write transactions of this process have committed so far (for
+        ``wait_for_commit``)."""
+        return self._commits
+
+    def wait_for_commit(self, after: int, timeout: float) -> int:
+        """Wait until this process has committed a write transaction since ``commits()``
+        returned ``after``, or ``timeout`` seconds; returns ``commits()``. How the outbox relay
+        hears of a new event at once instead of at its next poll (writers in other processes
+        are still seen only by polling)."""
+        with self._committed:
+            self._committed.wait_for(lambda: self._commits != after, timeout)
+            return self._commits
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:

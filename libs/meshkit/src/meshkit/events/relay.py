@@ -571,8 +571,9 @@ class OutboxRelay:
     def run_forever(
         self, stop: threading.Event, *, idle_s: float = 0.02, max_backoff_s: float = 5.0
     ) -> None:
-        """Loop ``run_once`` until ``stop`` is set: straight on while there is work, ``idle_s``
-        between empty polls, exponential backoff (up to ``max_backoff_s``) while failing.
+        """Loop ``run_once`` until ``stop`` is set: straight on while there is work; after an
+        empty pass, until this process commits a transaction or ``idle_s`` passed; exponential
+        backoff (up to ``max_backoff_s``) while failing.
         Raises if the database gets closed under it (its owner forgot to set ``stop``)."""
         backoff = idle_s
         next_topic_try = 0.0
@@ -580,6 +581,7 @@ class OutboxRelay:
             due = self._missing_topics and time.monotonic() >= next_topic_try
             if due and not self.create_topics():
                 next_topic_try = time.monotonic() + TOPIC_RETRY_S
+            seen = self._db.commits()
             try:
                 published = self.run_once()
             except Exception:
@@ -594,7 +596,9 @@ class OutboxRelay:
                 continue
             backoff = idle_s
             if published == 0:
-                stop.wait(idle_s)
+                # Woken by a commit of this process (a command that may have appended events),
+                # else polls: writers in other processes are seen within ``idle_s``.
+                self._db.wait_for_commit(seen, idle_s)
 
     def create_topics(self) -> bool:
         """Create the relay's topics that the cluster lacks; True once none is missing.
