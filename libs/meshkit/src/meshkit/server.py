@@ -55,6 +55,7 @@ from meshkit import telemetry
 from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
 from meshkit.logs import configure_logging
 from meshkit.settings import ServerSettings, SettingsError, describe_settings, load_settings
+from meshkit.spans import RpcSpans
 
 log = logging.getLogger("meshkit.server")
 access_log = logging.getLogger("meshkit.access")
@@ -184,7 +185,8 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
         # server.address/port of this server's SERVER spans; MeshServer.start() sets it once the
         # port is bound (RPCs arrive only after that).
         self.address: tuple[str, int] | None = None
-        self._attributes: dict[str, dict[str, AttributeValue]] = {}
+        # method -> (the RpcSpans it was prepared for, span name, span attributes)
+        self._attributes: dict[str, tuple[RpcSpans, str, dict[str, AttributeValue]]] = {}
 
     def intercept_service(
         self,
@@ -228,28 +230,24 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
     ) -> tuple[trace.Span | None, Token[otel_context.Context]]:
         """Make the RPC's trace context current: a SERVER span (tracing on) or the fallback.
         Returns the span (None when not recording one) and the token to detach."""
-        tracer = telemetry._state.tracer
-        if tracer is None or quiet:
+        rpc = telemetry._state.rpc
+        if rpc is None or quiet:
             return None, otel_context.attach(_trace_context(context))
-        attributes = self._attributes.get(method)
-        if attributes is None:
-            attributes = self._attributes.setdefault(method, self._span_attributes(method))
-        span = tracer.start_span(
-            str(attributes["rpc.method"]),
-            context=_incoming(context),
-            kind=trace.SpanKind.SERVER,
-            attributes=attributes,
-        )
+        entry = self._attributes.get(method)
+        if entry is None or entry[0] is not rpc:
+            entry = self._attributes[method] = self._span_attributes(rpc, method)
+        span = rpc.start(entry[1], _incoming(context), trace.SpanKind.SERVER, entry[2])
         return span, otel_context.attach(trace.set_span_in_context(span))
 
-    def _span_attributes(self, method: str) -> dict[str, AttributeValue]:
-        attributes: dict[str, AttributeValue] = {
-            "rpc.system.name": "grpc",
-            "rpc.method": telemetry.rpc_method(method),
-        }
+    def _span_attributes(
+        self, rpc: RpcSpans, method: str
+    ) -> tuple[RpcSpans, str, dict[str, AttributeValue]]:
+        """(rpc, span name, span attributes) of ``method``'s SERVER spans."""
+        name = telemetry.rpc_method(method)
+        attributes: dict[str, AttributeValue] = {"rpc.system.name": "grpc", "rpc.method": name}
         if self.address is not None:
             attributes["server.address"], attributes["server.port"] = self.address
-        return attributes
+        return rpc, name, rpc.attributes(attributes)
 
     def _unary(
         self,
@@ -385,19 +383,17 @@ def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
 _TRACE_KEYS = (telemetry.TRACEPARENT, telemetry.TRACESTATE)
 
 
-def _incoming(context: grpc.ServicerContext) -> otel_context.Context | None:
-    """The caller's trace context from the call's metadata, or None (the span is a root)."""
+def _incoming(context: grpc.ServicerContext) -> trace.SpanContext | None:
+    """The caller's span context from the call's metadata, or None (the span is a root)."""
     traceparent = tracestate = None
     for key, value in context.invocation_metadata():
         if key == "traceparent":
             traceparent = value
         elif key == "tracestate":
             tracestate = value
-    return telemetry.context_from(
-        telemetry.parse_traceparent(
-            traceparent if isinstance(traceparent, str) else None,
-            tracestate if isinstance(tracestate, str) else None,
-        )
+    return telemetry.parse_traceparent(
+        traceparent if isinstance(traceparent, str) else None,
+        tracestate if isinstance(tracestate, str) else None,
     )
 
 
@@ -405,7 +401,7 @@ def _trace_context(context: grpc.ServicerContext) -> otel_context.Context:
     """The caller's W3C trace context, or a fresh unsampled one when there is none."""
     incoming = _incoming(context)
     if incoming is not None:
-        return incoming
+        return trace.set_span_in_context(trace.NonRecordingSpan(incoming))
     fresh = trace.SpanContext(
         trace_id=random.getrandbits(128) or 1,
         span_id=random.getrandbits(64) or 1,

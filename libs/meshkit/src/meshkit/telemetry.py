@@ -47,14 +47,12 @@ import grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-)
+from opentelemetry.sdk.trace import SpanProcessor, Tracer, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
+
+from meshkit.spans import RpcSpan, RpcSpans, SpanQueue, SpanStats
 
 log = logging.getLogger("meshkit.telemetry")
 
@@ -81,6 +79,9 @@ class _State:
     provider: TracerProvider | None = None
     # None while tracing is off: the hot paths test this one attribute and skip everything.
     tracer: trace.Tracer | None = None
+    # The RPC span fast path for ``tracer`` (meshkit.spans); set with it.
+    rpc: RpcSpans | None = None
+    queue: SpanQueue | None = None
     consumer_link_only: bool = False
     global_set: bool = False
     off_tracer: trace.Tracer = field(default_factory=trace.NoOpTracer)
@@ -107,6 +108,7 @@ def configure(
     configuration (the previous provider is shut down, flushing what it held).
     """
     shutdown()
+    _state.queue = None
     env = os.environ
     if _true(env.get("OTEL_SDK_DISABLED")):
         log.debug("tracing off: OTEL_SDK_DISABLED")
@@ -128,9 +130,10 @@ def configure(
     name = env.get("OTEL_SERVICE_NAME") or service_name
     # TracerProvider() reads OTEL_TRACES_SAMPLER/_ARG; Resource.create OTEL_RESOURCE_ATTRIBUTES.
     provider = TracerProvider(resource=Resource.create({"service.name": name}))
-    span_processor: SpanProcessor = (
-        BatchSpanProcessor(exporter) if processor == "batch" else SimpleSpanProcessor(exporter)
-    )
+    # SpanQueue: the SDK's BatchSpanProcessor (OTEL_BSP_*), cheaper per span, and counting
+    # the spans it cannot deliver (export_stats()).
+    queue = SpanQueue(exporter) if processor == "batch" else None
+    span_processor: SpanProcessor = queue or SimpleSpanProcessor(exporter)
     provider.add_span_processor(span_processor)
     if not _state.global_set:
         # Libraries that ask the global API (trace.get_tracer) get ours too. The API allows
@@ -139,8 +142,12 @@ def configure(
         trace.set_tracer_provider(provider)
         _state.global_set = True
     _state.provider = provider
+    _state.queue = queue
     _state.consumer_link_only = env.get(CONSUMER_PARENT_ENV, "child").strip().lower() == "link"
-    _state.tracer = provider.get_tracer(INSTRUMENTATION)
+    sdk_tracer = provider.get_tracer(INSTRUMENTATION)
+    assert isinstance(sdk_tracer, Tracer)
+    _state.rpc = RpcSpans(sdk_tracer)
+    _state.tracer = sdk_tracer
     log.debug("tracing on for %s", name)
     return True
 
@@ -152,6 +159,7 @@ def shutdown(timeout_s: float = 5.0) -> None:
     """
     provider = _state.provider
     _state.tracer = None
+    _state.rpc = None
     _state.provider = None
     if provider is not None:
         provider.force_flush(int(timeout_s * 1000))
@@ -162,6 +170,15 @@ def force_flush(timeout_s: float = 5.0) -> bool:
     """Export every span ended so far (tests call it before reading a backend); True when done."""
     provider = _state.provider
     return provider.force_flush(int(timeout_s * 1000)) if provider is not None else True
+
+
+def export_stats() -> SpanStats | None:
+    """What the span export queue did since the last ``configure`` (still readable after
+    ``shutdown``): spans exported, dropped (queue full), failed (the exporter gave up on their
+    batch), still queued; None when tracing was not turned on, or with ``processor="simple"``.
+    Losses are also logged (WARNING, at most every 10 s)."""
+    queue = _state.queue
+    return queue.stats() if queue is not None else None
 
 
 def enabled() -> bool:
@@ -317,6 +334,9 @@ def end_rpc_span(
     span: trace.Span, code: str, *, client: bool, exc: BaseException | None = None
 ) -> None:
     """Set ``rpc.status_code`` (on errors also ``error.type``, status ERROR), then end ``span``."""
+    if code == "OK" and type(span) is RpcSpan:
+        span.end_rpc(code)
+        return
     span.set_attribute("rpc.status_code", code)
     if code != "OK" and (client or code in SERVER_ERROR_CODES):
         span.set_attribute("error.type", code)
@@ -367,38 +387,46 @@ class ClientInterceptor(
         }
         if port is not None:
             self._base["server.port"] = port
-        self._attributes: dict[str, dict[str, AttributeValue]] = {}
+        # method -> (the RpcSpans it was prepared for, rpc.method, span attributes)
+        self._attributes: dict[str, tuple[RpcSpans, str, dict[str, AttributeValue]]] = {}
 
     def _begin(
         self, details: grpc.ClientCallDetails
     ) -> tuple[grpc.ClientCallDetails, trace.Span | None]:
-        tracer = _state.tracer
-        parent: otel_context.Context | None = None
-        if details.metadata and not trace.get_current_span().get_span_context().is_valid:
+        rpc = _state.rpc
+        current = trace.get_current_span().get_span_context()
+        parent: trace.SpanContext | None = current if current.is_valid else None
+        if parent is None and details.metadata:
             # No current span, but the caller passed a traceparent by hand: continue that one.
-            parent = _metadata_context(details.metadata)
-        if tracer is None:
-            if parent is not None:
+            parent = _metadata_span_context(details.metadata)
+            if rpc is None and parent is not None:
                 return details, None  # it goes out as given
-            span_context = trace.get_current_span().get_span_context()
-            if not span_context.is_valid:
-                return details, None
-            return self._with_trace(details, span_context), None
-        method = rpc_method(details.method)
-        attributes = self._attributes.get(method)
-        if attributes is None:
-            attributes = self._attributes.setdefault(method, {**self._base, "rpc.method": method})
-        span = tracer.start_span(method, parent, kind=SpanKind.CLIENT, attributes=attributes)
+        if rpc is None:
+            return (
+                (self._with_trace(details, parent), None) if parent is not None else (details, None)
+            )
+        method = details.method
+        entry = self._attributes.get(method)
+        if entry is None or entry[0] is not rpc:
+            name = rpc_method(method)
+            entry = self._attributes[method] = (
+                rpc,
+                name,
+                rpc.attributes({**self._base, "rpc.method": name}),
+            )
+        span = rpc.start(entry[1], parent, SpanKind.CLIENT, entry[2])
         return self._with_trace(details, span.get_span_context()), span
 
     @staticmethod
     def _with_trace(
         details: grpc.ClientCallDetails, span_context: trace.SpanContext
     ) -> grpc.ClientCallDetails:
-        metadata = [
-            (k, v) for k, v in (details.metadata or ()) if k not in (TRACEPARENT, TRACESTATE)
+        metadata: list[tuple[str, str | bytes]] = [
+            (k, v) for k, v in (details.metadata or ()) if k not in _TRACE_KEYS
         ]
-        metadata.extend(trace_headers(span_context))
+        metadata.append((TRACEPARENT, format_traceparent(span_context)))
+        if span_context.trace_state:
+            metadata.append((TRACESTATE, span_context.trace_state.to_header()))
         return _ClientCallDetails(
             details.method,
             details.timeout,
@@ -457,16 +485,19 @@ class ClientInterceptor(
         return self._finish(span, continuation(details, request_iterator))
 
 
-def _metadata_context(
+_TRACE_KEYS = (TRACEPARENT, TRACESTATE)
+
+
+def _metadata_span_context(
     metadata: Sequence[tuple[str, str | bytes]],
-) -> otel_context.Context | None:
+) -> trace.SpanContext | None:
     traceparent = tracestate = None
     for key, value in metadata:
         if key == TRACEPARENT and isinstance(value, str):
             traceparent = value
         elif key == TRACESTATE and isinstance(value, str):
             tracestate = value
-    return context_from(parse_traceparent(traceparent, tracestate)) if traceparent else None
+    return parse_traceparent(traceparent, tracestate) if traceparent else None
 
 
 def _ender(span: trace.Span) -> Callable[[Any], None]:
