@@ -650,6 +650,49 @@ def test_a_saga_another_worker_moved_meanwhile_is_dropped_not_moved_twice(
     assert len(world.participants.kinds()) == 6
 
 
+def test_sagas_in_flight_together_share_commits_and_one_failing_write_stays_its_own(
+    tmp_path: Path,
+) -> None:
+    """Eight threads carry twenty sagas; their steps are written together (group commit). The
+    outbox refuses one order's first confirmation once: only that step is lost (written again
+    alone, it fails alone), its saga stays due and finishes later, and no other saga loses or
+    doubles an event."""
+    db = Database(tmp_path / "o.db", MIGRATIONS)
+    refused: list[str] = []
+
+    class Outbox:
+        def publish(
+            self, conn: sqlite3.Connection, event: OrderEvent, *, event_id: str | None = None
+        ) -> None:
+            confirming_o7 = event.order_id == "o-7" and type(event).__name__ == "OrderConfirmed"
+            if confirming_o7 and not refused:
+                refused.append(event.order_id)
+                raise RuntimeError("registry down")
+
+    def uow() -> SqliteUnitOfWork:
+        return SqliteUnitOfWork(db, Outbox())
+
+    try:
+        world = World(uow)
+        world.worker = SagaWorker(uow, world.participants, POLICY, clock=world.clock, parallelism=8)
+        orders = [world.place(f"r-{n}") for n in range(20)]
+        world.settle()
+        assert refused == ["o-7"]
+        for order in orders:
+            history = [type(e).__name__ for _, e in world.orders.history(order.order_id)]
+            assert history == [
+                "OrderPlaced",
+                "OrderStockReserved",
+                "OrderPaymentAuthorized",
+                "OrderShipmentCreated",
+                "OrderPaymentCaptured",
+                "OrderConfirmed",
+            ], order.order_id
+        world.worker.close()
+    finally:
+        db.close()
+
+
 def test_a_declined_payment_releases_stock_and_cancels_with_the_reason(world: World) -> None:
     world.participants.answer(AuthorizePayment, Rejected("payment declined: card declined"))
     order = world.place()
