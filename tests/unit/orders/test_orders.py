@@ -59,6 +59,15 @@ from orders.entrypoints.grpc_api import OrdersServicer
 from shop.orders.v1 import orders_pb2 as pb
 
 T0 = from_micros(1_700_000_000_000_000)
+# The events of an order whose saga met no failure, in order.
+CONFIRMED = [
+    "OrderPlaced",
+    "OrderStockReserved",
+    "OrderPaymentAuthorized",
+    "OrderShipmentCreated",
+    "OrderPaymentCaptured",
+    "OrderConfirmed",
+]
 POLICY = RetryPolicy(step_timeout_s=5.0, call_timeout_s=1.0, initial_backoff_s=0.5)
 ADDRESS = Address("Ada", "1 Main St", "Berlin", "10115", "DE")
 
@@ -599,14 +608,7 @@ def test_one_run_carries_a_saga_through_every_step_it_can_take_now(world: World)
     order = world.place()
     assert world.worker.run_once() == 5
     assert world.orders.get(order.order_id).status is OrderStatus.CONFIRMED
-    assert [type(e).__name__ for _, e in world.orders.history(order.order_id)] == [
-        "OrderPlaced",
-        "OrderStockReserved",
-        "OrderPaymentAuthorized",
-        "OrderShipmentCreated",
-        "OrderPaymentCaptured",
-        "OrderConfirmed",
-    ]
+    assert [type(e).__name__ for _, e in world.orders.history(order.order_id)] == CONFIRMED
     assert world.worker.run_once() == 0
 
 
@@ -680,14 +682,7 @@ def test_sagas_in_flight_together_share_commits_and_one_failing_write_stays_its_
         assert refused == ["o-7"]
         for order in orders:
             history = [type(e).__name__ for _, e in world.orders.history(order.order_id)]
-            assert history == [
-                "OrderPlaced",
-                "OrderStockReserved",
-                "OrderPaymentAuthorized",
-                "OrderShipmentCreated",
-                "OrderPaymentCaptured",
-                "OrderConfirmed",
-            ], order.order_id
+            assert history == CONFIRMED, order.order_id
         world.worker.close()
     finally:
         db.close()
