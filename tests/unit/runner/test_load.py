@@ -87,6 +87,8 @@ def test_the_summary_adds_up_and_says_what_was_skipped_or_failed() -> None:
         "max": 1000.0,
     }
     assert summary["achieved_rate"] == 4.0
+    stopped = load.summarize(plan, tally, send_s=0.5, drain_s=0, client_cpu_s=0, interrupted=True)
+    assert stopped["achieved_rate"] == 16.0  # 8 sent in the 0.5 s before Ctrl-C
     assert summary["confirmed_per_s"] == 1.0  # 2 confirmed from 100.0 (first placed) to 102.0
     assert summary["cancel_reasons"] == {"payment declined": 1}
     text = load.render_summary(summary)

@@ -206,11 +206,13 @@ def summarize(
         span = tally.last_terminal - tally.first_created
         confirmed_per_s = round(tally.confirmed / span, 1) if span > 0 else None
     finished = tally.confirmed + tally.cancelled
+    # Over the schedule's window; an interrupted run's only lasted until the interruption.
+    window = send_s if interrupted else plan.duration
     return {
         "orders_address": orders,
         "rate": plan.rate,
         "duration_s": plan.duration,
-        "achieved_rate": round(tally.sent / plan.duration, 1) if plan.duration else 0.0,
+        "achieved_rate": round(tally.sent / window, 1) if window > 0 else 0.0,
         "scheduled": tally.scheduled,
         "placed": tally.placed,
         "confirmed": tally.confirmed,
