@@ -164,3 +164,74 @@ def test_an_event_too_large_for_kafka_fails_the_command_and_nothing_commits(
         small.append(conn, COUNTER, {"counter": "c1", "seq": 0, "note": "x" * 4_000}, key="c1")
     with producer_db.transaction() as conn:
         small.append(conn, COUNTER, {"counter": "c1", "seq": 0, "note": "x" * 1_000}, key="c1")
+
+
+RICH_SCHEMA = """{"type": "record", "name": "Rich", "namespace": "shop.test.v1",
+ "doc": "Every kind of field an event contract uses.", "fields": [
+  {"name": "id", "type": "string", "doc": "An id."},
+  {"name": "n", "type": "long", "doc": "A long."},
+  {"name": "ratio", "type": "double", "doc": "A double."},
+  {"name": "flag", "type": "boolean", "doc": "A flag."},
+  {"name": "note", "type": ["null", "string"], "default": null, "doc": "Optional."},
+  {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B"]},
+   "doc": "An enum."},
+  {"name": "lines", "doc": "Nested records.", "type": {"type": "array", "items": {
+    "type": "record", "name": "Line", "fields": [
+      {"name": "sku", "type": "string", "doc": "A SKU."},
+      {"name": "qty", "type": "int", "doc": "A quantity."}]}}},
+  {"name": "tags", "type": {"type": "map", "values": "string"}, "doc": "A map."},
+  {"name": "at", "type": {"type": "long", "logicalType": "timestamp-micros"},
+   "doc": "An instant."}]}"""
+
+
+def test_every_event_is_framed_as_confluents_serializer_frames_it(
+    registry_url: str, kafka_topic: str, producer_db: Database
+) -> None:
+    """The outbox writes later events of a type with fastavro directly (its fast path): the bytes
+    must be exactly those of confluent-kafka's AvroSerializer, event after event."""
+    from confluent_kafka.schema_registry import (
+        SchemaRegistryClient,
+        topic_record_subject_name_strategy,
+    )
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+    from schema_registry.client import RegistryClient
+
+    from meshkit.events import EventType
+
+    spec = EventType.from_text(RICH_SCHEMA, kafka_topic)
+    reply = RegistryClient(registry_url).post(
+        f"/subjects/{spec.subject}/versions", {"schema": RICH_SCHEMA}
+    )
+    assert reply.status == 200, reply.json()
+    outbox = Outbox(EventCatalog([spec]), registry_url, source="/meshkit/test")
+    reference = AvroSerializer(
+        SchemaRegistryClient({"url": registry_url}),
+        RICH_SCHEMA,
+        conf={
+            "auto.register.schemas": False,
+            "use.latest.version": False,
+            "subject.name.strategy": topic_record_subject_name_strategy,
+        },
+    )
+    records = [
+        {
+            "id": f"o-{i}",
+            "n": -(2**40) + i * 7919,
+            "ratio": i / 3,
+            "flag": i % 2 == 0,
+            "note": None if i % 3 else f"note é {i}",
+            "kind": "AB"[i % 2],
+            "lines": [{"sku": f"sku-{j}", "qty": j - 2} for j in range(i % 4)],
+            "tags": {f"k{j}": "v" * j for j in range(i % 3)},
+            "at": 1_700_000_000_000_000 + i,
+        }
+        for i in range(12)
+    ]
+    with producer_db.transaction() as conn:
+        for i, data in enumerate(records):
+            outbox.append(conn, spec.full_name, data, key=f"o-{i}")
+    with producer_db.snapshot() as conn:
+        stored = [bytes(r[0]) for r in conn.execute("SELECT value FROM meshkit_outbox ORDER BY id")]
+    context = SerializationContext(kafka_topic, MessageField.VALUE)
+    assert stored == [reference(dict(data), context) for data in records]

@@ -25,8 +25,8 @@ HeaderList = list[tuple[str, str | bytes | None]]
 
 def rfc3339(moment: datetime.datetime) -> str:
     """``moment`` in UTC as RFC 3339 with microseconds and a ``Z``."""
-    utc = moment.astimezone(datetime.UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = moment.astimezone(datetime.UTC).replace(tzinfo=None)
+    return utc.isoformat(timespec="microseconds") + "Z"  # isoformat: a fifth of strftime's cost
 
 
 def cloudevent_headers(

@@ -4,14 +4,23 @@ change that produced them; the relay (meshkit.events.relay) publishes them after
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import sqlite3
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from fastavro import schemaless_writer
+
 from meshkit.errors import FieldViolation, InvalidArgument, MeshError, Unavailable
-from meshkit.events._catalog import CatalogError, EventCatalog, SchemaRegistrationError, _client
+from meshkit.events._catalog import (
+    CatalogError,
+    EventCatalog,
+    EventType,
+    SchemaRegistrationError,
+    _client,
+)
 from meshkit.events._headers import cloudevent_headers
 from meshkit.events._validate import violations
 
@@ -38,6 +47,9 @@ The relay adds the ``error`` column to an outbox table created before it existed
 MAX_MESSAGE_BYTES = 1_000_000
 """The largest record the relay's producer sends: librdkafka's default ``message.max.bytes``,
 set explicitly by the relay. Brokers take more by default (``message.max.bytes`` 1,048,588)."""
+
+FRAMING_BYTES = 5
+"""Confluent wire format framing: magic byte 0x00 and a 4-byte big-endian schema id."""
 
 RECORD_ROOM = 1_024
 """Bytes of a record's size kept free for what is not known at append time: the record framing
@@ -89,7 +101,7 @@ class EventTooLarge(InvalidArgument):
 def record_size(key: str, value: bytes, headers: list[tuple[str, str]]) -> int:
     """What a row takes of the producer's ``message.max.bytes``: key, value and headers as they
     are sent, plus ``RECORD_ROOM``."""
-    named = sum(len(name.encode()) + len(text.encode()) for name, text in headers)
+    named = len("".join(name + text for name, text in headers).encode())
     return len(key.encode()) + len(value) + named + RECORD_ROOM
 
 
@@ -134,6 +146,9 @@ class Outbox:
         self._serializers = {
             t.full_name: AvroSerializer(self._registry, t.schema_text, conf=conf) for t in catalog
         }
+        # Per event type, once the serializer has framed one event: its framing (magic byte and
+        # schema id, which the serializer caches for good too) for the fast path in _serialize.
+        self._framing: dict[str, bytes] = {}
 
     def verify(self) -> dict[str, int]:
         """``catalog.verify`` against this outbox's registry: call it at start-up so a service with
@@ -160,7 +175,6 @@ class Outbox:
         should then roll back (``Database.transaction`` does so when the exception propagates).
         """
         from confluent_kafka.schema_registry.error import SchemaRegistryError
-        from confluent_kafka.serialization import MessageField, SerializationContext
 
         try:
             spec = self._catalog.get(event_type)
@@ -173,9 +187,7 @@ class Outbox:
             event_type=event_type, source=self._source, subject=key, event_id=event_id, time=time
         )
         try:
-            value = self._serializers[event_type](
-                dict(data), SerializationContext(spec.topic, MessageField.VALUE)
-            )
+            value = self._serialize(spec, data)
         except SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 raise SchemaRegistrationError({spec.subject: f"not registered: {exc}"}) from exc
@@ -196,6 +208,27 @@ class Outbox:
             (spec.topic, key, value, json.dumps(headers), _now()),
         )
         return dict(headers)["ce_id"]
+
+    def _serialize(self, spec: EventType, data: Mapping[str, Any]) -> bytes:
+        """Confluent wire format: 0x00, the schema id, the Avro body. The first event of a type
+        goes through confluent-kafka's AvroSerializer (which looks the schema id up); later ones
+        reuse its framing and write the body with fastavro directly, the same bytes for a
+        quarter of the cost (profiled in issue 11; checked byte for byte by the outbox tests)."""
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        framing = self._framing.get(spec.full_name)
+        if framing is None:
+            value: bytes | None = self._serializers[spec.full_name](
+                dict(data), SerializationContext(spec.topic, MessageField.VALUE)
+            )
+            assert value is not None
+            if value[:1] == b"\x00" and len(value) >= FRAMING_BYTES:
+                self._framing[spec.full_name] = bytes(value[:FRAMING_BYTES])
+            return value
+        out = io.BytesIO()
+        out.write(framing)
+        schemaless_writer(out, spec.parsed, dict(data))
+        return out.getvalue()
 
 
 def _now() -> float:
