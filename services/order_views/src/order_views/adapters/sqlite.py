@@ -422,13 +422,18 @@ class SqliteReadModel:
         keyset = ""
         if after is not None:
             rank, seq = _search_cursor(after)
-            keyset = " AND (s.rank > ? OR (s.rank = ? AND s.rowid > ?))"
+            keyset = " AND (rank > ? OR (rank = ? AND rowid > ?))"
             args += [rank, rank, seq]
+        # The page is chosen from the search index alone, and only its rows are joined: the
+        # index holds placed orders only (an order is indexed when OrderPlaced places it, and
+        # never unplaced), so the join's placed check is a guard, and joining every match of a
+        # common word (thousands for a city) first cost as much as ranking them.
         sql = (
-            "SELECT v.*, s.rank AS score FROM order_search AS s"
-            " JOIN order_summary AS v ON v.seq = s.rowid"
-            f" WHERE order_search MATCH ? AND v.placed = 1{keyset}"
-            " ORDER BY s.rank, s.rowid LIMIT ?"
+            "SELECT v.*, s.score FROM ("
+            " SELECT rowid AS seq, rank AS score FROM order_search"
+            f" WHERE order_search MATCH ?{keyset} ORDER BY rank, rowid LIMIT ?"
+            ") AS s JOIN order_summary AS v ON v.seq = s.seq WHERE v.placed = 1"
+            " ORDER BY s.score, s.seq"
         )
         with self._db.snapshot() as conn:
             rows = conn.execute(sql, [*args, limit]).fetchall()
