@@ -232,25 +232,21 @@ def main() -> int:
     for suffix, saga_ms in (("", args.saga_ms), (".slow_saga", args.slow_saga_ms)):
         best = scenario(args.rate, args.duration, saga_ms)
         aio, threads = best["aio"], best["threads"]
-        extra = {"rate": args.rate, "saga_ms": saga_ms}
-        record(
-            f"load.client_cpu_per_order{suffix}",
-            aio["cpu_ms_per_order"],
-            "ms CPU/order",
-            baseline=threads["cpu_ms_per_order"],
-            baseline_name=baseline,
-            better="lower",
-            **extra,
+        figures = (
+            ("client_cpu_per_order", "cpu_ms_per_order", "ms CPU/order"),
+            ("start_lag_p99", "lag_p99_ms", "ms"),
         )
-        record(
-            f"load.start_lag_p99{suffix}",
-            aio["lag_p99_ms"],
-            "ms",
-            baseline=threads["lag_p99_ms"],
-            baseline_name=baseline,
-            better="lower",
-            **extra,
-        )
+        for name, key, unit in figures:
+            record(
+                f"load.{name}{suffix}",
+                aio[key],
+                unit,
+                baseline=threads[key],
+                baseline_name=baseline,
+                better="lower",
+                rate=args.rate,
+                saga_ms=saga_ms,
+            )
     return 0
 
 
