@@ -4,8 +4,10 @@ its CloudEvents headers and the trace it was produced in."""
 
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Message
@@ -13,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from support.events import (
     COUNTER,
     COUNTER_SCHEMA,
+    drain,
     register_all,
     write_contracts,
 )
@@ -21,12 +24,17 @@ from support.kafka import consume
 from meshkit.db import Database
 from meshkit.errors import MeshError
 from meshkit.events import (
+    INBOX_MIGRATION,
+    Event,
     EventCatalog,
+    EventConsumer,
     EventSchemaError,
+    EventType,
     Outbox,
     OutboxRelay,
     SchemaRegistrationError,
 )
+from schema_registry.client import RegistryClient
 
 pytestmark = pytest.mark.kafka
 
@@ -184,37 +192,19 @@ RICH_SCHEMA = """{"type": "record", "name": "Rich", "namespace": "shop.test.v1",
    "doc": "An instant."}]}"""
 
 
-def test_every_event_is_framed_as_confluents_serializer_frames_it(
-    registry_url: str, kafka_topic: str, producer_db: Database
-) -> None:
-    """The outbox writes later events of a type with fastavro directly (its fast path): the bytes
-    must be exactly those of confluent-kafka's AvroSerializer, event after event."""
-    from confluent_kafka.schema_registry import (
-        SchemaRegistryClient,
-        topic_record_subject_name_strategy,
-    )
-    from confluent_kafka.schema_registry.avro import AvroSerializer
-    from confluent_kafka.serialization import MessageField, SerializationContext
-    from schema_registry.client import RegistryClient
-
-    from meshkit.events import EventType
-
-    spec = EventType.from_text(RICH_SCHEMA, kafka_topic)
+def register_rich(registry_url: str, topic: str) -> EventType:
+    """RICH_SCHEMA registered for ``topic``; its EventType."""
+    spec = EventType.from_text(RICH_SCHEMA, topic)
     reply = RegistryClient(registry_url).post(
         f"/subjects/{spec.subject}/versions", {"schema": RICH_SCHEMA}
     )
     assert reply.status == 200, reply.json()
-    outbox = Outbox(EventCatalog([spec]), registry_url, source="/meshkit/test")
-    reference = AvroSerializer(
-        SchemaRegistryClient({"url": registry_url}),
-        RICH_SCHEMA,
-        conf={
-            "auto.register.schemas": False,
-            "use.latest.version": False,
-            "subject.name.strategy": topic_record_subject_name_strategy,
-        },
-    )
-    records = [
+    return spec
+
+
+def rich_records(n: int) -> list[dict[str, Any]]:
+    """``n`` records of RICH_SCHEMA, each field kind varied."""
+    return [
         {
             "id": f"o-{i}",
             "n": -(2**40) + i * 7919,
@@ -226,8 +216,34 @@ def test_every_event_is_framed_as_confluents_serializer_frames_it(
             "tags": {f"k{j}": "v" * j for j in range(i % 3)},
             "at": 1_700_000_000_000_000 + i,
         }
-        for i in range(12)
+        for i in range(n)
     ]
+
+
+def test_every_event_is_framed_as_confluents_serializer_frames_it(
+    registry_url: str, kafka_topic: str, producer_db: Database
+) -> None:
+    """The outbox writes later events of a type with fastavro directly (its fast path): the bytes
+    must be exactly those of confluent-kafka's AvroSerializer, event after event."""
+    from confluent_kafka.schema_registry import (
+        SchemaRegistryClient,
+        topic_record_subject_name_strategy,
+    )
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    spec = register_rich(registry_url, kafka_topic)
+    outbox = Outbox(EventCatalog([spec]), registry_url, source="/meshkit/test")
+    reference = AvroSerializer(
+        SchemaRegistryClient({"url": registry_url}),
+        RICH_SCHEMA,
+        conf={
+            "auto.register.schemas": False,
+            "use.latest.version": False,
+            "subject.name.strategy": topic_record_subject_name_strategy,
+        },
+    )
+    records = rich_records(12)
     with producer_db.transaction() as conn:
         for i, data in enumerate(records):
             outbox.append(conn, spec.full_name, data, key=f"o-{i}")
@@ -235,3 +251,52 @@ def test_every_event_is_framed_as_confluents_serializer_frames_it(
         stored = [bytes(r[0]) for r in conn.execute("SELECT value FROM meshkit_outbox ORDER BY id")]
     context = SerializationContext(kafka_topic, MessageField.VALUE)
     assert stored == [reference(dict(data), context) for data in records]
+
+
+def test_a_consumer_reads_each_event_as_confluents_deserializer_does_with_its_reader_schema(
+    tmp_path: Path,
+    kafka_bootstrap: str,
+    kafka_topic: str,
+    registry_url: str,
+    producer_db: Database,
+) -> None:
+    """The consumer reads later records of a schema with fastavro directly (its fast path): each
+    event's data must be what confluent-kafka's AvroDeserializer makes of the same bytes with the
+    same reader schema -- here an evolved one (a field dropped, one added with a default)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    writer = register_rich(registry_url, kafka_topic)
+    evolved = json.loads(RICH_SCHEMA)
+    evolved["fields"] = [f for f in evolved["fields"] if f["name"] != "ratio"] + [
+        {"name": "channel", "type": "string", "default": "web", "doc": "Added later."}
+    ]
+    reader = EventType.from_text(json.dumps(evolved), kafka_topic)
+    outbox = Outbox(EventCatalog([writer]), registry_url, source="/meshkit/test")
+    with producer_db.transaction() as conn:
+        for i, data in enumerate(rich_records(12)):
+            outbox.append(conn, writer.full_name, data, key=f"o-{i % 3}")
+    assert OutboxRelay(producer_db, kafka_bootstrap).run_once() == 12
+    seen: list[Event] = []
+    consumer = EventConsumer(
+        Database(tmp_path / "consumer.db", [INBOX_MIGRATION]),
+        bootstrap=kafka_bootstrap,
+        group=f"g-{kafka_topic}",
+        topics=[kafka_topic],
+        registry=registry_url,
+        handlers={writer.full_name: lambda event, _conn: seen.append(event)},
+        catalog=EventCatalog([reader]),
+    )
+    try:
+        drain(consumer, lambda: len(seen) >= 12)
+    finally:
+        consumer.close()
+    with producer_db.snapshot() as conn:
+        stored = [bytes(r[0]) for r in conn.execute("SELECT value FROM meshkit_outbox ORDER BY id")]
+    reference = AvroDeserializer(SchemaRegistryClient({"url": registry_url}), json.dumps(evolved))
+    context = SerializationContext(kafka_topic, MessageField.VALUE)
+    expected = [reference(value, context) for value in stored]
+    by_id = {event.data["id"]: event.data for event in seen}
+    assert [by_id[record["id"]] for record in expected] == expected
+    assert all("ratio" not in data and data["channel"] == "web" for data in by_id.values())
