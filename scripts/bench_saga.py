@@ -286,6 +286,14 @@ def main() -> int:
     parser.add_argument(
         "--gil", action="store_true", help="profile only threads holding the GIL (CPU, not waits)"
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set for the mesh's processes, for experiments (e.g. OTEL_SDK_DISABLED=true);"
+        " figures are then not recorded",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write results.json")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -294,8 +302,9 @@ def main() -> int:
         for name in ("mesh.toml", "proto", ".cache"):
             (root / name).symlink_to(ROOT / name)
         print("==> mesh up -d --kafka local (scratch root)", flush=True)
+        env = dict(os.environ) | dict(kv.split("=", 1) for kv in args.env)
         up = subprocess.run(
-            [MESH, "--root", str(root), "up", "-d", "--kafka", "local"], check=False
+            [MESH, "--root", str(root), "up", "-d", "--kafka", "local"], check=False, env=env
         )
         if up.returncode != 0:
             subprocess.run([MESH, "--root", str(root), "down"], check=False)
@@ -346,7 +355,7 @@ def main() -> int:
         f"ratio (orders/s / round trips/s): {rate / rtt_rate:.3f}"
         "  (6 RPCs per order: 1/6 = 0.167 would be the call ceiling)"
     )
-    if not args.no_record:
+    if not (args.no_record or args.env):
         base = {"baseline": rtt_rate, "baseline_name": "bare gRPC round trips/s"}
         record("saga.throughput", rate, "orders/s", target=100, orders=args.orders,
                concurrency=args.concurrency, **base)  # fmt: skip
