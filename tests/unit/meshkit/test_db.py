@@ -237,3 +237,23 @@ def test_wait_for_commit_wakes_on_a_commit_of_another_thread_and_not_on_a_rollba
     # A commit made before the wait began is not missed.
     assert db.wait_for_commit(seen, 30) == seen + 1
     db.close()
+
+
+def test_a_transaction_may_skip_its_sync_and_the_next_one_is_durable_again(
+    tmp_path: Path,
+) -> None:
+    db = Database(tmp_path / "s.db", MIGRATIONS)
+    full, normal = 2, 1  # PRAGMA synchronous values
+    with db.transaction(durable=False) as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == normal
+        conn.execute("INSERT INTO t (k, v) VALUES ('a', 1)")
+    with pytest.raises(RuntimeError), db.transaction(durable=False) as conn:
+        raise RuntimeError("rolled back")
+    with db.transaction() as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == full
+        assert conn.execute("SELECT v FROM t WHERE k = 'a'").fetchone()[0] == 1
+    relaxed = Database(tmp_path / "r.db", MIGRATIONS, durable=False)
+    with relaxed.transaction() as conn:  # a relaxed database stays relaxed
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == normal
+    db.close()
+    relaxed.close()

@@ -111,12 +111,21 @@ class Database:
             time.sleep(0.005)  # poll interval within the busy_timeout deadline
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction: commits when the block ends, rolls back if it raises."""
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction: commits when the block ends, rolls back if it raises.
+
+        ``durable=False`` commits this one transaction without syncing it (``synchronous=NORMAL``
+        for its commit): for bookkeeping whose loss on power failure only makes work be redone,
+        such as the relay marking rows published (lost, they are sent again, and consumers drop
+        the duplicates). It stays atomic and consistent; the next durable commit syncs it too.
+        It spares the fsync while the write lock is held, which every other writer waits on."""
         conn = self._connection()
+        relaxed = self._durable and not durable
         if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
             raise sqlite3.OperationalError(f"{self.path}: database is locked (by this process)")
         try:
+            if relaxed:
+                conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -125,6 +134,8 @@ class Database:
                 raise
             conn.execute("COMMIT")
         finally:
+            if relaxed:
+                conn.execute("PRAGMA synchronous = FULL")
             self._write_lock.release()
         with self._committed:
             self._commits += 1

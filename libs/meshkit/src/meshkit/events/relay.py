@@ -373,7 +373,10 @@ class OutboxRelay:
         parks, self._parks = self._parks, []
         if delivered or parks:
             now = time.time()
-            with self._db.transaction() as conn:
+            # Not synced: a mark lost to a power failure only sends its row again (at least
+            # once; consumers drop the duplicate), and the fsync would hold the write lock that
+            # the service's commands wait on. The next durable commit syncs it anyway.
+            with self._db.transaction(durable=False) as conn:
                 conn.executemany(
                     "UPDATE meshkit_outbox SET published_at = ? WHERE id = ?",
                     [(now, row.id) for row in delivered],
@@ -528,7 +531,7 @@ class OutboxRelay:
         if now - self._last_prune < self._prune_every_s:
             return
         self._last_prune = now
-        with self._db.transaction() as conn:
+        with self._db.transaction(durable=False) as conn:  # lost, a later prune redoes it
             conn.execute(
                 "DELETE FROM meshkit_outbox WHERE published_at IS NOT NULL AND published_at < ?",
                 (now - self._retention_s,),
