@@ -16,7 +16,9 @@ measured on it:
   transaction (what the consumer did before it batched).
 
 Baseline: ``--baseline-inserts`` bare one-row INSERTs, one transaction each, on the same kind of
-database: what SQLite alone costs here.
+database: what SQLite alone costs here. Each rate is the median of ``--rounds`` (5) consecutive
+runs over a fifth of its sample each: the machine is shared, and one busy second must not make
+a figure. Also shown: the consumer alone (the same batches with handlers that do nothing).
 
 Queries: the real OrderViewsService on a real gRPC server (127.0.0.1, port 0) over the loaded copy,
 called sequentially from one client: ListOrders for a customer (~10 orders each), SearchOrders by
@@ -332,6 +334,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: load, then measure
     parser.add_argument("--load-batch", type=int, default=2_000)
     parser.add_argument("--baseline-inserts", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=5, help="each rate: the median of these")
     args = parser.parse_args()
     table = handlers(SqliteViewStore)
     offsets = Offsets()
@@ -353,39 +356,53 @@ def main() -> int:  # noqa: PLR0915 - one linear script: load, then measure
         loaded = bulk_load(copy.db, table, events(0, loaded_orders), args.load_batch)
         load_rate = loaded / (time.perf_counter() - started) if loaded else 0.0
 
-        measured = list(events(loaded_orders, loaded_orders + args.sample_orders))
-        started = time.perf_counter()
-        consume(copy.db, copy.group, table, measured, args.batch)
-        rate = len(measured) / (time.perf_counter() - started)
+        # Each figure is the median of ``--rounds`` consecutive runs (the machine is shared:
+        # one busy second must not make the figure).
+        def rounds(first: int, last: int) -> list[list[Event]]:
+            step = max(1, (last - first) // args.rounds)
+            return [list(events(lo, min(last, lo + step))) for lo in range(first, last, step)]
+
+        def median_rate(chunks: list[list[Event]], apply: Callable[[list[Event]], object]) -> float:
+            rates = []
+            for chunk in chunks:
+                started = time.perf_counter()
+                apply(chunk)
+                rates.append(len(chunk) / (time.perf_counter() - started))
+            return statistics.median(rates) if rates else 0.0
+
+        sample_end = loaded_orders + args.sample_orders
+        measured = rounds(loaded_orders, sample_end)
+        rate = median_rate(measured, lambda c: consume(copy.db, copy.group, table, c, args.batch))
 
         # The consumer's own share: the same records and statements, handlers that do nothing.
         noop: dict[str, Handler] = {kind: lambda event, conn: None for kind in table}
-        started = time.perf_counter()
-        consume(copy.db, f"{copy.group}.floor", noop, measured, args.batch)
-        floor_rate = len(measured) / (time.perf_counter() - started)
+        floor_rate = median_rate(
+            measured, lambda c: consume(copy.db, f"{copy.group}.floor", noop, c, args.batch)
+        )
 
-        singles = list(events(loaded_orders + args.sample_orders, args.orders))
-        started = time.perf_counter()
-        consume(copy.db, copy.group, table, singles, 1)
-        one_rate = len(singles) / (time.perf_counter() - started) if singles else 0.0
+        singles = rounds(sample_end, args.orders)
+        one_rate = median_rate(singles, lambda c: consume(copy.db, copy.group, table, c, 1))
 
-        base_rate = args.baseline_inserts / baseline_inserts(
-            root / "baseline.db", args.baseline_inserts
+        base_rate = statistics.median(
+            args.baseline_inserts
+            // args.rounds
+            / baseline_inserts(root / f"baseline-{n}.db", args.baseline_inserts // args.rounds)
+            for n in range(args.rounds)
         )
         with copy.db.snapshot() as conn:
             placed = conn.execute("SELECT COUNT(*) FROM order_summary WHERE placed = 1").fetchone()[
                 0
             ]
-        total = loaded + len(measured) + len(singles)
+        total = loaded + sum(map(len, measured)) + sum(map(len, singles))
         print(f"projected {placed} orders from {total} events (generated in-process, no Kafka)")
         print(
             f"  like the consumer ({args.batch}/txn, savepoint+inbox per event): {rate:9.0f}"
-            f" events/s  [{len(measured)} events onto {loaded_orders} orders]"
+            f" events/s  [{sum(map(len, measured))} events onto {loaded_orders} orders]"
         )
         print(f"  the consumer alone (same, no-op handlers):          {floor_rate:9.0f} events/s")
         print(
             f"  one event per txn (+ inbox):                        {one_rate:9.0f} events/s"
-            f"  [{len(singles)} events]"
+            f"  [{sum(map(len, singles))} events]"
         )
         print(
             f"  bulk load ({args.load_batch}/txn, handlers only, no inbox, incl. generating):"
