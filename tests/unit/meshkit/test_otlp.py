@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, Tracer, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import (
@@ -29,6 +29,7 @@ from opentelemetry.util.types import AttributeValue
 from mesh_runner import receiver
 from mesh_runner.tracestore import TraceStore
 from meshkit import otlp
+from meshkit.spans import RpcSpans
 
 
 def spans_of_every_shape() -> list[ReadableSpan]:
@@ -120,6 +121,36 @@ def test_each_span_alone_and_the_cache_do_not_change_bytes() -> None:
         for span in spans:
             assert otlp.encode_request([span]) == encode_spans([span]).SerializeToString()
     assert otlp.encode_request([]) == b""
+
+
+def test_rpc_spans_encode_to_the_sdks_bytes_too() -> None:
+    """meshkit's RPC spans (meshkit.spans) through the cached-shape path: roots and remote
+    children, OK and error statuses, a handler's extra attributes, an event, a repeat."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "rpc"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("meshkit")
+    assert isinstance(tracer, Tracer)
+    rpc = RpcSpans(tracer)
+    attributes = rpc.attributes({"rpc.method": "a.B/C", "server.port": 50051})
+    remote = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1)
+    )
+    for _ in range(2):
+        for parent in (None, remote):
+            rpc.start("a.B/C", parent, SpanKind.CLIENT, attributes).end()
+            span = rpc.start("a.B/C", parent, SpanKind.SERVER, attributes)
+            span.set_attribute("rpc.status_code", "INTERNAL")
+            span.set_status(Status(StatusCode.ERROR, "INTERNAL"))
+            span.record_exception(ValueError("bad"))
+            span.end()
+            span = rpc.start("a.B/C", parent, SpanKind.SERVER, attributes)
+            span.set_attributes({"app.tags": ["a", "b"], "app.n": 1})
+            span.end()
+    spans = list(memory.get_finished_spans())
+    assert otlp.encode_request(spans) == encode_spans(spans).SerializeToString()
+    for span in spans:
+        assert otlp.encode_request([span]) == encode_spans([span]).SerializeToString()
 
 
 def test_an_attribute_value_of_no_otlp_type_is_refused() -> None:
