@@ -43,6 +43,7 @@ new owner reads it from the committed offset.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import io
@@ -51,7 +52,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,6 +325,7 @@ class EventConsumer:
             }
         )
         self._pending: dict[tuple[str, int], int] = {}
+        self._none_parked = False  # True inside a batch that started with no parked key
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
         self._held: dict[tuple[str, int], _Held] = {}
@@ -486,7 +488,7 @@ class EventConsumer:
         applied: list[Message] = []
         stop = start
         try:
-            with self._db.transaction() as conn:
+            with self._db.transaction() as conn, self._parked_known(conn):
                 while stop < len(messages):
                     msg, ready = messages[stop], prepared[stop]
                     if not self._live(msg):
@@ -519,6 +521,22 @@ class EventConsumer:
             return stop + 1, settled
         self._pending[(msg.topic() or "", msg.partition() or 0)] = (msg.offset() or 0) + 1
         return stop + 1, settled + 1
+
+    @contextlib.contextmanager
+    def _parked_known(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """For one batch's transaction: when the group has no parked key at its start, skip the
+        per-record parked-key lookup. Within the transaction keys are only unparked (parking
+        happens in a transaction of its own, outside batches), so the answer holds to its end."""
+        self._none_parked = (
+            conn.execute(
+                "SELECT 1 FROM meshkit_parked WHERE consumer_group = ? LIMIT 1", (self.group,)
+            ).fetchone()
+            is None
+        )
+        try:
+            yield
+        finally:
+            self._none_parked = False
 
     def _apply_in_savepoint(self, conn: sqlite3.Connection, msg: Message, ready: _Prepared) -> bool:
         """Apply one prepared record inside the batch's transaction; False (its savepoint
@@ -720,12 +738,11 @@ class EventConsumer:
         handler: Handler,
         key: bytes | None,
     ) -> None:
-        seen = conn.execute(
-            "SELECT 1 FROM meshkit_inbox WHERE consumer_group = ? AND event_id = ?",
-            (self.group, event.id),
-        ).fetchone()
-        head = self._parked_head(conn, event.topic, key)
-        if seen:
+        # The inbox mark first: it is also the duplicate check (nothing inserted: seen before),
+        # and a raise below rolls it back with the record's savepoint or transaction.
+        first = self._mark(conn, msg, event.id, event.type, "handled")
+        head = None if self._none_parked else self._parked_head(conn, event.topic, key)
+        if not first:
             log.debug("duplicate %s %s; already handled", event.type, event.id)
             if head is not None:
                 self._unpark(conn, event.topic, key, event.id)
@@ -734,7 +751,6 @@ class EventConsumer:
             assert key is not None
             raise KeyParked(key, head)
         handler(event, conn)
-        self._mark(conn, msg, event.id, event.type, "handled")
         if head is not None:
             self._unpark(conn, event.topic, key, event.id)
 
@@ -760,8 +776,9 @@ class EventConsumer:
 
     def _mark(
         self, conn: sqlite3.Connection, msg: Message, event_id: str, event_type: str, outcome: str
-    ) -> None:
-        conn.execute(
+    ) -> bool:
+        """Write the inbox mark; False when the event was marked already (a duplicate)."""
+        cursor = conn.execute(
             "INSERT OR IGNORE INTO meshkit_inbox (consumer_group, event_id, event_type, topic,"
             ' partition, "offset", outcome, processed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
             (
@@ -775,6 +792,7 @@ class EventConsumer:
                 time.time(),
             ),
         )
+        return cursor.rowcount > 0
 
     def _decode(
         self, msg: Message, headers: dict[str, str], event_id: str, event_type: str
