@@ -192,6 +192,13 @@ def tracer() -> trace.Tracer:
     return _state.tracer or _state.off_tracer
 
 
+def fast_spans() -> RpcSpans | None:
+    """The span fast path (``meshkit.spans.RpcSpans``) of the configured tracer while tracing is
+    on, else None: for spans started on hot paths in bulk (RPCs, Kafka sends and processing).
+    Its ``start`` takes the parent's span context and attributes from its ``attributes``."""
+    return _state.rpc
+
+
 def consumer_link_only() -> bool:
     """True when CONSUMER spans should start a new trace linked to the producer's context."""
     return _state.consumer_link_only
