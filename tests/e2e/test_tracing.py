@@ -205,6 +205,31 @@ def test_call_chain_is_one_trace_in_the_local_store(
     assert trace_id in {row["trace_id"] for row in json.loads(listed.stdout)}
 
 
+def poll_trace(fetch: Any, predicate: Any, what: str, timeout: float = 60) -> Any:
+    """``poll(spans_with(fetch, predicate))``; on timeout the message says what had arrived
+    (each span's service, kind and name, and the parents missing)."""
+    seen: list[Any] = []
+
+    def remembering() -> Any:
+        spans = fetch()
+        seen[:] = [spans]
+        return spans
+
+    try:
+        return poll(spans_with(remembering, predicate), timeout, what)
+    except AssertionError as exc:
+        spans = seen[0] if seen else None
+        if not spans:
+            raise AssertionError(f"{exc}: no span arrived") from None
+        ids = {s["span_id"] for s in spans}
+        missing = {s["parent_span_id"] for s in spans} - ids - {None}
+        arrived = sorted(f"{s['service']} {s['kind']} {s['name']}" for s in spans)
+        raise AssertionError(
+            f"{exc}: {len(spans)} spans arrived ({'; '.join(arrived)}), parents missing: "
+            f"{sorted(missing)}"
+        ) from None
+
+
 def run(root: Path) -> Any:
     return lambda *args: mesh_cli(root, *args)
 
@@ -225,12 +250,9 @@ def test_the_same_trace_through_jaegers_api_v3(
     assert telemetry.configure("e2e-client")
     trace_id = call_chain(kafka_bootstrap, tmp_path)
 
-    spans = poll(
-        spans_with(
-            lambda: mesh_trace_json(run(tmp_mesh_root), trace_id, "--jaeger", jaeger.query_url),
-            complete,
-        ),
-        60,
+    spans = poll_trace(
+        lambda: mesh_trace_json(run(tmp_mesh_root), trace_id, "--jaeger", jaeger.query_url),
+        complete,
         f"trace {trace_id} complete in Jaeger",
     )
     assert_connected(spans, kinds=KINDS, services=5)

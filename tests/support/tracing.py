@@ -54,7 +54,7 @@ extensions:
     backends:
       memstore:
         memory:
-          max_traces: 10000
+          max_traces: 1000000  # a fresh mesh replays the shared broker: ~10^5 old traces
 receivers:
   otlp:
     protocols:

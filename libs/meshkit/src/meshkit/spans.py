@@ -63,6 +63,8 @@ from opentelemetry.util.types import AttributeValue
 
 log = logging.getLogger("meshkit.telemetry")
 
+MAX_QUEUE_SIZE = 8192
+MAX_EXPORT_BATCH_SIZE = 2048
 LOG_EVERY_S = 10.0
 """At most one WARNING per this many seconds about dropped or unexported spans."""
 
@@ -391,11 +393,18 @@ class SpanQueue(SpanProcessor):
     """Batches ended, sampled spans and exports them from one thread (the SDK's
     BatchSpanProcessor, ``OTEL_BSP_*`` included), counting what it cannot deliver.
 
-    ``max_queue_size`` (``OTEL_BSP_MAX_QUEUE_SIZE``, default 2048): spans held at most; past it,
+    ``max_queue_size`` (``OTEL_BSP_MAX_QUEUE_SIZE``, default 8192): spans held at most; past it,
     new spans are dropped and counted. ``max_export_batch_size``
-    (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, 512): spans per export; a full batch wakes the export
+    (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, 2048): spans per export; a full batch wakes the export
     thread. ``schedule_delay_s`` (``OTEL_BSP_SCHEDULE_DELAY`` ms, 5 s): the longest a span waits
     for a batch to fill.
+
+    Both sizes are four times the SDK's defaults, decided by measurement (bench_tracing,
+    concurrency 16, ~5 000 spans/s): the local receiver's CPU per RPC fell from ~77 µs with
+    batches of 512 to ~55 µs with 2048 (one SQLite transaction per batch; the store's random
+    trace-id keys dirty fewer pages per span in a larger one), and the export thread wakes a
+    quarter as often. The queue holds four batches, ~1.5 s of that load, ~12 MB at the most.
+    At low rates nothing changes: the schedule delay sends a partial batch.
     """
 
     def __init__(
@@ -407,8 +416,10 @@ class SpanQueue(SpanProcessor):
         schedule_delay_s: float | None = None,
     ) -> None:
         self._exporter = exporter
-        self._max_queue = max_queue_size or _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
-        batch = max_export_batch_size or _env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+        self._max_queue = max_queue_size or _env_int("OTEL_BSP_MAX_QUEUE_SIZE", MAX_QUEUE_SIZE)
+        batch = max_export_batch_size or _env_int(
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", MAX_EXPORT_BATCH_SIZE
+        )
         self._batch = min(batch, self._max_queue)
         self._delay_s = (
             schedule_delay_s

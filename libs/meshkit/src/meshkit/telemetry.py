@@ -428,16 +428,18 @@ class ClientInterceptor(
     def _with_trace(
         details: grpc.ClientCallDetails, span_context: trace.SpanContext
     ) -> grpc.ClientCallDetails:
-        metadata: list[tuple[str, str | bytes]] = [
-            (k, v) for k, v in (details.metadata or ()) if k not in _TRACE_KEYS
-        ]
-        metadata.append((TRACEPARENT, format_traceparent(span_context)))
+        headers: Sequence[tuple[str, str | bytes]] = (
+            (TRACEPARENT, format_traceparent(span_context)),
+        )
         if span_context.trace_state:
-            metadata.append((TRACESTATE, span_context.trace_state.to_header()))
+            headers = (*headers, (TRACESTATE, span_context.trace_state.to_header()))
+        metadata = details.metadata
+        if metadata:
+            headers = [(k, v) for k, v in metadata if k not in _TRACE_KEYS] + list(headers)
         return _ClientCallDetails(
             details.method,
             details.timeout,
-            metadata,
+            headers,
             details.credentials,
             getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),
@@ -446,9 +448,10 @@ class ClientInterceptor(
     @staticmethod
     def _finish(span: trace.Span | None, call: Any) -> Any:
         if span is not None:
-            # Called at once for a completed (or failed) sync call; from gRPC's thread for a
-            # future or a stream when the RPC ends.
-            call.add_done_callback(_ender(span))
+            if call.done():  # a sync call (completed or failed): end the span now
+                _ender(span)(call)
+            else:  # a future or a stream: from gRPC's thread when the RPC ends
+                call.add_done_callback(_ender(span))
         return call
 
     def intercept_unary_unary(
