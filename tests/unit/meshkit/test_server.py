@@ -25,6 +25,7 @@ from meshkit import (
     ServiceBinding,
     create_server,
 )
+from meshkit import server as server_module
 
 SERVICE = "test.v1.Probe"
 
@@ -382,3 +383,52 @@ def test_busy_port_fails_loudly(probe: tuple[Probe, MeshServer, grpc.Channel]) -
     other = create_server("other", ServerSettings(port=server.port), [])
     with pytest.raises(OSError, match="cannot listen"):
         other.start()
+
+
+def test_routine_calls_are_summarised_at_info_and_logged_one_by_one_at_debug(
+    probe: tuple[Probe, MeshServer, grpc.Channel], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OK and quick RPC is one DEBUG line; INFO gets a per-method summary at stop (count,
+    mean, max), while errors keep their own INFO line."""
+    caplog.set_level(logging.INFO, logger="meshkit.access")
+    for _ in range(3):
+        call(probe[2], "Echo", b"hi")
+    error_of(probe[2], b"invalid")
+    access = [r for r in caplog.records if r.name == "meshkit.access"]
+    assert [r.getMessage().split()[1] for r in access] == ["INVALID_ARGUMENT"]
+    caplog.clear()
+    probe[1].stop(0)
+    summary = [r for r in caplog.records if r.name == "meshkit.access"]
+    assert [r.getMessage().split()[:3] for r in summary] == [[f"/{SERVICE}/Echo", "OK", "x3"]]
+    assert summary[0].__dict__["count"] == 3
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="meshkit.access")
+    server = create_server(
+        "probe",
+        ServerSettings(port=0, grace_seconds=5),
+        [ServiceBinding(probe[0], probe[0].add_to, SERVICE)],
+    )
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.start()}")
+    try:
+        call(channel, "Echo", b"hi")
+    finally:
+        channel.close()
+        server.stop(0)
+    debug = [r for r in caplog.records if r.name == "meshkit.access" and r.levelno == logging.DEBUG]
+    assert [r.getMessage().split()[:2] for r in debug] == [[f"/{SERVICE}/Echo", "OK"]]
+
+
+def test_a_slow_ok_call_has_its_own_info_line(
+    probe: tuple[Probe, MeshServer, grpc.Channel],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A call at or over MESH_ACCESS_SLOW_MS is logged at INFO one by one (here the threshold
+    is 0: every call is slow)."""
+    monkeypatch.setattr(server_module, "ACCESS_SLOW_S", 0.0)
+    caplog.set_level(logging.INFO, logger="meshkit.access")
+    call(probe[2], "Echo", b"hi")
+    access = [r for r in caplog.records if r.name == "meshkit.access"]
+    assert [(r.levelno, r.getMessage().split()[:2]) for r in access] == [
+        (logging.INFO, [f"/{SERVICE}/Echo", "OK"])
+    ]
