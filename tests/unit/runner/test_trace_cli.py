@@ -242,3 +242,169 @@ def test_wait_prints_the_trace_once_its_late_spans_have_arrived(
     assert len(json.loads(capsys.readouterr().out)) == 5
     unknown = "0" * 31 + "1"
     assert main(["--root", str(root), "trace", unknown, "--wait", "0.5"]) == 1
+
+
+def trace_id_of(spans: list[ReadableSpan]) -> str:
+    return format(spans[0].context.trace_id, "032x") if spans[0].context else ""
+
+
+def test_a_span_exported_twice_is_shown_once(
+    mesh_root: tuple[Path, MeshServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, server = mesh_root
+    spans = make_trace()
+    export(server, spans)
+    export(server, spans[1:3])  # a retried export sends some spans again
+    assert main(["--root", str(root), "trace", trace_id_of(spans), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert sorted(s["span_id"] for s in got) == sorted(
+        format(s.context.span_id, "016x") for s in spans if s.context
+    )
+    assert main(["--root", str(root), "traces", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["spans"] == 5
+
+
+def _shifted(spans: list[ReadableSpan], trace_id: int, offset_ns: int) -> list[ReadableSpan]:
+    """``spans`` as another trace, ``offset_ns`` later (ids kept within the trace)."""
+    from opentelemetry.trace import SpanContext
+
+    out = []
+    for span in spans:
+        assert span.context is not None and span.start_time and span.end_time
+        context = SpanContext(trace_id, span.context.span_id, False, span.context.trace_flags)
+        parent = (
+            SpanContext(trace_id, span.parent.span_id, True, span.parent.trace_flags)
+            if span.parent
+            else None
+        )
+        links = [
+            Link(SpanContext(trace_id, link.context.span_id, False), link.attributes)
+            for link in span.links
+        ]
+        out.append(
+            ReadableSpan(
+                name=span.name,
+                context=context,
+                parent=parent,
+                resource=span.resource,
+                attributes=span.attributes,
+                kind=span.kind,
+                status=span.status,
+                start_time=span.start_time + offset_ns,
+                end_time=span.end_time + offset_ns,
+                links=links,
+                instrumentation_scope=span.instrumentation_scope,
+            )
+        )
+    return out
+
+
+def test_recent_orders_traces_by_their_earliest_span(tmp_path: Path) -> None:
+    """A long trace that started first but ended last is listed after the ones started later."""
+    base = make_trace()
+    store = TraceStore(tmp_path / "t.db")
+    try:
+        long = _shifted(base, 0xA1, 0)
+        # The long trace's consumer span comes an hour later than everything else.
+        late = _shifted(long[-1:], 0xA1, 3600 * 10**9)
+        for index in range(5):
+            store.add(encode_spans(_shifted(base, 0xB0 + index, (index + 1) * 10**9)))
+        store.add(encode_spans(long[:-1] + late))
+        rows = store.recent(3)
+        assert [r["trace_id"] for r in rows] == [f"{0xB4:032x}", f"{0xB3:032x}", f"{0xB2:032x}"]
+        every = store.recent(10)
+        assert [r["trace_id"] for r in every][-1] == f"{0xA1:032x}"
+        assert len(every) == 6 and every[-1]["spans"] == 5
+        assert every[-1]["duration_ms"] > 3600 * 1000
+        assert store.recent(0) == []
+    finally:
+        store.close()
+
+
+# Schema 1 (before the append-only table): rows keyed by (trace_id, span_id) as hex text.
+SCHEMA_1 = """
+CREATE TABLE spans (
+    trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_span_id TEXT, service TEXT NOT NULL,
+    name TEXT NOT NULL, start_ns INTEGER NOT NULL, end_ns INTEGER NOT NULL,
+    status INTEGER NOT NULL, span BLOB NOT NULL, PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX spans_by_start ON spans (start_ns);
+"""
+
+
+def test_a_schema_1_store_is_migrated_and_reads_the_same(tmp_path: Path) -> None:
+    import sqlite3
+
+    spans = make_trace()
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA_1)
+    for resource_spans in encode_spans(spans).resource_spans:
+        service = next(
+            kv.value.string_value
+            for kv in resource_spans.resource.attributes
+            if kv.key == "service.name"
+        )
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                old.execute(
+                    "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        span.trace_id.hex(),
+                        span.span_id.hex(),
+                        span.parent_span_id.hex() or None,
+                        service,
+                        span.name,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        span.status.code,
+                        span.SerializeToString(),
+                    ),
+                )
+    old.commit()
+    old.close()
+    fresh = TraceStore(tmp_path / "new.db")
+    fresh.add(encode_spans(spans))
+    migrated = TraceStore(path)
+    try:
+        assert len(migrated.trace(trace_id_of(spans))) == 5
+        assert migrated.trace(trace_id_of(spans)) == fresh.trace(trace_id_of(spans))
+        assert migrated.recent() == fresh.recent()
+        migrated.add(encode_spans(spans))  # still one copy of each span after the migration
+        assert migrated.recent()[0]["spans"] == 5
+    finally:
+        migrated.close()
+        fresh.close()
+    again = TraceStore(path)  # the second open finds schema 2 and leaves it
+    try:
+        assert again.recent()[0]["spans"] == 5
+    finally:
+        again.close()
+
+
+def test_a_store_of_a_newer_schema_is_refused_by_name(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mesh_runner.tracestore import TraceStoreError
+
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(TraceStoreError, match=r"schema 99 is newer.*delete the file"):
+        TraceStore(path)
+
+
+def test_prune_drops_what_started_before_the_cutoff(tmp_path: Path) -> None:
+    spans = make_trace()
+    store = TraceStore(tmp_path / "t.db")
+    try:
+        store.add(encode_spans(_shifted(spans, 0xC1, -7200 * 10**9)))
+        store.add(encode_spans(spans))
+        import time
+
+        assert store.prune(time.time() - 3600) == 5
+        assert [r["trace_id"] for r in store.recent()] == [trace_id_of(spans)]
+        assert store.trace(f"{0xC1:032x}") == []
+    finally:
+        store.close()

@@ -10,14 +10,20 @@ times are RFC 3339 (UTC, microseconds); ids are lower-case hex; ``parent_span_id
 a root.
 
 The store keeps each span's OTLP protobuf bytes next to the few columns that are queried, so the
-receiver's per-span work is one serialize and one insert (it shares the CPU with the mesh).
+receiver's per-span work is one serialize and one insert (it shares the CPU with the mesh). The
+table is append-only (rowid order is arrival order), ids are raw bytes and the only index with
+random keys is the small ``(trace_id, span_id)`` one: a batch dirties the table's last pages and
+few index pages, where keying the rows themselves by trace id dirtied a page per span (schema 2;
+a schema 1 store, ``mesh up``'s before it, is migrated in place when first opened).
 """
 
 from __future__ import annotations
 
 import base64
 import datetime
+import heapq
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -33,21 +39,31 @@ Span = dict[str, Any]
 KINDS = {0: "INTERNAL", 1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 STATUSES = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS spans (
-    trace_id       TEXT NOT NULL,
-    span_id        TEXT NOT NULL,
-    parent_span_id TEXT,
-    service        TEXT NOT NULL,
-    name           TEXT NOT NULL,
-    start_ns       INTEGER NOT NULL,
-    end_ns         INTEGER NOT NULL,
-    status         INTEGER NOT NULL,
-    span           BLOB NOT NULL,     -- opentelemetry.proto.trace.v1.Span
-    PRIMARY KEY (trace_id, span_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_ns);
-"""
+log = logging.getLogger("mesh_runner.tracestore")
+
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0 with a ``spans`` table is schema 1 (text ids)
+
+# ``start_ns`` is in the table for the start index (pruning, `mesh traces`); the rest of a span
+# (parent, name, end, status, attributes, links) is read from its protobuf bytes.
+_SCHEMA = (
+    """CREATE TABLE spans (
+    trace_id BLOB NOT NULL,      -- 16 bytes
+    span_id  BLOB NOT NULL,      -- 8 bytes
+    start_ns INTEGER NOT NULL,
+    service  TEXT NOT NULL,      -- the resource's service.name
+    span     BLOB NOT NULL       -- opentelemetry.proto.trace.v1.Span
+)""",
+    # Unique: a span exported twice (a retried export) replaces itself.
+    "CREATE UNIQUE INDEX spans_by_id ON spans (trace_id, span_id)",
+    "CREATE INDEX spans_by_start ON spans (start_ns)",
+)
+
+_INSERT = "INSERT OR REPLACE INTO spans (trace_id, span_id, start_ns, service, span) VALUES"
+_INSERT += " (?, ?, ?, ?, ?)"
+
+
+class TraceStoreError(RuntimeError):
+    """The trace store cannot be opened as this version of the mesh knows it."""
 
 
 def rfc3339_ns(nanos: int) -> str:
@@ -65,18 +81,72 @@ def parse_rfc3339(text: str) -> datetime.datetime:
 class TraceStore:
     """Spans in one SQLite file (WAL: the receiver writes while `mesh trace` reads).
 
-    Thread safety: one connection behind a lock; any thread may call any method.
+    Thread safety: one connection behind a lock; any thread may call any method. Opening a
+    schema 1 store migrates it (one transaction); a store of a newer schema raises
+    ``TraceStoreError``.
     """
 
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._path = str(path)
         self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
+        try:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute("PRAGMA busy_timeout=5000")
+            # The (trace_id, span_id) index takes random keys: keep its pages in memory.
+            self._conn.execute("PRAGMA cache_size=-65536")
+            self._migrate()
+        except BaseException:
+            self._conn.close()
+            raise
         self._lock = threading.Lock()
+
+    def _version(self) -> int:
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring a schema 1 store (text ids, keyed rows) to schema 2."""
+        if self._version() == SCHEMA_VERSION:
+            return
+        old, moved = None, 0
+        self._conn.execute("BEGIN IMMEDIATE")  # a second opener waits, then finds it done
+        try:
+            version = self._version()
+            if version > SCHEMA_VERSION:
+                raise TraceStoreError(
+                    f"{self._path}: trace store schema {version} is newer than this mesh's"
+                    f" ({SCHEMA_VERSION}); upgrade the mesh, or delete the file to start afresh"
+                )
+            if version < SCHEMA_VERSION:
+                old = self._conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'spans'"
+                ).fetchone()
+                if old:
+                    self._conn.execute("DROP INDEX IF EXISTS spans_by_start")
+                    self._conn.execute("ALTER TABLE spans RENAME TO spans_v1")
+                for statement in _SCHEMA:
+                    self._conn.execute(statement)
+                if old:
+                    moved = self._conn.executemany(
+                        _INSERT,
+                        (
+                            (bytes.fromhex(t), bytes.fromhex(s), start, service, blob)
+                            for t, s, start, service, blob in self._conn.execute(
+                                "SELECT trace_id, span_id, start_ns, service, span"
+                                " FROM spans_v1 ORDER BY start_ns"
+                            )
+                        ),
+                    ).rowcount
+                    self._conn.execute("DROP TABLE spans_v1")
+                self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        if old:
+            log.info("trace store %s: migrated %d spans to schema 2", self._path, moved)
 
     def close(self) -> None:
         """Close the database."""
@@ -86,30 +156,24 @@ class TraceStore:
     def add(self, request: trace_service_pb2.ExportTraceServiceRequest) -> int:
         """Store every span of an OTLP export request (a re-sent span replaces itself); returns
         how many."""
-        rows = []
+        rows: list[tuple[bytes, bytes, int, str, bytes]] = []
         for resource_spans in request.resource_spans:
             service = _service_of(resource_spans.resource.attributes)
             for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    rows.append(
-                        (
-                            span.trace_id.hex(),
-                            span.span_id.hex(),
-                            span.parent_span_id.hex() or None,
-                            service,
-                            span.name,
-                            span.start_time_unix_nano,
-                            span.end_time_unix_nano,
-                            span.status.code,
-                            span.SerializeToString(),
-                        )
+                rows.extend(
+                    (
+                        span.trace_id,
+                        span.span_id,
+                        span.start_time_unix_nano,
+                        service,
+                        span.SerializeToString(),
                     )
+                    for span in scope_spans.spans
+                )
         with self._lock:
             self._conn.execute("BEGIN")
             try:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-                )
+                self._conn.executemany(_INSERT, rows)
             except BaseException:
                 self._conn.execute("ROLLBACK")
                 raise
@@ -126,38 +190,72 @@ class TraceStore:
 
     def trace(self, trace_id: str) -> list[Span]:
         """Every stored span of ``trace_id`` (32 hex digits), by start time."""
+        try:
+            key = bytes.fromhex(trace_id)
+        except ValueError:
+            return []
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT service, span FROM spans WHERE trace_id = ? ORDER BY start_ns",
-                (trace_id.lower(),),
-            ).fetchall()
+            rows = self._spans_of(key)
+        return [span_from_proto(span, service) for service, span in rows]
+
+    def _spans_of(self, trace_id: bytes) -> list[tuple[str, trace_pb2.Span]]:
+        """The trace's (service, span) pairs by start time, then span id (the lock held)."""
         out = []
-        for service, blob in rows:
+        for service, blob in self._conn.execute(
+            "SELECT service, span FROM spans WHERE trace_id = ? ORDER BY start_ns, span_id",
+            (trace_id,),
+        ):
             span = trace_pb2.Span()
             span.ParseFromString(blob)
-            out.append(span_from_proto(span, service))
+            out.append((service, span))
         return out
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
-        """Summaries of the ``limit`` traces that started last (see ``summarize``), newest first."""
+        """Summaries of the ``limit`` traces that started last (see ``summarize``), newest first.
+
+        A trace starts at its earliest span. Spans are read newest first (the start index) and
+        each trace seen gets its start from the id index, until ``limit`` of them started after
+        the span being read: every trace not seen yet started before it."""
+        if limit <= 0:
+            return []
         with self._lock:
-            ids = [
-                row[0]
-                for row in self._conn.execute(
-                    "SELECT trace_id FROM spans GROUP BY trace_id ORDER BY min(start_ns) DESC"
-                    " LIMIT ?",
-                    (limit,),
-                )
-            ]
-            summaries = []
-            for trace_id in ids:
-                rows = self._conn.execute(
-                    "SELECT span_id, parent_span_id, service, name, start_ns, end_ns, status"
-                    " FROM spans WHERE trace_id = ? ORDER BY start_ns",
-                    (trace_id,),
-                ).fetchall()
-                summaries.append(_summary_of_rows(trace_id, rows))
-        return summaries
+            latest: list[tuple[int, bytes]] = []  # min-heap of the ``limit`` latest (start, id)
+            seen: set[bytes] = set()
+            for trace_id, start_ns in self._conn.execute(
+                "SELECT trace_id, start_ns FROM spans ORDER BY start_ns DESC"
+            ):
+                if len(latest) == limit and latest[0][0] > start_ns:
+                    break
+                if trace_id in seen:
+                    continue
+                seen.add(trace_id)
+                (first,) = self._conn.execute(
+                    "SELECT min(start_ns) FROM spans WHERE trace_id = ?", (trace_id,)
+                ).fetchone()
+                if len(latest) < limit:
+                    heapq.heappush(latest, (first, trace_id))
+                elif (first, trace_id) > latest[0]:
+                    heapq.heapreplace(latest, (first, trace_id))
+            chosen = sorted(latest, reverse=True)
+            traces = [(trace_id, self._spans_of(trace_id)) for _, trace_id in chosen]
+        return [
+            _summary_of_rows(
+                trace_id.hex(),
+                [
+                    (
+                        span.span_id.hex(),
+                        span.parent_span_id.hex() or None,
+                        service,
+                        span.name,
+                        span.start_time_unix_nano,
+                        span.end_time_unix_nano,
+                        span.status.code,
+                    )
+                    for service, span in spans
+                ],
+            )
+            for trace_id, spans in traces
+        ]
 
 
 def _summary_of_rows(trace_id: str, rows: Sequence[tuple[Any, ...]]) -> dict[str, Any]:
