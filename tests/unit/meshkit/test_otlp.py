@@ -153,6 +153,49 @@ def test_rpc_spans_encode_to_the_sdks_bytes_too() -> None:
         assert otlp.encode_request([span]) == encode_spans([span]).SerializeToString()
 
 
+def test_consumer_and_relay_spans_encode_to_the_sdks_bytes() -> None:
+    """meshkit.spans spans as the relay and the consumer make them: per-record attribute values
+    (offsets, ids) set at start and by set_attribute, links to a producer without attributes
+    (local and remote), and the same key=value pair as a span attribute and as an event's and a
+    link's attribute in one request (each field tag encodes its own bytes)."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "events"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("meshkit")
+    assert isinstance(tracer, Tracer)
+    rpc = RpcSpans(tracer)
+    fixed = rpc.attributes({"messaging.system": "kafka", "messaging.destination.name": "t"})
+    remote = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1)
+    )
+    local = SpanContext(
+        0x1AF7651916CD43DD8448EB211C80319C, 0xC7AD6B7169203331, False, TraceFlags(1)
+    )
+    for offset in range(3):
+        for producer in (remote, local):
+            span = rpc.start(
+                "process t",
+                producer,
+                SpanKind.CONSUMER,
+                {**fixed, "messaging.kafka.offset": offset},
+            )
+            span.add_link(producer)
+            span.end()
+            span = rpc.start("send t", producer, SpanKind.PRODUCER, {**fixed, "id": f"e-{offset}"})
+            span.set_attribute("messaging.kafka.offset", offset)
+            span.end()
+    span = rpc.start("shared", None, SpanKind.INTERNAL, {"k": "v"})
+    span.add_event("e", {"k": "v"})
+    span.add_link(remote, {"k": "v"})
+    span.end()
+    rpc.start("shared", None, SpanKind.INTERNAL, {"k": "v"}).end()
+    spans = list(memory.get_finished_spans())
+    for _ in range(2):  # the second round from the caches
+        assert otlp.encode_request(spans) == encode_spans(spans).SerializeToString()
+        for span in spans:
+            assert otlp.encode_request([span]) == encode_spans([span]).SerializeToString()
+
+
 def test_an_attribute_value_of_no_otlp_type_is_refused() -> None:
     with pytest.raises(TypeError, match="object"):
         otlp._any_value(object())

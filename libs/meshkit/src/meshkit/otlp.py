@@ -62,7 +62,8 @@ _pack_q = struct.Struct("<Q").pack
 _pack_d = struct.Struct("<d").pack
 
 _KV_CACHE_LIMIT = 4096
-_kv_cache: dict[tuple[str, type, Any], bytes] = {}
+# (field tag, key, value type, value) -> the KeyValue field's bytes.
+_kv_cache: dict[tuple[bytes, str, type, Any], bytes] = {}
 
 
 def _varint(value: int) -> bytes:
@@ -130,7 +131,7 @@ def _attributes(tag: bytes, attributes: Mapping[str, Any] | None) -> bytes:
     for key, value in attributes.items():
         kind = type(value)
         if kind is str or kind is int or kind is bool or kind is float:
-            cache_key = (key, kind, value)
+            cache_key = (tag, key, kind, value)
             encoded = cache.get(cache_key)
             if encoded is None:
                 encoded = _field(tag, _key_value(key, value))
@@ -148,40 +149,37 @@ def _flags(parent: SpanContext | None) -> bytes:
 
 
 _SHAPE_CACHE_LIMIT = 1024
-# (name, kind, attribute items) -> (name + kind bytes, attributes bytes): what an RPC span of one
-# method repeats from call to call (its attributes differ only in rpc.status_code).
-_shape_cache: dict[tuple[str, int, tuple[tuple[str, Any], ...]], tuple[bytes, bytes]] = {}
+# (name, kind) -> name + kind bytes.
+_name_cache: dict[tuple[str, int], bytes] = {}
+# attribute items -> attributes bytes, for attribute sets that repeat: what an RPC span of one
+# method sends from call to call (only rpc.status_code differs). A set with a one-off value (a
+# message id, an offset) is encoded pair by pair and not kept here.
+_shape_cache: dict[tuple[tuple[str, Any], ...], bytes] = {}
 _STATUS_UNSET = Status(StatusCode.UNSET)
 
 
 def _span_fast(span: ReadableSpan) -> bytes | None:
-    """``_span(span)`` for the common shape (no trace state, events, links or drops; attribute
-    values that hash), from cached pieces; None for any other span."""
+    """``_span(span)`` for the common shapes (no trace state or events, links without
+    attributes, nothing dropped, attribute values that hash), from cached pieces; None for any
+    other span."""
     context = span._context
-    attributes = span._attributes
-    if (
-        context is None
-        or context.trace_state
-        or span._events
-        or span._links
-        or (isinstance(attributes, BoundedAttributes) and attributes.dropped)
-    ):
+    if context is None or context.trace_state or span._events:
+        return None
+    attributes_bytes = _attributes_fast(span._attributes)
+    if attributes_bytes is None:
+        return None
+    links_bytes = _links_fast(span._links)
+    if links_bytes is None:
         return None
     name = span._name
     kind = span._kind.value
-    try:
-        key = (name, kind, tuple(attributes.items()) if attributes else ())
-        shape = _shape_cache.get(key)
-    except TypeError:  # a list value: not hashable, take the general path
-        return None
-    if shape is None:
-        shape = (
-            _string(b"\x2a", name) + _KINDS[kind],
-            _attributes(b"\x4a", attributes),
-        )
-        if len(_shape_cache) >= _SHAPE_CACHE_LIMIT:
-            _shape_cache.clear()
-        _shape_cache[key] = shape
+    name_key = (name, kind)
+    name_bytes = _name_cache.get(name_key)
+    if name_bytes is None:
+        name_bytes = _string(b"\x2a", name) + _KINDS[kind]
+        if len(_name_cache) >= _SHAPE_CACHE_LIMIT:
+            _name_cache.clear()
+        _name_cache[name_key] = name_bytes
     status = span._status
     if status is _STATUS_UNSET or (status.status_code.value == 0 and not status.description):
         status_bytes = _EMPTY_STATUS
@@ -197,16 +195,86 @@ def _span_fast(span: ReadableSpan) -> bytes | None:
             _SPAN_SPAN_ID,
             context.span_id.to_bytes(8, "big"),
             _SPAN_PARENT_ID + parent.span_id.to_bytes(8, "big") if parent is not None else b"",
-            shape[0],
+            name_bytes,
             _SPAN_START + _pack_q(start) if start else b"",
             _SPAN_END + _pack_q(end) if end else b"",
-            shape[1],
+            attributes_bytes,
+            links_bytes,
             status_bytes,
             _SPAN_FLAGS,
             _FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL,
         )
     )
     return b"\x12" + _varint(len(body)) + body
+
+
+def _attributes_fast(attributes: Any) -> bytes | None:
+    """A span's attributes field, from the caches; None when an attribute was dropped or a
+    value does not hash (a list: the general path)."""
+    if type(attributes) is BoundedAttributes:
+        if attributes.dropped:
+            return None
+        items: Any = attributes._dict.items()
+    else:
+        items = attributes.items() if attributes else ()
+    try:
+        key = tuple(items)
+        encoded = _shape_cache.get(key)
+    except TypeError:
+        return None
+    if encoded is None:
+        encoded, repeated = _attributes_seen(key)
+        if repeated:
+            if len(_shape_cache) >= _SHAPE_CACHE_LIMIT:
+                _shape_cache.clear()
+            _shape_cache[key] = encoded
+    return encoded
+
+
+def _attributes_seen(items: tuple[tuple[str, Any], ...]) -> tuple[bytes, bool]:
+    """``_attributes`` of ``items`` (every value hashable), and whether every pair was in the
+    pair cache already (the set is likely to come again)."""
+    parts = []
+    cache = _kv_cache
+    repeated = True
+    for key, value in items:
+        kind = type(value)
+        cache_key = (b"\x4a", key, kind, value)
+        encoded = cache.get(cache_key)
+        if encoded is None:
+            repeated = False
+            encoded = _field(b"\x4a", _key_value(key, value))
+            if kind is str or kind is int or kind is bool or kind is float:
+                if len(cache) >= _KV_CACHE_LIMIT:
+                    cache.clear()
+                cache[cache_key] = encoded
+        parts.append(encoded)
+    return b"".join(parts), repeated
+
+
+def _links_fast(links: Any) -> bytes | None:
+    """The Span.links fields of ``links`` when none has attributes and none was dropped (a
+    consumer's link to its producer); None otherwise."""
+    if getattr(links, "dropped", 0):
+        return None
+    parts = []
+    for link in links:
+        attributes = link.attributes
+        if attributes or getattr(attributes, "dropped", 0):
+            return None
+        linked = link.context
+        body = b"".join(
+            (
+                _LINK_TRACE_ID,
+                linked.trace_id.to_bytes(16, "big"),
+                _LINK_SPAN_ID,
+                linked.span_id.to_bytes(8, "big"),
+                _LINK_FLAGS,
+                _FLAGS_REMOTE if linked.is_remote else _FLAGS_LOCAL,
+            )
+        )
+        parts.append(b"\x6a" + _varint(len(body)) + body)
+    return b"".join(parts)
 
 
 def _status(status: Status) -> bytes:
