@@ -118,20 +118,25 @@ def test_encoding_is_byte_for_byte_the_sdks() -> None:
 def test_each_span_alone_and_the_cache_do_not_change_bytes() -> None:
     spans = spans_of_every_shape()
     for _ in range(2):  # the second round reads every attribute pair from the cache
-        for span in spans:
-            assert otlp.encode_request([span]) == encode_spans([span]).SerializeToString()
+        for one in spans:
+            assert otlp.encode_request([one]) == encode_spans([one]).SerializeToString()
     assert otlp.encode_request([]) == b""
+
+
+def fast_spans(service: str) -> tuple[RpcSpans, InMemorySpanExporter]:
+    """meshkit.spans over an SDK tracer of ``service`` whose ended spans land in memory."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("meshkit")
+    assert isinstance(tracer, Tracer)
+    return RpcSpans(tracer), memory
 
 
 def test_rpc_spans_encode_to_the_sdks_bytes_too() -> None:
     """meshkit's RPC spans (meshkit.spans) through the cached-shape path: roots and remote
     children, OK and error statuses, a handler's extra attributes, an event, a repeat."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "rpc"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("meshkit")
-    assert isinstance(tracer, Tracer)
-    rpc = RpcSpans(tracer)
+    rpc, memory = fast_spans("rpc")
     attributes = rpc.attributes({"rpc.method": "a.B/C", "server.port": 50051})
     remote = SpanContext(
         0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1)
@@ -149,8 +154,8 @@ def test_rpc_spans_encode_to_the_sdks_bytes_too() -> None:
             span.end()
     spans = list(memory.get_finished_spans())
     assert otlp.encode_request(spans) == encode_spans(spans).SerializeToString()
-    for span in spans:
-        assert otlp.encode_request([span]) == encode_spans([span]).SerializeToString()
+    for one in spans:
+        assert otlp.encode_request([one]) == encode_spans([one]).SerializeToString()
 
 
 def test_consumer_and_relay_spans_encode_to_the_sdks_bytes() -> None:
@@ -158,12 +163,7 @@ def test_consumer_and_relay_spans_encode_to_the_sdks_bytes() -> None:
     (offsets, ids) set at start and by set_attribute, links to a producer without attributes
     (local and remote), and the same key=value pair as a span attribute and as an event's and a
     link's attribute in one request (each field tag encodes its own bytes)."""
-    memory = InMemorySpanExporter()
-    provider = TracerProvider(resource=Resource.create({"service.name": "events"}))
-    provider.add_span_processor(SimpleSpanProcessor(memory))
-    tracer = provider.get_tracer("meshkit")
-    assert isinstance(tracer, Tracer)
-    rpc = RpcSpans(tracer)
+    rpc, memory = fast_spans("events")
     fixed = rpc.attributes({"messaging.system": "kafka", "messaging.destination.name": "t"})
     remote = SpanContext(
         0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, True, TraceFlags(1)
@@ -192,8 +192,8 @@ def test_consumer_and_relay_spans_encode_to_the_sdks_bytes() -> None:
     spans = list(memory.get_finished_spans())
     for _ in range(2):  # the second round from the caches
         assert otlp.encode_request(spans) == encode_spans(spans).SerializeToString()
-        for span in spans:
-            assert otlp.encode_request([span]) == encode_spans([span]).SerializeToString()
+        for one in spans:
+            assert otlp.encode_request([one]) == encode_spans([one]).SerializeToString()
 
 
 def test_an_attribute_value_of_no_otlp_type_is_refused() -> None:

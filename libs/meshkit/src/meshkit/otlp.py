@@ -263,15 +263,13 @@ def _links_fast(links: Any) -> bytes | None:
         if attributes or getattr(attributes, "dropped", 0):
             return None
         linked = link.context
-        body = b"".join(
-            (
-                _LINK_TRACE_ID,
-                linked.trace_id.to_bytes(16, "big"),
-                _LINK_SPAN_ID,
-                linked.span_id.to_bytes(8, "big"),
-                _LINK_FLAGS,
-                _FLAGS_REMOTE if linked.is_remote else _FLAGS_LOCAL,
-            )
+        body = (
+            _LINK_TRACE_ID
+            + linked.trace_id.to_bytes(16, "big")
+            + _LINK_SPAN_ID
+            + linked.span_id.to_bytes(8, "big")
+            + _LINK_FLAGS
+            + _flags(linked)
         )
         parts.append(b"\x6a" + _varint(len(body)) + body)
     return b"".join(parts)
