@@ -294,24 +294,44 @@ def span(
     which then has status ERROR and ``error.type`` = the exception's class name; it is re-raised.
     While tracing is off this only keeps ``parent`` current (so logs carry its trace id).
     """
-    context = context_from(parse_traceparent(parent)) if parent else None
+    stored = parse_traceparent(parent) if parent else None
+    rpc = _state.rpc
+    if rpc is not None and not links:
+        # The span fast path (meshkit.spans): the saga's step spans, one per participant call,
+        # cost orders ~5% of its CPU through the SDK's start_as_current_span.
+        started = rpc.start(
+            name,
+            stored or trace.get_current_span().get_span_context(),
+            kind,
+            rpc.attributes(attributes) if attributes else {},
+        )
+        with trace.use_span(
+            started, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ) as current:
+            yield from _recording_errors(current)
+        return
     with tracer().start_as_current_span(
         name,
-        context=context,
+        context=context_from(stored) if stored else None,
         kind=kind,
         attributes=attributes,
         links=links,
         record_exception=False,
         set_status_on_exception=False,
     ) as current:
-        try:
-            yield current
-        except BaseException as exc:
-            if current.is_recording():
-                current.record_exception(exc)
-                current.set_attribute("error.type", type(exc).__qualname__)
-                current.set_status(Status(StatusCode.ERROR, str(exc)))
-            raise
+        yield from _recording_errors(current)
+
+
+def _recording_errors(current: trace.Span) -> Iterator[trace.Span]:
+    """Yield ``current``; an exception thrown in is recorded on it (ERROR, ``error.type``)."""
+    try:
+        yield current
+    except BaseException as exc:
+        if current.is_recording():
+            current.record_exception(exc)
+            current.set_attribute("error.type", type(exc).__qualname__)
+            current.set_status(Status(StatusCode.ERROR, str(exc)))
+        raise
 
 
 # -- RPC spans -------------------------------------------------------------------------------
