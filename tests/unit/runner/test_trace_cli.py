@@ -408,3 +408,22 @@ def test_prune_drops_what_started_before_the_cutoff(tmp_path: Path) -> None:
         assert store.trace(f"{0xC1:032x}") == []
     finally:
         store.close()
+
+
+def test_the_receiver_refuses_a_newer_store_with_exit_1(tmp_path: Path) -> None:
+    import sqlite3
+    import subprocess
+    import sys
+
+    path = tmp_path / "future.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    done = subprocess.run(
+        [sys.executable, "-m", "mesh_runner.receiver", "--port", "0", "--db", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "schema 99 is newer" in done.stderr

@@ -6,7 +6,8 @@ It serves ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` (the st
 opentelemetry-proto) and grpc.health.v1, so tracing works with no software beyond the mesh:
 every component exports to it (``OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317``) and
 ``mesh trace`` / ``mesh traces`` read the same file. Spans are kept until ``--retention-hours``
-after they started (pruned at most once a minute).
+after they started (pruned at most once a minute). A store written by an older mesh is migrated
+when the receiver opens it (see tracestore.py); one of a newer schema stops it with exit 1.
 
 It does not trace itself: it never configures meshkit.telemetry (its own spans would be exported
 to itself, one export begetting the next).
@@ -24,7 +25,7 @@ from pathlib import Path
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from mesh_runner.tracestore import TraceStore
+from mesh_runner.tracestore import TraceStore, TraceStoreError
 from meshkit.logs import configure_logging
 from meshkit.server import MeshServer, ServiceBinding, create_server
 from meshkit.settings import ServerSettings
@@ -94,7 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     configure_logging("trace-receiver", args.log_level)
-    server = build(args.host, args.port, args.db, args.retention_hours * 3600.0)
+    try:
+        server = build(args.host, args.port, args.db, args.retention_hours * 3600.0)
+    except TraceStoreError as exc:  # a store of a newer schema: named, not overwritten
+        log.error("%s", exc)
+        return 1
     try:
         server.run()
     except OSError as exc:
