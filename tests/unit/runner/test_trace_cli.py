@@ -316,6 +316,8 @@ def test_recent_orders_traces_by_their_earliest_span(tmp_path: Path) -> None:
         every = store.recent(10)
         assert [r["trace_id"] for r in every][-1] == f"{0xA1:032x}"
         assert len(every) == 6 and every[-1]["spans"] == 5
+        # Its spans are an hour (many index buckets) apart; the tree is whole.
+        assert len(store.trace(f"{0xA1:032x}")) == 5
         assert every[-1]["duration_ms"] > 3600 * 1000
         assert store.recent(0) == []
     finally:
@@ -381,6 +383,31 @@ def test_a_schema_1_store_is_migrated_and_reads_the_same(tmp_path: Path) -> None
         assert again.recent()[0]["spans"] == 5
     finally:
         again.close()
+
+
+def test_a_schema_2_store_gets_the_bucketed_index_and_still_replaces_resent_spans(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    spans = make_trace()
+    path = tmp_path / "v2.db"
+    TraceStore(path).close()
+    with sqlite3.connect(path) as conn:  # schema 2's index: ids only
+        conn.execute("DROP INDEX spans_by_id")
+        conn.execute("CREATE UNIQUE INDEX spans_by_id ON spans (trace_id, span_id)")
+        conn.execute("PRAGMA user_version = 2")
+    store = TraceStore(path)
+    try:
+        store.add(encode_spans(spans))
+        store.add(encode_spans(spans))
+        assert len(store.trace(trace_id_of(spans))) == 5
+    finally:
+        store.close()
+    with sqlite3.connect(path) as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'spans_by_id'").fetchone()
+        assert "start_ns >>" in sql
+        assert conn.execute("PRAGMA user_version").fetchone() == (3,)
 
 
 def test_a_store_of_a_newer_schema_is_refused_by_name(tmp_path: Path) -> None:
