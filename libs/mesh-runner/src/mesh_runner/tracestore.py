@@ -16,8 +16,8 @@ random keys, ``(start bucket, trace_id, span_id)``, takes them within the curren
 of start times, so a batch dirties the table's last pages and a bounded number of index pages
 however large the store has grown (keying the rows themselves by trace id, schema 1, dirtied a
 page per span, more as the file grew). Finding a trace probes each bucket the store holds
-(at most ~10,000 in a day's retention: ~15 ms). A schema 1 store is migrated in place when
-first opened.
+(at most ~10,000 in a day's retention: ~15 ms). An older store (schema 1 or 2) is migrated in
+place when first opened.
 """
 
 from __future__ import annotations
@@ -98,8 +98,8 @@ def parse_rfc3339(text: str) -> datetime.datetime:
 class TraceStore:
     """Spans in one SQLite file (WAL: the receiver writes while `mesh trace` reads).
 
-    Thread safety: one connection behind a lock; any thread may call any method. Opening a
-    schema 1 store migrates it (one transaction); a store of a newer schema raises
+    Thread safety: one connection behind a lock; any thread may call any method. Opening an
+    older store migrates it (one transaction); a store of a newer schema raises
     ``TraceStoreError``.
     """
 
