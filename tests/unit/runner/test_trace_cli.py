@@ -454,3 +454,22 @@ def test_the_receiver_refuses_a_newer_store_with_exit_1(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "schema 99 is newer" in done.stderr
+
+
+def test_mesh_traces_on_a_newer_store_says_why_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sqlite3
+
+    from mesh_runner.traces import store_path
+
+    (tmp_path / "mesh.toml").write_text("")
+    path = store_path(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    assert main(["--root", str(tmp_path), "traces"]) != 0
+    assert main(["--root", str(tmp_path), "trace", "0" * 31 + "1"]) != 0
+    err = capsys.readouterr().err
+    assert err.count("schema 99 is newer") == 2
+    assert "Traceback" not in err

@@ -27,6 +27,7 @@ from typing import Any
 from mesh_runner.tracestore import (
     Span,
     TraceStore,
+    TraceStoreError,
     dumps,
     parse_rfc3339,
     spans_from_otlp_json,
@@ -240,7 +241,11 @@ def _store(root: Path | None) -> TraceStore | None:
             file=sys.stderr,
         )
         return None
-    return TraceStore(path)
+    try:
+        return TraceStore(path)
+    except TraceStoreError as exc:  # e.g. written by a newer mesh: say so, no traceback
+        print(f"mesh: {exc}", file=sys.stderr)
+        return None
 
 
 def _trace(args: argparse.Namespace, root: Path | None) -> int:
