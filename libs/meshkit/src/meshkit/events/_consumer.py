@@ -34,7 +34,8 @@ parked -- ends the batch there: its savepoint is rolled back, the records before
 it is settled alone by the one-at-a-time path (which retries its handler in a transaction of its
 own, then holds or dead-letters it as above); the batch goes on after it. Offsets are committed
 after the transaction that applied them, asynchronously (a failed commit is retried with the
-next; the inbox makes any redelivery a no-op).
+next), at most every ``commit_every_s`` (0.2 s; rebalances and ``close`` commit at once): a crash
+redelivers what was applied since, and the inbox makes that a no-op.
 
 Rebalances: only records of partitions this member still owns are handled, and only their
 offsets committed. A record fetched before its partition was revoked is dropped unhandled; its
@@ -103,6 +104,10 @@ CREATE TABLE IF NOT EXISTS meshkit_parked (
 
 # Confluent wire format: magic byte 0x00, then a 4-byte big-endian schema id, then the body.
 _FRAMING = 5
+# The loop commits offsets at most this often: a commit is a request to the group coordinator,
+# and a trickle of events made one per record (profiled in issue 11: broker CPU per order). A
+# crash redelivers at most this much more, which the inbox makes a no-op.
+COMMIT_EVERY_S = 0.2
 # Records consumed and applied per transaction, at most (module docstring, "Batches").
 DEFAULT_BATCH = 500
 # How long one registry request may take by default: past it the registry counts as down.
@@ -273,12 +278,15 @@ class EventConsumer:
         give_up_after_s: float | None = None,
         registry_timeout_s: float = REGISTRY_TIMEOUT_S,
         consumer_config: Mapping[str, Any] | None = None,
+        commit_every_s: float = COMMIT_EVERY_S,
     ) -> None:
-        """``give_up_after_s``: None (the default) retries a transient handler error until it
-        succeeds; a number dead-letters (and parks the key of) a record whose handler still
-        fails transiently that long after its first failure in this process. Registry outages
-        are retried without bound either way. ``registry`` is a URL (requests time out after
-        ``registry_timeout_s``) or a SchemaRegistryClient (used as it is configured)."""
+        """``commit_every_s``: the loop commits settled offsets at most this often (rebalances
+        and ``close`` commit at once). ``give_up_after_s``: None (the default) retries a
+        transient handler error until it succeeds; a number dead-letters (and parks the key of)
+        a record whose handler still fails transiently that long after its first failure in
+        this process. Registry outages are retried without bound either way. ``registry`` is a
+        URL (requests time out after ``registry_timeout_s``) or a SchemaRegistryClient (used as
+        it is configured)."""
         from confluent_kafka.schema_registry import topic_record_subject_name_strategy
         from confluent_kafka.schema_registry.avro import AvroDeserializer
 
@@ -286,6 +294,8 @@ class EventConsumer:
         self.group = group
         self._handlers = dict(handlers or {})
         self._batch = batch_size
+        self._commit_every_s = commit_every_s
+        self._next_commit = 0.0
         self._retry_backoff_s = retry_backoff_s
         self._max_retry_backoff_s = max_retry_backoff_s
         self._give_up_after_s = give_up_after_s
@@ -448,7 +458,9 @@ class EventConsumer:
         finally:
             if index < len(messages):
                 self._rewind(messages[index:])
-            self._commit(asynchronous=True)
+            if time.monotonic() >= self._next_commit:
+                self._commit(asynchronous=True)
+                self._next_commit = time.monotonic() + self._commit_every_s
         return settled
 
     def _live(self, msg: Message) -> bool:
