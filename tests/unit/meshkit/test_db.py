@@ -257,3 +257,31 @@ def test_a_transaction_may_skip_its_sync_and_the_next_one_is_durable_again(
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == normal
     db.close()
     relaxed.close()
+
+
+def test_close_waits_for_a_transaction_in_progress_on_another_thread(tmp_path: Path) -> None:
+    db = Database(tmp_path / "c.db", MIGRATIONS)
+    inside, release = threading.Event(), threading.Event()
+    got: list[object] = []
+
+    def reader() -> None:
+        with db.snapshot() as conn:
+            inside.set()
+            assert release.wait(30)
+            # Still usable: close() has not closed this connection under the running block.
+            got.append(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert inside.wait(30)
+    closer = threading.Thread(target=db.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive(), "close() returned while a snapshot was open on another thread"
+    assert db.closed  # new work is refused at once meanwhile
+    with pytest.raises(RuntimeError, match="is closed"), db.transaction():
+        pass
+    release.set()
+    thread.join(30)
+    closer.join(30)
+    assert not closer.is_alive() and got == [0]

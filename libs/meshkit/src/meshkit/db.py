@@ -71,6 +71,8 @@ class Database:
         self._write_lock = threading.RLock()  # reentrant: a nested BEGIN fails as it always did
         self._connections: list[sqlite3.Connection] = []
         self._closed = False
+        self._active = 0  # transactions and snapshots open now (close waits for none)
+        self._idle = threading.Condition(self._lock)
         self._commits = 0
         self._committed = threading.Condition(threading.Lock())
         self.migrate()
@@ -119,24 +121,24 @@ class Database:
         such as the relay marking rows published (lost, they are sent again, and consumers drop
         the duplicates). It stays atomic and consistent; the next durable commit syncs it too.
         It spares the fsync while the write lock is held, which every other writer waits on."""
-        conn = self._connection()
         relaxed = self._durable and not durable
-        if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
-            raise sqlite3.OperationalError(f"{self.path}: database is locked (by this process)")
-        try:
-            if relaxed:
-                conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
+        with self._in_use() as conn:
+            if not self._write_lock.acquire(timeout=self._busy_timeout_ms / 1000):
+                raise sqlite3.OperationalError(f"{self.path}: database is locked (by this process)")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            if relaxed:
-                conn.execute("PRAGMA synchronous = FULL")
-            self._write_lock.release()
+                if relaxed:
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if relaxed:
+                    conn.execute("PRAGMA synchronous = FULL")
+                self._write_lock.release()
         with self._committed:
             self._commits += 1
             self._committed.notify_all()
@@ -158,12 +160,29 @@ class Database:
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every query in the block sees one consistent state."""
-        conn = self._connection()
-        conn.execute("BEGIN DEFERRED")
+        with self._in_use() as conn:
+            conn.execute("BEGIN DEFERRED")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    @contextmanager
+    def _in_use(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, counted in use until the block ends: ``close`` waits for
+        it (closing a connection while another thread runs a statement on it can crash the
+        interpreter: the sqlite3 module does not guard against it)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError(f"database {self.path} is closed")
+            self._active += 1
         try:
-            yield conn
+            yield self._connection()
         finally:
-            conn.execute("COMMIT")
+            with self._lock:
+                self._active -= 1
+                if not self._active:
+                    self._idle.notify_all()
 
     def migrate(self) -> None:
         """Apply the migrations not applied yet, each in its own transaction.
@@ -186,11 +205,14 @@ class Database:
         return self._closed
 
     def close(self) -> None:
-        """Close every thread's connection. Further use raises."""
+        """Close every thread's connection, once no transaction is open on any (waiting up to
+        ``busy_timeout_ms`` for them to end; past it, they are left to the garbage collector
+        rather than closed under a running statement). Further use raises."""
         with self._lock:
             self._closed = True
-            for conn in self._connections:
-                conn.close()
+            if self._idle.wait_for(lambda: not self._active, self._busy_timeout_ms / 1000):
+                for conn in self._connections:
+                    conn.close()
             self._connections.clear()
 
 
