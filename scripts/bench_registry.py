@@ -31,6 +31,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchlib import record
+
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / ".venv" / "bin" / "schema-registry"
 TARGET_RATIO = 1 / 20
@@ -307,6 +309,10 @@ def main() -> int:
         "connections": args.connections,
         "duration_s": args.duration,
     }
+    record("registry.get_by_id", ours.requests_per_s, "req/s", baseline=base.requests_per_s,
+           baseline_name="nginx serving the same JSON, req/s", p99_ms=ours.p99_ms,
+           errors=ours.errors)  # fmt: skip
+    record("registry.register", reg_rps, "req/s", failures=reg_failures, schemas=args.schemas)
     if args.json:
         print(json.dumps(results, indent=2))
     else:
