@@ -171,11 +171,13 @@ def test_records_of_a_partition_revoked_while_a_handler_runs_are_processed_once(
     stuck = StuckFirst()
     publisher.publish(2)
     a = group("member-a", tmp_path / "a.db", stuck)
-    b = group("member-b", tmp_path / "b.db", count_effect)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     name = f"g-{kafka_topic}"
     a.thread.start()
     assert stuck.entered.wait(30), "member a never got a record"
+    # b is made only now: a consumer joins its group as soon as it subscribes (at
+    # construction), so an idle b made earlier could take the partition holding a's records.
+    b = group("member-b", tmp_path / "b.db", count_effect)
     # A handler is running in a. More records arrive (a's fetcher queues them), then b joins:
     # the coordinator takes a partition from a, whose revoke waits for a's next poll.
     publisher.publish(3)
@@ -217,6 +219,8 @@ def test_a_member_thrown_out_mid_handler_leaves_each_effect_once_and_in_order(
     publisher.publish(3)
     shared = tmp_path / "replicas.db"  # two replicas of one service: one database
     a = group("member-a", shared, stuck, consumer_config=timeouts)
+    # Made before a runs: a's stuck handler will hold the shared database's write lock, which
+    # making a consumer needs. (b then joins idle; the publish below goes to both partitions.)
     b = group("member-b", shared, count_effect, consumer_config=timeouts)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     name = f"g-{kafka_topic}"
