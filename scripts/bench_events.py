@@ -35,7 +35,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchlib import record
+from benchlib import percentile, record
 from confluent_kafka import Consumer, Producer
 
 from meshkit.db import Database
@@ -73,12 +73,6 @@ def wait_for(predicate: Any, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             sys.exit(f"bench_events: timed out waiting for {what}")
         time.sleep(0.01)  # poll interval within the deadline loop
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) of ``values``."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def pace(start: float, index: int, interval_s: float) -> None:

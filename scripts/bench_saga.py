@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
-from benchlib import record
+from benchlib import percentile, record
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
@@ -58,12 +58,6 @@ ORDERS, INVENTORY = address_of("orders", _MESH_ENV), address_of("inventory", _ME
 SKU = "bench-sku"
 FINISH_WITHIN_S = 300.0
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-quantile (0..1) of ``values`` (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def request(run: str, index: int) -> orders_pb2.PlaceOrderRequest:
