@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 GRPCURL = REPO / ".cache" / "bin" / "grpcurl"
 MESH = str(Path(sys.executable).parent / "mesh")
 # The mesh's default ports (mesh.toml): gRPC services, the schema registry, the OTLP receiver.
-DEFAULT_PORTS = (50051, 50052, 50053, 50054, 50055, 8081, 4317)
+DEFAULT_PORTS = (50051, 50052, 50053, 50054, 50055, 50056, 8090, 8081, 4317)
 
 
 def mesh_cli(
@@ -72,9 +72,12 @@ def write_moved_mesh_toml(root: Path, names: Sequence[str] | None = None) -> dic
     assert not missing, f"not components of mesh.toml: {sorted(missing)}"
     ports: dict[int, int] = {}
     for component in wanted:
-        while (port := free_port()) in ports.values():
-            pass  # two components on one port would fail; ask again
-        ports[int(component["port"])] = port
+        for key in ("port", "http_port"):
+            if key not in component:
+                continue
+            while (port := free_port()) in ports.values():
+                pass  # two listeners on one port would fail; ask again
+            ports[int(component[key])] = port
     lines = []
     for component in wanted:
         lines.append("[[component]]")

@@ -99,6 +99,11 @@ def start_component(mesh: Mesh, component: Component, choice: KafkaChoice) -> st
             f"{component.name}: port {component.port} is already in use by another process"
             " (another mesh? `mesh ps` in its checkout, or stop it)"
         )
+    if component.http_port is not None and port_open("127.0.0.1", component.http_port):
+        raise UpError(
+            f"{component.name}: its HTTP port {component.http_port} is already in use by another"
+            " process (another mesh? `mesh ps` in its checkout, or stop it)"
+        )
     started = time.monotonic()
     log_path = mesh.log_dir / f"{component.name}.log"
     record = spawn(
@@ -126,8 +131,10 @@ def start_component(mesh: Mesh, component: Component, choice: KafkaChoice) -> st
                 f"{result.stdout}{result.stderr}"
             )
     took = time.monotonic() - started
+    http = f", HTTP on :{component.http_port}" if component.http_port is not None else ""
     return (
-        f"{component.name}: healthy on 127.0.0.1:{component.port} (pid {record.pid}, {took:.1f}s)"
+        f"{component.name}: healthy on 127.0.0.1:{component.port}{http}"
+        f" (pid {record.pid}, {took:.1f}s)"
     )
 
 

@@ -37,6 +37,9 @@ class Component:
     unless_env: tuple[str, ...] = ()
     # Exports this component's own spans (gets OTEL_SERVICE_NAME and the OTLP endpoint).
     traced: bool = True
+    # A second, HTTP listener beside the gRPC port (identity's OAuth endpoints); the service
+    # finds it through meshkit.addresses, and `mesh up` checks it is free too.
+    http_port: int | None = None
 
     def skipped(self, environ: Mapping[str, str]) -> str | None:
         """The variable that makes `mesh up` skip this component, or None."""
@@ -128,6 +131,7 @@ def _component(path: Path, index: int, raw: dict[str, Any]) -> Component:
             after_start=tuple(tuple(str(a) for a in cmd) for cmd in raw.get("after_start", [])),
             unless_env=tuple(str(name) for name in raw.get("unless_env", [])),
             traced=bool(raw.get("traced", True)),
+            http_port=int(raw["http_port"]) if "http_port" in raw else None,
         )
     except KeyError as exc:
         raise ConfigError(f"{where}: missing key {exc.args[0]!r}") from None

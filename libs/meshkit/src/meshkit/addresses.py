@@ -9,6 +9,9 @@ A service names its peers (``connect("inventory")``); the address is resolved, i
    ``$MESH_ROOT/mesh.toml``, else the nearest mesh.toml at or above the working directory.
 
 A service's own port comes from the same table (``port_of``), unless ``<PREFIX>_PORT`` is set.
+
+A component that also speaks HTTP (identity's OAuth endpoints) declares ``http_port`` beside
+``port``; ``http_url_of(name)`` is ``http://127.0.0.1:<http_port>``, or ``MESH_URL_<NAME>``.
 Stdlib only, and read at call time (start-up), never at import.
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 CONFIG_FILE = "mesh.toml"
 ENV_PREFIX = "MESH_ADDRESS_"
+URL_PREFIX = "MESH_URL_"
 LOCAL_HOST = "127.0.0.1"
 
 
@@ -48,8 +52,9 @@ def find_config(env: Mapping[str, str] | None = None, start: Path | None = None)
     return None
 
 
-def ports(env: Mapping[str, str] | None = None) -> dict[str, int]:
-    """Every component of mesh.toml with its port, by name (empty without a mesh.toml)."""
+def ports(env: Mapping[str, str] | None = None, *, key: str = "port") -> dict[str, int]:
+    """Every component of mesh.toml with its port (or its ``key``, e.g. ``http_port``), by name
+    (empty without a mesh.toml)."""
     path = find_config(env)
     if path is None:
         return {}
@@ -59,8 +64,8 @@ def ports(env: Mapping[str, str] | None = None) -> dict[str, int]:
         raise AddressError(f"{path}: {exc}") from None
     table: dict[str, int] = {}
     for raw in data.get("component", []):
-        if isinstance(raw, dict) and "name" in raw and "port" in raw:
-            table[str(raw["name"])] = int(raw["port"])
+        if isinstance(raw, dict) and "name" in raw and key in raw:
+            table[str(raw["name"])] = int(raw[key])
     return table
 
 
@@ -86,3 +91,26 @@ def address_of(name: str, env: Mapping[str, str] | None = None) -> str:
         return f"{LOCAL_HOST}:{port_of(name, env)}"
     except AddressError as exc:
         raise AddressError(f"{exc}; or set {env_key(name)}=HOST:PORT") from None
+
+
+def http_port_of(name: str, env: Mapping[str, str] | None = None) -> int:
+    """``name``'s ``http_port`` in mesh.toml; AddressError when it declares none."""
+    table = ports(env, key="http_port")
+    if name not in table:
+        where = find_config(env) or f"no {CONFIG_FILE} found from {Path.cwd()}"
+        raise AddressError(f"no http_port for {name!r} in {where}")
+    return table[name]
+
+
+def http_url_of(name: str, env: Mapping[str, str] | None = None) -> str:
+    """The base URL of ``name``'s HTTP side: ``MESH_URL_<NAME>``, else
+    ``http://127.0.0.1:<http_port>`` from mesh.toml."""
+    env = os.environ if env is None else env
+    key = URL_PREFIX + name.upper().replace("-", "_")
+    override = env.get(key, "").strip()
+    if override:
+        return override.rstrip("/")
+    try:
+        return f"http://{LOCAL_HOST}:{http_port_of(name, env)}"
+    except AddressError as exc:
+        raise AddressError(f"{exc}; or set {key}=http://HOST:PORT") from None

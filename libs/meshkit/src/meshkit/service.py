@@ -20,6 +20,8 @@ OUTBOX_MIGRATION when it publishes) and ``EVENTS`` the EventMap of what it publi
   dedup in its database, offsets committed after; or ``ctx.consumers(handlers)`` for its own);
 - its SQLite database, migrated;
 - channels to its peers by name (``ctx.connect("inventory")``), closed on stop;
+- an HTTP side when it needs one (``ctx.serve_http(wsgi_app)``, on its ``http_port`` from
+  mesh.toml unless ``<NAME>_HTTP_PORT`` says otherwise; see meshkit.http);
 - the gRPC server with health, reflection, error mapping, tracing and a graceful stop that drains
   RPCs, stops the workers, then closes channels and the database, in that order.
 """
@@ -33,11 +35,11 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 
-from meshkit.addresses import AddressError, address_of, env_key, port_of
+from meshkit.addresses import AddressError, address_of, env_key, http_port_of, port_of
 from meshkit.client import connect
 from meshkit.db import Database
 from meshkit.events import (
@@ -51,8 +53,12 @@ from meshkit.events import (
     OutboxRelay,
     reader_catalog,
 )
+from meshkit.http import HttpServer
 from meshkit.server import MeshServer, ServiceBinding, create_server, run_service
 from meshkit.settings import ServiceSettings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIApplication
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -147,6 +153,28 @@ class ServiceContext(Generic[S]):
         self.channels.append(channel)
         return channel
 
+    def serve_http(
+        self, app: WSGIApplication, *, port: int | None = None, threads: int = 8
+    ) -> HttpServer:
+        """Serve the WSGI ``app`` on 127.0.0.1 while the server runs (see meshkit.http): on
+        ``port``, default the settings' ``http_port`` (``<NAME>_HTTP_PORT``, else the
+        component's ``http_port`` in mesh.toml). Bound now, so a busy port fails the build."""
+        if port is None:
+            port = getattr(self.settings, "http_port", None)
+            if port is None:
+                raise RuntimeError(f"{self.name}'s settings have no http_port")
+        server = HttpServer(
+            app,
+            name=f"{self.name}-http",
+            host=self.settings.host,
+            port=port,
+            threads=threads,
+            grace=self.settings.grace_seconds,
+        )
+        self.add_worker("http", server.serve_forever)
+        self.on_stop(server.close)
+        return server
+
     def add_worker(self, name: str, run_forever: Callable[[threading.Event], None]) -> None:
         """Run ``run_forever(stop)`` in a thread while the server runs (see MeshServer)."""
         self.workers.append((name, run_forever))
@@ -196,6 +224,9 @@ class Service(Generic[S]):
         defaults: dict[str, Any] = {"db_path": Path(f".mesh/data/{self.name}.db")}
         with contextlib.suppress(AddressError):
             defaults["port"] = port_of(self.name, env)
+        if any(f.name == "http_port" for f in dataclasses.fields(self.settings)):
+            with contextlib.suppress(AddressError):
+                defaults["http_port"] = http_port_of(self.name, env)
         return defaults
 
     def load_settings(self, env: Mapping[str, str] | None = None) -> S:
