@@ -164,7 +164,7 @@ class SqliteKeyStore:
         return True
 
 
-class InvalidToken(Exception):
+class InvalidToken(ValueError):
     """A token ``SigningKeys.verify`` refused. ``reason`` is a short sentence saying why ("unknown
     key id", "token expired", "wrong audience", "algorithm not allowed", ...): fit for logs and
     for an ``invalid_token`` error description, never containing the token itself."""

@@ -1,0 +1,126 @@
+"""The composition root: identity's use cases, its gRPC servicer and its HTTP side, on the kit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from identity.adapters import recovery, totp
+from identity.adapters.clients import load_clients
+from identity.adapters.common_passwords import load_common_passwords
+from identity.adapters.events import EVENTS
+from identity.adapters.hashing import PasswordHasher
+from identity.adapters.keys import SigningKeys, SqliteKeyStore
+from identity.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
+from identity.app.accounts import Accounts
+from identity.app.oauth import AuthorizationServer, Lifetimes
+from identity.config import Settings
+from identity.domain.passwords import PasswordPolicy
+from identity.entrypoints.grpc_api import IdentityServicer
+from identity.entrypoints.http_api import IdentityHttp
+from meshkit.http import HttpServer
+from meshkit.server import ServiceBinding
+from meshkit.service import Service, ServiceContext, binding
+from shop.identity.v1 import identity_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_EVERY_S = 60.0
+
+
+def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+    """Identity's use cases over ``ctx.db``; gRPC for the mesh, HTTP for OAuth."""
+    settings = ctx.settings
+    # The issuer names the HTTP port, so bind it first (port 0 in tests: a free one).
+    http = _Deferred()
+    server = ctx.serve_http(http, port=settings.http_port)
+    issuer = settings.issuer_for(server.port)
+
+    def uow() -> SqliteUnitOfWork:
+        return SqliteUnitOfWork(ctx.db, ctx.events)
+
+    def snapshot() -> SqliteUnitOfWork:
+        return SqliteUnitOfWork(ctx.db, ctx.events, read_only=True)
+
+    hasher = PasswordHasher.for_tests() if settings.fast_hashing else PasswordHasher()
+    accounts = Accounts(
+        uow,
+        snapshot,
+        hasher=hasher,
+        totp=totp,  # the module implements the port (mypy checks modules against Protocols)
+        recovery=recovery,
+        policy=PasswordPolicy(common=load_common_passwords()),
+        issuer=issuer,
+    )
+    keys = SigningKeys(
+        SqliteKeyStore(ctx.db),
+        issuer=issuer,
+        rotate_every=settings.key_rotation,
+        token_ttl=settings.access_token_ttl,
+    )
+    keys.active_kid()
+    oauth = AuthorizationServer(
+        uow,
+        snapshot,
+        accounts=accounts,
+        signer=keys,
+        clients=load_clients(settings.clients_path),
+        issuer=issuer,
+        audience=settings.audience,
+        lifetimes=Lifetimes(
+            access_token=settings.access_token_ttl,
+            refresh_token=settings.refresh_token_ttl,
+            device_interval=settings.device_interval,
+        ),
+    )
+    http.app = IdentityHttp(
+        accounts, oauth, keys.jwks, secure_cookies=issuer.startswith("https://")
+    )
+
+    def housekeeping(stop: threading.Event) -> None:
+        """Rotate the signing key when due; drop expired rows."""
+        while not stop.wait(HOUSEKEEPING_EVERY_S):
+            try:
+                if keys.rotate_if_due():
+                    log.info("rotated the signing key: now %s", keys.active_kid())
+                with uow() as work:
+                    work.store.prune_expired(keys_now() - 3600)
+                    work.store.prune_failures(keys_now() - 86400)
+            except Exception:
+                log.exception(
+                    "identity housekeeping failed; retrying in %.0fs", HOUSEKEEPING_EVERY_S
+                )
+
+    ctx.add_worker("housekeeping", housekeeping)
+    log.info("identity: issuer %s", issuer)
+    return [
+        binding(
+            IdentityServicer(accounts, oauth),
+            identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+        )
+    ]
+
+
+def keys_now() -> float:
+    """Wall-clock seconds (token and code expiry are wall-clock by their RFCs)."""
+    import time
+
+    return time.time()
+
+
+class _Deferred:
+    """The WSGI app, set once built: the HTTP socket must be bound before the issuer is known."""
+
+    app: IdentityHttp | None = None
+
+    def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]
+        if self.app is None:
+            start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
+            return [b"starting\n"]
+        return self.app(environ, start_response)
+
+
+SERVICE = Service[Settings](
+    "identity", build, settings=Settings, migrations=MIGRATIONS, events=EVENTS
+)
+__all__ = ["SERVICE", "HttpServer"]

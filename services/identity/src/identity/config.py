@@ -1,0 +1,56 @@
+"""Identity's own settings (IDENTITY_*); the kit's ServiceSettings has the rest."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from meshkit.settings import ServiceSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings(ServiceSettings):
+    """Everything identity reads from its environment (``python -m identity --help``)."""
+
+    http_port: int = dataclasses.field(
+        default=8090,
+        metadata={"help": "the OAuth/HTTP port (default: http_port in mesh.toml); 0 = any free"},
+    )
+    issuer: str = dataclasses.field(
+        default="",
+        metadata={"help": "the issuer URL (default http://127.0.0.1:<http_port>)"},
+    )
+    audience: str = dataclasses.field(
+        default="meshkit",
+        metadata={"help": "the aud of every access token: the mesh's APIs"},
+    )
+    clients_file: str = dataclasses.field(
+        default="",
+        metadata={"help": "the OAuth clients file (default: the one shipped, clients.toml)"},
+    )
+    access_token_ttl: float = dataclasses.field(
+        default=600.0, metadata={"help": "access token lifetime, seconds", "min": 1}
+    )
+    refresh_token_ttl: float = dataclasses.field(
+        default=30 * 86400.0,
+        metadata={"help": "refresh token absolute lifetime from the login, seconds", "min": 1},
+    )
+    device_interval: float = dataclasses.field(
+        default=5.0, metadata={"help": "device grant polling interval, seconds", "min": 0}
+    )
+    key_rotation: float = dataclasses.field(
+        default=86400.0, metadata={"help": "signing key rotation period, seconds", "min": 1}
+    )
+    fast_hashing: bool = dataclasses.field(
+        default=False,
+        metadata={"help": "argon2's cheapest parameters: for tests only, never in production"},
+    )
+
+    def issuer_for(self, port: int) -> str:
+        """The issuer: IDENTITY_ISSUER, or this server's own URL."""
+        return self.issuer.rstrip("/") or f"http://127.0.0.1:{port}"
+
+    @property
+    def clients_path(self) -> Path | None:
+        """IDENTITY_CLIENTS_FILE, or None for the shipped file."""
+        return Path(self.clients_file) if self.clients_file else None

@@ -1,0 +1,1 @@
+"""Identity's domain: pure Python, no I/O."""
