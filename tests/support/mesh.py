@@ -61,7 +61,8 @@ def port_in_use(port: int) -> bool:
 def write_moved_mesh_toml(root: Path, names: Sequence[str] | None = None) -> dict[str, int]:
     """Write ``root/mesh.toml``: the repository's components (all, or those in ``names``, in the
     repository's order) exactly as declared there, each moved to a free port (a port written
-    inside a string, e.g. a URL or a ``--port`` argument, moves too). Returns each one's port.
+    inside a string, e.g. a URL or a ``--port`` argument, moves too). Returns each one's port
+    (and ``"<name>:http"``: its ``http_port``, when it declares one).
 
     A mesh started from it neither needs nor disturbs the default ports, which a developer's own
     mesh or another test run may hold.
@@ -84,7 +85,12 @@ def write_moved_mesh_toml(root: Path, names: Sequence[str] | None = None) -> dic
         lines += [f"{k} = {_toml_value(_moved(v, ports))}" for k, v in component.items()]
         lines.append("")
     (root / "mesh.toml").write_text("\n".join(lines))
-    return {str(c["name"]): ports[int(c["port"])] for c in wanted}
+    moved = {str(c["name"]): ports[int(c["port"])] for c in wanted}
+    # A component's HTTP listener, when it declares one, as "<name>:http".
+    moved.update(
+        {f"{c['name']}:http": ports[int(c["http_port"])] for c in wanted if "http_port" in c}
+    )
+    return moved
 
 
 def _toml_value(value: Any) -> str:
