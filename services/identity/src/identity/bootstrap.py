@@ -57,6 +57,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         issuer=issuer,
         rotate_every=settings.key_rotation,
         token_ttl=settings.access_token_ttl,
+        leeway=settings.clock_skew,
     )
     keys.active_kid()
     oauth = AuthorizationServer(

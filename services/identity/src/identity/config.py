@@ -35,6 +35,10 @@ class Settings(ServiceSettings):
         default=30 * 86400.0,
         metadata={"help": "refresh token absolute lifetime from the login, seconds", "min": 1},
     )
+    clock_skew: float = dataclasses.field(
+        default=30.0,
+        metadata={"help": "seconds of clock skew allowed when checking exp/iat/nbf", "min": 0},
+    )
     device_interval: float = dataclasses.field(
         default=5.0, metadata={"help": "device grant polling interval, seconds", "min": 0}
     )
