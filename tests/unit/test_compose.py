@@ -3,9 +3,10 @@
 The stack cannot be started here, so these tests pin what makes it right by construction: every
 service is built or pinned, health-checked, memory-limited and published on loopback only; every
 dependency exists and waits on a condition; every Python service under services/ has its block,
-its port and the env that names Kafka, the registry and Jaeger by compose service name; the image
-holds every workspace member. The two in-container health probes are also run for real here,
-against a local gRPC server and a local HTTP server.
+its port (and its HTTP port, when mesh.toml gives it one) and the env that names Kafka, the
+registry and Jaeger by compose service name; the image holds every workspace member. The two
+in-container health probes are also run for real here, against a local gRPC server and a local
+HTTP server.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ PYTHON_SERVICES = sorted(p.parent.name for p in (REPO / "services").glob("*/pypr
 MESH_ENV = {"MESH_CONFIG": str(REPO / "mesh.toml")}
 SERVICE_PORTS = {
     name: port for name, port in addresses.ports(MESH_ENV).items() if name in PYTHON_SERVICES
+}
+# A service's second listener, HTTP (identity's OAuth endpoints), from mesh.toml's http_port:
+# published like the gRPC port, and its <NAME>_HTTP_PORT said in the block.
+SERVICE_HTTP_PORTS = {
+    name: port
+    for name, port in addresses.ports(MESH_ENV, key="http_port").items()
+    if name in PYTHON_SERVICES
 }
 # Infrastructure ports published on the host (container port: the same host port).
 INFRA_PORTS = {
@@ -368,7 +376,11 @@ def test_python_service_has_its_block_and_port(
     assert svc["image"] == MESHKIT_IMAGE
     assert svc["build"]["context"] == "."
     assert svc["command"] == ["python", "-m", name]
-    assert published_ports(svc) == [Published("127.0.0.1", port, port)]
+    expected = [Published("127.0.0.1", port, port)]
+    http_port = SERVICE_HTTP_PORTS.get(name)
+    if http_port is not None:
+        expected.append(Published("127.0.0.1", http_port, http_port))
+    assert published_ports(svc) == expected
     assert service_port_default(name) == port, "compose and the service's Settings disagree"
 
     # The service's own Settings read the block's env: unknown or misspelt keys fail there.
@@ -382,6 +394,10 @@ def test_python_service_has_its_block_and_port(
     # The shared health probe finds the port through OTEL_SERVICE_NAME (see x-python-service).
     assert env["OTEL_SERVICE_NAME"] == name
     assert env[name.upper().replace("-", "_") + "_PORT"] == str(port)
+    if http_port is not None:
+        # Said in the block, not left to mesh.toml, which is not in the image.
+        assert env[name.upper().replace("-", "_") + "_HTTP_PORT"] == str(http_port)
+        assert settings.http_port == http_port
 
     conditions = {target: spec["condition"] for target, spec in depends_on(svc).items()}
     shared = {t: c for t, c in conditions.items() if t in PYTHON_SERVICE_DEPENDS_ON}
@@ -400,6 +416,30 @@ def test_orders_reaches_its_participants_by_service_name(
         target = addresses.address_of(participant, env)
         assert target == f"{participant}:{SERVICE_PORTS[participant]}"
         assert depends_on(services["orders"])[participant] == {"condition": "service_healthy"}
+
+
+def test_http_ports_are_found() -> None:
+    # Guards the http_port checks above against a key that silently matches nothing.
+    assert SERVICE_HTTP_PORTS.get("identity") == 8090
+
+
+def test_identity_issuer_is_its_published_http_url(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # The issuer goes into every token and the discovery document, and browsers are sent to
+    # its /authorize and /device: from the host that is the published port, not the container.
+    svc = services["identity"]
+    env = env_of(svc)
+    settings = service("identity").load_settings(env)
+    http_port = SERVICE_HTTP_PORTS["identity"]
+    assert settings.issuer_for(http_port) == f"http://127.0.0.1:{http_port}"
+    assert env["IDENTITY_ISSUER"] == f"http://127.0.0.1:{http_port}"
+    # shop-backend's secret comes from the environment of `docker compose up`, with the
+    # development default only when none is set.
+    secret = env["SHOP_BACKEND_CLIENT_SECRET"]
+    match = re.fullmatch(r"\$\{SHOP_BACKEND_CLIENT_SECRET:-([^}]+)\}", secret)
+    assert match, f"want ${{SHOP_BACKEND_CLIENT_SECRET:-<dev default>}}, not {secret!r}"
+    assert match.group(1) == "dev-shop-backend-secret"
 
 
 @pytest.mark.parametrize("name", PYTHON_SERVICES)
