@@ -167,11 +167,11 @@ class IdentityStore:
         """The account with this (normalised) email, or None."""
         return _account(self._conn.execute(f"{_ACCOUNT} WHERE email = ?", (email,)).fetchone())
 
-    def add_account(self, account: Account) -> None:
-        """Store a new account (IntegrityError when the email is taken)."""
-        self._conn.execute(
+    def add_account(self, account: Account) -> bool:
+        """Store a new account; False (nothing stored) when the email is taken."""
+        cursor = self._conn.execute(
             "INSERT INTO account (user_id, email, password_hash, roles, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
             (
                 account.user_id,
                 account.email,
@@ -180,6 +180,7 @@ class IdentityStore:
                 account.created_at,
             ),
         )
+        return cursor.rowcount == 1
 
     def set_roles(self, user_id: str, roles: Iterable[str]) -> None:
         """Replace the account's roles."""

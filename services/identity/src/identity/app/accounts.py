@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import logging
 import secrets
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -132,16 +131,14 @@ class Accounts:
             roles=(DEFAULT_ROLE,),
             created_at=self._clock(),
         )
-        try:
-            with self._uow() as uow:
-                uow.store.add_account(account)
-                uow.publish(
-                    events.UserRegistered(
-                        account.user_id, email, list(account.roles), _at(account.created_at)
-                    )
+        with self._uow() as uow:
+            if not uow.store.add_account(account):
+                raise AlreadyExists("an account with this email exists", reason="EMAIL_TAKEN")
+            uow.publish(
+                events.UserRegistered(
+                    account.user_id, email, list(account.roles), _at(account.created_at)
                 )
-        except sqlite3.IntegrityError:
-            raise AlreadyExists("an account with this email exists", reason="EMAIL_TAKEN") from None
+            )
         return account.user_id
 
     def account(self, user_id: str) -> Account:
