@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,81 @@ def identity(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> 
     finally:
         down = _mesh(root, "down", env=env)
         assert down.returncode == 0, down.stderr
+
+
+def register(identity: Identity, email: str, password: str) -> str:
+    """A new account through gRPC Register; its user_id."""
+    import grpc
+
+    from shop.identity.v1 import identity_pb2, identity_pb2_grpc
+
+    with grpc.insecure_channel(identity.grpc) as channel:
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        reply = stub.Register(identity_pb2.RegisterRequest(email=email, password=password))
+    return str(reply.user_id)
+
+
+def login(identity: Identity, email: str, password: str, otp: str = "") -> dict[str, Any]:
+    """Tokens for ``email`` from the authorization code flow with PKCE as shop-web, driving the
+    login form as a browser does (a fresh browser: a new session each time)."""
+    import base64
+    import hashlib
+    import html
+    import re
+    import secrets
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    import requests
+
+    verifier = secrets.token_urlsafe(48)
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
+    redirect = "http://127.0.0.1:8765/callback"
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": "shop-web",
+            "redirect_uri": redirect,
+            "scope": "orders offline_access",
+            "state": "s1",
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+        }
+    )
+    browser = requests.Session()
+    page = browser.get(f"{identity.issuer}/authorize?{query}", allow_redirects=False, timeout=10)
+    assert page.status_code == 200, page.text
+    hidden = dict(re.findall(r'name="(csrf_token|next)" value="([^"]*)"', page.text))
+    posted = browser.post(
+        f"{identity.issuer}/login",
+        data={
+            "csrf_token": hidden["csrf_token"],
+            "next": html.unescape(hidden["next"]),
+            "username": email,
+            "password": password,
+            "otp": otp,
+        },
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert posted.status_code == 303, posted.text
+    back = browser.get(
+        identity.issuer + posted.headers["Location"], allow_redirects=False, timeout=10
+    )
+    assert back.status_code == 302, back.text
+    code = parse_qs(urlsplit(back.headers["Location"]).query)["code"][0]
+    tokens = requests.post(
+        f"{identity.issuer}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect,
+            "client_id": "shop-web",
+            "code_verifier": verifier,
+        },
+        timeout=10,
+    )
+    assert tokens.status_code == 200, tokens.text
+    answer: dict[str, Any] = tokens.json()
+    return answer
