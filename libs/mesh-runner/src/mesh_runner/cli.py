@@ -223,6 +223,7 @@ def statuses(mesh: Mesh) -> list[dict[str, object]]:
                 "pid": record.pid if (record and alive) else None,
                 "port": component.port,
                 "state": state,
+                **({"http_port": component.http_port} if component.http_port is not None else {}),
             }
         )
     return rows
@@ -238,6 +239,8 @@ def cmd_ps(mesh: Mesh, as_json: bool) -> int:
     for row in rows:
         pid = row["pid"] if row["pid"] is not None else "-"
         port = row["port"] if row["port"] is not None else "-"
+        if row.get("http_port") is not None:
+            port = f"{port}, http {row['http_port']}"
         print(f"{row['name']!s:<18}{row['state']!s:<11}{pid!s:<9}{port}")
     return 0
 
