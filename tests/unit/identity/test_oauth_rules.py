@@ -9,7 +9,7 @@ import pytest
 
 from identity.adapters.clients import ClientsError, load_clients
 from identity.app.oauth import USER_CODE_ALPHABET, new_user_code, normalise_user_code, s256
-from identity.domain.model import DEVICE_CODE_GRANT, Lockout
+from identity.domain.model import DEVICE_CODE_GRANT, Lockout, Session, SessionPolicy
 from meshkit.addresses import AddressError, http_url_of
 
 
@@ -104,3 +104,16 @@ def test_http_url_of_reads_http_port_or_the_override(tmp_path: Path) -> None:
     assert http_url_of("identity", {**env, "MESH_URL_IDENTITY": "http://id:9/"}) == "http://id:9"
     with pytest.raises(AddressError, match="MESH_URL_ORDERS"):
         http_url_of("orders", env)
+
+
+def test_a_session_ends_when_idle_too_long_when_too_old_or_when_revoked() -> None:
+    policy = SessionPolicy(idle=100.0, absolute=1000.0)
+    fresh = Session("s", "u", "device", created_at=0.0, last_seen=0.0)
+    assert policy.live(fresh, 99.0)
+    assert not policy.live(fresh, 100.0)  # idle
+    used = Session("s", "u", "device", created_at=0.0, last_seen=950.0)
+    assert policy.live(used, 999.0)
+    assert not policy.live(used, 1000.0)  # absolute, however recently used
+    revoked = Session("s", "u", "device", 0.0, 0.0, revoked_at=1.0)
+    assert not policy.live(revoked, 2.0)
+    assert not policy.live(None, 0.0)

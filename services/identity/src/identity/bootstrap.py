@@ -15,6 +15,7 @@ from identity.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from identity.app.accounts import Accounts
 from identity.app.oauth import AuthorizationServer, Lifetimes
 from identity.config import Settings
+from identity.domain.model import SessionPolicy
 from identity.domain.passwords import PasswordPolicy
 from identity.entrypoints.grpc_api import IdentityServicer
 from identity.entrypoints.http_api import IdentityHttp
@@ -51,6 +52,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         recovery=recovery,
         policy=PasswordPolicy(common=load_common_passwords()),
         issuer=issuer,
+        session_policy=SessionPolicy(settings.session_idle, settings.session_lifetime),
     )
     keys = SigningKeys(
         SqliteKeyStore(ctx.db),

@@ -35,6 +35,14 @@ class Settings(ServiceSettings):
         default=30 * 86400.0,
         metadata={"help": "refresh token absolute lifetime from the login, seconds", "min": 1},
     )
+    session_idle: float = dataclasses.field(
+        default=7 * 86400.0,
+        metadata={"help": "a session unused this long (seconds) has ended", "min": 1},
+    )
+    session_lifetime: float = dataclasses.field(
+        default=30 * 86400.0,
+        metadata={"help": "a session older than this (seconds) has ended", "min": 1},
+    )
     clock_skew: float = dataclasses.field(
         default=30.0,
         metadata={"help": "seconds of clock skew allowed when checking exp/iat/nbf", "min": 0},

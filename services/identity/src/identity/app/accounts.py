@@ -24,6 +24,7 @@ from identity.domain.model import (
     Lockout,
     Principal,
     Session,
+    SessionPolicy,
     normalise_email,
     validate_email,
     validate_id,
@@ -100,6 +101,7 @@ class Accounts:
         issuer: str,
         account_lockout: Lockout = ACCOUNT_LOCKOUT,
         source_lockout: Lockout = SOURCE_LOCKOUT,
+        session_policy: SessionPolicy = SessionPolicy(),  # noqa: B008  (frozen value)
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._uow = unit_of_work
@@ -111,6 +113,7 @@ class Accounts:
         self._issuer = issuer
         self._account_lockout = account_lockout
         self._source_lockout = source_lockout
+        self.session_policy = session_policy
         self._clock = clock
 
     # registration and roles ---------------------------------------------------------------
@@ -343,20 +346,20 @@ class Accounts:
             return None
         with self._snapshot() as uow:
             session = uow.store.session_by_cookie(cookie)
-        if session is None or session.revoked_at is not None:
-            return None
-        return session
+        return session if self.session_policy.live(session, self._clock()) else None
 
     def live_session(self, session_id: str) -> Session | None:
         """The session if it is live."""
         with self._snapshot() as uow:
             session = uow.store.session(session_id)
-        return session if session and session.revoked_at is None else None
+        return session if self.session_policy.live(session, self._clock()) else None
 
     def sessions(self, caller: Principal) -> list[Session]:
         """The caller's live sessions, newest first."""
+        now = self._clock()
         with self._snapshot() as uow:
-            return uow.store.live_sessions(caller.sub)
+            sessions = uow.store.live_sessions(caller.sub)
+        return [s for s in sessions if self.session_policy.live(s, now)]
 
     def revoke_session(self, caller: Principal, session_id: str, reason: str = "logout") -> None:
         """End one of the caller's sessions with every token issued in it."""

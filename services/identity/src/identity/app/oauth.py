@@ -334,9 +334,7 @@ class AuthorizationServer:
                     s256(verifier), stored.code_challenge
                 ):
                     raise OAuthError("invalid_grant", "code_verifier does not match")
-                if uow.store.session(stored.session_id) is None or not self._live(
-                    uow.store.session(stored.session_id)
-                ):
+                if not self._live(uow.store.session(stored.session_id)):
                     raise OAuthError("invalid_grant", "the login session has ended")
                 uow.store.use_auth_code(code, family_id, now)
         if replayed:
@@ -345,9 +343,8 @@ class AuthorizationServer:
             client, stored.user_id, stored.session_id, stored.scope, family_id
         )
 
-    @staticmethod
-    def _live(session: Session | None) -> bool:
-        return session is not None and session.revoked_at is None
+    def _live(self, session: Session | None) -> bool:
+        return self._accounts.session_policy.live(session, self._clock())
 
     def _tokens_for_login(
         self, client: Client, user_id: str, session_id: str, scope: str, family_id: str

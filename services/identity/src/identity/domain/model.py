@@ -52,6 +52,28 @@ class Session:
 
 
 @dataclass(frozen=True)
+class SessionPolicy:
+    """How long a session lives (OWASP Session Management: an idle and an absolute timeout).
+
+    A session unused for ``idle`` seconds, or older than ``absolute``, has ended: its cookie no
+    longer logs in, and the refresh tokens issued in it no longer refresh (RFC 9700 §4.14.2:
+    refresh tokens SHOULD expire after a period of inactivity). A refresh counts as a use.
+    """
+
+    idle: float = 7 * 86400.0
+    absolute: float = 30 * 86400.0
+
+    def live(self, session: Session | None, now: float) -> bool:
+        """Whether ``session`` exists, was not revoked, and has not timed out."""
+        return (
+            session is not None
+            and session.revoked_at is None
+            and now - session.last_seen < self.idle
+            and now - session.created_at < self.absolute
+        )
+
+
+@dataclass(frozen=True)
 class Client:
     """An OAuth client, from the clients file."""
 
