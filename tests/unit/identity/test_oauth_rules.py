@@ -81,6 +81,7 @@ def test_a_confidential_secret_comes_from_its_variable() -> None:
             "needs redirect_uris",
         ),
         ('type = "public"', "missing 'client_id'"),
+        ('client_id = "x"\ntype = "public"\nfirst_party = false', "needs a consent page"),
     ],
 )
 def test_a_bad_clients_file_is_refused_naming_the_problem(

@@ -75,6 +75,12 @@ def _client(where: str, entry: dict[str, Any], env: Mapping[str, str]) -> Client
         raise ClientsError(f"{where}: response_types may hold only code and token")
     if "code" in responses and "authorization_code" not in grants:
         raise ClientsError(f"{where}: response_types code needs the authorization_code grant")
+    if not bool(entry.get("first_party", True)):
+        # A third-party client must ask the user's consent before it gets a token; there is no
+        # consent page yet, so such a client is refused rather than silently treated as ours.
+        raise ClientsError(
+            f"{where}: first_party = false needs a consent page, which identity lacks"
+        )
     redirects = tuple(str(u) for u in entry.get("redirect_uris", []))
     if responses and not redirects:
         raise ClientsError(f"{where}: a client with response_types needs redirect_uris")
