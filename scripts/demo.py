@@ -1,28 +1,39 @@
-"""`make demo`: the mesh on embedded defaults, four orders through the saga, then shutdown.
+"""`make demo`: the mesh on embedded defaults, four orders through the saga, a device login, then
+shutdown.
 
 Starts the mesh with `mesh up -d` (embedded Kafka unless one is configured), stocks two SKUs,
 places four orders (one confirmed, one declined, one out of stock, one unshippable), waits for
 each saga to end and prints the outcomes with their reasons, the stock before and after, a
-replayed request, the confirmed order's trace tree, and the grpcurl commands to try. Then it
-stops the mesh (unless the mesh was running before the demo, in which case it is left as it was
-found). Exits 1 when an order did
-not end as its scenario says, so CI catches a broken flow.
+replayed request and the confirmed order's trace tree. Then a TV signs in with the OAuth 2
+device flow (RFC 8628) against identity: the demo plays the TV (showing the code, polling the
+token endpoint at the interval it was given) and the person (typing the code into the
+verification page, logging in, pressing Allow), then calls IdentityService with the access token.
+Last come the commands to try, and the mesh is stopped (unless it was running before the demo,
+in which case it is left as it was found). Exits 1 when an order did not end as its scenario
+says or the login did not give a working token, so CI catches a broken flow.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
 import uuid
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin
 
 import grpc
+import requests
 
 from meshkit import DEFAULT_TIMEOUT, address_of, connect
+from meshkit.addresses import http_url_of
 from schema_registry.client import RegistryClient
 from shop.common.v1 import common_pb2 as common_pb
+from shop.identity.v1 import identity_pb2 as identity_pb
+from shop.identity.v1 import identity_pb2_grpc as identity_grpc
 from shop.inventory.v1 import inventory_pb2 as inv_pb
 from shop.inventory.v1 import inventory_pb2_grpc as inv_grpc
 from shop.orders.v1 import orders_pb2 as orders_pb
@@ -34,6 +45,13 @@ MESH = str(Path(sys.executable).parent / "mesh")
 _MESH_ENV = {"MESH_CONFIG": str(ROOT / "mesh.toml")}
 ORDERS = address_of("orders", _MESH_ENV)
 INVENTORY = address_of("inventory", _MESH_ENV)
+IDENTITY = address_of("identity", _MESH_ENV)
+# Identity's HTTP side: the OAuth issuer, whose discovery document names every endpoint.
+ISSUER = http_url_of("identity", _MESH_ENV)
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+# Registering and signing in hash a password with argon2id, slow by design (64 MiB, 3 passes):
+# a busy machine can take longer than DEFAULT_TIMEOUT for it.
+HASHING_TIMEOUT = 30.0
 REGISTRY = "http://127.0.0.1:8081"
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 if not sys.stdout.isatty():
@@ -210,6 +228,216 @@ def show_trace(trace_id: str, timeout: float = 30.0) -> None:
     )
 
 
+class LoginFailed(Exception):
+    """A step of the device login did not answer as RFC 8628 or the pages say; the message says
+    which step and what came back."""
+
+
+class _Page(HTMLParser):
+    """What a person sees and submits on one of identity's pages: its heading, and its first
+    form's action, named inputs (hidden ones included) and named buttons."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heading = ""
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self.buttons: set[tuple[str, str]] = set()
+        self._in_form = self._form_seen = self._in_h1 = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {name: value or "" for name, value in attrs}
+        if tag == "h1":
+            self._in_h1 = True
+        elif tag == "form" and not self._form_seen:
+            self.action, self._in_form, self._form_seen = values.get("action", ""), True, True
+        elif tag == "input" and self._in_form and values.get("name"):
+            self.fields[values["name"]] = values.get("value", "")
+        elif tag == "button" and self._in_form and values.get("name"):
+            self.buttons.add((values["name"], values.get("value", "")))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
+        elif tag == "h1":
+            self._in_h1 = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_h1:
+            self.heading += data
+
+
+def read_page(response: requests.Response, step: str) -> tuple[_Page, str]:
+    """The page and the absolute URL its form posts to; LoginFailed when it has no form."""
+    page = _Page()
+    page.feed(response.text)
+    if page.action is None:
+        raise LoginFailed(f"{step}: HTTP {response.status_code}, {page.heading or 'no form'!r}")
+    return page, urljoin(response.url, page.action)
+
+
+def approve_as_the_person(verification_uri: str, user_code: str, email: str, password: str) -> str:
+    """Do in a browser what the TV asked: open the verification page, type the code, sign in,
+    press Allow. Returns the heading of the last page."""
+    browser = requests.Session()  # keeps the CSRF and session cookies, as a browser does
+    browser.headers["User-Agent"] = "meshkit-demo (the person's browser)"
+    page, action = read_page(browser.get(verification_uri, timeout=DEFAULT_TIMEOUT), "code page")
+    typed = browser.post(
+        action, data={**page.fields, "user_code": user_code}, timeout=DEFAULT_TIMEOUT
+    )
+    # Not signed in yet, so the code leads to the login form (which returns here after).
+    page, action = read_page(typed, "after the code")
+    if "username" not in page.fields:
+        raise LoginFailed(f"after the code: expected the login form, got {page.heading!r}")
+    signed_in = browser.post(
+        action,
+        data={**page.fields, "username": email, "password": password},
+        timeout=HASHING_TIMEOUT,
+    )
+    page, action = read_page(signed_in, "after signing in")
+    if ("decision", "approve") not in page.buttons:
+        raise LoginFailed(f"after signing in: expected Allow/Deny, got {page.heading!r}")
+    done = browser.post(
+        action, data={**page.fields, "decision": "approve"}, timeout=DEFAULT_TIMEOUT
+    )
+    final = _Page()
+    final.feed(done.text)
+    if done.status_code != 200:
+        raise LoginFailed(f"Allow: HTTP {done.status_code}, {final.heading!r}")
+    return final.heading.strip()
+
+
+def poll_for_token(
+    tv: requests.Session, token_endpoint: str, grant: dict[str, object], deadline_s: float
+) -> dict[str, object]:
+    """Poll the token endpoint as RFC 8628 §3.4-3.5 says: every ``interval`` seconds (5 when
+    the server gives none), 5 more after each slow_down, until a token, an error or the
+    deadline."""
+    interval = float(str(grant.get("interval", 5)))
+    deadline = time.monotonic() + deadline_s
+    polls = 0
+    while time.monotonic() < deadline:
+        # The wait is the protocol's polling interval, not a pause hoping for a race to settle.
+        time.sleep(interval)
+        polls += 1
+        answer = tv.post(
+            token_endpoint,
+            data={
+                "grant_type": DEVICE_GRANT,
+                "device_code": str(grant["device_code"]),
+                "client_id": "shop-tv",
+            },
+            timeout=DEFAULT_TIMEOUT,
+        )
+        body: dict[str, object] = answer.json()
+        if answer.status_code == 200:
+            print(f"  {'TV':<7} polls /token every {interval:.0f}s: a token at poll {polls}")
+            return body
+        if body.get("error") == "authorization_pending":
+            continue
+        if body.get("error") == "slow_down":
+            interval += 5
+            continue
+        raise LoginFailed(f"token endpoint: {body.get('error')}: {body.get('error_description')}")
+    raise LoginFailed(f"no token within {deadline_s:.0f}s of polling")
+
+
+def device_login() -> bool:
+    """A TV signs in with the device flow; the demo plays the TV and the person. True when the
+    token acts for the person who signed in and identity says it is active."""
+    heading(
+        "9. A TV signs in with the OAuth 2 device flow (RFC 8628); the demo plays the TV"
+        " and the person"
+    )
+    tv = requests.Session()
+    tv.headers["User-Agent"] = "meshkit-demo (shop-tv)"
+    email = f"tv-{uuid.uuid4().hex[:8]}@demo.example"
+    password = f"demo {secrets.token_urlsafe(12)}"  # known to the person only; never printed
+    try:
+        with connect(IDENTITY) as channel:
+            identity = identity_grpc.IdentityServiceStub(channel)
+            user_id = identity.Register(
+                identity_pb.RegisterRequest(email=email, password=password),
+                timeout=HASHING_TIMEOUT,
+            ).user_id
+            print(f"  {'person':<7} has an account: {email} (IdentityService/Register)")
+
+            # The TV finds the endpoints in the issuer's metadata (RFC 8414), then asks for codes.
+            metadata = tv.get(
+                f"{ISSUER}/.well-known/oauth-authorization-server", timeout=DEFAULT_TIMEOUT
+            ).json()
+            started = tv.post(
+                metadata["device_authorization_endpoint"],
+                data={"client_id": "shop-tv", "scope": "orders"},
+                timeout=DEFAULT_TIMEOUT,
+            )
+            grant = started.json()
+            if started.status_code != 200:
+                raise LoginFailed(f"device_authorization: {grant}")
+            minutes = int(grant["expires_in"]) // 60
+            print(f"  {'TV':<7} shows: To sign in, visit {BOLD}{grant['verification_uri']}{RESET}")
+            code = f"{BOLD}{grant['user_code']}{RESET}"
+            print(f"  {'':<7}        and enter {code} (for {minutes} min)")
+
+            # The person does it in a browser; the TV polls meanwhile (here: once they are done).
+            heading_seen = approve_as_the_person(
+                str(grant["verification_uri"]), str(grant["user_code"]), email, password
+            )
+            print(
+                f"  {'person':<7} opens the page, types the code, signs in, presses Allow:"
+                f" {DIM}{heading_seen}{RESET}"
+            )
+            # Allow was pressed already, so one interval or two suffice; a real TV keeps
+            # polling until expires_in.
+            token = poll_for_token(
+                tv, metadata["token_endpoint"], grant, deadline_s=min(60, grant["expires_in"])
+            )
+            access = str(token["access_token"])
+            refresh = " and a refresh token" if "refresh_token" in token else ""
+            print(
+                f"  {'TV':<7} holds an access token ({access[:12]}..., an ES256 JWT for"
+                f" {token['expires_in']} s){refresh}"
+            )
+
+            # The TV calls the mesh for the person: the token travels as bearer metadata.
+            bearer = (("authorization", f"Bearer {access}"),)
+            me = identity.GetMe(
+                identity_pb.GetMeRequest(), metadata=bearer, timeout=DEFAULT_TIMEOUT
+            ).user
+            print(f"  {'TV':<7} calls IdentityService/GetMe with authorization: Bearer <token>:")
+            print(
+                f"  {'':<7} it acts for {BOLD}{me.email}{RESET} (user {me.user_id[:8]}...),"
+                f" roles: {', '.join(me.roles)}"
+            )
+            seen = identity.IntrospectToken(
+                identity_pb.IntrospectTokenRequest(token=access), timeout=DEFAULT_TIMEOUT
+            )
+            expires = seen.expire_time.ToDatetime().strftime("%H:%M:%S UTC")
+            print(
+                f"  IntrospectToken: {'active' if seen.active else 'NOT active'},"
+                f" client {seen.client_id}, scope {seen.scope!r}, roles {', '.join(seen.roles)},"
+                f" session {seen.session_id[:8]}..., expires {expires}"
+            )
+            refused = False
+            try:
+                identity.GetMe(identity_pb.GetMeRequest(), timeout=DEFAULT_TIMEOUT)
+            except grpc.RpcError as error:
+                refused = error.code() == grpc.StatusCode.UNAUTHENTICATED
+                print(f"  GetMe without a token: {RED}{error.code().name}{RESET}")
+    except (LoginFailed, grpc.RpcError, requests.RequestException, KeyError, ValueError) as error:
+        detail = (
+            f"{error.code().name}: {error.details()}"
+            if isinstance(error, grpc.RpcError)
+            else f"{type(error).__name__}: {error}"
+        )
+        print(f"  {RED}the device login failed{RESET}: {detail}")
+        return False
+    good = me.user_id == user_id and seen.active and seen.client_id == "shop-tv" and refused
+    if not good:
+        print(f"  {RED}the token does not act for {email}, is not active, or is not needed{RESET}")
+    return good
+
+
 def main() -> int:
     already = running_before()
     heading("meshkit demo: starting the mesh (mesh up -d)")
@@ -220,9 +448,11 @@ def main() -> int:
     print(f"{GREEN}mesh healthy in {time.monotonic() - started:.1f}s{RESET}")
     mesh("ps")
     trace_id = uuid.uuid4().hex
+    ok = signed_in = False
     try:
         ok = flow(trace_id)
         show_trace(trace_id)
+        signed_in = device_login()
     finally:
         heading("Try it yourself")
         print(
@@ -238,6 +468,10 @@ def main() -> int:
   $G -d '{{"order_id":"<order_id>"}}' {ORDERS} shop.orders.v1.OrdersService/GetOrder
   $G -d '{{"order_id":"<order_id>"}}' {ORDERS} shop.orders.v1.OrdersService/ListOrderEvents
   $G -d '{{"sku":"mug-blue"}}' {INVENTORY} shop.inventory.v1.InventoryService/GetStock
+  curl -s {ISSUER}/.well-known/oauth-authorization-server
+  curl -s {ISSUER}/device_authorization -d client_id=shop-tv -d scope=orders
+  $G -H "authorization: Bearer $TOKEN" {IDENTITY} shop.identity.v1.IdentityService/GetMe
+  (every OAuth flow, with curl: README.md, "Identity and OAuth 2")
   .venv/bin/schema-registry subjects
   .venv/bin/mesh ps; .venv/bin/mesh sagas; .venv/bin/mesh logs orders; .venv/bin/mesh down{RESET}"""
         )
@@ -248,6 +482,9 @@ def main() -> int:
             mesh("down")
     if not ok:
         print(f"\n{RED}demo: an order did not end as its scenario says{RESET}", file=sys.stderr)
+        return 1
+    if not signed_in:
+        print(f"\n{RED}demo: the device login did not give a working token{RESET}", file=sys.stderr)
         return 1
     print(f"\n{GREEN}demo complete{RESET}")
     return 0
