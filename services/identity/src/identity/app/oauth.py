@@ -415,6 +415,8 @@ class AuthorizationServer:
         presented = form.get("refresh_token", "")
         if not presented:
             raise OAuthError("invalid_request", "refresh_token is required")
+        # RFC 6749 §6: this access token may ask for less; the family keeps its own scope.
+        requested = form.get("scope", "").split()
         now = self._clock()
         fresh = secrets.token_urlsafe(32)
         reuse: Family | None = None
@@ -444,6 +446,10 @@ class AuthorizationServer:
                 raise OAuthError("invalid_grant", "the refresh token has expired; log in again")
             elif not self._live(uow.store.session(family.session_id)):
                 raise OAuthError("invalid_grant", "the login session has ended")
+            elif any(s not in family.scope.split() for s in requested):
+                # Refused before rotating: the client may retry with this same token, which
+                # would otherwise count as a reuse and end the whole family.
+                raise OAuthError("invalid_scope", "more than the original grant")
             else:
                 uow.store.use_refresh_token(presented, now)
                 uow.store.add_refresh_token(fresh, family.family_id, now)
@@ -456,10 +462,6 @@ class AuthorizationServer:
                 reuse.client_id,
             )
             raise OAuthError("invalid_grant", "the refresh token was used already")
-        # RFC 6749 §6: this access token may ask for less; the family keeps its own scope.
-        requested = form.get("scope", "").split()
-        if any(s not in family.scope.split() for s in requested):
-            raise OAuthError("invalid_scope", "more than the original grant")
         scope = " ".join(requested) if requested else family.scope
         token = self._access_token(
             family.user_id, client, scope, family.session_id, family.family_id
