@@ -9,8 +9,8 @@ shop-backend asks ``/introspect`` whether a token is still active.
 Passwords are checked with the real argon2 parameters, so logins are few: a browser that has
 logged in once gets further authorization codes without a new login.
 
-Not covered: the device grant's ``expired_token`` answer. Device codes live 600 s and the
-fixture has no setting to shorten that, and waiting 10 minutes is not worth it here.
+The device grant's ``expired_token`` is shown on a second identity whose device codes live 2 s
+(IDENTITY_DEVICE_CODE_TTL).
 """
 
 from __future__ import annotations
@@ -699,14 +699,16 @@ def test_implicit_and_password_grants_only_for_the_client_allowed_them(
 def shipped_identity(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, identity: Identity
 ) -> Iterator[str]:
-    """A second identity with the shipped clients file (no legacy client): its issuer. Like the
-    session's ``identity`` in all else; it is up in about two seconds, cheap for a real proof."""
+    """A second identity with the shipped clients file (no legacy client) and device codes that
+    live 2 seconds: its issuer. Like the session's ``identity`` in all else; it is up in about two
+    seconds, cheap for a real proof."""
     root = tmp_path_factory.mktemp("identity-shipped-clients")
     for name in ("proto", "scripts"):
         (root / name).symlink_to(REPO / name)
     ports = write_moved_mesh_toml(root, ("trace-receiver", "schema-registry", "identity"))
     env = {**identity.env, "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{ports['schema-registry']}"}
     env.pop("IDENTITY_CLIENTS_FILE")
+    env["IDENTITY_DEVICE_CODE_TTL"] = "2"
 
     def mesh(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -902,3 +904,39 @@ def test_login_without_the_right_csrf_token_is_refused(identity: Identity, user:
     # The same form with its own token signs in: it was the token that was refused.
     location = browser.authorize(url, user)
     assert "code" in redirect_params(location)
+
+
+def test_a_device_code_left_unapproved_expires(shipped_identity: str) -> None:
+    """RFC 8628 §3.5 expired_token: the device stops polling and may start again."""
+    started = requests.post(
+        f"{shipped_identity}/device_authorization",
+        data={"client_id": "shop-tv", "scope": "orders"},
+        timeout=HTTP_TIMEOUT_S,
+    ).json()
+    assert started["expires_in"] == 2
+    errors: list[str] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (not errors or errors[-1] != "expired_token"):
+        # Polling at the interval the server gave (1 s here) is the protocol, not a guess.
+        time.sleep(started["interval"])
+        answer = requests.post(
+            f"{shipped_identity}/token",
+            data={
+                "grant_type": DEVICE_GRANT,
+                "device_code": started["device_code"],
+                "client_id": "shop-tv",
+            },
+            timeout=HTTP_TIMEOUT_S,
+        )
+        assert answer.status_code == 400
+        errors.append(answer.json()["error"])
+    assert errors[0] == "authorization_pending"
+    assert errors[-1] == "expired_token"
+    # The user code is dead too: the verification page says so.
+    page = requests.get(
+        f"{shipped_identity}/device",
+        params={"user_code": started["user_code"]},
+        timeout=HTTP_TIMEOUT_S,
+    )
+    assert page.status_code == 400
+    assert "not valid, or it has expired" in page.text

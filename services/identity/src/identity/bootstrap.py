@@ -73,6 +73,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         lifetimes=Lifetimes(
             access_token=settings.access_token_ttl,
             refresh_token=settings.refresh_token_ttl,
+            device_code=settings.device_code_ttl,
             device_interval=settings.device_interval,
         ),
     )

@@ -47,6 +47,10 @@ class Settings(ServiceSettings):
         default=30.0,
         metadata={"help": "seconds of clock skew allowed when checking exp/iat/nbf", "min": 0},
     )
+    device_code_ttl: float = dataclasses.field(
+        default=600.0,
+        metadata={"help": "device and user code lifetime, seconds (RFC 8628 expires_in)", "min": 1},
+    )
     device_interval: float = dataclasses.field(
         default=5.0, metadata={"help": "device grant polling interval, seconds", "min": 0}
     )
