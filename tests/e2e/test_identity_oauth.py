@@ -940,3 +940,26 @@ def test_a_device_code_left_unapproved_expires(shipped_identity: str) -> None:
     )
     assert page.status_code == 400
     assert "not valid, or it has expired" in page.text
+
+
+def test_guessing_a_client_secret_gets_the_address_refused(shipped_identity: str) -> None:
+    """Twenty wrong secrets from one address, and even the right one is refused for a while."""
+
+    def client_credentials(secret: str) -> requests.Response:
+        return requests.post(
+            f"{shipped_identity}/token",
+            data={"grant_type": "client_credentials"},
+            auth=("shop-backend", secret),
+            timeout=HTTP_TIMEOUT_S,
+        )
+
+    assert client_credentials("dev-shop-backend-secret").status_code == 200
+    for attempt in range(20):
+        wrong = client_credentials(f"guess-{attempt}")
+        assert wrong.status_code == 401
+        assert wrong.json()["error_description"] == "client authentication failed"
+    refused = client_credentials("dev-shop-backend-secret")
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_client"
+    assert "too many failed client authentications" in refused.json()["error_description"]
+    assert refused.headers["WWW-Authenticate"].startswith("Basic")

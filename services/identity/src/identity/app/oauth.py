@@ -31,6 +31,7 @@ from identity.domain.model import (
     Client,
     DeviceCode,
     Family,
+    Lockout,
     Principal,
     Session,
 )
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")  # RFC 7636 §4.1
 _CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")  # BASE64URL(SHA-256), no padding
+
+
+# Wrong client secrets from one address: as an account's password failures, with more room.
+CLIENT_LOCKOUT = Lockout(threshold=20)
 
 
 class OAuthError(Exception):
@@ -154,14 +159,39 @@ class AuthorizationServer:
         """A configured client, or None."""
         return self.clients.get(client_id)
 
-    def authenticate_client(self, client_id: str, secret: str, *, basic: bool) -> Client:
+    def authenticate_client(
+        self, client_id: str, secret: str, *, basic: bool, source: str = ""
+    ) -> Client:
         """The client a token, introspection or revocation request comes from. A public client
         only names itself; a confidential one must present its secret (constant-time compare).
-        invalid_client otherwise: 401 (with WWW-Authenticate) when it used HTTP Basic."""
+        invalid_client otherwise: 401 (with WWW-Authenticate) when it used HTTP Basic.
+
+        Wrong secrets count against the source address: past CLIENT_LOCKOUT's threshold it is
+        refused, right secret or not, until the delay passes (guessing a secret online is then
+        hopeless, as guessing passwords is at the login form)."""
         client = self.clients.get(client_id)
         status = 401 if basic else 400
         if client is None:
             raise OAuthError("invalid_client", "unknown client", status)
+        if not client.public and source:
+            now = self._clock()
+            with self._snapshot() as uow:
+                failures = uow.store.failures_of_source(
+                    source, "client", now - CLIENT_LOCKOUT.window
+                )
+            if CLIENT_LOCKOUT.locked_until(failures, now) is not None:
+                raise OAuthError(
+                    "invalid_client",
+                    "too many failed client authentications from your address; try again later",
+                    401,
+                )
+            if (
+                secret
+                and client.secret
+                and not hmac.compare_digest(secret.encode(), client.secret.encode())
+            ):
+                with self._uow() as uow:
+                    uow.store.add_failure(None, source, "client", now)
         if client.public:
             if secret:
                 raise OAuthError("invalid_client", "a public client has no secret", status)

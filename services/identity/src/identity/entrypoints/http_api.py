@@ -319,7 +319,9 @@ class IdentityHttp:
         try:
             form = self._single_values(request)
             client_id, secret, basic = self._client_auth(request)
-            client = self._oauth.authenticate_client(client_id, secret, basic=basic)
+            client = self._oauth.authenticate_client(
+                client_id, secret, basic=basic, source=self._source(request)
+            )
             answer = self._oauth.token(
                 client, form, source=self._source(request), device=self._user_agent(request)
             )
@@ -331,7 +333,9 @@ class IdentityHttp:
         try:
             form = self._single_values(request)
             client_id, secret, basic = self._client_auth(request)
-            client = self._oauth.authenticate_client(client_id, secret, basic=basic)
+            client = self._oauth.authenticate_client(
+                client_id, secret, basic=basic, source=self._source(request)
+            )
             answer = self._oauth.device_authorization(
                 client, form.get("scope", ""), f"{self.issuer}/device"
             )
@@ -397,7 +401,9 @@ class IdentityHttp:
     def _introspect(self, request: Request) -> Response:
         try:
             client_id, secret, basic = self._client_auth(request)
-            client = self._oauth.authenticate_client(client_id, secret, basic=basic)
+            client = self._oauth.authenticate_client(
+                client_id, secret, basic=basic, source=self._source(request)
+            )
             if client.public:
                 # RFC 7662 §2.1: the endpoint needs authorization, or it is a token scanner.
                 raise OAuthError("invalid_client", "introspection is for confidential clients", 401)
@@ -408,7 +414,9 @@ class IdentityHttp:
     def _revoke(self, request: Request) -> Response:
         try:
             client_id, secret, basic = self._client_auth(request)
-            client = self._oauth.authenticate_client(client_id, secret, basic=basic)
+            client = self._oauth.authenticate_client(
+                client_id, secret, basic=basic, source=self._source(request)
+            )
             token = request.form.get("token", "")
             if not token:
                 raise OAuthError("invalid_request", "token is required")
