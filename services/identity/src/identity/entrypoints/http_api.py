@@ -212,7 +212,9 @@ class IdentityHttp:
 
     # endpoints ----------------------------------------------------------------------------
     def _index(self, request: Request) -> Response:
-        return self._page("index.html", issuer=self.issuer, session=self._session(request))
+        return self._form_page(
+            request, "index.html", issuer=self.issuer, session=self._session(request)
+        )
 
     def _metadata(self, request: Request) -> Response:
         return self._json(
