@@ -51,7 +51,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         totp=totp,  # the module implements the port (mypy checks modules against Protocols)
         recovery=recovery,
         policy=PasswordPolicy(common=load_common_passwords()),
-        issuer=issuer,
+        totp_issuer=settings.totp_issuer,
         session_policy=SessionPolicy(settings.session_idle, settings.session_lifetime),
     )
     keys = SigningKeys(

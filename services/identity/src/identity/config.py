@@ -24,6 +24,10 @@ class Settings(ServiceSettings):
         default="meshkit",
         metadata={"help": "the aud of every access token: the mesh's APIs"},
     )
+    totp_issuer: str = dataclasses.field(
+        default="meshkit shop",
+        metadata={"help": "the name authenticator apps show beside the account (otpauth issuer)"},
+    )
     clients_file: str = dataclasses.field(
         default="",
         metadata={"help": "the OAuth clients file (default: the one shipped, clients.toml)"},

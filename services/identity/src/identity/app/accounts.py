@@ -98,7 +98,7 @@ class Accounts:
         totp: Totp,
         recovery: RecoveryCodes,
         policy: PasswordPolicy,
-        issuer: str,
+        totp_issuer: str,
         account_lockout: Lockout = ACCOUNT_LOCKOUT,
         source_lockout: Lockout = SOURCE_LOCKOUT,
         session_policy: SessionPolicy = SessionPolicy(),  # noqa: B008  (frozen value)
@@ -110,7 +110,7 @@ class Accounts:
         self._totp = totp
         self._recovery = recovery
         self._policy = policy
-        self._issuer = issuer
+        self._totp_issuer = totp_issuer
         self._account_lockout = account_lockout
         self._source_lockout = source_lockout
         self.session_policy = session_policy
@@ -309,7 +309,7 @@ class Accounts:
         secret = self._totp.new_secret()
         with self._uow() as uow:
             uow.store.set_mfa_pending(caller.sub, secret)
-        uri = self._totp.provisioning_uri(secret, account=account.email, issuer=self._issuer)
+        uri = self._totp.provisioning_uri(secret, account=account.email, issuer=self._totp_issuer)
         return Enrollment(uri, self._totp.qr_png(uri), secret)
 
     def confirm_mfa(self, caller: Principal, code: str) -> list[str]:

@@ -380,7 +380,10 @@ class AuthorizationServer:
         self, client: Client, user_id: str, session_id: str, scope: str, family_id: str
     ) -> dict[str, Any]:
         now = self._clock()
-        refresh = secrets.token_urlsafe(32)
+        # The family exists either way: the access tokens of one login are revoked through it
+        # (a replayed code, a revoked session). A refresh token only for a client allowed the
+        # refresh_token grant.
+        refresh = secrets.token_urlsafe(32) if client.allows("refresh_token") else None
         with self._uow() as uow:
             uow.store.add_family(
                 Family(
@@ -394,7 +397,8 @@ class AuthorizationServer:
                     None,
                 )
             )
-            uow.store.add_refresh_token(refresh, family_id, now)
+            if refresh is not None:
+                uow.store.add_refresh_token(refresh, family_id, now)
         token = self._access_token(user_id, client, scope, session_id, family_id)
         return self._answer(token, scope, refresh)
 
@@ -764,6 +768,4 @@ class AuthorizationServer:
             "code_challenge_methods_supported": ["S256"],
             "scopes_supported": sorted({s for c in self.clients.values() for s in c.scopes}),
             "authorization_response_iss_parameter_supported": True,
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["ES256"],
         }
