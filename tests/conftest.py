@@ -11,7 +11,13 @@ import traceback
 
 import pytest
 
-pytest_plugins = ["support.kafka", "support.mesh", "support.events", "support.tracing", "support.identity"]
+pytest_plugins = [
+    "support.kafka",
+    "support.mesh",
+    "support.events",
+    "support.tracing",
+    "support.identity",
+]
 
 # How long the leftover non-daemon threads get to finish once every test has run.
 LEFTOVER_GRACE_S = 15.0
