@@ -211,6 +211,12 @@ class Browser:
         assert form.status_code == 200, form.text
         return self._submit(form.text, username, secret, otp)
 
+    def signed_in(self) -> bool:
+        """Whether identity's start page sees a live session behind this browser's cookie."""
+        page = self.http.get(f"{self.issuer}/", timeout=30)
+        assert page.status_code == 200, page.text[:500]
+        return "You are signed in" in page.text
+
     def timed_login(self, username: str, secret: str) -> tuple[float, requests.Response]:
         """Seconds the POST of the login form took (the form itself fetched beforehand)."""
         form = self.http.get(f"{self.issuer}/login", timeout=30).text
@@ -623,9 +629,25 @@ def test_sessions_are_listed_revoked_one_by_one_and_everywhere(
         created = session.create_time.ToSeconds()
         assert started - 2 <= created <= session.last_seen_time.ToSeconds() <= time.time() + 2
 
+    # Someone else's token neither sees these sessions nor ends one.
+    other, other_secret = email("sessions-other"), password()
+    leaks.add("a password", other_secret)
+    register(stub, other, other_secret)
+    theirs = bearer(browsers("e2e-stranger").tokens(other, other_secret)["access_token"])
+    assert len(stub.ListSessions(pb.ListSessionsRequest(), metadata=theirs).sessions) == 1
+    error = rpc_error(
+        lambda: stub.RevokeSession(
+            pb.RevokeSessionRequest(session_id=by_device[phone.device].session_id),
+            metadata=theirs,
+        )
+    )
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert phone.signed_in()
+
     stub.RevokeSession(
         pb.RevokeSessionRequest(session_id=by_device[phone.device].session_id), metadata=mine
     )
+    assert not phone.signed_in()
     answer = refresh(identity, tokens[phone.device]["refresh_token"])
     assert (answer.status_code, answer.json()["error"]) == (400, "invalid_grant")
     error = rpc_error(
@@ -642,6 +664,7 @@ def test_sessions_are_listed_revoked_one_by_one_and_everywhere(
     error = rpc_error(lambda: stub.GetMe(pb.GetMeRequest(), metadata=mine))
     assert error.code() is grpc.StatusCode.UNAUTHENTICATED
     for browser in (laptop, tablet):
+        assert not browser.signed_in()
         answer = refresh(identity, tokens[browser.device]["refresh_token"])
         assert (answer.status_code, answer.json()["error"]) == (400, "invalid_grant")
         assert introspect(identity, tokens[browser.device]["access_token"]) == {"active": False}
