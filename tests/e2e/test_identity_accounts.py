@@ -720,8 +720,18 @@ def _unknown_kid(token: str, jwks: dict[str, Any]) -> str:
     )
 
 
+def _stranger_key_real_kid(token: str, jwks: dict[str, Any]) -> str:
+    """Validly signed by a key identity never had, under the kid of the key it has."""
+    header, claims = unverified(token)
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    return jwt.encode(
+        claims, stranger, algorithm="ES256", headers={"kid": header["kid"], "typ": "at+jwt"}
+    )
+
+
 @pytest.mark.parametrize(
-    "forge", [_alg_none, _hs256_with_the_public_key, _audience_edited, _unknown_kid]
+    "forge",
+    [_alg_none, _hs256_with_the_public_key, _audience_edited, _unknown_kid, _stranger_key_real_kid],
 )
 def test_forged_tokens_are_refused_by_get_me_and_introspection(
     identity: Identity,
