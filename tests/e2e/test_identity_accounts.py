@@ -531,7 +531,20 @@ def test_mfa_enrollment_then_logins_need_a_fresh_code_or_an_unused_recovery_code
     register(stub, address, secret)
     token = browsers("e2e-mfa-enroll").tokens(address, secret)["access_token"]
 
-    enrollment = stub.BeginMfaEnrollment(pb.BeginMfaEnrollmentRequest(), metadata=bearer(token))
+    # The password again first (a token alone does not change the authenticator).
+    with pytest.raises(grpc.RpcError) as again:
+        stub.BeginMfaEnrollment(pb.BeginMfaEnrollmentRequest(), metadata=bearer(token))
+    assert again.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as wrong:
+        stub.BeginMfaEnrollment(
+            pb.BeginMfaEnrollmentRequest(password="not the password at all"),
+            metadata=bearer(token),
+        )
+    assert wrong.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "password: is not this account's password" in (wrong.value.details() or "")
+    enrollment = stub.BeginMfaEnrollment(
+        pb.BeginMfaEnrollmentRequest(password=secret), metadata=bearer(token)
+    )
     leaks.add("a TOTP secret", enrollment.secret)
     uri = urlsplit(enrollment.otpauth_uri)
     params = {k: v[0] for k, v in parse_qs(uri.query).items()}

@@ -62,8 +62,10 @@ class GrantRoleResponse(_message.Message):
     def __init__(self, user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
 
 class BeginMfaEnrollmentRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("password",)
+    PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    password: str
+    def __init__(self, password: _Optional[str] = ...) -> None: ...
 
 class BeginMfaEnrollmentResponse(_message.Message):
     __slots__ = ("otpauth_uri", "qr_png", "secret")

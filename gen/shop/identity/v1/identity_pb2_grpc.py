@@ -112,7 +112,7 @@ class IdentityServiceServicer:
 
     def BeginMfaEnrollment(self, request, context):
         """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
-        MFA is on only once ConfirmMfaEnrollment accepts a first code.
+        Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

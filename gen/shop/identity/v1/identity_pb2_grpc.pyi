@@ -53,7 +53,7 @@ class IdentityServiceStub:
     """
     BeginMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]
     """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
-    MFA is on only once ConfirmMfaEnrollment accepts a first code.
+    Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
     """
     ConfirmMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ConfirmMfaEnrollmentRequest, _identity_pb2.ConfirmMfaEnrollmentResponse]
     """Confirms enrollment with a first code from the authenticator and returns ten one-time
@@ -89,7 +89,7 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     BeginMfaEnrollment: _aio.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]  # type: ignore[assignment]
     """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
-    MFA is on only once ConfirmMfaEnrollment accepts a first code.
+    Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
     """
     ConfirmMfaEnrollment: _aio.UnaryUnaryMultiCallable[_identity_pb2.ConfirmMfaEnrollmentRequest, _identity_pb2.ConfirmMfaEnrollmentResponse]  # type: ignore[assignment]
     """Confirms enrollment with a first code from the authenticator and returns ten one-time
@@ -146,7 +146,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.BeginMfaEnrollmentResponse, _abc.Awaitable[_identity_pb2.BeginMfaEnrollmentResponse]]:
         """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
-        MFA is on only once ConfirmMfaEnrollment accepts a first code.
+        Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
         """
 
     @_abc_1.abstractmethod

@@ -6,6 +6,7 @@ service, so it works on the database the running service uses; its events go thr
 outbox, and the running service's relay publishes them.
 
     python -m identity.admin grant-role ann@example.com admin
+    python -m identity.admin unlock ann@example.com
 """
 
 from __future__ import annotations
@@ -56,6 +57,25 @@ def grant_role(email: str, role: str) -> str:
         db.close()
 
 
+def unlock(email: str) -> str:
+    """Clear the failed logins of the account ``email`` (after 100 consecutive failures it is
+    locked until this is done); a sentence saying so. LookupError for an unknown account."""
+    settings = SERVICE.load_settings()
+    db = Database(settings.db_path, MIGRATIONS)
+    try:
+        with SqliteUnitOfWork(db) as uow:
+            account = uow.store.account_by_email(normalise_email(email))
+            if account is None:
+                raise LookupError(f"no account with email {email!r} in {settings.db_path}")
+            uow.store.clear_failures(account.user_id)
+        return (
+            f"unlocked {account.email} ({account.user_id}):"
+            f" {account.consecutive_failures} failed logins forgotten"
+        )
+    finally:
+        db.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; exit 0 on success, 1 when the account is unknown, 2 on bad usage."""
     parser = argparse.ArgumentParser(
@@ -70,9 +90,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     grant.add_argument("email", help="the account's login email")
     grant.add_argument("role", choices=ROLES, help="the role to grant")
+    free = commands.add_parser(
+        "unlock",
+        help="clear an account's failed logins (after 100 in a row it stays locked until then)",
+        description="Clear the failed logins of the account with EMAIL. Make sure its owner asks.",
+    )
+    free.add_argument("email", help="the account's login email")
     args = parser.parse_args(argv)
     try:
-        print(grant_role(args.email, args.role))
+        if args.command == "unlock":
+            print(unlock(args.email))
+        else:
+            print(grant_role(args.email, args.role))
     except LookupError as exc:
         print(f"identity.admin: {exc.args[0]}", file=sys.stderr)
         return 1

@@ -109,6 +109,7 @@ MIGRATIONS = (
     """,
     KEYS_MIGRATION,
     OUTBOX_MIGRATION,
+    "ALTER TABLE account ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;",
 )
 
 
@@ -119,7 +120,7 @@ def digest(secret: str) -> str:
 
 _ACCOUNT = (
     "SELECT user_id, email, password_hash, roles, created_at, mfa_secret, mfa_pending,"
-    " mfa_last_step FROM account"
+    " mfa_last_step, consecutive_failures FROM account"
 )
 _SESSION = "SELECT session_id, user_id, device, created_at, last_seen, revoked_at FROM session"
 _FAMILY = (
@@ -145,6 +146,7 @@ def _account(row: tuple[object, ...] | None) -> Account | None:
         None if row[5] is None else str(row[5]),
         None if row[6] is None else str(row[6]),
         None if row[7] is None else int(row[7]),  # type: ignore[call-overload]
+        int(row[8]),  # type: ignore[call-overload]
     )
 
 
@@ -219,12 +221,21 @@ class IdentityStore:
         return cursor.rowcount == 1
 
     # failures ---------------------------------------------------------------------------
-    def add_failure(self, user_id: str | None, source: str, kind: str, at: float) -> None:
-        """Record a failed attempt (kind: login or user_code)."""
+    def add_failure(self, user_id: str | None, source: str, kind: str, at: float) -> int:
+        """Record a failed attempt (kind: login, user_code or client); for an account's login,
+        its consecutive failures now (else 0)."""
         self._conn.execute(
             "INSERT INTO login_failure (user_id, source, kind, at) VALUES (?, ?, ?, ?)",
             (user_id, source, kind, at),
         )
+        if user_id is None or kind != "login":
+            return 0
+        row = self._conn.execute(
+            "UPDATE account SET consecutive_failures = consecutive_failures + 1"
+            " WHERE user_id = ? RETURNING consecutive_failures",
+            (user_id,),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def failures_of_user(self, user_id: str, since: float) -> list[float]:
         """The account's failed logins since ``since``."""
@@ -243,8 +254,11 @@ class IdentityStore:
         return [float(r[0]) for r in rows]
 
     def clear_failures(self, user_id: str) -> None:
-        """Forget the account's failures (after a successful login)."""
+        """Forget the account's failures (after a successful login, or an operator's unlock)."""
         self._conn.execute("DELETE FROM login_failure WHERE user_id = ?", (user_id,))
+        self._conn.execute(
+            "UPDATE account SET consecutive_failures = 0 WHERE user_id = ?", (user_id,)
+        )
 
     def prune_failures(self, before: float) -> int:
         """Drop failures older than any window looks at."""

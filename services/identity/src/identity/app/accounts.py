@@ -19,6 +19,7 @@ from identity.app.ports import Hasher, RecoveryCodes, Totp, UnitOfWork
 from identity.domain import events
 from identity.domain.model import (
     DEFAULT_ROLE,
+    MAX_CONSECUTIVE_FAILURES,
     MAX_DEVICE,
     Account,
     Lockout,
@@ -187,6 +188,8 @@ class Accounts:
         as a wrong password) and refused with the same sentence; a wrong password counts a
         failure and may lock the account; a locked account says so only once the password is
         right; with MFA on, a missing code asks for one and a wrong one counts a failure.
+        After MAX_CONSECUTIVE_FAILURES the account is not checked at all until an operator
+        unlocks it (``unlock``).
         """
         now = self._clock()
         with self._snapshot() as uow:
@@ -211,6 +214,12 @@ class Accounts:
             self._hasher.verify_dummy(password)
             self._fail(None, source, "bad_credentials", 0)
             raise LoginRefused("bad_credentials", BAD_CREDENTIALS)
+        if account.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            # Checked no more: the answer is the generic one whatever the password, and it
+            # takes a hash's time like every other (see MAX_CONSECUTIVE_FAILURES).
+            self._hasher.verify_dummy(password)
+            self._fail(account, source, "locked", len(failures) + 1)
+            raise LoginRefused("locked", BAD_CREDENTIALS)
         if not self._hasher.verify(account.password_hash, password):
             self._fail(account, source, "bad_credentials", len(failures) + 1, failures)
             raise LoginRefused("bad_credentials", BAD_CREDENTIALS)
@@ -290,20 +299,46 @@ class Accounts:
         now = self._clock()
         user_id = account.user_id if account else None
         with self._uow() as uow:
+            consecutive = 0
             if reason != "throttled":
-                uow.store.add_failure(user_id, source, "login", now)
+                consecutive = uow.store.add_failure(user_id, source, "login", now)
             uow.publish(events.LoginFailed(user_id, reason, source, count, _at(now)))
-            if account is not None and earlier is not None:
+            if account is not None and consecutive == MAX_CONSECUTIVE_FAILURES:
+                log.warning(
+                    "account %s locked until an operator unlocks it: %d consecutive failures",
+                    account.user_id,
+                    consecutive,
+                )
+                uow.publish(events.AccountLocked(account.user_id, consecutive, None, _at(now)))
+            elif account is not None and earlier is not None:
                 before = self._account_lockout.locked_until(earlier, now)
                 after = self._account_lockout.locked_until([*earlier, now], now)
                 if after is not None and before is None:
                     uow.publish(events.AccountLocked(account.user_id, count, _at(after), _at(now)))
 
+    def _snapshot_failures(self, user_id: str, now: float) -> list[float]:
+        with self._snapshot() as uow:
+            return uow.store.failures_of_user(user_id, now - self._account_lockout.window)
+
     # MFA ----------------------------------------------------------------------------------
-    def begin_mfa(self, caller: Principal) -> Enrollment:
+    def begin_mfa(self, caller: Principal, password: str, *, source: str = "grpc") -> Enrollment:
         """A new TOTP secret held pending until ``confirm_mfa``. FailedPrecondition when MFA is
-        on already."""
+        on already.
+
+        The account's password is asked again (OWASP: re-authenticate before changing an
+        authenticator): a stolen access token alone must not let its thief enroll their own
+        authenticator and shut the owner out. A wrong password counts as a failed login."""
+        violations = Violations()
+        violations.check(password != "", "password", "is required (enter it again to confirm)")
+        violations.raise_if_any()
         account = self.account(caller.sub)
+        if not self._hasher.verify(account.password_hash, password):
+            now = self._clock()
+            earlier = self._snapshot_failures(account.user_id, now)
+            self._fail(account, source, "bad_credentials", len(earlier) + 1, earlier)
+            raise InvalidArgument(
+                violations=[FieldViolation("password", "is not this account's password")]
+            )
         if account.mfa_enabled:
             raise FailedPrecondition("MFA is on already", reason="MFA_ALREADY_ENABLED")
         secret = self._totp.new_secret()

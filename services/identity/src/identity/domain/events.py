@@ -59,7 +59,7 @@ class AccountLocked:
 
     user_id: str
     failures: int
-    locked_until: datetime.datetime
+    locked_until: datetime.datetime | None  # None: until an operator unlocks it
     occurred_at: datetime.datetime
 
 

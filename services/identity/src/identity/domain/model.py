@@ -9,6 +9,11 @@ from dataclasses import dataclass, field
 from meshkit.errors import Violations
 
 ROLES = ("customer", "support", "admin")
+# NIST SP 800-63B §5.2.2: at most 100 consecutive failed attempts on one account. Past this, the
+# account is checked no more (not even whether the password is right) until an operator unlocks
+# it, so the timed lock's "locked" answer, given only to the right password, can leak at most
+# this many guesses however many addresses an attacker spreads them over.
+MAX_CONSECUTIVE_FAILURES = 100
 DEFAULT_ROLE = "customer"
 MAX_EMAIL = 254
 MAX_ID = 64
@@ -32,6 +37,7 @@ class Account:
     mfa_secret: str | None = None  # set once enrollment is confirmed
     mfa_pending: str | None = None  # a secret awaiting its first code
     mfa_last_step: int | None = None  # the last TOTP step accepted (RFC 6238 §5.2: never reuse)
+    consecutive_failures: int = 0  # failed logins since the last success, however spread out
 
     @property
     def mfa_enabled(self) -> bool:

@@ -65,7 +65,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self, request: pb.BeginMfaEnrollmentRequest, context: grpc.ServicerContext
     ) -> pb.BeginMfaEnrollmentResponse:
         """See the contract."""
-        enrollment = self._accounts.begin_mfa(self._caller(context))
+        enrollment = self._accounts.begin_mfa(
+            self._caller(context), request.password, source=context.peer()
+        )
         return pb.BeginMfaEnrollmentResponse(
             otpauth_uri=enrollment.otpauth_uri, qr_png=enrollment.qr_png, secret=enrollment.secret
         )
