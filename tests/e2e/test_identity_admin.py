@@ -97,3 +97,20 @@ def test_a_bad_role_or_missing_token_is_a_clear_error(identity: Identity) -> Non
         stub.GrantRole(pb.GrantRoleRequest(user_id="u1", role="root"), metadata=_bearer(token))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "role: must be one of customer, support, admin" in (bad.value.details() or "")
+
+
+def test_unlock_forgets_an_accounts_failed_logins(identity: Identity) -> None:
+    email = f"unlock-{uuid.uuid4().hex[:8]}@example.com"
+    register(identity, email, PASSWORD)
+    token = login(identity, email, PASSWORD)["access_token"]
+    stub = _stub(identity)
+    for _ in range(2):  # a wrong password when asked again counts as a failed login
+        with pytest.raises(grpc.RpcError):
+            stub.BeginMfaEnrollment(
+                pb.BeginMfaEnrollmentRequest(password="not it at all"), metadata=_bearer(token)
+            )
+    freed = _admin(identity, "unlock", email)
+    assert freed.returncode == 0, freed.stderr
+    assert f"unlocked {email}" in freed.stdout and "2 failed logins forgotten" in freed.stdout
+    again = _admin(identity, "unlock", email)
+    assert "0 failed logins forgotten" in again.stdout
