@@ -699,9 +699,9 @@ def test_implicit_and_password_grants_only_for_the_client_allowed_them(
 def shipped_identity(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, identity: Identity
 ) -> Iterator[str]:
-    """A second identity with the shipped clients file (no legacy client) and device codes that
-    live 2 seconds: its issuer. Like the session's ``identity`` in all else; it is up in about two
-    seconds, cheap for a real proof."""
+    """A second identity with the shipped clients file (no legacy client), device codes that
+    live 2 seconds and a signing key that rotates every 2 seconds: its issuer. Like the
+    session's ``identity`` in all else; it is up in about two seconds, cheap for a real proof."""
     root = tmp_path_factory.mktemp("identity-shipped-clients")
     for name in ("proto", "scripts"):
         (root / name).symlink_to(REPO / name)
@@ -709,6 +709,7 @@ def shipped_identity(
     env = {**identity.env, "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{ports['schema-registry']}"}
     env.pop("IDENTITY_CLIENTS_FILE")
     env["IDENTITY_DEVICE_CODE_TTL"] = "2"
+    env["IDENTITY_KEY_ROTATION"] = "2"
 
     def mesh(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -942,8 +943,45 @@ def test_a_device_code_left_unapproved_expires(shipped_identity: str) -> None:
     assert "not valid, or it has expired" in page.text
 
 
+def test_a_rotated_key_stays_published_and_its_tokens_stay_good(shipped_identity: str) -> None:
+    """Keys rotate (every 2 s here); a token signed before a rotation still verifies, with the
+    retired key still in the JWKS, until the token itself expires."""
+
+    def backend_token() -> str:
+        answer = requests.post(
+            f"{shipped_identity}/token",
+            data={"grant_type": "client_credentials"},
+            auth=("shop-backend", "dev-shop-backend-secret"),
+            timeout=HTTP_TIMEOUT_S,
+        )
+        assert answer.status_code == 200, answer.text
+        token: str = answer.json()["access_token"]
+        return token
+
+    first = backend_token()
+    first_kid = jwt.get_unverified_header(first)["kid"]
+    deadline = time.monotonic() + 15
+    second = backend_token()
+    while jwt.get_unverified_header(second)["kid"] == first_kid:
+        assert time.monotonic() < deadline, "the key did not rotate within 15 s"
+        time.sleep(0.2)  # polling for the rotation the server makes every 2 s
+        second = backend_token()
+    keys = jwt.PyJWKSet.from_dict(
+        requests.get(f"{shipped_identity}/.well-known/jwks.json", timeout=HTTP_TIMEOUT_S).json()
+    )
+    published = {key.key_id for key in keys.keys}
+    assert {first_kid, jwt.get_unverified_header(second)["kid"]} <= published
+    for token in (first, second):
+        key = next(k for k in keys.keys if k.key_id == jwt.get_unverified_header(token)["kid"])
+        claims = jwt.decode(
+            token, key, algorithms=["ES256"], audience="meshkit", issuer=shipped_identity
+        )
+        assert claims["sub"] == "shop-backend"
+
+
 def test_guessing_a_client_secret_gets_the_address_refused(shipped_identity: str) -> None:
-    """Twenty wrong secrets from one address, and even the right one is refused for a while."""
+    """Twenty wrong secrets from one address, and even the right one is refused for a while.
+    Last in the file: shop-backend stays refused from this address on this identity."""
 
     def client_credentials(secret: str) -> requests.Response:
         return requests.post(

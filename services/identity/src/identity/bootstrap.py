@@ -81,9 +81,12 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         accounts, oauth, keys.jwks, secure_cookies=issuer.startswith("https://")
     )
 
+    # Often enough that a rotation is never late by more than half its period.
+    every = min(HOUSEKEEPING_EVERY_S, max(0.5, settings.key_rotation / 2))
+
     def housekeeping(stop: threading.Event) -> None:
         """Rotate the signing key when due; drop expired rows."""
-        while not stop.wait(HOUSEKEEPING_EVERY_S):
+        while not stop.wait(every):
             try:
                 if keys.rotate_if_due():
                     log.info("rotated the signing key: now %s", keys.active_kid())
@@ -91,9 +94,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
                     work.store.prune_expired(keys_now() - 3600)
                     work.store.prune_failures(keys_now() - 86400)
             except Exception:
-                log.exception(
-                    "identity housekeeping failed; retrying in %.0fs", HOUSEKEEPING_EVERY_S
-                )
+                log.exception("identity housekeeping failed; retrying in %.1fs", every)
 
     ctx.add_worker("housekeeping", housekeeping)
     log.info("identity: issuer %s", issuer)
