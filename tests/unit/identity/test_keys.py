@@ -567,3 +567,40 @@ def test_instances_racing_to_create_the_first_key_agree_on_one(tmp_path: Path) -
         assert [k.kid for k in SqliteKeyStore(db).all_keys()] == kids[:1]
     finally:
         db.close()
+
+
+class CountingStore(MemoryKeyStore):
+    """A MemoryKeyStore that counts its reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def all_keys(self) -> list[StoredKey]:
+        self.reads += 1
+        return super().all_keys()
+
+
+def test_verification_reads_the_store_once_a_second_not_per_token() -> None:
+    store = CountingStore()
+    keys = SigningKeys(store, issuer=ISSUER)
+    token, _ = keys.issue_access_token(
+        sub="u1", aud="meshkit", client_id="c", scope="s", roles=["customer"]
+    )
+    before = store.reads
+    for _ in range(100):
+        keys.verify(token, audience="meshkit")
+    assert store.reads - before <= 1
+
+
+def test_a_key_made_by_another_instance_verifies_at_once_and_is_published_at_once() -> None:
+    store = CountingStore()
+    ours = SigningKeys(store, issuer=ISSUER, refresh_every=3600)
+    theirs = SigningKeys(store, issuer=ISSUER, refresh_every=3600)
+    ours.active_kid()
+    new_kid = theirs.rotate()
+    token, _ = theirs.issue_access_token(
+        sub="u1", aud="meshkit", client_id="c", scope="s", roles=["customer"]
+    )
+    assert ours.verify(token, audience="meshkit")["sub"] == "u1"  # an unknown kid reads again
+    assert new_kid in {k["kid"] for k in ours.jwks()["keys"]}

@@ -184,8 +184,12 @@ class SigningKeys:
     ``retired_at + token_ttl + leeway`` is in the future, i.e. as long as a token it signed can
     still be valid anywhere. Retired keys are never deleted here.
 
-    The store is read on every call, so a rotation made by another process is seen at once; the
-    parsed keys are cached by kid, which is safe because a kid is the thumbprint of its key and so
+    The store is read at most once every ``refresh_every`` seconds (verification is on the hot
+    path of every call in the mesh, and a read of the store cost a third of it), and again at
+    once when a token names a key not seen yet: a rotation made by another process is therefore
+    seen within that time, and its tokens verify at once. Signing with the key that was active
+    up to a second ago is harmless, since a retired key stays published. The parsed keys are
+    cached by kid, which is safe because a kid is the thumbprint of its key and so
     never names another one (a racing thread at worst parses a key twice). Thread safe when the
     store is.
     """
@@ -199,6 +203,7 @@ class SigningKeys:
         rotate_every: float = 24 * 3600,
         token_ttl: float = 600,
         leeway: float = 30,
+        refresh_every: float = 1.0,
     ) -> None:
         if not issuer:
             raise ValueError("issuer must not be empty")
@@ -216,6 +221,8 @@ class SigningKeys:
         # token's life no longer than asked (the JWKS retention below relies on that).
         self._ttl = int(token_ttl)
         self._leeway = leeway
+        self._refresh_every = refresh_every
+        self._cache: tuple[float, list[StoredKey]] | None = None  # (monotonic time read, keys)
         self._private: dict[str, ECKey] = {}
         self._public: dict[str, ECKey] = {}
 
@@ -237,6 +244,7 @@ class SigningKeys:
             current = _active_of(self._store.all_keys())
             replacing = current.kid if current is not None else None
             if self._store.activate(new, replacing=replacing):
+                self._cache = None
                 log.info("signing key %s active, %s retired", new.kid, replacing)
                 return new.kid
         raise RuntimeError("the active signing key kept changing while rotating")
@@ -252,7 +260,9 @@ class SigningKeys:
             return False
         new = self._new_key()
         if not self._store.activate(new, replacing=current.kid):
+            self._cache = None
             return False
+        self._cache = None
         log.info("signing key %s active, %s retired (due)", new.kid, current.kid)
         return True
 
@@ -262,8 +272,10 @@ class SigningKeys:
         ``retired_at + token_ttl + leeway`` is still in the future, active key first. Creates
         the first key if the store has none, so the set is never empty. Deletes nothing."""
         self._active()
+        # Read fresh: the JWKS is fetched rarely (verifiers cache it) and must show a key
+        # another process just made, or its tokens would be refused by those verifiers.
         published = sorted(
-            self._published(self._clock()),
+            self._published(self._clock(), fresh=True),
             key=lambda k: math.inf if k.retired_at is None else k.retired_at,
             reverse=True,
         )
@@ -345,6 +357,9 @@ class SigningKeys:
         kid = header.get("kid")
         key = next((k for k in self._published(now) if k.kid == kid), None)
         if key is None:
+            # Perhaps a key another process made since the last read: read again, once.
+            key = next((k for k in self._published(now, fresh=True) if k.kid == kid), None)
+        if key is None:
             raise InvalidToken("unknown key id")
         try:
             claims = jwt.decode(token, self._public_key(key), algorithms=[ALGORITHM]).claims
@@ -360,7 +375,7 @@ class SigningKeys:
 
     def _active(self) -> StoredKey:
         for _ in range(_ATTEMPTS):
-            current = _active_of(self._store.all_keys())
+            current = _active_of(self._keys())
             if current is not None:
                 return current
             if (created := self._create_first()) is not None:
@@ -372,7 +387,9 @@ class SigningKeys:
         """The new first key, or None if another process stored one first."""
         new = self._new_key()
         if not self._store.activate(new, replacing=None):
+            self._cache = None
             return None
+        self._cache = None
         log.info("first signing key %s created", new.kid)
         return new
 
@@ -382,10 +399,21 @@ class SigningKeys:
         jwk = key.as_dict(private=True, kid=kid)
         return StoredKey(kid, json.dumps(jwk, sort_keys=True), self._clock())
 
-    def _published(self, now: float) -> list[StoredKey]:
+    def _keys(self, *, fresh: bool = False) -> list[StoredKey]:
+        """The store's keys, read again when ``fresh`` or older than ``refresh_every``."""
+        cached, at = self._cache, time.monotonic()
+        if fresh or cached is None or at - cached[0] >= self._refresh_every:
+            keys = self._store.all_keys()
+            self._cache = (at, keys)
+            return keys
+        return cached[1]
+
+    def _published(self, now: float, *, fresh: bool = False) -> list[StoredKey]:
         margin = self._ttl + self._leeway
         return [
-            k for k in self._store.all_keys() if k.retired_at is None or k.retired_at + margin > now
+            k
+            for k in self._keys(fresh=fresh)
+            if k.retired_at is None or k.retired_at + margin > now
         ]
 
     def _key(self, stored: StoredKey) -> ECKey:
