@@ -29,7 +29,6 @@ import secrets
 import sqlite3
 import statistics
 import string
-import subprocess
 import time
 import tomllib
 import uuid
@@ -50,8 +49,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from opentelemetry.proto.trace.v1 import trace_pb2
 from requests.adapters import HTTPAdapter
-from support.identity import MESH, TEST_CLIENTS, Identity
-from support.mesh import write_moved_mesh_toml
+from support.identity import TEST_CLIENTS, Identity, running_identity
 
 from shop.identity.v1 import identity_pb2 as pb
 from shop.identity.v1 import identity_pb2_grpc as pb_grpc
@@ -348,45 +346,21 @@ def short_lived(
     its spans go to the session's trace receiver, so the final grep sees them with the rest.
     """
     root = tmp_path_factory.mktemp("identity-short")
-    for name in ("proto", "scripts"):
-        (root / name).symlink_to(identity.root / name)
     clients = root / "clients.toml"
     clients.write_text(TEST_CLIENTS)
-    ports = write_moved_mesh_toml(root, ("identity",))
     components = tomllib.loads((identity.root / "mesh.toml").read_text())["component"]
     receiver = next(c["port"] for c in components if c["name"] == "trace-receiver")
-    env = {
-        **identity.env,
+    overrides: dict[str, str | None] = {
         "IDENTITY_CLIENTS_FILE": str(clients),
         "IDENTITY_ACCESS_TOKEN_TTL": str(SHORT_TTL_S),
         "IDENTITY_CLOCK_SKEW": "0",
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver}",
         "OTEL_BSP_SCHEDULE_DELAY": "500",
     }
-
-    def mesh(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [MESH, "--root", str(root), *args],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env=env,
-            check=False,
-        )
-
-    up = mesh("up", "-d", "--kafka", kafka_bootstrap)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield Identity(
-            root,
-            f"127.0.0.1:{ports['identity']}",
-            f"http://127.0.0.1:{ports['identity:http']}",
-            identity.registry,
-            env,
-        )
-    finally:
-        down = mesh("down")
-        assert down.returncode == 0, down.stderr
+    with running_identity(
+        root, kafka_bootstrap, identity.env, overrides=overrides, with_registry=False
+    ) as running:
+        yield running
 
 
 # --- 1. registration ------------------------------------------------------------------------

@@ -16,7 +16,6 @@ The device grant's ``expired_token`` is shown on a second identity whose device 
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import time
 import uuid
@@ -34,8 +33,7 @@ import requests
 from authlib.common.security import generate_token
 from authlib.integrations.requests_client import OAuth2Session, OAuthError
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
-from support.identity import Identity
-from support.mesh import write_moved_mesh_toml
+from support.identity import Identity, running_identity
 
 from shop.identity.v1 import identity_pb2, identity_pb2_grpc
 
@@ -703,31 +701,13 @@ def shipped_identity(
     live 2 seconds and a signing key that rotates every 2 seconds: its issuer. Like the
     session's ``identity`` in all else; it is up in about two seconds, cheap for a real proof."""
     root = tmp_path_factory.mktemp("identity-shipped-clients")
-    for name in ("proto", "scripts"):
-        (root / name).symlink_to(REPO / name)
-    ports = write_moved_mesh_toml(root, ("trace-receiver", "schema-registry", "identity"))
-    env = {**identity.env, "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{ports['schema-registry']}"}
-    env.pop("IDENTITY_CLIENTS_FILE")
-    env["IDENTITY_DEVICE_CODE_TTL"] = "2"
-    env["IDENTITY_KEY_ROTATION"] = "2"
-
-    def mesh(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [MESH, "--root", str(root), *args],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            env=env,
-            check=False,
-        )
-
-    up = mesh("up", "-d", "--kafka", kafka_bootstrap)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield f"http://127.0.0.1:{ports['identity:http']}"
-    finally:
-        down = mesh("down")
-        assert down.returncode == 0, down.stderr
+    overrides: dict[str, str | None] = {
+        "IDENTITY_CLIENTS_FILE": None,
+        "IDENTITY_DEVICE_CODE_TTL": "2",
+        "IDENTITY_KEY_ROTATION": "2",
+    }
+    with running_identity(root, kafka_bootstrap, identity.env, overrides=overrides) as running:
+        yield running.issuer
 
 
 def test_discovery_lists_the_legacy_grants_only_because_a_client_may_use_them(

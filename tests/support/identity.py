@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,37 +76,60 @@ def _mesh(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedPr
     )
 
 
-@pytest.fixture(scope="session")
-def identity(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Identity]:
-    """`mesh up -d` of the schema registry and identity on free ports, with the real argon2
-    parameters, a 1-second device polling interval and the test clients above."""
-    root = tmp_path_factory.mktemp("identity-mesh")
+@contextmanager
+def running_identity(
+    root: Path,
+    kafka_bootstrap: str,
+    env: Mapping[str, str],
+    *,
+    overrides: Mapping[str, str | None] | None = None,
+    with_registry: bool = True,
+) -> Iterator[Identity]:
+    """`mesh up -d` of identity in the scratch ``root`` on free ports, in ``env`` with
+    ``overrides`` (None unsets a variable); with its own trace receiver and schema registry, or
+    (``with_registry=False``) on the registry ``env`` names. `mesh down` when the block ends."""
     for name in ("proto", "scripts"):
         (root / name).symlink_to(REPO / name)
-    clients = root / "clients.toml"
-    clients.write_text(TEST_CLIENTS)
-    ports = write_moved_mesh_toml(root, ("trace-receiver", "schema-registry", "identity"))
-    env = {
-        **os.environ,
-        "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{ports['schema-registry']}",
-        "IDENTITY_CLIENTS_FILE": str(clients),
-        "IDENTITY_DEVICE_INTERVAL": "1",
-    }
-    for key in ("MESH_KAFKA_BOOTSTRAP", "OTEL_EXPORTER_OTLP_ENDPOINT"):
-        env.pop(key, None)
-    up = _mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
+    names = ("trace-receiver", "schema-registry", "identity") if with_registry else ("identity",)
+    ports = write_moved_mesh_toml(root, names)
+    merged = {**env}
+    if with_registry:
+        merged["SCHEMA_REGISTRY_URL"] = f"http://127.0.0.1:{ports['schema-registry']}"
+    merged.pop("MESH_KAFKA_BOOTSTRAP", None)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    up = _mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=merged)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         yield Identity(
             root,
             f"127.0.0.1:{ports['identity']}",
             f"http://127.0.0.1:{ports['identity:http']}",
-            env["SCHEMA_REGISTRY_URL"],
-            env,
+            merged["SCHEMA_REGISTRY_URL"],
+            merged,
         )
     finally:
-        down = _mesh(root, "down", env=env)
+        down = _mesh(root, "down", env=merged)
         assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="session")
+def identity(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Identity]:
+    """`mesh up -d` of the schema registry and identity on free ports, with the real argon2
+    parameters, a 1-second device polling interval and the test clients above."""
+    root = tmp_path_factory.mktemp("identity-mesh")
+    clients = root / "clients.toml"
+    clients.write_text(TEST_CLIENTS)
+    overrides: dict[str, str | None] = {
+        "IDENTITY_CLIENTS_FILE": str(clients),
+        "IDENTITY_DEVICE_INTERVAL": "1",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": None,
+    }
+    with running_identity(root, kafka_bootstrap, os.environ, overrides=overrides) as running:
+        yield running
 
 
 def register(identity: Identity, email: str, password: str) -> str:
