@@ -23,15 +23,25 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
+# Third-party contracts ours import (google/api/annotations.proto for HTTP routes), copied as
+# published; on the include path, never generated: their Python modules come from their own
+# package (googleapis-common-protos), which must match the copy.
+VENDOR = PROTO / "vendor"
 GEN = ROOT / "gen"
 # Top-level proto packages (shop: the reference shop; mesh: platform services), each a package
 # of the generated distribution (gen/pyproject.toml lists the same names).
-PACKAGES = tuple(sorted(p.name for p in PROTO.iterdir() if p.is_dir() and any(p.rglob("*.proto"))))
+PACKAGES = tuple(
+    sorted(
+        p.name for p in PROTO.iterdir() if p.is_dir() and p != VENDOR and any(p.rglob("*.proto"))
+    )
+)
 
 
 def generate(out: Path) -> None:
     """Run protoc over every .proto under proto/ into `out`, adding __init__.py to each package."""
-    protos = sorted(str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto"))
+    protos = sorted(
+        str(p.relative_to(PROTO)) for p in PROTO.rglob("*.proto") if VENDOR not in p.parents
+    )
     well_known = resources.files("grpc_tools") / "_proto"
     plugin_dir = Path(sys.executable).parent  # protoc-gen-mypy_grpc lives beside the interpreter
     env = {**os.environ, "PATH": f"{plugin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -40,6 +50,7 @@ def generate(out: Path) -> None:
         "-m",
         "grpc_tools.protoc",
         f"-I{PROTO}",
+        f"-I{VENDOR}",
         f"-I{well_known}",
         f"--python_out={out}",
         f"--pyi_out={out}",

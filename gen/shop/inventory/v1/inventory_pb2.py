@@ -22,39 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/inventory/v1/inventory.proto\x12\x11shop.inventory.v1\"0\n\x0fSetStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"D\n\x10SetStockResponse\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x05\x12\x10\n\x08reserved\x18\x03 \x01(\x05\"\x1e\n\x0fGetStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"D\n\x10GetStockResponse\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x05\x12\x10\n\x08reserved\x18\x03 \x01(\x05\"0\n\x0fReservationLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"`\n\x13ReserveStockRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x31\n\x05lines\x18\x02 \x03(\x0b\x32\".shop.inventory.v1.ReservationLine\"\x97\x01\n\x14ReserveStockResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x31\n\x05lines\x18\x02 \x03(\x0b\x32\".shop.inventory.v1.ReservationLine\x12\x34\n\x06status\x18\x03 \x01(\x0e\x32$.shop.inventory.v1.ReservationStatus\"3\n\x19ReleaseReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"j\n\x1aReleaseReservationResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.shop.inventory.v1.ReservationStatus\"2\n\x18\x43ommitReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"i\n\x19\x43ommitReservationResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.shop.inventory.v1.ReservationStatus*\x9b\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x02\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x03\x32\x80\x04\n\x10InventoryService\x12S\n\x08SetStock\x12\".shop.inventory.v1.SetStockRequest\x1a#.shop.inventory.v1.SetStockResponse\x12S\n\x08GetStock\x12\".shop.inventory.v1.GetStockRequest\x1a#.shop.inventory.v1.GetStockResponse\x12_\n\x0cReserveStock\x12&.shop.inventory.v1.ReserveStockRequest\x1a\'.shop.inventory.v1.ReserveStockResponse\x12q\n\x12ReleaseReservation\x12,.shop.inventory.v1.ReleaseReservationRequest\x1a-.shop.inventory.v1.ReleaseReservationResponse\x12n\n\x11\x43ommitReservation\x12+.shop.inventory.v1.CommitReservationRequest\x1a,.shop.inventory.v1.CommitReservationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/inventory/v1/inventory.proto\x12\x11shop.inventory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x18mesh/api/v1/access.proto\"0\n\x0fSetStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"D\n\x10SetStockResponse\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x05\x12\x10\n\x08reserved\x18\x03 \x01(\x05\"\x1e\n\x0fGetStockRequest\x12\x0b\n\x03sku\x18\x01 \x01(\t\"D\n\x10GetStockResponse\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x11\n\tavailable\x18\x02 \x01(\x05\x12\x10\n\x08reserved\x18\x03 \x01(\x05\"0\n\x0fReservationLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"`\n\x13ReserveStockRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x31\n\x05lines\x18\x02 \x03(\x0b\x32\".shop.inventory.v1.ReservationLine\"\x97\x01\n\x14ReserveStockResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x31\n\x05lines\x18\x02 \x03(\x0b\x32\".shop.inventory.v1.ReservationLine\x12\x34\n\x06status\x18\x03 \x01(\x0e\x32$.shop.inventory.v1.ReservationStatus\"3\n\x19ReleaseReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"j\n\x1aReleaseReservationResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.shop.inventory.v1.ReservationStatus\"2\n\x18\x43ommitReservationRequest\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\"i\n\x19\x43ommitReservationResponse\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x34\n\x06status\x18\x02 \x01(\x0e\x32$.shop.inventory.v1.ReservationStatus*\x9b\x01\n\x11ReservationStatus\x12\"\n\x1eRESERVATION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bRESERVATION_STATUS_RESERVED\x10\x01\x12\x1f\n\x1bRESERVATION_STATUS_RELEASED\x10\x02\x12 \n\x1cRESERVATION_STATUS_COMMITTED\x10\x03\x32\xc6\x04\n\x10InventoryService\x12z\n\x08SetStock\x12\".shop.inventory.v1.SetStockRequest\x1a#.shop.inventory.v1.SetStockResponse\"%\xa2\xbb\x18\x07\x1a\x05\x61\x64min\x82\xd3\xe4\x93\x02\x14\x1a\x0f/v1/stock/{sku}:\x01*\x12r\n\x08GetStock\x12\".shop.inventory.v1.GetStockRequest\x1a#.shop.inventory.v1.GetStockResponse\"\x1d\xa2\xbb\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/stock/{sku}\x12_\n\x0cReserveStock\x12&.shop.inventory.v1.ReserveStockRequest\x1a\'.shop.inventory.v1.ReserveStockResponse\x12q\n\x12ReleaseReservation\x12,.shop.inventory.v1.ReleaseReservationRequest\x1a-.shop.inventory.v1.ReleaseReservationResponse\x12n\n\x11\x43ommitReservation\x12+.shop.inventory.v1.CommitReservationRequest\x1a,.shop.inventory.v1.CommitReservationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.inventory.v1.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RESERVATIONSTATUS']._serialized_start=901
-  _globals['_RESERVATIONSTATUS']._serialized_end=1056
-  _globals['_SETSTOCKREQUEST']._serialized_start=56
-  _globals['_SETSTOCKREQUEST']._serialized_end=104
-  _globals['_SETSTOCKRESPONSE']._serialized_start=106
-  _globals['_SETSTOCKRESPONSE']._serialized_end=174
-  _globals['_GETSTOCKREQUEST']._serialized_start=176
-  _globals['_GETSTOCKREQUEST']._serialized_end=206
-  _globals['_GETSTOCKRESPONSE']._serialized_start=208
-  _globals['_GETSTOCKRESPONSE']._serialized_end=276
-  _globals['_RESERVATIONLINE']._serialized_start=278
-  _globals['_RESERVATIONLINE']._serialized_end=326
-  _globals['_RESERVESTOCKREQUEST']._serialized_start=328
-  _globals['_RESERVESTOCKREQUEST']._serialized_end=424
-  _globals['_RESERVESTOCKRESPONSE']._serialized_start=427
-  _globals['_RESERVESTOCKRESPONSE']._serialized_end=578
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=580
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=631
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=633
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=739
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=741
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=791
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=793
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=898
-  _globals['_INVENTORYSERVICE']._serialized_start=1059
-  _globals['_INVENTORYSERVICE']._serialized_end=1571
+  _globals['_INVENTORYSERVICE'].methods_by_name['SetStock']._loaded_options = None
+  _globals['_INVENTORYSERVICE'].methods_by_name['SetStock']._serialized_options = b'\242\273\030\007\032\005admin\202\323\344\223\002\024\032\017/v1/stock/{sku}:\001*'
+  _globals['_INVENTORYSERVICE'].methods_by_name['GetStock']._loaded_options = None
+  _globals['_INVENTORYSERVICE'].methods_by_name['GetStock']._serialized_options = b'\242\273\030\002\010\001\202\323\344\223\002\021\022\017/v1/stock/{sku}'
+  _globals['_RESERVATIONSTATUS']._serialized_start=957
+  _globals['_RESERVATIONSTATUS']._serialized_end=1112
+  _globals['_SETSTOCKREQUEST']._serialized_start=112
+  _globals['_SETSTOCKREQUEST']._serialized_end=160
+  _globals['_SETSTOCKRESPONSE']._serialized_start=162
+  _globals['_SETSTOCKRESPONSE']._serialized_end=230
+  _globals['_GETSTOCKREQUEST']._serialized_start=232
+  _globals['_GETSTOCKREQUEST']._serialized_end=262
+  _globals['_GETSTOCKRESPONSE']._serialized_start=264
+  _globals['_GETSTOCKRESPONSE']._serialized_end=332
+  _globals['_RESERVATIONLINE']._serialized_start=334
+  _globals['_RESERVATIONLINE']._serialized_end=382
+  _globals['_RESERVESTOCKREQUEST']._serialized_start=384
+  _globals['_RESERVESTOCKREQUEST']._serialized_end=480
+  _globals['_RESERVESTOCKRESPONSE']._serialized_start=483
+  _globals['_RESERVESTOCKRESPONSE']._serialized_end=634
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=636
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=687
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=689
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=795
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=797
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=847
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=849
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=954
+  _globals['_INVENTORYSERVICE']._serialized_start=1115
+  _globals['_INVENTORYSERVICE']._serialized_end=1697
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,5 @@
+from google.api import annotations_pb2 as _annotations_pb2
+from mesh.api.v1 import access_pb2 as _access_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor

@@ -22,42 +22,48 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 from shop.common.v1 import common_pb2 as shop_dot_common_dot_v1_dot_common__pb2
 from shop.orders.v1 import orders_pb2 as shop_dot_orders_dot_v1_dot_orders__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/order_views/v1/order_views.proto\x12\x13shop.order_views.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bshop/common/v1/common.proto\x1a\x1bshop/orders/v1/orders.proto\"\x97\x01\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"`\n\x12ListOrdersResponse\x12\x31\n\x06orders\x18\x01 \x03(\x0b\x32!.shop.order_views.v1.OrderSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x13SearchOrdersRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"b\n\x14SearchOrdersResponse\x12\x31\n\x06orders\x18\x01 \x03(\x0b\x32!.shop.order_views.v1.OrderSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x99\x02\n\x0cOrderSummary\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.Money\x12\x12\n\nline_count\x18\x05 \x01(\x05\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x08 \x01(\t\"B\n\x13GetOrderViewRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"D\n\x14GetOrderViewResponse\x12,\n\x04view\x18\x01 \x01(\x0b\x32\x1e.shop.order_views.v1.OrderView\"\x81\x02\n\tOrderView\x12\x32\n\x07summary\x18\x01 \x01(\x0b\x32!.shop.order_views.v1.OrderSummary\x12\x34\n\x08timeline\x18\x02 \x03(\x0b\x32\".shop.order_views.v1.TimelineEntry\x12\x15\n\rpayment_state\x18\x03 \x01(\t\x12\x16\n\x0eshipment_state\x18\x04 \x01(\t\x12(\n\x05lines\x18\x05 \x03(\x0b\x32\x19.shop.orders.v1.OrderLine\x12\x31\n\x10shipping_address\x18\x06 \x01(\x0b\x32\x17.shop.common.v1.Address\"i\n\rTimelineEntry\x12/\n\x0boccurred_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x1c\n\x1aGetProjectionStatusRequest\"W\n\x1bGetProjectionStatusResponse\x12\x38\n\npartitions\x18\x01 \x03(\x0b\x32$.shop.order_views.v1.PartitionStatus\"R\n\x0fPartitionStatus\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0b\n\x03lag\x18\x04 \x01(\x03\x32\xb6\x03\n\x11OrderViewsService\x12]\n\nListOrders\x12&.shop.order_views.v1.ListOrdersRequest\x1a\'.shop.order_views.v1.ListOrdersResponse\x12\x63\n\x0cSearchOrders\x12(.shop.order_views.v1.SearchOrdersRequest\x1a).shop.order_views.v1.SearchOrdersResponse\x12\x63\n\x0cGetOrderView\x12(.shop.order_views.v1.GetOrderViewRequest\x1a).shop.order_views.v1.GetOrderViewResponse\x12x\n\x13GetProjectionStatus\x12/.shop.order_views.v1.GetProjectionStatusRequest\x1a\x30.shop.order_views.v1.GetProjectionStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%shop/order_views/v1/order_views.proto\x12\x13shop.order_views.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\x1a\x1bshop/common/v1/common.proto\x1a\x1bshop/orders/v1/orders.proto\"\x97\x01\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x05 \x01(\t\"`\n\x12ListOrdersResponse\x12\x31\n\x06orders\x18\x01 \x03(\x0b\x32!.shop.order_views.v1.OrderSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x13SearchOrdersRequest\x12\x10\n\x05query\x18\x01 \x01(\tR\x01q\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x04 \x01(\t\"b\n\x14SearchOrdersResponse\x12\x31\n\x06orders\x18\x01 \x03(\x0b\x32!.shop.order_views.v1.OrderSummary\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x99\x02\n\x0cOrderSummary\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.Money\x12\x12\n\nline_count\x18\x05 \x01(\x05\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x08 \x01(\t\"B\n\x13GetOrderViewRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x19\n\x11\x63onsistency_token\x18\x02 \x01(\t\"D\n\x14GetOrderViewResponse\x12,\n\x04view\x18\x01 \x01(\x0b\x32\x1e.shop.order_views.v1.OrderView\"\x81\x02\n\tOrderView\x12\x32\n\x07summary\x18\x01 \x01(\x0b\x32!.shop.order_views.v1.OrderSummary\x12\x34\n\x08timeline\x18\x02 \x03(\x0b\x32\".shop.order_views.v1.TimelineEntry\x12\x15\n\rpayment_state\x18\x03 \x01(\t\x12\x16\n\x0eshipment_state\x18\x04 \x01(\t\x12(\n\x05lines\x18\x05 \x03(\x0b\x32\x19.shop.orders.v1.OrderLine\x12\x31\n\x10shipping_address\x18\x06 \x01(\x0b\x32\x17.shop.common.v1.Address\"i\n\rTimelineEntry\x12/\n\x0boccurred_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"\x1c\n\x1aGetProjectionStatusRequest\"W\n\x1bGetProjectionStatusResponse\x12\x38\n\npartitions\x18\x01 \x03(\x0b\x32$.shop.order_views.v1.PartitionStatus\"R\n\x0fPartitionStatus\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x11\n\tpartition\x18\x02 \x01(\x05\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x0b\n\x03lag\x18\x04 \x01(\x03\x32\xf7\x03\n\x11OrderViewsService\x12\x82\x01\n\nListOrders\x12&.shop.order_views.v1.ListOrdersRequest\x1a\'.shop.order_views.v1.ListOrdersResponse\"#\xa2\xbb\x18\r\x12\x0b\x63ustomer_id\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/orders\x12~\n\x0cSearchOrders\x12(.shop.order_views.v1.SearchOrdersRequest\x1a).shop.order_views.v1.SearchOrdersResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/orders:search\x12\x63\n\x0cGetOrderView\x12(.shop.order_views.v1.GetOrderViewRequest\x1a).shop.order_views.v1.GetOrderViewResponse\x12x\n\x13GetProjectionStatus\x12/.shop.order_views.v1.GetProjectionStatusRequest\x1a\x30.shop.order_views.v1.GetProjectionStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.order_views.v1.order_views_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTORDERSREQUEST']._serialized_start=154
-  _globals['_LISTORDERSREQUEST']._serialized_end=305
-  _globals['_LISTORDERSRESPONSE']._serialized_start=307
-  _globals['_LISTORDERSRESPONSE']._serialized_end=403
-  _globals['_SEARCHORDERSREQUEST']._serialized_start=405
-  _globals['_SEARCHORDERSREQUEST']._serialized_end=507
-  _globals['_SEARCHORDERSRESPONSE']._serialized_start=509
-  _globals['_SEARCHORDERSRESPONSE']._serialized_end=607
-  _globals['_ORDERSUMMARY']._serialized_start=610
-  _globals['_ORDERSUMMARY']._serialized_end=891
-  _globals['_GETORDERVIEWREQUEST']._serialized_start=893
-  _globals['_GETORDERVIEWREQUEST']._serialized_end=959
-  _globals['_GETORDERVIEWRESPONSE']._serialized_start=961
-  _globals['_GETORDERVIEWRESPONSE']._serialized_end=1029
-  _globals['_ORDERVIEW']._serialized_start=1032
-  _globals['_ORDERVIEW']._serialized_end=1289
-  _globals['_TIMELINEENTRY']._serialized_start=1291
-  _globals['_TIMELINEENTRY']._serialized_end=1396
-  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_start=1398
-  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_end=1426
-  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_start=1428
-  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_end=1515
-  _globals['_PARTITIONSTATUS']._serialized_start=1517
-  _globals['_PARTITIONSTATUS']._serialized_end=1599
-  _globals['_ORDERVIEWSSERVICE']._serialized_start=1602
-  _globals['_ORDERVIEWSSERVICE']._serialized_end=2040
+  _globals['_ORDERVIEWSSERVICE'].methods_by_name['ListOrders']._loaded_options = None
+  _globals['_ORDERVIEWSSERVICE'].methods_by_name['ListOrders']._serialized_options = b'\242\273\030\r\022\013customer_id\202\323\344\223\002\014\022\n/v1/orders'
+  _globals['_ORDERVIEWSSERVICE'].methods_by_name['SearchOrders']._loaded_options = None
+  _globals['_ORDERVIEWSSERVICE'].methods_by_name['SearchOrders']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/orders:search'
+  _globals['_LISTORDERSREQUEST']._serialized_start=210
+  _globals['_LISTORDERSREQUEST']._serialized_end=361
+  _globals['_LISTORDERSRESPONSE']._serialized_start=363
+  _globals['_LISTORDERSRESPONSE']._serialized_end=459
+  _globals['_SEARCHORDERSREQUEST']._serialized_start=461
+  _globals['_SEARCHORDERSREQUEST']._serialized_end=566
+  _globals['_SEARCHORDERSRESPONSE']._serialized_start=568
+  _globals['_SEARCHORDERSRESPONSE']._serialized_end=666
+  _globals['_ORDERSUMMARY']._serialized_start=669
+  _globals['_ORDERSUMMARY']._serialized_end=950
+  _globals['_GETORDERVIEWREQUEST']._serialized_start=952
+  _globals['_GETORDERVIEWREQUEST']._serialized_end=1018
+  _globals['_GETORDERVIEWRESPONSE']._serialized_start=1020
+  _globals['_GETORDERVIEWRESPONSE']._serialized_end=1088
+  _globals['_ORDERVIEW']._serialized_start=1091
+  _globals['_ORDERVIEW']._serialized_end=1348
+  _globals['_TIMELINEENTRY']._serialized_start=1350
+  _globals['_TIMELINEENTRY']._serialized_end=1455
+  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_start=1457
+  _globals['_GETPROJECTIONSTATUSREQUEST']._serialized_end=1485
+  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_start=1487
+  _globals['_GETPROJECTIONSTATUSRESPONSE']._serialized_end=1574
+  _globals['_PARTITIONSTATUS']._serialized_start=1576
+  _globals['_PARTITIONSTATUS']._serialized_end=1658
+  _globals['_ORDERVIEWSSERVICE']._serialized_start=1661
+  _globals['_ORDERVIEWSSERVICE']._serialized_end=2164
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,8 @@
 import datetime
 
+from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from mesh.api.v1 import access_pb2 as _access_pb2
 from shop.common.v1 import common_pb2 as _common_pb2
 from shop.orders.v1 import orders_pb2 as _orders_pb2
 from google.protobuf.internal import containers as _containers

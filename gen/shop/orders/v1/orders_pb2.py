@@ -22,38 +22,46 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 from shop.common.v1 import common_pb2 as shop_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/orders/v1/orders.proto\x12\x0eshop.orders.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bshop/common/v1/common.proto\"U\n\tOrderLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12)\n\nunit_price\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\"\xb0\x01\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12(\n\x05lines\x18\x03 \x03(\x0b\x32\x19.shop.orders.v1.OrderLine\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x31\n\x10shipping_address\x18\x05 \x01(\x0b\x32\x17.shop.common.v1.Address\"n\n\x12PlaceOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"N\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x10GetOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.shop.orders.v1.Order\"\xec\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12(\n\x05lines\x18\x03 \x03(\x0b\x32\x19.shop.orders.v1.OrderLine\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.Money\x12+\n\x06status\x18\x05 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x10shipping_address\x18\t \x01(\x0b\x32\x17.shop.common.v1.Address\x12\x0f\n\x07version\x18\n \x01(\x03\"*\n\x16ListOrderEventsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"E\n\x17ListOrderEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.shop.orders.v1.OrderEvent\"\x83\x01\n\nOrderEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*}\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03\x32\x97\x02\n\rOrdersService\x12S\n\nPlaceOrder\x12!.shop.orders.v1.PlaceOrderRequest\x1a\".shop.orders.v1.PlaceOrderResponse\x12M\n\x08GetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponse\x12\x62\n\x0fListOrderEvents\x12&.shop.orders.v1.ListOrderEventsRequest\x1a\'.shop.orders.v1.ListOrderEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/orders/v1/orders.proto\x12\x0eshop.orders.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\x1a\x1bshop/common/v1/common.proto\"U\n\tOrderLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12)\n\nunit_price\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\"\xb0\x01\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12(\n\x05lines\x18\x03 \x03(\x0b\x32\x19.shop.orders.v1.OrderLine\x12\x15\n\rpayment_token\x18\x04 \x01(\t\x12\x31\n\x10shipping_address\x18\x05 \x01(\x0b\x32\x17.shop.common.v1.Address\"n\n\x12PlaceOrderResponse\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12\x19\n\x11\x63onsistency_token\x18\x03 \x01(\t\"N\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"8\n\x10GetOrderResponse\x12$\n\x05order\x18\x01 \x01(\x0b\x32\x15.shop.orders.v1.Order\"\xec\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12(\n\x05lines\x18\x03 \x03(\x0b\x32\x19.shop.orders.v1.OrderLine\x12$\n\x05total\x18\x04 \x01(\x0b\x32\x15.shop.common.v1.Money\x12+\n\x06status\x18\x05 \x01(\x0e\x32\x1b.shop.orders.v1.OrderStatus\x12\x1b\n\x13\x63\x61ncellation_reason\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x10shipping_address\x18\t \x01(\x0b\x32\x17.shop.common.v1.Address\x12\x0f\n\x07version\x18\n \x01(\x03\"*\n\x16ListOrderEventsRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"E\n\x17ListOrderEventsResponse\x12*\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1a.shop.orders.v1.OrderEvent\"\x83\x01\n\nOrderEvent\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*}\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03\x32\x85\x03\n\rOrdersService\x12{\n\nPlaceOrder\x12!.shop.orders.v1.PlaceOrderRequest\x1a\".shop.orders.v1.PlaceOrderResponse\"&\xa2\xbb\x18\r\x12\x0b\x63ustomer_id\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12l\n\x08GetOrder\x12\x1f.shop.orders.v1.GetOrderRequest\x1a .shop.orders.v1.GetOrderResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12\x88\x01\n\x0fListOrderEvents\x12&.shop.orders.v1.ListOrderEventsRequest\x1a\'.shop.orders.v1.ListOrderEventsResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/orders/{order_id}/eventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.orders.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=1271
-  _globals['_ORDERSTATUS']._serialized_end=1396
-  _globals['_ORDERLINE']._serialized_start=139
-  _globals['_ORDERLINE']._serialized_end=224
-  _globals['_PLACEORDERREQUEST']._serialized_start=227
-  _globals['_PLACEORDERREQUEST']._serialized_end=403
-  _globals['_PLACEORDERRESPONSE']._serialized_start=405
-  _globals['_PLACEORDERRESPONSE']._serialized_end=515
-  _globals['_GETORDERREQUEST']._serialized_start=517
-  _globals['_GETORDERREQUEST']._serialized_end=595
-  _globals['_GETORDERRESPONSE']._serialized_start=597
-  _globals['_GETORDERRESPONSE']._serialized_end=653
-  _globals['_ORDER']._serialized_start=656
-  _globals['_ORDER']._serialized_end=1020
-  _globals['_LISTORDEREVENTSREQUEST']._serialized_start=1022
-  _globals['_LISTORDEREVENTSREQUEST']._serialized_end=1064
-  _globals['_LISTORDEREVENTSRESPONSE']._serialized_start=1066
-  _globals['_LISTORDEREVENTSRESPONSE']._serialized_end=1135
-  _globals['_ORDEREVENT']._serialized_start=1138
-  _globals['_ORDEREVENT']._serialized_end=1269
-  _globals['_ORDERSSERVICE']._serialized_start=1399
-  _globals['_ORDERSSERVICE']._serialized_end=1678
+  _globals['_ORDERSSERVICE'].methods_by_name['PlaceOrder']._loaded_options = None
+  _globals['_ORDERSSERVICE'].methods_by_name['PlaceOrder']._serialized_options = b'\242\273\030\r\022\013customer_id\202\323\344\223\002\017\"\n/v1/orders:\001*'
+  _globals['_ORDERSSERVICE'].methods_by_name['GetOrder']._loaded_options = None
+  _globals['_ORDERSSERVICE'].methods_by_name['GetOrder']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/orders/{order_id}'
+  _globals['_ORDERSSERVICE'].methods_by_name['ListOrderEvents']._loaded_options = None
+  _globals['_ORDERSSERVICE'].methods_by_name['ListOrderEvents']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/orders/{order_id}/events'
+  _globals['_ORDERSTATUS']._serialized_start=1327
+  _globals['_ORDERSTATUS']._serialized_end=1452
+  _globals['_ORDERLINE']._serialized_start=195
+  _globals['_ORDERLINE']._serialized_end=280
+  _globals['_PLACEORDERREQUEST']._serialized_start=283
+  _globals['_PLACEORDERREQUEST']._serialized_end=459
+  _globals['_PLACEORDERRESPONSE']._serialized_start=461
+  _globals['_PLACEORDERRESPONSE']._serialized_end=571
+  _globals['_GETORDERREQUEST']._serialized_start=573
+  _globals['_GETORDERREQUEST']._serialized_end=651
+  _globals['_GETORDERRESPONSE']._serialized_start=653
+  _globals['_GETORDERRESPONSE']._serialized_end=709
+  _globals['_ORDER']._serialized_start=712
+  _globals['_ORDER']._serialized_end=1076
+  _globals['_LISTORDEREVENTSREQUEST']._serialized_start=1078
+  _globals['_LISTORDEREVENTSREQUEST']._serialized_end=1120
+  _globals['_LISTORDEREVENTSRESPONSE']._serialized_start=1122
+  _globals['_LISTORDEREVENTSRESPONSE']._serialized_end=1191
+  _globals['_ORDEREVENT']._serialized_start=1194
+  _globals['_ORDEREVENT']._serialized_end=1325
+  _globals['_ORDERSSERVICE']._serialized_start=1455
+  _globals['_ORDERSSERVICE']._serialized_end=1844
 # @@protoc_insertion_point(module_scope)
