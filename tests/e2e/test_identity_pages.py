@@ -74,3 +74,36 @@ def test_an_unknown_page_is_an_error_page_in_words(identity: Identity) -> None:
     assert "That did not work" in page.text
     wrong_method = requests.get(f"{identity.issuer}/token", timeout=10)
     assert wrong_method.status_code == 405
+
+
+def test_a_browser_app_of_an_allowed_origin_may_call_the_token_endpoint(
+    identity: Identity,
+) -> None:
+    """CORS for the gateway's shop page (a public client in a page): /token and discovery only,
+    never the pages."""
+    shop = "http://127.0.0.1:8080"
+    preflight = requests.options(
+        f"{identity.issuer}/token",
+        headers={"Origin": shop, "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == shop
+    assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+    refused = requests.post(
+        f"{identity.issuer}/token",
+        data={"grant_type": "refresh_token", "client_id": "shop-web", "refresh_token": "x"},
+        headers={"Origin": shop},
+        timeout=10,
+    )
+    assert refused.status_code == 400  # an OAuth error, readable by the page's script
+    assert refused.headers["Access-Control-Allow-Origin"] == shop
+    stranger = requests.post(
+        f"{identity.issuer}/token",
+        data={"grant_type": "refresh_token", "client_id": "shop-web", "refresh_token": "x"},
+        headers={"Origin": "https://evil.example"},
+        timeout=10,
+    )
+    assert "Access-Control-Allow-Origin" not in stranger.headers
+    page = requests.get(f"{identity.issuer}/login", headers={"Origin": shop}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in page.headers

@@ -53,7 +53,10 @@ def test_user_codes_use_the_base_20_alphabet_and_compare_loosely() -> None:
 def test_the_shipped_clients() -> None:
     clients = load_clients(env={})
     web, tv, backend = clients["shop-web"], clients["shop-tv"], clients["shop-backend"]
-    assert web.public and web.redirect_uris == ("http://127.0.0.1:8765/callback",)
+    assert web.public and web.redirect_uris == (
+        "http://127.0.0.1:8080/",
+        "http://127.0.0.1:8765/callback",
+    )
     assert web.response_types == ("code",) and not web.allows("password")
     assert tv.public and tv.allows(DEVICE_CODE_GRANT)
     assert not backend.public and backend.allows("client_credentials")

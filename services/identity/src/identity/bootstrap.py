@@ -78,7 +78,11 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         ),
     )
     http.app = IdentityHttp(
-        accounts, oauth, keys.jwks, secure_cookies=issuer.startswith("https://")
+        accounts,
+        oauth,
+        keys.jwks,
+        secure_cookies=issuer.startswith("https://"),
+        cors_origins=settings.origins,
     )
 
     # Often enough that a rotation is never late by more than half its period.

@@ -66,6 +66,19 @@ class Settings(ServiceSettings):
         metadata={"help": "argon2's cheapest parameters: for tests only, never in production"},
     )
 
+    cors_origins: str = dataclasses.field(
+        default="http://127.0.0.1:8080,http://localhost:8080",
+        metadata={
+            "help": "comma-separated origins of browser apps that may call /token and /revoke"
+            " (the gateway's shop page)"
+        },
+    )
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """cors_origins as a tuple."""
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
     def issuer_for(self, port: int) -> str:
         """The issuer: IDENTITY_ISSUER, or this server's own URL."""
         return self.issuer.rstrip("/") or f"http://127.0.0.1:{port}"

@@ -38,6 +38,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "identity_session"
+# What a browser app of another origin may call (CORS): the token endpoints and discovery. Never
+# the pages: they are for identity's own origin, and their forms carry CSRF tokens.
+_CORS_PATHS = frozenset(
+    {
+        "/token",
+        "/revoke",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    }
+)
 CSRF_COOKIE = "identity_csrf"
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -52,11 +63,13 @@ class IdentityHttp:
         jwks: Callable[[], dict[str, Any]],
         *,
         secure_cookies: bool = False,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         self._accounts = accounts
         self._oauth = oauth
         self._jwks_source = jwks
         self._secure = secure_cookies
+        self._cors_origins = cors_origins
         self._csrf_key = secrets.token_bytes(32)
         self._templates = Environment(
             loader=PackageLoader("identity.entrypoints", "templates"),
@@ -87,6 +100,17 @@ class IdentityHttp:
         # Form bodies are small here; bound them (Werkzeug raises 413 beyond).
         request.max_content_length = 64 * 1024
         request.max_form_memory_size = 64 * 1024
+        origin = request.headers.get("Origin", "")
+        cors = origin in self._cors_origins and request.path in _CORS_PATHS
+        if request.method == "OPTIONS" and cors:
+            # A browser app's preflight before it POSTs to /token (a public client in a page).
+            preflight = Response(status=204)
+            preflight.headers["Access-Control-Allow-Origin"] = origin
+            preflight.headers["Access-Control-Allow-Methods"] = "GET, POST"
+            preflight.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
+            preflight.headers["Access-Control-Max-Age"] = "600"
+            preflight.headers["Vary"] = "Origin"
+            return preflight(environ, start_response)
         try:
             endpoint, args = self._urls.bind_to_environ(environ).match()
             response = getattr(self, f"_{endpoint}")(request, **args)
@@ -94,6 +118,9 @@ class IdentityHttp:
             response = self._page("error.html", exc.code or 404, message=exc.description)
         except HTTPException as exc:
             response = self._page("error.html", exc.code or 400, message=exc.description)
+        if cors:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers.add("Vary", "Origin")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         if response.mimetype == "text/html":
