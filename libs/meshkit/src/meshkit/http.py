@@ -7,7 +7,9 @@ waitress, a production WSGI server in pure Python, on a thread pool:
 - the socket is bound when the service is built, so a port in use refuses the start and a
   health check that says SERVING means HTTP accepts connections too;
 - every request gets a SERVER span (W3C ``traceparent`` from its headers continues the caller's
-  trace) and a DEBUG access-log line; a slow or failed one is logged at INFO/WARNING;
+  trace) and an access-log line (JSON, with the trace id and the response's X-Request-Id): at
+  INFO for an edge (``access_log=True``), else at DEBUG, with a slow or failed one at
+  INFO/WARNING;
 - on stop it stops accepting, lets requests in progress finish (up to ``grace`` seconds), then
   closes the connections still open.
 """
@@ -49,12 +51,13 @@ class HttpServer:
         port: int = 0,
         threads: int = 8,
         grace: float = 5.0,
+        access_log: bool = False,
     ) -> None:
         self.name = name
         self._grace = grace
         try:
             self._server: Any = waitress.server.create_server(
-                _Traced(app, name),
+                _Traced(app, name, access_log),
                 host=host,
                 port=port,
                 threads=threads,
@@ -119,20 +122,23 @@ class _Traced:
     """WSGI middleware: a SERVER span per request (continuing an incoming traceparent) and the
     access log."""
 
-    def __init__(self, app: WSGIApplication, name: str) -> None:
+    def __init__(self, app: WSGIApplication, name: str, access_log: bool = False) -> None:
         self._app = app
         self._name = name
+        self._routine = logging.INFO if access_log else logging.DEBUG
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "/")
         began = time.perf_counter()
         status: list[str] = ["500"]
+        request_id: list[str] = [""]
 
         def recording(
             code: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
             status[0] = code.split(" ", 1)[0]
+            request_id[0] = next((v for k, v in headers if k.lower() == "x-request-id"), "")
             return start_response(code, headers, exc_info)
 
         with telemetry.span(
@@ -146,26 +152,35 @@ class _Traced:
             parent=environ.get("HTTP_TRACEPARENT") or None,
         ) as span:
             body = list(self._app(environ, recording))
-            span.set_attribute("http.response.status_code", int(status[0]))
-        elapsed_ms = (time.perf_counter() - began) * 1000
-        code = int(status[0])
-        level = (
-            logging.WARNING
-            if code >= 500
-            else logging.INFO
-            if elapsed_ms >= SLOW_MS
-            else logging.DEBUG
-        )
-        log.log(
-            level,
-            "%s %s %s -> %d in %.1f ms",
-            self._name,
-            method,
-            path,
-            code,
-            elapsed_ms,
-            extra={"http_status": code, "elapsed_ms": round(elapsed_ms, 1)},
-        )
+            code = int(status[0])
+            span.set_attribute("http.response.status_code", code)
+            elapsed_ms = (time.perf_counter() - began) * 1000
+            level = (
+                logging.WARNING
+                if code >= 500
+                else max(self._routine, logging.INFO)
+                if elapsed_ms >= SLOW_MS
+                else self._routine
+            )
+            # Inside the span, so the line carries its trace id. The path only: a query string
+            # may hold codes or tokens (OAuth redirects), and never reaches a log.
+            log.log(
+                level,
+                "%s %s %s -> %d in %.1f ms",
+                self._name,
+                method,
+                path,
+                code,
+                elapsed_ms,
+                extra={
+                    "http_method": method,
+                    "http_path": path,
+                    "http_status": code,
+                    "elapsed_ms": round(elapsed_ms, 1),
+                    "request_id": request_id[0],
+                    "client_address": environ.get("REMOTE_ADDR", ""),
+                },
+            )
         return _Body(body)
 
 

@@ -154,11 +154,17 @@ class ServiceContext(Generic[S]):
         return channel
 
     def serve_http(
-        self, app: WSGIApplication, *, port: int | None = None, threads: int = 8
+        self,
+        app: WSGIApplication,
+        *,
+        port: int | None = None,
+        threads: int = 8,
+        access_log: bool = False,
     ) -> HttpServer:
         """Serve the WSGI ``app`` on 127.0.0.1 while the server runs (see meshkit.http): on
         ``port``, default the settings' ``http_port`` (``<NAME>_HTTP_PORT``, else the
-        component's ``http_port`` in mesh.toml). Bound now, so a busy port fails the build."""
+        component's ``http_port`` in mesh.toml). Bound now, so a busy port fails the build.
+        ``access_log``: one INFO line per request (an edge's), else DEBUG."""
         if port is None:
             port = getattr(self.settings, "http_port", None)
             if port is None:
@@ -170,6 +176,7 @@ class ServiceContext(Generic[S]):
             port=port,
             threads=threads,
             grace=self.settings.grace_seconds,
+            access_log=access_log,
         )
         self.add_worker("http", server.serve_forever)
         self.on_stop(server.close)
