@@ -1,0 +1,150 @@
+"""Bearer access tokens from identity, verified against its JWKS (RFC 6750, RFC 9068).
+
+The JWK Set is fetched from identity's ``/.well-known/jwks.json`` and cached; a token naming a
+``kid`` the cache lacks makes it fetch again (a key identity just rotated in), at most once per
+``refetch_every`` seconds, so a stream of made-up kids cannot turn into a stream of fetches.
+Verification is PyJWT's, strict: header ``typ`` at+jwt and ``alg`` ES256 only (never ``none``,
+never an HMAC), then signature, ``iss``, ``aud`` and ``exp`` with a small clock skew, and the
+claims RFC 9068 requires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+log = logging.getLogger(__name__)
+
+_TYPES = {"at+jwt", "application/at+jwt"}
+_REQUIRED = ["iss", "sub", "aud", "exp", "iat", "jti", "client_id"]
+
+
+class InvalidToken(Exception):
+    """The token is not one we accept; ``description`` says why, fit for WWW-Authenticate."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class KeysUnavailable(Exception):
+    """The JWK Set cannot be fetched and no cached key fits: tokens cannot be checked now."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a verified token acts for."""
+
+    sub: str
+    client_id: str
+    scope: str
+    roles: tuple[str, ...]
+    token: str  # forwarded downstream, where it can be verified again
+
+    def has_any_role(self, roles: tuple[str, ...]) -> bool:
+        """Whether the caller holds one of ``roles`` (True when ``roles`` is empty)."""
+        return not roles or any(role in self.roles for role in roles)
+
+
+def _fetch_json(url: str, timeout: float) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310  (our own URL)
+        document: dict[str, Any] = json.loads(reply.read())
+    return document
+
+
+class TokenVerifier:
+    """Verifies identity's access tokens. Thread safety: safe to share."""
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float = 30.0,
+        refetch_every: float = 10.0,
+        fetch: Callable[[str, float], dict[str, Any]] = _fetch_json,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = jwks_url
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        self._refetch_every = refetch_every
+        self._fetch = fetch
+        self._clock = clock
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        with self._lock:
+            now = self._clock()
+            if self._fetched_at is not None and now - self._fetched_at < self._refetch_every:
+                return
+            self._fetched_at = now
+            try:
+                document = self._fetch(self._url, 5.0)
+                keys = jwt.PyJWKSet.from_dict(document).keys
+            except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+                log.warning("cannot fetch the JWK Set from %s: %s", self._url, exc)
+                if not self._keys:
+                    raise KeysUnavailable(f"identity's keys are unreachable: {exc}") from None
+                return
+            self._keys = {k.key_id: k for k in keys if k.key_id}
+            log.info("JWK Set of %s: %d keys", self._url, len(self._keys))
+
+    def _key(self, kid: str) -> jwt.PyJWK:
+        key = self._keys.get(kid)
+        if key is None:
+            self._refresh()
+            key = self._keys.get(kid)
+        if key is None:
+            raise InvalidToken("the token's signing key is not one of identity's")
+        return key
+
+    def verify(self, token: str) -> Caller:
+        """The caller, or InvalidToken (KeysUnavailable when no key can be had)."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.DecodeError:
+            raise InvalidToken("the token is malformed") from None
+        if str(header.get("typ", "")).lower() not in _TYPES:
+            raise InvalidToken("not an access token (typ must be at+jwt)")
+        if header.get("alg") != "ES256":
+            raise InvalidToken("the token's algorithm is not accepted")
+        key = self._key(str(header.get("kid", "")))
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["ES256"],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": _REQUIRED},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("the token has expired") from None
+        except jwt.InvalidAudienceError:
+            raise InvalidToken("the token is not for this audience") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("the token is from another issuer") from None
+        except jwt.InvalidTokenError:
+            raise InvalidToken("the token is invalid") from None
+        roles = claims.get("roles", [])
+        return Caller(
+            sub=str(claims["sub"]),
+            client_id=str(claims["client_id"]),
+            scope=str(claims.get("scope", "")),
+            roles=tuple(str(r) for r in roles) if isinstance(roles, list) else (),
+            token=token,
+        )

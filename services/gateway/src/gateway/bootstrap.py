@@ -1,0 +1,128 @@
+"""The composition root: the gateway's route table, token verifier, limiter and pages."""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import logging
+from pathlib import Path
+
+import grpc
+from werkzeug.wrappers import Request, Response
+
+from gateway.auth import TokenVerifier
+from gateway.config import Settings
+from gateway.edge import Edge, EdgeSettings, Page
+from gateway.ratelimit import Limits, MemoryStore, RateLimiter, SqliteStore, Store
+from gateway.routing import Route, RouteTable
+from meshkit.addresses import http_url_of
+from meshkit.server import ServiceBinding
+from meshkit.service import Service, ServiceContext
+from meshkit.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+
+def component_of(route: Route) -> str:
+    """The mesh component serving a route's RPC: the package's context (``shop.orders.v1`` ->
+    ``orders``), found by name in mesh.toml like any peer."""
+    parts = route.package.split(".")
+    return parts[1] if len(parts) >= 3 else parts[0]
+
+
+def _store(setting: str) -> Store:
+    if setting == "memory":
+        return MemoryStore()
+    if setting.startswith("sqlite:///"):
+        return SqliteStore(Path(setting.removeprefix("sqlite:///")))
+    raise SettingsError(f"GATEWAY_RATE_LIMIT_STORE={setting!r}: memory or sqlite:///PATH")
+
+
+def _limits(path: str) -> Limits:
+    text = (
+        Path(path).read_text()
+        if path
+        else importlib.resources.files("gateway").joinpath("ratelimits.toml").read_text()
+    )
+    return Limits.from_toml(text)
+
+
+def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+    """The edge over every annotated RPC of the contracts, served on the HTTP port."""
+    settings = ctx.settings
+    identity = (settings.identity_url or http_url_of("identity")).rstrip("/")
+    routes = RouteTable.from_contracts()
+    verifier = TokenVerifier(
+        f"{identity}/.well-known/jwks.json",
+        issuer=settings.issuer or identity,
+        audience=settings.audience,
+        leeway=settings.clock_skew,
+    )
+    channels: dict[str, grpc.Channel] = {}
+
+    def channel_for(route: Route) -> grpc.Channel:
+        name = component_of(route)
+        if name not in channels:
+            channels[name] = ctx.connect(name)
+        return channels[name]
+
+    for route in routes.routes:  # connect now: a backend missing from mesh.toml fails the start
+        channel_for(route)
+    pages: dict[str, Page] = {"/healthz": lambda _r: Response("ok\n", mimetype="text/plain")}
+    pages.update(_shop_pages(identity, settings))
+    edge = Edge(
+        routes,
+        verifier,
+        RateLimiter(_limits(settings.rate_limits_file), _store(settings.rate_limit_store)),
+        channel_for,
+        EdgeSettings(
+            deadline_s=settings.deadline,
+            max_body_bytes=settings.max_body_bytes,
+            cors_origins=settings.origins,
+            pages=pages,
+        ),
+    )
+    ctx.serve_http(edge, access_log=True)
+    log.info(
+        "gateway: %d routes from the contracts (%s); identity at %s",
+        len(routes.routes),
+        ", ".join(r.name for r in routes.routes),
+        identity,
+    )
+    return []
+
+
+def _shop_pages(identity: str, settings: Settings) -> dict[str, Page]:
+    """The shop page and its configuration (where identity is, which client it is)."""
+    static = importlib.resources.files("gateway").joinpath("static")
+
+    def config(_request: Request) -> Response:
+        return Response(
+            json.dumps(
+                {"issuer": identity, "client_id": "shop-web", "jaeger_url": settings.jaeger_url}
+            ),
+            mimetype="application/json",
+        )
+
+    pages: dict[str, Page] = {"/config.json": config}
+    for name, mimetype in (
+        ("index.html", "text/html"),
+        ("app.js", "text/javascript"),
+        ("shop.css", "text/css"),
+    ):
+        resource = static.joinpath(name)
+        if resource.is_file():
+            body = resource.read_bytes()
+            path = "/" if name == "index.html" else f"/{name}"
+            pages[path] = _static(body, mimetype)
+    return pages
+
+
+def _static(body: bytes, mimetype: str) -> Page:
+    def page(_request: Request) -> Response:
+        return Response(body, mimetype=mimetype, headers={"Cache-Control": "no-cache"})
+
+    return page
+
+
+SERVICE = Service[Settings]("gateway", build, settings=Settings, database=False)
