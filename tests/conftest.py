@@ -17,6 +17,7 @@ pytest_plugins = [
     "support.events",
     "support.tracing",
     "support.identity",
+    "support.gateway",
 ]
 
 # How long the leftover non-daemon threads get to finish once every test has run.

@@ -65,7 +65,7 @@ class Identity:
     env: dict[str, str]
 
 
-def _mesh(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_mesh(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [MESH, "--root", str(root), *args],
         capture_output=True,
@@ -101,7 +101,7 @@ def running_identity(
             merged.pop(key, None)
         else:
             merged[key] = value
-    up = _mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=merged)
+    up = run_mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=merged)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         yield Identity(
@@ -112,7 +112,7 @@ def running_identity(
             merged,
         )
     finally:
-        down = _mesh(root, "down", env=merged)
+        down = run_mesh(root, "down", env=merged)
         assert down.returncode == 0, down.stderr
 
 

@@ -1,0 +1,99 @@
+"""The whole shop behind its gateway, for the tests that use it as a browser or an app does."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from support.identity import TEST_CLIENTS, Identity, login, register, run_mesh
+from support.mesh import write_moved_mesh_toml
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "correct horse battery staple 42"
+# The tests' rate limits: roomy, but PUT /v1/stock/{sku} (admins only, which no other test calls
+# through the gateway: set stock with gRPC) allows 3 a minute, so a test can reach its 429.
+TEST_LIMITS = """
+[[default]]
+name = "default"
+capacity = 1000
+per_seconds = 60
+
+[[route."PUT /v1/stock/{sku}"]]
+name = "stock-write"
+capacity = 3
+per_seconds = 60
+"""
+
+
+@dataclass(frozen=True)
+class Shop:
+    """Where the shop's mesh listens: the gateway's base URL, identity, every component's port."""
+
+    root: Path
+    gateway: str  # http://127.0.0.1:<port>
+    identity: Identity
+    ports: dict[str, int]
+    env: dict[str, str]
+
+    def customer(self) -> tuple[str, str, str]:
+        """A new customer account: (email, password, access token)."""
+        email = f"shopper-{uuid.uuid4().hex[:10]}@example.com"
+        register(self.identity, email, PASSWORD)
+        return email, PASSWORD, login(self.identity, email, PASSWORD)["access_token"]
+
+
+@contextmanager
+def running_shop(root: Path, kafka_bootstrap: str) -> Iterator[Shop]:
+    """`mesh up -d` of every component on free ports, identity's shop-web client allowed back to
+    this gateway's page. `mesh down` when the block ends."""
+    for name in ("proto", "scripts"):
+        (root / name).symlink_to(REPO / name)
+    ports = write_moved_mesh_toml(root)
+    gateway = f"http://127.0.0.1:{ports['gateway:http']}"
+    clients = root / "clients.toml"
+    clients.write_text(
+        TEST_CLIENTS.replace(
+            'redirect_uris = ["http://127.0.0.1:8765/callback"]',
+            f'redirect_uris = ["{gateway}/", "http://127.0.0.1:8765/callback"]',
+        )
+    )
+    limits = root / "ratelimits.toml"
+    limits.write_text(TEST_LIMITS)
+    env = {
+        **os.environ,
+        "GATEWAY_RATE_LIMITS_FILE": str(limits),
+        "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{ports['schema-registry']}",
+        "IDENTITY_CLIENTS_FILE": str(clients),
+        "IDENTITY_DEVICE_INTERVAL": "1",
+        "IDENTITY_CORS_ORIGINS": gateway,
+        "GATEWAY_CORS_ORIGINS": gateway,
+    }
+    for key in ("MESH_KAFKA_BOOTSTRAP", "OTEL_EXPORTER_OTLP_ENDPOINT"):
+        env.pop(key, None)
+    up = run_mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        identity = Identity(
+            root,
+            f"127.0.0.1:{ports['identity']}",
+            f"http://127.0.0.1:{ports['identity:http']}",
+            env["SCHEMA_REGISTRY_URL"],
+            env,
+        )
+        yield Shop(root, gateway, identity, ports, env)
+    finally:
+        down = run_mesh(root, "down", env=env)
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.fixture(scope="session")
+def shop_mesh(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Shop]:
+    """The whole shop on free ports, gateway included, shared by the tests that use it."""
+    with running_shop(tmp_path_factory.mktemp("shop-mesh"), kafka_bootstrap) as shop:
+        yield shop
