@@ -5,14 +5,16 @@ from __future__ import annotations
 import importlib.resources
 import json
 import logging
+import re
 from pathlib import Path
 
 import grpc
 from werkzeug.wrappers import Request, Response
 
+from gateway import aggregate
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
-from gateway.edge import Edge, EdgeSettings, Page
+from gateway.edge import Composite, Edge, EdgeSettings, Page
 from gateway.ratelimit import Limits, MemoryStore, RateLimiter, SqliteStore, Store
 from gateway.routing import Route, RouteTable
 from meshkit.addresses import http_url_of
@@ -60,14 +62,23 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     )
     channels: dict[str, grpc.Channel] = {}
 
-    def channel_for(route: Route) -> grpc.Channel:
-        name = component_of(route)
+    def channel(name: str) -> grpc.Channel:
         if name not in channels:
             channels[name] = ctx.connect(name)
         return channels[name]
 
+    def channel_for(route: Route) -> grpc.Channel:
+        return channel(component_of(route))
+
     for route in routes.routes:  # connect now: a backend missing from mesh.toml fails the start
         channel_for(route)
+    details = Composite(
+        aggregate.NAME,
+        re.compile(r"/v1/orders/(?P<order_id>[^/]+)/details"),
+        lambda values, metadata: aggregate.OrderDetails(channel, settings.deadline)(
+            values["order_id"], metadata
+        ),
+    )
     pages: dict[str, Page] = {"/healthz": lambda _r: Response("ok\n", mimetype="text/plain")}
     pages.update(_shop_pages(identity, settings))
     edge = Edge(
@@ -80,6 +91,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
             max_body_bytes=settings.max_body_bytes,
             cors_origins=settings.origins,
             pages=pages,
+            composites=(details,),
         ),
     )
     ctx.serve_http(edge, access_log=True)

@@ -21,6 +21,7 @@ One access-log line per request (JSON, with the trace id) comes from meshkit.htt
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,22 @@ Page = Callable[[Request], Response]
 
 
 @dataclass(frozen=True)
+class Composite:
+    """A route of the gateway's own that answers from several backends (gateway.aggregate):
+    authenticated and limited like any route, its handler given the path variables and the
+    metadata to send on."""
+
+    name: str  # "GET /v1/orders/{order_id}/details"
+    pattern: re.Pattern[str]  # named groups are the path variables
+    handler: Callable[[dict[str, str], tuple[tuple[str, str], ...]], dict[str, Any]]
+
+    @property
+    def http_method(self) -> str:
+        """GET, ..."""
+        return self.name.split(" ", 1)[0]
+
+
+@dataclass(frozen=True)
 class EdgeSettings:
     """What the edge needs to know besides its collaborators."""
 
@@ -57,6 +74,7 @@ class EdgeSettings:
     max_body_bytes: int = 1024 * 1024
     cors_origins: tuple[str, ...] = ()
     pages: Mapping[str, Page] = field(default_factory=dict)
+    composites: Sequence[Composite] = ()
 
 
 class Edge:
@@ -124,6 +142,10 @@ class Edge:
         page = self._settings.pages.get(request.path)
         if page is not None and request.method in ("GET", "HEAD"):
             return page(request)
+        for composite in self._settings.composites:
+            matched = composite.pattern.fullmatch(request.path)
+            if matched and request.method == composite.http_method:
+                return self._composite(request, composite, matched.groupdict(), request_id)
         found = self._routes.match(request.method, request.path)
         if isinstance(found, list):
             if found:
@@ -147,7 +169,7 @@ class Edge:
             raise Problem(
                 429,
                 f"rate limit {decision.policy.name!r} reached; retry after"
-                f" {decision.retry_after:.0f} s",
+                f" {math.ceil(decision.retry_after)} s",
                 code="RESOURCE_EXHAUSTED",
                 headers=limit_headers,
             )
@@ -185,6 +207,31 @@ class Edge:
             ) from None
         reply = self._call(route, message, caller, request_id, limit_headers)
         response = Response(_json_bytes(to_json(reply)), content_type="application/json")
+        for name, value in limit_headers:
+            response.headers[name] = value
+        return response
+
+    def _composite(
+        self, request: Request, composite: Composite, values: dict[str, str], request_id: str
+    ) -> Response:
+        caller = self._authenticate(request)
+        decision = self._limiter.check(composite.name, _limit_keys(request, caller))
+        limit_headers = decision.headers()
+        if not decision.allowed:
+            raise Problem(
+                429,
+                f"rate limit {decision.policy.name!r} reached; retry after"
+                f" {math.ceil(decision.retry_after)} s",
+                code="RESOURCE_EXHAUSTED",
+                headers=limit_headers,
+            )
+        metadata = (("x-request-id", request_id), ("authorization", f"Bearer {caller.token}"))
+        try:
+            document = composite.handler(values, metadata)
+        except Problem as problem:
+            problem.headers.extend(limit_headers)
+            raise
+        response = Response(_json_bytes(document), content_type="application/json")
         for name, value in limit_headers:
             response.headers[name] = value
         return response

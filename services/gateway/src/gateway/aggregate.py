@@ -1,0 +1,187 @@
+"""``GET /v1/orders/{order_id}/details``: one answer from four services, under one deadline.
+
+Orders (the order and its events) and order views (the read model's view) are asked at once;
+the payment and the shipment are asked as soon as the events name their ids (their services find
+them by those ids only), all within the same deadline. A part that fails or runs out of time is
+left out and named in ``missing`` with its gRPC code, and the answer is still 200: a page can
+show what it has. Only the order itself decides: an order orders does not know is 404.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import message
+
+from gateway.problems import Problem, from_rpc_error
+from gateway.transcoding import to_json
+from shop.order_views.v1 import order_views_pb2 as views_pb
+from shop.orders.v1 import orders_pb2 as orders_pb
+from shop.payments.v1 import payments_pb2 as payments_pb
+from shop.shipping.v1 import shipping_pb2 as shipping_pb
+
+PATH = "/v1/orders/{order_id}/details"
+NAME = f"GET {PATH}"
+
+
+@dataclass(frozen=True)
+class _Part:
+    name: str  # how the answer calls it
+    component: str  # the mesh component serving it
+    rpc: str  # /package.Service/Method
+    reply: type[message.Message]
+
+
+_ORDER = _Part(
+    "order", "orders", "/shop.orders.v1.OrdersService/GetOrder", orders_pb.GetOrderResponse
+)
+_EVENTS = _Part(
+    "events",
+    "orders",
+    "/shop.orders.v1.OrdersService/ListOrderEvents",
+    orders_pb.ListOrderEventsResponse,
+)
+_VIEW = _Part(
+    "view",
+    "order_views",
+    "/shop.order_views.v1.OrderViewsService/GetOrderView",
+    views_pb.GetOrderViewResponse,
+)
+_PAYMENT = _Part(
+    "payment",
+    "payments",
+    "/shop.payments.v1.PaymentsService/GetPayment",
+    payments_pb.GetPaymentResponse,
+)
+_SHIPMENT = _Part(
+    "shipment",
+    "shipping",
+    "/shop.shipping.v1.ShippingService/GetShipment",
+    shipping_pb.GetShipmentResponse,
+)
+
+
+class OrderDetails:
+    """The aggregation. Thread safety: safe to share (gRPC futures, no threads of its own)."""
+
+    def __init__(self, channel: Callable[[str], grpc.Channel], deadline_s: float) -> None:
+        self._channel = channel
+        self._deadline_s = deadline_s
+
+    def _start(
+        self,
+        part: _Part,
+        request: message.Message,
+        metadata: tuple[tuple[str, str], ...],
+        deadline: float,
+    ) -> grpc.Future[Any]:
+        call: grpc.UnaryUnaryMultiCallable[Any, Any] = self._channel(part.component).unary_unary(
+            part.rpc,
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=part.reply.FromString,
+        )
+        remaining = max(0.001, deadline - time.monotonic())
+        future: grpc.Future[Any] = call.future(request, timeout=remaining, metadata=metadata)
+        return future
+
+    def __call__(self, order_id: str, metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+        """The details of ``order_id``; Problem 404 (or the order's own failure) when orders
+        cannot say what the order is and nothing else can either."""
+        deadline = time.monotonic() + self._deadline_s
+        answer: dict[str, Any] = {"orderId": order_id}
+        missing: list[dict[str, str]] = []
+        first = {
+            _ORDER: self._start(
+                _ORDER, orders_pb.GetOrderRequest(order_id=order_id), metadata, deadline
+            ),
+            _EVENTS: self._start(
+                _EVENTS, orders_pb.ListOrderEventsRequest(order_id=order_id), metadata, deadline
+            ),
+            _VIEW: self._start(
+                _VIEW, views_pb.GetOrderViewRequest(order_id=order_id), metadata, deadline
+            ),
+        }
+        replies: dict[str, message.Message] = {}
+        for part, future in first.items():
+            try:
+                replies[part.name] = future.result()
+            except grpc.RpcError as error:
+                if part is _ORDER and error.code() == grpc.StatusCode.NOT_FOUND:
+                    for other in first.values():
+                        other.cancel()
+                    raise from_rpc_error(error, "OrdersService") from None
+                missing.append(_missing(part, error))
+        events = replies.get("events")
+        ids = _ids(events) if isinstance(events, orders_pb.ListOrderEventsResponse) else {}
+        second: dict[_Part, grpc.Future[Any]] = {}
+        if ids.get("payment_id"):
+            second[_PAYMENT] = self._start(
+                _PAYMENT,
+                payments_pb.GetPaymentRequest(payment_id=ids["payment_id"]),
+                metadata,
+                deadline,
+            )
+        if ids.get("shipment_id"):
+            second[_SHIPMENT] = self._start(
+                _SHIPMENT,
+                shipping_pb.GetShipmentRequest(shipment_id=ids["shipment_id"]),
+                metadata,
+                deadline,
+            )
+        for part, future in second.items():
+            try:
+                replies[part.name] = future.result()
+            except grpc.RpcError as error:
+                missing.append(_missing(part, error))
+        if "order" not in replies and "view" not in replies:
+            raise Problem(
+                503,
+                "neither orders nor order views could say what the order is",
+                code="UNAVAILABLE",
+                details=[{"missing": missing}],
+                headers=[("Retry-After", "1")],
+            )
+        for name, reply in replies.items():
+            shaped = to_json(reply)
+            # Each reply wraps its one resource (GetOrderResponse.order ...): unwrap it.
+            answer[name] = shaped[next(iter(shaped))] if len(shaped) == 1 else shaped
+        answer["missing"] = missing
+        return answer
+
+
+def _missing(part: _Part, error: grpc.RpcError) -> dict[str, str]:
+    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
+    reason = {
+        grpc.StatusCode.DEADLINE_EXCEEDED: "did not answer within the deadline",
+        grpc.StatusCode.UNAVAILABLE: "is unavailable",
+    }.get(code, "failed")
+    return {
+        "part": part.name,
+        "service": part.component,
+        "code": code.name,
+        "detail": f"{part.component} {reason}",
+    }
+
+
+def _ids(events: orders_pb.ListOrderEventsResponse) -> dict[str, str]:
+    """payment_id and shipment_id, from the order's events (their data, in protojson names or
+    proto names: the event store keeps Avro records)."""
+    found: dict[str, str] = {}
+    for event in events.events:
+        data = to_json(event).get("data", {})
+        if not isinstance(data, dict):
+            continue
+        for key in ("payment_id", "shipment_id"):
+            value = data.get(key) or data.get(_camel(key))
+            if isinstance(value, str) and value:
+                found[key] = value
+    return found
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.capitalize() for p in rest)
