@@ -214,7 +214,10 @@ def test_one_trace_per_request_with_the_gateway_span_on_top(shop_mesh: Shop) -> 
             env=shop_mesh.env,
             check=False,
         )
-        if "orders: shop.orders.v1.OrdersService/PlaceOrder" in shown.stdout:
+        if (
+            "orders: shop.orders.v1.OrdersService/PlaceOrder" in shown.stdout
+            and "gateway: POST /v1/orders" in shown.stdout
+        ):
             break
         if time.monotonic() > deadline:
             break
