@@ -21,7 +21,7 @@ from google.protobuf import (
 )
 from openapi_spec_validator import validate
 
-from gateway.openapi import docs_page, openapi_document
+from gateway.openapi import GatewayOperation, docs_page, openapi_document
 from gateway.routing import RouteTable, installed_services, routes_of
 from mesh.api.v1 import access_pb2
 
@@ -497,3 +497,48 @@ def test_installed_contracts_are_what_the_table_serves() -> None:
     routes = routes_of(installed_services())
     doc = openapi_document(RouteTable(routes), server_url=SERVER, issuer=ISSUER)
     assert sum(len(item) for item in doc["paths"].values()) == len(routes)
+
+
+# --- the gateway's own routes --------------------------------------------------------------------
+
+
+def details_operation() -> GatewayOperation:
+    """GET /v1/orders/{order_id}/details as gateway.aggregate answers it."""
+    from shop.order_views.v1 import order_views_pb2
+    from shop.orders.v1 import orders_pb2
+    from shop.payments.v1 import payments_pb2
+
+    return GatewayOperation(
+        "GET",
+        "/v1/orders/{order_id}/details",
+        "GetOrderDetails",
+        "OrdersService",
+        "The order, its events, its view and its payment, asked at once.",
+        {
+            "orderId": {"type": "string"},
+            "order": orders_pb2.Order.DESCRIPTOR,
+            "events": orders_pb2.ListOrderEventsResponse.DESCRIPTOR.fields_by_name["events"],
+            "view": order_views_pb2.OrderView.DESCRIPTOR,
+            "payment": payments_pb2.Payment.DESCRIPTOR,
+            "missing": {"type": "array", "items": {"type": "object"}},
+        },
+    )
+
+
+def test_the_gateways_own_routes_are_documented_too(table: RouteTable) -> None:
+    doc = openapi_document(table, server_url=SERVER, issuer=ISSUER, own=[details_operation()])
+    validate(doc)
+    op = doc["paths"]["/v1/orders/{order_id}/details"]["get"]
+    assert op["operationId"] == "GetOrderDetails"
+    assert op["tags"] == ["OrdersService"]
+    assert set(params(op, "path")) == {"order_id"}
+    assert "security" not in op and "401" in op["responses"]
+    reply = schema(doc, op["responses"]["200"]["content"]["application/json"]["schema"])
+    assert reply["properties"]["order"] == {"$ref": "#/components/schemas/Order"}
+    assert reply["properties"]["events"] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/OrderEvent"},
+    }
+    assert reply["properties"]["orderId"] == {"type": "string"}
+    assert "Payment" in doc["components"]["schemas"]  # reachable only from this route
+    assert 'id="op-GetOrderDetails"' in docs_page(doc)

@@ -24,6 +24,10 @@ a client input: it is left out of that route's body schema and query parameters,
 operation's description says so. Path variables are left out of a ``body: "*"`` schema too
 (the path wins over the body in the transcoder).
 
+Routes of the gateway's own (an aggregation such as ``GET /v1/orders/{order_id}/details``) are
+not in the route table: pass them as ``GatewayOperation``s, their replies described by the
+messages they are made of.
+
 The generated descriptors (gen/) carry no source info, so no proto comment reaches the
 document: summaries and descriptions are built from the contract's names and options instead.
 
@@ -35,6 +39,7 @@ Both functions are pure: build the document once (it depends only on the routes)
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import importlib.metadata
 import json
@@ -199,15 +204,44 @@ _HEADERS: dict[str, dict[str, Any]] = {
 }
 
 
-def openapi_document(routes: RouteTable, *, server_url: str, issuer: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of ``routes`` (see the module's docstring for the mapping).
+ReplyPart = descriptor.Descriptor | descriptor.FieldDescriptor | Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class GatewayOperation:
+    """A route of the gateway's own (e.g. an aggregation over several RPCs), for the document.
+
+    Its reply is a JSON object; ``reply`` maps each property to a message (its schema), a field
+    (its JSON value: a repeated field is an array) or a literal JSON Schema. Path variables are
+    strings. It needs a bearer token unless ``public``; its errors are the routes' problems.
+    """
+
+    http_method: str  # GET
+    template: str  # /v1/orders/{order_id}/details
+    operation_id: str  # GetOrderDetails
+    tag: str  # the group it is listed under, e.g. OrdersService
+    description: str
+    reply: Mapping[str, ReplyPart] = dataclasses.field(default_factory=dict)
+    public: bool = False
+
+
+def openapi_document(
+    routes: RouteTable,
+    *,
+    server_url: str,
+    issuer: str,
+    own: Iterable[GatewayOperation] = (),
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes`` (see the module's docstring for the mapping), and
+    of the gateway's ``own`` routes.
 
     ``server_url`` is where clients send requests (e.g. ``http://127.0.0.1:8080``, or ``/`` for
     "where this document came from"); ``issuer`` is identity's base URL, for the OAuth 2 scheme.
     A new dict every call; JSON-serializable as it is.
     """
     issuer = issuer.rstrip("/")
-    schemas = _Schemas(_reachable(routes.routes))
+    own = list(own)
+    schemas = _Schemas(_reachable(routes.routes, own))
     paths: dict[str, dict[str, Any]] = {}
     tags: dict[str, str] = {}
     operation_ids: set[str] = set()
@@ -218,6 +252,12 @@ def openapi_document(routes: RouteTable, *, server_url: str, issuer: str) -> dic
         operation_id = _operation_id(route, tag, operation_ids)
         paths.setdefault(_path_of(route.template), {})[route.http_method.lower()] = _operation(
             route, operation_id, tag, schemas
+        )
+    for extra in own:
+        tags.setdefault(extra.tag, "Routes of the gateway's own.")
+        operation_id = _unique(extra.operation_id, operation_ids)
+        paths.setdefault(_path_of(extra.template), {})[extra.http_method.lower()] = _own_operation(
+            extra, operation_id, schemas
         )
     return {
         "openapi": "3.1.0",
@@ -301,13 +341,18 @@ def _service_tags(routes: Iterable[Route]) -> dict[str, str]:
 def _operation_id(route: Route, tag: str, taken: set[str]) -> str:
     """The RPC's name; qualified by its service, then numbered, when taken already (two services
     with one RPC name, or an RPC with additional bindings)."""
-    candidates = [route.method.name, f"{tag.replace('.', '_')}_{route.method.name}"]
-    found = next((c for c in candidates if c not in taken), None)
-    number = 2
-    while found is None:
-        if (numbered := f"{route.method.name}{number}") not in taken:
-            found = numbered
-        number += 1
+    qualified = f"{tag.replace('.', '_')}_{route.method.name}"
+    if route.method.name in taken and qualified not in taken:
+        taken.add(qualified)
+        return qualified
+    return _unique(route.method.name, taken)
+
+
+def _unique(wanted: str, taken: set[str]) -> str:
+    """``wanted``, or ``wanted2``, ``wanted3``... whichever is free; marked as taken."""
+    found, number = wanted, 2
+    while found in taken:
+        found, number = f"{wanted}{number}", number + 1
     taken.add(found)
     return found
 
@@ -332,7 +377,11 @@ def _operation(route: Route, operation_id: str, tag: str, schemas: _Schemas) -> 
             "required": False,  # an empty body is the empty message, as protojson reads it
             "content": {"application/json": {"schema": _body_schema(route, operation_id, schemas)}},
         }
-    operation["responses"] = _responses(route, schemas)
+    operation["responses"] = _responses(
+        schemas.ref(route.method.output_type),
+        f"The `{route.method.output_type.full_name}`.",
+        public=route.public,
+    )
     if route.public:
         operation["security"] = []
     elif route.roles:
@@ -372,22 +421,57 @@ def _parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
     return parameters
 
 
-def _responses(route: Route, schemas: _Schemas) -> dict[str, Any]:
+def _responses(reply: dict[str, Any], description: str, *, public: bool) -> dict[str, Any]:
     ok_headers = {
         name: {"$ref": f"#/components/headers/{name}"}
         for name in ("RateLimit-Policy", "RateLimit", "X-Request-Id")
     }
     responses: dict[str, Any] = {
         "200": {
-            "description": f"The `{route.method.output_type.full_name}`.",
+            "description": description,
             "headers": ok_headers,
-            "content": {"application/json": {"schema": schemas.ref(route.method.output_type)}},
+            "content": {"application/json": {"schema": reply}},
         }
     }
     for status, name, _, _ in _ERRORS:
-        if not (route.public and status in _PUBLIC_ERRORS):
+        if not (public and status in _PUBLIC_ERRORS):
             responses[status] = {"$ref": f"#/components/responses/{name}"}
     return responses
+
+
+def _own_operation(extra: GatewayOperation, operation_id: str, schemas: _Schemas) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    for name, part in extra.reply.items():
+        if isinstance(part, descriptor.Descriptor):
+            properties[name] = schemas.ref(part)
+        elif isinstance(part, descriptor.FieldDescriptor):
+            properties[name] = schemas.field(part)
+        else:
+            properties[name] = dict(part)
+    reply = schemas.add(
+        f"{operation_id}Response",
+        {
+            "type": "object",
+            "description": f"The reply of {operation_id}.",
+            "properties": properties,
+        },
+    )
+    operation: dict[str, Any] = {
+        "operationId": operation_id,
+        "tags": [extra.tag],
+        "summary": f"{operation_id} (the gateway's own route)",
+        "description": extra.description,
+    }
+    variables = re.findall(r"\{([^}=]+)(?:=[^}]*)?\}", extra.template)
+    if variables:
+        operation["parameters"] = [
+            {"name": v.strip(), "in": "path", "required": True, "schema": {"type": "string"}}
+            for v in variables
+        ]
+    operation["responses"] = _responses(reply, f"The reply of {operation_id}.", public=extra.public)
+    if extra.public:
+        operation["security"] = []
+    return operation
 
 
 def _path_parameter(route: Route, variable: str, schemas: _Schemas) -> dict[str, Any]:
@@ -470,10 +554,20 @@ def _error_response(description: str, headers: Iterable[str]) -> dict[str, Any]:
     return response
 
 
-def _reachable(routes: Iterable[Route]) -> set[descriptor.Descriptor | descriptor.EnumDescriptor]:
+def _reachable(
+    routes: Iterable[Route], own: Iterable[GatewayOperation]
+) -> set[descriptor.Descriptor | descriptor.EnumDescriptor]:
     """Every message and enum reachable from the routes' requests and replies."""
     found: set[descriptor.Descriptor | descriptor.EnumDescriptor] = set()
     pending = [d for r in routes for d in (r.method.input_type, r.method.output_type)]
+    for extra in own:
+        for part in extra.reply.values():
+            if isinstance(part, descriptor.Descriptor):
+                pending.append(part)
+            elif isinstance(part, descriptor.FieldDescriptor) and part.message_type is not None:
+                pending.append(part.message_type)
+            elif isinstance(part, descriptor.FieldDescriptor) and part.enum_type is not None:
+                found.add(part.enum_type)
     while pending:
         message = pending.pop()
         if message in found or message.full_name in _WELL_KNOWN:
@@ -527,14 +621,18 @@ class _Schemas:
                 self.components[name] = self._message(desc, {})
         return {"$ref": f"{_REF}{name}"}
 
+    def add(self, wanted: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """A component of its own (under ``wanted``, or a free variant of it); its ``$ref``."""
+        name = self._free(wanted)
+        self.components[name] = schema
+        return {"$ref": f"{_REF}{name}"}
+
     def derived(
         self, desc: descriptor.Descriptor, wanted: str, dropped: Mapping[str, str]
     ) -> dict[str, Any]:
         """A component of ``desc`` without the fields named in ``dropped`` (a route's body;
         field name -> where the gateway takes it from instead)."""
-        name = self._free(wanted)
-        self.components[name] = self._message(desc, dropped)
-        return {"$ref": f"{_REF}{name}"}
+        return self.add(wanted, self._message(desc, dropped))
 
     def _message(self, desc: descriptor.Descriptor, dropped: Mapping[str, str]) -> dict[str, Any]:
         properties: dict[str, Any] = {}
