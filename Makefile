@@ -17,10 +17,10 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CACHE)/uv
 export PATH := $(BIN):$(VENV)/bin:$(PATH)
 
-.PHONY: help setup tools gen gen-check lint buf-lint test test-unit test-integration test-e2e demo bench clean
+.PHONY: help setup tools browser gen gen-check lint buf-lint test test-unit test-integration test-e2e demo bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
 
 $(UV):
 	@echo "==> installing uv $(UV_VERSION) into .cache/uv-venv"
@@ -37,6 +37,16 @@ setup: $(UV) ## create .venv with every component and dev tool, pinned by uv.loc
 
 tools: ## install pinned grpcurl, buf and Jaeger v2 into .cache/bin (Go module proxy)
 	@scripts/tools
+
+# The shop page's browser test drives Debian's Chromium (Playwright's driver pointed at it, no
+# browser download). apt needs root: sudo when we are not.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: ## Debian's chromium for the shop page's browser test (apt; nothing when present)
+	@command -v chromium >/dev/null || { \
+	    echo "==> installing chromium from Debian's packages"; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null \
+	    || { $(SUDO) apt-get update -q >/dev/null && \
+	         $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; }
 
 gen: setup ## regenerate gen/ from proto/
 	@$(PY) scripts/gen.py
@@ -57,10 +67,10 @@ test-unit: setup ## unit tests (no network, no Kafka)
 test-integration: setup tools ## integration tests against real Kafka (scripts/kafka)
 	@$(PY) -m pytest tests/integration -q
 
-test-e2e: setup tools ## end-to-end: `mesh up` and the real grpcurl
+test-e2e: setup tools browser ## end-to-end: `mesh up`, the real grpcurl and Chromium
 	@$(PY) -m pytest tests/e2e -q
 
-test: setup tools lint gen-check ## everything CI runs: lint, gen drift, unit, integration, e2e
+test: setup tools browser lint gen-check ## everything CI runs: lint, gen drift, unit, integration, e2e
 	@$(PY) -m pytest tests -q
 
 demo: setup tools ## the whole mesh on embedded defaults, a scripted flow, its outcome
