@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
+from gateway.openapi import GatewayOperation
 from gateway.problems import Problem, from_rpc_error
 from gateway.transcoding import to_json
 from shop.order_views.v1 import order_views_pb2 as views_pb
@@ -185,3 +186,35 @@ def _ids(events: orders_pb.ListOrderEventsResponse) -> dict[str, str]:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(p.capitalize() for p in rest)
+
+
+def operation() -> GatewayOperation:
+    """The route as /openapi.json documents it."""
+    reply: dict[str, Any] = {
+        "orderId": {"type": "string"},
+        "order": orders_pb.Order.DESCRIPTOR,
+        "events": orders_pb.ListOrderEventsResponse.DESCRIPTOR.fields_by_name["events"],
+        "view": views_pb.OrderView.DESCRIPTOR,
+        "payment": payments_pb.Payment.DESCRIPTOR,
+        "shipment": shipping_pb.Shipment.DESCRIPTOR,
+        "missing": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    k: {"type": "string"} for k in ("part", "service", "code", "detail")
+                },
+            },
+        },
+    }
+    return GatewayOperation(
+        "GET",
+        PATH,
+        "GetOrderDetails",
+        "OrdersService",
+        "The order, its events, its view, its payment and its shipment, from four services under"
+        " one deadline. A part that failed or ran out of time is left out and named in"
+        " `missing` (part, service, gRPC code); the answer is still 200. 404 when orders does"
+        " not know the order.",
+        reply,
+    )

@@ -15,6 +15,7 @@ from gateway import aggregate
 from gateway.auth import TokenVerifier
 from gateway.config import Settings
 from gateway.edge import Composite, Edge, EdgeSettings, Page
+from gateway.openapi import docs_page, openapi_document
 from gateway.ratelimit import Limits, MemoryStore, RateLimiter, SqliteStore, Store
 from gateway.routing import Route, RouteTable
 from meshkit.addresses import http_url_of
@@ -80,6 +81,13 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         ),
     )
     pages: dict[str, Page] = {"/healthz": lambda _r: Response("ok\n", mimetype="text/plain")}
+    # Built once: the document depends on the routes only. Its server is "/", the server it was
+    # fetched from, so it stays right whatever host and port the gateway is reached on.
+    document = openapi_document(
+        routes, server_url="/", issuer=settings.issuer or identity, own=[aggregate.operation()]
+    )
+    pages["/openapi.json"] = _static(json.dumps(document).encode(), "application/json")
+    pages["/docs"] = _static(docs_page(document).encode(), "text/html")
     pages.update(_shop_pages(identity, settings))
     edge = Edge(
         routes,
