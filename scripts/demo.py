@@ -8,21 +8,27 @@ replayed request and the confirmed order's trace tree. Then a TV signs in with t
 device flow (RFC 8628) against identity: the demo plays the TV (showing the code, polling the
 token endpoint at the interval it was given) and the person (typing the code into the
 verification page, logging in, pressing Allow), then calls IdentityService with the access token.
+With that same token the TV places an order through the gateway (HTTP/JSON on 8080, printed as
+the curl command a person could run), polls it to CONFIRMED there, reads its details, and the
+demo prints the POST's trace (its X-Trace-Id), whose root must be the gateway's span.
 Last come the commands to try, and the mesh is stopped (unless it was running before the demo,
 in which case it is left as it was found). Exits 1 when an order did not end as its scenario
-says or the login did not give a working token, so CI catches a broken flow.
+says, the login did not give a working token, or the order through the gateway did not confirm
+under a trace rooted at the gateway, so CI catches a broken flow.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import shlex
 import subprocess
 import sys
 import time
 import uuid
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import urljoin
 
 import grpc
@@ -48,6 +54,8 @@ INVENTORY = address_of("inventory", _MESH_ENV)
 IDENTITY = address_of("identity", _MESH_ENV)
 # Identity's HTTP side: the OAuth issuer, whose discovery document names every endpoint.
 ISSUER = http_url_of("identity", _MESH_ENV)
+# The gateway's HTTP/JSON edge, in front of the gRPC services.
+GATEWAY = http_url_of("gateway", _MESH_ENV)
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 # Registering and signing in hash a password with argon2id, slow by design (64 MiB, 3 passes):
 # a busy machine can take longer than DEFAULT_TIMEOUT for it.
@@ -157,7 +165,7 @@ def flow(trace_id: str) -> bool:
 
         heading("2. Four orders are placed (OrdersService/PlaceOrder answers PENDING at once)")
         run = uuid.uuid4().hex[:6]
-        placed = []
+        placed: list[tuple[tuple[str, str, str, int, str], str, str]] = []
         for scenario in SCENARIOS:
             request_id = f"demo-{run}-{scenario[0].replace(' ', '-')}"
             # The confirmed order carries a caller's W3C traceparent: its whole trace is shown last.
@@ -201,25 +209,50 @@ def flow(trace_id: str) -> bool:
     return ok
 
 
-def show_trace(trace_id: str, timeout: float = 30.0) -> None:
-    """Print the confirmed order's trace once its spans, the consumers' included, have arrived."""
-    heading(f"8. The confirmed order's trace: one trace across the mesh (mesh trace {trace_id})")
+def read_trace(trace_id: str) -> list[dict[str, Any]]:
+    """The spans of ``trace_id`` stored so far (``mesh trace ID --json``); empty when none."""
+    result = subprocess.run(
+        [MESH, "--root", str(ROOT), "trace", trace_id, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    spans: list[dict[str, Any]] = (
+        json.loads(result.stdout) if result.returncode == 0 and result.stdout else []
+    )
+    return spans
+
+
+def roots(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The spans whose parent is not in the trace: one, the entry point, in a whole trace."""
+    ids = {span["span_id"] for span in spans}
+    return [span for span in spans if span.get("parent_span_id") not in ids]
+
+
+def wait_for_trace(
+    trace_id: str, timeout: float = 30.0, *, root: tuple[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The trace once its spans, the consumers' included, have arrived (and, given ``root`` as
+    (service, span name), once that span is there as the root): each service exports its
+    spans in its own batches, every 0.5 s, and the consumers' come after a group join."""
     deadline, seen, stable_since = time.monotonic() + timeout, -1, time.monotonic()
+    spans: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        result = subprocess.run(
-            [MESH, "--root", str(ROOT), "trace", trace_id, "--json"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        spans = json.loads(result.stdout) if result.returncode == 0 and result.stdout else []
+        spans = read_trace(trace_id)
         if len(spans) != seen:
             seen, stable_since = len(spans), time.monotonic()
         consumed = any(span["kind"] == "CONSUMER" for span in spans)
-        # Spans are exported in batches every 0.5 s; the consumers' come after a group join.
-        if consumed and time.monotonic() - stable_since > 1.5:
+        rooted = root is None or [(s["service"], s["name"]) for s in roots(spans)] == [root]
+        if consumed and rooted and time.monotonic() - stable_since > 1.5:
             break
         time.sleep(0.25)  # poll interval within the deadline loop
+    return spans
+
+
+def show_trace(trace_id: str) -> None:
+    """Print the confirmed order's trace once its spans, the consumers' included, have arrived."""
+    heading(f"8. The confirmed order's trace: one trace across the mesh (mesh trace {trace_id})")
+    wait_for_trace(trace_id)
     mesh("trace", trace_id)
     print(
         f"{DIM}  In Jaeger (docker compose up, or OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317"
@@ -342,9 +375,10 @@ def poll_for_token(
     raise LoginFailed(f"no token within {deadline_s:.0f}s of polling")
 
 
-def device_login() -> bool:
-    """A TV signs in with the device flow; the demo plays the TV and the person. True when the
-    token acts for the person who signed in and identity says it is active."""
+def device_login() -> tuple[str, str] | None:
+    """A TV signs in with the device flow; the demo plays the TV and the person. (access token,
+    user id) when the token acts for the person who signed in and identity says it is active;
+    None otherwise."""
     heading(
         "9. A TV signs in with the OAuth 2 device flow (RFC 8628); the demo plays the TV"
         " and the person"
@@ -431,11 +465,151 @@ def device_login() -> bool:
             else f"{type(error).__name__}: {error}"
         )
         print(f"  {RED}the device login failed{RESET}: {detail}")
-        return False
+        return None
     good = me.user_id == user_id and seen.active and seen.client_id == "shop-tv" and refused
     if not good:
         print(f"  {RED}the token does not act for {email}, is not active, or is not needed{RESET}")
-    return good
+        return None
+    return access, user_id
+
+
+class GatewayFailed(Exception):
+    """A call through the gateway did not answer as the demo expects; the message says which
+    call and what came back (the problem's detail for an error)."""
+
+
+def as_curl(method: str, url: str, body: dict[str, Any] | None = None) -> str:
+    """The curl command line for a call the TV makes through the gateway, the token left as
+    $TOKEN (a bearer token is a secret: the demo never prints one whole)."""
+    verb = ["-X", method] if method != "GET" and body is None else []  # -d makes it a POST
+    line = " ".join(["curl", "-s", *verb, shlex.quote(url), '-H "Authorization: Bearer $TOKEN"'])
+    if body is not None:
+        line += " -H 'Content-Type: application/json' \\\n      -d " + shlex.quote(
+            json.dumps(body, separators=(",", ":"))
+        )
+    return line
+
+
+def answer(response: requests.Response, what: str) -> dict[str, Any]:
+    """The JSON of a 200 answer; GatewayFailed naming the status and problem otherwise."""
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text[:200]
+        raise GatewayFailed(f"{what}: HTTP {response.status_code}: {detail}")
+    document: dict[str, Any] = response.json()
+    return document
+
+
+GATEWAY_ROOT = ("gateway", "POST /v1/orders")
+
+
+def gateway_order(access: str, user_id: str) -> bool:
+    """The TV places an order through the gateway with its device-flow token, follows it to
+    CONFIRMED there, reads its details, then the POST's trace is shown. True when the order was
+    confirmed, placed for the person the token acts for, and its trace is rooted at the
+    gateway's ``POST /v1/orders`` span."""
+    heading(
+        f"10. The TV orders through the gateway ({GATEWAY}, HTTP/JSON) with the same access token"
+    )
+    web = requests.Session()
+    web.headers["Authorization"] = f"Bearer {access}"
+    web.headers["User-Agent"] = "meshkit-demo (shop-tv)"
+    body: dict[str, Any] = {
+        "requestId": f"demo-tv-{uuid.uuid4().hex[:8]}",
+        "paymentToken": "tok_visa",
+        "lines": [
+            {
+                "sku": "mug-blue",
+                "quantity": 1,
+                "unitPrice": {"currencyCode": "EUR", "units": "12", "nanos": 500_000_000},
+            }
+        ],
+        "shippingAddress": {
+            "name": "Ada Lovelace",
+            "line1": "1 Analytical Way",
+            "city": "Berlin",
+            "postalCode": "10115",
+            "countryCode": "DE",
+        },
+    }
+    try:
+        print(f"{DIM}  TOKEN=<the TV's access token>")
+        print(f"  {as_curl('POST', f'{GATEWAY}/v1/orders', body)}{RESET}")
+        placed = web.post(f"{GATEWAY}/v1/orders", json=body, timeout=DEFAULT_TIMEOUT)
+        order_id = str(answer(placed, "POST /v1/orders")["orderId"])
+        trace_id = placed.headers.get("X-Trace-Id", "")
+        print(
+            f"  -> 200, order {order_id} PENDING; X-Trace-Id: {trace_id};"
+            f" RateLimit: {placed.headers.get('RateLimit', '(none)')}"
+        )
+        print("     (no customerId sent: the gateway fills it in from the token's subject)")
+
+        print(f"{DIM}  {as_curl('GET', f'{GATEWAY}/v1/orders/{order_id}')}{RESET}")
+        deadline, polls = time.monotonic() + 60, 0
+        while True:
+            polls += 1
+            reply = web.get(f"{GATEWAY}/v1/orders/{order_id}", timeout=DEFAULT_TIMEOUT)
+            order = answer(reply, f"GET /v1/orders/{order_id}")["order"]
+            if order["status"] != "ORDER_STATUS_PENDING" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)  # poll interval within the deadline loop
+        status = str(order["status"]).removeprefix("ORDER_STATUS_")
+        confirmed = status == "CONFIRMED"
+        mine = order.get("customerId") == user_id
+        colour = GREEN if confirmed else RED
+        print(
+            f"  -> {colour}{status}{RESET} after {polls} poll(s); customerId"
+            f" {str(order.get('customerId', ''))[:8]}... "
+            + (
+                "is the person the TV signed in as"
+                if mine
+                else f"{RED}is NOT the TV's person{RESET}"
+            )
+        )
+
+        print(f"{DIM}  {as_curl('GET', f'{GATEWAY}/v1/orders/{order_id}/details')}{RESET}")
+        details = answer(
+            web.get(f"{GATEWAY}/v1/orders/{order_id}/details", timeout=DEFAULT_TIMEOUT),
+            f"GET /v1/orders/{order_id}/details",
+        )
+        payment = details.get("payment", {})
+        shipment = details.get("shipment", {})
+        print(
+            f"  -> one answer from orders, order views, payments and shipping:"
+            f" order {details.get('order', {}).get('status', '-')},"
+            f" {len(details.get('events', []))} events,"
+            f" {len(details.get('view', {}).get('timeline', []))} timeline entries"
+        )
+        print(
+            f"     payment {payment.get('status', '-')}, shipment {shipment.get('status', '-')}"
+            f" (tracking {shipment.get('trackingNumber', '-')}),"
+            f" missing: {details.get('missing') or 'nothing'}"
+        )
+    except (GatewayFailed, requests.RequestException, KeyError, ValueError) as error:
+        print(
+            f"  {RED}the order through the gateway failed{RESET}: {type(error).__name__}: {error}"
+        )
+        return False
+    if not trace_id:
+        print(f"  {RED}the gateway's answer has no X-Trace-Id{RESET}")
+        return False
+
+    heading(
+        f"11. That POST's trace, from its X-Trace-Id: the gateway's span on top"
+        f" (mesh trace {trace_id})"
+    )
+    spans = wait_for_trace(trace_id, root=GATEWAY_ROOT)
+    mesh("trace", trace_id)
+    top = [(span["service"], span["name"]) for span in roots(spans)]
+    rooted = top == [GATEWAY_ROOT]
+    if not rooted:
+        print(
+            f"  {RED}the trace's root is {top or 'missing'},"
+            f" not the gateway's POST /v1/orders{RESET}"
+        )
+    return confirmed and mine and rooted
 
 
 def main() -> int:
@@ -448,11 +622,14 @@ def main() -> int:
     print(f"{GREEN}mesh healthy in {time.monotonic() - started:.1f}s{RESET}")
     mesh("ps")
     trace_id = uuid.uuid4().hex
-    ok = signed_in = False
+    ok = signed_in = through_gateway = False
     try:
         ok = flow(trace_id)
         show_trace(trace_id)
-        signed_in = device_login()
+        login = device_login()
+        signed_in = login is not None
+        if login is not None:
+            through_gateway = gateway_order(*login)
     finally:
         heading("Try it yourself")
         print(
@@ -472,6 +649,9 @@ def main() -> int:
   curl -s {ISSUER}/device_authorization -d client_id=shop-tv -d scope=orders
   $G -H "authorization: Bearer $TOKEN" {IDENTITY} shop.identity.v1.IdentityService/GetMe
   (every OAuth flow, with curl: README.md, "Identity and OAuth 2")
+  curl -s {GATEWAY}/v1/stock/mug-blue
+  curl -s {GATEWAY}/v1/orders -H "Authorization: Bearer $TOKEN"
+  (every gateway route, with curl: README.md, "The gateway (HTTP/JSON)")
   .venv/bin/schema-registry subjects
   .venv/bin/mesh ps; .venv/bin/mesh sagas; .venv/bin/mesh logs orders; .venv/bin/mesh down{RESET}"""
         )
@@ -485,6 +665,13 @@ def main() -> int:
         return 1
     if not signed_in:
         print(f"\n{RED}demo: the device login did not give a working token{RESET}", file=sys.stderr)
+        return 1
+    if not through_gateway:
+        print(
+            f"\n{RED}demo: the order through the gateway did not confirm under a trace rooted at"
+            f" the gateway{RESET}",
+            file=sys.stderr,
+        )
         return 1
     print(f"\n{GREEN}demo complete{RESET}")
     return 0
