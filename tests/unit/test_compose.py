@@ -58,6 +58,9 @@ SERVICE_HTTP_PORTS = {
     for name, port in addresses.ports(MESH_ENV, key="http_port").items()
     if name in PYTHON_SERVICES
 }
+# Services that keep nothing on disk, so their blocks have no /data volume: the gateway (its
+# rate limits count in memory in compose; a SQLite store is for replicas sharing one host).
+STATELESS_SERVICES = {"gateway"}
 # Infrastructure ports published on the host (container port: the same host port).
 INFRA_PORTS = {
     "kafka": {29092},
@@ -388,9 +391,11 @@ def test_python_service_has_its_block_and_port(
     settings = service(name).load_settings(env)
     assert settings.host == "0.0.0.0", "listen beyond the container's loopback"
     assert settings.port == port
-    if hasattr(settings, "db_path"):
+    if name in STATELESS_SERVICES:
+        assert not svc.get("volumes"), f"{name} keeps no state; why a volume?"
+    else:
         assert Path(settings.db_path).parent == Path("/data"), "keep state on the /data volume"
-    assert any(str(v).endswith(":/data") for v in svc["volumes"]), f"{name}: no /data volume"
+        assert any(str(v).endswith(":/data") for v in svc["volumes"]), f"{name}: no /data volume"
     # The shared health probe finds the port through OTEL_SERVICE_NAME (see x-python-service).
     assert env["OTEL_SERVICE_NAME"] == name
     assert env[name.upper().replace("-", "_") + "_PORT"] == str(port)
@@ -418,9 +423,37 @@ def test_orders_reaches_its_participants_by_service_name(
         assert depends_on(services["orders"])[participant] == {"condition": "service_healthy"}
 
 
+# What the gateway's GET /v1/orders/{order_id}/details asks besides its routes' backends
+# (gateway.aggregate).
+GATEWAY_DETAILS_PARTS = {"orders", "order_views", "payments", "shipping"}
+
+
+def test_gateway_reaches_identity_and_its_backends_by_service_name(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    routing = importlib.import_module("gateway.routing")
+    component_of = importlib.import_module("gateway.bootstrap").component_of
+    backends = {component_of(r) for r in routing.RouteTable.from_contracts().routes}
+    assert {"orders", "inventory", "order_views"} <= backends
+    backends |= GATEWAY_DETAILS_PARTS
+    gateway = services["gateway"]
+    env = env_of(gateway)
+    for backend in sorted(backends):
+        assert addresses.address_of(backend, env) == f"{backend}:{SERVICE_PORTS[backend]}"
+        assert depends_on(gateway)[backend] == {"condition": "service_healthy"}, backend
+    # The JWKS from identity inside the compose network; the iss it expects is identity's
+    # issuer, the published URL the tokens were got from, which is not that address.
+    http_port = SERVICE_HTTP_PORTS["identity"]
+    assert addresses.http_url_of("identity", env) == f"http://identity:{http_port}"
+    assert depends_on(gateway)["identity"] == {"condition": "service_healthy"}
+    settings = service("gateway").load_settings(env)
+    assert settings.issuer == env_of(services["identity"])["IDENTITY_ISSUER"]
+
+
 def test_http_ports_are_found() -> None:
     # Guards the http_port checks above against a key that silently matches nothing.
     assert SERVICE_HTTP_PORTS.get("identity") == 8090
+    assert SERVICE_HTTP_PORTS.get("gateway") == 8080
 
 
 def test_identity_issuer_is_its_published_http_url(
