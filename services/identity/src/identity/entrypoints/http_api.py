@@ -21,7 +21,7 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
@@ -126,9 +126,13 @@ class IdentityHttp:
         if response.mimetype == "text/html":
             # No framing (clickjacking) and nothing but our own forms.
             response.headers.setdefault("X-Frame-Options", "DENY")
+            # form-action also governs the redirects after a POST (Chromium enforces it on each
+            # hop), so the login form may end at the validated redirect URI's origin: the
+            # client's page (shop-web's is the gateway's, another origin).
+            form_action = " ".join(["'self'", *self._redirect_origins(request)])
             response.headers.setdefault(
                 "Content-Security-Policy",
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self';"
+                f"default-src 'none'; style-src 'unsafe-inline'; form-action {form_action};"
                 " frame-ancestors 'none'",
             )
         body: Iterable[bytes] = response(environ, start_response)
@@ -200,6 +204,24 @@ class IdentityHttp:
 
     def _session(self, request: Request) -> Session | None:
         return self._accounts.session_by_cookie(request.cookies.get(SESSION_COOKIE, ""))
+
+    def _redirect_origins(self, request: Request) -> list[str]:
+        """The origin of the redirect URI a login form on this page may end at: the one of the
+        authorization request being served (``/authorize?...``, or ``next`` on ``/login``),
+        and only once identity has validated it against the client's registered URIs."""
+        if request.path == "/authorize":
+            query = request.query_string.decode()
+        else:
+            next_url = self._safe_next(request.values.get("next", "/"))
+            query = next_url.partition("?")[2] if next_url.startswith("/authorize?") else ""
+        if not query:
+            return []
+        try:
+            authorize = self._oauth.validate_authorize(dict(parse_qsl(query)))
+        except AuthorizeError:
+            return []
+        parts = urlsplit(authorize.redirect_uri)
+        return [f"{parts.scheme}://{parts.netloc}"] if parts.scheme in ("http", "https") else []
 
     @staticmethod
     def _safe_next(value: str) -> str:
