@@ -473,3 +473,16 @@ def test_504_when_a_backend_does_not_answer_in_time(degraded: tuple[str, Identit
     )
     problem = assert_problem(details, 503, "UNAVAILABLE")
     assert "neither orders nor order views" in problem["detail"]
+
+
+def test_the_pages_are_served_with_a_strict_policy(shop_mesh: Shop) -> None:
+    page = requests.get(f"{shop_mesh.gateway}/", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    policy = page.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy
+    assert f"connect-src 'self' {shop_mesh.identity.issuer}" in policy
+    config = requests.get(f"{shop_mesh.gateway}/config.json", timeout=10).json()
+    assert config["issuer"] == shop_mesh.identity.issuer and config["client_id"] == "shop-web"
+    docs = requests.get(f"{shop_mesh.gateway}/docs", timeout=10)
+    assert "default-src 'none'" in docs.headers["Content-Security-Policy"]
+    assert requests.get(f"{shop_mesh.gateway}/healthz", timeout=10).text == "ok\n"

@@ -87,7 +87,11 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         routes, server_url="/", issuer=settings.issuer or identity, own=[aggregate.operation()]
     )
     pages["/openapi.json"] = _static(json.dumps(document).encode(), "application/json")
-    pages["/docs"] = _static(docs_page(document).encode(), "text/html")
+    pages["/docs"] = _static(
+        docs_page(document).encode(),
+        "text/html",
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+    )
     pages.update(_shop_pages(identity, settings))
     edge = Edge(
         routes,
@@ -134,13 +138,26 @@ def _shop_pages(identity: str, settings: Settings) -> dict[str, Page]:
         if resource.is_file():
             body = resource.read_bytes()
             path = "/" if name == "index.html" else f"/{name}"
-            pages[path] = _static(body, mimetype)
+            # The page talks to itself and to identity only, and no one may frame it (a header:
+            # frame-ancestors cannot be set from the page's own <meta> policy).
+            policy = (
+                f"default-src 'self'; connect-src 'self' {identity}; frame-ancestors 'none';"
+                " base-uri 'none'; form-action 'self'"
+                if mimetype == "text/html"
+                else ""
+            )
+            pages[path] = _static(body, mimetype, policy)
     return pages
 
 
-def _static(body: bytes, mimetype: str) -> Page:
+def _static(body: bytes, mimetype: str, policy: str = "") -> Page:
+    headers = {"Cache-Control": "no-cache"}
+    if policy:
+        headers["Content-Security-Policy"] = policy
+        headers["X-Frame-Options"] = "DENY"
+
     def page(_request: Request) -> Response:
-        return Response(body, mimetype=mimetype, headers={"Cache-Control": "no-cache"})
+        return Response(body, mimetype=mimetype, headers=headers)
 
     return page
 
