@@ -502,21 +502,10 @@ def answer(response: requests.Response, what: str) -> dict[str, Any]:
     return document
 
 
-GATEWAY_ROOT = ("gateway", "POST /v1/orders")
-
-
-def gateway_order(access: str, user_id: str) -> bool:
-    """The TV places an order through the gateway with its device-flow token, follows it to
-    CONFIRMED there, reads its details, then the POST's trace is shown. True when the order was
-    confirmed, placed for the person the token acts for, and its trace is rooted at the
-    gateway's ``POST /v1/orders`` span."""
-    heading(
-        f"10. The TV orders through the gateway ({GATEWAY}, HTTP/JSON) with the same access token"
-    )
-    web = requests.Session()
-    web.headers["Authorization"] = f"Bearer {access}"
-    web.headers["User-Agent"] = "meshkit-demo (shop-tv)"
-    body: dict[str, Any] = {
+def tv_order() -> dict[str, Any]:
+    """The TV's order, in the gateway's JSON (protojson: lowerCamelCase, int64 as a string); no
+    customerId, which the gateway takes from the token."""
+    return {
         "requestId": f"demo-tv-{uuid.uuid4().hex[:8]}",
         "paymentToken": "tok_visa",
         "lines": [
@@ -534,6 +523,42 @@ def gateway_order(access: str, user_id: str) -> bool:
             "countryCode": "DE",
         },
     }
+
+
+GATEWAY_ROOT = ("gateway", "POST /v1/orders")
+
+
+def gateway_trace(trace_id: str) -> bool:
+    """Print the trace of the TV's POST once its spans are in; True when its root is the
+    gateway's ``POST /v1/orders`` span."""
+    heading(
+        f"11. That POST's trace, from its X-Trace-Id: the gateway's span on top"
+        f" (mesh trace {trace_id})"
+    )
+    spans = wait_for_trace(trace_id, root=GATEWAY_ROOT)
+    mesh("trace", trace_id)
+    top = [(span["service"], span["name"]) for span in roots(spans)]
+    rooted = top == [GATEWAY_ROOT]
+    if not rooted:
+        print(
+            f"  {RED}the trace's root is {top or 'missing'},"
+            f" not the gateway's POST /v1/orders{RESET}"
+        )
+    return rooted
+
+
+def gateway_order(access: str, user_id: str) -> bool:
+    """The TV places an order through the gateway with its device-flow token, follows it to
+    CONFIRMED there, reads its details, then the POST's trace is shown. True when the order was
+    confirmed, placed for the person the token acts for, and its trace is rooted at the
+    gateway's ``POST /v1/orders`` span."""
+    heading(
+        f"10. The TV orders through the gateway ({GATEWAY}, HTTP/JSON) with the same access token"
+    )
+    web = requests.Session()
+    web.headers["Authorization"] = f"Bearer {access}"
+    web.headers["User-Agent"] = "meshkit-demo (shop-tv)"
+    body = tv_order()
     try:
         print(f"{DIM}  TOKEN=<the TV's access token>")
         print(f"  {as_curl('POST', f'{GATEWAY}/v1/orders', body)}{RESET}")
@@ -569,6 +594,17 @@ def gateway_order(access: str, user_id: str) -> bool:
             )
         )
 
+        # Read your write: the read model answers once it has seen the confirmation (the
+        # order's version), so the details below find it there too.
+        seen_at = f"{order_id}@{order.get('version', 1)}"
+        mine_url = f"{GATEWAY}/v1/orders?consistencyToken={seen_at}"
+        print(f"{DIM}  {as_curl('GET', mine_url)}{RESET}")
+        listed = answer(web.get(mine_url, timeout=DEFAULT_TIMEOUT), "GET /v1/orders")["orders"]
+        row: dict[str, Any] = next((o for o in listed if o.get("orderId") == order_id), {})
+        print(
+            f"  -> the TV's orders from the read model: {len(listed)}, this one"
+            f" {str(row.get('status', 'MISSING')).removeprefix('ORDER_STATUS_')}"
+        )
         print(f"{DIM}  {as_curl('GET', f'{GATEWAY}/v1/orders/{order_id}/details')}{RESET}")
         details = answer(
             web.get(f"{GATEWAY}/v1/orders/{order_id}/details", timeout=DEFAULT_TIMEOUT),
@@ -595,21 +631,7 @@ def gateway_order(access: str, user_id: str) -> bool:
     if not trace_id:
         print(f"  {RED}the gateway's answer has no X-Trace-Id{RESET}")
         return False
-
-    heading(
-        f"11. That POST's trace, from its X-Trace-Id: the gateway's span on top"
-        f" (mesh trace {trace_id})"
-    )
-    spans = wait_for_trace(trace_id, root=GATEWAY_ROOT)
-    mesh("trace", trace_id)
-    top = [(span["service"], span["name"]) for span in roots(spans)]
-    rooted = top == [GATEWAY_ROOT]
-    if not rooted:
-        print(
-            f"  {RED}the trace's root is {top or 'missing'},"
-            f" not the gateway's POST /v1/orders{RESET}"
-        )
-    return confirmed and mine and rooted
+    return confirmed and mine and gateway_trace(trace_id)
 
 
 def main() -> int:
