@@ -8,9 +8,10 @@ replayed request and the confirmed order's trace tree. Then a TV signs in with t
 device flow (RFC 8628) against identity: the demo plays the TV (showing the code, polling the
 token endpoint at the interval it was given) and the person (typing the code into the
 verification page, logging in, pressing Allow), then calls IdentityService with the access token.
-With that same token the TV places an order through the gateway (HTTP/JSON on 8080, printed as
-the curl command a person could run), polls it to CONFIRMED there, reads its details, and the
-demo prints the POST's trace (its X-Trace-Id), whose root must be the gateway's span.
+With that same token the TV places an order through the gateway (HTTP/JSON on 8080, each call
+printed as the curl command a person could run), polls it to CONFIRMED there, reads it back from
+the read model (read-your-writes) and with its details, and the demo prints the POST's trace
+(its X-Trace-Id), whose root must be the gateway's span.
 Last come the commands to try, and the mesh is stopped (unless it was running before the demo,
 in which case it is left as it was found). Exits 1 when an order did not end as its scenario
 says, the login did not give a working token, or the order through the gateway did not confirm
