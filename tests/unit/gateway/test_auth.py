@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 
 import jwt
@@ -144,3 +145,31 @@ def test_no_keys_at_all_is_unavailable_not_a_bad_token(
     jwks.down = True
     with pytest.raises(KeysUnavailable):
         verifier.verify(issue(keys))
+
+
+def test_a_remembered_token_still_expires_and_goes_with_its_key() -> None:
+    keys = SigningKeys(MemoryKeyStore(), issuer=ISSUER, token_ttl=1)
+    jwks = Jwks(keys)
+    verifier = TokenVerifier(
+        "u", issuer=ISSUER, audience="meshkit", leeway=0, fetch=jwks, refetch_every=0
+    )
+    token = issue(keys)
+    assert verifier.verify(token).sub == "u-1"
+    assert verifier.verify(token).sub == "u-1"  # remembered
+    deadline = time.monotonic() + 5
+    while True:  # it lives one second: remembered or not, past its exp it is refused
+        try:
+            verifier.verify(token)
+        except InvalidToken as refused:
+            assert "expired" in refused.description
+            break
+        assert time.monotonic() < deadline, "a remembered token outlived its exp"
+        time.sleep(0.05)  # polling for the expiry within the deadline
+    jwks.keys = SigningKeys(MemoryKeyStore(), issuer=ISSUER)  # a long-lived token's key
+    other = issue(jwks.keys)
+    assert verifier.verify(other).sub == "u-1"
+    fresh = SigningKeys(MemoryKeyStore(), issuer=ISSUER)
+    jwks.keys = fresh  # identity's keys are all new now; a token of the new key fetches them
+    assert verifier.verify(issue(fresh)).sub == "u-1"
+    with pytest.raises(InvalidToken, match="not one of identity's"):
+        verifier.verify(other)  # its key left the JWK Set: the remembered answer goes too

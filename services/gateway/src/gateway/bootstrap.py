@@ -92,7 +92,8 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         "text/html",
         "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
     )
-    pages.update(_shop_pages(identity, settings))
+    # The browser reaches identity at the issuer URL (in compose, not the internal address).
+    pages.update(_shop_pages(settings.issuer or identity, settings))
     edge = Edge(
         routes,
         verifier,
