@@ -107,7 +107,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
             composites=(details,),
         ),
     )
-    ctx.serve_http(edge, access_log=True)
+    ctx.serve_http(edge, access_log=True, threads=settings.http_threads)
     log.info(
         "gateway: %d routes from the contracts (%s); identity at %s",
         len(routes.routes),

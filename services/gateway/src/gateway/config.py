@@ -15,6 +15,10 @@ class Settings(ServiceSettings):
         default=8080,
         metadata={"help": "the HTTP port (default: http_port in mesh.toml); 0 = any free"},
     )
+    http_threads: int = dataclasses.field(
+        default=8,
+        metadata={"help": "HTTP worker threads (requests handled at once)", "min": 1, "max": 256},
+    )
     identity_url: str = dataclasses.field(
         default="",
         metadata={"help": "identity's HTTP base URL (default: from mesh.toml, MESH_URL_IDENTITY)"},
