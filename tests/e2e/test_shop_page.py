@@ -51,9 +51,11 @@ if not CHROMIUM.exists() and not IN_CI:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """A headless Chromium for the whole session (Debian's, not a Playwright download)."""
+    """A headless Chromium for this module (Debian's, not a Playwright download). Module-scoped:
+    Playwright's sync API holds an event loop on the main thread while it runs, and the tests
+    after this module (asyncio.run in the runner's) need it gone."""
     if not CHROMIUM.exists():  # only reachable under CI: the skip above covers the rest
         pytest.fail(f"{CHROMIUM} is missing: CI must install the chromium package", pytrace=False)
     # Chromium's sandbox needs user namespaces that root in a container does not get.
