@@ -24,8 +24,8 @@ import grpc
 import pytest
 import requests
 from support.gateway import Shop
-from support.identity import TEST_CLIENTS, Identity, login, register, run_mesh
-from support.mesh import free_port, write_moved_mesh_toml
+from support.identity import TEST_CLIENTS, Identity, login, register
+from support.mesh import free_port, mesh_up, write_moved_mesh_toml
 
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
@@ -406,8 +406,6 @@ def degraded(
     """Registry, identity and a gateway whose inventory is a dead port and whose orders never
     answers; its deadline is half a second. Yields (gateway URL, identity)."""
     root = tmp_path_factory.mktemp("degraded-mesh")
-    for name in ("proto", "scripts"):
-        (root / name).symlink_to(Path(__file__).resolve().parents[2] / name)
     clients = root / "clients.toml"
     clients.write_text(TEST_CLIENTS)
     ports = write_moved_mesh_toml(
@@ -428,19 +426,10 @@ def degraded(
     }
     for key in ("MESH_KAFKA_BOOTSTRAP", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.pop(key, None)
-    up = run_mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
     try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        identity = Identity(
-            root,
-            f"127.0.0.1:{ports['identity']}",
-            f"http://127.0.0.1:{ports['identity:http']}",
-            env["SCHEMA_REGISTRY_URL"],
-            env,
-        )
-        yield f"http://127.0.0.1:{ports['gateway:http']}", identity
+        with mesh_up(root, kafka_bootstrap, env):
+            yield f"http://127.0.0.1:{ports['gateway:http']}", Identity.at(root, ports, env)
     finally:
-        run_mesh(root, "down", env=env)
         hole.close()
 
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from support.identity import TEST_CLIENTS, Identity, login, register, run_mesh
-from support.mesh import write_moved_mesh_toml
+from support.identity import TEST_CLIENTS, Identity, login, register
+from support.mesh import mesh_up, write_moved_mesh_toml
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple 42"
 # The tests' rate limits: roomy, but PUT /v1/stock/{sku} (admins only, which no other test calls
 # through the gateway: set stock with gRPC) allows 3 a minute, so a test can reach its 429.
@@ -52,8 +51,6 @@ class Shop:
 def running_shop(root: Path, kafka_bootstrap: str) -> Iterator[Shop]:
     """`mesh up -d` of every component on free ports, identity's shop-web client allowed back to
     this gateway's page. `mesh down` when the block ends."""
-    for name in ("proto", "scripts"):
-        (root / name).symlink_to(REPO / name)
     ports = write_moved_mesh_toml(root)
     gateway = f"http://127.0.0.1:{ports['gateway:http']}"
     clients = root / "clients.toml"
@@ -76,20 +73,8 @@ def running_shop(root: Path, kafka_bootstrap: str) -> Iterator[Shop]:
     }
     for key in ("MESH_KAFKA_BOOTSTRAP", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.pop(key, None)
-    up = run_mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        identity = Identity(
-            root,
-            f"127.0.0.1:{ports['identity']}",
-            f"http://127.0.0.1:{ports['identity:http']}",
-            env["SCHEMA_REGISTRY_URL"],
-            env,
-        )
-        yield Shop(root, gateway, identity, ports, env)
-    finally:
-        down = run_mesh(root, "down", env=env)
-        assert down.returncode == 0, down.stderr
+    with mesh_up(root, kafka_bootstrap, env):
+        yield Shop(root, gateway, Identity.at(root, ports, env), ports, env)
 
 
 @pytest.fixture(scope="session")

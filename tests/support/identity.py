@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,10 +11,7 @@ from typing import Any
 
 import pytest
 
-from support.mesh import write_moved_mesh_toml
-
-REPO = Path(__file__).resolve().parents[2]
-MESH = str(Path(sys.executable).parent / "mesh")
+from support.mesh import mesh_up, write_moved_mesh_toml
 
 # A client file for the tests: the shipped clients plus a legacy one that may use the implicit
 # and password grants (off for everyone else), and a confidential one allowed to introspect.
@@ -64,16 +59,16 @@ class Identity:
     registry: str
     env: dict[str, str]
 
-
-def run_mesh(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [MESH, "--root", str(root), *args],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        env=env,
-        check=False,
-    )
+    @classmethod
+    def at(cls, root: Path, ports: Mapping[str, int], env: dict[str, str]) -> Identity:
+        """The identity of a mesh started in ``root`` with ``ports`` (write_moved_mesh_toml's)."""
+        return cls(
+            root,
+            f"127.0.0.1:{ports['identity']}",
+            f"http://127.0.0.1:{ports['identity:http']}",
+            env["SCHEMA_REGISTRY_URL"],
+            env,
+        )
 
 
 @contextmanager
@@ -88,8 +83,6 @@ def running_identity(
     """`mesh up -d` of identity in the scratch ``root`` on free ports, in ``env`` with
     ``overrides`` (None unsets a variable); with its own trace receiver and schema registry, or
     (``with_registry=False``) on the registry ``env`` names. `mesh down` when the block ends."""
-    for name in ("proto", "scripts"):
-        (root / name).symlink_to(REPO / name)
     names = ("trace-receiver", "schema-registry", "identity") if with_registry else ("identity",)
     ports = write_moved_mesh_toml(root, names)
     merged = {**env}
@@ -101,19 +94,8 @@ def running_identity(
             merged.pop(key, None)
         else:
             merged[key] = value
-    up = run_mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=merged)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield Identity(
-            root,
-            f"127.0.0.1:{ports['identity']}",
-            f"http://127.0.0.1:{ports['identity:http']}",
-            merged["SCHEMA_REGISTRY_URL"],
-            merged,
-        )
-    finally:
-        down = run_mesh(root, "down", env=merged)
-        assert down.returncode == 0, down.stderr
+    with mesh_up(root, kafka_bootstrap, merged):
+        yield Identity.at(root, ports, merged)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,22 @@ def mesh_cli(
         env=None if env is None else dict(env),
         check=False,
     )
+
+
+@contextmanager
+def mesh_up(root: Path, kafka_bootstrap: str, env: Mapping[str, str]) -> Iterator[None]:
+    """`mesh up -d` in the scratch ``root`` (the repo's proto/ and scripts/ linked in), in
+    ``env``, asserting it came up; `mesh down` when the block ends, whatever happened."""
+    for name in ("proto", "scripts"):
+        if not (root / name).exists():
+            (root / name).symlink_to(REPO / name)
+    up = mesh_cli(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield
+    finally:
+        down = mesh_cli(root, "down", env=env)
+        assert down.returncode == 0, down.stderr
 
 
 def mesh_ps(root: Path) -> dict[str, dict[str, object]]:

@@ -181,3 +181,30 @@ class ServiceSettings(ServerSettings, EventSettings):
     db_path: Path = dataclasses.field(
         default=Path(".mesh/data/service.db"), metadata={"help": "SQLite database file"}
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpServiceSettings(ServiceSettings):
+    """A service with an HTTP side too (``ctx.serve_http``): its port, and the browser origins
+    allowed to call it (CORS). ``http_port``'s default is the component's ``http_port`` in
+    mesh.toml (``Service.load_settings`` fills it in)."""
+
+    http_port: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "the HTTP port (default: http_port in mesh.toml); 0 picks a free one",
+            "min": 0,
+            "max": 65535,
+        },
+    )
+    cors_origins: str = dataclasses.field(
+        default="http://127.0.0.1:8080,http://localhost:8080",
+        metadata={
+            "help": "comma-separated origins of browser pages allowed to call it (the shop page)"
+        },
+    )
+
+    @property
+    def origins(self) -> tuple[str, ...]:
+        """``cors_origins`` as a tuple, without trailing slashes."""
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())

@@ -1,20 +1,16 @@
-"""The gateway's own settings (GATEWAY_*); the kit's ServiceSettings has the rest."""
+"""The gateway's own settings (GATEWAY_*); the kit's HttpServiceSettings has the rest."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from meshkit.settings import ServiceSettings
+from meshkit.settings import HttpServiceSettings
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings(ServiceSettings):
+class Settings(HttpServiceSettings):
     """Everything the gateway reads from its environment (``python -m gateway --help``)."""
 
-    http_port: int = dataclasses.field(
-        default=8080,
-        metadata={"help": "the HTTP port (default: http_port in mesh.toml); 0 = any free"},
-    )
     http_threads: int = dataclasses.field(
         default=8,
         metadata={"help": "HTTP worker threads (requests handled at once)", "min": 1, "max": 256},
@@ -38,10 +34,6 @@ class Settings(ServiceSettings):
     max_body_bytes: int = dataclasses.field(
         default=1024 * 1024, metadata={"help": "largest request body (then 413)", "min": 1}
     )
-    cors_origins: str = dataclasses.field(
-        default="http://127.0.0.1:8080,http://localhost:8080",
-        metadata={"help": "comma-separated origins allowed to call the API from a browser"},
-    )
     rate_limits_file: str = dataclasses.field(
         default="", metadata={"help": "rate limit policies, TOML (default: the shipped ones)"}
     )
@@ -55,8 +47,3 @@ class Settings(ServiceSettings):
         default="http://127.0.0.1:16686",
         metadata={"help": "where the shop page links an order's trace"},
     )
-
-    @property
-    def origins(self) -> tuple[str, ...]:
-        """cors_origins as a tuple."""
-        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())

@@ -163,16 +163,7 @@ class Edge:
                 f"{route.name} needs the role {' or '.join(route.roles)}",
                 code="PERMISSION_DENIED",
             )
-        decision = self._limiter.check(route.name, _limit_keys(request, caller))
-        limit_headers = decision.headers()
-        if not decision.allowed:
-            raise Problem(
-                429,
-                f"rate limit {decision.policy.name!r} reached; retry after"
-                f" {math.ceil(decision.retry_after)} s",
-                code="RESOURCE_EXHAUSTED",
-                headers=limit_headers,
-            )
+        limit_headers = self._limit(route.name, request, caller)
         try:
             body = request.get_data(cache=False) if route.body else request.get_data()
         except RequestEntityTooLarge:
@@ -215,16 +206,7 @@ class Edge:
         self, request: Request, composite: Composite, values: dict[str, str], request_id: str
     ) -> Response:
         caller = self._authenticate(request)
-        decision = self._limiter.check(composite.name, _limit_keys(request, caller))
-        limit_headers = decision.headers()
-        if not decision.allowed:
-            raise Problem(
-                429,
-                f"rate limit {decision.policy.name!r} reached; retry after"
-                f" {math.ceil(decision.retry_after)} s",
-                code="RESOURCE_EXHAUSTED",
-                headers=limit_headers,
-            )
+        limit_headers = self._limit(composite.name, request, caller)
         metadata = (("x-request-id", request_id), ("authorization", f"Bearer {caller.token}"))
         try:
             document = composite.handler(values, metadata)
@@ -235,6 +217,23 @@ class Edge:
         for name, value in limit_headers:
             response.headers[name] = value
         return response
+
+    def _limit(
+        self, route_name: str, request: Request, caller: Caller | None
+    ) -> list[tuple[str, str]]:
+        """Take one request from the caller's buckets for the route: the RateLimit headers to
+        answer with, or a 429 problem carrying them and Retry-After."""
+        decision = self._limiter.check(route_name, _limit_keys(request, caller))
+        headers = decision.headers()
+        if not decision.allowed:
+            raise Problem(
+                429,
+                f"rate limit {decision.policy.name!r} reached; retry after"
+                f" {math.ceil(decision.retry_after)} s",
+                code="RESOURCE_EXHAUSTED",
+                headers=headers,
+            )
+        return headers
 
     def _preflight(self, request: Request) -> Response:
         origin = request.headers.get("Origin", "")

@@ -1,21 +1,18 @@
-"""Identity's own settings (IDENTITY_*); the kit's ServiceSettings has the rest."""
+"""Identity's own settings (IDENTITY_*); the kit's HttpServiceSettings has the rest (its HTTP
+port, and the browser origins allowed to call /token and /revoke)."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-from meshkit.settings import ServiceSettings
+from meshkit.settings import HttpServiceSettings
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings(ServiceSettings):
+class Settings(HttpServiceSettings):
     """Everything identity reads from its environment (``python -m identity --help``)."""
 
-    http_port: int = dataclasses.field(
-        default=8090,
-        metadata={"help": "the OAuth/HTTP port (default: http_port in mesh.toml); 0 = any free"},
-    )
     issuer: str = dataclasses.field(
         default="",
         metadata={"help": "the issuer URL (default http://127.0.0.1:<http_port>)"},
@@ -65,19 +62,6 @@ class Settings(ServiceSettings):
         default=False,
         metadata={"help": "argon2's cheapest parameters: for tests only, never in production"},
     )
-
-    cors_origins: str = dataclasses.field(
-        default="http://127.0.0.1:8080,http://localhost:8080",
-        metadata={
-            "help": "comma-separated origins of browser apps that may call /token and /revoke"
-            " (the gateway's shop page)"
-        },
-    )
-
-    @property
-    def origins(self) -> tuple[str, ...]:
-        """cors_origins as a tuple."""
-        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
 
     def issuer_for(self, port: int) -> str:
         """The issuer: IDENTITY_ISSUER, or this server's own URL."""
