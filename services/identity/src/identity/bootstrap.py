@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from identity.adapters import recovery, totp
 from identity.adapters.clients import load_clients
@@ -19,10 +22,12 @@ from identity.domain.model import SessionPolicy
 from identity.domain.passwords import PasswordPolicy
 from identity.entrypoints.grpc_api import IdentityServicer
 from identity.entrypoints.http_api import IdentityHttp
-from meshkit.http import HttpServer
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from shop.identity.v1 import identity_pb2_grpc
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +99,12 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
             try:
                 if keys.rotate_if_due():
                     log.info("rotated the signing key: now %s", keys.active_kid())
+                # Expiry is wall-clock by the RFCs. Rows are kept an hour past it (beyond any
+                # clock skew allowed), failures a day (beyond any lockout window).
+                now = time.time()
                 with uow() as work:
-                    work.store.prune_expired(keys_now() - 3600)
-                    work.store.prune_failures(keys_now() - 86400)
+                    work.store.prune_expired(now - 3600)
+                    work.store.prune_failures(now - 86400)
             except Exception:
                 log.exception("identity housekeeping failed; retrying in %.1fs", every)
 
@@ -110,19 +118,12 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     ]
 
 
-def keys_now() -> float:
-    """Wall-clock seconds (token and code expiry are wall-clock by their RFCs)."""
-    import time
-
-    return time.time()
-
-
 class _Deferred:
     """The WSGI app, set once built: the HTTP socket must be bound before the issuer is known."""
 
     app: IdentityHttp | None = None
 
-    def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if self.app is None:
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"starting\n"]
@@ -132,4 +133,3 @@ class _Deferred:
 SERVICE = Service[Settings](
     "identity", build, settings=Settings, migrations=MIGRATIONS, events=EVENTS
 )
-__all__ = ["SERVICE", "HttpServer"]
