@@ -391,3 +391,21 @@ def test_declared_peers_are_in_help_and_must_resolve_before_start(
     assert "peer 'loyalty'" in capsys.readouterr().err
     settings = service.load_settings({**env, "MESH_ADDRESS_LOYALTY": "loyalty:7000"})
     assert settings.port == 61005
+
+
+def test_help_leaves_out_the_settings_a_service_never_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A service without a database or events (an edge) is not offered a database path, Kafka
+    or the registry in --help; one with them is."""
+    env = {"MESH_CONFIG": str(write_mesh(tmp_path, toy=61005))}
+    bare: Service[ToySettings] = Service(
+        "toy", lambda ctx: [], settings=ToySettings, database=False, description="Bare."
+    )
+    assert bare.main(["--help"], env) == 0
+    out = capsys.readouterr().out
+    assert "TOY_PORT" in out and "TOY_GREETING" in out
+    assert "TOY_DB_PATH" not in out and "MESH_KAFKA_BOOTSTRAP" not in out
+    assert "SCHEMA_REGISTRY_URL" not in out
+    assert toy([]).main(["--help"], env) == 0
+    assert "TOY_DB_PATH" in capsys.readouterr().out

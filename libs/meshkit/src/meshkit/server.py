@@ -41,7 +41,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextvars import Token
 from dataclasses import dataclass
@@ -747,8 +747,10 @@ def run_service(
     env: Mapping[str, str] | None = None,
     description: str = "",
     defaults: Mapping[str, Any] | None = None,
+    unused: Collection[str] = (),
 ) -> int:
     """The whole ``python -m <service>`` entry point: settings, logging, build, serve.
+    ``unused``: settings ``--help`` leaves out because this service never reads them.
 
     ``--help`` lists every setting; a bad setting exits 2 naming the key; SIGTERM exits 0.
     ``defaults`` overrides settings defaults known only at run time (see ``load_settings``).
@@ -760,7 +762,7 @@ def run_service(
         sys.stdout.write(
             f"usage: python -m {name}\n\n{description}\n\n"
             "Settings (environment variables):\n"
-            f"{describe_settings(settings_type, prefix, defaults)}\n"
+            f"{describe_settings(settings_type, prefix, defaults, unused)}\n"
         )
         return 0
     if args:

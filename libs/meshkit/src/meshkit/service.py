@@ -351,4 +351,14 @@ class Service(Generic[S]):
                 else ""
             ),
             defaults=defaults,
+            unused=self._unused_settings(),
         )
+
+    def _unused_settings(self) -> set[str]:
+        """Settings every service has but this one never reads."""
+        unused = set()
+        if not self.database:
+            unused.add("db_path")
+        if self.events is None and not self.consumes:
+            unused |= {"kafka_bootstrap", "schema_registry_url", "kafka_create_topics"}
+        return unused

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,12 +102,19 @@ def load_settings(
 
 
 def describe_settings(
-    cls: type[Any], prefix: str, defaults: Mapping[str, Any] | None = None
+    cls: type[Any],
+    prefix: str,
+    defaults: Mapping[str, Any] | None = None,
+    unused: Collection[str] = (),
 ) -> str:
-    """Human help text listing every key, its default and what it does."""
+    """Human help text listing every key, its default and what it does; fields named in
+    ``unused`` (settings the service has but never reads, e.g. a database path for a service
+    without one) are left out."""
     defaults = defaults or {}
     lines = []
     for key, f in setting_keys(cls, prefix).items():
+        if f.name in unused:
+            continue
         default = (
             defaults[f.name]
             if f.name in defaults
