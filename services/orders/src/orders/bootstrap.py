@@ -8,8 +8,10 @@ from mesh.sagas.v1 import sagas_pb2_grpc
 from meshkit import telemetry
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
+from meshkit.settings import SettingsError
 from orders.adapters.events import EVENTS
 from orders.adapters.participants import GrpcParticipants
+from orders.adapters.secrets import TokenSealer
 from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from orders.app.orders import Orders
 from orders.app.saga_worker import SagaWorker
@@ -24,12 +26,24 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     """OrdersService and SagaAdminService over the use cases, and the saga worker (which first
     resumes every saga in flight) driving inventory, payments and shipping."""
     settings = ctx.settings
+    try:
+        sealer = (
+            TokenSealer.from_setting(settings.payment_token_key)
+            if settings.payment_token_key
+            else None
+        )
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
 
     def unit_of_work() -> SqliteUnitOfWork:
-        return SqliteUnitOfWork(ctx.db, ctx.events, snapshot_every=settings.snapshot_every)
+        return SqliteUnitOfWork(
+            ctx.db, ctx.events, snapshot_every=settings.snapshot_every, sealer=sealer
+        )
 
     def read_only() -> SqliteUnitOfWork:
-        return SqliteUnitOfWork(ctx.db, snapshot_every=settings.snapshot_every, read_only=True)
+        return SqliteUnitOfWork(
+            ctx.db, snapshot_every=settings.snapshot_every, read_only=True, sealer=sealer
+        )
 
     policy = RetryPolicy(
         step_timeout_s=settings.step_timeout_s,

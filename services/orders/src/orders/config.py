@@ -32,6 +32,13 @@ class Settings(ServiceSettings):
         default=32,
         metadata={"help": "sagas in flight at once (a thread each)", "min": 1, "max": 256},
     )
+    payment_token_key: str = dataclasses.field(
+        default="",
+        metadata={
+            "help": "AES-256-GCM key sealing payment tokens at rest while a saga needs them"
+            " (base64url, 32 bytes); default: a key made beside the database (development)"
+        },
+    )
     snapshot_every: int = dataclasses.field(
         default=5, metadata={"help": "snapshot an order every N events", "min": 1}
     )

@@ -20,12 +20,14 @@ import socket
 import sqlite3
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from meshkit.db import Database, EventSink, UnitOfWork
 from meshkit.errors import Aborted
 from meshkit.events import OUTBOX_MIGRATION, as_record, from_record
 from meshkit.timestamps import from_micros, to_micros
 from orders.adapters.events import EVENTS, event_id, from_json, to_json
+from orders.adapters.secrets import TokenSealer
 from orders.app.ports import SeenRequest
 from orders.domain.events import OrderEvent
 from orders.domain.model import Order
@@ -305,7 +307,7 @@ _SAGA_COLUMNS = (
 )
 
 
-def _saga(row: sqlite3.Row) -> Saga:
+def _saga(row: sqlite3.Row, sealer: TokenSealer) -> Saga:
     return Saga(
         order_id=row["order_id"],
         status=SagaStatus(row["status"]),
@@ -314,7 +316,7 @@ def _saga(row: sqlite3.Row) -> Saga:
         compensations=tuple(Step(s) for s in json.loads(row["compensations"])),
         reason=row["reason"],
         last_error=row["last_error"],
-        payment_token=row["payment_token"],
+        payment_token=sealer.open(row["order_id"], row["payment_token"]),
         started_at=from_micros(row["started_at"]),
         step_started_at=from_micros(row["step_started_at"]),
         next_attempt_at=from_micros(row["next_attempt_at"]),
@@ -324,17 +326,19 @@ def _saga(row: sqlite3.Row) -> Saga:
 
 
 class SqliteSagas:
-    """SagaRepository over one open transaction."""
+    """SagaRepository over one open transaction; the payment token is stored sealed
+    (orders.adapters.secrets)."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, sealer: TokenSealer) -> None:
         self._conn = conn
+        self._sealer = sealer
 
     def get(self, order_id: str) -> Saga | None:
         """The saga, or None."""
         row = self._conn.execute(
             f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE order_id = ?", (order_id,)
         ).fetchone()
-        return _saga(row) if row else None
+        return _saga(row, self._sealer) if row else None
 
     def save(self, saga: Saga) -> None:
         """Insert or replace the saga's row."""
@@ -348,7 +352,7 @@ class SqliteSagas:
                 json.dumps([s.value for s in saga.compensations]),
                 saga.reason,
                 saga.last_error,
-                saga.payment_token,
+                self._sealer.seal(saga.order_id, saga.payment_token),
                 to_micros(saga.started_at),
                 to_micros(saga.step_started_at),
                 to_micros(saga.next_attempt_at),
@@ -371,7 +375,7 @@ class SqliteSagas:
         rows = self._conn.execute(
             f"SELECT {_SAGA_COLUMNS} FROM sagas WHERE status IN ('RUNNING', 'COMPENSATING')"
         ).fetchall()
-        return [_saga(row) for row in rows]
+        return [_saga(row, self._sealer) for row in rows]
 
     def recent(self, *, include_finished: bool, limit: int) -> list[Saga]:
         """Live sagas (and finished ones if asked), oldest first."""
@@ -379,7 +383,7 @@ class SqliteSagas:
         rows = self._conn.execute(
             f"SELECT {_SAGA_COLUMNS} FROM sagas{where} ORDER BY started_at LIMIT ?", (limit,)
         ).fetchall()
-        return [_saga(row) for row in rows]
+        return [_saga(row, self._sealer) for row in rows]
 
     def beat(self, runner_id: str, now: datetime.datetime) -> None:
         """Record that the saga worker ``runner_id`` is alive at ``now``."""
@@ -456,6 +460,23 @@ class SqliteRequests:
         return cursor.rowcount
 
 
+_DEVELOPMENT_SEALERS: dict[str, TokenSealer] = {}
+
+
+def _development_sealer(db_path: str) -> TokenSealer:
+    """The sealer of a database without a configured key: one per database file, its key kept
+    beside it; for an in-memory database, one per process."""
+    sealer = _DEVELOPMENT_SEALERS.get(db_path)
+    if sealer is None:
+        sealer = (
+            TokenSealer(os.urandom(32))
+            if db_path == ":memory:"
+            else TokenSealer.beside(Path(db_path))
+        )
+        sealer = _DEVELOPMENT_SEALERS.setdefault(db_path, sealer)
+    return sealer
+
+
 class SqliteUnitOfWork(UnitOfWork):
     """Orders' unit of work: orders (the event store), sagas and request ids in one SQLite
     transaction. The event store publishes every event it appends through ``publish`` (meshkit's
@@ -475,15 +496,18 @@ class SqliteUnitOfWork(UnitOfWork):
         *,
         snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
         read_only: bool = False,
+        sealer: TokenSealer | None = None,
     ) -> None:
         super().__init__(db, events, read_only=read_only)
+        # Default: the development key kept beside the database (see orders.adapters.secrets).
+        self._sealer = sealer or _development_sealer(db.path)
         self._publishes = events is not None
         self._every = snapshot_every
 
     def bind(self, conn: sqlite3.Connection) -> None:
         """Repositories over the transaction's connection."""
         self.orders = SqliteOrders(conn, self._publish_stored, self._every)
-        self.sagas = SqliteSagas(conn)
+        self.sagas = SqliteSagas(conn, self._sealer)
         self.requests = SqliteRequests(conn)
 
     def _publish_stored(self, event: OrderEvent, event_id: str) -> None:
