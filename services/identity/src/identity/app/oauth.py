@@ -347,14 +347,11 @@ class AuthorizationServer:
             stored = uow.store.auth_code(code)
             if stored is None or stored.client_id != client.client_id:
                 raise OAuthError("invalid_grant", "unknown authorization code")
-            if stored.used_at is not None:
+            replayed = stored.used_at is not None
+            if replayed and stored.family_id:
                 # A second redemption: deny, and revoke what the first one got (RFC 6749
                 # §4.1.2, RFC 9700 §4.2.4). Committed even though the request fails.
-                if stored.family_id:
-                    uow.store.revoke_family(stored.family_id, "authorization code replayed", now)
-                replayed = True
-            else:
-                replayed = False
+                uow.store.revoke_family(stored.family_id, "authorization code replayed", now)
             if not replayed:
                 if stored.expires_at <= now:
                     raise OAuthError("invalid_grant", "the authorization code has expired")
