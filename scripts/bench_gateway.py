@@ -497,7 +497,7 @@ def record_figures(concurrency: int, gateway: list[Result], direct: list[Result]
 # Where a sample's time goes: the leaf-most frame from one of these files names its layer (so
 # json.dumps called by the log formatter counts as logging, by the edge as the response).
 LAYERS: tuple[tuple[str, str], ...] = (
-    ("/gateway/auth.py", "token verification (PyJWT, ES256)"),
+    ("/meshkit/tokens.py", "token verification (PyJWT, ES256)"),
     ("/jwt/", "token verification (PyJWT, ES256)"),
     ("/cryptography/", "token verification (PyJWT, ES256)"),
     ("/gateway/transcoding.py", "transcoding (protojson in/out)"),

@@ -10,11 +10,15 @@ ACCESS_FIELD_NUMBER: _ClassVar[int]
 access: _descriptor.FieldDescriptor
 
 class Access(_message.Message):
-    __slots__ = ("public", "subject_field", "roles")
+    __slots__ = ("public", "subject_field", "roles", "permission", "resource")
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_FIELD_NUMBER: _ClassVar[int]
     ROLES_FIELD_NUMBER: _ClassVar[int]
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
     public: bool
     subject_field: str
     roles: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, public: _Optional[bool] = ..., subject_field: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ...) -> None: ...
+    permission: str
+    resource: str
+    def __init__(self, public: _Optional[bool] = ..., subject_field: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., permission: _Optional[str] = ..., resource: _Optional[str] = ...) -> None: ...

@@ -23,55 +23,74 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/identity/v1/identity.proto\x12\x10shop.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"{\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x13\n\x0bmfa_enabled\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"#\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x0e\n\x0cGetMeRequest\"5\n\rGetMeResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.shop.identity.v1.User\"1\n\x10GrantRoleRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"9\n\x11GrantRoleResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.shop.identity.v1.User\"-\n\x19\x42\x65ginMfaEnrollmentRequest\x12\x10\n\x08password\x18\x01 \x01(\t\"Q\n\x1a\x42\x65ginMfaEnrollmentResponse\x12\x13\n\x0botpauth_uri\x18\x01 \x01(\t\x12\x0e\n\x06qr_png\x18\x02 \x01(\x0c\x12\x0e\n\x06secret\x18\x03 \x01(\t\"+\n\x1b\x43onfirmMfaEnrollmentRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"6\n\x1c\x43onfirmMfaEnrollmentResponse\x12\x16\n\x0erecovery_codes\x18\x01 \x03(\t\"\xa3\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63urrent\x18\x05 \x01(\x08\"\x15\n\x13ListSessionsRequest\"C\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.shop.identity.v1.Session\"*\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15RevokeSessionResponse\"\x1a\n\x18RevokeAllSessionsRequest\"2\n\x19RevokeAllSessionsResponse\x12\x15\n\rrevoked_count\x18\x01 \x01(\x05\"\'\n\x16IntrospectTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xb9\x01\n\x17IntrospectTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x0b\n\x03sub\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\r\n\x05roles\x18\x05 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x0b\n\x03\x61ud\x18\x08 \x03(\t2\x83\x07\n\x0fIdentityService\x12Q\n\x08Register\x12!.shop.identity.v1.RegisterRequest\x1a\".shop.identity.v1.RegisterResponse\x12H\n\x05GetMe\x12\x1e.shop.identity.v1.GetMeRequest\x1a\x1f.shop.identity.v1.GetMeResponse\x12T\n\tGrantRole\x12\".shop.identity.v1.GrantRoleRequest\x1a#.shop.identity.v1.GrantRoleResponse\x12o\n\x12\x42\x65ginMfaEnrollment\x12+.shop.identity.v1.BeginMfaEnrollmentRequest\x1a,.shop.identity.v1.BeginMfaEnrollmentResponse\x12u\n\x14\x43onfirmMfaEnrollment\x12-.shop.identity.v1.ConfirmMfaEnrollmentRequest\x1a..shop.identity.v1.ConfirmMfaEnrollmentResponse\x12]\n\x0cListSessions\x12%.shop.identity.v1.ListSessionsRequest\x1a&.shop.identity.v1.ListSessionsResponse\x12`\n\rRevokeSession\x12&.shop.identity.v1.RevokeSessionRequest\x1a\'.shop.identity.v1.RevokeSessionResponse\x12l\n\x11RevokeAllSessions\x12*.shop.identity.v1.RevokeAllSessionsRequest\x1a+.shop.identity.v1.RevokeAllSessionsResponse\x12\x66\n\x0fIntrospectToken\x12(.shop.identity.v1.IntrospectTokenRequest\x1a).shop.identity.v1.IntrospectTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/identity/v1/identity.proto\x12\x10shop.identity.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\"{\n\x04User\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x13\n\x0bmfa_enabled\x18\x04 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x0fRegisterRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"#\n\x10RegisterResponse\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"\x0e\n\x0cGetMeRequest\"5\n\rGetMeResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.shop.identity.v1.User\"1\n\x10GrantRoleRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04role\x18\x02 \x01(\t\"9\n\x11GrantRoleResponse\x12$\n\x04user\x18\x01 \x01(\x0b\x32\x16.shop.identity.v1.User\"-\n\x19\x42\x65ginMfaEnrollmentRequest\x12\x10\n\x08password\x18\x01 \x01(\t\"Q\n\x1a\x42\x65ginMfaEnrollmentResponse\x12\x13\n\x0botpauth_uri\x18\x01 \x01(\t\x12\x0e\n\x06qr_png\x18\x02 \x01(\x0c\x12\x0e\n\x06secret\x18\x03 \x01(\t\"+\n\x1b\x43onfirmMfaEnrollmentRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"6\n\x1c\x43onfirmMfaEnrollmentResponse\x12\x16\n\x0erecovery_codes\x18\x01 \x03(\t\"\xa3\x01\n\x07Session\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63urrent\x18\x05 \x01(\x08\"\x15\n\x13ListSessionsRequest\"C\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.shop.identity.v1.Session\"*\n\x14RevokeSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x17\n\x15RevokeSessionResponse\"\x1a\n\x18RevokeAllSessionsRequest\"2\n\x19RevokeAllSessionsResponse\x12\x15\n\rrevoked_count\x18\x01 \x01(\x05\"\'\n\x16IntrospectTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xb9\x01\n\x17IntrospectTokenResponse\x12\x0e\n\x06\x61\x63tive\x18\x01 \x01(\x08\x12\x0b\n\x03sub\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\r\n\x05roles\x18\x05 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x07 \x01(\t\x12\x0b\n\x03\x61ud\x18\x08 \x03(\t2\xcd\x08\n\x0fIdentityService\x12Y\n\x08Register\x12!.shop.identity.v1.RegisterRequest\x1a\".shop.identity.v1.RegisterResponse\"\x06\xa2\xbb\x18\x02\x08\x01\x12]\n\x05GetMe\x12\x1e.shop.identity.v1.GetMeRequest\x1a\x1f.shop.identity.v1.GetMeResponse\"\x13\xa2\xbb\x18\x0f\"\ridentity.self\x12y\n\tGrantRole\x12\".shop.identity.v1.GrantRoleRequest\x1a#.shop.identity.v1.GrantRoleResponse\"#\xa2\xbb\x18\x1f\"\x14identity.roles.grant*\x07user_id\x12\x84\x01\n\x12\x42\x65ginMfaEnrollment\x12+.shop.identity.v1.BeginMfaEnrollmentRequest\x1a,.shop.identity.v1.BeginMfaEnrollmentResponse\"\x13\xa2\xbb\x18\x0f\"\ridentity.self\x12\x8a\x01\n\x14\x43onfirmMfaEnrollment\x12-.shop.identity.v1.ConfirmMfaEnrollmentRequest\x1a..shop.identity.v1.ConfirmMfaEnrollmentResponse\"\x13\xa2\xbb\x18\x0f\"\ridentity.self\x12r\n\x0cListSessions\x12%.shop.identity.v1.ListSessionsRequest\x1a&.shop.identity.v1.ListSessionsResponse\"\x13\xa2\xbb\x18\x0f\"\ridentity.self\x12u\n\rRevokeSession\x12&.shop.identity.v1.RevokeSessionRequest\x1a\'.shop.identity.v1.RevokeSessionResponse\"\x13\xa2\xbb\x18\x0f\"\ridentity.self\x12\x81\x01\n\x11RevokeAllSessions\x12*.shop.identity.v1.RevokeAllSessionsRequest\x1a+.shop.identity.v1.RevokeAllSessionsResponse\"\x13\xa2\xbb\x18\x0f\"\ridentity.self\x12\x81\x01\n\x0fIntrospectToken\x12(.shop.identity.v1.IntrospectTokenRequest\x1a).shop.identity.v1.IntrospectTokenResponse\"\x19\xa2\xbb\x18\x15\"\x13identity.introspectb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.identity.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USER']._serialized_start=86
-  _globals['_USER']._serialized_end=209
-  _globals['_REGISTERREQUEST']._serialized_start=211
-  _globals['_REGISTERREQUEST']._serialized_end=261
-  _globals['_REGISTERRESPONSE']._serialized_start=263
-  _globals['_REGISTERRESPONSE']._serialized_end=298
-  _globals['_GETMEREQUEST']._serialized_start=300
-  _globals['_GETMEREQUEST']._serialized_end=314
-  _globals['_GETMERESPONSE']._serialized_start=316
-  _globals['_GETMERESPONSE']._serialized_end=369
-  _globals['_GRANTROLEREQUEST']._serialized_start=371
-  _globals['_GRANTROLEREQUEST']._serialized_end=420
-  _globals['_GRANTROLERESPONSE']._serialized_start=422
-  _globals['_GRANTROLERESPONSE']._serialized_end=479
-  _globals['_BEGINMFAENROLLMENTREQUEST']._serialized_start=481
-  _globals['_BEGINMFAENROLLMENTREQUEST']._serialized_end=526
-  _globals['_BEGINMFAENROLLMENTRESPONSE']._serialized_start=528
-  _globals['_BEGINMFAENROLLMENTRESPONSE']._serialized_end=609
-  _globals['_CONFIRMMFAENROLLMENTREQUEST']._serialized_start=611
-  _globals['_CONFIRMMFAENROLLMENTREQUEST']._serialized_end=654
-  _globals['_CONFIRMMFAENROLLMENTRESPONSE']._serialized_start=656
-  _globals['_CONFIRMMFAENROLLMENTRESPONSE']._serialized_end=710
-  _globals['_SESSION']._serialized_start=713
-  _globals['_SESSION']._serialized_end=876
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=878
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=899
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=901
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=968
-  _globals['_REVOKESESSIONREQUEST']._serialized_start=970
-  _globals['_REVOKESESSIONREQUEST']._serialized_end=1012
-  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1014
-  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1037
-  _globals['_REVOKEALLSESSIONSREQUEST']._serialized_start=1039
-  _globals['_REVOKEALLSESSIONSREQUEST']._serialized_end=1065
-  _globals['_REVOKEALLSESSIONSRESPONSE']._serialized_start=1067
-  _globals['_REVOKEALLSESSIONSRESPONSE']._serialized_end=1117
-  _globals['_INTROSPECTTOKENREQUEST']._serialized_start=1119
-  _globals['_INTROSPECTTOKENREQUEST']._serialized_end=1158
-  _globals['_INTROSPECTTOKENRESPONSE']._serialized_start=1161
-  _globals['_INTROSPECTTOKENRESPONSE']._serialized_end=1346
-  _globals['_IDENTITYSERVICE']._serialized_start=1349
-  _globals['_IDENTITYSERVICE']._serialized_end=2248
+  _globals['_IDENTITYSERVICE'].methods_by_name['Register']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['Register']._serialized_options = b'\242\273\030\002\010\001'
+  _globals['_IDENTITYSERVICE'].methods_by_name['GetMe']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['GetMe']._serialized_options = b'\242\273\030\017\"\ridentity.self'
+  _globals['_IDENTITYSERVICE'].methods_by_name['GrantRole']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['GrantRole']._serialized_options = b'\242\273\030\037\"\024identity.roles.grant*\007user_id'
+  _globals['_IDENTITYSERVICE'].methods_by_name['BeginMfaEnrollment']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['BeginMfaEnrollment']._serialized_options = b'\242\273\030\017\"\ridentity.self'
+  _globals['_IDENTITYSERVICE'].methods_by_name['ConfirmMfaEnrollment']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['ConfirmMfaEnrollment']._serialized_options = b'\242\273\030\017\"\ridentity.self'
+  _globals['_IDENTITYSERVICE'].methods_by_name['ListSessions']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['ListSessions']._serialized_options = b'\242\273\030\017\"\ridentity.self'
+  _globals['_IDENTITYSERVICE'].methods_by_name['RevokeSession']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['RevokeSession']._serialized_options = b'\242\273\030\017\"\ridentity.self'
+  _globals['_IDENTITYSERVICE'].methods_by_name['RevokeAllSessions']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['RevokeAllSessions']._serialized_options = b'\242\273\030\017\"\ridentity.self'
+  _globals['_IDENTITYSERVICE'].methods_by_name['IntrospectToken']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['IntrospectToken']._serialized_options = b'\242\273\030\025\"\023identity.introspect'
+  _globals['_USER']._serialized_start=112
+  _globals['_USER']._serialized_end=235
+  _globals['_REGISTERREQUEST']._serialized_start=237
+  _globals['_REGISTERREQUEST']._serialized_end=287
+  _globals['_REGISTERRESPONSE']._serialized_start=289
+  _globals['_REGISTERRESPONSE']._serialized_end=324
+  _globals['_GETMEREQUEST']._serialized_start=326
+  _globals['_GETMEREQUEST']._serialized_end=340
+  _globals['_GETMERESPONSE']._serialized_start=342
+  _globals['_GETMERESPONSE']._serialized_end=395
+  _globals['_GRANTROLEREQUEST']._serialized_start=397
+  _globals['_GRANTROLEREQUEST']._serialized_end=446
+  _globals['_GRANTROLERESPONSE']._serialized_start=448
+  _globals['_GRANTROLERESPONSE']._serialized_end=505
+  _globals['_BEGINMFAENROLLMENTREQUEST']._serialized_start=507
+  _globals['_BEGINMFAENROLLMENTREQUEST']._serialized_end=552
+  _globals['_BEGINMFAENROLLMENTRESPONSE']._serialized_start=554
+  _globals['_BEGINMFAENROLLMENTRESPONSE']._serialized_end=635
+  _globals['_CONFIRMMFAENROLLMENTREQUEST']._serialized_start=637
+  _globals['_CONFIRMMFAENROLLMENTREQUEST']._serialized_end=680
+  _globals['_CONFIRMMFAENROLLMENTRESPONSE']._serialized_start=682
+  _globals['_CONFIRMMFAENROLLMENTRESPONSE']._serialized_end=736
+  _globals['_SESSION']._serialized_start=739
+  _globals['_SESSION']._serialized_end=902
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=904
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=925
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=927
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=994
+  _globals['_REVOKESESSIONREQUEST']._serialized_start=996
+  _globals['_REVOKESESSIONREQUEST']._serialized_end=1038
+  _globals['_REVOKESESSIONRESPONSE']._serialized_start=1040
+  _globals['_REVOKESESSIONRESPONSE']._serialized_end=1063
+  _globals['_REVOKEALLSESSIONSREQUEST']._serialized_start=1065
+  _globals['_REVOKEALLSESSIONSREQUEST']._serialized_end=1091
+  _globals['_REVOKEALLSESSIONSRESPONSE']._serialized_start=1093
+  _globals['_REVOKEALLSESSIONSRESPONSE']._serialized_end=1143
+  _globals['_INTROSPECTTOKENREQUEST']._serialized_start=1145
+  _globals['_INTROSPECTTOKENREQUEST']._serialized_end=1184
+  _globals['_INTROSPECTTOKENRESPONSE']._serialized_start=1187
+  _globals['_INTROSPECTTOKENRESPONSE']._serialized_end=1372
+  _globals['_IDENTITYSERVICE']._serialized_start=1375
+  _globals['_IDENTITYSERVICE']._serialized_end=2476
 # @@protoc_insertion_point(module_scope)

@@ -23,40 +23,51 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 from shop.common.v1 import common_pb2 as shop_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/payments/v1/payments.proto\x12\x10shop.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bshop/common/v1/common.proto\"\xff\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.shop.payments.v1.PaymentStatus\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x17\x41uthorizePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12\x15\n\rpayment_token\x18\x04 \x01(\t\"F\n\x18\x41uthorizePaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"D\n\x15\x43\x61pturePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"D\n\x16\x43\x61pturePaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"A\n\x12VoidPaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"A\n\x13VoidPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"C\n\x14RefundPaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"C\n\x15RefundPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"@\n\x12GetPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment*\xc0\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_STATUS_AUTHORIZED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02\x12\x1b\n\x17PAYMENT_STATUS_CAPTURED\x10\x03\x12\x19\n\x15PAYMENT_STATUS_VOIDED\x10\x04\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x05\x32\xf8\x03\n\x0fPaymentsService\x12i\n\x10\x41uthorizePayment\x12).shop.payments.v1.AuthorizePaymentRequest\x1a*.shop.payments.v1.AuthorizePaymentResponse\x12\x63\n\x0e\x43\x61pturePayment\x12\'.shop.payments.v1.CapturePaymentRequest\x1a(.shop.payments.v1.CapturePaymentResponse\x12Z\n\x0bVoidPayment\x12$.shop.payments.v1.VoidPaymentRequest\x1a%.shop.payments.v1.VoidPaymentResponse\x12`\n\rRefundPayment\x12&.shop.payments.v1.RefundPaymentRequest\x1a\'.shop.payments.v1.RefundPaymentResponse\x12W\n\nGetPayment\x12#.shop.payments.v1.GetPaymentRequest\x1a$.shop.payments.v1.GetPaymentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/payments/v1/payments.proto\x12\x10shop.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\x1a\x1bshop/common/v1/common.proto\"\xff\x01\n\x07Payment\x12\x12\n\npayment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.shop.payments.v1.PaymentStatus\x12\x16\n\x0e\x64\x65\x63line_reason\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x17\x41uthorizePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12%\n\x06\x61mount\x18\x03 \x01(\x0b\x32\x15.shop.common.v1.Money\x12\x15\n\rpayment_token\x18\x04 \x01(\t\"F\n\x18\x41uthorizePaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"D\n\x15\x43\x61pturePaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"D\n\x16\x43\x61pturePaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"A\n\x12VoidPaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"A\n\x13VoidPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"C\n\x14RefundPaymentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\"C\n\x15RefundPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment\"\'\n\x11GetPaymentRequest\x12\x12\n\npayment_id\x18\x01 \x01(\t\"@\n\x12GetPaymentResponse\x12*\n\x07payment\x18\x01 \x01(\x0b\x32\x19.shop.payments.v1.Payment*\xc0\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19PAYMENT_STATUS_AUTHORIZED\x10\x01\x12\x1b\n\x17PAYMENT_STATUS_DECLINED\x10\x02\x12\x1b\n\x17PAYMENT_STATUS_CAPTURED\x10\x03\x12\x19\n\x15PAYMENT_STATUS_VOIDED\x10\x04\x12\x1b\n\x17PAYMENT_STATUS_REFUNDED\x10\x05\x32\xa8\x05\n\x0fPaymentsService\x12\x8d\x01\n\x10\x41uthorizePayment\x12).shop.payments.v1.AuthorizePaymentRequest\x1a*.shop.payments.v1.AuthorizePaymentResponse\"\"\xa2\xbb\x18\x1e\"\x12payments.authorize*\x08order_id\x12\x87\x01\n\x0e\x43\x61pturePayment\x12\'.shop.payments.v1.CapturePaymentRequest\x1a(.shop.payments.v1.CapturePaymentResponse\"\"\xa2\xbb\x18\x1e\"\x10payments.capture*\npayment_id\x12{\n\x0bVoidPayment\x12$.shop.payments.v1.VoidPaymentRequest\x1a%.shop.payments.v1.VoidPaymentResponse\"\x1f\xa2\xbb\x18\x1b\"\rpayments.void*\npayment_id\x12\x83\x01\n\rRefundPayment\x12&.shop.payments.v1.RefundPaymentRequest\x1a\'.shop.payments.v1.RefundPaymentResponse\"!\xa2\xbb\x18\x1d\"\x0fpayments.refund*\npayment_id\x12x\n\nGetPayment\x12#.shop.payments.v1.GetPaymentRequest\x1a$.shop.payments.v1.GetPaymentResponse\"\x1f\xa2\xbb\x18\x1b\"\rpayments.read*\npayment_idb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.payments.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=1098
-  _globals['_PAYMENTSTATUS']._serialized_end=1290
-  _globals['_PAYMENT']._serialized_start=116
-  _globals['_PAYMENT']._serialized_end=371
-  _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_start=374
-  _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_end=504
-  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_start=506
-  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_end=576
-  _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=578
-  _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=646
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=648
-  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=716
-  _globals['_VOIDPAYMENTREQUEST']._serialized_start=718
-  _globals['_VOIDPAYMENTREQUEST']._serialized_end=783
-  _globals['_VOIDPAYMENTRESPONSE']._serialized_start=785
-  _globals['_VOIDPAYMENTRESPONSE']._serialized_end=850
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=852
-  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=919
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=921
-  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=988
-  _globals['_GETPAYMENTREQUEST']._serialized_start=990
-  _globals['_GETPAYMENTREQUEST']._serialized_end=1029
-  _globals['_GETPAYMENTRESPONSE']._serialized_start=1031
-  _globals['_GETPAYMENTRESPONSE']._serialized_end=1095
-  _globals['_PAYMENTSSERVICE']._serialized_start=1293
-  _globals['_PAYMENTSSERVICE']._serialized_end=1797
+  _globals['_PAYMENTSSERVICE'].methods_by_name['AuthorizePayment']._loaded_options = None
+  _globals['_PAYMENTSSERVICE'].methods_by_name['AuthorizePayment']._serialized_options = b'\242\273\030\036\"\022payments.authorize*\010order_id'
+  _globals['_PAYMENTSSERVICE'].methods_by_name['CapturePayment']._loaded_options = None
+  _globals['_PAYMENTSSERVICE'].methods_by_name['CapturePayment']._serialized_options = b'\242\273\030\036\"\020payments.capture*\npayment_id'
+  _globals['_PAYMENTSSERVICE'].methods_by_name['VoidPayment']._loaded_options = None
+  _globals['_PAYMENTSSERVICE'].methods_by_name['VoidPayment']._serialized_options = b'\242\273\030\033\"\rpayments.void*\npayment_id'
+  _globals['_PAYMENTSSERVICE'].methods_by_name['RefundPayment']._loaded_options = None
+  _globals['_PAYMENTSSERVICE'].methods_by_name['RefundPayment']._serialized_options = b'\242\273\030\035\"\017payments.refund*\npayment_id'
+  _globals['_PAYMENTSSERVICE'].methods_by_name['GetPayment']._loaded_options = None
+  _globals['_PAYMENTSSERVICE'].methods_by_name['GetPayment']._serialized_options = b'\242\273\030\033\"\rpayments.read*\npayment_id'
+  _globals['_PAYMENTSTATUS']._serialized_start=1124
+  _globals['_PAYMENTSTATUS']._serialized_end=1316
+  _globals['_PAYMENT']._serialized_start=142
+  _globals['_PAYMENT']._serialized_end=397
+  _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_start=400
+  _globals['_AUTHORIZEPAYMENTREQUEST']._serialized_end=530
+  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_start=532
+  _globals['_AUTHORIZEPAYMENTRESPONSE']._serialized_end=602
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_start=604
+  _globals['_CAPTUREPAYMENTREQUEST']._serialized_end=672
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_start=674
+  _globals['_CAPTUREPAYMENTRESPONSE']._serialized_end=742
+  _globals['_VOIDPAYMENTREQUEST']._serialized_start=744
+  _globals['_VOIDPAYMENTREQUEST']._serialized_end=809
+  _globals['_VOIDPAYMENTRESPONSE']._serialized_start=811
+  _globals['_VOIDPAYMENTRESPONSE']._serialized_end=876
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_start=878
+  _globals['_REFUNDPAYMENTREQUEST']._serialized_end=945
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_start=947
+  _globals['_REFUNDPAYMENTRESPONSE']._serialized_end=1014
+  _globals['_GETPAYMENTREQUEST']._serialized_start=1016
+  _globals['_GETPAYMENTREQUEST']._serialized_end=1055
+  _globals['_GETPAYMENTRESPONSE']._serialized_start=1057
+  _globals['_GETPAYMENTRESPONSE']._serialized_end=1121
+  _globals['_PAYMENTSSERVICE']._serialized_start=1319
+  _globals['_PAYMENTSSERVICE']._serialized_end=1999
 # @@protoc_insertion_point(module_scope)

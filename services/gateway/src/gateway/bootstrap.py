@@ -12,7 +12,7 @@ import grpc
 from werkzeug.wrappers import Request, Response
 
 from gateway import aggregate
-from gateway.auth import TokenVerifier
+from meshkit.tokens import TokenVerifier
 from gateway.config import Settings
 from gateway.edge import Composite, Edge, EdgeSettings, Page
 from gateway.openapi import docs_page, openapi_document

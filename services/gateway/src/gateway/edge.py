@@ -32,7 +32,7 @@ import grpc
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
-from gateway.auth import Caller, InvalidToken, KeysUnavailable, TokenVerifier
+from meshkit.tokens import Caller, InvalidToken, KeysUnavailable, TokenVerifier
 from gateway.problems import PROBLEM_TYPE, Problem, from_rpc_error
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RouteTable

@@ -15,7 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from gateway.auth import InvalidToken, KeysUnavailable, TokenVerifier
+from meshkit.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 from identity.adapters.keys import MemoryKeyStore, SigningKeys
 
 ISSUER = "http://identity.test"
