@@ -15,8 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from meshkit.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 from identity.adapters.keys import MemoryKeyStore, SigningKeys
+from meshkit.tokens import InvalidToken, KeysUnavailable, TokenVerifier
 
 ISSUER = "http://identity.test"
 

@@ -12,7 +12,6 @@ import grpc
 from werkzeug.wrappers import Request, Response
 
 from gateway import aggregate
-from meshkit.tokens import TokenVerifier
 from gateway.config import Settings
 from gateway.edge import Composite, Edge, EdgeSettings, Page
 from gateway.openapi import docs_page, openapi_document
@@ -22,6 +21,7 @@ from meshkit.addresses import http_url_of
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext
 from meshkit.settings import SettingsError
+from meshkit.tokens import TokenVerifier
 
 log = logging.getLogger(__name__)
 

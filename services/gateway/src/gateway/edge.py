@@ -32,12 +32,12 @@ import grpc
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
-from meshkit.tokens import Caller, InvalidToken, KeysUnavailable, TokenVerifier
 from gateway.problems import PROBLEM_TYPE, Problem, from_rpc_error
 from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, RouteTable
 from gateway.transcoding import BadRequest, build_request, message_class, to_json
 from meshkit import telemetry
+from meshkit.tokens import Caller, InvalidToken, KeysUnavailable, TokenVerifier
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
