@@ -96,7 +96,7 @@ def test_a_bad_role_or_missing_token_is_a_clear_error(identity: Identity) -> Non
     with pytest.raises(grpc.RpcError) as bad:
         stub.GrantRole(pb.GrantRoleRequest(user_id="u1", role="root"), metadata=_bearer(token))
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "role: must be one of customer, support, admin" in (bad.value.details() or "")
+    assert "role: must be one of customer, support, admin, auditor" in (bad.value.details() or "")
 
 
 def test_unlock_forgets_an_accounts_failed_logins(identity: Identity) -> None:

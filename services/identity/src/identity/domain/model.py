@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 
 from meshkit.errors import Violations
 
-ROLES = ("customer", "support", "admin")
+# auditor: reads the audit trail (audit.read), nothing else; a compliance role kept apart from
+# admin, so whoever reviews the trail is not whoever changes what it records.
+ROLES = ("customer", "support", "admin", "auditor")
 # NIST SP 800-63B §5.2.2: at most 100 consecutive failed attempts on one account. Past this, the
 # account is checked no more (not even whether the password is right) until an operator unlocks
 # it, so the timed lock's "locked" answer, given only to the right password, can leak at most
