@@ -26,6 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from meshkit import Aborted, AlreadyExists, InvalidArgument, NotFound
 from meshkit.address import Address
+from meshkit.audit import AuditEntry
 from meshkit.db import Database
 from meshkit.events import EventCatalog
 from meshkit.money import Money
@@ -98,6 +99,7 @@ class FakeStore:
         self.sagas: dict[str, Saga] = {}
         self.requests: dict[str, SeenRequest] = {}
         self.runners: dict[str, datetime.datetime] = {}
+        self.audits: list[AuditEntry] = []
 
 
 class FakeOrders:
@@ -179,6 +181,9 @@ class FakeUnitOfWork:
         self.sagas = FakeSagas(self._copy.sagas, self._copy.runners)
         self.requests = FakeRequests(self._copy.requests)
         return self
+
+    def publish(self, event: AuditEntry, *, event_id: str | None = None) -> None:
+        self._copy.audits.append(event)
 
     def __exit__(
         self,
@@ -666,6 +671,8 @@ def test_sagas_in_flight_together_share_commits_and_one_failing_write_stays_its_
         def publish(
             self, conn: sqlite3.Connection, event: OrderEvent, *, event_id: str | None = None
         ) -> None:
+            if isinstance(event, AuditEntry):
+                return
             confirming_o7 = event.order_id == "o-7" and type(event).__name__ == "OrderConfirmed"
             if confirming_o7 and not refused:
                 refused.append(event.order_id)
@@ -844,11 +851,15 @@ def test_snapshots_keep_loads_equal_to_the_full_fold(tmp_path: Path) -> None:
 def test_events_and_outbox_rows_commit_together(tmp_path: Path) -> None:
     db = Database(tmp_path / "o.db", MIGRATIONS)
     published: list[tuple[str, str | None]] = []
+    audits: list[tuple[str, str]] = []
 
     class Outbox:
         def publish(
             self, conn: sqlite3.Connection, event: OrderEvent, *, event_id: str | None = None
         ) -> None:
+            if isinstance(event, AuditEntry):
+                audits.append((event.action, event.resource_id))
+                return
             if event.order_id == "o-2":
                 raise RuntimeError("registry down")
             published.append((EVENTS.type_of(event), event_id))
@@ -858,6 +869,8 @@ def test_events_and_outbox_rows_commit_together(tmp_path: Path) -> None:
         world.place("r-1")
         # ce_id <order_id>:<version>: the same stored event always carries the same id.
         assert published == [("shop.orders.v1.OrderPlaced", "o-1:1")]
+        # The placement's audit record went into the same unit of work.
+        assert audits == [("orders.place", "o-1")]
         with pytest.raises(RuntimeError):
             world.place("r-2")
         with pytest.raises(NotFound):  # rolled back: no event, no saga, no request id

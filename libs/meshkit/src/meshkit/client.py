@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit.addresses import address_of
+from meshkit.credentials import CredentialsInterceptor, TokenSource
 from meshkit.telemetry import ClientInterceptor
 
 DEFAULT_TIMEOUT = 5.0
@@ -37,8 +38,14 @@ RETRY_SERVICE_CONFIG: dict[str, Any] = {
 }
 
 
-def connect(target: str, *, retry: bool = True) -> grpc.Channel:
+def connect(
+    target: str, *, retry: bool = True, credentials: TokenSource | None = None
+) -> grpc.Channel:
     """An insecure channel to ``target``, retrying UNAVAILABLE when ``retry``.
+
+    Every call carries an authorization (meshkit.credentials): the token of the RPC being
+    handled, forwarded, or ``credentials``' own token (acting for a user inside
+    ``authz.acting_for``).
 
     ``target`` is a mesh service's name (``"inventory"``, resolved by ``meshkit.addresses``:
     ``MESH_ADDRESS_INVENTORY``, else mesh.toml) or an explicit ``host:port``.
@@ -59,7 +66,9 @@ def connect(target: str, *, retry: bool = True) -> grpc.Channel:
     if retry:
         options.append(("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)))
     return grpc.intercept_channel(
-        grpc.insecure_channel(target, options=options), ClientInterceptor(target)
+        grpc.insecure_channel(target, options=options),
+        ClientInterceptor(target),
+        CredentialsInterceptor(credentials),
     )
 
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Generic, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, Self, TypeVar
+
+if TYPE_CHECKING:
+    from meshkit.audit import AuditEntry
 
 E_contra = TypeVar("E_contra", contravariant=True)
 
@@ -25,9 +28,10 @@ class UnitOfWorkPort(Protocol[E_contra]):
     ``meshkit.db.UnitOfWork`` is the SQLite implementation.
     """
 
-    def publish(self, event: E_contra, *, event_id: str | None = None) -> None:
+    def publish(self, event: E_contra | AuditEntry, *, event_id: str | None = None) -> None:
         """Record ``event`` to be published: it exists exactly when this unit of work commits
-        (the transactional outbox), and an event its contract refuses fails the whole unit."""
+        (the transactional outbox), and an event its contract refuses fails the whole unit.
+        An ``AuditEntry`` becomes an audit record (meshkit.audit) the same way."""
 
     def __enter__(self) -> Self:
         """Begin the transaction."""

@@ -34,6 +34,7 @@ server on a busy port fails loudly instead of silently sharing it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -57,7 +58,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from meshkit import telemetry
+from meshkit import authz, telemetry
 from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
 from meshkit.logs import configure_logging
 from meshkit.settings import ServerSettings, SettingsError, describe_settings, load_settings
@@ -246,10 +247,12 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
     """Maps errors to statuses once, writes the access log and (tracing on) the SERVER span, for
     all four RPC shapes."""
 
-    def __init__(self) -> None:
+    def __init__(self, authorizer: authz.Authorizer | None = None) -> None:
         # server.address/port of this server's SERVER spans; MeshServer.start() sets it once the
         # port is bound (RPCs arrive only after that).
         self.address: tuple[str, int] | None = None
+        # Who may call what (meshkit.authz); None: no checks (a bare server of the kit's tests).
+        self.authorizer = authorizer
         # method -> (the RpcSpans it was prepared for, span name, span attributes)
         self._attributes: dict[str, tuple[RpcSpans, str, dict[str, AttributeValue]]] = {}
         self.tally = _AccessTally()
@@ -326,7 +329,9 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             start = time.perf_counter()
             span, token = self._begin(context, method, quiet)
             try:
-                response = behaviour(_checked(request, streamed), context)
+                request = _checked(request, streamed)
+                with self._authorized(method, quiet, request, context):
+                    response = behaviour(request, context)
             except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
                 _fail(exc, context, method, start, span)
             else:
@@ -357,7 +362,10 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             try:
                 token = otel_context.attach(current)
                 try:
-                    responses = iter(behaviour(_checked(request, streamed), context))
+                    request = _checked(request, streamed)
+                    caller = self._caller(method, quiet, request, context)
+                    with authz.bound(caller, context.peer()):
+                        responses = iter(behaviour(request, context))
                 except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
                     _fail(exc, context, method, start, span)
                 finally:
@@ -365,7 +373,8 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
                 while True:
                     token = otel_context.attach(current)
                     try:
-                        response = next(responses)
+                        with authz.bound(caller, context.peer()):
+                            response = next(responses)
                     except StopIteration:
                         self._log_ok(context, method, start, quiet, span)
                         return
@@ -381,6 +390,27 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
                 raise
 
         return wrapper
+
+    def _caller(
+        self, method: str, quiet: bool, request: Any, context: grpc.ServicerContext
+    ) -> authz.Principal | None:
+        """The verified caller, once the contract's permission check passed (raises
+        Unauthenticated / PermissionDenied otherwise). Health and reflection are not checked."""
+        authorizer = self.authorizer
+        if authorizer is None or quiet:
+            return None
+        caller = authorizer.authenticate(context.invocation_metadata())
+        with authz.bound(caller, context.peer()):
+            authorizer.authorize(authorizer.rule(method), caller, request)
+        return caller
+
+    def _authorized(
+        self, method: str, quiet: bool, request: Any, context: grpc.ServicerContext
+    ) -> contextlib.AbstractContextManager[None]:
+        """Checks the caller (see ``_caller``), then makes it current for the handler."""
+        if self.authorizer is None or quiet:
+            return contextlib.nullcontext()
+        return authz.bound(self._caller(method, quiet, request, context), context.peer())
 
     def _log_ok(
         self,
@@ -582,19 +612,20 @@ class MeshServer:
     Thread safety: ``stop()`` may be called from any thread, any number of times.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built by create_server
         self,
         name: str,
         settings: ServerSettings,
         services: Sequence[ServiceBinding],
         on_stop: Sequence[Callable[[], None]] = (),
         interceptors: Sequence[grpc.ServerInterceptor] = (),
+        authorizer: authz.Authorizer | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self._services = tuple(services)
         self._on_stop = list(on_stop)
-        self._edge = _EdgeInterceptor()
+        self._edge = _EdgeInterceptor(authorizer)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(
                 max_workers=settings.max_workers, thread_name_prefix=f"{name}-rpc"
@@ -729,9 +760,13 @@ def create_server(
     *,
     on_stop: Sequence[Callable[[], None]] = (),
     interceptors: Sequence[grpc.ServerInterceptor] = (),
+    authorizer: authz.Authorizer | None = None,
 ) -> MeshServer:
-    """Build the server of service ``name``; nothing listens until ``start()`` or ``run()``."""
-    return MeshServer(name, settings, services, on_stop, interceptors)
+    """Build the server of service ``name``; nothing listens until ``start()`` or ``run()``.
+
+    ``authorizer`` checks every RPC's declared permission before its handler runs (see
+    meshkit.authz; the kit's ``Service`` always passes one); None serves without checks."""
+    return MeshServer(name, settings, services, on_stop, interceptors, authorizer)
 
 
 _S = TypeVar("_S", bound=ServerSettings)

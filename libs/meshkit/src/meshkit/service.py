@@ -19,7 +19,14 @@ OUTBOX_MIGRATION when it publishes) and ``EVENTS`` the EventMap of what it publi
   against the registry at start, and consumers of their topics (``ctx.consume(handlers)``: inbox
   dedup in its database, offsets committed after; or ``ctx.consumers(handlers)`` for its own);
 - its SQLite database, migrated;
-- channels to its peers by name (``ctx.connect("inventory")``), closed on stop;
+- channels to its peers by name (``ctx.connect("inventory")``), closed on stop; their calls carry
+  the caller's token forwarded, or the service's own (meshkit.credentials);
+- a permission check before every RPC (meshkit.authz): identity's tokens verified against its
+  JWKS, the contract's declared permission asked of the service's ``policy.cedar``, owners of
+  resources from ``ctx.authz.owners`` (a resolver per resource field), every denial audited;
+- audit records (``uow.publish(AuditEntry(...))``, meshkit.audit) through its outbox, or,
+  for a service that publishes no events of its own, through an outbox of the kit's beside its
+  database (``<name>.audit-outbox.db``);
 - an HTTP side when it needs one (``ctx.serve_http(wsgi_app)``, on its ``http_port`` from
   mesh.toml unless ``<NAME>_HTTP_PORT`` says otherwise; see meshkit.http);
 - the gRPC server with health, reflection, error mapping, tracing and a graceful stop that drains
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import sys
 import threading
@@ -39,10 +47,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 
-from meshkit.addresses import AddressError, address_of, env_key, http_port_of, port_of
+from meshkit import authz
+from meshkit.addresses import AddressError, address_of, env_key, http_port_of, http_url_of, port_of
+from meshkit.audit import AUDIT_NAMESPACE, DENIED, Actor, AuditEntry, AuditTrail
 from meshkit.client import connect
+from meshkit.credentials import ServiceCredentials, TokenSource
 from meshkit.db import Database
 from meshkit.events import (
+    OUTBOX_MIGRATION,
     Consumers,
     EventCatalog,
     EventConsumer,
@@ -61,6 +73,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 S = TypeVar("S", bound=ServiceSettings)
+log = logging.getLogger("meshkit.service")
 
 
 def binding(servicer: object, add_to_server: Callable[[Any, grpc.Server], None]) -> ServiceBinding:
@@ -94,19 +107,26 @@ class ServiceContext(Generic[S]):
     ``on_stop`` are for ``build`` only.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built by the kit only
         self,
         name: str,
         settings: S,
         db: Database | None,
         events: EventPublisher[Any] | None,
         reads: EventCatalog | None = None,
+        authorizer: authz.Authorizer | None = None,
+        credentials: TokenSource | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self._db = db
         self._events = events
         self._reads = reads
+        self.authz = authorizer or authz.Authorizer(name, None, None)
+        """Who may call what: ``ctx.authz.owners["order_id"] = resolver`` tells it who owns a
+        resource (the subject, or None); ``ctx.authz.verifier`` may be replaced (identity
+        verifies with its own keys)."""
+        self.credentials = credentials
         self.workers: list[tuple[str, Callable[[threading.Event], None]]] = []
         self.closers: list[Callable[[], None]] = []
         self.channels: list[grpc.Channel] = []
@@ -149,7 +169,7 @@ class ServiceContext(Generic[S]):
     def connect(self, peer: str) -> grpc.Channel:
         """A channel to the mesh service ``peer`` (by name; see ``meshkit.addresses``), with
         retries and trace propagation; closed when the server stops."""
-        channel = connect(peer)
+        channel = connect(peer, credentials=self.credentials)
         self.channels.append(channel)
         return channel
 
@@ -279,10 +299,11 @@ class Service(Generic[S]):
         publisher: EventPublisher[Any] | None = None
         topics: dict[str, dict[str, str]] = {}  # with the config each topic.json asks for
         if self.events is not None:
-            catalog = EventCatalog.from_package(self.events.namespace)
+            # Its own events and its audit records, through one outbox.
+            catalog = EventCatalog.from_packages(self.events.namespace, AUDIT_NAMESPACE)
             outbox = Outbox(catalog, settings.schema_registry_url, source=self.source)
             outbox.verify()
-            publisher = EventPublisher(outbox, self.events)
+            publisher = EventPublisher(outbox, self.events, AuditTrail(outbox, self.name))
             topics = catalog.topic_configs
         reads = None
         if self.consumes:
@@ -297,7 +318,16 @@ class Service(Generic[S]):
                 topics=topics,
                 create_topics=settings.kafka_create_topics,
             )
-        ctx = ServiceContext(self.name, settings, db, publisher, reads)
+        trail, audit_db = self._audit_trail(settings, db, publisher)
+        authorizer = authz.Authorizer(
+            self.name,
+            _verifier(settings),
+            _policy(self.name),
+            on_denied=None if trail is None else _denial_recorder(trail),
+        )
+        ctx = ServiceContext(
+            self.name, settings, db, publisher, reads, authorizer, _credentials(self.name, settings)
+        )
         try:
             bindings = self.build(ctx)
         except BaseException:
@@ -308,7 +338,17 @@ class Service(Generic[S]):
             if db is not None:
                 db.close()
             raise
-        server = create_server(self.name, settings, bindings)
+        server = create_server(self.name, settings, bindings, authorizer=ctx.authz)
+        if audit_db is not None:
+            audit_relay = OutboxRelay(
+                audit_db,
+                settings.kafka_bootstrap,
+                topics=EventCatalog.from_package(AUDIT_NAMESPACE).topic_configs,
+                create_topics=settings.kafka_create_topics,
+            )
+            server.add_worker("audit-relay", audit_relay.run_forever)
+            server.on_stop(audit_relay.close)
+            server.on_stop(audit_db.close)
         for name, run_forever in ctx.workers:
             server.add_worker(name, run_forever)
         if relay is not None:
@@ -321,6 +361,26 @@ class Service(Generic[S]):
         if db is not None:
             server.on_stop(db.close)
         return server
+
+    def _audit_trail(
+        self, settings: S, db: Database | None, publisher: EventPublisher[Any] | None
+    ) -> tuple[_DbTrail | None, Database | None]:
+        """Where the kit's own audit records (denials) go: the service's outbox, or one of the
+        kit's beside its database (returned too, for its relay) when it publishes nothing."""
+        if db is not None and publisher is not None:
+            return _DbTrail(db, publisher), None
+        if not self.database and not self.consumes:
+            return None, None  # no data of its own (the gateway): nothing of it to audit
+        catalog = EventCatalog.from_package(AUDIT_NAMESPACE)
+        outbox = Outbox(catalog, settings.schema_registry_url, source=self.source)
+        try:
+            outbox.verify()
+        except Exception as exc:  # noqa: BLE001 - denials then go to the log only
+            log.warning("%s: audit records of denials go to the log only: %s", self.name, exc)
+            return None, None
+        path = settings.db_path.with_name(f"{self.name}.audit-outbox.db")
+        audit_db = Database(path, [OUTBOX_MIGRATION])
+        return _DbTrail(audit_db, _AuditOnly(AuditTrail(outbox, self.name))), audit_db
 
     def main(self, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
         """``python -m <name>``: settings, logging, tracing, build, serve until SIGTERM.
@@ -362,3 +422,87 @@ class Service(Generic[S]):
         if self.events is None and not self.consumes:
             unused |= {"kafka_bootstrap", "schema_registry_url", "kafka_create_topics"}
         return unused
+
+
+class _AuditOnly:
+    """An event sink that takes audit entries only (a service that publishes nothing else)."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self._trail = trail
+
+    def publish(self, conn: Any, event: Any, *, event_id: str | None = None) -> str:
+        if not isinstance(event, AuditEntry):
+            raise RuntimeError("this service publishes no events but audit records")
+        return self._trail.record(conn, event)
+
+
+class _DbTrail:
+    """Writes one audit entry in a transaction of its own (a denial changes nothing else)."""
+
+    def __init__(self, db: Database, sink: Any) -> None:
+        self._db = db
+        self._sink = sink
+
+    def write(self, entry: AuditEntry) -> None:
+        with self._db.transaction() as conn:
+            self._sink.publish(conn, entry)
+
+
+def _denial_recorder(trail: _DbTrail) -> authz.DenialRecorder:
+    def record(
+        principal: authz.Principal | None, rule: authz.Rule, resource_id: str, why: str
+    ) -> None:
+        trail.write(
+            AuditEntry(
+                rule.permission or rule.method,
+                DENIED,
+                resource_type=rule.resource_type,
+                resource_id=resource_id,
+                reason=why,
+                actor=Actor.of(principal),
+                details={"rpc": rule.method},
+            )
+        )
+
+    return record
+
+
+def _verifier(settings: ServiceSettings) -> authz.Verifier | None:
+    """identity's tokens, by its JWKS (MESH_AUTH_*, else identity's HTTP side in mesh.toml)."""
+    from meshkit.tokens import TokenVerifier
+
+    jwks, issuer = settings.auth_jwks_url, settings.auth_issuer
+    if not jwks or not issuer:
+        try:
+            identity = http_url_of("identity")
+        except AddressError:
+            if not jwks:
+                return None
+            identity = ""
+        jwks = jwks or f"{identity}/.well-known/jwks.json"
+        issuer = issuer or identity
+    return TokenVerifier(jwks, issuer=issuer, audience=settings.auth_audience)
+
+
+def _policy(name: str) -> authz.Policy | None:
+    """The service package's policy.cedar (None: it has none, and every private RPC is denied)."""
+    try:
+        return authz.Policy.from_package(name)
+    except (FileNotFoundError, ModuleNotFoundError):
+        log.warning("%s has no %s: every RPC that is not public is denied", name, authz.POLICY_FILE)
+        return None
+
+
+def _credentials(name: str, settings: ServiceSettings) -> TokenSource | None:
+    """The service's own token source: client_credentials at identity's token endpoint."""
+    try:
+        token_url = f"{http_url_of('identity')}/token"
+    except AddressError:
+        return None
+    secret = settings.client_secret
+    if not secret:
+        secret = f"dev-{name}-secret"
+        log.debug(
+            "%s uses the development client secret (set %s_CLIENT_SECRET)", name, name.upper()
+        )
+    return ServiceCredentials(token_url, name, secret)

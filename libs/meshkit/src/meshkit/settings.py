@@ -177,7 +177,43 @@ class EventSettings:
 
 
 @dataclasses.dataclass(frozen=True)
-class ServiceSettings(ServerSettings, EventSettings):
+class AuthSettings:
+    """How a service checks its callers' tokens and proves its own identity (meshkit.authz).
+
+    The token issuer's settings are mesh-wide (every service trusts the same identity); the
+    client secret is the service's own.
+    """
+
+    auth_jwks_url: str = dataclasses.field(
+        default="",
+        metadata={
+            "env": "MESH_AUTH_JWKS_URL",
+            "help": "where the token issuer's keys are (default: identity's"
+            " /.well-known/jwks.json, from mesh.toml)",
+        },
+    )
+    auth_issuer: str = dataclasses.field(
+        default="",
+        metadata={
+            "env": "MESH_AUTH_ISSUER",
+            "help": "tokens' expected iss (default: identity's URL)",
+        },
+    )
+    auth_audience: str = dataclasses.field(
+        default="meshkit",
+        metadata={"env": "MESH_AUTH_AUDIENCE", "help": "tokens' expected aud"},
+    )
+    client_secret: str = dataclasses.field(
+        default="",
+        metadata={
+            "help": "this service's OAuth client secret, for the calls it makes as itself"
+            " (default: the development secret dev-<name>-secret, with a warning)"
+        },
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSettings(ServerSettings, EventSettings, AuthSettings):
     """What every service built with the kit (``meshkit.service``) reads: where it listens, its
     SQLite file, Kafka and the registry. Subclass it (a frozen dataclass) to add a service's own.
 

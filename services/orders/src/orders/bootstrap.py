@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from mesh.sagas.v1 import sagas_pb2_grpc
-from meshkit import telemetry
+from meshkit import authz, telemetry
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from meshkit.settings import SettingsError
@@ -62,6 +62,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         step_span=lambda name, parent, attributes: telemetry.span(
             name, attributes=dict(attributes), parent=parent or None
         ),
+        acting_for=authz.acting_for,
     )
     ctx.add_worker("saga-worker", worker.run_forever)
     orders = Orders(
@@ -72,6 +73,8 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         request_retention=datetime.timedelta(seconds=settings.request_retention_s),
         read_only=read_only,
     )
+    # "A customer reads their own orders": the policy needs each order's customer.
+    ctx.authz.owners["order_id"] = orders.owner_of
     return [
         binding(
             OrdersServicer(orders, EVENTS), orders_pb2_grpc.add_OrdersServiceServicer_to_server

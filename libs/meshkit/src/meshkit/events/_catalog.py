@@ -126,9 +126,15 @@ class EventCatalog:
         """The event contracts the installed contracts package ships for ``package`` (e.g.
         ``shop.inventory.v1``: its ``avro/`` directory, copied from proto/ by `make gen`), so a
         service finds its schemas wherever it is installed."""
+        return cls.from_packages(package)
+
+    @classmethod
+    def from_packages(cls, *packages: str) -> EventCatalog:
+        """``from_package`` of several packages as one catalog (a service's own events and the
+        audit records every service writes, ``mesh.audit.v1``)."""
         from importlib import resources
 
-        return cls.load(Path(str(resources.files(package) / "avro")))
+        return cls.load(*(Path(str(resources.files(p) / "avro")) for p in packages))
 
     def get(self, full_name: str) -> EventType:
         """The type named ``full_name``; KeyError when the catalog does not have it."""

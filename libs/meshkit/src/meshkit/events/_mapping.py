@@ -29,6 +29,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+from meshkit.audit import AuditEntry, AuditTrail
 from meshkit.events._outbox import Outbox
 
 E = TypeVar("E")
@@ -176,13 +177,23 @@ class EventPublisher(Generic[E]):
     ``ce_time`` is the event's ``occurred_at`` when it has one. Thread-safe (the outbox is).
     """
 
-    def __init__(self, outbox: Outbox, events: EventMap[E]) -> None:
+    def __init__(
+        self, outbox: Outbox, events: EventMap[E], audit: AuditTrail | None = None
+    ) -> None:
         self._outbox = outbox
         self._events = events
+        self._audit = audit
 
     def publish(self, conn: sqlite3.Connection, event: E, *, event_id: str | None = None) -> str:
         """Validate, serialize and append ``event`` in ``conn``'s open transaction; returns its
-        ``ce_id`` (``event_id`` when given, which makes re-publishing idempotent downstream)."""
+        ``ce_id`` (``event_id`` when given, which makes re-publishing idempotent downstream).
+
+        A ``meshkit.audit.AuditEntry`` goes to the audit trail (``audit.events.v1``) instead,
+        in the same transaction."""
+        if isinstance(event, AuditEntry):
+            if self._audit is None:
+                raise RuntimeError("this publisher was built without an audit trail")
+            return self._audit.record(conn, event)
         occurred_at = getattr(event, "occurred_at", None)
         return self._outbox.append(
             conn,

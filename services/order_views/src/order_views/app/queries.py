@@ -121,6 +121,15 @@ class OrderQueries:
             )
         return view
 
+    def owner_of(self, order_id: str) -> str | None:
+        """The customer of ``order_id`` as the read model knows it (None: not projected yet),
+        for permission checks."""
+        if not order_id or len(order_id) > MAX_ID_LENGTH:
+            return None
+        with self._read_models() as model:
+            view = model.view(order_id)
+        return view.record.customer_id if view is not None else None
+
     def _version(self, order_id: str) -> int:
         with self._read_models() as model:
             return model.version(order_id)

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from meshkit.audit import AuditEntry
 from meshkit.db import Database, EventSink, UnitOfWork
 from meshkit.errors import Aborted
 from meshkit.events import OUTBOX_MIGRATION, as_record, from_record
@@ -511,5 +512,10 @@ class SqliteUnitOfWork(UnitOfWork):
         self.requests = SqliteRequests(conn)
 
     def _publish_stored(self, event: OrderEvent, event_id: str) -> None:
+        self.publish(event, event_id=event_id)
+
+    def publish(self, event: OrderEvent | AuditEntry, *, event_id: str | None = None) -> None:
+        """Append ``event`` (or an audit entry) to the outbox; built without an event sink
+        (tools, tests of the store) it publishes nothing."""
         if self._publishes:
-            self.publish(event, event_id=event_id)
+            super().publish(event, event_id=event_id)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from meshkit import timestamps
 from meshkit.address import Address, WireAddress
+from meshkit.audit import AuditEntry
 from meshkit.errors import AlreadyExists, NotFound, Violations, quoted
 from orders.app.ports import SeenRequest, UnitOfWork
 from orders.domain.events import OrderEvent
@@ -50,6 +51,9 @@ class SagaSummary:
     saga: Saga
     age: datetime.timedelta
     stuck: bool
+
+
+OWNERS_KEPT = 100_000  # order owners remembered for permission checks (~10 MB at most)
 
 
 def _nothing() -> None:
@@ -92,6 +96,7 @@ class Orders:
         self._new_id = new_id
         self._on_placed = on_placed
         self._policy = policy or RetryPolicy()
+        self._owners: dict[str, str] = {}  # order id -> customer, see owner_of
 
     def place(self, command: PlaceOrder) -> Placed:
         """Accept the order PENDING and start its saga, or return the order of a replay."""
@@ -127,6 +132,14 @@ class Orders:
                 now=now,
             )
             uow.orders.save(order)
+            uow.publish(
+                AuditEntry(
+                    "orders.place",
+                    resource_type="Order",
+                    resource_id=order.order_id,
+                    details={"customer_id": command.customer_id, "lines": str(len(lines))},
+                )
+            )
             traceparent = self._trace_context() or ""
             uow.sagas.save(Saga.start(order.order_id, command.payment_token, now, traceparent))
             uow.requests.add(command.request_id, SeenRequest(order.order_id, fingerprint, now))
@@ -146,6 +159,21 @@ class Orders:
                 metadata={"order_id": order_id},
             )
         return order
+
+    def owner_of(self, order_id: str) -> str | None:
+        """The customer who placed ``order_id`` (None: no such order), for permission checks;
+        an order's customer never changes, so the answer is kept."""
+        owner = self._owners.get(order_id)
+        if owner is None:
+            with self._read() as uow:
+                order = uow.orders.get(order_id)
+            if order is None:
+                return None
+            owner = order.customer_id
+            if len(self._owners) >= OWNERS_KEPT:
+                self._owners.pop(next(iter(self._owners)), None)
+            self._owners[order_id] = owner
+        return owner
 
     def history(self, order_id: str) -> list[tuple[int, OrderEvent]]:
         """Every event of the order with its version, oldest first; NotFound when unknown."""

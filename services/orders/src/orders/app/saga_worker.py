@@ -28,7 +28,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 from meshkit import timestamps
+from meshkit.audit import Actor, AuditEntry
 from orders.app.ports import Participants, UnitOfWork
+from orders.domain.events import OrderCancelled
 from orders.domain.model import Order
 from orders.domain.saga import RetryPolicy, Saga, Transient, Transition, advance, command_for
 
@@ -46,6 +48,10 @@ StepSpan = Callable[[str, str, Mapping[str, str]], AbstractContextManager[object
 def _no_span(
     name: str, traceparent: str, attributes: Mapping[str, str]
 ) -> AbstractContextManager[object]:
+    return contextlib.nullcontext()
+
+
+def _acting_for_nobody(_customer: str) -> AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
@@ -77,8 +83,12 @@ class SagaWorker:
         parallelism: int = 8,
         step_span: StepSpan = _no_span,
         read_only: Callable[[], UnitOfWork] | None = None,
+        acting_for: Callable[[str], AbstractContextManager[None]] = lambda _: (
+            contextlib.nullcontext()
+        ),
     ) -> None:
         self._uow = unit_of_work
+        self._acting_for = acting_for
         self._read = read_only or unit_of_work
         self._step_span = step_span
         self._participants = participants
@@ -206,7 +216,10 @@ class SagaWorker:
         with self._step_span(f"saga {step.lower()}", saga.traceparent, attributes):
             timeout = self._policy.call_timeout(saga, now)
             try:
-                outcome = self._participants.execute(command, timeout)
+                # Runs later, on a worker thread: the participants are called as orders, on
+                # behalf of the customer who placed the order (meshkit.authz.acting_for).
+                with self._acting_for(order.customer_id):
+                    outcome = self._participants.execute(command, timeout)
             except Exception as exc:  # a bug in an adapter: retry like a transient failure
                 log.exception("saga %s: %s raised", saga.order_id, type(command).__name__)
                 outcome = Transient(f"{type(exc).__name__}: {exc}")
@@ -309,9 +322,26 @@ class _Write:
         draft = replace(self.order, pending=[])  # the carrier's order changes only on commit
         for event in self.transition.events:
             draft.record(event)
+            if isinstance(event, OrderCancelled):
+                uow.publish(_cancelled(draft, event))
         uow.orders.save(draft)  # at the expected version: Aborted if it moved
         uow.sagas.save(self.transition.saga)
         self.stored = draft
+
+
+def _cancelled(order: Order, event: OrderCancelled) -> AuditEntry:
+    """The audit record of a cancellation: the saga cancelled it, as orders, on behalf of the
+    order's customer."""
+    return AuditEntry(
+        "orders.cancel",
+        resource_type="Order",
+        resource_id=order.order_id,
+        reason=event.reason,
+        actor=Actor(
+            subject="orders", roles=("service",), service="orders", on_behalf_of=order.customer_id
+        ),
+        occurred_at=event.occurred_at,
+    )
 
 
 class _GroupCommit:
