@@ -13,8 +13,8 @@ import pytest
 
 from support.mesh import mesh_up, write_moved_mesh_toml
 
-# A client file for the tests: the shipped clients plus a legacy one that may use the implicit
-# and password grants (off for everyone else), and a confidential one allowed to introspect.
+# A client file for the tests: the shipped clients (the mesh's services included) plus a legacy
+# one that may use the implicit and password grants (off for everyone else).
 TEST_CLIENTS = """
 [[client]]
 client_id = "shop-web"
@@ -38,6 +38,34 @@ scopes = ["orders", "inventory.admin"]
 roles = ["service"]
 secret_env = "SHOP_BACKEND_CLIENT_SECRET"
 secret_default = "dev-shop-backend-secret"
+
+# The mesh's services, as the shipped file has them (their calls as themselves).
+[[client]]
+client_id = "orders"
+type = "confidential"
+grant_types = ["client_credentials"]
+scopes = ["mesh"]
+roles = ["service"]
+secret_env = "ORDERS_CLIENT_SECRET"
+secret_default = "dev-orders-secret"
+
+[[client]]
+client_id = "gateway"
+type = "confidential"
+grant_types = ["client_credentials"]
+scopes = ["mesh"]
+roles = ["service"]
+secret_env = "GATEWAY_CLIENT_SECRET"
+secret_default = "dev-gateway-secret"
+
+[[client]]
+client_id = "schema-registrar"
+type = "confidential"
+grant_types = ["client_credentials"]
+scopes = ["schemas:write"]
+roles = ["service"]
+secret_env = "SCHEMA_REGISTRAR_CLIENT_SECRET"
+secret_default = "dev-schema-registrar-secret"
 
 [[client]]
 client_id = "legacy-app"
@@ -190,3 +218,18 @@ def login(identity: Identity, email: str, password: str, otp: str = "") -> dict[
     assert tokens.status_code == 200, tokens.text
     answer: dict[str, Any] = tokens.json()
     return answer
+
+
+def service_token(identity: Identity, client_id: str = "orders") -> str:
+    """An access token of one of the mesh's services (client_credentials with its development
+    secret): what a service calls identity's service-only RPCs (IntrospectToken) with."""
+    import requests
+
+    answer = requests.post(
+        f"{identity.issuer}/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client_id, f"dev-{client_id}-secret"),
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])

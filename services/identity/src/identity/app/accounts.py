@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from identity.app import audit
 from identity.app.ports import Hasher, RecoveryCodes, Totp, UnitOfWork
 from identity.domain import events
 from identity.domain.model import (
@@ -32,6 +33,7 @@ from identity.domain.model import (
     validate_role,
 )
 from identity.domain.passwords import PasswordPolicy
+from meshkit.audit import FAILURE
 from meshkit.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -143,6 +145,16 @@ class Accounts:
                     account.user_id, email, list(account.roles), _at(account.created_at)
                 )
             )
+            # Self-registration: the new account is its own actor; the RPC's peer is where from.
+            uow.publish(
+                audit.entry(
+                    audit.USER_CREATED,
+                    account.user_id,
+                    actor=audit.actor_of_account(account),
+                    at=_at(account.created_at),
+                    details={"roles": ",".join(account.roles)},
+                )
+            )
         return account.user_id
 
     def account(self, user_id: str) -> Account:
@@ -166,8 +178,18 @@ class Accounts:
             if account is None:
                 raise NotFound("no such account", reason="USER_NOT_FOUND")
             if role not in account.roles:
+                at = _at(self._clock())
                 uow.store.set_roles(user_id, (*account.roles, role))
-                uow.publish(events.RoleGranted(user_id, role, caller.sub, _at(self._clock())))
+                uow.publish(events.RoleGranted(user_id, role, caller.sub, at))
+                uow.publish(
+                    audit.entry(
+                        audit.AUTHZ_CHANGE,
+                        user_id,
+                        actor=audit.actor_of(caller),
+                        at=at,
+                        details={"role": role, "change": "granted"},
+                    )
+                )
             return uow.store.account(user_id) or account
 
     # login --------------------------------------------------------------------------------
@@ -204,7 +226,7 @@ class Accounts:
                 else []
             )
         if throttled is not None:
-            self._fail(None, source, "throttled", 0)
+            self._fail(None, source, "throttled", 0, client_id=client_id)
             raise LoginRefused(
                 "throttled",
                 "Too many failed attempts from your address."
@@ -212,19 +234,36 @@ class Accounts:
             )
         if account is None:
             self._hasher.verify_dummy(password)
-            self._fail(None, source, "bad_credentials", 0)
+            self._fail(None, source, "bad_credentials", 0, client_id=client_id)
             raise LoginRefused("bad_credentials", BAD_CREDENTIALS)
         if account.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             # Checked no more: the answer is the generic one whatever the password, and it
             # takes a hash's time like every other (see MAX_CONSECUTIVE_FAILURES).
             self._hasher.verify_dummy(password)
-            self._fail(account, source, "locked", len(failures) + 1)
+            self._fail(account, source, "locked", len(failures) + 1, client_id=client_id)
             raise LoginRefused("locked", BAD_CREDENTIALS)
         if not self._hasher.verify(account.password_hash, password):
-            self._fail(account, source, "bad_credentials", len(failures) + 1, failures)
+            self._fail(
+                account, source, "bad_credentials", len(failures) + 1, failures, client_id=client_id
+            )
             raise LoginRefused("bad_credentials", BAD_CREDENTIALS)
         locked = self._account_lockout.locked_until(failures, now)
         if locked is not None:
+            # Not counted as a failure (that would lengthen the lock its owner waits out), but
+            # an attempt on a locked account is what an auditor looks for: recorded alone.
+            with self._uow() as uow:
+                uow.publish(
+                    audit.entry(
+                        audit.LOGIN_FAIL,
+                        account.user_id,
+                        actor=audit.actor_of_account(account, client_id),
+                        at=_at(now),
+                        outcome=FAILURE,
+                        reason="locked",
+                        source=source,
+                        details={"locked_until": _at(locked).isoformat()},
+                    )
+                )
             raise LoginRefused(
                 "locked",
                 "This account is locked after too many failed attempts."
@@ -232,7 +271,7 @@ class Accounts:
             )
         mfa = False
         if account.mfa_enabled:
-            self._check_second_factor(account, otp, source, failures, now)
+            self._check_second_factor(account, otp, source, failures, now, client_id=client_id)
             mfa = True
         self.rehash_if_needed(account, password)
         return self._begin_session(
@@ -240,7 +279,14 @@ class Accounts:
         )
 
     def _check_second_factor(
-        self, account: Account, otp: str, source: str, failures: list[float], now: float
+        self,
+        account: Account,
+        otp: str,
+        source: str,
+        failures: list[float],
+        now: float,
+        *,
+        client_id: str,
     ) -> None:
         code = otp.strip()
         if not code:
@@ -258,8 +304,18 @@ class Accounts:
                 match = self._recovery.matches(code, unused)
                 if match is not None and uow.store.use_recovery_code(account.user_id, match, now):
                     uow.publish(events.RecoveryCodeUsed(account.user_id, len(unused) - 1, _at(now)))
+                    uow.publish(
+                        audit.entry(
+                            audit.MFA_RECOVERY_CODE_USED,
+                            account.user_id,
+                            actor=audit.actor_of_account(account, client_id),
+                            at=_at(now),
+                            source=source,
+                            details={"remaining": str(len(unused) - 1)},
+                        )
+                    )
                     return
-        self._fail(account, source, "bad_otp", len(failures) + 1, failures)
+        self._fail(account, source, "bad_otp", len(failures) + 1, failures, client_id=client_id)
         raise LoginRefused("bad_credentials", BAD_CREDENTIALS)
 
     def _begin_session(
@@ -273,6 +329,20 @@ class Accounts:
             uow.publish(
                 events.LoginSucceeded(
                     account.user_id, session.session_id, client_id, source, mfa, _at(now)
+                )
+            )
+            uow.publish(
+                audit.entry(
+                    audit.LOGIN_SUCCESS,
+                    account.user_id,
+                    actor=audit.actor_of_account(account, client_id),
+                    at=_at(now),
+                    source=source,
+                    details={
+                        "session_id": session.session_id,
+                        "mfa": "true" if mfa else "false",
+                        "device": session.device,
+                    },
                 )
             )
         return Login(session, cookie, account, mfa)
@@ -295,26 +365,61 @@ class Accounts:
         reason: str,
         count: int,
         earlier: list[float] | None = None,
+        *,
+        client_id: str = "",
+        during: str = "login",
     ) -> None:
+        """Record a failed attempt (``during`` a login, or a re-authentication before an MFA
+        change), its event and audit record, and the lock it may set off, in one transaction."""
         now = self._clock()
         user_id = account.user_id if account else None
+        actor = audit.actor_of_account(account, client_id)
         with self._uow() as uow:
             consecutive = 0
             if reason != "throttled":
                 consecutive = uow.store.add_failure(user_id, source, "login", now)
             uow.publish(events.LoginFailed(user_id, reason, source, count, _at(now)))
+            uow.publish(
+                audit.entry(
+                    audit.LOGIN_FAIL,
+                    user_id,
+                    actor=actor,
+                    at=_at(now),
+                    outcome=FAILURE,
+                    reason=reason,
+                    source=source,
+                    details={"failures": str(count), "during": during},
+                )
+            )
+            locked: tuple[int, datetime.datetime | None] | None = None
             if account is not None and consecutive == MAX_CONSECUTIVE_FAILURES:
                 log.warning(
                     "account %s locked until an operator unlocks it: %d consecutive failures",
                     account.user_id,
                     consecutive,
                 )
-                uow.publish(events.AccountLocked(account.user_id, consecutive, None, _at(now)))
+                locked = (consecutive, None)
             elif account is not None and earlier is not None:
                 before = self._account_lockout.locked_until(earlier, now)
                 after = self._account_lockout.locked_until([*earlier, now], now)
                 if after is not None and before is None:
-                    uow.publish(events.AccountLocked(account.user_id, count, _at(after), _at(now)))
+                    locked = (count, _at(after))
+            if account is not None and locked is not None:
+                failures, until = locked
+                uow.publish(events.AccountLocked(account.user_id, failures, until, _at(now)))
+                uow.publish(
+                    audit.entry(
+                        audit.LOGIN_LOCK,
+                        account.user_id,
+                        actor=actor,
+                        at=_at(now),
+                        source=source,
+                        details={
+                            "failures": str(failures),
+                            "locked_until": until.isoformat() if until else "operator unlock",
+                        },
+                    )
+                )
 
     def _snapshot_failures(self, user_id: str, now: float) -> list[float]:
         with self._snapshot() as uow:
@@ -335,7 +440,9 @@ class Accounts:
         if not self._hasher.verify(account.password_hash, password):
             now = self._clock()
             earlier = self._snapshot_failures(account.user_id, now)
-            self._fail(account, source, "bad_credentials", len(earlier) + 1, earlier)
+            self._fail(
+                account, source, "bad_credentials", len(earlier) + 1, earlier, during="mfa_change"
+            )
             raise InvalidArgument(
                 violations=[FieldViolation("password", "is not this account's password")]
             )
@@ -344,6 +451,16 @@ class Accounts:
         secret = self._totp.new_secret()
         with self._uow() as uow:
             uow.store.set_mfa_pending(caller.sub, secret)
+            uow.publish(
+                audit.entry(
+                    audit.MFA_ENROLLMENT_STARTED,
+                    caller.sub,
+                    actor=audit.actor_of(caller),
+                    at=_at(self._clock()),
+                    source=source,
+                    details={"factor": "totp"},
+                )
+            )
         uri = self._totp.provisioning_uri(secret, account=account.email, issuer=self._totp_issuer)
         return Enrollment(uri, self._totp.qr_png(uri), secret)
 
@@ -372,6 +489,15 @@ class Accounts:
             uow.store.enable_mfa(caller.sub, account.mfa_pending, step)
             uow.store.set_recovery_codes(caller.sub, [self._recovery.digest(c) for c in codes])
             uow.publish(events.MfaEnrolled(caller.sub, len(codes), _at(now)))
+            uow.publish(
+                audit.entry(
+                    audit.MFA_ENROLLED,
+                    caller.sub,
+                    actor=audit.actor_of(caller),
+                    at=_at(now),
+                    details={"factor": "totp", "recovery_count": str(len(codes))},
+                )
+            )
         return codes
 
     # sessions -----------------------------------------------------------------------------
@@ -408,6 +534,15 @@ class Accounts:
                 raise NotFound("no such live session of yours", reason="SESSION_NOT_FOUND")
             uow.store.revoke_session(session_id, now)
             uow.publish(events.SessionRevoked(caller.sub, session_id, reason, _at(now)))
+            uow.publish(
+                audit.entry(
+                    audit.SESSION_REVOKED,
+                    caller.sub,
+                    actor=audit.actor_of(caller),
+                    at=_at(now),
+                    details={"session_id": session_id, "why": reason},
+                )
+            )
 
     def revoke_all_sessions(self, caller: Principal) -> int:
         """ "Log out everywhere": end every live session of the caller; how many there were."""
@@ -421,18 +556,42 @@ class Accounts:
                         caller.sub, session.session_id, "logout_everywhere", _at(now)
                     )
                 )
+            # One record for the one action, naming every session it ended.
+            uow.publish(
+                audit.entry(
+                    audit.SESSION_REVOKED_ALL,
+                    caller.sub,
+                    actor=audit.actor_of(caller),
+                    at=_at(now),
+                    details={
+                        "sessions": str(len(sessions)),
+                        "session_ids": ",".join(s.session_id for s in sessions),
+                    },
+                )
+            )
         return len(sessions)
 
-    def logout(self, cookie: str) -> None:
-        """End the session a cookie opens (the login page's sign out)."""
+    def logout(self, cookie: str, *, source: str = "") -> None:
+        """End the session a cookie opens (the login page's sign out, from ``source``)."""
         session = self.session_by_cookie(cookie)
         if session is None:
             return
         now = self._clock()
         with self._uow() as uow:
             if uow.store.revoke_session(session.session_id, now):
+                account = uow.store.account(session.user_id)
                 uow.publish(
                     events.SessionRevoked(session.user_id, session.session_id, "logout", _at(now))
+                )
+                uow.publish(
+                    audit.entry(
+                        audit.SESSION_REVOKED,
+                        session.user_id,
+                        actor=audit.actor_of_account(account),
+                        at=_at(now),
+                        source=source,
+                        details={"session_id": session.session_id, "why": "logout"},
+                    )
                 )
 
 

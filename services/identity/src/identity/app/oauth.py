@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from identity.app import audit
 from identity.app.accounts import Accounts, LoginRefused
 from identity.app.ports import Signer, UnitOfWork
 from identity.domain import events
@@ -35,6 +36,7 @@ from identity.domain.model import (
     Principal,
     Session,
 )
+from meshkit.audit import FAILURE, Actor
 from meshkit.errors import Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -192,6 +194,17 @@ class AuthorizationServer:
             ):
                 with self._uow() as uow:
                     uow.store.add_failure(None, source, "client", now)
+                    uow.publish(
+                        audit.entry(
+                            audit.CLIENT_FAIL,
+                            None,
+                            actor=Actor(subject=client.client_id, client_id=client.client_id),
+                            at=_at(now),
+                            outcome=FAILURE,
+                            reason="wrong client secret",
+                            source=source,
+                        )
+                    )
         if client.public:
             if secret:
                 raise OAuthError("invalid_client", "a public client has no secret", status)
@@ -321,9 +334,9 @@ class AuthorizationServer:
                 "unauthorized_client", f"this client may not use the {grant_type} grant"
             )
         if grant_type == "authorization_code":
-            return self._redeem_code(client, form)
+            return self._redeem_code(client, form, source=source)
         if grant_type == "refresh_token":
-            return self._refresh(client, form)
+            return self._refresh(client, form, source=source)
         if grant_type == DEVICE_CODE_GRANT:
             return self._poll_device(client, form)
         if grant_type == "client_credentials":
@@ -334,7 +347,9 @@ class AuthorizationServer:
             return self._answer(token, scope, None)
         return self._password_grant(client, form, source=source, device=device)
 
-    def _redeem_code(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    def _redeem_code(
+        self, client: Client, form: Mapping[str, str], *, source: str
+    ) -> dict[str, Any]:
         code = form.get("code", "")
         verifier = form.get("code_verifier", "")
         if not code:
@@ -352,6 +367,22 @@ class AuthorizationServer:
                 # A second redemption: deny, and revoke what the first one got (RFC 6749
                 # §4.1.2, RFC 9700 §4.2.4). Committed even though the request fails.
                 uow.store.revoke_family(stored.family_id, "authorization code replayed", now)
+                uow.publish(
+                    audit.entry(
+                        audit.TOKEN_REUSE,
+                        stored.user_id,
+                        actor=Actor(subject=stored.user_id, client_id=client.client_id),
+                        at=_at(now),
+                        outcome=FAILURE,
+                        reason="authorization code replayed; what it was exchanged for is revoked",
+                        source=source,
+                        details={
+                            "kind": "authorization_code",
+                            "family_id": stored.family_id,
+                            "session_id": stored.session_id,
+                        },
+                    )
+                )
             if not replayed:
                 if stored.expires_at <= now:
                     raise OAuthError("invalid_grant", "the authorization code has expired")
@@ -442,7 +473,7 @@ class AuthorizationServer:
             answer["refresh_token"] = refresh
         return answer
 
-    def _refresh(self, client: Client, form: Mapping[str, str]) -> dict[str, Any]:
+    def _refresh(self, client: Client, form: Mapping[str, str], *, source: str) -> dict[str, Any]:
         presented = form.get("refresh_token", "")
         if not presented:
             raise OAuthError("invalid_request", "refresh_token is required")
@@ -468,6 +499,23 @@ class AuthorizationServer:
                             family.client_id,
                             family.session_id,
                             _at(now),
+                        )
+                    )
+                    uow.publish(
+                        audit.entry(
+                            audit.TOKEN_REUSE,
+                            family.user_id,
+                            actor=Actor(subject=family.user_id, client_id=family.client_id),
+                            at=_at(now),
+                            outcome=FAILURE,
+                            reason="refresh token presented again after rotation;"
+                            " its family is revoked",
+                            source=source,
+                            details={
+                                "kind": "refresh_token",
+                                "family_id": family.family_id,
+                                "session_id": family.session_id,
+                            },
                         )
                     )
                 reuse = family
@@ -689,9 +737,10 @@ class AuthorizationServer:
             jti=str(claims["jti"]),
         )
 
-    def revoke(self, client: Client, token: str, hint: str = "") -> None:
+    def revoke(self, client: Client, token: str, hint: str = "", *, source: str = "") -> None:
         """RFC 7009: revoke a refresh token (its whole family, and the access tokens minted
-        from it, §2.1) or an access token of this client. Unknown tokens are ignored (§2.2)."""
+        from it, §2.1) or an access token of this client. Unknown tokens are ignored (§2.2).
+        ``source`` is the client's address, for the audit record."""
         now = self._clock()
         with self._uow() as uow:
             # The hint only orders the search (RFC 7009 §2.1); a refresh token is looked up
@@ -711,6 +760,16 @@ class AuthorizationServer:
                             _at(now),
                         )
                     )
+                    uow.publish(
+                        audit.entry(
+                            audit.TOKEN_REVOKED,
+                            family.user_id,
+                            actor=Actor(subject=family.user_id, client_id=client.client_id),
+                            at=_at(now),
+                            source=source,
+                            details={"kind": "refresh_token", "family_id": family.family_id},
+                        )
+                    )
                 return
         try:
             claims = self._signer.verify(token, audience=self.audience)
@@ -718,9 +777,18 @@ class AuthorizationServer:
             return
         with self._uow() as uow:
             if uow.store.revoke_access_token(str(claims["jti"]), client.client_id, now):
+                sub = str(claims["sub"])
                 uow.publish(
-                    events.TokenRevoked(
-                        str(claims["sub"]), client.client_id, "access_token", "", _at(now)
+                    events.TokenRevoked(sub, client.client_id, "access_token", "", _at(now))
+                )
+                uow.publish(
+                    audit.entry(
+                        audit.TOKEN_REVOKED,
+                        sub,
+                        actor=Actor(subject=sub, client_id=client.client_id),
+                        at=_at(now),
+                        source=source,
+                        details={"kind": "access_token", "jti": str(claims["jti"])},
                     )
                 )
 

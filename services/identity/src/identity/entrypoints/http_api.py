@@ -361,7 +361,7 @@ class IdentityHttp:
     def _logout(self, request: Request) -> Response:
         if not self._csrf_ok(request):
             return self._page("error.html", 400, message="The form expired. Please try again.")
-        self._accounts.logout(request.cookies.get(SESSION_COOKIE, ""))
+        self._accounts.logout(request.cookies.get(SESSION_COOKIE, ""), source=self._source(request))
         response = Response(status=303, headers={"Location": "/"})
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -473,5 +473,10 @@ class IdentityHttp:
                 raise OAuthError("invalid_request", "token is required")
         except OAuthError as exc:
             return self._oauth_error(exc, request)
-        self._oauth.revoke(client, token, request.form.get("token_type_hint", ""))
+        self._oauth.revoke(
+            client,
+            token,
+            request.form.get("token_type_hint", ""),
+            source=self._source(request),
+        )
         return Response(status=200, headers=_NO_STORE)
