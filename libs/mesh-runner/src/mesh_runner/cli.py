@@ -10,6 +10,7 @@
     mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
     mesh traces [--limit N]                           recent traces: root, services, duration
     mesh load --rate R --duration S [--json]          PlaceOrder at a steady rate; latency summary
+    mesh token [--role R] [--subject ID] [--ttl S]    an access token from identity, for local use
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -25,7 +26,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh_runner import dlq, load, rebuild, sagas, scaffold, traces
+from mesh_runner import dlq, load, rebuild, sagas, scaffold, token, traces
 from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from mesh_runner.processes import (
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     traces.add_parsers(sub)
     scaffold.add_parser(sub)
     load.add_parser(sub)
+    token.add_parser(sub)
     return parser
 
 
@@ -349,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return rebuild.run(args, args.root.resolve() if args.root else None)
         if args.command == "load":  # drives the running mesh over gRPC
             return load.run(args, args.root.resolve() if args.root else None)
+        if args.command == "token":  # identity's admin command, in identity's environment
+            return token.run(args, args.root.resolve() if args.root else None)
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
             return traces.run(args, args.root.resolve() if args.root else None)
         mesh = load_mesh(args.root.resolve() if args.root else None)
