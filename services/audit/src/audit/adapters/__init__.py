@@ -1,0 +1,1 @@
+"""Audit's adapters: the SQLite store and the Ed25519 signing key."""

@@ -1,0 +1,1 @@
+"""Audit's use cases (append, checkpoint, prune, search) and the ports they need."""

@@ -1,0 +1,1 @@
+"""Audit's entrypoints: the Kafka handler of AuditRecorded and the gRPC servicer."""
