@@ -10,6 +10,7 @@ import pytest
 from schema_registry.storage import (
     GLOBAL,
     MemoryStorage,
+    OutboxRow,
     Reference,
     SqliteStorage,
     Storage,
@@ -214,6 +215,58 @@ def test_sqlite_is_shared_between_handles_and_survives_reopening(tmp_path: Path)
             assert tx.schema(1) == schema(1)
     finally:
         reopened.close()
+
+
+def row(n: int) -> OutboxRow:
+    return OutboxRow("audit.events.v1", f"k{n}", bytes([0, 0, 0, 0, n]), (("ce_id", f"k{n}"),))
+
+
+def test_outbox_rows_commit_and_roll_back_with_their_transaction(storage: Storage) -> None:
+    with storage.write() as tx:
+        tx.add_schema(schema(1))
+        tx.add_outbox(row(1))
+    with pytest.raises(RuntimeError), storage.write() as tx:
+        tx.add_schema(schema(2))
+        tx.add_outbox(row(2))
+        raise RuntimeError("the change fails: its record must go with it")
+    with storage.write() as tx:
+        tx.add_outbox(row(3))
+    assert storage.pending_outbox() == [row(1), row(3)]
+    with storage.read() as tx:
+        assert tx.schema(2) is None
+
+
+def test_a_record_alone_leaves_cached_reads_valid(storage: Storage) -> None:
+    before = storage.change_counter()
+    storage.append_outbox(row(1))
+    storage.append_outbox(row(2))
+    assert storage.change_counter() == before, "a refused write changed nothing a reader sees"
+    assert storage.pending_outbox() == [row(1), row(2)]
+
+
+def test_read_transactions_cannot_write_the_outbox(storage: Storage) -> None:
+    with pytest.raises(RuntimeError), storage.read() as tx:
+        tx.add_outbox(row(1))
+
+
+def test_the_sqlite_outbox_is_meshkits_table(tmp_path: Path) -> None:
+    """meshkit's OutboxRelay publishes it: same table, same columns, as a service's."""
+    import sqlite3
+
+    from meshkit.db import Database
+    from meshkit.events import OUTBOX_MIGRATION, OutboxRelay
+
+    theirs = Database(tmp_path / "service.db", [OUTBOX_MIGRATION])
+    OutboxRelay(theirs, "127.0.0.1:1").close()  # adds the error column, as in a service
+    theirs.close()
+    SqliteStorage(tmp_path / "registry.db").close()
+
+    def columns(path: Path) -> list[tuple[str, str, int]]:
+        with sqlite3.connect(path) as conn:
+            found = conn.execute("PRAGMA table_info(meshkit_outbox)").fetchall()
+        return [(c[1], c[2], c[3]) for c in found]
+
+    assert columns(tmp_path / "registry.db") == columns(tmp_path / "service.db")
 
 
 @pytest.mark.parametrize(

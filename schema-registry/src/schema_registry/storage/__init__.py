@@ -11,6 +11,7 @@ from pathlib import Path
 
 from schema_registry.storage.base import (
     GLOBAL,
+    OutboxRow,
     Reference,
     Storage,
     StoredSchema,
@@ -23,6 +24,7 @@ from schema_registry.storage.sqlite import SqliteStorage
 __all__ = [
     "GLOBAL",
     "MemoryStorage",
+    "OutboxRow",
     "Reference",
     "SqliteStorage",
     "Storage",

@@ -4,6 +4,10 @@ The registry's rules (ids, versions, the delete state machine, modes) live in
 `schema_registry.registry` and are written once against `Transaction`; a backend only stores and
 finds rows. Every lookup the registry makes is keyed (id, fingerprint, subject+version, referenced
 subject+version), so backends index them and nothing scans all schemas.
+
+Every backend also keeps an outbox: audit records (`OutboxRow`) appended in the same transaction
+as the change they describe (`Transaction.add_outbox`), or alone for requests that changed
+nothing (`Storage.append_outbox`); a relay publishes them to Kafka later (`schema_registry.audit`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,17 @@ class StoredSchema:
     references: tuple[Reference, ...] = ()
     metadata: Any = None
     rule_set: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A Kafka record waiting in the outbox: topic, key, value bytes (Confluent wire format) and
+    text headers (CloudEvents binary mode, traceparent), published in append order."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +167,11 @@ class Transaction(abc.ABC):
     def mode_subjects(self) -> list[str]:
         """Subjects with a subject-level mode."""
 
+    # outbox ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_outbox(self, row: OutboxRow) -> None:
+        """Append a record to the outbox: it exists exactly when this transaction commits."""
+
 
 class Storage(abc.ABC):
     """A registry store. Thread-safe; `write()` transactions are serialised across processes."""
@@ -174,6 +194,15 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def change_counter(self) -> int:
         """A number that differs after every committed write; cheap enough for every request."""
+
+    @abc.abstractmethod
+    def append_outbox(self, row: OutboxRow) -> None:
+        """Append one outbox record in a transaction of its own, for a request that changed
+        nothing (a refused write). Leaves the change counter alone: no cached read is stale."""
+
+    @abc.abstractmethod
+    def pending_outbox(self) -> list[OutboxRow]:
+        """The outbox records not published yet, oldest first (for tests and diagnostics)."""
 
     def close(self) -> None:  # noqa: B027 - a no-op is the right default for in-memory stores
         """Release files and connections."""

@@ -1,4 +1,8 @@
-"""In-memory storage: for tests and throwaway registries; one process only, gone on exit."""
+"""In-memory storage: for tests and throwaway registries; one process only, gone on exit.
+
+Its outbox is a list nobody publishes (no relay reads process memory): `pending_outbox()` shows
+what a SQLite-backed registry would have sent.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from schema_registry.storage.base import Storage, StoredSchema, SubjectVersion, Transaction
+from schema_registry.storage.base import (
+    OutboxRow,
+    Storage,
+    StoredSchema,
+    SubjectVersion,
+    Transaction,
+)
 
 
 class _State:
@@ -24,6 +34,7 @@ class _State:
         self.referenced: dict[tuple[str, int], set[int]] = {}
         self.configs: dict[str, dict[str, Any]] = {}
         self.modes: dict[str, str] = {}
+        self.outbox: list[OutboxRow] = []
 
 
 class _MemoryTransaction(Transaction):
@@ -181,6 +192,12 @@ class _MemoryTransaction(Transaction):
     def mode_subjects(self) -> list[str]:
         return sorted(name for name in self._s.modes if name)
 
+    def add_outbox(self, row: OutboxRow) -> None:
+        self._check_writable()
+        outbox = self._s.outbox
+        outbox.append(row)
+        self.undo.append(lambda: outbox.remove(row))
+
 
 class MemoryStorage(Storage):
     """Dicts behind one lock; a failed write transaction is undone step by step."""
@@ -212,3 +229,11 @@ class MemoryStorage(Storage):
 
     def change_counter(self) -> int:
         return self._counter
+
+    def append_outbox(self, row: OutboxRow) -> None:
+        with self._lock:
+            self._state.outbox.append(row)
+
+    def pending_outbox(self) -> list[OutboxRow]:
+        with self._lock:
+            return list(self._state.outbox)

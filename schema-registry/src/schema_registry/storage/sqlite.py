@@ -6,6 +6,10 @@ Workers cache rendered responses; a commit bumps an 8-byte counter in a memory-m
 (`<db>-changes`) right after COMMIT, and every worker compares it before answering from cache:
 that is how a read on any worker sees a write made on another at once, at the cost of one
 memory load per request (PRAGMA data_version would cost a SQLite call).
+
+The outbox is meshkit's table, `meshkit_outbox`, column for column (meshkit.events'
+OUTBOX_MIGRATION, with its `error` column), so meshkit's OutboxRelay publishes the registry's
+audit records exactly as it publishes a service's events (`schema_registry.audit`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +28,7 @@ from typing import Any
 
 from schema_registry.errors import ErrorCode, RegistryError
 from schema_registry.storage.base import (
+    OutboxRow,
     Reference,
     Storage,
     StoredSchema,
@@ -56,6 +62,18 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE INDEX IF NOT EXISTS versions_schema_id ON versions(schema_id);
 CREATE TABLE IF NOT EXISTS configs (subject TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS modes (subject TEXT PRIMARY KEY, mode TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meshkit_outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    value        BLOB NOT NULL,     -- Confluent wire format: 0x00, schema id, Avro body
+    headers      TEXT NOT NULL,     -- JSON [[name, value], ...], CloudEvents + traceparent
+    created_at   REAL NOT NULL,     -- unix seconds
+    published_at REAL,              -- NULL until the broker acknowledged it
+    error        TEXT               -- why Kafka can never take it (the row is parked); else NULL
+);
+CREATE INDEX IF NOT EXISTS meshkit_outbox_pending ON meshkit_outbox (id)
+    WHERE published_at IS NULL;
 """
 
 _COUNTER = struct.Struct("<Q")
@@ -63,6 +81,10 @@ _COUNTER = struct.Struct("<Q")
 
 def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _now() -> float:
+    return time.time()
 
 
 def _load(text: str | None) -> Any:
@@ -202,6 +224,13 @@ class _SqliteTransaction(Transaction):
     def mode_subjects(self) -> list[str]:
         return [r[0] for r in self._c.execute("SELECT subject FROM modes WHERE subject != ''")]
 
+    def add_outbox(self, row: OutboxRow) -> None:
+        self._c.execute(
+            "INSERT INTO meshkit_outbox (topic, key, value, headers, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (row.topic, row.key, row.value, json.dumps([list(h) for h in row.headers]), _now()),
+        )
+
 
 class SqliteStorage(Storage):
     """A SQLite file (created with its folder when missing) plus its `-changes` counter file."""
@@ -273,6 +302,30 @@ class SqliteStorage(Storage):
         value: int = _COUNTER.unpack_from(self._counter, 0)[0]
         return value
 
+    def append_outbox(self, row: OutboxRow) -> None:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise RegistryError(ErrorCode.OPERATION_TIMEOUT, f"Store busy: {exc}") from exc
+            try:
+                _SqliteTransaction(self._conn).add_outbox(row)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")  # no _bump(): nothing a reader sees has changed
+
+    def pending_outbox(self) -> list[OutboxRow]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT topic, key, value, headers FROM meshkit_outbox"
+                " WHERE published_at IS NULL ORDER BY id"
+            ).fetchall()
+        return [
+            OutboxRow(r[0], r[1], bytes(r[2]), tuple((str(k), str(v)) for k, v in json.loads(r[3])))
+            for r in rows
+        ]
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()
@@ -311,4 +364,7 @@ class _ReadOnly(_SqliteTransaction):
         raise RuntimeError("write attempted in a read transaction")
 
     def delete_mode(self, subject: str) -> None:
+        raise RuntimeError("write attempted in a read transaction")
+
+    def add_outbox(self, row: OutboxRow) -> None:
         raise RuntimeError("write attempted in a read transaction")
