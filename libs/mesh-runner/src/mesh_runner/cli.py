@@ -10,6 +10,8 @@
     mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
     mesh traces [--limit N]                           recent traces: root, services, duration
     mesh load --rate R --duration S [--json]          PlaceOrder at a steady rate; latency summary
+    mesh audit verify [--db PATH] [--public-key PEM]  check the audit trail's chain and signatures
+    mesh audit ls [--actor S] [--action A] [--since]  search the audit trail (an auditor's token)
     mesh token [--role R] [--subject ID] [--ttl S]    an access token from identity, for local use
 
 Exit codes: 0 success, 1 failure, 2 usage error.
@@ -26,7 +28,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh_runner import dlq, load, rebuild, sagas, scaffold, token, traces
+from mesh_runner import audit, dlq, load, rebuild, sagas, scaffold, token, traces
 from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from mesh_runner.processes import (
@@ -332,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_parser(sub)
     sagas.add_parser(sub)
     rebuild.add_parser(sub)
+    audit.add_parser(sub)
     traces.add_parsers(sub)
     scaffold.add_parser(sub)
     load.add_parser(sub)
@@ -349,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sagas.run(args, args.root.resolve() if args.root else None)
         if args.command == "rebuild":  # asks the projecting service over gRPC
             return rebuild.run(args, args.root.resolve() if args.root else None)
+        if args.command == "audit":  # reads the audit store (verify) or asks the service (ls)
+            return audit.run(args, args.root.resolve() if args.root else None)
         if args.command == "load":  # drives the running mesh over gRPC
             return load.run(args, args.root.resolve() if args.root else None)
         if args.command == "token":  # identity's admin command, in identity's environment
