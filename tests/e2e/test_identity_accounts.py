@@ -2,8 +2,8 @@
 meet it: registration rules, lockout and per-address throttling through the login form, equal
 timing for unknown and known emails, MFA enrollment and login with TOTP and recovery codes,
 sessions and "log out everywhere", forged and expired access tokens, a device login, and finally
-that no secret typed or issued along the way reached identity's log, its spans, its events or
-(in clear) its database.
+that no secret typed or issued along the way reached identity's log, its spans, its events, its
+audit records on audit.events.v1 or (in clear) its database.
 
 Every test drives the session's ``identity`` (tests/support/identity.py) from a source address of
 its own in 127.0.0.0/8 (a loopback alias: the whole /8 reaches a server on 127.0.0.1), because
@@ -58,6 +58,7 @@ pytestmark = pytest.mark.kafka
 
 GENERIC = "Incorrect email, password or code."
 EVENTS_TOPIC = "identity.events.v1"
+AUDIT_TOPIC = "audit.events.v1"  # identity's audit records, through the same outbox
 CLIENT = "shop-web"
 CALLBACK = "http://127.0.0.1:8765/callback"
 BACKEND_ID, BACKEND_SECRET = "shop-backend", "dev-shop-backend-secret"
@@ -907,44 +908,49 @@ def _kafka(bootstrap: str) -> Consumer:
     )
 
 
-def _ends(consumer: Consumer) -> dict[int, int]:
-    """Each partition of EVENTS_TOPIC and its end offset (high watermark); {} when there is no
-    such topic yet."""
-    topic = consumer.list_topics(EVENTS_TOPIC, timeout=10).topics.get(EVENTS_TOPIC)
+def _ends(consumer: Consumer, name: str) -> dict[int, int]:
+    """Each partition of topic ``name`` and its end offset (high watermark); {} when there is
+    no such topic yet."""
+    topic = consumer.list_topics(name, timeout=10).topics.get(name)
     if topic is None or topic.error is not None:
         return {}
     return {
-        p: consumer.get_watermark_offsets(TopicPartition(EVENTS_TOPIC, p), timeout=10)[1]
+        p: consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
         for p in topic.partitions
     }
 
 
 @pytest.fixture(scope="module", autouse=True)
-def events_before(kafka_bootstrap: str) -> dict[int, int]:
-    """Where EVENTS_TOPIC ended before this module's first test: its records start after."""
+def events_before(kafka_bootstrap: str) -> dict[str, dict[int, int]]:
+    """Where EVENTS_TOPIC and AUDIT_TOPIC ended before this module's first test: its records
+    start after."""
     consumer = _kafka(kafka_bootstrap)
     try:
-        return _ends(consumer)
+        return {topic: _ends(consumer, topic) for topic in (EVENTS_TOPIC, AUDIT_TOPIC)}
     finally:
         consumer.close()
 
 
 def _events(
-    bootstrap: str, start: dict[int, int], markers: list[bytes], timeout: float = 30.0
+    bootstrap: str,
+    topic: str,
+    start: dict[int, int],
+    markers: list[bytes],
+    timeout: float = 30.0,
 ) -> dict[str, bytes]:
-    """Every record on EVENTS_TOPIC since ``start`` (key, value, header names and values), read
+    """Every record on ``topic`` since ``start`` (key, value, header names and values), read
     until each marker was seen and then to the end of every partition."""
     consumer = _kafka(bootstrap)
     records: dict[str, bytes] = {}
     try:
-        partitions = sorted(_ends(consumer))
+        partitions = sorted(_ends(consumer, topic))
         position = {p: start.get(p, 0) for p in partitions}
-        consumer.assign([TopicPartition(EVENTS_TOPIC, p, position[p]) for p in partitions])
+        consumer.assign([TopicPartition(topic, p, position[p]) for p in partitions])
         unseen = set(markers)
         ends: dict[int, int] | None = None
         deadline = time.monotonic() + timeout
         while ends is None or any(position[p] < ends[p] for p in partitions):
-            assert time.monotonic() < deadline, f"{EVENTS_TOPIC}: markers {unseen} never came"
+            assert time.monotonic() < deadline, f"{topic}: markers {unseen} never came"
             message = consumer.poll(0.2)
             if message is not None and (error := message.error()) is not None:
                 assert error.code() == KafkaError._PARTITION_EOF, str(error)
@@ -955,11 +961,11 @@ def _events(
                 # A consumed record's headers are a list of pairs (a dict only when producing).
                 for name, value in headers.items() if isinstance(headers, dict) else headers:
                     raw += b"\n" + name.encode() + b"=" + _raw(value)
-                records[f"record {EVENTS_TOPIC}[{partition}]@{offset}"] = raw
+                records[f"record {topic}[{partition}]@{offset}"] = raw
                 position[partition] = offset + 1
                 unseen = {m for m in unseen if m not in raw}
             if not unseen and ends is None:
-                ends = _ends(consumer)
+                ends = _ends(consumer, topic)
     finally:
         consumer.close()
     return records
@@ -969,7 +975,7 @@ def test_no_secret_reached_logs_spans_events_or_the_database(
     identity: Identity,
     short_lived: Identity,
     kafka_bootstrap: str,
-    events_before: dict[int, int],
+    events_before: dict[str, dict[int, int]],
     leaks: Secrets,
 ) -> None:
     kinds = set(leaks.values.values())
@@ -1000,13 +1006,28 @@ def test_no_secret_reached_logs_spans_events_or_the_database(
     }
     haystacks.update(spans)
     haystacks.update(
-        _events(kafka_bootstrap, events_before, [address.encode() for address, _ in markers])
+        _events(
+            kafka_bootstrap,
+            EVENTS_TOPIC,
+            events_before[EVENTS_TOPIC],
+            [address.encode() for address, _ in markers],
+        )
+    )
+    # The audit records: the marker's user_created carries its trace id.
+    haystacks.update(
+        _events(
+            kafka_bootstrap,
+            AUDIT_TOPIC,
+            events_before[AUDIT_TOPIC],
+            [trace_id.hex().encode() for _, trace_id in markers],
+        )
     )
     # Not to be vacuous: each source holds what identity did in this module.
     assert all(haystacks[f"{s.root.name}/identity.log"] for s in (identity, short_lived))
     assert any(b"POST /login" in blob for blob in spans.values())
-    # (The throttling test alone made 20 LoginFailed events.)
-    assert sum(1 for name in haystacks if name.startswith("record ")) >= 20
+    # (The throttling test alone made 20 LoginFailed events, and 20 authn_login_fail records.)
+    for topic in (EVENTS_TOPIC, AUDIT_TOPIC):
+        assert sum(1 for name in haystacks if name.startswith(f"record {topic}")) >= 20
 
     # Identity's own database holds digests of codes, tokens and cookies, never the values. Two
     # things must stay readable there: the TOTP secret (to compute codes; at-rest encryption is
