@@ -19,6 +19,7 @@ from audit.config import Settings
 from audit.entrypoints.events import handlers
 from audit.entrypoints.grpc_api import AuditServicer
 from mesh.audit.v1 import audit_pb2_grpc
+from meshkit.events import Consumers, EventCatalog
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 
@@ -27,9 +28,16 @@ from meshkit.service import Service, ServiceContext, binding
 MAX_POLL_S = 1.0
 
 
-def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+def build(
+    ctx: ServiceContext[Settings], catalog: EventCatalog | None = None, group: str | None = None
+) -> list[ServiceBinding]:
     """AuditService over the trail; the AuditRecorded consumer and the maintenance worker run
-    while the server does."""
+    while the server does.
+
+    ``catalog`` is what it consumes: by default the mesh.audit.v1 contract on audit.events.v1
+    (``consumes``, checked against the registry by the kit); tests give the same contract on a
+    topic of their own (checked here) and a consumer ``group`` of their own (default: audit).
+    """
     settings = ctx.settings
     signer = load_signer(settings.signing_key, settings.db_path)
     keys = publish(settings.db_path, signer)
@@ -38,7 +46,17 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         checkpoint_every=settings.checkpoint_every,
         checkpoint_after=datetime.timedelta(seconds=settings.checkpoint_seconds),
     )
-    ctx.consume(handlers(trail, SqliteAuditStore))
+    apply = handlers(trail, SqliteAuditStore)
+    if catalog is None:
+        ctx.consume(apply, group=group)
+    else:
+        catalog.verify(settings.schema_registry_url, readers=True)
+        consumers = Consumers(
+            settings.kafka_bootstrap, settings.schema_registry_url, catalog, apply
+        )
+        consumer = consumers(ctx.db, group or ctx.name)
+        ctx.add_worker("consumer", consumer.run_forever)
+        ctx.on_stop(consumer.close)
     retention = (
         datetime.timedelta(days=settings.retention_days) if settings.retention_days else None
     )

@@ -21,7 +21,8 @@ class Settings(ServiceSettings):
     checkpoint_seconds: float = dataclasses.field(
         default=10.0,
         metadata={
-            "help": "... or once the oldest unsigned entry has waited this long (seconds)",
+            "help": "or once the oldest unsigned entry has waited this long (seconds),"
+            " whichever comes first",
             "min": 0.01,
         },
     )
