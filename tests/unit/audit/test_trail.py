@@ -240,6 +240,7 @@ def test_the_development_key_is_private_and_the_public_key_published(
     assert [(k.key_id, k.current) for k in keys] == [(signer.key_id, True)]
     assert public_key_file(db).read_text() == signer.public_key_pem
     assert load_signer("", db).key_id == signer.key_id  # made once
+    assert not list(db.parent.glob("*.tmp"))  # written whole elsewhere, then linked in place
 
 
 def test_a_configured_key_is_used_and_rotation_keeps_the_old_public_key(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -93,10 +94,7 @@ class Ed25519Signer:
     def beside(cls, db_path: Path) -> Ed25519Signer:
         """The development key kept beside the database (made on first use, mode 0600)."""
         path = db_path.with_name(db_path.name + ".signing-key.pem")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
+        if path.exists():
             return cls.from_setting(str(path))
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(
@@ -104,14 +102,35 @@ class Ed25519Signer:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        with os.fdopen(fd, "wb") as out:
-            out.write(pem)
+        # Written whole under another name, then linked into place: a crash never leaves a
+        # half-written key, and of two processes starting at once the first link wins.
+        if not _create_whole(path, pem, 0o600):
+            return cls.from_setting(str(path))
         log.warning(
             "audit checkpoints are signed with a key made in %s: set AUDIT_SIGNING_KEY from a"
             " secret store in production",
             path,
         )
         return cls(key)
+
+
+def _create_whole(path: Path, content: bytes, mode: int) -> bool:
+    """Create ``path`` holding ``content`` (synced) atomically; False when it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_signer(setting: str, db_path: Path) -> Ed25519Signer:
@@ -141,7 +160,7 @@ def publish(db_path: Path, signer: Ed25519Signer) -> list[PublicKeyInfo]:
     if signer.key_id not in keys:
         keys[signer.key_id] = signer.public_key_pem
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".tmp")
+        partial = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
         partial.write_text("".join(keys.values()))
         partial.chmod(0o644)
         os.replace(partial, path)
