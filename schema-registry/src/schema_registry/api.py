@@ -5,7 +5,13 @@ server (`schema_registry.http`) only moves bytes. Three things here are delibera
 
 * Routing works on the raw path, split on `/` before percent-decoding, so `%2F` stays inside a
   subject (starlette#826 is why Karapace needed its own router).
-* Errors are mapped to `{"error_code", "message"}` in `_dispatch` and nowhere else.
+* Errors are mapped to `{"error_code", "message"}` in `_dispatch` and nowhere else; refused
+  credentials (`--auth`) in `_refuse`, with their WWW-Authenticate challenge.
+* Writes (POST, PUT, DELETE other than the schema lookup and the no-op `POST /`) carry a
+  `WriteContext` from the HTTP layer: who is asking (the guard's verdict when the registry runs
+  with `--auth`), from where, in which trace. A guarded write without a passing verdict is
+  refused here whatever the caller of `handle()` forgot (fail closed); every write is audited
+  (`schema_registry.audit`). None of this is on the GET path.
 * Every GET answer is a pure function of the stored state, so whole responses are cached by
   (URL, Accept) and dropped when the storage change counter moves; the hot path
   (`GET /schemas/ids/{id}`) is then one dict lookup. The counter is shared by all worker
@@ -24,6 +30,10 @@ from importlib import metadata
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
+from meshkit.audit import DENIED, FAILURE
+from schema_registry import registry as ops
+from schema_registry.audit import ANONYMOUS, WRITE_ACTION, Origin
+from schema_registry.auth import Guard, Refusal, challenge
 from schema_registry.errors import ErrorCode, RegistryError
 from schema_registry.registry import Registry
 
@@ -82,14 +92,40 @@ def _camel(name: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
+@dataclass(frozen=True)
+class WriteContext:
+    """What the HTTP layer knows of a write besides its bytes: who and from where (``origin``),
+    and the guard's verdict: ``allowed`` when the credentials passed, else the ``refusal``."""
+
+    origin: Origin = ANONYMOUS
+    allowed: bool = False
+    refusal: Refusal | None = None
+
+
+@dataclass(frozen=True)
+class Write:
+    """What a POST, PUT or DELETE route does: its audit ``action``; ``guarded`` when ``--auth``
+    requires scope schemas:write for it; ``audited`` when its failures are recorded (a route
+    that changes something records its successes itself, in the change's transaction)."""
+
+    action: str
+    guarded: bool = True
+    audited: bool = True
+
+
+_CHECK: Final = Write("schemas.compatibility.check", audited=False)
+
+
 @dataclass
 class Request:
-    """What a handler sees: decoded path parameters, the query and the JSON body."""
+    """What a handler sees: decoded path parameters, the query and the JSON body, and (for a
+    write) who asked for it."""
 
     method: str
     params: dict[str, str]
     query: Query
     raw_body: bytes
+    origin: Origin = ANONYMOUS
 
     def json(self) -> Any:
         """The body as JSON; 400 when it is not JSON (empty is null)."""
@@ -124,30 +160,43 @@ class _Node:
 
     literals: dict[str, _Node] = field(default_factory=dict)
     param: tuple[str, _Node] | None = None
-    handlers: dict[str, Handler] = field(default_factory=dict)
+    handlers: dict[str, tuple[Handler, Write | None]] = field(default_factory=dict)
 
 
 class Api:
-    """The REST API. Call `handle()` from one thread at a time per instance (one per worker)."""
+    """The REST API. Call `handle()` from one thread at a time per instance (one per worker).
 
-    def __init__(self, registry: Registry) -> None:
+    With a ``guard`` (``serve --auth``), guarded writes need a `WriteContext` whose credentials
+    the guard allowed; the HTTP layer runs ``guard.check`` off the event loop and passes it.
+    """
+
+    def __init__(self, registry: Registry, *, guard: Guard | None = None) -> None:
         self.registry = registry
+        self.guard = guard
         self._root = _Node()
         self._cache: dict[tuple[bytes, bytes], bytes] = {}
         self._seen_counter = registry.storage.change_counter()
         self._version = _package_version()
-        for method, pattern, handler in self._routes():
-            self._add(method, pattern, handler)
+        for method, pattern, handler, write in self._routes():
+            self._add(method, pattern, handler, write)
 
     # ------------------------------------------------------------------ HTTP entry point
-    def handle(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:
-        """The complete HTTP/1.1 response (status line, headers, body) for one request."""
+    def handle(
+        self,
+        method: str,
+        url: bytes,
+        accept: bytes,
+        body: bytes,
+        context: WriteContext | None = None,
+    ) -> bytes:
+        """The complete HTTP/1.1 response (status line, headers, body) for one request.
+        ``context`` is for writes (see `WriteContext`); reads ignore it."""
         counter = self.registry.storage.change_counter()
         if counter != self._seen_counter:
             self._cache.clear()
             self._seen_counter = counter
         if method not in ("GET", "HEAD"):
-            return self._audited(method, url, accept, body)
+            return self._audited(method, url, accept, body, context or WriteContext())
         hit = self._cache.get((url, accept))
         if hit is not None:
             return hit
@@ -160,49 +209,159 @@ class Api:
             self._cache[(url, accept)] = response
         return response
 
-    def _audited(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:
-        """``_respond`` for a POST, PUT or DELETE, logged with its outcome: the registry's audit
-        trail (GET and HEAD are not logged; they are most of the traffic). Schema lookups
-        (``POST /subjects/{s}``) are logged too: they are rare, once per client and subject."""
+    def guarded(self, method: str, url: bytes) -> bool:
+        """Whether this request must pass the guard first (False without one, and for reads)."""
+        if self.guard is None or method in ("GET", "HEAD"):
+            return False
+        write = self._write_of(method, url.decode("latin-1"))[0]
+        return write is not None and write.guarded
+
+    def _write_of(self, method: str, url: str) -> tuple[Write | None, str | None]:
+        """The route's `Write` (None for reads and unknown paths) and its subject parameter."""
+        try:
+            _, params, write = self._route(method, url.partition("?")[0])
+        except RegistryError:
+            return None, None
+        return write, params.get("subject")
+
+    def _audited(
+        self, method: str, url: bytes, accept: bytes, body: bytes, context: WriteContext
+    ) -> bytes:
+        """``_respond`` for a POST, PUT or DELETE, logged with its outcome and the caller (GET
+        and HEAD are not logged; they are most of the traffic), after the guard's verdict."""
         started = time.perf_counter()
-        response = self._respond(method, url, accept, body)
+        path = url.decode("latin-1")
+        response = None
+        if self.guard is not None and not context.allowed:
+            write, subject = self._write_of(method, path)
+            if write is not None and write.guarded:
+                refusal = context.refusal or Refusal(401, "the credentials were not checked")
+                response = self._refuse(method, write, subject, refusal, context.origin)
+        if response is None:
+            response = self._respond(method, url, accept, body, context.origin)
         status = int(response[9:12])  # b"HTTP/1.1 200 OK..."
         duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        path = url.decode("latin-1")
         level = logging.WARNING if status >= 500 else logging.INFO
         log.log(
             level,
-            "%s %s %d %.1fms",
+            "%s %s %d %.1fms by %s",
             method,
             path,
             status,
             duration_ms,
-            extra={"http.method": method, "url.path": path, "http.status": status},
+            context.origin.who,
+            extra={
+                "http.method": method,
+                "url.path": path,
+                "http.status": status,
+                "enduser.id": context.origin.actor.subject,
+            },
         )
         return response
 
-    def _respond(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:
+    def _refuse(
+        self,
+        method: str,
+        write: Write,
+        subject: str | None,
+        refusal: Refusal,
+        origin: Origin,
+    ) -> bytes:
+        """The answer to a write refused for its credentials (Confluent's words and codes), and
+        its DENIED audit record. 503 (identity unreachable) denies nothing: not recorded."""
+        if refusal.status == 503:
+            message = f"Cannot check credentials now: {refusal.reason}"
+            answer = _error(ErrorCode.SERVICE_UNAVAILABLE, message)
+            return _render(*answer, V1_JSON, [("Retry-After", "1")])
+        if refusal.status == 403:
+            target = f"Subject: {subject}" if subject is not None else "the registry"
+            message = f"User is denied operation Write on {target}: {refusal.reason}"
+            answer = _error(ErrorCode.FORBIDDEN, message)
+        else:
+            answer = _error(ErrorCode.UNAUTHORIZED, f"Unauthorized: {refusal.reason}")
+        self._record_alone(
+            origin,
+            WRITE_ACTION,
+            DENIED,
+            subject,
+            reason=refusal.reason,
+            details={"operation": write.action, "method": method, "status": refusal.status},
+        )
+        headers = [("WWW-Authenticate", value) for value in challenge(refusal)]
+        return _render(*answer, V1_JSON, headers)
+
+    def _record_alone(
+        self,
+        origin: Origin,
+        action: str,
+        outcome: str,
+        subject: str | None,
+        *,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        try:
+            self.registry.record_alone(
+                origin,
+                action,
+                outcome=outcome,
+                subject=subject,
+                reason=reason[:1000],
+                details=details,
+            )
+        except Exception:  # the answer goes out anyway; the log says what was not recorded
+            log.exception("could not write the audit record of %s (%s) %s", action, outcome, reason)
+
+    def _respond(
+        self,
+        method: str,
+        url: bytes,
+        accept: bytes,
+        body: bytes,
+        origin: Origin | None = None,
+    ) -> bytes:
         media_type = _negotiate(accept.decode("latin-1"))
         if media_type is None:
             return _render(*_error(ErrorCode.NOT_ACCEPTABLE, "HTTP 406 Not Acceptable"), V1_JSON)
-        status, payload = self._dispatch(method, url.decode("latin-1"), body)
+        status, payload = self._dispatch(method, url.decode("latin-1"), body, origin)
         return _render(status, payload, media_type)
 
-    def _dispatch(self, method: str, url: str, body: bytes) -> tuple[int, Any]:
-        """Route and run a handler; the one place errors become `{"error_code", "message"}`."""
+    def _dispatch(
+        self, method: str, url: str, body: bytes, origin: Origin | None = None
+    ) -> tuple[int, Any]:
+        """Route and run a handler; the one place errors become `{"error_code", "message"}`
+        (and, for a write, a FAILURE audit record: the change itself rolled back)."""
         path, _, raw_query = url.partition("?")
+        write: Write | None = None
+        params: dict[str, str] = {}
         try:
-            handler, params = self._route(method, path)
-            result = handler(Request(method, params, Query(raw_query), body))
-            return 200, result
+            handler, params, write = self._route(method, path)
+            request = Request(method, params, Query(raw_query), body, origin or ANONYMOUS)
+            return 200, handler(request)
         except RegistryError as exc:
-            return _error(exc.code, exc.message)
+            failed = _error(exc.code, exc.message)
         except Exception as exc:
             log.exception("unexpected error in %s %s", method, path)
-            return _error(ErrorCode.STORE_ERROR, f"Error in the backend data store: {exc}")
+            failed = _error(ErrorCode.STORE_ERROR, f"Error in the backend data store: {exc}")
+        if origin is not None and write is not None and write.audited:
+            status, payload = failed
+            self._record_alone(
+                origin,
+                write.action,
+                FAILURE,
+                params.get("subject"),
+                reason=str(payload["message"]),
+                # Confluent's error_code, under a key meshkit.audit's secret check lets by.
+                details={
+                    "method": method,
+                    "status": status,
+                    "registry_error": payload["error_code"],
+                },
+            )
+        return failed
 
     # ------------------------------------------------------------------ routing
-    def _add(self, method: str, pattern: str, handler: Handler) -> None:
+    def _add(self, method: str, pattern: str, handler: Handler, write: Write | None) -> None:
         node = self._root
         for segment in filter(None, pattern.split("/")):
             if segment.startswith("{"):
@@ -212,9 +371,9 @@ class Api:
                 node = node.param[1]
             else:
                 node = node.literals.setdefault(segment, _Node())
-        node.handlers[method] = handler
+        node.handlers[method] = (handler, write)
 
-    def _route(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
+    def _route(self, method: str, path: str) -> tuple[Handler, dict[str, str], Write | None]:
         node = self._root
         params: dict[str, str] = {}
         for raw in filter(None, path.split("/")):
@@ -228,58 +387,114 @@ class Api:
             if child is None:
                 raise RegistryError(ErrorCode.NOT_FOUND, "HTTP 404 Not Found")
             node = child
-        handler = node.handlers.get("GET" if method == "HEAD" else method)
-        if handler is None:
+        found = node.handlers.get("GET" if method == "HEAD" else method)
+        if found is None:
             if node.handlers:
                 raise RegistryError(ErrorCode.METHOD_NOT_ALLOWED, "HTTP 405 Method Not Allowed")
             raise RegistryError(ErrorCode.NOT_FOUND, "HTTP 404 Not Found")
-        return handler, params
+        return found[0], params, found[1]
 
-    def _routes(self) -> Sequence[tuple[str, str, Handler]]:
+    def _routes(self) -> Sequence[tuple[str, str, Handler, Write | None]]:
         r = self.registry
         return [
-            ("GET", "/", lambda q: {}),
-            ("POST", "/", lambda q: {}),
-            ("GET", "/v1/metadata/id", lambda q: _metadata_id()),
-            ("GET", "/v1/metadata/version", lambda q: {"version": self._version, "commitId": ""}),
-            ("GET", "/contexts", lambda q: _paged(["."], q.query)),
-            ("GET", "/subjects", self._list_subjects),
-            ("POST", "/subjects/{subject}", self._lookup),
-            ("DELETE", "/subjects/{subject}", self._delete_subject),
-            ("GET", "/subjects/{subject}/versions", self._list_versions),
-            ("POST", "/subjects/{subject}/versions", self._register),
-            ("GET", "/subjects/{subject}/versions/{version}", self._get_version),
-            ("DELETE", "/subjects/{subject}/versions/{version}", self._delete_version),
-            ("GET", "/subjects/{subject}/versions/{version}/schema", self._get_version_schema),
-            ("GET", "/subjects/{subject}/versions/{version}/referencedby", self._referenced_by),
-            ("GET", "/subjects/{subject}/metadata", self._latest_with_metadata),
-            ("GET", "/schemas", self._list_schemas),
-            ("GET", "/schemas/types", lambda q: ["AVRO"]),
-            ("GET", "/schemas/ids/{id}", self._get_schema),
+            ("GET", "/", lambda q: {}, None),
+            # Confluent's no-op POST /: changes nothing, so nothing to guard.
+            ("POST", "/", lambda q: {}, None),
+            ("GET", "/v1/metadata/id", lambda q: _metadata_id(), None),
+            (
+                "GET",
+                "/v1/metadata/version",
+                lambda q: {"version": self._version, "commitId": ""},
+                None,
+            ),
+            ("GET", "/contexts", lambda q: _paged(["."], q.query), None),
+            ("GET", "/subjects", self._list_subjects, None),
+            # The lookup is a read (Confluent's SUBJECT_READ): every serializer without
+            # auto-registration, and every service at start, makes it without credentials.
+            ("POST", "/subjects/{subject}", self._lookup, None),
+            ("DELETE", "/subjects/{subject}", self._delete_subject, Write(ops.DELETE_SUBJECT)),
+            ("GET", "/subjects/{subject}/versions", self._list_versions, None),
+            ("POST", "/subjects/{subject}/versions", self._register, Write(ops.REGISTER)),
+            ("GET", "/subjects/{subject}/versions/{version}", self._get_version, None),
+            (
+                "DELETE",
+                "/subjects/{subject}/versions/{version}",
+                self._delete_version,
+                Write(ops.DELETE_VERSION),
+            ),
+            (
+                "GET",
+                "/subjects/{subject}/versions/{version}/schema",
+                self._get_version_schema,
+                None,
+            ),
+            (
+                "GET",
+                "/subjects/{subject}/versions/{version}/referencedby",
+                self._referenced_by,
+                None,
+            ),
+            ("GET", "/subjects/{subject}/metadata", self._latest_with_metadata, None),
+            ("GET", "/schemas", self._list_schemas, None),
+            ("GET", "/schemas/types", lambda q: ["AVRO"], None),
+            ("GET", "/schemas/ids/{id}", self._get_schema, None),
             (
                 "GET",
                 "/schemas/ids/{id}/schema",
                 lambda q: Raw(r.get_schema_text(q.int_param("id"))),
+                None,
             ),
-            ("GET", "/schemas/ids/{id}/subjects", self._schema_subjects),
-            ("GET", "/schemas/ids/{id}/versions", self._schema_versions),
-            ("POST", "/compatibility/subjects/{subject}/versions", self._compatibility),
-            ("POST", "/compatibility/subjects/{subject}/versions/{version}", self._compatibility),
-            ("GET", "/config", self._get_config),
-            ("PUT", "/config", lambda q: r.set_config(None, q.json())),
-            ("DELETE", "/config", lambda q: r.delete_config(None)),
-            ("GET", "/config/{subject}", self._get_config),
-            ("PUT", "/config/{subject}", lambda q: r.set_config(q.params["subject"], q.json())),
-            ("DELETE", "/config/{subject}", lambda q: r.delete_config(q.params["subject"])),
-            ("GET", "/mode", self._get_mode),
-            ("PUT", "/mode", self._set_mode),
-            ("DELETE", "/mode", lambda q: r.delete_mode(None, recursive=q.query.flag("recursive"))),
-            ("GET", "/mode/{subject}", self._get_mode),
-            ("PUT", "/mode/{subject}", self._set_mode),
+            ("GET", "/schemas/ids/{id}/subjects", self._schema_subjects, None),
+            ("GET", "/schemas/ids/{id}/versions", self._schema_versions, None),
+            # Confluent counts a compatibility check as SUBJECT_WRITE; it changes nothing.
+            ("POST", "/compatibility/subjects/{subject}/versions", self._compatibility, _CHECK),
+            (
+                "POST",
+                "/compatibility/subjects/{subject}/versions/{version}",
+                self._compatibility,
+                _CHECK,
+            ),
+            ("GET", "/config", self._get_config, None),
+            (
+                "PUT",
+                "/config",
+                lambda q: r.set_config(None, q.json(), origin=q.origin),
+                Write(ops.SET_CONFIG),
+            ),
+            (
+                "DELETE",
+                "/config",
+                lambda q: r.delete_config(None, origin=q.origin),
+                Write(ops.DELETE_CONFIG),
+            ),
+            ("GET", "/config/{subject}", self._get_config, None),
+            (
+                "PUT",
+                "/config/{subject}",
+                lambda q: r.set_config(q.params["subject"], q.json(), origin=q.origin),
+                Write(ops.SET_CONFIG),
+            ),
+            (
+                "DELETE",
+                "/config/{subject}",
+                lambda q: r.delete_config(q.params["subject"], origin=q.origin),
+                Write(ops.DELETE_CONFIG),
+            ),
+            ("GET", "/mode", self._get_mode, None),
+            ("PUT", "/mode", self._set_mode, Write(ops.SET_MODE)),
+            (
+                "DELETE",
+                "/mode",
+                lambda q: r.delete_mode(None, recursive=q.query.flag("recursive"), origin=q.origin),
+                Write(ops.DELETE_MODE),
+            ),
+            ("GET", "/mode/{subject}", self._get_mode, None),
+            ("PUT", "/mode/{subject}", self._set_mode, Write(ops.SET_MODE)),
             (
                 "DELETE",
                 "/mode/{subject}",
-                lambda q: r.delete_mode(q.params["subject"], recursive=False),
+                lambda q: r.delete_mode(q.params["subject"], recursive=False, origin=q.origin),
+                Write(ops.DELETE_MODE),
             ),
         ]
 
@@ -297,7 +512,7 @@ class Api:
 
     def _delete_subject(self, q: Request) -> Any:
         return self.registry.delete_subject(
-            q.params["subject"], permanent=q.query.flag("permanent")
+            q.params["subject"], permanent=q.query.flag("permanent"), origin=q.origin
         )
 
     def _list_versions(self, q: Request) -> Any:
@@ -310,7 +525,7 @@ class Api:
         return _paged(versions, q.query)
 
     def _register(self, q: Request) -> Any:
-        return self.registry.register(q.params["subject"], q.json())
+        return self.registry.register(q.params["subject"], q.json(), origin=q.origin)
 
     def _get_version(self, q: Request) -> Any:
         return self.registry.get_version(
@@ -325,7 +540,10 @@ class Api:
 
     def _delete_version(self, q: Request) -> Any:
         return self.registry.delete_version(
-            q.params["subject"], q.params["version"], permanent=q.query.flag("permanent")
+            q.params["subject"],
+            q.params["version"],
+            permanent=q.query.flag("permanent"),
+            origin=q.origin,
         )
 
     def _referenced_by(self, q: Request) -> Any:
@@ -383,7 +601,7 @@ class Api:
 
     def _set_mode(self, q: Request) -> Any:
         return self.registry.set_mode(
-            q.params.get("subject"), q.json(), force=q.query.flag("force")
+            q.params.get("subject"), q.json(), force=q.query.flag("force"), origin=q.origin
         )
 
 
@@ -414,14 +632,17 @@ def _error(code: ErrorCode, message: str) -> tuple[int, Any]:
     return code.http_status, {"error_code": code.error_code, "message": message}
 
 
-def _render(status: int, payload: Any, media_type: str) -> bytes:
+def _render(
+    status: int, payload: Any, media_type: str, headers: Sequence[tuple[str, str]] = ()
+) -> bytes:
     if isinstance(payload, Raw):
         body = payload.text.encode()
     else:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     head = (
         f"HTTP/1.1 {status} {_reason(status)}\r\n"
-        f"Content-Type: {media_type}\r\n"
+        f"Content-Type: {media_type}\r\n{extra}"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     return head.encode("latin-1") + body
@@ -454,4 +675,4 @@ def error_response(code: ErrorCode, message: str) -> bytes:
     return _render(*_error(code, message), V1_JSON)
 
 
-__all__ = ["V1_JSON", "Api", "Query", "Raw", "Request", "error_response"]
+__all__ = ["V1_JSON", "Api", "Query", "Raw", "Request", "Write", "WriteContext", "error_response"]

@@ -2,7 +2,9 @@
 
 Exit codes: 0 success, 1 incompatible schema or any failure, 2 usage error. Output is for people
 unless `--json` is given; then stdout carries exactly one JSON document. `--url` defaults to
-`$SCHEMA_REGISTRY_URL`, then http://127.0.0.1:8081.
+`$SCHEMA_REGISTRY_URL`, then http://127.0.0.1:8081. Writes to a registry serving with `--auth`
+need `--token TOKEN` ($SCHEMA_REGISTRY_TOKEN) or `--basic-auth CLIENT_ID:SECRET`
+($SCHEMA_REGISTRY_BASIC_AUTH); they are sent with POST, PUT and DELETE only.
 """
 
 from __future__ import annotations
@@ -52,10 +54,22 @@ class _Out:
                 print(text)
 
 
+_CREDENTIALS_HINT = (
+    "; the registry guards its writes: pass --token TOKEN or --basic-auth CLIENT_ID:SECRET "
+    "(or set SCHEMA_REGISTRY_TOKEN / SCHEMA_REGISTRY_BASIC_AUTH) with scope schemas:write"
+)
+
+
+def _explained(response: Response) -> str:
+    """The error message, with what to do when the registry wants credentials."""
+    hint = _CREDENTIALS_HINT if response.status in (401, 403) else ""
+    return response.message + hint
+
+
 def _fail(response: Response, what: str) -> NoReturn:
     code = response.error_code
     suffix = f" (error_code {code})" if code is not None else f" (HTTP {response.status})"
-    raise CommandFailed(f"{what}: {response.message}{suffix}")
+    raise CommandFailed(f"{what}: {_explained(response)}{suffix}")
 
 
 def _read_schema(path: str) -> str:
@@ -272,17 +286,17 @@ def _register_event(client: RegistryClient, subject: str, text: str, level: str)
         }
     new_subject = lookup.error_code == 40401
     if lookup.error_code not in (40401, 40403):
-        return {"subject": subject, "status": "refused", "messages": [lookup.message]}
+        return {"subject": subject, "status": "refused", "messages": [_explained(lookup)]}
     if new_subject:
         # Before the first version, so the subject never exists under a weaker level.
         configured = client.put(f"/config/{quoted}", {"compatibility": level})
         if not configured.ok:
-            return {"subject": subject, "status": "refused", "messages": [configured.message]}
+            return {"subject": subject, "status": "refused", "messages": [_explained(configured)]}
     response = client.post(f"/subjects/{quoted}/versions", body)
     if response.ok:
         found = response.json()
         return {"subject": subject, "status": "new", "id": found["id"], "version": found["version"]}
-    messages = [response.message]
+    messages = [_explained(response)]
     if response.status == 409:
         verbose = _compatibility(client, subject, body)
         messages = [i["message"] for i in verbose.get("incompatibilities", [])] or messages
@@ -299,8 +313,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.workers < 1:
         raise CommandFailed("--workers must be at least 1")
+    options = ServeOptions(
+        args.host,
+        args.port,
+        args.storage,
+        args.workers,
+        auth=args.auth,
+        auth_issuer=args.auth_issuer,
+        auth_audience=args.auth_audience,
+        kafka=args.kafka,
+    )
     try:
-        return serve(ServeOptions(args.host, args.port, args.storage, args.workers))
+        return serve(options)
     except ValueError as exc:
         raise CommandFailed(str(exc)) from None
     except OSError as exc:
@@ -317,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
     shared.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
     )
+    shared.add_argument("--token", default=argparse.SUPPRESS, help="bearer token for writes")
+    shared.add_argument(
+        "--basic-auth",
+        default=argparse.SUPPRESS,
+        metavar="CLIENT_ID:SECRET",
+        help="OAuth client credentials for writes",
+    )
 
     parser = argparse.ArgumentParser(
         prog="schema-registry",
@@ -330,6 +361,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--json", action="store_true", default=False, help="JSON output for scripts"
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="an access token with scope schemas:write, sent with every write to a registry "
+        "serving with --auth (default: $SCHEMA_REGISTRY_TOKEN)",
+    )
+    parser.add_argument(
+        "--basic-auth",
+        default=None,
+        metavar="CLIENT_ID:SECRET",
+        help="OAuth client credentials (a client allowed scope schemas:write) sent as HTTP "
+        "Basic with every write instead of a token (default: $SCHEMA_REGISTRY_BASIC_AUTH)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -350,6 +394,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--workers", type=int, default=1, help="worker processes sharing the port (default: 1)"
+    )
+    p.add_argument(
+        "--auth",
+        default="",
+        metavar="JWKS_URL",
+        help="identity's JWKS URL (e.g. http://127.0.0.1:8090/.well-known/jwks.json): POST, "
+        "PUT and DELETE then need a token (or client credentials over HTTP Basic) with scope "
+        "schemas:write; reads stay open. Without it anyone may write: never in production",
+    )
+    p.add_argument(
+        "--auth-issuer",
+        default="",
+        metavar="URL",
+        help="the tokens' issuer (default: the JWKS URL's scheme://host:port)",
+    )
+    p.add_argument(
+        "--auth-audience",
+        default="meshkit",
+        help="the tokens' audience (default: %(default)s)",
+    )
+    p.add_argument(
+        "--kafka",
+        default=os.environ.get("MESH_KAFKA_BOOTSTRAP", ""),
+        metavar="BOOTSTRAP",
+        help="Kafka bootstrap servers: publish the audit records of writes to audit.events.v1 "
+        "(default: $MESH_KAFKA_BOOTSTRAP; without either they wait in the storage's outbox)",
     )
 
     p = add("subjects", "List subjects.")
@@ -423,6 +493,16 @@ COMMANDS: dict[str, Callable[[RegistryClient, _Out, argparse.Namespace], int]] =
 }
 
 
+def _credentials(args: argparse.Namespace) -> tuple[str, str]:
+    """(token, basic credentials) from the flags, else from the environment (a flag of either
+    kind wins over both variables)."""
+    token, basic = args.token, args.basic_auth
+    if token is None and basic is None:
+        token = os.environ.get("SCHEMA_REGISTRY_TOKEN", "")
+        basic = "" if token else os.environ.get("SCHEMA_REGISTRY_BASIC_AUTH", "")
+    return token or "", basic or ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `schema-registry` command."""
     parser = build_parser()
@@ -431,7 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return cmd_serve(args)
         try:
-            client = RegistryClient(args.url)
+            token, basic = _credentials(args)
+            client = RegistryClient(args.url, bearer_token=token, basic_auth=basic)
         except ValueError as exc:
             parser.error(str(exc))  # exits 2
         with client:

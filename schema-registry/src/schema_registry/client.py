@@ -2,11 +2,14 @@
 
 It sends exactly the path it is given (subjects are percent-encoded with `quote(s, safe="")`, as
 confluent-kafka does), keeps one connection alive, and never raises for HTTP error statuses:
-callers look at `Response.status` and `Response.error_code`.
+callers look at `Response.status` and `Response.error_code`. Credentials for a registry that
+guards its writes (`serve --auth`) go with POST, PUT and DELETE only: `bearer_token` or
+`basic_auth` ("client_id:secret", as confluent-kafka's basic.auth.user.info).
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 from dataclasses import dataclass
@@ -58,13 +61,35 @@ class Response:
             return self.body.decode(errors="replace")
 
 
+def authorization(bearer_token: str = "", basic_auth: str = "") -> str:
+    """The Authorization header value for a token or "user:password" credentials ("" for none);
+    ValueError for malformed basic credentials or both at once."""
+    if bearer_token and basic_auth:
+        raise ValueError("give a bearer token or basic credentials, not both")
+    if bearer_token:
+        return f"Bearer {bearer_token.strip()}"
+    if basic_auth:
+        if ":" not in basic_auth or basic_auth.startswith(":"):
+            raise ValueError("basic credentials must be CLIENT_ID:SECRET")
+        return "Basic " + base64.b64encode(basic_auth.encode()).decode()
+    return ""
+
+
 class RegistryClient:
     """One keep-alive connection to a registry; not thread-safe (use one per thread)."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        bearer_token: str = "",
+        basic_auth: str = "",
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not a registry URL: {url!r} (expected http://host:port)")
+        self._authorization = authorization(bearer_token, basic_auth)
         self.url = url.rstrip("/")
         self._https = parts.scheme == "https"
         self._host = parts.hostname
@@ -95,6 +120,8 @@ class RegistryClient:
         sent = {"Accept": f"{V1_JSON}, application/vnd.schemaregistry+json, application/json"}
         if payload is not None:
             sent["Content-Type"] = V1_JSON
+        if self._authorization and method not in ("GET", "HEAD"):
+            sent["Authorization"] = self._authorization
         sent.update(headers or {})
         for attempt in (1, 2):
             conn = self._connection()

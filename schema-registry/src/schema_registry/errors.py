@@ -16,6 +16,11 @@ class ErrorCode(Enum):
 
     # rest-utils / Jersey level: the error_code repeats the HTTP status.
     BAD_REQUEST = (400, 400)
+    # rest-utils' authentication answers {"error_code": 401, "message": "Unauthorized"} (what
+    # clients print as "Unauthorized; error code: 401"): Confluent has no 40101.
+    UNAUTHORIZED = (401, 401)
+    # Confluent's security plugin: "User is denied operation Write on Subject: x", 40301.
+    FORBIDDEN = (403, 40301)
     NOT_FOUND = (404, 404)
     METHOD_NOT_ALLOWED = (405, 405)
     NOT_ACCEPTABLE = (406, 406)
@@ -45,6 +50,8 @@ class ErrorCode(Enum):
     SCHEMA_TOO_LARGE = (422, 42209)
     STORE_ERROR = (500, 50001)
     OPERATION_TIMEOUT = (500, 50002)
+    # Credentials cannot be checked now (identity unreachable); clients retry 503 by themselves.
+    SERVICE_UNAVAILABLE = (503, 503)
 
     @property
     def http_status(self) -> int:

@@ -8,6 +8,11 @@ versions only, inside the write transaction that appends the version, so two rac
 can't both pass against a state neither will see.
 
 Methods return JSON-ready values (the HTTP edge renders them) and raise `RegistryError`.
+
+Audit (when built with an `AuditLog`, as `serve` builds it): every write that changes something
+appends its `AuditRecorded` to the storage's outbox in the write's own transaction, naming the
+`Origin` the caller passes (`schema_registry.audit`); `record_alone` writes the records of writes
+that changed nothing (refused ones).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from schema_registry import errors
+from schema_registry.audit import ANONYMOUS, AUDIT_SUBJECT, SYSTEM, AuditLog, Origin
 from schema_registry.avro import (
     COMPATIBILITY_LEVELS,
     AvroSchema,
@@ -49,6 +55,21 @@ _MAX_VERSION: Final = 2**31 - 1
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 #: The config keys Confluent stores besides the level; others are kept too, never rejected.
 _LEVEL_KEYS: Final = ("compatibility", "compatibilityLevel")
+
+# Audit actions (what was done) of the writes; a refused write's is audit.WRITE_ACTION.
+REGISTER: Final = "schemas.register"
+DELETE_SUBJECT: Final = "schemas.subject.delete"
+DELETE_VERSION: Final = "schemas.version.delete"
+SET_CONFIG: Final = "schemas.config.set"
+DELETE_CONFIG: Final = "schemas.config.delete"
+SET_MODE: Final = "schemas.mode.set"
+DELETE_MODE: Final = "schemas.mode.delete"
+
+
+def audit_resource(subject: str | None) -> tuple[str, str]:
+    """(resource_type, resource_id) of an audit record: the subject, or the registry as a whole
+    for the global config and mode."""
+    return ("Subject", subject) if subject is not None else ("Registry", "global")
 
 
 def parse_version(text: str) -> int:
@@ -180,13 +201,110 @@ class Registry:
     """Confluent Schema Registry semantics over a `Storage`. Thread-safe as its storage is.
 
     Keeps a cache of parsed schemas by id: an id's content never changes, so the cache never
-    needs invalidating.
+    needs invalidating. With ``audit``, writes are audited (module docstring).
     """
 
-    def __init__(self, storage: Storage, *, default_compatibility: str = DEFAULT_COMPATIBILITY):
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        default_compatibility: str = DEFAULT_COMPATIBILITY,
+        audit: AuditLog | None = None,
+    ):
         self.storage = storage
         self.default_compatibility = default_compatibility
+        self.audit = audit
         self._parsed: dict[int, AvroSchema] = {}
+        self._audit_fingerprint = (
+            _fingerprint("AVRO", json.loads(audit.schema_text), (), None, None) if audit else ""
+        )
+
+    # ------------------------------------------------------------------ audit
+    def _record(
+        self,
+        tx: Transaction,
+        origin: Origin,
+        action: str,
+        subject: str | None,
+        details: Mapping[str, Any],
+    ) -> None:
+        """Append the record of a change in its transaction (nothing without an AuditLog)."""
+        if self.audit is None:
+            return
+        resource_type, resource_id = audit_resource(subject)
+        tx.add_outbox(
+            self.audit.row(
+                self._audit_schema_id(tx),
+                origin,
+                action,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                details=details,
+            )
+        )
+
+    def _audit_schema_id(self, tx: Transaction) -> int:
+        """The id of the AuditRecorded schema here, registering it when absent (or when every
+        version of it was deleted, so consumers could not resolve the id any more)."""
+        assert self.audit is not None
+        schema_id = tx.schema_id_by_fingerprint(self._audit_fingerprint)
+        if schema_id is not None and tx.usages(schema_id):
+            return schema_id
+        req = SchemaRequest.from_json({"schema": self.audit.schema_text})
+        try:
+            # Not subject to the mode: the registry's own records must be writable whenever a
+            # change is (a mode change out of READONLY is audited too).
+            registered = self._register_in(tx, AUDIT_SUBJECT, req, SYSTEM, check_mode=False)
+        except RegistryError as exc:
+            raise RegistryError(
+                ErrorCode.STORE_ERROR,
+                f"Cannot write the audit record: the registry's AuditRecorded schema cannot be "
+                f"registered under {AUDIT_SUBJECT}: {exc.message}",
+            ) from exc
+        return int(registered["id"])
+
+    def ensure_audit_schema(self) -> int | None:
+        """Register the AuditRecorded schema if absent; its id (None without an AuditLog).
+        ``serve`` calls it at start, so the registry's ids do not shift at its first write."""
+        if self.audit is None:
+            return None
+        with self.storage.write() as tx:
+            return self._audit_schema_id(tx)
+
+    def record_alone(
+        self,
+        origin: Origin,
+        action: str,
+        *,
+        outcome: str,
+        subject: str | None,
+        reason: str,
+        details: Mapping[str, Any],
+    ) -> None:
+        """Write the record of a write that changed nothing (refused: DENIED or FAILURE) in a
+        transaction of its own, leaving cached reads valid. Nothing without an AuditLog."""
+        if self.audit is None:
+            return
+        with self.storage.read() as tx:
+            schema_id = tx.schema_id_by_fingerprint(self._audit_fingerprint)
+            if schema_id is not None and not tx.usages(schema_id):
+                schema_id = None
+        if schema_id is None:
+            with self.storage.write() as tx:
+                schema_id = self._audit_schema_id(tx)
+        resource_type, resource_id = audit_resource(subject)
+        self.storage.append_outbox(
+            self.audit.row(
+                schema_id,
+                origin,
+                action,
+                outcome=outcome,
+                resource_type=resource_type,
+                resource_id=resource_id,
+                reason=reason,
+                details=details,
+            )
+        )
 
     # ------------------------------------------------------------------ helpers
     def _level(self, tx: Transaction, subject: str) -> str:
@@ -350,57 +468,70 @@ class Registry:
                 raise errors.schema_not_found()
             return self._version_json(tx, matches[-1])
 
-    def register(self, subject: str, body: Any) -> dict[str, Any]:
+    def register(self, subject: str, body: Any, *, origin: Origin = ANONYMOUS) -> dict[str, Any]:
         """POST /subjects/{s}/versions: idempotent; checks compatibility unless IMPORT mode."""
         check_subject_name(subject)
         req = SchemaRequest.from_json(body)
         with self.storage.write() as tx:
-            mode = self._check_writable(tx, subject)
-            if (req.id is not None or req.version is not None) and mode != "IMPORT":
-                raise errors.not_permitted(
-                    f"Subject {subject} is not in import mode: a schema id or version can only be "
-                    "chosen in IMPORT mode"
+            return self._register_in(tx, subject, req, origin)
+
+    def _register_in(
+        self,
+        tx: Transaction,
+        subject: str,
+        req: SchemaRequest,
+        origin: Origin,
+        *,
+        check_mode: bool = True,
+    ) -> dict[str, Any]:
+        mode = self._check_writable(tx, subject) if check_mode else DEFAULT_MODE
+        if (req.id is not None or req.version is not None) and mode != "IMPORT":
+            raise errors.not_permitted(
+                f"Subject {subject} is not in import mode: a schema id or version can only be "
+                "chosen in IMPORT mode"
+            )
+        parsed, fingerprint, refs = self._parse_request(tx, req)
+        existing_id = tx.schema_id_by_fingerprint(fingerprint)
+        if req.id is not None:
+            self._check_import_id(tx, req.id, existing_id, fingerprint)
+        live = tx.versions(subject, include_deleted=False)
+        if existing_id is not None:
+            for sv in reversed(live):
+                if sv.schema_id == existing_id:
+                    return self._version_json(tx, sv)
+        if mode != "IMPORT":
+            level = self._level(tx, subject)
+            problems = check_compatibility(
+                level, parsed, [self._parse_stored(tx, v.schema_id) for v in live]
+            )
+            if problems:
+                raise _incompatible(subject, level, problems)
+        schema_id = existing_id or req.id or tx.max_schema_id() + 1
+        if existing_id is None:
+            tx.add_schema(
+                StoredSchema(
+                    id=schema_id,
+                    fingerprint=fingerprint,
+                    schema_type=req.schema_type,
+                    text=json.dumps(
+                        json.loads(req.schema), separators=(",", ":"), ensure_ascii=False
+                    ),
+                    references=refs,
+                    metadata=req.metadata,
+                    rule_set=req.rule_set,
                 )
-            parsed, fingerprint, refs = self._parse_request(tx, req)
-            existing_id = tx.schema_id_by_fingerprint(fingerprint)
-            if req.id is not None:
-                self._check_import_id(tx, req.id, existing_id, fingerprint)
-            live = tx.versions(subject, include_deleted=False)
-            if existing_id is not None:
-                for sv in reversed(live):
-                    if sv.schema_id == existing_id:
-                        return self._version_json(tx, sv)
-            if mode != "IMPORT":
-                level = self._level(tx, subject)
-                problems = check_compatibility(
-                    level, parsed, [self._parse_stored(tx, v.schema_id) for v in live]
-                )
-                if problems:
-                    raise _incompatible(subject, level, problems)
-            schema_id = existing_id or req.id or tx.max_schema_id() + 1
-            if existing_id is None:
-                tx.add_schema(
-                    StoredSchema(
-                        id=schema_id,
-                        fingerprint=fingerprint,
-                        schema_type=req.schema_type,
-                        text=json.dumps(
-                            json.loads(req.schema), separators=(",", ":"), ensure_ascii=False
-                        ),
-                        references=refs,
-                        metadata=req.metadata,
-                        rule_set=req.rule_set,
-                    )
-                )
-                self._parsed[schema_id] = parsed
-            version = req.version or tx.max_version(subject) + 1
-            if tx.version(subject, version) is not None:
-                raise errors.not_permitted(
-                    f"Overwrite of version {version} of subject {subject} is not permitted"
-                )
-            sv = SubjectVersion(subject, version, schema_id)
-            tx.add_version(sv)
-            return self._version_json(tx, sv)
+            )
+            # Not put in self._parsed here: until the transaction commits the id is not this
+            # content's for sure (a rollback frees it for other content).
+        version = req.version or tx.max_version(subject) + 1
+        if tx.version(subject, version) is not None:
+            raise errors.not_permitted(
+                f"Overwrite of version {version} of subject {subject} is not permitted"
+            )
+        sv = SubjectVersion(subject, version, schema_id)
+        tx.add_version(sv)
+        self._record(tx, origin, REGISTER, subject, {"version": version, "id": schema_id})
+        return self._version_json(tx, sv)
 
     @staticmethod
     def _check_import_id(
@@ -419,7 +550,9 @@ class Registry:
                 "another schema",
             )
 
-    def delete_version(self, subject: str, version: str, *, permanent: bool) -> int:
+    def delete_version(
+        self, subject: str, version: str, *, permanent: bool, origin: Origin = ANONYMOUS
+    ) -> int:
         """DELETE /subjects/{s}/versions/{v}: soft first, then permanent."""
         number = parse_version(version)
         with self.storage.write() as tx:
@@ -459,9 +592,13 @@ class Registry:
                     tx.delete_mode(subject)
             else:
                 tx.set_deleted(subject, sv.version)
+            details = {"version": sv.version, "id": sv.schema_id, "permanent": _flag(permanent)}
+            self._record(tx, origin, DELETE_VERSION, subject, details)
             return sv.version
 
-    def delete_subject(self, subject: str, *, permanent: bool) -> list[int]:
+    def delete_subject(
+        self, subject: str, *, permanent: bool, origin: Origin = ANONYMOUS
+    ) -> list[int]:
         """DELETE /subjects/{s}: soft-deletes live versions, or hard-deletes soft-deleted ones."""
         with self.storage.write() as tx:
             self._check_writable(tx, subject)
@@ -491,7 +628,13 @@ class Registry:
             if permanent:
                 tx.delete_config(subject)
                 tx.delete_mode(subject)
-            return [sv.version for sv in targets]
+            versions = [sv.version for sv in targets]
+            details = {
+                "versions": ",".join(str(v) for v in versions),
+                "permanent": _flag(permanent),
+            }
+            self._record(tx, origin, DELETE_SUBJECT, subject, details)
+            return versions
 
     # ------------------------------------------------------------------ schemas by id
     def get_schema(self, schema_id: int, *, fetch_max_id: bool = False) -> dict[str, Any]:
@@ -595,7 +738,9 @@ class Registry:
             config.setdefault("compatibilityLevel", self.default_compatibility)
             return config
 
-    def set_config(self, subject: str | None, body: Any) -> dict[str, Any]:
+    def set_config(
+        self, subject: str | None, body: Any, *, origin: Origin = ANONYMOUS
+    ) -> dict[str, Any]:
         """PUT /config[/{s}]: request key `compatibility` (ckp's set_config sends the other)."""
         if not isinstance(body, Mapping):
             raise _invalid_level()
@@ -614,12 +759,16 @@ class Registry:
             if level is not None:
                 config["compatibilityLevel"] = level
             tx.set_config(key, config)
+            details = {"compatibility": level or ""}
+            if extras:
+                details["fields"] = ",".join(sorted(extras))
+            self._record(tx, origin, SET_CONFIG, subject, details)
         echo = dict(extras)
         if level is not None:
             echo["compatibility"] = level
         return echo
 
-    def delete_config(self, subject: str | None) -> dict[str, Any]:
+    def delete_config(self, subject: str | None, *, origin: Origin = ANONYMOUS) -> dict[str, Any]:
         """DELETE /config[/{s}]: returns the config that was removed."""
         key = GLOBAL if subject is None else subject
         with self.storage.write() as tx:
@@ -632,6 +781,8 @@ class Registry:
                     f"Subject '{subject}' does not have subject-level compatibility configured",
                 )
             tx.delete_config(key)
+            was = (old or {}).get("compatibilityLevel", "")
+            self._record(tx, origin, DELETE_CONFIG, subject, {"compatibility": was})
         old = old or {}
         if subject is None:
             old.setdefault("compatibilityLevel", self.default_compatibility)
@@ -652,7 +803,9 @@ class Registry:
                     )
             return {"mode": tx.mode(GLOBAL) or DEFAULT_MODE}
 
-    def set_mode(self, subject: str | None, body: Any, *, force: bool) -> dict[str, Any]:
+    def set_mode(
+        self, subject: str | None, body: Any, *, force: bool, origin: Origin = ANONYMOUS
+    ) -> dict[str, Any]:
         """PUT /mode[/{s}]: IMPORT needs an empty registry (or subject) unless `force`."""
         mode = body.get("mode") if isinstance(body, Mapping) else None
         if not isinstance(mode, str) or mode.upper() not in MODES:
@@ -676,17 +829,24 @@ class Registry:
                         "into a non-empty registry"
                     )
             tx.set_mode(GLOBAL if subject is None else subject, mode)
+            self._record(tx, origin, SET_MODE, subject, {"mode": mode, "force": _flag(force)})
         return {"mode": mode}
 
-    def delete_mode(self, subject: str | None, *, recursive: bool) -> dict[str, Any]:
+    def delete_mode(
+        self, subject: str | None, *, recursive: bool, origin: Origin = ANONYMOUS
+    ) -> dict[str, Any]:
         """DELETE /mode[/{s}]: back to the global (or default) mode; returns the old one."""
         with self.storage.write() as tx:
             if subject is None:
                 old = tx.mode(GLOBAL) or DEFAULT_MODE
                 tx.delete_mode(GLOBAL)
+                details = {"mode": old, "recursive": _flag(recursive)}
                 if recursive:
-                    for name in tx.mode_subjects():
+                    names = tx.mode_subjects()
+                    for name in names:
                         tx.delete_mode(name)
+                    details["subjects"] = ",".join(names)
+                self._record(tx, origin, DELETE_MODE, None, details)
                 return {"mode": old}
             found = tx.mode(subject)
             if found is None:
@@ -695,7 +855,12 @@ class Registry:
                     f"Subject '{subject}' does not have subject-level mode configured",
                 )
             tx.delete_mode(subject)
+            self._record(tx, origin, DELETE_MODE, subject, {"mode": found})
             return {"mode": found}
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
 
 
 def _schema_extras(stored: StoredSchema) -> dict[str, Any]:

@@ -5,6 +5,13 @@ forks workers that each run their own uvloop, `Api` and storage connection; the 
 connections over them. SQLite is the source of truth and its change counter keeps the workers'
 caches honest, so a read on any worker sees a write made on another. The parent restarts a
 worker that dies and forwards SIGTERM/SIGINT for a clean stop.
+
+Every write is audited into the storage's outbox (`schema_registry.audit`); the AuditRecorded
+schema is registered in the registry itself before it announces it listens. With Kafka
+(`--kafka`, else $MESH_KAFKA_BOOTSTRAP) one relay publishes the outbox to `audit.events.v1`: a
+thread of the server with one worker, its own child process (restarted like a worker) with
+several, so no thread ever crosses a fork. With `--auth JWKS_URL` writes need identity's tokens
+(`schema_registry.auth`).
 """
 
 from __future__ import annotations
@@ -20,15 +27,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Final
 
 import uvloop
 
 from schema_registry.api import Api
+from schema_registry.audit import AuditLog, run_relay
+from schema_registry.auth import DEFAULT_AUDIENCE, Guard
 from schema_registry.http import run_server
 from schema_registry.registry import Registry
-from schema_registry.storage import MemoryStorage, Storage, open_storage
+from schema_registry.storage import MemoryStorage, Storage, open_storage, parse_storage_url
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,19 @@ class ServeOptions:
     port: int = 8081
     storage_url: str = "sqlite:///.mesh/data/schema-registry.db"
     workers: int = 1
+    #: identity's JWKS URL: writes need its tokens (scope schemas:write); "" lets anyone write.
+    auth: str = ""
+    #: The tokens' issuer; "" means the JWKS URL's origin.
+    auth_issuer: str = ""
+    auth_audience: str = DEFAULT_AUDIENCE
+    #: Kafka bootstrap servers the audit outbox is published to; "" keeps it in the outbox.
+    kafka: str = ""
+
+    def guard(self) -> Guard | None:
+        """The write guard ``auth`` asks for (None without it)."""
+        if not self.auth:
+            return None
+        return Guard(self.auth, issuer=self.auth_issuer or None, audience=self.auth_audience)
 
 
 class _Shutdown(Exception):
@@ -61,9 +84,10 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(sock: socket.socket, storage: Storage) -> None:
+def run_worker(sock: socket.socket, storage: Storage, options: ServeOptions | None = None) -> None:
     """Serve on `sock` in this process until SIGTERM or SIGINT."""
-    api = Api(Registry(storage))
+    options = options or ServeOptions()
+    api = Api(Registry(storage, audit=AuditLog()), guard=options.guard())
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -91,38 +115,94 @@ def serve(options: ServeOptions, *, announce: Callable[[str], None] | None = Non
         storage.close()
         announce("schema-registry: memory storage lives in one process; use --workers 1")
         return 2
+    try:
+        options.guard()  # a bad --auth URL fails here, before anything listens
+        audit_id = Registry(storage, audit=AuditLog()).ensure_audit_schema()
+    except BaseException:
+        storage.close()
+        raise
+    relay_db = _relay_database(options, announce)
     sock = bind(options.host, options.port)
     port = sock.getsockname()[1]
     announce(
         f"schema-registry listening on http://{options.host}:{port} "
-        f"(workers={options.workers}, storage={options.storage_url})"
+        f"(workers={options.workers}, storage={options.storage_url}, "
+        f"auth={options.auth or 'off: anyone may write'}, "
+        f"audit schema id {audit_id}, audit relay={options.kafka if relay_db else 'off'})"
     )
     if options.workers <= 1:
-        run_worker(sock, storage)
+        with _relay_thread(relay_db, options.kafka):
+            run_worker(sock, storage, options)
         return 0
     # Workers open their own connections: SQLite handles must not cross fork().
     storage.close()
-    return _supervise(sock, options)
+    return _supervise(sock, options, relay_db)
 
 
-def _supervise(sock: socket.socket, options: ServeOptions) -> int:
+def _relay_database(options: ServeOptions, announce: Callable[[str], None]) -> Path | None:
+    """The SQLite file whose outbox a relay publishes, or None when nothing is published."""
+    if not options.kafka:
+        return None
+    path = parse_storage_url(options.storage_url)
+    if path is None:
+        announce(
+            "schema-registry: audit records of memory storage cannot be published to Kafka "
+            "(the relay reads a SQLite file); they stay in this process"
+        )
+    return path
+
+
+@contextmanager
+def _relay_thread(db_path: Path | None, bootstrap: str) -> Iterator[None]:
+    if db_path is None:
+        yield
+        return
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_relay, args=(db_path, bootstrap, stop), name="audit-relay", daemon=True
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=_STOP_GRACE_S)
+
+
+def _run_relay_process(db_path: Path, bootstrap: str) -> None:
+    """The relay child of a multi-worker server: publishes until SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    run_relay(db_path, bootstrap, stop)
+
+
+def _supervise(sock: socket.socket, options: ServeOptions, relay_db: Path | None = None) -> int:
     children: dict[int, float] = {}
+    relay: list[int] = []  # the relay child's pid, when there is one
 
-    def spawn() -> None:
+    def spawn(as_relay: bool = False) -> None:
         pid = os.fork()
-        if pid == 0:  # the worker
+        if pid == 0:  # the worker (or the relay)
             code = 0
             try:
                 _die_with_parent()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
-                run_worker(sock, open_storage(options.storage_url))
+                if as_relay:
+                    sock.close()
+                    assert relay_db is not None
+                    _run_relay_process(relay_db, options.kafka)
+                else:
+                    run_worker(sock, open_storage(options.storage_url), options)
             except BaseException:
-                log.exception("worker %d failed", os.getpid())
+                log.exception("%s %d failed", "relay" if as_relay else "worker", os.getpid())
                 code = 1
             finally:
                 os._exit(code)
         children[pid] = time.monotonic()
+        if as_relay:
+            relay[:] = [pid]
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Shutdown
@@ -133,17 +213,20 @@ def _supervise(sock: socket.socket, options: ServeOptions) -> int:
     try:
         for _ in range(options.workers):
             spawn()
+        if relay_db is not None:
+            spawn(as_relay=True)
         while children:
             pid, status = os.wait()
             started = children.pop(pid, None)
             if started is None:
                 continue
-            log.warning("worker %d exited (status %d)", pid, status)
+            was_relay = pid in relay
+            log.warning("%s %d exited (status %d)", "relay" if was_relay else "worker", pid, status)
             if time.monotonic() - started < _RESPAWN_WINDOW_S:
                 # Dying right after start means it will keep dying: stop instead of spinning.
                 exit_code = 1
                 raise _Shutdown
-            spawn()
+            spawn(as_relay=was_relay)
     except _Shutdown:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -185,15 +268,25 @@ def _stop_children(children: dict[int, float]) -> None:
 
 
 @contextmanager
-def running_server(storage: Storage | None = None, host: str = "127.0.0.1") -> Iterator[str]:
+def running_server(
+    storage: Storage | None = None,
+    host: str = "127.0.0.1",
+    *,
+    guard: Guard | None = None,
+    audit: bool = False,
+) -> Iterator[str]:
     """A server on a free port in a background thread of this process; yields its base URL.
 
-    For tests and embedding: the same `Api` and HTTP protocol as `serve`, one worker.
+    For tests and embedding: the same `Api` and HTTP protocol as `serve`, one worker. Writes
+    are guarded with ``guard``; ``audit`` records them in the storage's outbox (off by default,
+    so the AuditRecorded schema does not take an id the caller expects for its own).
     """
     storage = storage if storage is not None else MemoryStorage()
+    registry = Registry(storage, audit=AuditLog() if audit else None)
+    registry.ensure_audit_schema()
     sock = bind(host, 0)
     port = sock.getsockname()[1]
-    api = Api(Registry(storage))
+    api = Api(registry, guard=guard)
     loop = uvloop.new_event_loop()
     ready = threading.Event()
     holder: dict[str, asyncio.Event] = {}

@@ -325,9 +325,11 @@ def test_changes_are_logged_with_their_outcome_and_reads_are_not(
     assert refused.status == 422
     audit = [r for r in caplog.records if r.name == "schema_registry.api"]
     lines = [(r.levelname, r.getMessage()) for r in audit]
-    assert [(level, msg.rsplit(" ", 1)[0]) for level, msg in lines] == [
+    assert [(level, msg.rsplit(" ", 3)[0]) for level, msg in lines] == [
         ("INFO", "POST /subjects/orders-value/versions 200"),
         ("INFO", "POST /subjects/orders-value/versions 422"),
     ]
-    assert all(msg.endswith("ms") for _, msg in lines)
+    # Who asked comes last: nobody can be named without --auth.
+    assert all(msg.split(" ")[-3].endswith("ms") for _, msg in lines)
+    assert all(msg.endswith(" by anonymous") for _, msg in lines)
     assert (audit[0].__dict__["http.method"], audit[0].__dict__["http.status"]) == ("POST", 200)
