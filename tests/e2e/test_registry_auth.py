@@ -131,6 +131,26 @@ def test_confluent_kafkas_client_registers_with_basic_auth_user_info(setup: Setu
         client.close()
 
 
+def test_confluent_kafkas_client_fetches_its_own_tokens(setup: Setup) -> None:
+    """The README's OAUTHBEARER configuration: ckp asks identity for tokens and sends them."""
+    client = SchemaRegistryClient(
+        {
+            "url": setup.registry.url,
+            "bearer.auth.credentials.source": "OAUTHBEARER",
+            "bearer.auth.issuer.endpoint.url": f"{setup.identity.issuer}/token",
+            "bearer.auth.client.id": "schema-registrar",
+            "bearer.auth.client.secret": REGISTRAR_SECRET,
+            "bearer.auth.scope": "schemas:write",
+            "bearer.auth.logical.cluster": "local",
+        }
+    )
+    try:
+        schema_id = client.register_schema("oauth-parcels-value", Schema(V1, "AVRO"))
+        assert client.get_latest_version("oauth-parcels-value").schema_id == schema_id
+    finally:
+        client.close()
+
+
 def test_a_wrong_basic_password_is_401(setup: Setup) -> None:
     client = SchemaRegistryClient(
         {"url": setup.registry.url, "basic.auth.user.info": "schema-registrar:not-the-secret"}
