@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.registry import field, record, run_cli
+from unit.schema_registry.fake_identity import FakeIdentity
 
 from schema_registry.server import running_server
 
@@ -223,3 +224,65 @@ def test_the_repositorys_event_contracts_register(url: str) -> None:
     summary = json.loads(result.stdout)["summary"]
     assert summary["refused"] == 0
     assert summary["new"] >= 1
+
+
+@pytest.fixture
+def guarded() -> Iterator[tuple[str, FakeIdentity]]:
+    identity = FakeIdentity(clients={"schema-registrar": ("s3cret", "schemas:write", ("service",))})
+    with running_server(guard=identity.guard()) as base:
+        yield base, identity
+
+
+NO_CREDENTIALS = {"SCHEMA_REGISTRY_TOKEN": "", "SCHEMA_REGISTRY_BASIC_AUTH": ""}
+
+
+def test_writes_to_a_guarded_registry_say_which_credentials_to_pass(
+    guarded: tuple[str, FakeIdentity], tmp_path: Path
+) -> None:
+    url, _ = guarded
+    v1 = write(tmp_path / "v1.avsc", V1)
+    refused = run_cli("register", "inv-value", str(v1), url=url, env=NO_CREDENTIALS)
+    assert refused.returncode == 1
+    assert "Unauthorized" in refused.stderr and "--basic-auth" in refused.stderr
+    assert "error_code 401" in refused.stderr
+    shown = run_cli("subjects", url=url, env=NO_CREDENTIALS)
+    assert shown.returncode == 0, "reads need nothing"
+
+
+def test_token_and_basic_credentials_come_from_flags_or_the_environment(
+    guarded: tuple[str, FakeIdentity], tmp_path: Path
+) -> None:
+    url, identity = guarded
+    v1 = write(tmp_path / "v1.avsc", V1)
+    token = identity.token()
+    with_flag = run_cli("--token", token, "register", "a-value", str(v1), url=url)
+    assert with_flag.returncode == 0, with_flag.stderr
+    after_command = run_cli(
+        "register", "b-value", str(v1), "--basic-auth", "schema-registrar:s3cret", url=url
+    )
+    assert after_command.returncode == 0, after_command.stderr
+    from_env = run_cli(
+        "config",
+        "a-value",
+        "FULL",
+        url=url,
+        env={**NO_CREDENTIALS, "SCHEMA_REGISTRY_BASIC_AUTH": "schema-registrar:s3cret"},
+    )
+    assert from_env.returncode == 0, from_env.stderr
+    # A flag of either kind wins over both variables.
+    flag_wins = run_cli(
+        "--basic-auth",
+        "schema-registrar:s3cret",
+        "delete",
+        "b-value",
+        url=url,
+        env={**NO_CREDENTIALS, "SCHEMA_REGISTRY_TOKEN": "stale"},
+    )
+    assert flag_wins.returncode == 0, flag_wins.stderr
+
+
+def test_both_kinds_of_credentials_at_once_are_a_usage_error(url: str) -> None:
+    both = run_cli("--token", "t", "--basic-auth", "c:s", "subjects", url=url)
+    assert both.returncode == 2
+    assert "not both" in both.stderr
+    assert run_cli("--basic-auth", "no-colon", "subjects", url=url).returncode == 2
