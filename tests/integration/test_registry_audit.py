@@ -77,7 +77,9 @@ def audit_records(
                 assert isinstance(decoded, dict)
                 if decoded["resource_id"] not in wanted:
                     continue
-                headers = {k: (v or b"").decode() for k, v in msg.headers() or []}
+                raw = msg.headers() or []
+                pairs = raw.items() if isinstance(raw, dict) else raw
+                headers = {k: v.decode() if isinstance(v, bytes) else str(v) for k, v in pairs}
                 found.append((decoded, headers, schema_id))
     finally:
         consumer.close()

@@ -12,8 +12,10 @@ Contract:
   (found in ``<issuer>/.well-known/oauth-authorization-server``), then checked like a bearer
   token. The outcome is remembered under a SHA-256 of the credentials (never the secret itself):
   a token until its ``exp``, a refusal for ``failure_ttl`` seconds, so a client with a wrong
-  secret does not make identity count a failure per request (identity locks out the address
-  that sends too many, which would be the registry's).
+  secret does not make identity count a failure per request. Identity locks out an address after
+  20 wrong client secrets in 15 minutes, and every exchange comes from the registry's address:
+  so at most ``failure_budget`` exchanges may fail per 15 minutes; past it, credentials not
+  known to be good are answered 503 without asking identity, and tokens already held go on.
 * Verdicts: the caller (``Principal``) or a ``Refusal``: 401 without credentials or with bad
   ones, 403 with good ones lacking ``schemas:write``, 503 when identity cannot be asked (not
   remembered: the next request asks again).
@@ -34,6 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,8 +49,13 @@ log = logging.getLogger(__name__)
 WRITE_SCOPE: Final = "schemas:write"
 REALM: Final = "schema-registry"
 DEFAULT_AUDIENCE: Final = "meshkit"
-#: How long a refused set of client credentials is answered from memory.
-FAILURE_TTL_S: Final = 10.0
+#: How long a refused set of client credentials is answered from memory. Long on purpose: the
+#: same wrong secret never becomes right, and a corrected one is other credentials.
+FAILURE_TTL_S: Final = 120.0
+#: Failed exchanges allowed per FAILURE_WINDOW_S, under identity's client lockout (20 per 15 min
+#: per address): a client retrying a typo costs at most 8 of them.
+FAILURE_BUDGET: Final = 15
+FAILURE_WINDOW_S: Final = 15 * 60.0
 _CACHE_SIZE: Final = 10_000
 _TIMEOUT_S: Final = 5.0
 
@@ -114,6 +122,7 @@ class Guard:
         issuer: str | None = None,
         audience: str = DEFAULT_AUDIENCE,
         failure_ttl: float = FAILURE_TTL_S,
+        failure_budget: int = FAILURE_BUDGET,
         fetch_json: FetchJson = _fetch_json,
         post_form: PostForm = _post_form,
         wall_clock: Callable[[], float] = time.time,
@@ -130,6 +139,8 @@ class Guard:
             wall_clock=wall_clock,
         )
         self._failure_ttl = failure_ttl
+        self._failure_budget = failure_budget
+        self._failed_exchanges: deque[float] = deque()  # wall-clock times, oldest first
         self._fetch_json = fetch_json
         self._post_form = post_form
         self._clock = wall_clock
@@ -226,6 +237,13 @@ class Guard:
                 self._basic.pop(next(iter(self._basic)), None)
             self._basic[key] = (until, verdict)
 
+    def _over_budget(self) -> bool:
+        now = self._clock()
+        with self._basic_lock:
+            while self._failed_exchanges and self._failed_exchanges[0] <= now - FAILURE_WINDOW_S:
+                self._failed_exchanges.popleft()
+            return len(self._failed_exchanges) >= self._failure_budget
+
     def _exchange(self, raw: bytes) -> tuple[Principal | Refusal, float]:
         """The verdict on one set of client credentials and until when to remember it (0: not
         at all)."""
@@ -235,6 +253,16 @@ class Guard:
             return Refusal(401, "Basic credentials must be client_id:secret", "invalid_token"), (
                 self._clock() + self._failure_ttl
             )
+        if self._over_budget():
+            log.warning(
+                "client credentials of %r not checked: %d failed exchanges in %.0f s (identity "
+                "would lock this registry's address out)",
+                client_id,
+                self._failure_budget,
+                FAILURE_WINDOW_S,
+            )
+            reason = "too many failed client authentications through this registry lately"
+            return Refusal(503, f"{reason}; try again later or use a bearer token"), 0
         try:
             token_url = self._token_endpoint()
             # RFC 6749 §2.3.1: id and secret are form-urlencoded before the Basic encoding.
@@ -263,6 +291,8 @@ class Guard:
                 answer.get("error", ""),
                 answer.get("error_description", ""),
             )
+            with self._basic_lock:
+                self._failed_exchanges.append(self._clock())
             refusal = Refusal(401, "the client id or secret is not accepted", "invalid_token")
             return refusal, self._clock() + self._failure_ttl
         verdict = self._verify(token)

@@ -15,6 +15,7 @@ import pytest
 from support.registry import record, register
 from unit.schema_registry.fake_identity import ISSUER, JWKS, FakeIdentity, basic
 
+from meshkit.authz import Principal
 from meshkit.tokens import TokenVerifier
 from schema_registry.auth import Guard, Refusal, challenge, origin_of
 from schema_registry.client import RegistryClient
@@ -32,6 +33,11 @@ def identity() -> FakeIdentity:
             "shop-backend": ("other", "orders inventory.admin", ("service",)),
         }
     )
+
+
+def status(verdict: Principal | Refusal) -> int:
+    """The HTTP status a verdict becomes (200 for a caller allowed to write)."""
+    return verdict.status if isinstance(verdict, Refusal) else 200
 
 
 # ---------------------------------------------------------------------------- the verdicts
@@ -131,6 +137,23 @@ def test_a_wrong_secret_is_401_and_identity_is_asked_once_per_while(
     guard.check(basic("schema-registrar", "wrong"))
     assert identity.token_requests == 2, "after failure_ttl identity is asked again"
     assert not isinstance(guard.check(basic("schema-registrar", "s3cret")), Refusal)
+
+
+def test_failed_exchanges_stop_before_identity_would_lock_the_registry_out(
+    identity: FakeIdentity,
+) -> None:
+    now = [1_000_000.0]
+    guard = identity.guard(wall_clock=lambda: now[0], failure_budget=3)
+    good = guard.check(basic("schema-registrar", "s3cret"))  # a token held before the attack
+    for n in range(3):
+        assert status(guard.check(basic("schema-registrar", f"guess-{n}"))) == 401
+    assert identity.token_requests == 4
+    over = guard.check(basic("schema-registrar", "guess-3"))
+    assert isinstance(over, Refusal) and over.status == 503
+    assert identity.token_requests == 4, "identity is not asked past the budget"
+    assert guard.check(basic("schema-registrar", "s3cret")) == good, "held tokens go on"
+    now[0] += 15 * 60 + 1
+    assert status(guard.check(basic("schema-registrar", "guess-4"))) == 401
 
 
 def test_client_credentials_without_the_scope_are_403(identity: FakeIdentity) -> None:
