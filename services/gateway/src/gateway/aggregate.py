@@ -1,10 +1,14 @@
 """``GET /v1/orders/{order_id}/details``: one answer from four services, under one deadline.
 
-Orders (the order and its events) and order views (the read model's view) are asked at once;
-the payment and the shipment are asked as soon as the events name their ids (their services find
-them by those ids only), all within the same deadline. A part that fails or runs out of time is
-left out and named in ``missing`` with its gRPC code, and the answer is still 200: a page can
-show what it has. Only the order itself decides: an order orders does not know is 404.
+Orders (the order and its events) and order views (the read model's view) are asked at once,
+with the caller's own token: they decide whether the caller may read the order. The payment and
+the shipment are asked as soon as the events name their ids (their services find them by those
+ids only), all within the same deadline, by the gateway as itself on behalf of the caller
+(payments and shipping let no customer read them directly): only once orders has answered the
+order, so a caller never learns more than orders let them read. A part that fails or runs out
+of time is left out and named in ``missing`` with its gRPC code, and the answer is still 200: a
+page can show what it has. Only the order itself decides: an order orders does not know is 404,
+one the caller may not read 403.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from google.protobuf import message
 from gateway.openapi import GatewayOperation
 from gateway.problems import Problem, from_rpc_error
 from gateway.transcoding import to_json
+from meshkit.authz import ON_BEHALF_OF
+from meshkit.credentials import TokenSource
+from meshkit.errors import MeshError
 from shop.order_views.v1 import order_views_pb2 as views_pb
 from shop.orders.v1 import orders_pb2 as orders_pb
 from shop.payments.v1 import payments_pb2 as payments_pb
@@ -66,12 +73,27 @@ _SHIPMENT = _Part(
 )
 
 
+# What orders answers about the order itself decides the whole answer: unknown (404), or not
+# the caller's to read (403, 401), whatever the other parts would say.
+_DECISIVE = (
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.UNAUTHENTICATED,
+)
+
+
 class OrderDetails:
     """The aggregation. Thread safety: safe to share (gRPC futures, no threads of its own)."""
 
-    def __init__(self, channel: Callable[[str], grpc.Channel], deadline_s: float) -> None:
+    def __init__(
+        self,
+        channel: Callable[[str], grpc.Channel],
+        deadline_s: float,
+        own: TokenSource | None = None,
+    ) -> None:
         self._channel = channel
         self._deadline_s = deadline_s
+        self._own = own  # the gateway's own token, for the parts asked on the caller's behalf
 
     def _start(
         self,
@@ -89,7 +111,9 @@ class OrderDetails:
         future: grpc.Future[Any] = call.future(request, timeout=remaining, metadata=metadata)
         return future
 
-    def __call__(self, order_id: str, metadata: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    def __call__(
+        self, order_id: str, metadata: tuple[tuple[str, str], ...], on_behalf_of: str = ""
+    ) -> dict[str, Any]:
         """The details of ``order_id``; Problem 404 (or the order's own failure) when orders
         cannot say what the order is and nothing else can either."""
         deadline = time.monotonic() + self._deadline_s
@@ -111,28 +135,16 @@ class OrderDetails:
             try:
                 replies[part.name] = future.result()
             except grpc.RpcError as error:
-                if part is _ORDER and error.code() == grpc.StatusCode.NOT_FOUND:
+                if part is _ORDER and error.code() in _DECISIVE:
                     for other in first.values():
                         other.cancel()
                     raise from_rpc_error(error, "OrdersService") from None
                 missing.append(_missing(part, error))
         events = replies.get("events")
         ids = _ids(events) if isinstance(events, orders_pb.ListOrderEventsResponse) else {}
-        second: dict[_Part, grpc.Future[Any]] = {}
-        if ids.get("payment_id"):
-            second[_PAYMENT] = self._start(
-                _PAYMENT,
-                payments_pb.GetPaymentRequest(payment_id=ids["payment_id"]),
-                metadata,
-                deadline,
-            )
-        if ids.get("shipment_id"):
-            second[_SHIPMENT] = self._start(
-                _SHIPMENT,
-                shipping_pb.GetShipmentRequest(shipment_id=ids["shipment_id"]),
-                metadata,
-                deadline,
-            )
+        second = self._second(
+            ids if "order" in replies else {}, metadata, on_behalf_of, deadline, missing
+        )
         for part, future in second.items():
             try:
                 replies[part.name] = future.result()
@@ -152,6 +164,62 @@ class OrderDetails:
             answer[name] = shaped[next(iter(shaped))] if len(shaped) == 1 else shaped
         answer["missing"] = missing
         return answer
+
+    def _second(
+        self,
+        ids: dict[str, str],
+        metadata: tuple[tuple[str, str], ...],
+        on_behalf_of: str,
+        deadline: float,
+        missing: list[dict[str, str]],
+    ) -> dict[_Part, grpc.Future[Any]]:
+        """Start the payment and shipment parts the order's events name, as the gateway on
+        behalf of the caller; ``ids`` is empty when orders did not answer the order."""
+        second: dict[_Part, grpc.Future[Any]] = {}
+        if ids:
+            try:
+                metadata = self._as_gateway(metadata, on_behalf_of)
+            except MeshError as exc:
+                missing.extend(
+                    {
+                        "part": p.name,
+                        "service": p.component,
+                        "code": exc.status,
+                        "detail": f"the gateway could not act for the caller: {exc.message}",
+                    }
+                    for p in (_PAYMENT, _SHIPMENT)
+                    if ids.get(f"{p.name}_id")
+                )
+                ids = {}
+        if ids.get("payment_id"):
+            second[_PAYMENT] = self._start(
+                _PAYMENT,
+                payments_pb.GetPaymentRequest(payment_id=ids["payment_id"]),
+                metadata,
+                deadline,
+            )
+        if ids.get("shipment_id"):
+            second[_SHIPMENT] = self._start(
+                _SHIPMENT,
+                shipping_pb.GetShipmentRequest(shipment_id=ids["shipment_id"]),
+                metadata,
+                deadline,
+            )
+        return second
+
+    def _as_gateway(
+        self, metadata: tuple[tuple[str, str], ...], on_behalf_of: str
+    ) -> tuple[tuple[str, str], ...]:
+        """``metadata`` with the gateway's own token acting for ``on_behalf_of`` (unchanged
+        when the gateway has no credentials of its own)."""
+        if self._own is None or not on_behalf_of:
+            return metadata
+        kept = tuple((k, v) for k, v in metadata if k != "authorization")
+        return (
+            *kept,
+            ("authorization", f"Bearer {self._own.token()}"),
+            (ON_BEHALF_OF, on_behalf_of),
+        )
 
 
 def _missing(part: _Part, error: grpc.RpcError) -> dict[str, str]:

@@ -76,9 +76,9 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     details = Composite(
         aggregate.NAME,
         re.compile(r"/v1/orders/(?P<order_id>[^/]+)/details"),
-        lambda values, metadata: aggregate.OrderDetails(channel, settings.deadline)(
-            values["order_id"], metadata
-        ),
+        lambda values, metadata, caller: aggregate.OrderDetails(
+            channel, settings.deadline, ctx.credentials
+        )(values["order_id"], metadata, caller.sub),
     )
     pages: dict[str, Page] = {"/healthz": lambda _r: Response("ok\n", mimetype="text/plain")}
     # Built once: the document depends on the routes only. Its server is "/", the server it was

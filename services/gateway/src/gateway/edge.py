@@ -52,12 +52,12 @@ Page = Callable[[Request], Response]
 @dataclass(frozen=True)
 class Composite:
     """A route of the gateway's own that answers from several backends (gateway.aggregate):
-    authenticated and limited like any route, its handler given the path variables and the
-    metadata to send on."""
+    authenticated and limited like any route, its handler given the path variables, the
+    metadata to send on, and the verified caller."""
 
     name: str  # "GET /v1/orders/{order_id}/details"
     pattern: re.Pattern[str]  # named groups are the path variables
-    handler: Callable[[dict[str, str], tuple[tuple[str, str], ...]], dict[str, Any]]
+    handler: Callable[[dict[str, str], tuple[tuple[str, str], ...], Caller], dict[str, Any]]
 
     @property
     def http_method(self) -> str:
@@ -209,7 +209,7 @@ class Edge:
         limit_headers = self._limit(composite.name, request, caller)
         metadata = (("x-request-id", request_id), ("authorization", f"Bearer {caller.token}"))
         try:
-            document = composite.handler(values, metadata)
+            document = composite.handler(values, metadata, caller)
         except Problem as problem:
             problem.headers.extend(limit_headers)
             raise
