@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from support.tokens import AUDIENCE, ISSUER, TEST_ISSUER, TestIssuer, authorized
 
 from meshkit import authz
 from meshkit.credentials import StaticCredentials, outgoing_metadata
@@ -19,7 +20,6 @@ from meshkit.tokens import TokenVerifier
 from shop.inventory.v1 import inventory_pb2  # noqa: F401 - registers its descriptors
 from shop.orders.v1 import orders_pb2 as pb
 from shop.orders.v1 import orders_pb2_grpc as pb_grpc
-from tests.support.tokens import AUDIENCE, ISSUER, TEST_ISSUER, TestIssuer, authorized
 
 ORDERS_POLICY = """
 permit (principal in Role::"customer", action in [Action::"orders.place", Action::"orders.read"],
