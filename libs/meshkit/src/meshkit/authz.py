@@ -56,6 +56,7 @@ import cedarpy
 from google.protobuf import descriptor_pool
 
 from meshkit.errors import PermissionDenied, Unauthenticated, Unavailable
+from meshkit.tokens import InvalidToken, KeysUnavailable
 
 log = logging.getLogger("meshkit.authz")
 
@@ -343,8 +344,6 @@ class Authorizer:
                 " (MESH_AUTH_JWKS_URL, or identity's http_port in mesh.toml)",
                 reason="NO_TOKEN_ISSUER",
             )
-        from meshkit.tokens import InvalidToken, KeysUnavailable
-
         try:
             caller = self.verifier.verify(token)
         except InvalidToken as exc:

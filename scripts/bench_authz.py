@@ -1,0 +1,197 @@
+"""What the permission check costs every RPC (meshkit.authz), against the same server without it.
+
+Two meshkit gRPC servers, in a process of their own (the client's threads would otherwise compete
+with them for one GIL), serve a trivial GetOrder (the handler does nothing, so the check is as
+large a share of the call as it can ever be). The same calls, with a customer's access token, go
+to a server with the kit's authorizer (token verified against a JWKS, the contract's
+permission asked of a Cedar policy, the order's owner resolved) and to one without, alternately,
+in the same run: the ratio is what the check costs a call. It also measures one decision, cached and
+uncached (the Cedar engine itself). Nothing passes or fails on a number.
+
+    .venv/bin/python scripts/bench_authz.py [--seconds 3] [--threads 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from benchlib import record
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from meshkit import authz
+from meshkit.server import MeshServer, ServiceBinding, create_server
+from meshkit.settings import ServerSettings
+from meshkit.tokens import TokenVerifier
+from shop.orders.v1 import orders_pb2 as pb
+from shop.orders.v1 import orders_pb2_grpc as pb_grpc
+
+ISSUER = "http://issuer.bench"
+POLICY = """
+permit (principal in Role::"customer", action == Action::"orders.read", resource)
+when { resource.owner == principal };
+permit (principal in Role::"support", action == Action::"orders.read", resource);
+"""
+
+
+class Orders(pb_grpc.OrdersServiceServicer):
+    def GetOrder(self, request: pb.GetOrderRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return pb.GetOrderResponse()
+
+
+def issuer(folder: Path) -> tuple[str, Callable[[str, str], str]]:
+    """A JWKS file and a minting function (sub, role) -> an identity-shaped access token."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    jwk |= {"kid": "bench", "alg": "ES256", "use": "sig"}
+    path = folder / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+
+    def mint(sub: str, role: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": ISSUER, "sub": sub, "aud": "meshkit", "exp": now + 3600, "iat": now,
+            "jti": uuid.uuid4().hex, "client_id": "bench", "scope": "", "roles": [role],
+        }  # fmt: skip
+        return jwt.encode(claims, key, algorithm="ES256", headers={"typ": "at+jwt", "kid": "bench"})
+
+    return path.as_uri(), mint
+
+
+def serve(authorizer: authz.Authorizer | None) -> MeshServer:
+    binding = ServiceBinding(
+        Orders(), pb_grpc.add_OrdersServiceServicer_to_server, "shop.orders.v1.OrdersService"
+    )
+    server = create_server("bench", ServerSettings(port=0), [binding], authorizer=authorizer)
+    server.start()
+    return server
+
+
+def rps(port: int, metadata: list[tuple[str, str]], threads: int, seconds: float) -> float:
+    """GetOrder calls per second from ``threads`` client threads over one channel."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.OrdersServiceStub(channel)
+        request = pb.GetOrderRequest(order_id="o-1")
+        for _ in range(200):
+            stub.GetOrder(request, metadata=metadata, timeout=5)
+        counts = [0] * threads
+        stop = threading.Event()
+
+        def run(n: int) -> None:
+            while not stop.is_set():
+                stub.GetOrder(request, metadata=metadata, timeout=5)
+                counts[n] += 1
+
+        workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+        began = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        stop.wait(seconds)
+        stop.set()
+        for worker in workers:
+            worker.join()
+        return sum(counts) / (time.perf_counter() - began)
+
+
+def decisions(seconds: float) -> tuple[float, float]:
+    """(cached, uncached) decisions per second of the Cedar policy."""
+    policy = authz.Policy(POLICY, cache_size=1)
+    ada = authz.Principal("ada", ("customer",))
+    cached = authz.Policy(POLICY)
+    rates = []
+    for p in (cached, policy):
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            for n in range(100):
+                # cache_size=1 and alternating ownership: every uncached call evaluates afresh
+                p.decide(ada, "orders.read", "Order", owned=n % 2 == 0)
+            count += 100
+        rates.append(count / (time.perf_counter() - began))
+    return rates[0], rates[1]
+
+
+def serve_both(jwks: str) -> None:
+    """The servers' process: both servers, their ports on stdout, until stdin closes."""
+    verifier = TokenVerifier(jwks, issuer=ISSUER, audience="meshkit")
+    owners = {"order_id": {"o-1": "ada"}.get}
+    checked = serve(authz.Authorizer("orders", verifier, authz.Policy(POLICY), owners=owners))
+    bare = serve(None)
+    print(json.dumps({"checked": checked.port, "bare": bare.port}), flush=True)
+    sys.stdin.read()
+    checked.stop(0)
+    bare.stop(0)
+
+
+def main() -> int:
+    """Measure and record authz.rpc (per thread count) and authz.decision."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--threads", default="1,8", help="client threads, comma-separated")
+    parser.add_argument("--serve", metavar="JWKS_URL", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_both(args.serve)
+        return 0
+    with tempfile.TemporaryDirectory() as scratch:
+        jwks, mint = issuer(Path(scratch))
+        servers = subprocess.Popen(
+            [sys.executable, __file__, "--serve", jwks],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert servers.stdin is not None and servers.stdout is not None
+        ports = json.loads(servers.stdout.readline())
+        metadata = [("authorization", f"Bearer {mint('ada', 'customer')}")]
+        try:
+            for threads in (int(t) for t in args.threads.split(",")):
+                with_check, without = 0.0, 0.0
+                for _ in range(2):  # alternate, so drift on a busy machine hits both alike
+                    with_check += rps(ports["checked"], metadata, threads, args.seconds / 2)
+                    without += rps(ports["bare"], metadata, threads, args.seconds / 2)
+                with_check, without = with_check / 2, without / 2
+                cost_us = (1 / with_check - 1 / without) * 1e6  # the servers are CPU-bound
+                record(
+                    f"authz.rpc.c{threads}",
+                    with_check,
+                    "calls/s",
+                    baseline=without,
+                    baseline_name="the same server without the authorizer",
+                    cost_us_per_call=round(cost_us, 1),
+                )
+                print(
+                    f"  GetOrder c{threads:<3} checked {with_check:>8,.0f}/s   unchecked"
+                    f" {without:>8,.0f}/s   ratio {with_check / without:.2f}"
+                    f"   (~{cost_us:.0f} us per call)"
+                )
+        finally:
+            servers.stdin.close()
+            servers.wait(timeout=30)
+    cached, uncached = decisions(args.seconds / 2)
+    record(
+        "authz.decision",
+        cached,
+        "decisions/s",
+        baseline=uncached,
+        baseline_name="the Cedar engine evaluating afresh (cedarpy)",
+    )
+    print(
+        f"  decision  cached {cached:>10,.0f}/s ({1e6 / cached:.1f} us)   Cedar afresh"
+        f" {uncached:>8,.0f}/s ({1e6 / uncached:.0f} us)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
