@@ -315,7 +315,7 @@ def test_a_release_that_overtakes_its_reserve_leaves_nothing_reserved(
     assert released.lines == ()
     # Idempotent, and a release that overtook its reserve publishes nothing (no stock moved).
     assert inventory.release("order-late").status is ReservationStatus.RELEASED
-    assert harness.published() == ["StockSet"]
+    assert harness.published() == ["StockSet", "AuditEntry"]
 
 
 def test_stock_cannot_be_set_below_reserved(inventory: Inventory) -> None:
@@ -338,6 +338,7 @@ def test_each_change_publishes_its_event_in_the_same_unit(harness: Harness) -> N
     inventory.release("r2")
     assert harness.published() == [
         "StockSet",
+        "AuditEntry",  # who set the stock: an audit record in the same unit
         "StockReserved",
         "ReservationCommitted",
         "StockReserved",
@@ -351,7 +352,7 @@ def test_a_refused_command_publishes_nothing(harness: Harness) -> None:
         harness.inventory.reserve("r1", [Line("A", 2)])
     with pytest.raises(InvalidArgument):
         harness.inventory.set_stock("", 1)
-    assert harness.published() == ["StockSet"]
+    assert harness.published() == ["StockSet", "AuditEntry"]
 
 
 def test_a_failing_publish_rolls_the_state_change_back(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from inventory.domain.model import (
     validate_sku,
 )
 from meshkit import timestamps
+from meshkit.audit import AuditEntry
 from meshkit.errors import NotFound, Violations
 
 
@@ -44,11 +45,26 @@ class Inventory:
         """Set the on-hand quantity of ``sku`` (creating it); returns the item after the change."""
         validate_set_stock(sku, quantity)
         with self._uow() as uow:
-            item = uow.stock.get(sku) or StockItem(sku, 0)
+            before = uow.stock.get(sku)
+            item = before or StockItem(sku, 0)
+            previous = item.on_hand
             item.set_on_hand(quantity)
             uow.stock.save(item)
+            now = self._clock()
+            uow.publish(StockSet(item.sku, item.on_hand, item.available, item.reserved, now))
+            # Who changed the stock, from what to what: an audit record in the same transaction.
             uow.publish(
-                StockSet(item.sku, item.on_hand, item.available, item.reserved, self._clock())
+                AuditEntry(
+                    "inventory.stock.set",
+                    resource_type="Sku",
+                    resource_id=item.sku,
+                    details={
+                        "on_hand_before": str(previous if before else 0),
+                        "on_hand": str(item.on_hand),
+                        "new_sku": str(before is None).lower(),
+                    },
+                    occurred_at=now,
+                )
             )
         return item
 
