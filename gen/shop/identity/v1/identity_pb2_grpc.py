@@ -103,7 +103,7 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GrantRole(self, request, context):
-        """Grants a role (customer, support or admin) to an account. Admins only: PERMISSION_DENIED
+        """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
         for anyone else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

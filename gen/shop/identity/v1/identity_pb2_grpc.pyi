@@ -48,7 +48,7 @@ class IdentityServiceStub:
     GetMe: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetMeRequest, _identity_pb2.GetMeResponse]
     """The caller's own account (bearer token required)."""
     GrantRole: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GrantRoleRequest, _identity_pb2.GrantRoleResponse]
-    """Grants a role (customer, support or admin) to an account. Admins only: PERMISSION_DENIED
+    """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
     for anyone else.
     """
     BeginMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]
@@ -84,7 +84,7 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     GetMe: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetMeRequest, _identity_pb2.GetMeResponse]  # type: ignore[assignment]
     """The caller's own account (bearer token required)."""
     GrantRole: _aio.UnaryUnaryMultiCallable[_identity_pb2.GrantRoleRequest, _identity_pb2.GrantRoleResponse]  # type: ignore[assignment]
-    """Grants a role (customer, support or admin) to an account. Admins only: PERMISSION_DENIED
+    """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
     for anyone else.
     """
     BeginMfaEnrollment: _aio.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]  # type: ignore[assignment]
@@ -135,7 +135,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.GrantRoleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.GrantRoleResponse, _abc.Awaitable[_identity_pb2.GrantRoleResponse]]:
-        """Grants a role (customer, support or admin) to an account. Admins only: PERMISSION_DENIED
+        """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
         for anyone else.
         """
 
