@@ -103,8 +103,8 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GrantRole(self, request, context):
-        """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
-        for anyone else.
+        """Grants a role (customer, support, admin or auditor) to an account. Admins only:
+        PERMISSION_DENIED for anyone else.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,8 +48,8 @@ class IdentityServiceStub:
     GetMe: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetMeRequest, _identity_pb2.GetMeResponse]
     """The caller's own account (bearer token required)."""
     GrantRole: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GrantRoleRequest, _identity_pb2.GrantRoleResponse]
-    """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
-    for anyone else.
+    """Grants a role (customer, support, admin or auditor) to an account. Admins only:
+    PERMISSION_DENIED for anyone else.
     """
     BeginMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]
     """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
@@ -84,8 +84,8 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     GetMe: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetMeRequest, _identity_pb2.GetMeResponse]  # type: ignore[assignment]
     """The caller's own account (bearer token required)."""
     GrantRole: _aio.UnaryUnaryMultiCallable[_identity_pb2.GrantRoleRequest, _identity_pb2.GrantRoleResponse]  # type: ignore[assignment]
-    """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
-    for anyone else.
+    """Grants a role (customer, support, admin or auditor) to an account. Admins only:
+    PERMISSION_DENIED for anyone else.
     """
     BeginMfaEnrollment: _aio.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]  # type: ignore[assignment]
     """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
@@ -135,8 +135,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.GrantRoleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.GrantRoleResponse, _abc.Awaitable[_identity_pb2.GrantRoleResponse]]:
-        """Grants a role (customer, support, admin or auditor) to an account. Admins only: PERMISSION_DENIED
-        for anyone else.
+        """Grants a role (customer, support, admin or auditor) to an account. Admins only:
+        PERMISSION_DENIED for anyone else.
         """
 
     @_abc_1.abstractmethod
