@@ -1,7 +1,8 @@
 """docs/first-service.md, run as written in a scratch copy of the checkout: every ``sh`` block is
-run and every ``diff`` block applied, in order. Then the new service's own generated tests run
-there too (its e2e test on the real Kafka), and the copy's git status shows only what the
-tutorial says it adds."""
+run and every ``diff`` block applied, in order (its calls with tokens from `mesh token`, and its
+denial). Then the new service's own generated tests run there too (its e2e test on the real
+Kafka), the checks every contract and policy must pass (tests/unit/test_permissions.py) pass with
+it present, and the copy's git status shows only what the tutorial says it adds."""
 
 from __future__ import annotations
 
@@ -87,7 +88,10 @@ def test_the_first_service_tutorial_runs_as_written(tmp_path: Path, kafka_bootst
         assert run.returncode == 0, output[-6000:]
         assert "created loyalty (shop.loyalty.v1) on port 50059" in output
         assert '"display_name": "Ada"' in output
-        assert "LOYALTY_NOT_FOUND" in output
+        assert "LOYALTY_NOT_FOUND" in output, "a customer's token reads"
+        assert "Code: PermissionDenied" in output
+        assert "permission loyalty.create denied" in output, "the denial names the permission"
+        assert "Unauthenticated" not in output, "every call of the tutorial carries a token"
         assert '"points": 120' in output
         assert "points: must be 0 to 1000000" in output
         # What the `mesh trace` block printed (the block before the last, `mesh down`).
@@ -115,7 +119,32 @@ def test_the_first_service_tutorial_runs_as_written(tmp_path: Path, kafka_bootst
             check=False,
         )
         assert tests.returncode == 0, (tests.stdout + tests.stderr)[-6000:]
-        assert "7 passed" in tests.stdout
+        # 8 generated (5 on the use cases, 3 calling with tokens) + the tutorial's + the e2e one.
+        assert "10 passed" in tests.stdout
+
+        # Its RPCs declare permissions and its policy.cedar grants exactly them, as every
+        # service's must (the test reads the copy's proto/, gen/ and services/).
+        permissions = subprocess.run(
+            [
+                str(workdir / ".venv" / "bin" / "python"),
+                "-m",
+                "pytest",
+                "-v",
+                "-p",
+                "no:cacheprovider",
+                "tests/unit/test_permissions.py",
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
+        checked = permissions.stdout + permissions.stderr
+        assert permissions.returncode == 0, checked[-6000:]
+        assert "declared_permissions[loyalty] PASSED" in checked
+        assert "LoyaltyService/GetLoyalty] PASSED" in checked
 
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=all"],

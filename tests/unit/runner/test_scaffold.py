@@ -1,21 +1,30 @@
 """`mesh new service`: what it refuses (writing nothing) and what it writes, on a scratch copy of
-the checkout's configuration."""
+the checkout's configuration; and that what it writes passes the permission checks every service
+must (issue 14) the moment it is made."""
 
 from __future__ import annotations
 
 import hashlib
 import py_compile
+import re
 import shutil
 import socket
+import subprocess
+import sys
 import tomllib
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
+from google.protobuf import descriptor_pb2
 
+from mesh.api.v1 import access_pb2
 from mesh_runner.cli import main
+from meshkit import authz
 
 REPO = Path(__file__).resolve().parents[3]
+BUF = REPO / ".cache" / "bin" / "buf"
 
 
 @pytest.fixture
@@ -108,3 +117,110 @@ def test_a_new_service_gets_every_file_and_entry(checkout: Path) -> None:
     assert block["command"] == ["python", "-m", "gift_cards"]
     assert block["environment"]["GIFT_CARDS_PORT"] == str(ours["port"])
     assert "gift-cards-data" in compose["volumes"]
+
+
+# ------------------------------------------------------------------ who may call the new service
+
+# Every role identity hands out, and what the scaffolded policy.cedar lets it do.
+GRANTS = {
+    "admin": {"gift_cards.create", "gift_cards.read"},
+    "support": {"gift_cards.read"},
+    "customer": {"gift_cards.read"},
+    "auditor": {"gift_cards.read"},
+}
+
+
+def contract_rules(root: Path, proto: str) -> dict[str, authz.Rule]:
+    """The access rule each RPC of ``proto`` declares, read from what protoc compiles of it
+    (the very descriptors `make gen` would generate; nothing is added to this process's pool)."""
+    well_known = resources.files("grpc_tools") / "_proto"
+    out = root / "contract.binpb"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{root / 'proto'}",
+            f"-I{root / 'proto' / 'vendor'}",
+            f"-I{well_known}",
+            f"--descriptor_set_out={out}",
+            "--include_imports",
+            str(root / "proto" / proto),
+        ],
+        check=True,
+    )
+    files = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes()).file
+    compiled = next(f for f in files if f.name == proto)
+    messages = {f".{compiled.package}.{m.name}": m for m in compiled.message_type}
+    rules = {}
+    for service in compiled.service:
+        for method in service.method:
+            assert method.options.HasExtension(access_pb2.access), f"{method.name}: no access"
+            access = method.options.Extensions[access_pb2.access]
+            fields = {f.name for f in messages[method.input_type].field}
+            assert not access.resource or access.resource in fields, access.resource
+            rules[method.name] = authz.Rule(
+                f"/{compiled.package}.{service.name}/{method.name}",
+                public=access.public,
+                permission=access.permission,
+                resource=access.resource,
+            )
+    return rules
+
+
+def test_a_new_service_declares_its_permissions_and_its_policy_grants_them(
+    checkout: Path,
+) -> None:
+    """What tests/unit/test_permissions.py and meshkit.authz ask of every service, asked of one
+    just made: each RPC declares a permission, the policy parses, names only those and grants
+    each to someone (admins create, any signed-in user reads, a service nothing)."""
+    assert (
+        main(["--root", str(checkout), "new", "service", "gift_cards", "--resource", "Card"]) == 0
+    )
+    rules = contract_rules(checkout, "shop/gift_cards/v1/gift_cards.proto")
+    assert {name: (r.permission, r.resource) for name, r in rules.items()} == {
+        "CreateCard": ("gift_cards.create", ""),
+        "GetCard": ("gift_cards.read", "card_id"),
+    }
+    assert rules["GetCard"].resource_type == "Card"
+
+    text = (checkout / "services/gift_cards/src/gift_cards/policy.cedar").read_text()
+    policy = authz.Policy(text, name="gift_cards/policy.cedar")
+    declared = {r.permission for r in rules.values()}
+    assert set(re.findall(r'Action::"([^"]+)"', text)) == declared
+    for role, granted in GRANTS.items():
+        caller = authz.Principal(f"dev-{role}", (role,))
+        for rule in rules.values():
+            allowed = policy.decide(caller, rule.permission, rule.resource_type, owned=False)
+            assert allowed.allowed is (rule.permission in granted), (role, rule.permission)
+    no_role = authz.Principal("someone", ())
+    assert policy.decide(no_role, "gift_cards.read", "Card", owned=False).allowed
+    orders = authz.Principal("orders", ("service",), service="orders", on_behalf_of="c-1")
+    assert not any(
+        policy.decide(orders, r.permission, r.resource_type, owned=False).allowed
+        for r in rules.values()
+    )
+
+
+def test_the_new_services_tests_call_with_tokens(checkout: Path) -> None:
+    assert main(["--root", str(checkout), "new", "service", "gift_cards"]) == 0
+    unit = (checkout / "tests/unit/gift_cards/test_gift_cards.py").read_text()
+    assert "from support.tokens import" in unit and "authorized(channel, " in unit
+    assert 'authz.Policy.from_package("gift_cards")' in unit
+    e2e = (checkout / "tests/e2e/test_gift_cards_service.py").read_text()
+    assert "from mesh_runner.token import mint" in e2e and "authorization: Bearer" in e2e
+
+
+def test_the_new_proto_passes_buf_lint(checkout: Path) -> None:
+    if not BUF.exists():
+        pytest.skip("buf is not installed (make tools); make lint runs it")
+    assert main(["--root", str(checkout), "new", "service", "gift_cards"]) == 0
+    lint = subprocess.run(
+        [str(BUF), "lint", "--path", "shop/gift_cards"],
+        cwd=checkout / "proto",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr

@@ -3,10 +3,14 @@
 
 It writes, for ``loyalty`` (package ``shop.loyalty.v1``, resource ``Loyalty``):
 
-- proto/shop/loyalty/v1/loyalty.proto: ``LoyaltyService`` with ``CreateLoyalty`` and ``GetLoyalty``;
+- proto/shop/loyalty/v1/loyalty.proto: ``LoyaltyService`` with ``CreateLoyalty`` and ``GetLoyalty``,
+  each declaring the permission it needs (``loyalty.create``; ``loyalty.read`` on the
+  ``loyalty_id`` resource), as every RPC of the mesh must (meshkit.authz denies one that does not);
 - proto/shop/loyalty/v1/avro/loyalty_created.avsc and topic.json (``loyalty.events.v1``);
-- services/loyalty/: the standard layout (domain, app, adapters, entrypoints), built on the kit;
-- tests/unit/loyalty/ and tests/e2e/test_loyalty_service.py;
+- services/loyalty/: the standard layout (domain, app, adapters, entrypoints), built on the kit,
+  and its ``policy.cedar`` granting those permissions (admins create, any signed-in user reads);
+- tests/unit/loyalty/ (the use cases, and the RPCs in-process with test tokens) and
+  tests/e2e/test_loyalty_service.py (over the running mesh, with tokens identity mints);
 - its component in mesh.toml (the next free port), its block in docker-compose.yml, and its
   entries in the uv workspace (pyproject.toml; uv.lock when uv is at hand).
 
@@ -92,6 +96,7 @@ class Plan:
             src / "__init__.py": INIT,
             src / "__main__.py": MAIN,
             src / "bootstrap.py": BOOTSTRAP,
+            src / "policy.cedar": POLICY,
             src / "domain" / "__init__.py": '"""$Name\'s domain: pure Python, no I/O."""\n',
             src / "domain" / "model.py": MODEL,
             src / "domain" / "events.py": EVENTS,
@@ -277,13 +282,19 @@ syntax = "proto3";
 package $package;
 
 import "google/protobuf/timestamp.proto";
+import "mesh/api/v1/access.proto";
 
-// Creates and reads $Resource resources.
+// Creates and reads $Resource resources. Each RPC declares the permission it needs; the
+// service's policy.cedar decides who has it.
 service ${Name}Service {
   // Creates a $Resource. INVALID_ARGUMENT names every bad field.
-  rpc Create${Resource}(Create${Resource}Request) returns (Create${Resource}Response);
+  rpc Create${Resource}(Create${Resource}Request) returns (Create${Resource}Response) {
+    option (mesh.api.v1.access) = {permission: "$name.create"};
+  }
   // Reads a $Resource. NOT_FOUND for an unknown ${res}_id.
-  rpc Get${Resource}(Get${Resource}Request) returns (Get${Resource}Response);
+  rpc Get${Resource}(Get${Resource}Request) returns (Get${Resource}Response) {
+    option (mesh.api.v1.access) = {permission: "$name.read", resource: "${res}_id"};
+  }
 }
 
 // A $Resource as the service keeps it.
@@ -374,7 +385,12 @@ if __name__ == "__main__":
 '''
 
 BOOTSTRAP = '''\
-"""The composition root: $name's use cases and servicer, on the service kit."""
+"""The composition root: $name's use cases and servicer, on the service kit.
+
+Who may call which RPC is not decided here. Each RPC declares the permission it needs in
+proto/$proto_path/$name.proto;
+policy.cedar beside this file grants it, and the kit checks both before every RPC.
+"""
 
 from __future__ import annotations
 
@@ -396,6 +412,40 @@ def build(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
 
 SERVICE = Service[ServiceSettings]("$name", build, migrations=MIGRATIONS, events=EVENTS)
 '''
+
+POLICY = """\
+// Who may do what in $name. meshkit.authz asks this policy before every RPC runs. Each RPC
+// declares the permission it needs (option (mesh.api.v1.access)) in
+// proto/$proto_path/$name.proto, and a rule here grants it. Cedar denies by default: a
+// permission no rule grants is refused to everyone with PERMISSION_DENIED naming it (and an
+// audit record). A call with no token at all is UNAUTHENTICATED before any rule is asked.
+//
+// The entities (see meshkit.authz): User::"<sub>" in Role::"<role>" for each role of its token
+// (customer, support, admin, auditor); Service::"<client id>" for a service calling as itself;
+// the resource: a $Resource for Get$Resource (by its ${res}_id), the Request for
+// Create$Resource, with an `owner` that is the caller when the caller owns it.
+//
+// To change who may do what, edit the rules below and restart the service. For example:
+// - support creates too:
+//     permit (principal in Role::"support", action == Action::"$name.create", resource);
+// - only staff read: in "users-read", `principal is User` becomes `principal`, with
+//     when { principal in [Role::"support", Role::"admin"] }
+// - a user reads only their own: tell the kit who owns one (in bootstrap.py,
+//   ctx.authz.owners["${res}_id"] = a function from the id to its owner's subject), and add
+//     when { resource.owner == principal }
+// - a service reads as itself:
+//     permit (principal == Service::"orders", action == Action::"$name.read", resource);
+// A new RPC declares its own permission in the proto and gets a rule here
+// (tests/unit/test_permissions.py fails on a permission no policy grants).
+
+// Admins create $Resource resources.
+@id("admins-create")
+permit (principal in Role::"admin", action == Action::"$name.create", resource);
+
+// Any signed-in user reads them: a user's token, whatever its roles (a service is not a user).
+@id("users-read")
+permit (principal is User, action == Action::"$name.read", resource);
+"""
 
 MODEL = '''\
 """The $Resource aggregate and its rules. Pure: no I/O, no grpc, no generated code."""
@@ -660,23 +710,35 @@ def _wire(${res}: $Resource) -> pb.$Resource:
 '''
 
 UNIT_TEST = '''\
-"""$Name's use cases on SQLite, through their public interface."""
+"""$Name's use cases on SQLite, through their public interface; and its RPCs
+in-process, behind the permission check the mesh runs (the permissions its contract
+declares, its own policy.cedar), called with tokens of a test issuer (support.tokens)."""
 
 from __future__ import annotations
 
 import datetime
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import fastavro
+import grpc
 import pytest
+from support.tokens import AUDIENCE, ISSUER, TEST_ISSUER, authorized
 
 from $name.adapters.events import EVENTS
 from $name.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from $name.app.$name import ${Name}UseCases
 from $name.domain.events import ${Resource}Created
-from meshkit import Database, InvalidArgument, NotFound
+from $name.entrypoints.grpc_api import ${Name}Servicer
+from meshkit import Database, InvalidArgument, NotFound, authz
+from meshkit.server import create_server
+from meshkit.service import binding
+from meshkit.settings import ServerSettings
+from meshkit.tokens import TokenVerifier
+from ${package} import ${name}_pb2 as pb
+from ${package} import ${name}_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMA = REPO / "proto/$proto_path/avro/${res}_created.avsc"
@@ -740,11 +802,57 @@ def test_the_event_matches_its_avro_contract() -> None:
     assert EVENTS.type_of(event) == "$package.${Resource}Created"
     assert EVENTS.key_of(event) == "id-1"
     assert fastavro.validate(EVENTS.to_record(event), schema, raise_errors=True)
+
+
+@pytest.fixture
+def channel(db: Database) -> Iterator[grpc.Channel]:
+    """A channel to $name, served in-process by the kit's server,
+    with the permission check `mesh up` runs (tokens of the test issuer)."""
+    authorizer = authz.Authorizer(
+        "$name",
+        TokenVerifier(TEST_ISSUER.jwks_path.as_uri(), issuer=ISSUER, audience=AUDIENCE),
+        authz.Policy.from_package("$name"),
+    )
+    servicer = binding(${Name}Servicer(use_cases(db)), pb_grpc.add_${Name}ServiceServicer_to_server)
+    server = create_server("$name", ServerSettings(port=0), [servicer], authorizer=authorizer)
+    server.start()
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as opened:
+        yield opened
+    server.stop(0)
+
+
+def test_admins_create_and_signed_in_users_read(channel: grpc.Channel) -> None:
+    admin = pb_grpc.${Name}ServiceStub(authorized(channel, "admin"))
+    request = pb.Create${Resource}Request(display_name="First")
+    created = admin.Create${Resource}(request, timeout=10).${res}
+    customer = pb_grpc.${Name}ServiceStub(authorized(channel, "customer", "c-1"))
+    got = customer.Get${Resource}(pb.Get${Resource}Request(${res}_id=created.${res}_id), timeout=10)
+    assert got.${res} == created
+
+
+def test_a_customer_may_not_create_and_the_denial_names_the_permission(
+    channel: grpc.Channel,
+) -> None:
+    customer = pb_grpc.${Name}ServiceStub(authorized(channel, "customer", "c-1"))
+    with pytest.raises(grpc.RpcError) as raised:
+        customer.Create${Resource}(pb.Create${Resource}Request(display_name="Mine"), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "$name.create" in raised.value.details()
+
+
+def test_a_call_without_a_token_is_unauthenticated(channel: grpc.Channel) -> None:
+    anonymous = pb_grpc.${Name}ServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as raised:
+        anonymous.Get${Resource}(pb.Get${Resource}Request(${res}_id="any"), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "authorization: Bearer" in raised.value.details()
 '''
 
 E2E_TEST = '''\
-"""$name in the running mesh: the real grpcurl creates and reads a $Resource, and its event
-reaches Kafka through the outbox, as framed Avro with CloudEvents headers and the caller's trace."""
+"""$name in the running mesh: the real grpcurl, with access tokens identity mints (what `mesh
+token` prints), creates and reads a $Resource, is refused without the permission or without a
+token, and the $Resource's event reaches Kafka through the outbox, as framed Avro with
+CloudEvents headers and the caller's trace."""
 
 from __future__ import annotations
 
@@ -757,6 +865,7 @@ from confluent_kafka import Consumer
 from support.kafka import consume
 from support.mesh import Grpcurl
 
+from mesh_runner.token import mint
 from meshkit.addresses import address_of
 
 SERVICE = "$service"
@@ -765,12 +874,19 @@ TOPIC = "$topic"
 pytestmark = pytest.mark.kafka
 
 
-def test_create_and_get_over_grpcurl_and_the_event_reaches_kafka(
+def bearer(root: Path, role: str) -> list[str]:
+    """grpcurl's header carrying a token of ``role`` from the mesh's identity."""
+    return ["-H", f"authorization: Bearer {mint(root, role)}"]
+
+
+def test_create_and_get_with_tokens_over_grpcurl_and_the_event_reaches_kafka(
     running_mesh: Path, kafka_bootstrap: str, grpcurl: Grpcurl
 ) -> None:
     target = address_of("$name", {"MESH_ROOT": str(running_mesh)})
+    admin, customer = bearer(running_mesh, "admin"), bearer(running_mesh, "customer")
     trace_id = uuid.uuid4().hex
     created = grpcurl.run(
+        *admin,
         "-H",
         f"traceparent: 00-{trace_id}-{uuid.uuid4().hex[:16]}-01",
         "-d",
@@ -781,10 +897,18 @@ def test_create_and_get_over_grpcurl_and_the_event_reaches_kafka(
     assert created.returncode == 0, created.stderr
     ${res} = json.loads(created.stdout)["${res}"]
     ${res}_id = ${res}["${res}_id"]
-    got = grpcurl.call(target, f"{SERVICE}/Get${Resource}", {"${res}_id": ${res}_id})
-    assert got["${res}"] == ${res}
-    missing = grpcurl.run("-d", '{"${res}_id": "nope"}', target, f"{SERVICE}/Get${Resource}")
+    got = grpcurl.run(*customer, target, f"{SERVICE}/Get${Resource}", data={"${res}_id": ${res}_id})
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout)["${res}"] == ${res}
+    missing = grpcurl.run(*customer, target, f"{SERVICE}/Get${Resource}", data={"${res}_id": "nope"})
     assert "NotFound" in missing.stderr
+
+    # policy.cedar: admins create, so a customer is refused, naming the permission; and a call
+    # with no token is refused before any policy is asked.
+    refused = grpcurl.run(*customer, target, f"{SERVICE}/Create${Resource}", data={"display_name": "x"})
+    assert "PermissionDenied" in refused.stderr and "$name.create" in refused.stderr
+    anonymous = grpcurl.run(target, f"{SERVICE}/Get${Resource}", data={"${res}_id": ${res}_id})
+    assert "Unauthenticated" in anonymous.stderr
 
     consumer = Consumer(
         {
@@ -846,8 +970,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "service",
         help="a service that works the moment it is made (proto, event, code, tests, config)",
         description="Scaffold services/NAME on the service kit: a proto with one resource's"
-        " Create/Get RPCs and one event (.avsc + topic.json), the standard layout, a unit and an"
-        " e2e test, its mesh.toml component (the next free port), its docker-compose block and"
+        " Create/Get RPCs (permissions NAME.create and NAME.read) and one event (.avsc +"
+        " topic.json), the standard layout, a policy.cedar granting those permissions (admins"
+        " create, signed-in users read), a unit and an e2e test, its mesh.toml component (the next free port), its docker-compose block and"
         " its uv workspace entries. Then: `make gen`, `mesh up -d`. Refuses, writing nothing, a"
         " name that exists or is not a Python identifier, or a port in use.",
     )
@@ -877,7 +1002,12 @@ def run(args: argparse.Namespace, root: Path) -> int:
     print("next:\n  make gen          # stubs for the new proto, and install the service")
     print("  mesh up -d        # start the mesh with it")
     print(
-        f'  grpcurl -plaintext -d \'{{"display_name": "first"}}\' 127.0.0.1:{scaffold.port}'
+        '  grpcurl -plaintext -H "authorization: Bearer $(mesh token --role admin)"'
+        f' -d \'{{"display_name": "first"}}\' 127.0.0.1:{scaffold.port}'
         f" {v['service']}/Create{v['Resource']}"
+    )
+    print(
+        f"who may call what: the permissions in proto/{v['proto_path']}/{v['name']}.proto,"
+        f" granted by services/{v['name']}/src/{v['name']}/policy.cedar"
     )
     return 0
