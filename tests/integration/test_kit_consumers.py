@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 from support.events import register_all, wait_for
+from support.tokens import TEST_ISSUER, authorized
 
 from inventory.bootstrap import SERVICE as INVENTORY
 from meshkit import Service, ServiceContext, ServiceSettings
@@ -18,6 +19,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 AVRO = REPO / "proto" / "shop" / "inventory" / "v1" / "avro"
+AUDIT_AVRO = REPO / "proto" / "mesh" / "audit" / "v1" / "avro"  # inventory audits SetStock
 
 pytestmark = pytest.mark.kafka
 
@@ -43,13 +45,14 @@ def env(tmp_path: Path, name: str, registry: str, bootstrap: str) -> dict[str, s
         f"{prefix}_DB_PATH": str(tmp_path / f"{name}.db"),
         "SCHEMA_REGISTRY_URL": registry,
         "MESH_KAFKA_BOOTSTRAP": bootstrap,
-    }
+    } | TEST_ISSUER.env
 
 
 def test_a_reader_declared_with_consumes_applies_a_publishers_events(
     tmp_path: Path, kafka_bootstrap: str, registry_url: str
 ) -> None:
     register_all(registry_url, AVRO)
+    register_all(registry_url, AUDIT_AVRO)
     seen: list[Event] = []
     watch = reader(seen)
     watcher = watch.create(
@@ -63,7 +66,8 @@ def test_a_reader_declared_with_consumes_applies_a_publishers_events(
     sku = f"kit-{uuid.uuid4().hex[:8]}"
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            inventory_pb2_grpc.InventoryServiceStub(channel).SetStock(
+            # Setting stock is an admin's (inventory's policy.cedar).
+            inventory_pb2_grpc.InventoryServiceStub(authorized(channel, "admin")).SetStock(
                 inventory_pb2.SetStockRequest(sku=sku, quantity=7), timeout=10
             )
         wait_for(

@@ -3,8 +3,10 @@ orders.events.v1, keyed by the order, with ce_id ``<order_id>:<version>`` (consu
 it) and the record ListOrderEvents shows.
 
 The service runs in this process (SERVICE.create, port 0) against an in-process registry on a
-free port. Its peers are pointed at a port nobody listens on (MESH_ADDRESS_<NAME>), so the saga
-only retries and never reaches a developer's own mesh.
+free port. It trusts the test issuer, and the customer places and reads their own order. Its peers
+are pointed at a port nobody listens on (MESH_ADDRESS_<NAME>), and its own token comes from a test
+token endpoint (MESH_URL_IDENTITY), so the saga only retries and never reaches a developer's own
+mesh.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from google.protobuf.json_format import MessageToDict
 from support.kafka import consume
 from support.mesh import free_port
 from support.registry import wait_until
+from support.tokens import TEST_ISSUER, authorized, token_endpoint
 
 from meshkit.timestamps import from_micros, from_timestamp, to_millis
 from orders.bootstrap import SERVICE
@@ -36,6 +39,7 @@ from shop.orders.v1 import orders_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 AVRO = REPO / "proto" / "shop" / "orders" / "v1" / "avro"
+AUDIT_AVRO = REPO / "proto" / "mesh" / "audit" / "v1" / "avro"  # orders audits placements
 TOPIC = "orders.events.v1"
 
 pytestmark = pytest.mark.kafka
@@ -48,14 +52,21 @@ def test_place_order_publishes_order_placed_with_its_version_as_event_id(
     for peer in ("INVENTORY", "PAYMENTS", "SHIPPING"):
         monkeypatch.setenv(f"MESH_ADDRESS_{peer}", nowhere)
     db = tmp_path / "orders.db"
-    with running_server() as registry_url, contextlib.ExitStack() as stack:
-        assert registry_cli(["--url", registry_url, "register-all", str(AVRO)]) == 0
-        env = {"ORDERS_PORT": "0", "ORDERS_DB_PATH": str(db)}
+    with (
+        running_server() as registry_url,
+        token_endpoint() as identity,
+        contextlib.ExitStack() as stack,
+    ):
+        monkeypatch.setenv("MESH_URL_IDENTITY", identity.url)
+        for avro in (AVRO, AUDIT_AVRO):
+            assert registry_cli(["--url", registry_url, "register-all", str(avro)]) == 0
+        env = {"ORDERS_PORT": "0", "ORDERS_DB_PATH": str(db)} | TEST_ISSUER.env
         env |= {"SCHEMA_REGISTRY_URL": registry_url, "MESH_KAFKA_BOOTSTRAP": kafka_bootstrap}
         server = SERVICE.create(SERVICE.load_settings(env))  # relay and saga worker included
         stack.callback(server.stop, 0)
         channel = stack.enter_context(grpc.insecure_channel(f"127.0.0.1:{server.start()}"))
-        stub = pb_grpc.OrdersServiceStub(channel)
+        # The customer places their own order and reads its events (orders' policy.cedar).
+        stub = pb_grpc.OrdersServiceStub(authorized(channel, "customer", "c-1"))
         request = pb.PlaceOrderRequest(
             request_id=f"req-{uuid.uuid4().hex}",
             customer_id="c-1",

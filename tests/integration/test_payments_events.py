@@ -4,6 +4,9 @@ An AuthorizePayment RPC must put one Confluent-framed Avro PaymentAuthorized on
 payments.events.v1 (key: the order id), whose schema id resolves in the registry to the contract
 in proto/, with CloudEvents binary-mode headers and a W3C traceparent; a declined authorization a
 PaymentDeclined with its reason. And a service whose schemas are not registered refuses to start.
+
+A customer never calls payments: the calls come, as orders' saga makes them, from Service "orders"
+on behalf of the order's customer (payments' policy.cedar), with tokens of the test issuer.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pytest
 from confluent_kafka import Consumer, Message
 from support.events import register_all
 from support.kafka import consume
+from support.tokens import TEST_ISSUER, authorized
 
 from meshkit.events import SchemaRegistrationError
 from meshkit.server import MeshServer
@@ -35,17 +39,22 @@ pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
 AVRO = REPO / "proto" / "shop" / "payments" / "v1" / "avro"
+AUDIT_AVRO = REPO / "proto" / "mesh" / "audit" / "v1" / "avro"  # every publisher's audit records
 TOPIC = "payments.events.v1"
 
 
 @pytest.fixture
 def server(tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> Iterator[MeshServer]:
     register_all(registry_url, AVRO)
+    register_all(registry_url, AUDIT_AVRO)
     settings = ServiceSettings(
         port=0,
         db_path=tmp_path / "payments.db",
         kafka_bootstrap=kafka_bootstrap,
         schema_registry_url=registry_url,
+        auth_jwks_url=TEST_ISSUER.env["MESH_AUTH_JWKS_URL"],
+        auth_issuer=TEST_ISSUER.env["MESH_AUTH_ISSUER"],
+        auth_audience=TEST_ISSUER.env["MESH_AUTH_AUDIENCE"],
     )
     server = SERVICE.create(settings)
     server.start()
@@ -56,7 +65,7 @@ def server(tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> Iterator[
 @pytest.fixture
 def stub(server: MeshServer) -> Iterator[pb_grpc.PaymentsServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        yield pb_grpc.PaymentsServiceStub(channel)
+        yield pb_grpc.PaymentsServiceStub(authorized(channel, service="orders", on_behalf_of="c-1"))
 
 
 def events_of(kafka_bootstrap: str, order_id: str, count: int) -> list[Message]:

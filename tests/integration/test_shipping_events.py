@@ -3,7 +3,9 @@ ShipmentCreated on shipping.events.v1, with CloudEvents headers, whose schema id
 registry the service verified at start-up.
 
 The service runs in this process (SERVICE.create, port 0) against an in-process registry on a free
-port, so the test needs no fixed port and can run beside a developer's own mesh.
+port, so the test needs no fixed port and can run beside a developer's own mesh. It trusts the test
+issuer, and is called as orders' saga calls it: Service "orders" on behalf of the order's customer
+(a customer never calls shipping; shipping's policy.cedar).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from support.kafka import consume
 from support.registry import wait_until
+from support.tokens import TEST_ISSUER, authorized
 
 from meshkit.events import SchemaRegistrationError
 from schema_registry.cli import main as registry_cli
@@ -33,6 +36,7 @@ from shop.shipping.v1 import shipping_pb2_grpc as pb_grpc
 
 REPO = Path(__file__).resolve().parents[2]
 AVRO = REPO / "proto" / "shop" / "shipping" / "v1" / "avro"
+AUDIT_AVRO = REPO / "proto" / "mesh" / "audit" / "v1" / "avro"  # every publisher's audit records
 TOPIC = "shipping.events.v1"
 CE_HEADERS = {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "ce_subject"}
 
@@ -49,6 +53,7 @@ def shipping_server(registry_url: str, bootstrap: str, db: Path) -> Iterator[str
             "SCHEMA_REGISTRY_URL": registry_url,
             "MESH_KAFKA_BOOTSTRAP": bootstrap,
         }
+        | TEST_ISSUER.env
     )
     server = SERVICE.create(settings)
     port = server.start()
@@ -64,12 +69,15 @@ def test_create_publishes_a_framed_avro_shipment_created_with_cloudevents(
     order_id = f"order-{uuid.uuid4().hex[:8]}"
     caller_trace = uuid.uuid4().hex
     with running_server() as registry_url:
-        assert registry_cli(["--url", registry_url, "register-all", str(AVRO)]) == 0
+        for avro in (AVRO, AUDIT_AVRO):
+            assert registry_cli(["--url", registry_url, "register-all", str(avro)]) == 0
         with (
             shipping_server(registry_url, kafka_bootstrap, tmp_path / "shipping.db") as address,
             grpc.insecure_channel(address) as channel,
         ):
-            stub = pb_grpc.ShippingServiceStub(channel)
+            stub = pb_grpc.ShippingServiceStub(
+                authorized(channel, service="orders", on_behalf_of="c-1")
+            )
             request = pb.CreateShipmentRequest(
                 idempotency_key=f"k-{order_id}",
                 order_id=order_id,
