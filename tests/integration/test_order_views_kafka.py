@@ -5,6 +5,9 @@ Each test runs order_views' real composition root (``bootstrap.build``, port 0) 
 contexts' event contracts moved to topics of its own, registered in an in-process registry, so
 the shared broker's real topics are neither read nor touched. Events are published the way every
 service publishes them: the outbox, then the relay.
+
+The servers trust the test issuer and are asked by the least role order_views' policy.cedar lets
+do each thing: the customer lists their own orders, an admin rebuilds.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from support.kafka import unique_topic
 from support.registry import wait_until
+from support.tokens import TEST_ISSUER
 from unit.order_views.shop_events import ADDRESS
 
 from mesh_runner.cli import main as mesh
@@ -119,6 +123,7 @@ class Shop:
                 "SCHEMA_REGISTRY_URL": self.registry,
                 "MESH_KAFKA_BOOTSTRAP": self.bootstrap,
             }
+            | TEST_ISSUER.env
         )
 
     def consumers(self) -> Consumers:
@@ -169,8 +174,11 @@ class Running:
     target: str
 
     def orders(self, customer: str = "c-1") -> list[str]:
+        """The customer's orders, as the customer lists them."""
         page = self.stub.ListOrders(
-            pb.ListOrdersRequest(customer_id=customer, page_size=500), timeout=10
+            pb.ListOrdersRequest(customer_id=customer, page_size=500),
+            timeout=10,
+            metadata=tuple(TEST_ISSUER.metadata("customer", customer)),
         )
         return sorted(o.order_id for o in page.orders)
 
@@ -203,12 +211,15 @@ def test_a_rebuild_refuses_when_a_topic_no_longer_starts_at_offset_0(
     shop.place(*orders)
     wait_until(lambda: views.orders() == orders, what="the serving copy to hold every order")
     # Retention (or an operator) removed the topic's first six records.
-    admin = AdminClient({"bootstrap.servers": shop.bootstrap})
-    [done] = admin.delete_records([TopicPartition(shop.orders_topic, 0, 6)]).values()
+    kafka = AdminClient({"bootstrap.servers": shop.bootstrap})
+    [done] = kafka.delete_records([TopicPartition(shop.orders_topic, 0, 6)]).values()
     assert done.result(timeout=30).low_watermark == 6
 
+    admin = TEST_ISSUER.token("admin")  # projections.rebuild is an admin's
     try:
-        generation = rebuild(views.target, "order_views", timeout=60, report=lambda line: None)
+        generation = rebuild(
+            views.target, "order_views", timeout=60, report=lambda line: None, token=admin
+        )
     except grpc.RpcError as error:
         assert error.code() is grpc.StatusCode.FAILED_PRECONDITION, error.details()
         details = str(error.details())
@@ -220,7 +231,7 @@ def test_a_rebuild_refuses_when_a_topic_no_longer_starts_at_offset_0(
         )
     assert views.orders() == orders, "the serving copy is untouched"
     # `mesh rebuild` says so and exits 1.
-    assert mesh(["rebuild", "order_views", "--target", views.target]) == 1
+    assert mesh(["rebuild", "order_views", "--target", views.target, "--token", admin]) == 1
     printed = capsys.readouterr().err
     assert "FAILED_PRECONDITION" in printed and f"{shop.orders_topic}[0]" in printed, printed
     assert views.orders() == orders
@@ -303,8 +314,11 @@ def test_a_consistency_token_is_met_in_every_process_on_one_database(
 
     def ask(name: str, views: Running) -> None:
         request = pb.GetOrderViewRequest(order_id="o-1", consistency_token="o-1@1")
+        # Support, not the customer: order_views decides a customer's access by the order's
+        # customer in its read model, which has no o-1 yet (see the xfail test below).
+        support = tuple(TEST_ISSUER.metadata("support"))
         try:
-            views.stub.GetOrderView(request, timeout=5)
+            views.stub.GetOrderView(request, timeout=5, metadata=support)
             answers[name] = "OK"
         except grpc.RpcError as error:
             answers[name] = f"{error.code().name}: {error.details()}"
@@ -317,3 +331,33 @@ def test_a_consistency_token_is_met_in_every_process_on_one_database(
     for thread in threads:
         thread.join()
     assert answers == {"a": "OK", "b": "OK"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="order_views checks orders.read against its read model's owner before it waits for"
+    " the consistency token, so the customer who placed the order is denied until it is projected",
+)
+def test_a_customer_reads_their_own_write_with_its_consistency_token(
+    shop: Shop, start: Callable[[Path], Running], tmp_path: Path
+) -> None:
+    views = start(tmp_path / "views.db")
+    answer: list[str] = []
+
+    def ask() -> None:
+        request = pb.GetOrderViewRequest(order_id="o-1", consistency_token="o-1@1")
+        try:
+            views.stub.GetOrderView(
+                request, timeout=5, metadata=tuple(TEST_ISSUER.metadata("customer", "c-1"))
+            )
+            answer.append("OK")
+        except grpc.RpcError as error:
+            answer.append(f"{error.code().name}: {error.details()}")
+
+    # The customer asks for the order they just placed, before order_views has it.
+    thread = threading.Thread(target=ask)
+    thread.start()
+    shop.place("o-1", customer="c-1")
+    thread.join()
+    assert answer == ["OK"]
