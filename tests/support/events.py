@@ -165,9 +165,9 @@ class _KillingDatabase(Database):
         super().__init__(*args, **kwargs)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
         before = self.handled
-        with super().transaction() as conn:
+        with super().transaction(durable=durable) as conn:
             yield conn
         # Committed. If this transaction handled the N-th event, die before the offset commit.
         if self.kill_after and before < self.kill_after <= self.handled:
