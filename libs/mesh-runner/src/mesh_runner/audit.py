@@ -33,8 +33,11 @@ obtained out of band (``GetPublicKeys``, or the operator) to rule that out.
 Exit codes: 0 verified; 1 not verified (the problem is named) or, for ``ls``, the service did
 not answer; 2 usage (no store, no key for a signed store).
 
-``ls`` asks the audit service (``mesh.audit.v1.AuditService/QueryAudit``) with ``--token``
-(default: $MESH_TOKEN), which needs the auditor role, and prints a table, newest first.
+``ls`` asks the audit service (``mesh.audit.v1.AuditService/QueryAudit``), which needs the
+auditor role (admins may not read the trail: separation of duties, see the audit service's
+policy), and prints a table, newest first. The call carries ``--token``, else ``$MESH_TOKEN``,
+else an auditor's token minted by the mesh's identity (what ``mesh token --role auditor``
+prints).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from meshkit.addresses import AddressError, address_of
 from meshkit.client import DEFAULT_TIMEOUT, connect
 
 SERVICE = "audit"  # the audit service, by name in mesh.toml
+ROLE = "auditor"  # the only role the audit service's policy lets read the trail (audit.read)
 DEFAULT_DB = Path(".mesh/data/audit.db")
 GENESIS = bytes(32)
 CHECKPOINT_TYPE = "meshkit.audit.checkpoint.v1"
@@ -654,7 +658,13 @@ def run_ls(args: argparse.Namespace, root: Path | None) -> int:
     except ValueError as exc:
         print(f"mesh audit ls: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    token = args.token if args.token is not None else os.environ.get("MESH_TOKEN", "")
+    from mesh_runner.cli import call_token
+
+    try:
+        token = call_token(args.token, root, ROLE)
+    except RuntimeError as exc:
+        print(f"mesh audit ls: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         rows = query_audit(
             target,
@@ -669,7 +679,7 @@ def run_ls(args: argparse.Namespace, root: Path | None) -> int:
     except grpc.RpcError as error:
         hint = ""
         if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            hint = " (QueryAudit needs an auditor's token: --token or MESH_TOKEN)"
+            hint = f" (QueryAudit needs an {ROLE}'s token: --token or $MESH_TOKEN)"
         elif error.code() == grpc.StatusCode.UNAVAILABLE:
             hint = " (is the mesh up? `mesh ps`)"
         print(
@@ -714,7 +724,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "ls",
         help="search the trail (QueryAudit over gRPC; an auditor's token), newest first",
         description="Searches the trail through the audit service; every filter given must"
-        " match. Needs a token with the auditor role.",
+        " match. Needs a token with the auditor role (not admin: separation of duties):"
+        " --token, else $MESH_TOKEN, else one minted by the mesh's identity.",
     )
     ls.add_argument("--actor", help="the acting user or service (or the user it acted for)")
     ls.add_argument("--action", help="the action, e.g. orders.place; 'orders.*' for a prefix")
@@ -723,7 +734,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     ls.add_argument("--until", metavar="ISO|1h|2d", help="actions before this time")
     ls.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     ls.add_argument("--json", action="store_true", help="a JSON list, one object per entry")
-    ls.add_argument("--token", help="the access token to call with (default: $MESH_TOKEN)")
+    # Imported here: cli imports this module to build its parser.
+    from mesh_runner.cli import token_help
+
+    ls.add_argument("--token", help=token_help(ROLE))
     ls.add_argument(
         "--target", metavar="HOST:PORT", help=f"the audit service (default: {SERVICE} in mesh.toml)"
     )

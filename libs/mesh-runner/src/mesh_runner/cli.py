@@ -5,14 +5,19 @@
     mesh ps [--json]                                  what runs, with pids and ports
     mesh logs [SERVICE] [-f]                          the components' logs
     mesh dlq ls|replay TOPIC                          dead letters of TOPIC (TOPIC.dlq)
-    mesh sagas [--all] [--json]                       sagas in flight: step, state, age, stuck
-    mesh rebuild PROJECTION                           rebuild a read model and swap it in
+    mesh sagas [--all] [--json] [--token T]           sagas in flight: step, state, age, stuck
+    mesh rebuild PROJECTION [--token T]               rebuild a read model and swap it in
     mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
     mesh traces [--limit N]                           recent traces: root, services, duration
     mesh load --rate R --duration S [--json]          PlaceOrder at a steady rate; latency summary
     mesh audit verify [--db PATH] [--public-key PEM]  check the audit trail's chain and signatures
     mesh audit ls [--actor S] [--action A] [--since]  search the audit trail (an auditor's token)
     mesh token [--role R] [--subject ID] [--ttl S]    an access token from identity, for local use
+
+The commands that call services (sagas, rebuild, load, audit ls) send an access token: the one
+given with ``--token``, else ``$MESH_TOKEN``, else one they mint through the mesh's identity (as
+``mesh token`` does) with the least role the command needs: admin for sagas, rebuild and load
+(which places orders for its test customers), auditor for audit ls.
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -51,6 +56,9 @@ LOCAL_BSP_DELAY_MS = "500"
 OTLP_ENDPOINT_KEYS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
+TOKEN_ENV = "MESH_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
+
+
 class UpError(RuntimeError):
     """A component did not come up; the message carries the end of its log."""
 
@@ -87,6 +95,35 @@ def component_env(mesh: Mesh, choice: KafkaChoice, component: Component) -> dict
         env["OTEL_SERVICE_NAME"] = component.name
     env.update(component.env)
     return env
+
+
+def call_token(given: str | None, root: Path | None, role: str) -> str:
+    """The access token a command calls the mesh's services with: ``given`` (its ``--token``),
+    else ``$MESH_TOKEN``, else one minted by the mesh's identity (``mesh token --role ROLE``),
+    ``role`` being the least the command needs. RuntimeError saying what to pass instead when
+    none can be had (no mesh.toml, no identity in it, identity's database not there yet)."""
+    if given:
+        return given
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return os.environ[TOKEN_ENV].strip()
+    # Imported here: token imports this module for component_env.
+    from mesh_runner.token import mint
+
+    try:
+        return mint(root, role)
+    except (ConfigError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(
+            f"no token given and none could be minted with role {role} ({exc}): pass"
+            f" --token, or set {TOKEN_ENV} (e.g. $(mesh token --role {role}) where the mesh runs)"
+        ) from None
+
+
+def token_help(role: str) -> str:
+    """The ``--token`` help of a command that needs ``role``."""
+    return (
+        f"the access token to call with (default: ${TOKEN_ENV}, else one minted by the mesh's"
+        f" identity with role {role}, as `mesh token --role {role}` does)"
+    )
 
 
 def start_component(mesh: Mesh, component: Component, choice: KafkaChoice) -> str:

@@ -1,7 +1,7 @@
 """``mesh load``: drive PlaceOrder at a steady rate against a running mesh, and say what became of
 every order.
 
-    mesh load --rate 50 --duration 30 [--concurrency 1000] [--sku mesh-load] [--json]
+    mesh load --rate 50 --duration 30 [--concurrency 1000] [--sku mesh-load] [--json] [--token T]
 
 The schedule is open loop: order *i* starts at ``i / rate`` seconds after the first, whether or
 not the earlier ones have answered, so a slow mesh shows up as latency and orders in flight, not
@@ -15,6 +15,12 @@ between this machine and the mesh), and independent of when this tool happens to
 what lets the polling be sparse: the first GetOrder of an order waits about the typical latency
 seen so far, later ones back off, so the mesh serves a couple of reads per order, not dozens (the
 summary reports how many).
+
+Every call carries an access token: ``--token``, else ``$MESH_TOKEN``, else an admin token minted
+by the mesh's identity (``mesh token --role admin``), asked for once the mesh answers. Admin is the
+least role that does the whole run: the stock top-up is SetStock (admins only), and the orders are
+placed for the tool's own test customers (``load-0`` .. ``load-99``), which orders' policy lets an
+admin do (a customer's token may place and read its own orders only).
 
 One asyncio loop over grpc.aio does all of it: a start is a coroutine, not a thread, and a rate
 of hundreds per second costs a few percent of one core (the summary reports the tool's own CPU).
@@ -53,6 +59,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 ORDERS = "orders"  # by name in mesh.toml, as every mesh command finds them
+ROLE = "admin"  # sets stock and places orders for the test customers (orders' policy)
 INVENTORY = "inventory"
 DEFAULT_SKU = "mesh-load"  # its own SKU, so a run neither drains nor is drained by real stock
 DEFAULT_CONCURRENCY = 1000
@@ -86,6 +93,10 @@ PERCENTILES = (50, 95, 99)
 
 class MeshNotUp(RuntimeError):
     """A component the run needs does not answer; the message names it and the address tried."""
+
+
+class NoToken(RuntimeError):
+    """No access token was given and none could be minted; the message says what to pass."""
 
 
 # -- the pure parts: schedule, percentiles, summary, progress line ---------------------------------
@@ -354,14 +365,26 @@ async def _check_up(channel: aio.Channel, name: str, target: str, source: str) -
         raise MeshNotUp(f"{name} at {target} ({source}) answers {status}, not SERVING")
 
 
-async def _top_up(channel: aio.Channel, sku: str, needed: int) -> dict[str, Any]:
+Metadata = tuple[tuple[str, str], ...]
+
+
+def bearer(token: str) -> Metadata:
+    """The call metadata carrying ``token`` (none when it is empty)."""
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+async def _top_up(
+    channel: aio.Channel, sku: str, needed: int, metadata: Metadata = ()
+) -> dict[str, Any]:
     """Make sure ``sku`` has ``needed`` units available (SetStock counts reserved units in)."""
     from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
     stub = inventory_pb2_grpc.InventoryServiceStub(channel)
     available = reserved = 0
     try:
-        got = await stub.GetStock(inventory_pb2.GetStockRequest(sku=sku), timeout=POLL_TIMEOUT_S)
+        got = await stub.GetStock(
+            inventory_pb2.GetStockRequest(sku=sku), timeout=POLL_TIMEOUT_S, metadata=metadata
+        )
         available, reserved = got.available, got.reserved
     except grpc.aio.AioRpcError as error:
         if error.code() != grpc.StatusCode.NOT_FOUND:
@@ -370,7 +393,9 @@ async def _top_up(channel: aio.Channel, sku: str, needed: int) -> dict[str, Any]
         return {"available_before": available, "set_to": None, "needed": needed}
     quantity = min(INT32_MAX, reserved + needed)
     await stub.SetStock(
-        inventory_pb2.SetStockRequest(sku=sku, quantity=quantity), timeout=POLL_TIMEOUT_S
+        inventory_pb2.SetStockRequest(sku=sku, quantity=quantity),
+        timeout=POLL_TIMEOUT_S,
+        metadata=metadata,
     )
     return {"available_before": available, "set_to": quantity, "needed": needed}
 
@@ -405,6 +430,7 @@ class _Run:
         orders: aio.Channel,
         report: Callable[[str, bool], None],
         stop: asyncio.Event,
+        metadata: Metadata = (),
     ) -> None:
         from shop.common.v1 import common_pb2
         from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -414,6 +440,7 @@ class _Run:
         self.stub = orders_pb2_grpc.OrdersServiceStub(orders)
         self.report = report
         self.stop = stop
+        self.metadata = metadata
         self.tally = Tally()
         self.run_id = uuid.uuid4().hex[:10]
         self.ewma_s = FIRST_POLL_GUESS_S
@@ -440,7 +467,9 @@ class _Run:
         tally, loop = self.tally, asyncio.get_running_loop()
         sent = loop.time()
         try:
-            placed = await self.stub.PlaceOrder(self.request(index), timeout=PLACE_TIMEOUT_S)
+            placed = await self.stub.PlaceOrder(
+                self.request(index), timeout=PLACE_TIMEOUT_S, metadata=self.metadata
+            )
         except asyncio.CancelledError:
             tally.place_failed += 1
             tally.place_errors["NO_ANSWER_BY_DRAIN_TIMEOUT"] += 1
@@ -456,7 +485,11 @@ class _Run:
         while True:
             await self.pacer.wait()
             try:
-                order = (await self.stub.GetOrder(request, timeout=POLL_TIMEOUT_S)).order
+                order = (
+                    await self.stub.GetOrder(
+                        request, timeout=POLL_TIMEOUT_S, metadata=self.metadata
+                    )
+                ).order
             except grpc.aio.AioRpcError:
                 tally.poll_errors += 1
             else:
@@ -587,22 +620,28 @@ async def drive(
     *,
     report: Callable[[str, bool], None],
     stop: asyncio.Event | None = None,
+    token: str | Callable[[], str] = "",
 ) -> dict[str, Any]:
     """Run ``plan`` against ``targets``; the summary (see ``summarize``).
 
     ``report(text, is_notice)`` gets the progress lines (False) and one-off notices (True).
     Setting ``stop`` ends the sending early; setting it again ends the wait for stragglers.
-    Raises MeshNotUp before sending anything when orders or inventory does not answer.
+    Every call carries the access ``token`` (an admin's: see the module doc); given as a
+    function, it is called once orders and inventory answer (minting one takes a second, and
+    is pointless when the mesh is down), and what it raises is raised.
+    Raises MeshNotUp before sending anything when orders or inventory does not answer, or
+    refuses the stock top-up.
     """
     stop = stop or asyncio.Event()
     cpu_start = time.process_time()
     async with _channel(targets.orders) as orders, _channel(targets.inventory) as inventory:
         await _check_up(orders, ORDERS, targets.orders, targets.orders_source)
         await _check_up(inventory, INVENTORY, targets.inventory, targets.inventory_source)
+        metadata = bearer(token if isinstance(token, str) else await asyncio.to_thread(token))
         planned = planned_count(plan.rate, plan.duration)
         needed = max(planned + 10, math.ceil(planned * STOCK_MARGIN))
         try:
-            stock = await _top_up(inventory, plan.sku, needed)
+            stock = await _top_up(inventory, plan.sku, needed, metadata)
         except grpc.aio.AioRpcError as error:
             raise MeshNotUp(
                 f"inventory at {targets.inventory} refused the stock top-up of {plan.sku!r}:"
@@ -620,7 +659,7 @@ async def drive(
                 f" available) through inventory's SetStock, so {planned} orders do not run out",
                 True,
             )
-        run = _Run(plan, orders, report, stop)
+        run = _Run(plan, orders, report, stop, metadata)
         send_s, drain_s, interrupted = await run.run()
     return summarize(
         plan,
@@ -687,8 +726,13 @@ DESCRIPTION = """\
 Places orders at a steady rate against the running mesh (open loop: each starts on time however
 slow the earlier ones are), shows live progress, and ends with placed / confirmed / cancelled /
 not finished and the p50/p95/p99 latency from place to CONFIRMED or CANCELLED (the orders
-service's own created_at -> updated_at). Exit 0 when it ran, 1 when the mesh is not up, 2 on a
-usage error, 130 when interrupted (the summary is printed all the same)."""
+service's own created_at -> updated_at). Exit 0 when it ran, 1 when the mesh is not up (or no
+token could be had), 2 on a usage error, 130 when interrupted (the summary is printed all the
+same).
+
+It sets stock and places orders for its test customers (load-0 .. load-99), both an admin's to
+do: every call carries --token, else $MESH_TOKEN, else an admin token it mints through the
+mesh's identity (as `mesh token --role admin` does)."""
 
 EXAMPLES = """\
 examples:
@@ -700,6 +744,8 @@ examples:
       --duration 60    a mesh elsewhere (addresses as every mesh command takes them)
   mesh load --rate 20 --duration 10 --payment-token tok_chargeDeclined
       every order declined: the compensation path under load
+  MESH_ADDRESS_ORDERS=... MESH_ADDRESS_INVENTORY=... mesh load --rate 10 --duration 60 \
+      --token "$ADMIN_TOKEN"    a mesh whose identity is not this checkout's: bring its token
 
 The run tops up the SKU's stock first (inventory SetStock; said in the output). Orders that are
 due while --concurrency are in flight are skipped and counted, never sent late in a burst.
@@ -750,6 +796,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help=f"payments test token of every order (default {DEFAULT_PAYMENT_TOKEN}, approves)",
     )
     load.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    # Imported here: cli imports this module to build its parser.
+    from mesh_runner.cli import token_help
+
+    load.add_argument("--token", help=token_help(ROLE))
 
 
 def run(args: argparse.Namespace, root: Path | None = None) -> int:
@@ -771,10 +821,18 @@ def run(args: argparse.Namespace, root: Path | None = None) -> int:
         drain_timeout=args.drain_timeout,
         payment_token=args.payment_token,
     )
+    from mesh_runner.cli import call_token
+
+    def token() -> str:
+        try:
+            return call_token(args.token, root, ROLE)
+        except RuntimeError as exc:
+            raise NoToken(str(exc)) from None
+
     reporter = _Reporter(sys.stderr)
     try:
-        summary = asyncio.run(_main(plan, targets, reporter))
-    except MeshNotUp as exc:
+        summary = asyncio.run(_main(plan, targets, reporter, token))
+    except (MeshNotUp, NoToken) as exc:
         reporter.end_line()
         print(f"mesh load: {exc}", file=sys.stderr)
         return EXIT_NOT_UP
@@ -784,13 +842,15 @@ def run(args: argparse.Namespace, root: Path | None = None) -> int:
     return EXIT_INTERRUPTED if summary["interrupted"] else 0
 
 
-async def _main(plan: Plan, targets: Targets, reporter: _Reporter) -> dict[str, Any]:
+async def _main(
+    plan: Plan, targets: Targets, reporter: _Reporter, token: Callable[[], str]
+) -> dict[str, Any]:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
-        return await drive(plan, targets, report=reporter, stop=stop)
+        return await drive(plan, targets, report=reporter, stop=stop, token=token)
     finally:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
