@@ -124,7 +124,7 @@ def decisions(seconds: float) -> tuple[float, float]:
 def serve_both(jwks: str) -> None:
     """The servers' process: both servers, their ports on stdout, until stdin closes."""
     verifier = TokenVerifier(jwks, issuer=ISSUER, audience="meshkit")
-    owners = {"order_id": {"o-1": "ada"}.get}
+    owners = {"order_id": authz.by_id({"o-1": "ada"}.get)}
     checked = serve(authz.Authorizer("orders", verifier, authz.Policy(POLICY), owners=owners))
     bare = serve(None)
     print(json.dumps({"checked": checked.port, "bare": bare.port}), flush=True)

@@ -333,12 +333,6 @@ def test_a_consistency_token_is_met_in_every_process_on_one_database(
     assert answers == {"a": "OK", "b": "OK"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="order_views checks orders.read against its read model's owner before it waits for"
-    " the consistency token, so the customer who placed the order is denied until it is projected",
-)
 def test_a_customer_reads_their_own_write_with_its_consistency_token(
     shop: Shop, start: Callable[[Path], Running], tmp_path: Path
 ) -> None:

@@ -53,7 +53,7 @@ def server() -> Iterator[MeshServer]:
         "orders",
         verifier,
         authz.Policy(ORDERS_POLICY),
-        owners={"order_id": OWNERS.get},
+        owners={"order_id": authz.by_id(OWNERS.get)},
         on_denied=lambda principal, rule, resource, why: denied.append(
             (principal.subject if principal else "", rule.permission, resource)
         ),

@@ -431,7 +431,7 @@ POLICY = """\
 // - only staff read: in "users-read", `principal is User` becomes `principal`, with
 //     when { principal in [Role::"support", Role::"admin"] }
 // - a user reads only their own: tell the kit who owns one (in bootstrap.py,
-//   ctx.authz.owners["${res}_id"] = a function from the id to its owner's subject), and add
+//   ctx.authz.owners["${res}_id"] = authz.by_id(id -> owner's subject)), and add
 //     when { resource.owner == principal }
 // - a service reads as itself:
 //     permit (principal == Service::"orders", action == Action::"$name.read", resource);

@@ -285,16 +285,36 @@ class Verifier(Protocol):
         ...
 
 
-OwnerResolver = Callable[[str], str | None]
+class OwnerResolver(Protocol):
+    """Who owns the resource ``resource_id`` names: the owner's subject, or None (unknown).
+    ``request`` is the RPC's request and ``seconds_left`` what remains of its deadline (None:
+    no deadline), for a resolver that may wait for a resource the caller was promised, e.g. a
+    read model catching up with the caller's own write."""
+
+    def __call__(self, resource_id: str, request: Any, seconds_left: float | None) -> str | None:
+        """The owner's subject, or None."""
+        ...
+
+
+def by_id(lookup: Callable[[str], str | None]) -> OwnerResolver:
+    """An OwnerResolver from a plain ``id -> owner`` lookup (most resources)."""
+
+    def resolve(resource_id: str, request: Any, seconds_left: float | None) -> str | None:
+        return lookup(resource_id)
+
+    return resolve
+
+
 DenialRecorder = Callable[[Principal | None, Rule, str, str], None]
 
 
 class Authorizer:
     """Decides, for one service, whether an RPC may run (see the module doc). Thread-safe.
 
-    ``owners`` maps a resource field (``order_id``) to a function giving the subject owning that
-    resource (None: unknown). ``on_denied(principal, rule, resource_id, why)`` records a denial
-    (the kit writes an audit record).
+    ``owners`` maps a resource field (``order_id``) to an ``OwnerResolver`` giving the subject
+    owning that resource (None: unknown; ``by_id`` makes one of a plain lookup).
+    ``on_denied(principal, rule, resource_id, why)`` records a denial (the kit writes an audit
+    record).
     """
 
     def __init__(
@@ -363,9 +383,16 @@ class Authorizer:
             token=token,
         )
 
-    def authorize(self, rule: Rule, principal: Principal | None, request: Any) -> None:
+    def authorize(
+        self,
+        rule: Rule,
+        principal: Principal | None,
+        request: Any,
+        seconds_left: float | None = None,
+    ) -> None:
         """Raise Unauthenticated / PermissionDenied unless ``principal`` may call ``rule``'s RPC
-        with ``request``. Records every denial."""
+        with ``request`` (``seconds_left``: of the call's deadline, for owner resolvers that
+        wait). Records every denial."""
         if not rule.declared:
             self._deny(
                 principal,
@@ -381,7 +408,7 @@ class Authorizer:
                 reason="MISSING_TOKEN",
                 metadata={"permission": rule.permission},
             )
-        resource_id, owner = self._resource(rule, request)
+        resource_id, owner = self._resource(rule, request, seconds_left)
         if self.policy is None:
             self._deny(principal, rule, resource_id, f"{self.service} has no policy")
         assert self.policy is not None
@@ -392,12 +419,18 @@ class Authorizer:
             whose = "" if not resource_id else f" on {rule.resource_type} {resource_id}"
             self._deny(principal, rule, resource_id, f"permission {rule.permission} denied{whose}")
 
-    def _resource(self, rule: Rule, request: Any) -> tuple[str, str | None]:
+    def _resource(
+        self, rule: Rule, request: Any, seconds_left: float | None
+    ) -> tuple[str, str | None]:
         """(resource id, its owner's subject or None)."""
         if rule.resource:
             resource_id = str(getattr(request, rule.resource, "") or "")
             resolve = self.owners.get(rule.resource)
-            owner = resolve(resource_id) if resolve is not None and resource_id else None
+            owner = (
+                resolve(resource_id, request, seconds_left)
+                if resolve is not None and resource_id
+                else None
+            )
             return resource_id, owner
         if rule.subject_field:
             owner = str(getattr(request, rule.subject_field, "") or "")

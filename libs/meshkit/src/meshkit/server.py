@@ -401,7 +401,7 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             return None
         caller = authorizer.authenticate(context.invocation_metadata())
         with authz.bound(caller, context.peer()):
-            authorizer.authorize(authorizer.rule(method), caller, request)
+            authorizer.authorize(authorizer.rule(method), caller, request, context.time_remaining())
         return caller
 
     def _authorized(

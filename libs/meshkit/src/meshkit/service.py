@@ -123,9 +123,9 @@ class ServiceContext(Generic[S]):
         self._events = events
         self._reads = reads
         self.authz = authorizer or authz.Authorizer(name, None, None)
-        """Who may call what: ``ctx.authz.owners["order_id"] = resolver`` tells it who owns a
-        resource (the subject, or None); ``ctx.authz.verifier`` may be replaced (identity
-        verifies with its own keys)."""
+        """Who may call what: ``ctx.authz.owners["order_id"] = authz.by_id(lookup)`` tells it
+        who owns a resource (the subject, or None; see ``authz.OwnerResolver``);
+        ``ctx.authz.verifier`` may be replaced (identity could verify with its own keys)."""
         self.credentials = credentials
         self.workers: list[tuple[str, Callable[[threading.Event], None]]] = []
         self.closers: list[Callable[[], None]] = []

@@ -15,6 +15,7 @@ from order_views.app.progress import Progress
 from order_views.app.queries import OrderQueries
 from order_views.app.rebuild import Rebuilder
 from order_views.config import Settings
+from order_views.domain.consistency import ConsistencyToken
 from order_views.entrypoints.admin import ProjectionAdminServicer
 from order_views.entrypoints.events import handlers
 from order_views.entrypoints.grpc_api import OrderViewsServicer
@@ -58,8 +59,14 @@ def build(
     ctx.on_stop(copies.close)
     ctx.on_stop(lag.close)
     queries = OrderQueries(copies.lease, progress)
-    # "A customer reads their own orders": the policy needs each order's customer.
-    ctx.authz.owners["order_id"] = queries.owner_of
+    # "A customer reads their own orders": the policy needs each order's customer. A caller
+    # holding the consistency token of their own write is waited for (within the call's
+    # deadline) like the query itself would, so a customer reads the order they just placed.
+    ctx.authz.owners["order_id"] = lambda order_id, request, seconds_left: queries.owner_of(
+        order_id,
+        consistency=ConsistencyToken.parse(getattr(request, "consistency_token", "")),
+        wait_s=max(0.0, seconds_left or 0.0),
+    )
     return [
         binding(
             OrderViewsServicer(queries, status),

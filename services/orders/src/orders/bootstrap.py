@@ -74,7 +74,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         read_only=read_only,
     )
     # "A customer reads their own orders": the policy needs each order's customer.
-    ctx.authz.owners["order_id"] = orders.owner_of
+    ctx.authz.owners["order_id"] = authz.by_id(orders.owner_of)
     return [
         binding(
             OrdersServicer(orders, EVENTS), orders_pb2_grpc.add_OrdersServiceServicer_to_server

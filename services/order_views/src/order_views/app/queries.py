@@ -7,6 +7,7 @@ FailedPrecondition naming how far behind the projection is.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -121,11 +122,17 @@ class OrderQueries:
             )
         return view
 
-    def owner_of(self, order_id: str) -> str | None:
+    def owner_of(
+        self, order_id: str, *, consistency: ConsistencyToken | None = None, wait_s: float = 0.0
+    ) -> str | None:
         """The customer of ``order_id`` as the read model knows it (None: not projected yet),
-        for permission checks."""
+        for permission checks; with ``consistency`` (of that same order), once the read model
+        has that write or ``wait_s`` ran out."""
         if not order_id or len(order_id) > MAX_ID_LENGTH:
             return None
+        if consistency is not None and consistency.order_id == order_id:
+            with contextlib.suppress(FailedPrecondition):
+                self._await(consistency, wait_s)
         with self._read_models() as model:
             view = model.view(order_id)
         return view.record.customer_id if view is not None else None
