@@ -14,13 +14,22 @@ serve, not the generated code), and each method gets a bounded, seeded set of re
 - malformed bodies as raw bytes: bad UTF-8 in each string field, truncated messages, invalid
   and mismatched wire types, lengths past the end, nesting too deep, overlong varints.
 
+Every call carries the token of the least privileged caller the service's policy lets make it
+(``CALLERS``, by the permission the contract declares; minted by the mesh's identity): the fuzz
+customer's own for orders and its reads, support's for searches and staff reads, an admin's for
+stock, sagas and rebuilds, orders' own service token acting for the customer for what only the
+saga does (reserve, pay, ship). So the requests reach the handlers, as a real caller's do.
+
 Every answer must fit: OK, or a status a caller can act on (INVALID_ARGUMENT, NOT_FOUND,
-ALREADY_EXISTS, FAILED_PRECONDITION, OUT_OF_RANGE, ABORTED). Never INTERNAL or UNKNOWN, never
-RESOURCE_EXHAUSTED (a status too large for the caller's metadata limit), never a deadline
-overrun. INVALID_ARGUMENT carries a BadRequest detail whose violations name fields of the
-request, except for a body that does not decode, whose message says so. And no service logs
-an RPC as a crash (grpcio's or meshkit's traceback): a bad request costs one access line. The
-totals by status code are printed (``pytest -s``).
+ALREADY_EXISTS, FAILED_PRECONDITION, OUT_OF_RANGE, ABORTED, and PERMISSION_DENIED naming the
+permission: a request for a resource the customer does not own, e.g. a random order id, or an
+order placed in another customer's name). Never INTERNAL or UNKNOWN, never UNAUTHENTICATED (the
+token is good), never RESOURCE_EXHAUSTED (a status too large for the caller's metadata limit),
+never a deadline overrun. INVALID_ARGUMENT carries a BadRequest detail whose violations name
+fields of the request, except for a body that does not decode, whose message says so. Without a
+token, every private method answers UNAUTHENTICATED. And no service logs an RPC as a crash
+(grpcio's or meshkit's traceback): a bad request costs one access line. The totals by status
+code are printed (``pytest -s``).
 """
 
 from __future__ import annotations
@@ -45,7 +54,27 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from grpc_status import rpc_status
-from support.mesh import REPO, mesh_cli, write_moved_mesh_toml
+from support.mesh import REPO, MeshTokens, Metadata, mesh_cli, mesh_tokens, write_moved_mesh_toml
+
+from mesh.projections.v1 import projections_pb2
+from mesh.sagas.v1 import sagas_pb2
+from meshkit import authz
+from shop.inventory.v1 import inventory_pb2
+from shop.order_views.v1 import order_views_pb2
+from shop.orders.v1 import orders_pb2
+from shop.payments.v1 import payments_pb2
+from shop.shipping.v1 import shipping_pb2
+
+# Imported for their descriptors: authz.rule_of reads each RPC's declared permission from them.
+CONTRACTS = (
+    inventory_pb2,
+    payments_pb2,
+    shipping_pb2,
+    orders_pb2,
+    order_views_pb2,
+    sagas_pb2,
+    projections_pb2,
+)
 
 SEED = 20
 RANDOM_PER_METHOD = 60
@@ -67,8 +96,38 @@ FITTING = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.ABORTED,
+        grpc.StatusCode.PERMISSION_DENIED,
     }
 )
+CUSTOMER = "fuzz-customer"
+# The least privileged caller each permission's policy admits (services/*/policy.cedar):
+# ("customer" | "support" | "admin", subject) for a user, ("service", client id) for a service
+# acting on behalf of the fuzz customer.
+CALLERS: dict[str, tuple[str, str]] = {
+    "orders.place": ("customer", CUSTOMER),
+    "orders.read": ("customer", CUSTOMER),
+    "orders.search": ("support", ""),
+    "projections.inspect": ("support", ""),
+    "payments.read": ("support", ""),
+    "shipping.read": ("support", ""),
+    "inventory.stock.set": ("admin", ""),
+    "sagas.inspect": ("admin", ""),
+    "projections.rebuild": ("admin", ""),
+    **{
+        permission: ("service", "orders")
+        for permission in (
+            "inventory.reserve",
+            "inventory.release",
+            "inventory.commit",
+            "payments.authorize",
+            "payments.capture",
+            "payments.void",
+            "payments.refund",
+            "shipping.create",
+            "shipping.cancel",
+        )
+    },
+}
 # grpcio-health-checking's servicer does not implement List (added to health.proto in 2024): the
 # descriptor reflection serves has it, the server answers it UNIMPLEMENTED, as it should.
 UNIMPLEMENTED = frozenset({"grpc.health.v1.Health.List"})
@@ -155,6 +214,24 @@ class Target:
     @property
     def path(self) -> str:
         return f"/{self.method.containing_service.full_name}/{self.method.name}"
+
+    @property
+    def rule(self) -> authz.Rule:
+        """What the contract declares about who may call it (health and reflection: public)."""
+        return authz.rule_of(self.path)
+
+
+def metadata_for(target: Target, tokens: MeshTokens) -> Metadata:
+    """The least privileged caller's metadata for ``target`` (none for a public method)."""
+    rule = target.rule
+    assert rule.declared, f"{target.path} declares no permission"
+    if rule.public:
+        return ()
+    assert rule.permission in CALLERS, f"{target.path}: who may ask {rule.permission}?"
+    role, subject = CALLERS[rule.permission]
+    if role == "service":
+        return tokens.acting_for(CUSTOMER, subject)
+    return tokens.metadata(role, subject)
 
 
 @dataclass(frozen=True)
@@ -457,17 +534,21 @@ def _nested(path: tuple[descriptor.FieldDescriptor, ...], payload: bytes) -> byt
 # ---------------------------------------------------------------------------------------------
 
 
-def call(channel: grpc.Channel, target: Target, body: bytes) -> tuple[grpc.StatusCode, Any, Any]:
+def call(
+    channel: grpc.Channel, target: Target, body: bytes, metadata: Metadata = ()
+) -> tuple[grpc.StatusCode, Any, Any]:
     """(code, response or None, the RpcError or None). A stream is read to its first message."""
     try:
         if target.method.server_streaming:
-            stream = channel.unary_stream(target.path)(body, timeout=CALL_TIMEOUT_S)
+            stream = channel.unary_stream(target.path)(
+                body, timeout=CALL_TIMEOUT_S, metadata=metadata
+            )
             try:
                 first = next(stream, None)
             finally:
                 stream.cancel()
             return grpc.StatusCode.OK, target.response.FromString(first) if first else None, None
-        reply = channel.unary_unary(target.path)(body, timeout=CALL_TIMEOUT_S)
+        reply = channel.unary_unary(target.path)(body, timeout=CALL_TIMEOUT_S, metadata=metadata)
         return grpc.StatusCode.OK, target.response.FromString(reply), None
     except grpc.RpcError as error:
         return error.code(), None, error
@@ -490,6 +571,8 @@ def verdict(target: Target, case: Case, code: grpc.StatusCode, error: Any) -> st
         ):
             return "an undecodable body must be INVALID_ARGUMENT saying so"
         return None
+    if code is grpc.StatusCode.PERMISSION_DENIED:
+        return _denial_problem(target, error)
     if code is not grpc.StatusCode.INVALID_ARGUMENT:
         return None
     status = rpc_status.from_call(error)
@@ -505,6 +588,19 @@ def verdict(target: Target, case: Case, code: grpc.StatusCode, error: Any) -> st
     if not roots <= known:
         return f"violations name no field of the request: {sorted(roots - known)}"
     return None
+
+
+def _denial_problem(target: Target, error: Any) -> str | None:
+    """A denial must name the permission, in its message and its ErrorInfo (issue 14)."""
+    permission = target.rule.permission
+    if permission not in (error.details() or ""):
+        return f"PERMISSION_DENIED without naming {permission}"
+    status = rpc_status.from_call(error)
+    for detail in status.details if status else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.metadata.get("permission") == permission:
+            return None
+    return f"PERMISSION_DENIED without an ErrorInfo naming {permission}"
 
 
 def harvest(answer: message.Message, pool: dict[str, list[str]]) -> None:
@@ -567,6 +663,8 @@ def test_every_rpc_answers_bad_input_with_a_status_that_fits(
     targets = discover(addresses)
     methods = {t.method.full_name for t in targets}
     assert {"shop.orders.v1.OrdersService.PlaceOrder", "grpc.health.v1.Health.Check"} <= methods
+    # Asked per call: cached, and a service token (10 minutes) is renewed before it expires.
+    tokens = mesh_tokens(root)
     rng = random.Random(SEED)
     pool: dict[str, list[str]] = {}
     tally = Tally()
@@ -584,7 +682,9 @@ def test_every_rpc_answers_bad_input_with_a_status_that_fits(
                 *requests.malformed(target.request),
             ]
             for case in cases:
-                code, answer, error = call(channels[target.address], target, case.body)
+                code, answer, error = call(
+                    channels[target.address], target, case.body, metadata_for(target, tokens)
+                )
                 service = target.method.containing_service.name
                 tally.codes[code.name] += 1
                 tally.per_service[service][code.name] += 1
@@ -607,3 +707,25 @@ def test_every_rpc_answers_bad_input_with_a_status_that_fits(
     )
     crashes = crashes_logged(root)
     assert not crashes, f"{len(crashes)} RPCs logged as crashes, e.g.:\n" + "\n".join(crashes[:10])
+
+
+def test_every_private_rpc_without_a_token_is_unauthenticated(
+    fuzz_mesh: tuple[Path, dict[str, str]],
+) -> None:
+    """Issue 14: a call with no token gets UNAUTHENTICATED, which names what is missing."""
+    _, addresses = fuzz_mesh
+    requests = Requests(random.Random(SEED), {})
+    wrong: list[str] = []
+    checked = 0
+    for target in discover(addresses):
+        if target.rule.public:
+            continue
+        with grpc.insecure_channel(target.address) as channel:
+            body = requests.valid(target.request).SerializeToString()
+            code, _, error = call(channel, target, body)
+        checked += 1
+        said = (error.details() or "") if error is not None else ""
+        if code is not grpc.StatusCode.UNAUTHENTICATED or "authorization: Bearer" not in said:
+            wrong.append(f"{target.path}: {code.name}: {said[:120]}")
+    assert checked > 20
+    assert not wrong, "\n".join(wrong)

@@ -4,10 +4,17 @@ Every route through the real curl; each edge answer (401, 403, 404, 413, 429, 50
 for real with its headers and RFC 9457 problem body; the customer taken from the token; request
 ids, CORS, and one trace with the gateway's span on top. 503 and 504 come from a second, small
 mesh whose gateway points at a dead port and at a server that never answers.
+
+The services behind it check every call (issue 14): a customer's token reads that customer's
+orders only (403 for anyone else's, and the denial lands in the audit trail), searching is
+support's, the details page reads payments and shipping as the gateway itself on behalf of the
+caller (a customer may not call either directly). Admin and support tokens are minted by the
+mesh's identity, as `mesh token` does; customers sign in for real.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -25,9 +32,10 @@ import pytest
 import requests
 from support.gateway import Shop
 from support.identity import TEST_CLIENTS, Identity, login, register
-from support.mesh import free_port, mesh_up, write_moved_mesh_toml
+from support.mesh import free_port, mesh_cli, mesh_tokens, mesh_up, write_moved_mesh_toml
 
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.payments.v1 import payments_pb2, payments_pb2_grpc
 
 MESH = str(Path(sys.executable).parent / "mesh")
 PROBLEM = "application/problem+json"
@@ -50,9 +58,12 @@ def order_body(sku: str, *, customer: str = "someone-else", country: str = "FR")
 
 
 def set_stock(shop: Shop, sku: str, quantity: int) -> None:
+    """SetStock over gRPC, as an admin (the only role inventory's policy lets set stock)."""
     with grpc.insecure_channel(f"127.0.0.1:{shop.ports['inventory']}") as channel:
         inventory_pb2_grpc.InventoryServiceStub(channel).SetStock(
-            inventory_pb2.SetStockRequest(sku=sku, quantity=quantity), timeout=10
+            inventory_pb2.SetStockRequest(sku=sku, quantity=quantity),
+            timeout=10,
+            metadata=mesh_tokens(shop.root).metadata("admin"),
         )
 
 
@@ -85,21 +96,11 @@ def wait_for_status(shop: Shop, token: str, order_id: str) -> dict[str, Any]:
         time.sleep(0.1)  # polling the saga's outcome within the deadline
 
 
-def make_admin(shop: Shop, email: str) -> None:
-    made = subprocess.run(
-        [sys.executable, "-m", "identity.admin", "grant-role", email, "admin"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=shop.root,
-        env={
-            **shop.env,
-            "IDENTITY_DB_PATH": str(shop.root / ".mesh" / "data" / "identity.db"),
-            "MESH_CONFIG": str(shop.root / "mesh.toml"),
-        },
-        check=False,
-    )
-    assert made.returncode == 0, made.stderr
+def subject_of(token: str) -> str:
+    """The token's ``sub``, read without verifying (the services verified it already)."""
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return str(claims["sub"])
 
 
 def assert_problem(
@@ -122,7 +123,7 @@ def assert_problem(
 def test_every_route_works_with_curl(shop_mesh: Shop) -> None:
     sku = f"SKU-{uuid.uuid4().hex[:8]}"
     set_stock(shop_mesh, sku, 5)
-    email, password, token = shop_mesh.customer()
+    _, _, token = shop_mesh.customer()
     bearer = f"Authorization: Bearer {token}"
     g = shop_mesh.gateway
 
@@ -163,19 +164,19 @@ def test_every_route_works_with_curl(shop_mesh: Shop) -> None:
         f"{g}/v1/orders?consistencyToken={placed['consistencyToken']}", "-H", bearer
     )
     assert status == 200 and [o["orderId"] for o in mine["orders"]] == [order_id]
-    status, _, found = curl(
-        f"{g}/v1/orders:search?q={order_id}&consistencyToken={placed['consistencyToken']}",
-        "-H",
-        bearer,
-    )
+    # Searching every order is support's (order_views' policy); a customer's search is 403.
+    search = f"{g}/v1/orders:search?q={order_id}&consistencyToken={placed['consistencyToken']}"
+    status, _, refused = curl(search, "-H", bearer)
+    assert status == 403 and "orders.search" in refused["detail"], refused
+    support = mesh_tokens(shop_mesh.root).token("support")
+    status, _, found = curl(search, "-H", f"Authorization: Bearer {support}")
     assert status == 200 and order_id in [o["orderId"] for o in found["orders"]]
     status, _, details = curl(f"{g}/v1/orders/{order_id}/details", "-H", bearer)
     assert status == 200 and details["missing"] == []
     assert details["order"]["status"] == "ORDER_STATUS_CONFIRMED"
     assert details["payment"]["status"] and details["shipment"]["shipmentId"]
 
-    make_admin(shop_mesh, email)
-    admin_token = login(shop_mesh.identity, email, password)["access_token"]
+    admin_token = mesh_tokens(shop_mesh.root).token("admin", f"admin-{uuid.uuid4().hex[:8]}")
     status, _, updated = curl(
         "-X",
         "PUT",
@@ -228,6 +229,105 @@ def test_one_trace_per_request_with_the_gateway_span_on_top(shop_mesh: Shop) -> 
     assert any("PlaceOrder" in line for line in lines), shown.stdout
 
 
+# --- whose orders: the services' permission checks through the gateway -------------------------
+
+
+def place_and_confirm(shop: Shop, token: str) -> str:
+    """A confirmed order of the token's customer, placed through the gateway, and seen by the
+    read model (read-your-writes: its consistency token); its id."""
+    sku = f"SKU-{uuid.uuid4().hex[:8]}"
+    set_stock(shop, sku, 5)
+    placed = requests.post(
+        f"{shop.gateway}/v1/orders",
+        json=order_body(sku),
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert placed.status_code == 200, placed.text
+    order_id = str(placed.json()["orderId"])
+    assert wait_for_status(shop, token, order_id)["status"] == "ORDER_STATUS_CONFIRMED"
+    seen = requests.get(
+        f"{shop.gateway}/v1/orders",
+        params={"consistencyToken": placed.json()["consistencyToken"]},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert seen.status_code == 200, seen.text
+    return order_id
+
+
+def test_a_customer_reads_only_its_own_orders_and_a_denial_is_audited(shop_mesh: Shop) -> None:
+    _, _, ada = shop_mesh.customer()
+    _, _, eve = shop_mesh.customer()
+    order_id = place_and_confirm(shop_mesh, ada)
+    as_eve = {"Authorization": f"Bearer {eve}"}
+    g = shop_mesh.gateway
+    for path in (f"/v1/orders/{order_id}", f"/v1/orders/{order_id}/events"):
+        problem = assert_problem(requests.get(g + path, headers=as_eve, timeout=10), 403)
+        assert problem["code"] == "PERMISSION_DENIED"
+        assert f"permission orders.read denied on Order {order_id}" in problem["detail"]
+    # The details page: orders' refusal decides the whole page, nothing of the payment leaks.
+    details = requests.get(f"{g}/v1/orders/{order_id}/details", headers=as_eve, timeout=10)
+    assert "payment" not in assert_problem(details, 403, "PERMISSION_DENIED")
+    # Eve's list is Eve's: the gateway asks for the token's subject, whatever the query says.
+    listed = requests.get(
+        f"{g}/v1/orders", params={"customerId": subject_of(ada)}, headers=as_eve, timeout=10
+    )
+    assert listed.status_code == 200, listed.text
+    assert order_id not in [o["orderId"] for o in listed.json().get("orders", [])]
+
+    # Issue 14: the denial is in the audit trail (`mesh audit ls` mints an auditor's token).
+    eve_id = subject_of(eve)
+    deadline = time.monotonic() + 60
+    while True:
+        found = mesh_cli(
+            shop_mesh.root,
+            "audit",
+            "ls",
+            "--actor",
+            eve_id,
+            "--resource",
+            f"Order:{order_id}",
+            "--json",
+            env=shop_mesh.env,
+        )
+        assert found.returncode == 0, found.stderr
+        records = [row["record"] for row in json.loads(found.stdout)]
+        if any(r["action"] == "orders.read" for r in records):
+            break
+        assert time.monotonic() < deadline, f"no denial of {eve_id} in the trail: {records}"
+        time.sleep(0.5)  # poll interval: orders' outbox -> Kafka -> the audit service
+    assert all(r["outcome"] == "DENIED" for r in records), records
+    verified = mesh_cli(shop_mesh.root, "audit", "verify", env=shop_mesh.env)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_the_details_page_reads_payments_as_the_gateway_for_the_customer(shop_mesh: Shop) -> None:
+    _, _, token = shop_mesh.customer()
+    order_id = place_and_confirm(shop_mesh, token)
+    details = requests.get(
+        f"{shop_mesh.gateway}/v1/orders/{order_id}/details",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert details.status_code == 200, details.text
+    page = details.json()
+    assert page["missing"] == [], page["missing"]
+    assert page["payment"]["status"] == "PAYMENT_STATUS_CAPTURED"
+    assert page["shipment"]["status"] == "SHIPMENT_STATUS_BOOKED"
+    # Not with the customer's own token: payments lets no customer in, only the gateway acting
+    # for one (and orders' saga).
+    payments = f"127.0.0.1:{shop_mesh.ports['payments']}"
+    with grpc.insecure_channel(payments) as channel, pytest.raises(grpc.RpcError) as refused:
+        payments_pb2_grpc.PaymentsServiceStub(channel).GetPayment(
+            payments_pb2.GetPaymentRequest(payment_id=page["payment"]["paymentId"]),
+            metadata=[("authorization", f"Bearer {token}")],
+            timeout=10,
+        )
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "payments.read" in (refused.value.details() or "")
+
+
 # --- each edge answer ---------------------------------------------------------------------------
 
 
@@ -262,13 +362,23 @@ def test_403_for_a_customer_setting_stock(shop_mesh: Shop) -> None:
 def test_404_for_no_route_and_for_an_unknown_order(shop_mesh: Shop) -> None:
     _, _, token = shop_mesh.customer()
     assert_problem(requests.get(f"{shop_mesh.gateway}/v2/nothing", timeout=10), 404)
+    # Support may read any order, so learns that this one does not exist.
+    support = mesh_tokens(shop_mesh.root).token("support")
     unknown = requests.get(
         f"{shop_mesh.gateway}/v1/orders/no-such-order",
-        headers={"Authorization": f"Bearer {token}"},
+        headers={"Authorization": f"Bearer {support}"},
         timeout=10,
     )
     problem = assert_problem(unknown, 404, "NOT_FOUND")
     assert problem["details"][0]["reason"] == "ORDER_NOT_FOUND"
+    # A customer may read only its own orders: one that does not exist is not its own, and
+    # the answer is the same 403 as for someone else's (whether an id exists is not told).
+    hidden = requests.get(
+        f"{shop_mesh.gateway}/v1/orders/no-such-order",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert_problem(hidden, 403, "PERMISSION_DENIED")
     wrong_method = requests.delete(f"{shop_mesh.gateway}/v1/stock/SKU-X", timeout=10)
     assert_problem(wrong_method, 405)
     assert set(wrong_method.headers["Allow"].split(", ")) == {"GET", "PUT"}
@@ -306,11 +416,10 @@ def test_413_for_a_body_over_the_limit(shop_mesh: Shop) -> None:
 
 
 def test_429_with_retry_after_and_the_ratelimit_headers(shop_mesh: Shop) -> None:
-    email, password, _ = shop_mesh.customer()
-    make_admin(shop_mesh, email)
-    token = login(shop_mesh.identity, email, password)["access_token"]
-    # stock-write allows 3 a minute per client and per user (the tests' limits); the shop-web
-    # client's bucket is shared with the other tests, so count down to the refusal.
+    token = mesh_tokens(shop_mesh.root).token("admin", f"admin-{uuid.uuid4().hex[:8]}")
+    # stock-write allows 3 a minute per client and per user (the tests' limits); the client's
+    # bucket (mesh-cli: `mesh token`'s) is shared with the other tests, so count down to the
+    # refusal.
     answers: list[requests.Response] = []
     while len(answers) < 4 and (not answers or answers[-1].status_code == 200):
         answers.append(

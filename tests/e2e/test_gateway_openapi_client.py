@@ -4,8 +4,10 @@ The document is fetched from the gateway of the whole shop (``shop_mesh``), vali
 openapi-spec-validator, turned into a package by openapi-python-client (``--fail-on-warning``: a
 schema it cannot read fails the test), imported from a scratch directory, and used as an app
 would: the public stock route without a token, then with a customer's bearer token PlaceOrder,
-GetOrder, ListOrderEvents, ListOrders and SearchOrders, and the problems of a missing token and
-of an unknown order parsed into the generated Problem model. ``/docs`` names every operation.
+GetOrder, ListOrderEvents and ListOrders, SearchOrders with support's (a customer's search is a
+403), and the problems of a missing token, of a refusal and of an unknown order parsed into the
+generated Problem model. ``/docs`` names every operation. Support's and the admin's tokens (stock
+is set over gRPC) are minted by the mesh's identity, as `mesh token` does.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 from support.gateway import Shop
+from support.mesh import mesh_tokens
 
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
@@ -114,9 +117,12 @@ def generated(
 
 
 def set_stock(shop: Shop, sku: str, quantity: int) -> None:
+    """SetStock over gRPC, as an admin (the only role inventory's policy lets set stock)."""
     with grpc.insecure_channel(f"127.0.0.1:{shop.ports['inventory']}") as channel:
         inventory_pb2_grpc.InventoryServiceStub(channel).SetStock(
-            inventory_pb2.SetStockRequest(sku=sku, quantity=quantity), timeout=10
+            inventory_pb2.SetStockRequest(sku=sku, quantity=quantity),
+            timeout=10,
+            metadata=mesh_tokens(shop.root).metadata("admin"),
         )
 
 
@@ -204,9 +210,15 @@ def test_every_route_works_with_the_generated_client(shop_mesh: Shop, generated:
     assert order_id in [o.order_id for o in listed.parsed.orders]
     assert {o.customer_id for o in listed.parsed.orders} == {subject_of(token)}
 
-    # GET /v1/orders:search?q=
-    found = api["search_orders"].sync_detailed(
+    # GET /v1/orders:search?q=: support's (order_views' policy); a customer's search is a 403.
+    refused = api["search_orders"].sync_detailed(
         client=customer, q=order_id, consistency_token=consistency
+    )
+    assert refused.status_code == 403, refused.content
+    assert refused.parsed.code == models.ProblemCode.PERMISSION_DENIED
+    support = generated.client(shop_mesh, mesh_tokens(shop_mesh.root).token("support"))
+    found = api["search_orders"].sync_detailed(
+        client=support, q=order_id, consistency_token=consistency
     )
     assert found.status_code == 200, found.content
     assert order_id in [o.order_id for o in found.parsed.orders]
@@ -222,9 +234,16 @@ def test_problems_parse_into_the_generated_model(shop_mesh: Shop, generated: Gen
     assert refused.parsed.code == models.ProblemCode.UNAUTHENTICATED
     assert refused.parsed.request_id == refused.headers["X-Request-Id"]
 
-    missing = get_order.sync_detailed(
-        f"no-such-order-{uuid.uuid4().hex[:6]}", client=generated.client(shop_mesh, token)
-    )
+    # A customer may read its own orders only, and one that does not exist is not its own.
+    unknown = f"no-such-order-{uuid.uuid4().hex[:6]}"
+    denied = get_order.sync_detailed(unknown, client=generated.client(shop_mesh, token))
+    assert denied.status_code == 403
+    assert isinstance(denied.parsed, models.Problem)
+    assert denied.parsed.code == models.ProblemCode.PERMISSION_DENIED
+    assert "orders.read" in denied.parsed.detail
+
+    support = mesh_tokens(shop_mesh.root).token("support")
+    missing = get_order.sync_detailed(unknown, client=generated.client(shop_mesh, support))
     assert missing.status_code == 404
     assert isinstance(missing.parsed, models.Problem)
     assert missing.parsed.code == models.ProblemCode.NOT_FOUND

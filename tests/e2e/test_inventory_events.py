@@ -15,7 +15,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from support.kafka import consume
-from support.mesh import Grpcurl, free_port
+from support.mesh import Grpcurl, free_port, mesh_tokens
 from support.registry import serve
 
 INVENTORY = "127.0.0.1:50052"
@@ -33,6 +33,7 @@ def test_every_event_is_framed_avro_with_cloudevents_and_traceparent(
     sku, reservation = f"sku-{uuid.uuid4().hex[:8]}", f"res-{uuid.uuid4().hex[:8]}"
     caller_trace = uuid.uuid4().hex
     traceparent = f"00-{caller_trace}-{uuid.uuid4().hex[:16]}-01"
+    tokens = mesh_tokens(running_mesh)
     set_stock = grpcurl.run(
         "-H",
         f"traceparent: {traceparent}",
@@ -40,14 +41,18 @@ def test_every_event_is_framed_avro_with_cloudevents_and_traceparent(
         json.dumps({"sku": sku, "quantity": 5}),
         INVENTORY,
         f"{SERVICE}/SetStock",
+        metadata=tokens.metadata("admin"),
     )
     assert set_stock.returncode == 0, set_stock.stderr
+    # Reserving and committing are orders' saga's, acting for the order's customer.
+    saga = tokens.acting_for("cust-events")
     grpcurl.call(
         INVENTORY,
         f"{SERVICE}/ReserveStock",
         {"reservation_id": reservation, "lines": [{"sku": sku, "quantity": 2}]},
+        saga,
     )
-    grpcurl.call(INVENTORY, f"{SERVICE}/CommitReservation", {"reservation_id": reservation})
+    grpcurl.call(INVENTORY, f"{SERVICE}/CommitReservation", {"reservation_id": reservation}, saga)
 
     consumer = Consumer(
         {

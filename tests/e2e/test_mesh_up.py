@@ -1,4 +1,8 @@
-"""End to end: `mesh up -d`, the real grpcurl against inventory, crash recovery, `mesh down`."""
+"""End to end: `mesh up -d`, the real grpcurl against inventory, crash recovery, `mesh down`.
+
+Every call carries the least token its RPC needs, from the mesh's own identity: an admin's to
+set stock, orders' own (acting for a customer) to reserve it, none for the public GetStock.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from support.mesh import DEFAULT_PORTS, Grpcurl, mesh_cli, mesh_ps, port_in_use
+from support.mesh import DEFAULT_PORTS, Grpcurl, mesh_cli, mesh_ps, mesh_tokens, port_in_use
 
 INVENTORY = "127.0.0.1:50052"
 SERVICE = "shop.inventory.v1.InventoryService"
@@ -40,6 +44,8 @@ def processes_in(root: Path) -> list[int]:
 
 
 def test_grpcurl_sees_inventory_and_its_answers(running_mesh: Path, grpcurl: Grpcurl) -> None:
+    tokens = mesh_tokens(running_mesh)
+    admin = tokens.metadata("admin")
     listed = grpcurl.run(INVENTORY, "list")
     assert listed.returncode == 0, listed.stderr
     services = set(listed.stdout.split())
@@ -51,13 +57,19 @@ def test_grpcurl_sees_inventory_and_its_answers(running_mesh: Path, grpcurl: Grp
     health = grpcurl.call(INVENTORY, "grpc.health.v1.Health/Check", {"service": SERVICE})
     assert health == {"status": "SERVING"}
 
-    set_stock = grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "mug", "quantity": 7})
+    set_stock = grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "mug", "quantity": 7}, admin)
     assert set_stock == {"sku": "mug", "available": 7}
-    got = grpcurl.call(INVENTORY, f"{SERVICE}/GetStock", {"sku": "mug"})
+    got = grpcurl.call(INVENTORY, f"{SERVICE}/GetStock", {"sku": "mug"})  # public
     assert got == {"sku": "mug", "available": 7}
 
     reserve = {"reservation_id": "order-1", "lines": [{"sku": "mug", "quantity": 2}]}
-    reserved = grpcurl.call(INVENTORY, f"{SERVICE}/ReserveStock", reserve)
+    # Only orders reserves stock, acting for the order's customer; an admin may not.
+    refused = grpcurl.run(INVENTORY, f"{SERVICE}/ReserveStock", data=reserve, metadata=admin)
+    assert "Code: PermissionDenied" in refused.stderr, refused.stderr
+    assert "inventory.reserve" in refused.stderr
+    reserved = grpcurl.call(
+        INVENTORY, f"{SERVICE}/ReserveStock", reserve, tokens.acting_for("cust-1")
+    )
     assert reserved["status"] == "RESERVATION_STATUS_RESERVED"
     assert grpcurl.call(INVENTORY, f"{SERVICE}/GetStock", {"sku": "mug"}) == {
         "sku": "mug",
@@ -66,8 +78,26 @@ def test_grpcurl_sees_inventory_and_its_answers(running_mesh: Path, grpcurl: Grp
     }
 
 
+def test_a_call_without_a_token_is_unauthenticated_and_says_what_to_send(
+    running_mesh: Path, grpcurl: Grpcurl
+) -> None:
+    result = grpcurl.run(INVENTORY, f"{SERVICE}/SetStock", data={"sku": "mug", "quantity": 1})
+    assert result.returncode != 0
+    assert "Code: Unauthenticated" in result.stderr, result.stderr
+    assert "authorization: Bearer" in result.stderr and "mesh token" in result.stderr
+    customer = mesh_tokens(running_mesh).metadata("customer")
+    refused = grpcurl.run(
+        INVENTORY, f"{SERVICE}/SetStock", data={"sku": "mug", "quantity": 1}, metadata=customer
+    )
+    assert "Code: PermissionDenied" in refused.stderr, refused.stderr
+    assert "permission inventory.stock.set denied" in refused.stderr
+
+
 def test_invalid_request_names_the_fields(running_mesh: Path, grpcurl: Grpcurl) -> None:
-    result = grpcurl.run(INVENTORY, f"{SERVICE}/SetStock", data={"sku": "", "quantity": -1})
+    admin = mesh_tokens(running_mesh).metadata("admin")
+    result = grpcurl.run(
+        INVENTORY, f"{SERVICE}/SetStock", data={"sku": "", "quantity": -1}, metadata=admin
+    )
     assert result.returncode != 0
     assert "Code: InvalidArgument" in result.stderr
     assert "sku: must not be empty" in result.stderr
@@ -78,11 +108,15 @@ def test_invalid_request_names_the_fields(running_mesh: Path, grpcurl: Grpcurl) 
 
 
 def test_short_stock_and_unknown_sku(running_mesh: Path, grpcurl: Grpcurl) -> None:
-    grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "cap", "quantity": 1})
+    tokens = mesh_tokens(running_mesh)
+    grpcurl.call(
+        INVENTORY, f"{SERVICE}/SetStock", {"sku": "cap", "quantity": 1}, tokens.metadata("admin")
+    )
     short = grpcurl.run(
         INVENTORY,
         f"{SERVICE}/ReserveStock",
         data={"reservation_id": "o-2", "lines": [{"sku": "cap", "quantity": 2}]},
+        metadata=tokens.acting_for("cust-1"),
     )
     assert "Code: FailedPrecondition" in short.stderr
     unknown = grpcurl.run(INVENTORY, f"{SERVICE}/GetStock", data={"sku": "nope"})
@@ -90,7 +124,8 @@ def test_short_stock_and_unknown_sku(running_mesh: Path, grpcurl: Grpcurl) -> No
 
 
 def test_killed_service_comes_back_with_its_data(running_mesh: Path, grpcurl: Grpcurl) -> None:
-    grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "lamp", "quantity": 3})
+    admin = mesh_tokens(running_mesh).metadata("admin")
+    grpcurl.call(INVENTORY, f"{SERVICE}/SetStock", {"sku": "lamp", "quantity": 3}, admin)
     before = ps(running_mesh)["inventory"]
     assert before["state"] == "running"
     os.kill(int(str(before["pid"])), signal.SIGKILL)

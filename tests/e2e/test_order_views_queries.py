@@ -6,6 +6,11 @@ Then: a consistency token from PlaceOrder is never missed by ListOrders, SearchO
 GetOrderView; a confirmed order shows CONFIRMED in its customer's list, is found by its SKU, has
 its timeline; `mesh rebuild order_views` answers the same afterwards, and a thread querying
 throughout the rebuild sees no error.
+
+Each call carries the least token that may make it (from the mesh's identity): the customer's
+own to place its orders and read them, support's to search every order and see the lag, an
+admin's to set stock; `mesh rebuild` mints its admin token itself. A customer may neither search
+(support's) nor list another customer's orders.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ from typing import Any
 
 import grpc
 import pytest
-from support.mesh import DEFAULT_PORTS, REPO, Grpcurl, mesh_cli, port_in_use
+from support.mesh import (
+    DEFAULT_PORTS,
+    REPO,
+    Grpcurl,
+    MeshTokens,
+    mesh_cli,
+    mesh_tokens,
+    port_in_use,
+)
 
 from shop.order_views.v1 import order_views_pb2, order_views_pb2_grpc
 
@@ -76,9 +89,10 @@ def views_mesh(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -
 @pytest.fixture(scope="module")
 def caught_up(views_mesh: Path, grpcurl: Grpcurl) -> Path:
     """The mesh, once order_views has replayed the broker's history (lag 0 everywhere)."""
+    support = mesh_tokens(views_mesh).metadata("support")
 
     def no_lag() -> bool:
-        status = grpcurl.call(VIEWS, f"{VIEWS_SVC}/GetProjectionStatus", {})
+        status = grpcurl.call(VIEWS, f"{VIEWS_SVC}/GetProjectionStatus", {}, support)
         partitions = status.get("partitions", [])
         assert isinstance(partitions, list)
         return bool(partitions) and all(int(p.get("lag", 0)) == 0 for p in partitions)
@@ -87,9 +101,12 @@ def caught_up(views_mesh: Path, grpcurl: Grpcurl) -> Path:
     return views_mesh
 
 
-def place(grpcurl: Grpcurl, customer: str, sku: str) -> dict[str, Any]:
+def place(grpcurl: Grpcurl, tokens: MeshTokens, customer: str, sku: str) -> dict[str, Any]:
     grpcurl.call(
-        INVENTORY, "shop.inventory.v1.InventoryService/SetStock", {"sku": sku, "quantity": 5}
+        INVENTORY,
+        "shop.inventory.v1.InventoryService/SetStock",
+        {"sku": sku, "quantity": 5},
+        tokens.metadata("admin"),
     )
     return grpcurl.call(
         ORDERS,
@@ -103,23 +120,38 @@ def place(grpcurl: Grpcurl, customer: str, sku: str) -> dict[str, Any]:
             "payment_token": "tok_visa",
             "shipping_address": ADDRESS,
         },
+        tokens.metadata("customer", customer),
     )
 
 
-def answers(grpcurl: Grpcurl, customer: str, sku: str, order_id: str) -> list[dict[str, Any]]:
+def caller(tokens: MeshTokens, query: str, customer: str) -> tuple[tuple[str, str], ...]:
+    """Who asks ``query``: support searches (customers may not), the customer reads its own."""
+    if query == "SearchOrders":
+        return tokens.metadata("support")
+    return tokens.metadata("customer", customer)
+
+
+def answers(
+    grpcurl: Grpcurl, tokens: MeshTokens, customer: str, sku: str, order_id: str
+) -> list[dict[str, Any]]:
+    mine = tokens.metadata("customer", customer)
     return [
-        grpcurl.call(VIEWS, f"{VIEWS_SVC}/ListOrders", {"customer_id": customer}),
-        grpcurl.call(VIEWS, f"{VIEWS_SVC}/SearchOrders", {"query": sku}),
-        grpcurl.call(VIEWS, f"{VIEWS_SVC}/GetOrderView", {"order_id": order_id}),
+        grpcurl.call(VIEWS, f"{VIEWS_SVC}/ListOrders", {"customer_id": customer}, mine),
+        grpcurl.call(
+            VIEWS, f"{VIEWS_SVC}/SearchOrders", {"query": sku}, tokens.metadata("support")
+        ),
+        grpcurl.call(VIEWS, f"{VIEWS_SVC}/GetOrderView", {"order_id": order_id}, mine),
     ]
 
 
 def test_read_your_writes_confirmed_order_and_rebuild(caught_up: Path, grpcurl: Grpcurl) -> None:
     customer, sku = unique("cust"), unique("lamp")
+    tokens = mesh_tokens(caught_up)
+    mine = tokens.metadata("customer", customer)
 
     # Read-your-writes: each query right after PlaceOrder, with its token, has the order.
     for query in ("ListOrders", "SearchOrders", "GetOrderView"):
-        placed = place(grpcurl, customer, sku)
+        placed = place(grpcurl, tokens, customer, sku)
         token, order_id = placed["consistency_token"], placed["order_id"]
         assert token == f"{order_id}@1"
         request = {
@@ -127,18 +159,18 @@ def test_read_your_writes_confirmed_order_and_rebuild(caught_up: Path, grpcurl: 
             "SearchOrders": {"query": sku},
             "GetOrderView": {"order_id": order_id},
         }[query] | {"consistency_token": token}
-        got = grpcurl.call(VIEWS, f"{VIEWS_SVC}/{query}", request)
+        got = grpcurl.call(VIEWS, f"{VIEWS_SVC}/{query}", request, caller(tokens, query, customer))
         found = [got["view"]["summary"]] if query == "GetOrderView" else got["orders"]
         assert order_id in [o["order_id"] for o in found], query
 
     # The last order, confirmed: its customer's list, a search by its SKU, its timeline.
     def confirmed() -> bool:
-        listed = grpcurl.call(VIEWS, f"{VIEWS_SVC}/ListOrders", {"customer_id": customer})
-        mine = [o for o in listed["orders"] if o["order_id"] == order_id]
-        return bool(mine) and mine[0]["status"] == "ORDER_STATUS_CONFIRMED"
+        listed = grpcurl.call(VIEWS, f"{VIEWS_SVC}/ListOrders", {"customer_id": customer}, mine)
+        found = [o for o in listed["orders"] if o["order_id"] == order_id]
+        return bool(found) and found[0]["status"] == "ORDER_STATUS_CONFIRMED"
 
     wait_until(f"{order_id} CONFIRMED in the view", 60, confirmed)
-    listed, searched, view = answers(grpcurl, customer, sku, order_id)
+    listed, searched, view = answers(grpcurl, tokens, customer, sku, order_id)
     assert len(listed["orders"]) == 3 and listed["orders"][0]["order_id"] == order_id
     assert order_id in [o["order_id"] for o in searched["orders"]]
     assert view["view"]["summary"]["total"] == {"currency_code": "EUR", "units": "14"}
@@ -157,12 +189,23 @@ def test_read_your_writes_confirmed_order_and_rebuild(caught_up: Path, grpcurl: 
         "BOOKED",
     )
     bad = grpcurl.run(
-        VIEWS, f"{VIEWS_SVC}/ListOrders", data={"customer_id": customer, "page_token": "x"}
+        VIEWS,
+        f"{VIEWS_SVC}/ListOrders",
+        data={"customer_id": customer, "page_token": "x"},
+        metadata=mine,
     )
     assert "Code: InvalidArgument" in bad.stderr
+    # A customer may not search (support's), nor list someone else's orders.
+    for query, request in (
+        ("SearchOrders", {"query": sku}),
+        ("ListOrders", {"customer_id": unique("cust")}),
+    ):
+        refused = grpcurl.run(VIEWS, f"{VIEWS_SVC}/{query}", data=request, metadata=mine)
+        assert "Code: PermissionDenied" in refused.stderr, (query, refused.stderr)
 
-    # Rebuild: same answers after; a thread querying throughout sees no error.
-    before = answers(grpcurl, customer, sku, order_id)
+    # Rebuild (`mesh rebuild` mints an admin's token): same answers after; a thread querying
+    # throughout sees no error.
+    before = answers(grpcurl, tokens, customer, sku, order_id)
     errors: list[str] = []
     calls = 0
     stop = threading.Event()
@@ -174,7 +217,9 @@ def test_read_your_writes_confirmed_order_and_rebuild(caught_up: Path, grpcurl: 
             while not stop.is_set():
                 try:
                     got = stub.ListOrders(
-                        order_views_pb2.ListOrdersRequest(customer_id=customer), timeout=5
+                        order_views_pb2.ListOrdersRequest(customer_id=customer),
+                        timeout=5,
+                        metadata=mine,
                     )
                     if len(got.orders) != 3:
                         errors.append(f"saw {len(got.orders)} orders")
@@ -193,6 +238,6 @@ def test_read_your_writes_confirmed_order_and_rebuild(caught_up: Path, grpcurl: 
     assert "swapped" in rebuilt.stderr and "rebuilt; generation 2 serves" in rebuilt.stdout
     assert not errors, errors[:5]
     assert calls > 0
-    assert answers(grpcurl, customer, sku, order_id) == before
+    assert answers(grpcurl, tokens, customer, sku, order_id) == before
     data = caught_up / ".mesh" / "data"
     assert (data / "order_views.g2.db").exists() and not (data / "order_views.g1.db").exists()

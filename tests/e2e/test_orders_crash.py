@@ -2,7 +2,9 @@
 
 kill -9 payments with orders in flight, then kill -9 orders itself mid-saga; `mesh up -d`
 restarts what died. Afterwards every order is CONFIRMED or CANCELLED, nothing stays reserved,
-and stock adds up: available = initial - units of the confirmed orders.
+and stock adds up: available = initial - units of the confirmed orders. The customer's own token
+places and reads the orders, an admin's sets stock (both from the mesh's identity); the saga
+keeps calling as orders on the customer's behalf across the restarts.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support.mesh import DEFAULT_PORTS, REPO, mesh_cli, mesh_ps, port_in_use
+from support.mesh import DEFAULT_PORTS, REPO, mesh_cli, mesh_ps, mesh_tokens, port_in_use
 
 from meshkit.client import connect
+from meshkit.credentials import StaticCredentials
 from shop.common.v1 import common_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -29,6 +32,7 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 INITIAL = 1000
 ORDERS_IN_FLIGHT = 24
 FINAL = (orders_pb2.ORDER_STATUS_CONFIRMED, orders_pb2.ORDER_STATUS_CANCELLED)
+CUSTOMER = "cust-crash"
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +52,16 @@ def crash_mesh(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -
 
 
 class Shop:
-    """Python stubs for the orders and inventory the mesh runs (many calls: faster than grpcurl)."""
+    """Python stubs for the orders and inventory the mesh runs (many calls: faster than grpcurl),
+    orders' calls with the customer's token, inventory's with an admin's."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
+        tokens = mesh_tokens(root)
+        customer = StaticCredentials(tokens.token("customer", CUSTOMER))
+        admin = StaticCredentials(tokens.token("admin"))
         # meshkit's channels reconnect within 2 s of a restart (gRPC's default backs off to 120 s).
-        self.orders_channel = connect("127.0.0.1:50051")
-        self.inventory_channel = connect("127.0.0.1:50052")
+        self.orders_channel = connect("127.0.0.1:50051", credentials=customer)
+        self.inventory_channel = connect("127.0.0.1:50052", credentials=admin)
         self.orders = orders_pb2_grpc.OrdersServiceStub(self.orders_channel)
         self.inventory = inventory_pb2_grpc.InventoryServiceStub(self.inventory_channel)
 
@@ -67,7 +75,7 @@ class Shop:
         response = self.orders.PlaceOrder(
             orders_pb2.PlaceOrderRequest(
                 request_id=request_id or f"req-{uuid.uuid4().hex}",
-                customer_id="cust-crash",
+                customer_id=CUSTOMER,
                 lines=[
                     orders_pb2.OrderLine(
                         sku=sku,
@@ -121,7 +129,7 @@ class Shop:
 
 @pytest.fixture
 def shop(crash_mesh: Path) -> Iterator[Shop]:
-    client = Shop()
+    client = Shop(crash_mesh)
     yield client
     client.close()
 

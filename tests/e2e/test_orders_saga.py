@@ -4,6 +4,11 @@ One mesh for the module (start-up costs seconds); each test uses its own SKUs an
 so the tests do not see each other's stock. Scenarios: confirmed (tok_visa), declined
 (tok_chargeDeclined), out of stock, unshippable country (AQ); each ends with the stock adding up,
 the order's events on orders.events.v1, and `mesh sagas` showing nothing in flight.
+
+Every call carries the least token that may make it, from the mesh's identity: the customer's
+own to place and read its orders, an admin's to set stock, support's to read a payment; `mesh
+sagas` mints its admin token itself. The saga calls inventory, payments and shipping as orders,
+on behalf of the customer.
 """
 
 from __future__ import annotations
@@ -18,7 +23,15 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer
-from support.mesh import DEFAULT_PORTS, REPO, Grpcurl, mesh_cli, port_in_use
+from support.mesh import (
+    DEFAULT_PORTS,
+    REPO,
+    Grpcurl,
+    MeshTokens,
+    mesh_cli,
+    mesh_tokens,
+    port_in_use,
+)
 
 ORDERS = "127.0.0.1:50051"
 INVENTORY = "127.0.0.1:50052"
@@ -33,6 +46,7 @@ ADDRESS = {
     "country_code": "DE",
 }
 FINAL = ("ORDER_STATUS_CONFIRMED", "ORDER_STATUS_CANCELLED")
+CUSTOMER = "cust-1"
 
 
 @pytest.fixture(scope="module")
@@ -51,25 +65,53 @@ def orders_mesh(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) 
         mesh_cli(root, "down")
 
 
+class Shop:
+    """The calls of these tests, each with the least token it needs."""
+
+    def __init__(self, grpcurl: Grpcurl, tokens: MeshTokens) -> None:
+        self.grpcurl = grpcurl
+        self.customer = tokens.metadata("customer", CUSTOMER)
+        self.admin = tokens.metadata("admin")
+        self.support = tokens.metadata("support")
+
+    def orders(self, method: str, data: object) -> dict[str, Any]:
+        """An OrdersService call as the customer."""
+        return self.grpcurl.call(ORDERS, f"{ORDERS_SVC}/{method}", data, self.customer)
+
+
+@pytest.fixture(scope="module")
+def tokens(orders_mesh: Path) -> MeshTokens:
+    """Tokens from the module mesh's identity."""
+    return mesh_tokens(orders_mesh)
+
+
+@pytest.fixture(scope="module")
+def shop(grpcurl: Grpcurl, tokens: MeshTokens) -> Shop:
+    """grpcurl with the module mesh's tokens."""
+    return Shop(grpcurl, tokens)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def set_stock(grpcurl: Grpcurl, sku: str, quantity: int) -> None:
-    grpcurl.call(INVENTORY, f"{INVENTORY_SVC}/SetStock", {"sku": sku, "quantity": quantity})
+def set_stock(shop: Shop, sku: str, quantity: int) -> None:
+    shop.grpcurl.call(
+        INVENTORY, f"{INVENTORY_SVC}/SetStock", {"sku": sku, "quantity": quantity}, shop.admin
+    )
 
 
-def stock(grpcurl: Grpcurl, sku: str) -> tuple[int, int]:
-    got = grpcurl.call(INVENTORY, f"{INVENTORY_SVC}/GetStock", {"sku": sku})
+def stock(shop: Shop, sku: str) -> tuple[int, int]:
+    got = shop.grpcurl.call(INVENTORY, f"{INVENTORY_SVC}/GetStock", {"sku": sku})  # public
     return int(str(got.get("available", 0))), int(str(got.get("reserved", 0)))
 
 
 def place(
-    grpcurl: Grpcurl, sku: str, quantity: int, token: str = "tok_visa", **changes: Any
+    shop: Shop, sku: str, quantity: int, token: str = "tok_visa", **changes: Any
 ) -> tuple[str, dict[str, object]]:
     request = {
         "request_id": unique("req"),
-        "customer_id": "cust-1",
+        "customer_id": CUSTOMER,
         "lines": [
             {
                 "sku": sku,
@@ -80,14 +122,14 @@ def place(
         "payment_token": token,
         "shipping_address": ADDRESS,
     } | changes
-    return request["request_id"], grpcurl.call(ORDERS, f"{ORDERS_SVC}/PlaceOrder", request)
+    return request["request_id"], shop.orders("PlaceOrder", request)
 
 
-def final_order(grpcurl: Grpcurl, order_id: str, timeout: float = 60.0) -> dict[str, Any]:
+def final_order(shop: Shop, order_id: str, timeout: float = 60.0) -> dict[str, Any]:
     """Poll GetOrder until the order is CONFIRMED or CANCELLED."""
     deadline = time.monotonic() + timeout
     while True:
-        got = grpcurl.call(ORDERS, f"{ORDERS_SVC}/GetOrder", {"order_id": order_id})
+        got = shop.orders("GetOrder", {"order_id": order_id})
         order = got["order"]
         assert isinstance(order, dict)
         if order["status"] in FINAL:
@@ -96,8 +138,8 @@ def final_order(grpcurl: Grpcurl, order_id: str, timeout: float = 60.0) -> dict[
         time.sleep(0.1)  # poll interval within the deadline loop
 
 
-def event_types(grpcurl: Grpcurl, order_id: str) -> list[str]:
-    listed = grpcurl.call(ORDERS, f"{ORDERS_SVC}/ListOrderEvents", {"order_id": order_id})
+def event_types(shop: Shop, order_id: str) -> list[str]:
+    listed = shop.orders("ListOrderEvents", {"order_id": order_id})
     events = listed["events"]
     assert isinstance(events, list)
     assert [int(e["version"]) for e in events] == list(range(1, len(events) + 1))
@@ -134,26 +176,26 @@ def published(bootstrap: str, order_ids: set[str], timeout: float = 30.0) -> dic
 
 
 def test_the_four_outcomes_with_stock_events_and_sagas(
-    orders_mesh: Path, grpcurl: Grpcurl, kafka_bootstrap: str
+    orders_mesh: Path, shop: Shop, kafka_bootstrap: str
 ) -> None:
     sku = unique("mug")
-    set_stock(grpcurl, sku, 10)
-    _, ok = place(grpcurl, sku, 2)
+    set_stock(shop, sku, 10)
+    _, ok = place(shop, sku, 2)
     assert ok["status"] == "ORDER_STATUS_PENDING", "PlaceOrder answers at once, PENDING"
-    _, declined = place(grpcurl, sku, 1, token="tok_chargeDeclined")
-    _, short = place(grpcurl, sku, 50)
+    _, declined = place(shop, sku, 1, token="tok_chargeDeclined")
+    _, short = place(shop, sku, 50)
     _, antarctica = place(
-        grpcurl, sku, 3, shipping_address={**ADDRESS, "city": "McMurdo", "country_code": "AQ"}
+        shop, sku, 3, shipping_address={**ADDRESS, "city": "McMurdo", "country_code": "AQ"}
     )
     ids = {name: str(r["order_id"]) for name, r in [
         ("ok", ok), ("declined", declined), ("short", short), ("aq", antarctica)
     ]}  # fmt: skip
-    orders = {name: final_order(grpcurl, oid) for name, oid in ids.items()}
+    orders = {name: final_order(shop, oid) for name, oid in ids.items()}
 
     assert orders["ok"]["status"] == "ORDER_STATUS_CONFIRMED"
     assert orders["ok"]["total"] == {"currency_code": "EUR", "units": "25"}
     assert "cancellation_reason" not in orders["ok"]
-    assert event_types(grpcurl, ids["ok"]) == [
+    assert event_types(shop, ids["ok"]) == [
         "OrderPlaced",
         "OrderStockReserved",
         "OrderPaymentAuthorized",
@@ -164,7 +206,7 @@ def test_the_four_outcomes_with_stock_events_and_sagas(
 
     assert orders["declined"]["status"] == "ORDER_STATUS_CANCELLED"
     assert "authorize payment: payment declined" in orders["declined"]["cancellation_reason"]
-    assert event_types(grpcurl, ids["declined"]) == [
+    assert event_types(shop, ids["declined"]) == [
         "OrderPlaced",
         "OrderStockReserved",
         "OrderCancelled",
@@ -173,28 +215,33 @@ def test_the_four_outcomes_with_stock_events_and_sagas(
     assert orders["short"]["status"] == "ORDER_STATUS_CANCELLED"
     reason = orders["short"]["cancellation_reason"]
     assert reason.startswith("reserve stock: FAILED_PRECONDITION") and sku in reason
-    assert event_types(grpcurl, ids["short"]) == ["OrderPlaced", "OrderCancelled"]
+    assert event_types(shop, ids["short"]) == ["OrderPlaced", "OrderCancelled"]
 
     assert orders["aq"]["status"] == "ORDER_STATUS_CANCELLED"
     assert orders["aq"]["cancellation_reason"].startswith("create shipment: FAILED_PRECONDITION")
-    history = grpcurl.call(ORDERS, f"{ORDERS_SVC}/ListOrderEvents", {"order_id": ids["aq"]})
+    history = shop.orders("ListOrderEvents", {"order_id": ids["aq"]})
     authorized = [e for e in history["events"] if e["type"].endswith("PaymentAuthorized")]
     payment_id = authorized[0]["data"]["payment_id"]
-    payment = grpcurl.call(
-        PAYMENTS, "shop.payments.v1.PaymentsService/GetPayment", {"payment_id": payment_id}
+    # Support reads payments (the customer may not call payments at all).
+    payment = shop.grpcurl.call(
+        PAYMENTS,
+        "shop.payments.v1.PaymentsService/GetPayment",
+        {"payment_id": payment_id},
+        shop.support,
     )
     assert payment["payment"]["status"] == "PAYMENT_STATUS_VOIDED"
 
     # Stock adds up: only the confirmed order's 2 units left; nothing stays reserved.
-    assert stock(grpcurl, sku) == (8, 0)
+    assert stock(shop, sku) == (8, 0)
 
     # The same histories reached Kafka through the outbox, in order.
     on_kafka = published(kafka_bootstrap, set(ids.values()))
     assert on_kafka[ids["ok"]][-1] == "OrderConfirmed"
     assert on_kafka[ids["short"]] == ["OrderPlaced", "OrderCancelled"]
     for name, oid in ids.items():
-        assert on_kafka[oid] == event_types(grpcurl, oid), name
+        assert on_kafka[oid] == event_types(shop, oid), name
 
+    # `mesh sagas` mints an admin's token (sagas.inspect) through the mesh's identity.
     sagas = mesh_cli(orders_mesh, "sagas", "--all", "--json")
     assert sagas.returncode == 0, sagas.stderr
     rows = {row["saga_id"]: row for row in json.loads(sagas.stdout)}
@@ -205,39 +252,40 @@ def test_the_four_outcomes_with_stock_events_and_sagas(
     assert in_flight.returncode == 0 and "no sagas in flight" in in_flight.stdout
 
 
-def test_replay_and_as_of(orders_mesh: Path, grpcurl: Grpcurl) -> None:
+def test_replay_and_as_of(shop: Shop) -> None:
     sku = unique("cap")
-    set_stock(grpcurl, sku, 5)
-    request_id, first = place(grpcurl, sku, 1)
+    set_stock(shop, sku, 5)
+    request_id, first = place(shop, sku, 1)
     order_id = str(first["order_id"])
-    order = final_order(grpcurl, order_id)
+    order = final_order(shop, order_id)
     assert order["status"] == "ORDER_STATUS_CONFIRMED"
 
     replay = {
         "request_id": request_id,
-        "customer_id": "cust-1",
+        "customer_id": CUSTOMER,
         "lines": order["lines"],
         "payment_token": "tok_visa",
         "shipping_address": ADDRESS,
     }
-    again = grpcurl.call(ORDERS, f"{ORDERS_SVC}/PlaceOrder", replay)
+    again = shop.orders("PlaceOrder", replay)
     assert again["order_id"] == order_id
     assert again["status"] == "ORDER_STATUS_CONFIRMED", "a replay reports the current status"
-    assert event_types(grpcurl, order_id).count("OrderPlaced") == 1
-    assert stock(grpcurl, sku) == (4, 0), "the replay reserved nothing"
+    assert event_types(shop, order_id).count("OrderPlaced") == 1
+    assert stock(shop, sku) == (4, 0), "the replay reserved nothing"
 
     created = datetime.datetime.fromisoformat(order["created_at"].replace("Z", "+00:00"))
     moment = (created + datetime.timedelta(microseconds=500)).isoformat().replace("+00:00", "Z")
-    then = grpcurl.call(ORDERS, f"{ORDERS_SVC}/GetOrder", {"order_id": order_id, "as_of": moment})
+    then = shop.orders("GetOrder", {"order_id": order_id, "as_of": moment})
     assert then["order"]["status"] == "ORDER_STATUS_PENDING"
     assert then["order"]["version"] == "1"
 
-    bad = grpcurl.run(
+    bad = shop.grpcurl.run(
         ORDERS,
         f"{ORDERS_SVC}/PlaceOrder",
+        metadata=shop.customer,
         data={
             "request_id": unique("req"),
-            "customer_id": "c",
+            "customer_id": CUSTOMER,
             "payment_token": "tok_visa",
             "lines": [
                 {"sku": sku, "quantity": 0, "unit_price": {"currency_code": "EUR", "units": 1}},
@@ -253,3 +301,63 @@ def test_replay_and_as_of(orders_mesh: Path, grpcurl: Grpcurl) -> None:
         "shipping_address.city",
     ):
         assert f'"field": "{field}"' in bad.stderr
+
+
+def test_another_customers_order_is_denied_and_the_denial_is_in_the_audit_trail(
+    orders_mesh: Path, shop: Shop, tokens: MeshTokens
+) -> None:
+    """Issue 14's "Done when": a customer reading another customer's order gets
+    PERMISSION_DENIED naming the permission, the denial reaches the audit trail (`mesh audit ls`
+    mints an auditor's token), and the trail verifies (`mesh audit verify`)."""
+    sku = unique("lamp")
+    set_stock(shop, sku, 2)
+    _, placed = place(shop, sku, 1)
+    order_id = str(placed["order_id"])
+    snoop = unique("cust-snoop")
+    refused = shop.grpcurl.run(
+        ORDERS,
+        f"{ORDERS_SVC}/GetOrder",
+        data={"order_id": order_id},
+        metadata=tokens.metadata("customer", snoop),
+    )
+    assert "Code: PermissionDenied" in refused.stderr, refused.stderr
+    assert f"permission orders.read denied on Order {order_id}" in refused.stderr
+    # Nor may they place an order in the owner's name.
+    impostor = shop.grpcurl.run(
+        ORDERS,
+        f"{ORDERS_SVC}/PlaceOrder",
+        metadata=tokens.metadata("customer", snoop),
+        data={
+            "request_id": unique("req"),
+            "customer_id": CUSTOMER,
+            "lines": [
+                {"sku": sku, "quantity": 1, "unit_price": {"currency_code": "EUR", "units": 1}}
+            ],
+            "payment_token": "tok_visa",
+            "shipping_address": ADDRESS,
+        },
+    )
+    assert "Code: PermissionDenied" in impostor.stderr, impostor.stderr
+    # An admin may not read the audit trail (separation of duties): `mesh audit ls` says so.
+    as_admin = mesh_cli(orders_mesh, "audit", "ls", "--token", tokens.token("admin"))
+    assert as_admin.returncode == 1 and "PERMISSION_DENIED" in as_admin.stderr, as_admin.stderr
+
+    def denial() -> dict[str, Any] | None:
+        listed = mesh_cli(
+            orders_mesh, "audit", "ls", "--actor", snoop, "--resource", f"Order:{order_id}",
+            "--json",
+        )  # fmt: skip
+        assert listed.returncode == 0, listed.stderr
+        rows = [row["record"] for row in json.loads(listed.stdout)]
+        return next((r for r in rows if r["action"] == "orders.read"), None)
+
+    deadline = time.monotonic() + 60
+    while (record := denial()) is None:
+        assert time.monotonic() < deadline, f"no audit entry of {snoop}'s denial within 60 s"
+        time.sleep(0.5)  # poll interval: the record travels orders' outbox, Kafka, audit
+    assert record["outcome"] == "DENIED" and record["service"] == "orders"
+    assert record["actor"]["subject"] == snoop and record["actor"]["roles"] == ["customer"]
+    assert "orders.read" in record["reason"]
+    verified = mesh_cli(orders_mesh, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("verified "), verified.stdout

@@ -1,9 +1,14 @@
 """End to end: `mesh up -d` with the real registry and payments, the real grpcurl, kill -9.
 
 The scratch root gets its own mesh.toml, derived from the repository's: only the components
-payments needs (the schema registry and payments itself, exactly as declared there), moved to
-free ports. So this test neither needs nor disturbs 8081/5005x, which a developer's own mesh
-or a parallel test run may hold, and does not depend on services it does not talk to.
+payments needs (the schema registry, identity, whose tokens it checks, and payments itself,
+exactly as declared there), moved to free ports. So this test neither needs nor disturbs
+8081/5005x, which a developer's own mesh or a parallel test run may hold, and does not depend on
+services it does not talk to.
+
+Each call is made as orders' saga makes it: with orders' own token from identity, on behalf of
+the order's customer (payments' policy lets no one else authorize, capture, void or refund);
+support reads payments, a customer may not call payments at all.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.mesh import Grpcurl, write_moved_mesh_toml
+from support.mesh import Grpcurl, Metadata, mesh_tokens, write_moved_mesh_toml
 
 REPO = Path(__file__).resolve().parents[2]
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -40,28 +46,42 @@ def mesh(
     )
 
 
+@dataclass(frozen=True)
+class PaymentsMesh:
+    """The running mesh: its root, payments' address, the environment it was started in."""
+
+    root: Path
+    address: str
+    env: dict[str, str]
+
+    @property
+    def saga(self) -> Metadata:
+        """What orders' saga sends payments: its own token, acting for the order's customer."""
+        return mesh_tokens(self.root).acting_for("cust-pay")
+
+
 @pytest.fixture(scope="module")
 def payments_mesh(
     tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str
-) -> Iterator[tuple[Path, str, dict[str, str]]]:
-    """A running registry + payments in a scratch root: (root, payments address, mesh env)."""
+) -> Iterator[PaymentsMesh]:
+    """A running registry, identity and payments in a scratch root."""
     root = tmp_path_factory.mktemp("payments-mesh")
     for name in ("proto", "scripts"):
         (root / name).symlink_to(REPO / name)
-    ports = write_moved_mesh_toml(root, ("schema-registry", "payments"))
+    ports = write_moved_mesh_toml(root, ("schema-registry", "identity", "payments"))
     env = {**os.environ, "SCHEMA_REGISTRY_URL": f"http://127.0.0.1:{ports['schema-registry']}"}
     env.pop("MESH_KAFKA_BOOTSTRAP", None)
     up = mesh(root, "up", "-d", "--kafka", kafka_bootstrap, env=env)
     try:
         assert up.returncode == 0, up.stderr
-        yield root, f"127.0.0.1:{ports['payments']}", env
+        yield PaymentsMesh(root, f"127.0.0.1:{ports['payments']}", env)
     finally:
         down = mesh(root, "down", env=env)
         assert down.returncode == 0, down.stderr
 
 
-def call(grpcurl: Grpcurl, address: str, method: str, data: object) -> dict[str, Any]:
-    reply = grpcurl.call(address, f"{SERVICE}/{method}", data)
+def call(grpcurl: Grpcurl, payments: PaymentsMesh, method: str, data: object) -> dict[str, Any]:
+    reply = grpcurl.call(payments.address, f"{SERVICE}/{method}", data, payments.saga)
     payment = reply["payment"]
     assert isinstance(payment, dict)
     return payment
@@ -77,23 +97,23 @@ def authorize(key: str, order_id: str, token: str = "tok_visa") -> dict[str, obj
 
 
 def test_authorize_replay_decline_capture_refund(
-    payments_mesh: tuple[Path, str, dict[str, str]], grpcurl: Grpcurl
+    payments_mesh: PaymentsMesh, grpcurl: Grpcurl
 ) -> None:
-    _, address, _ = payments_mesh
+    address = payments_mesh.address
     listed = grpcurl.run(address, "list")
     assert SERVICE in listed.stdout.split(), listed.stderr
 
-    first = call(grpcurl, address, "AuthorizePayment", authorize("e2e-auth-1", "order-1"))
+    first = call(grpcurl, payments_mesh, "AuthorizePayment", authorize("e2e-auth-1", "order-1"))
     assert first["status"] == "PAYMENT_STATUS_AUTHORIZED"
     assert first["amount"] == {"currency_code": "EUR", "units": "12", "nanos": 300000000}
     assert str(first["payment_id"]).startswith("pay_")
 
-    replay = call(grpcurl, address, "AuthorizePayment", authorize("e2e-auth-1", "order-1"))
+    replay = call(grpcurl, payments_mesh, "AuthorizePayment", authorize("e2e-auth-1", "order-1"))
     assert replay == first
 
     declined = call(
         grpcurl,
-        address,
+        payments_mesh,
         "AuthorizePayment",
         authorize("e2e-auth-2", "order-2", "tok_chargeDeclined"),
     )
@@ -103,26 +123,44 @@ def test_authorize_replay_decline_capture_refund(
     payment_id = first["payment_id"]
     captured = call(
         grpcurl,
-        address,
+        payments_mesh,
         "CapturePayment",
         {"idempotency_key": "e2e-cap-1", "payment_id": payment_id},
     )
     assert captured["status"] == "PAYMENT_STATUS_CAPTURED"
     refunded = call(
         grpcurl,
-        address,
+        payments_mesh,
         "RefundPayment",
         {"idempotency_key": "e2e-ref-1", "payment_id": payment_id},
     )
     assert refunded["status"] == "PAYMENT_STATUS_REFUNDED"
-    got = call(grpcurl, address, "GetPayment", {"payment_id": payment_id})
+    got = call(grpcurl, payments_mesh, "GetPayment", {"payment_id": payment_id})
     assert got == refunded
+    # Support reads any payment; a customer never calls payments directly, not even for its own.
+    tokens = mesh_tokens(payments_mesh.root)
+    which = {"payment_id": payment_id}
+    read = grpcurl.call(
+        address, f"{SERVICE}/GetPayment", which, tokens.metadata("support", "clerk-1")
+    )
+    assert read["payment"] == refunded
+    mine = tokens.metadata("customer", "cust-pay")
+    refused = grpcurl.run(address, f"{SERVICE}/GetPayment", data=which, metadata=mine)
+    assert "Code: PermissionDenied" in refused.stderr, refused.stderr
+    assert "payments.read" in refused.stderr
+    refused = grpcurl.run(
+        address,
+        f"{SERVICE}/RefundPayment",
+        data={"idempotency_key": "e2e-ref-2", "payment_id": payment_id},
+        metadata=tokens.metadata("admin"),
+    )
+    assert "Code: PermissionDenied" in refused.stderr, "only orders' saga moves money"
 
 
 def test_errors_carry_the_right_codes_and_name_the_fields(
-    payments_mesh: tuple[Path, str, dict[str, str]], grpcurl: Grpcurl
+    payments_mesh: PaymentsMesh, grpcurl: Grpcurl
 ) -> None:
-    _, address, _ = payments_mesh
+    address, saga = payments_mesh.address, payments_mesh.saga
     bad = grpcurl.run(
         address,
         f"{SERVICE}/AuthorizePayment",
@@ -131,19 +169,26 @@ def test_errors_carry_the_right_codes_and_name_the_fields(
             "amount": {"currency_code": "eur", "units": "1", "nanos": 2000000000},
             "payment_token": "4242424242424242",
         },
+        metadata=saga,
     )
     assert "Code: InvalidArgument" in bad.stderr
     for field in ("idempotency_key", "amount.currency_code", "amount.nanos", "payment_token"):
         assert f'"field": "{field}"' in bad.stderr, bad.stderr
 
     unknown = grpcurl.run(
-        address, f"{SERVICE}/VoidPayment", data={"idempotency_key": "v", "payment_id": "pay_x"}
+        address,
+        f"{SERVICE}/VoidPayment",
+        data={"idempotency_key": "v", "payment_id": "pay_x"},
+        metadata=saga,
     )
     assert "Code: NotFound" in unknown.stderr
 
-    payment = call(grpcurl, address, "AuthorizePayment", authorize("e2e-auth-4", "order-4"))
+    payment = call(grpcurl, payments_mesh, "AuthorizePayment", authorize("e2e-auth-4", "order-4"))
     reused = grpcurl.run(
-        address, f"{SERVICE}/AuthorizePayment", data=authorize("e2e-auth-4", "order-5")
+        address,
+        f"{SERVICE}/AuthorizePayment",
+        data=authorize("e2e-auth-4", "order-5"),
+        metadata=saga,
     )
     assert "Code: AlreadyExists" in reused.stderr
     assert "IDEMPOTENCY_KEY_REUSED" in reused.stderr
@@ -152,11 +197,13 @@ def test_errors_carry_the_right_codes_and_name_the_fields(
         address,
         f"{SERVICE}/CapturePayment",
         {"idempotency_key": "e2e-cap-4", "payment_id": payment["payment_id"]},
+        saga,
     )
     illegal = grpcurl.run(
         address,
         f"{SERVICE}/VoidPayment",
         data={"idempotency_key": "e2e-void-4", "payment_id": payment["payment_id"]},
+        metadata=saga,
     )
     assert "Code: FailedPrecondition" in illegal.stderr
     assert "refund it instead" in illegal.stderr
@@ -171,13 +218,13 @@ def _state(root: Path, env: dict[str, str]) -> dict[str, Any]:
 
 
 def test_replay_after_kill_9_returns_the_first_result(
-    payments_mesh: tuple[Path, str, dict[str, str]], grpcurl: Grpcurl
+    payments_mesh: PaymentsMesh, grpcurl: Grpcurl
 ) -> None:
-    root, address, env = payments_mesh
-    first = call(grpcurl, address, "AuthorizePayment", authorize("e2e-crash-1", "order-6"))
+    root, env = payments_mesh.root, payments_mesh.env
+    first = call(grpcurl, payments_mesh, "AuthorizePayment", authorize("e2e-crash-1", "order-6"))
     captured = call(
         grpcurl,
-        address,
+        payments_mesh,
         "CapturePayment",
         {"idempotency_key": "e2e-crash-cap", "payment_id": first["payment_id"]},
     )
@@ -192,13 +239,16 @@ def test_replay_after_kill_9_returns_the_first_result(
     assert "payments: healthy" in again.stderr
     assert _state(root, env)["pid"] != before["pid"]
 
-    assert call(grpcurl, address, "AuthorizePayment", authorize("e2e-crash-1", "order-6")) == first
+    again_first = call(
+        grpcurl, payments_mesh, "AuthorizePayment", authorize("e2e-crash-1", "order-6")
+    )
+    assert again_first == first
     replayed = call(
         grpcurl,
-        address,
+        payments_mesh,
         "CapturePayment",
         {"idempotency_key": "e2e-crash-cap", "payment_id": first["payment_id"]},
     )
     assert replayed == captured
-    got = call(grpcurl, address, "GetPayment", {"payment_id": first["payment_id"]})
+    got = call(grpcurl, payments_mesh, "GetPayment", {"payment_id": first["payment_id"]})
     assert got["status"] == "PAYMENT_STATUS_CAPTURED"

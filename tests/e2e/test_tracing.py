@@ -4,7 +4,9 @@ The test process plays a client service ("e2e-client"): inside its root span it 
 (SetStock: an event through the outbox), payments and shipping (NOT_FOUND: error statuses), and
 orders (PlaceOrder: an event too) through ``meshkit.connect()``, and consumes the inventory event
 with meshkit's EventConsumer. The trace must come back as ONE tree: SERVER, CLIENT, PRODUCER and
-CONSUMER spans, five services, a single root, no span whose parent is missing.
+CONSUMER spans, five services, a single root, no span whose parent is missing. Each call carries
+the least token that may make it, from the mesh's identity (an admin's for SetStock, support's
+for the reads, the customer's own for PlaceOrder).
 
 1. `mesh up` (its trace receiver on 4317, real Kafka), then `mesh trace ID --json` / `mesh traces`.
 2. A real Jaeger v2 on free ports; `mesh up` with OTEL_EXPORTER_OTLP_ENDPOINT pointing at it (the
@@ -23,7 +25,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format
-from support.mesh import DEFAULT_PORTS, mesh_cli, port_in_use
+from support.mesh import DEFAULT_PORTS, MeshTokens, mesh_cli, mesh_tokens, port_in_use
 from support.tracing import Jaeger, assert_connected, mesh_trace_json, poll, spans_with
 
 from meshkit import connect, telemetry
@@ -39,13 +41,14 @@ pytestmark = pytest.mark.kafka
 REGISTRY = "http://127.0.0.1:8081"
 KINDS = {"SERVER", "CLIENT", "PRODUCER", "CONSUMER"}
 STOCK_SET = "shop.inventory.v1.StockSet"
+CUSTOMER = "cust-trace"
 
 
 def place_order_request(sku: str) -> orders_pb2.PlaceOrderRequest:
     return json_format.ParseDict(
         {
             "request_id": f"req-{uuid.uuid4().hex[:8]}",
-            "customer_id": "cust-trace",
+            "customer_id": CUSTOMER,
             "lines": [
                 {
                     "sku": sku,
@@ -66,9 +69,11 @@ def place_order_request(sku: str) -> orders_pb2.PlaceOrderRequest:
     )
 
 
-def call_chain(kafka_bootstrap: str, workdir: Path) -> str:
+def call_chain(kafka_bootstrap: str, workdir: Path, tokens: MeshTokens) -> str:
     """The client's part: calls across four services and one consumed event, all in one root
     span. Returns the trace id (the caller's traceparent every service received)."""
+    admin, support = tokens.metadata("admin"), tokens.metadata("support")
+    customer = tokens.metadata("customer", CUSTOMER)
     sku = f"trace-{uuid.uuid4().hex[:8]}"
     handled: list[str] = []
 
@@ -93,19 +98,24 @@ def call_chain(kafka_bootstrap: str, workdir: Path) -> str:
         with telemetry.span("checkout") as root:
             trace_id = format(root.get_span_context().trace_id, "032x")
             inventory_pb2_grpc.InventoryServiceStub(channels["inventory"]).SetStock(
-                inventory_pb2.SetStockRequest(sku=sku, quantity=5), timeout=10
+                inventory_pb2.SetStockRequest(sku=sku, quantity=5), timeout=10, metadata=admin
             )
             with pytest.raises(grpc.RpcError) as missing:
                 payments_pb2_grpc.PaymentsServiceStub(channels["payments"]).GetPayment(
-                    payments_pb2.GetPaymentRequest(payment_id="pay-none"), timeout=10
+                    payments_pb2.GetPaymentRequest(payment_id="pay-none"),
+                    timeout=10,
+                    metadata=support,
                 )
             assert missing.value.code() is grpc.StatusCode.NOT_FOUND
-            with pytest.raises(grpc.RpcError):
+            with pytest.raises(grpc.RpcError) as missing:
                 shipping_pb2_grpc.ShippingServiceStub(channels["shipping"]).GetShipment(
-                    shipping_pb2.GetShipmentRequest(shipment_id="shp-none"), timeout=10
+                    shipping_pb2.GetShipmentRequest(shipment_id="shp-none"),
+                    timeout=10,
+                    metadata=support,
                 )
+            assert missing.value.code() is grpc.StatusCode.NOT_FOUND
             orders_pb2_grpc.OrdersServiceStub(channels["orders"]).PlaceOrder(
-                place_order_request(sku), timeout=10
+                place_order_request(sku), timeout=10, metadata=customer
             )
         # The event SetStock wrote reaches this consumer through the outbox relay and Kafka.
         poll(lambda: consumer.run_once(0.5) >= 0 and sku in handled, 60, f"StockSet of {sku}")
@@ -165,7 +175,7 @@ def test_call_chain_is_one_trace_in_the_local_store(
     mesh_up(tmp_mesh_root, kafka_bootstrap)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
     assert telemetry.configure("e2e-client")
-    trace_id = call_chain(kafka_bootstrap, tmp_path)
+    trace_id = call_chain(kafka_bootstrap, tmp_path, mesh_tokens(tmp_mesh_root))
 
     spans = poll(
         spans_with(lambda: mesh_trace_json(run(tmp_mesh_root), trace_id), complete),
@@ -248,7 +258,7 @@ def test_the_same_trace_through_jaegers_api_v3(
     mesh_up(tmp_mesh_root, kafka_bootstrap)
     assert not port_in_use(4317), "the local receiver should not run when exporting to Jaeger"
     assert telemetry.configure("e2e-client")
-    trace_id = call_chain(kafka_bootstrap, tmp_path)
+    trace_id = call_chain(kafka_bootstrap, tmp_path, mesh_tokens(tmp_mesh_root))
 
     spans = poll_trace(
         lambda: mesh_trace_json(run(tmp_mesh_root), trace_id, "--jaeger", jaeger.query_url),
@@ -293,13 +303,18 @@ def test_a_place_order_is_one_trace_across_five_services(
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317")
     assert telemetry.configure("e2e-client")
     sku = f"trace-{uuid.uuid4().hex[:8]}"
+    tokens = mesh_tokens(tmp_mesh_root)
     with connect("127.0.0.1:50052") as inventory:
         inventory_pb2_grpc.InventoryServiceStub(inventory).SetStock(
-            inventory_pb2.SetStockRequest(sku=sku, quantity=5), timeout=10
+            inventory_pb2.SetStockRequest(sku=sku, quantity=5),
+            timeout=10,
+            metadata=tokens.metadata("admin"),
         )
     with connect("127.0.0.1:50051") as channel, telemetry.span("place order") as caller:
         trace_id = format(caller.get_span_context().trace_id, "032x")
-        orders_pb2_grpc.OrdersServiceStub(channel).PlaceOrder(place_order_request(sku), timeout=10)
+        orders_pb2_grpc.OrdersServiceStub(channel).PlaceOrder(
+            place_order_request(sku), timeout=10, metadata=tokens.metadata("customer", CUSTOMER)
+        )
     telemetry.force_flush()
 
     spans = poll(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from support.identity import TEST_CLIENTS, Identity, login, register
-from support.mesh import mesh_up, write_moved_mesh_toml
+from support.mesh import mesh_tokens, mesh_up, write_moved_mesh_toml
 
 PASSWORD = "correct horse battery staple 42"
 # The tests' rate limits: roomy, but PUT /v1/stock/{sku} (admins only, which no other test calls
@@ -28,6 +29,10 @@ name = "stock-write"
 capacity = 3
 per_seconds = 60
 """
+# A fresh order_views replays the shared broker's whole history first (every earlier run's
+# events): read-your-writes waits are bounded by a call's deadline, so the tests start once it
+# has caught up.
+CATCH_UP_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,30 @@ def running_shop(root: Path, kafka_bootstrap: str) -> Iterator[Shop]:
     for key in ("MESH_KAFKA_BOOTSTRAP", "OTEL_EXPORTER_OTLP_ENDPOINT"):
         env.pop(key, None)
     with mesh_up(root, kafka_bootstrap, env):
+        wait_for_order_views(root, f"127.0.0.1:{ports['order_views']}")
         yield Shop(root, gateway, Identity.at(root, ports, env), ports, env)
+
+
+def wait_for_order_views(root: Path, address: str, timeout: float = CATCH_UP_S) -> None:
+    """Return once order_views at ``address`` has no lag on any partition (asked as support,
+    whom its policy lets see the projections' lag)."""
+    import grpc
+
+    from shop.order_views.v1 import order_views_pb2, order_views_pb2_grpc
+
+    support = mesh_tokens(root).metadata("support")
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = order_views_pb2_grpc.OrderViewsServiceStub(channel)
+        while True:
+            status = stub.GetProjectionStatus(
+                order_views_pb2.GetProjectionStatusRequest(), metadata=support, timeout=10
+            )
+            lags = [p.lag for p in status.partitions]
+            if lags and not any(lags):
+                return
+            assert time.monotonic() < deadline, f"order_views still behind after {timeout}s"
+            time.sleep(0.5)  # poll interval within the deadline loop
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Fixtures for tests that run real services: free ports, the real grpcurl, in-process servers."""
+"""Fixtures for tests that run real services: free ports, the real grpcurl, in-process servers,
+and the access tokens of a running mesh's identity (``MeshTokens``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -21,8 +24,14 @@ from mesh_runner.processes import port_open
 REPO = Path(__file__).resolve().parents[2]
 GRPCURL = REPO / ".cache" / "bin" / "grpcurl"
 MESH = str(Path(sys.executable).parent / "mesh")
-# The mesh's default ports (mesh.toml): gRPC services, the schema registry, the OTLP receiver.
-DEFAULT_PORTS = (50051, 50052, 50053, 50054, 50055, 50056, 8090, 8081, 4317)
+# The mesh's default ports: every port and http_port mesh.toml declares (gRPC services, their
+# HTTP sides, the schema registry, the OTLP receiver).
+DEFAULT_PORTS = tuple(
+    int(component[key])
+    for component in tomllib.loads((REPO / "mesh.toml").read_text())["component"]
+    for key in ("port", "http_port")
+    if key in component
+)
 
 
 def mesh_cli(
@@ -140,24 +149,112 @@ def _moved(value: Any, ports: dict[int, int]) -> Any:
     return value
 
 
+Metadata = tuple[tuple[str, str], ...]
+# Service tokens are fetched again this long before they expire.
+SERVICE_TOKEN_MARGIN_S = 60.0
+
+
+class MeshTokens:
+    """Access tokens from the identity of the mesh `mesh up` started in ``root``, cached.
+
+    ``token(role, subject)`` is what `mesh token` prints (mesh_runner.token.mint: identity's
+    admin command in identity's environment, signed with the key the running identity publishes;
+    about a second each, so each (role, subject) is minted once per mesh). ``service(client)``
+    is a service's own token from identity's token endpoint (client_credentials with the
+    development secret), as orders' saga and the gateway get theirs: what calls inventory,
+    payments and shipping, whose policies let only those services in. Thread-safe.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._minted: dict[tuple[str, str], str] = {}
+        self._services: dict[str, tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def token(self, role: str = "customer", subject: str = "") -> str:
+        """A token with ``role`` for ``subject`` (default ``dev-<role>``)."""
+        from mesh_runner.token import mint
+
+        with self._lock:
+            key = (role, subject)
+            if key not in self._minted:
+                self._minted[key] = mint(self.root, role, subject)
+            return self._minted[key]
+
+    def metadata(self, role: str = "customer", subject: str = "") -> Metadata:
+        """Call metadata carrying ``token(role, subject)``."""
+        return (("authorization", f"Bearer {self.token(role, subject)}"),)
+
+    def service(self, client_id: str = "orders") -> str:
+        """The service ``client_id``'s own access token (roles ["service"], sub the client id)."""
+        import requests
+
+        with self._lock:
+            token, expires = self._services.get(client_id, ("", 0.0))
+            if token and time.monotonic() < expires - SERVICE_TOKEN_MARGIN_S:
+                return token
+            answer = requests.post(
+                f"{self.issuer}/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client_id, f"dev-{client_id}-secret"),
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            token = str(body["access_token"])
+            self._services[client_id] = (token, time.monotonic() + float(body["expires_in"]))
+            return token
+
+    def acting_for(self, subject: str, client_id: str = "orders") -> Metadata:
+        """Call metadata of service ``client_id`` acting on behalf of ``subject``: what orders'
+        saga sends inventory, payments and shipping (``mesh-on-behalf-of``)."""
+        return (
+            ("authorization", f"Bearer {self.service(client_id)}"),
+            ("mesh-on-behalf-of", subject),
+        )
+
+    @property
+    def issuer(self) -> str:
+        """Identity's HTTP base URL in this mesh (its token endpoint is ``/token``)."""
+        declared = tomllib.loads((self.root / "mesh.toml").read_text())["component"]
+        identity = next(c for c in declared if c["name"] == "identity")
+        return f"http://127.0.0.1:{identity['http_port']}"
+
+
+_TOKENS: dict[Path, MeshTokens] = {}
+
+
+def mesh_tokens(root: Path) -> MeshTokens:
+    """The token cache of the mesh in ``root`` (one per mesh: its identity signs them)."""
+    return _TOKENS.setdefault(root.resolve(), MeshTokens(root.resolve()))
+
+
 class Grpcurl:
     """The real grpcurl binary (installed by `make tools`), plaintext, against 127.0.0.1."""
 
     def __init__(self, binary: Path) -> None:
         self.binary = binary
 
-    def run(self, *args: str, data: object | None = None) -> subprocess.CompletedProcess[str]:
-        """Run grpcurl with ``args``; ``data`` is sent as the JSON request (-d)."""
+    def run(
+        self, *args: str, data: object | None = None, metadata: Metadata = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Run grpcurl with ``args``; ``data`` is sent as the JSON request (-d), each pair of
+        ``metadata`` as a header (-H "key: value", e.g. ``MeshTokens.metadata``)."""
         argv = [str(self.binary), "-plaintext", "-max-time", "10"]
+        for key, value in metadata:
+            argv += ["-H", f"{key}: {value}"]
         if data is not None:
             argv += ["-d", json.dumps(data)]
         return subprocess.run(
             [*argv, *args], capture_output=True, text=True, timeout=30, check=False
         )
 
-    def call(self, address: str, method: str, data: object) -> dict[str, object]:
-        """Invoke ``method`` and return the JSON response; fails the test on a non-zero exit."""
-        result = self.run(address, method, data=data)
+    def call(
+        self, address: str, method: str, data: object, metadata: Metadata = ()
+    ) -> dict[str, object]:
+        """Invoke ``method`` (with ``metadata``) and return the JSON response; fails the test on
+        a non-zero exit."""
+        result = self.run(address, method, data=data, metadata=metadata)
         assert result.returncode == 0, f"grpcurl {method} failed: {result.stderr}"
         parsed: dict[str, object] = json.loads(result.stdout or "{}")
         return parsed
