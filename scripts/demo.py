@@ -1,32 +1,41 @@
-"""`make demo`: the mesh on embedded defaults, four orders through the saga, a device login, then
-shutdown.
+"""`make demo`: the mesh on embedded defaults, four orders through the saga, a device login, a
+refused read and its audit record, then shutdown.
 
 Starts the mesh with `mesh up -d` (embedded Kafka unless one is configured), stocks two SKUs,
 places four orders (one confirmed, one declined, one out of stock, one unshippable), waits for
 each saga to end and prints the outcomes with their reasons, the stock before and after, a
-replayed request and the confirmed order's trace tree. Then a TV signs in with the OAuth 2
-device flow (RFC 8628) against identity: the demo plays the TV (showing the code, polling the
-token endpoint at the interval it was given) and the person (typing the code into the
-verification page, logging in, pressing Allow), then calls IdentityService with the access token.
-With that same token the TV places an order through the gateway (HTTP/JSON on 8080, each call
-printed as the curl command a person could run), polls it to CONFIRMED there, reads it back from
-the read model (read-your-writes) and with its details, and the demo prints the POST's trace
-(its X-Trace-Id), whose root must be the gateway's span.
+replayed request and the confirmed order's trace tree. Every call carries an access token, minted
+by the mesh's identity as `mesh token` mints one: an admin's to set stock, the customer's own
+(Ada's) to place and read her orders; the saga calls inventory, payments and shipping as orders,
+on her behalf. Then a TV signs in with the OAuth 2 device flow (RFC 8628) against identity: the
+demo plays the TV (showing the code, polling the token endpoint at the interval it was given) and
+the person (typing the code into the verification page, logging in, pressing Allow), then calls
+IdentityService with the access token, and the gateway introspects it (IntrospectToken is for the
+mesh's services: the gateway's own client credentials). With that same token the TV places an
+order through the gateway (HTTP/JSON on 8080, each call printed as the curl command a person
+could run), polls it to CONFIRMED there, reads it back from the read model (read-your-writes)
+and with its details, and the demo prints the POST's trace (its X-Trace-Id), whose root must be
+the gateway's span. Then the TV's person asks for Ada's order, over gRPC and through the gateway:
+PERMISSION_DENIED and 403, and the denial turns up in the audit trail (`mesh audit ls`, with an
+auditor's token), which verifies (`mesh audit verify`).
 Last come the commands to try, and the mesh is stopped (unless it was running before the demo,
 in which case it is left as it was found). Exits 1 when an order did not end as its scenario
-says, the login did not give a working token, or the order through the gateway did not confirm
-under a trace rooted at the gateway, so CI catches a broken flow.
+says, the login did not give a working token, the order through the gateway did not confirm
+under a trace rooted at the gateway, or the refused read was not refused, audited and verified,
+so CI catches a broken flow.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shlex
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -35,8 +44,10 @@ from urllib.parse import urljoin
 import grpc
 import requests
 
+from mesh_runner.token import mint
 from meshkit import DEFAULT_TIMEOUT, address_of, connect
 from meshkit.addresses import http_url_of
+from meshkit.credentials import StaticCredentials
 from schema_registry.client import RegistryClient
 from shop.common.v1 import common_pb2 as common_pb
 from shop.identity.v1 import identity_pb2 as identity_pb
@@ -62,6 +73,10 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 # a busy machine can take longer than DEFAULT_TIMEOUT for it.
 HASHING_TIMEOUT = 30.0
 REGISTRY = "http://127.0.0.1:8081"
+CUSTOMER = "cust-ada"  # the customer of the four orders: her token's subject
+# IntrospectToken is for the mesh's services (resource servers); the demo asks as the gateway.
+GATEWAY_CLIENT = ("gateway", os.environ.get("GATEWAY_CLIENT_SECRET", "dev-gateway-secret"))
+AUDIT_WAIT_S = 60.0  # the denial's record travels orders' outbox, Kafka and the audit service
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 if not sys.stdout.isatty():
     BOLD = DIM = GREEN = RED = RESET = ""
@@ -69,6 +84,11 @@ if not sys.stdout.isatty():
 
 def heading(text: str) -> None:
     print(f"\n{BOLD}{text}{RESET}")
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying ``token``."""
+    return (("authorization", f"Bearer {token}"),)
 
 
 def mesh(*args: str) -> subprocess.CompletedProcess[str]:
@@ -107,7 +127,7 @@ def place(
     _, token, sku, quantity, country = scenario
     request = orders_pb.PlaceOrderRequest(
         request_id=request_id,
-        customer_id="cust-ada",
+        customer_id=CUSTOMER,
         lines=[
             orders_pb.OrderLine(
                 sku=sku,
@@ -147,14 +167,25 @@ def stock_line(inventory: inv_grpc.InventoryServiceStub, sku: str) -> str:
     return f"{sku:<11} available={stock.available:<3} reserved={stock.reserved}"
 
 
-def flow(trace_id: str) -> bool:
-    """Play the four orders (the confirmed one in trace ``trace_id``); True when each ended
-    as expected."""
+def flow(trace_id: str) -> tuple[bool, str]:
+    """Play the four orders (the confirmed one in trace ``trace_id``); (True when each ended
+    as expected, the confirmed order's id)."""
     ok = True
-    with connect(INVENTORY) as inv_channel, connect(ORDERS) as orders_channel:
+    heading("0. Access tokens from the mesh's identity (what `mesh token` prints)")
+    admin = mint(ROOT, "admin")
+    ada = mint(ROOT, "customer", CUSTOMER)
+    print(f"  admin        {admin[:12]}...  (mesh token --role admin): sets stock")
+    print(
+        f"  {CUSTOMER:<12} {ada[:12]}...  (mesh token --role customer --subject {CUSTOMER}):"
+        " places and reads her own orders"
+    )
+    with (
+        connect(INVENTORY, credentials=StaticCredentials(admin)) as inv_channel,
+        connect(ORDERS, credentials=StaticCredentials(ada)) as orders_channel,
+    ):
         inventory = inv_grpc.InventoryServiceStub(inv_channel)
         orders = orders_grpc.OrdersServiceStub(orders_channel)
-        heading("1. Stock arrives (InventoryService/SetStock)")
+        heading("1. Stock arrives (InventoryService/SetStock, as an admin)")
         inventory.SetStock(
             inv_pb.SetStockRequest(sku="mug-blue", quantity=10), timeout=DEFAULT_TIMEOUT
         )
@@ -164,7 +195,10 @@ def flow(trace_id: str) -> bool:
         for sku in ("mug-blue", "lamp-brass"):
             print("  " + stock_line(inventory, sku))
 
-        heading("2. Four orders are placed (OrdersService/PlaceOrder answers PENDING at once)")
+        heading(
+            f"2. Four orders are placed with {CUSTOMER}'s token (OrdersService/PlaceOrder"
+            " answers PENDING at once)"
+        )
         run = uuid.uuid4().hex[:6]
         placed: list[tuple[tuple[str, str, str, int, str], str, str]] = []
         for scenario in SCENARIOS:
@@ -176,7 +210,10 @@ def flow(trace_id: str) -> bool:
             what, token, sku, quantity, country = scenario
             print(f"  {what:<13} {order_id}  ({token}, {quantity} x {sku}, to {country})")
 
-        heading("3. The saga runs: reserve stock -> authorize payment -> book shipment -> confirm")
+        heading(
+            "3. The saga runs: reserve stock -> authorize payment -> book shipment -> confirm"
+            f" (orders calls each service as itself, on behalf of {CUSTOMER})"
+        )
         for scenario, _, order_id in placed:
             order = settle(orders, order_id)
             status = orders_pb.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_")
@@ -204,10 +241,13 @@ def flow(trace_id: str) -> bool:
 
         heading("7. A bad request names every bad field")
         try:
-            orders.PlaceOrder(orders_pb.PlaceOrderRequest(request_id="x"), timeout=DEFAULT_TIMEOUT)
+            orders.PlaceOrder(
+                orders_pb.PlaceOrderRequest(request_id="x", customer_id=CUSTOMER),
+                timeout=DEFAULT_TIMEOUT,
+            )
         except grpc.RpcError as error:
             print(f"  {RED}{error.code().name}{RESET}: {error.details()}")
-    return ok
+    return ok, placed[0][2]
 
 
 def read_trace(trace_id: str) -> list[dict[str, Any]]:
@@ -376,6 +416,19 @@ def poll_for_token(
     raise LoginFailed(f"no token within {deadline_s:.0f}s of polling")
 
 
+def service_token(http: requests.Session, token_endpoint: str) -> str:
+    """The gateway's own access token (OAuth 2 client credentials, RFC 6749 §4.4)."""
+    answer = http.post(
+        token_endpoint,
+        data={"grant_type": "client_credentials"},
+        auth=GATEWAY_CLIENT,
+        timeout=DEFAULT_TIMEOUT,
+    )
+    if answer.status_code != 200:
+        raise LoginFailed(f"client credentials of the gateway: HTTP {answer.status_code}")
+    return str(answer.json()["access_token"])
+
+
 def device_login() -> tuple[str, str] | None:
     """A TV signs in with the device flow; the demo plays the TV and the person. (access token,
     user id) when the token acts for the person who signed in and identity says it is active;
@@ -435,21 +488,26 @@ def device_login() -> tuple[str, str] | None:
             )
 
             # The TV calls the mesh for the person: the token travels as bearer metadata.
-            bearer = (("authorization", f"Bearer {access}"),)
             me = identity.GetMe(
-                identity_pb.GetMeRequest(), metadata=bearer, timeout=DEFAULT_TIMEOUT
+                identity_pb.GetMeRequest(), metadata=bearer(access), timeout=DEFAULT_TIMEOUT
             ).user
             print(f"  {'TV':<7} calls IdentityService/GetMe with authorization: Bearer <token>:")
             print(
                 f"  {'':<7} it acts for {BOLD}{me.email}{RESET} (user {me.user_id[:8]}...),"
                 f" roles: {', '.join(me.roles)}"
             )
+            # Introspection is for resource servers: the gateway asks, with its own token from
+            # the client credentials grant (a user's token is refused: PERMISSION_DENIED).
+            gateway = service_token(tv, metadata["token_endpoint"])
             seen = identity.IntrospectToken(
-                identity_pb.IntrospectTokenRequest(token=access), timeout=DEFAULT_TIMEOUT
+                identity_pb.IntrospectTokenRequest(token=access),
+                metadata=bearer(gateway),
+                timeout=DEFAULT_TIMEOUT,
             )
             expires = seen.expire_time.ToDatetime().strftime("%H:%M:%S UTC")
             print(
-                f"  IntrospectToken: {'active' if seen.active else 'NOT active'},"
+                f"  the gateway (client credentials, role service) calls IntrospectToken:"
+                f" {'active' if seen.active else 'NOT active'},"
                 f" client {seen.client_id}, scope {seen.scope!r}, roles {', '.join(seen.roles)},"
                 f" session {seen.session_id[:8]}..., expires {expires}"
             )
@@ -635,6 +693,77 @@ def gateway_order(access: str, user_id: str) -> bool:
     return confirmed and mine and gateway_trace(trace_id)
 
 
+def mesh_output(*args: str) -> subprocess.CompletedProcess[str]:
+    """`mesh ARGS...`, its output captured."""
+    return subprocess.run(
+        [MESH, "--root", str(ROOT), *args], capture_output=True, text=True, check=False
+    )
+
+
+def poll(what: Callable[[], bool], timeout: float) -> bool:
+    """``what()`` until it is true or ``timeout`` seconds have passed; its last answer."""
+    deadline = time.monotonic() + timeout
+    while not (done := what()) and time.monotonic() < deadline:
+        time.sleep(0.5)  # poll interval within the deadline loop
+    return done
+
+
+def refused_and_audited(access: str, user_id: str, order_id: str) -> bool:
+    """The TV's person (token ``access``, user ``user_id``) asks for Ada's order ``order_id``:
+    PERMISSION_DENIED over gRPC, 403 through the gateway; then the denial is looked up in the
+    audit trail (``mesh audit ls``, with the auditor's token it mints) and the trail verified
+    (``mesh audit verify``). True when all four held."""
+    heading(
+        f"12. A customer may read only their own orders: the TV's person asks for {CUSTOMER}'s"
+        f" order {order_id}"
+    )
+    denied = forbidden = False
+    with connect(ORDERS) as channel:
+        try:
+            orders_grpc.OrdersServiceStub(channel).GetOrder(
+                orders_pb.GetOrderRequest(order_id=order_id),
+                metadata=bearer(access),
+                timeout=DEFAULT_TIMEOUT,
+            )
+            print(f"  {RED}GetOrder answered: the order of someone else was shown{RESET}")
+        except grpc.RpcError as error:
+            denied = error.code() == grpc.StatusCode.PERMISSION_DENIED
+            print(f"  OrdersService/GetOrder: {RED}{error.code().name}{RESET}: {error.details()}")
+    through = requests.get(
+        f"{GATEWAY}/v1/orders/{order_id}", headers=dict(bearer(access)), timeout=DEFAULT_TIMEOUT
+    )
+    forbidden = through.status_code == 403
+    print(f"{DIM}  {as_curl('GET', f'{GATEWAY}/v1/orders/{order_id}')}{RESET}")
+    try:
+        problem = through.json()
+    except ValueError:
+        problem = {}
+    title, detail = problem.get("title", ""), problem.get("detail", "")
+    print(f"  -> {RED}{through.status_code}{RESET} {title}: {detail}")
+
+    heading(
+        "13. Each denial is an audit record (orders' outbox -> audit.events.v1 -> the audit"
+        " service's hash chain): mesh audit ls, with an auditor's token"
+    )
+    query = ("audit", "ls", "--actor", user_id, "--resource", f"Order:{order_id}")
+    found: list[dict[str, Any]] = []
+
+    def recorded() -> bool:
+        listed = mesh_output(*query, "--json")
+        if listed.returncode == 0:
+            found[:] = [row["record"] for row in json.loads(listed.stdout or "[]")]
+        return len(found) >= 2 and all(r["outcome"] == "DENIED" for r in found)
+
+    audited = poll(recorded, AUDIT_WAIT_S)
+    print(f"{DIM}  .venv/bin/mesh {' '.join(query)}{RESET}")
+    mesh(*query)
+    if not audited:
+        print(f"  {RED}the two denials did not reach the trail within {AUDIT_WAIT_S:.0f}s{RESET}")
+    print(f"{DIM}  .venv/bin/mesh audit verify{RESET}")
+    verified = mesh("audit", "verify", "--quiet").returncode == 0
+    return denied and forbidden and audited and verified
+
+
 def main() -> int:
     already = running_before()
     heading("meshkit demo: starting the mesh (mesh up -d)")
@@ -645,29 +774,39 @@ def main() -> int:
     print(f"{GREEN}mesh healthy in {time.monotonic() - started:.1f}s{RESET}")
     mesh("ps")
     trace_id = uuid.uuid4().hex
-    ok = signed_in = through_gateway = False
+    ok = signed_in = through_gateway = audited = False
     try:
-        ok = flow(trace_id)
+        ok, confirmed = flow(trace_id)
         show_trace(trace_id)
         login = device_login()
         signed_in = login is not None
         if login is not None:
             through_gateway = gateway_order(*login)
+            audited = refused_and_audited(*login, confirmed)
     finally:
         heading("Try it yourself")
         print(
             f"""{DIM}  .venv/bin/mesh up -d
   G=".cache/bin/grpcurl -plaintext"
+  ADMIN=$(.venv/bin/mesh token --role admin)       # every call carries a token: mesh token
+  C1=$(.venv/bin/mesh token --role customer --subject c-1)  # c-1's own orders only
   $G {ORDERS} list
-  $G -d '{{"request_id":"r-1","customer_id":"c-1","payment_token":"tok_visa",
+  $G -H "authorization: Bearer $ADMIN" -d '{{"sku":"mug-blue","quantity":10}}' \\
+      {INVENTORY} shop.inventory.v1.InventoryService/SetStock
+  $G -H "authorization: Bearer $C1" \\
+      -d '{{"request_id":"r-1","customer_id":"c-1","payment_token":"tok_visa",
           "lines":[{{"sku":"mug-blue","quantity":1,
                     "unit_price":{{"currency_code":"EUR","units":12}}}}],
           "shipping_address":{{"name":"Ada","line1":"1 Main St","city":"Berlin",
                                "postal_code":"10115","country_code":"DE"}}}}' \\
       {ORDERS} shop.orders.v1.OrdersService/PlaceOrder
-  $G -d '{{"order_id":"<order_id>"}}' {ORDERS} shop.orders.v1.OrdersService/GetOrder
-  $G -d '{{"order_id":"<order_id>"}}' {ORDERS} shop.orders.v1.OrdersService/ListOrderEvents
+  $G -H "authorization: Bearer $C1" -d '{{"order_id":"<order_id>"}}' \\
+      {ORDERS} shop.orders.v1.OrdersService/GetOrder
+  $G -H "authorization: Bearer $C1" -d '{{"order_id":"<order_id>"}}' \\
+      {ORDERS} shop.orders.v1.OrdersService/ListOrderEvents
   $G -d '{{"sku":"mug-blue"}}' {INVENTORY} shop.inventory.v1.InventoryService/GetStock
+  $G -d '{{"sku":"mug-blue","quantity":1}}' {INVENTORY} shop.inventory.v1.InventoryService/SetStock
+      (no token: Unauthenticated, saying what to send)
   curl -s {ISSUER}/.well-known/oauth-authorization-server
   curl -s {ISSUER}/device_authorization -d client_id=shop-tv -d scope=orders
   $G -H "authorization: Bearer $TOKEN" {IDENTITY} shop.identity.v1.IdentityService/GetMe
@@ -675,6 +814,8 @@ def main() -> int:
   curl -s {GATEWAY}/v1/stock/mug-blue
   curl -s {GATEWAY}/v1/orders -H "Authorization: Bearer $TOKEN"
   (every gateway route, with curl: README.md, "The gateway (HTTP/JSON)")
+  .venv/bin/mesh audit ls --action orders.read; .venv/bin/mesh audit verify
+  (who may do what, the audit trail: README.md, "Permissions and audit")
   .venv/bin/schema-registry subjects
   .venv/bin/mesh ps; .venv/bin/mesh sagas; .venv/bin/mesh logs orders; .venv/bin/mesh down{RESET}"""
         )
@@ -693,6 +834,13 @@ def main() -> int:
         print(
             f"\n{RED}demo: the order through the gateway did not confirm under a trace rooted at"
             f" the gateway{RESET}",
+            file=sys.stderr,
+        )
+        return 1
+    if not audited:
+        print(
+            f"\n{RED}demo: reading another customer's order was not refused, audited and"
+            f" verified{RESET}",
             file=sys.stderr,
         )
         return 1
