@@ -4,8 +4,10 @@
 Runs the whole shop (`mesh up -d` in a scratch root, every component on free ports, identity with
 the tests' clients, the gateway with rate limits out of the way), registers a customer, logs in
 with the authorization code flow + PKCE (tests/support/identity.login), places one order over
-gRPC and waits until it is CONFIRMED. Then, per concurrency (default 1 and 32), in interleaved
-rounds (the order of the two flips every round):
+gRPC with that customer's token (the stock set with an admin's, minted by the mesh's identity as
+`mesh token --role admin` does) and waits until it is CONFIRMED. Both modes below read the order
+with the customer's token: orders checks it (the order's own customer) on every call. Then, per
+concurrency (default 1 and 32), in interleaved rounds (the order of the two flips every round):
 
 - ``gateway``: GET /v1/orders/{id} with the bearer token, HTTP/1.1 keep-alive, one connection
   per client thread (http.client);
@@ -288,12 +290,15 @@ def prepare(root: Path) -> tuple[dict[str, int], dict[str, str]]:
     return ports, env
 
 
-def place_order(orders: str, inventory: str, customer: str) -> str:
-    """One order for ``customer`` over gRPC, waited for until CONFIRMED (the saga ran, so the
-    order read back is a complete one); its id."""
+def place_order(orders: str, inventory: str, customer: str, token: str, admin: str) -> str:
+    """One order for ``customer`` over gRPC with the customer's ``token`` (the stock set with
+    the ``admin`` token), waited for until CONFIRMED (the saga ran, so the order read back is a
+    complete one); its id."""
     with grpc.insecure_channel(inventory) as channel:
         inventory_pb2_grpc.InventoryServiceStub(channel).SetStock(
-            inventory_pb2.SetStockRequest(sku=SKU, quantity=100), timeout=10
+            inventory_pb2.SetStockRequest(sku=SKU, quantity=100),
+            timeout=10,
+            metadata=(("authorization", f"Bearer {admin}"),),
         )
     request = orders_pb2.PlaceOrderRequest(
         request_id=f"bench-gateway-{uuid.uuid4().hex[:8]}",
@@ -310,12 +315,15 @@ def place_order(orders: str, inventory: str, customer: str) -> str:
             name="Bench", line1="1 Load St", city="Berlin", postal_code="10115", country_code="DE"
         ),
     )
+    mine = (("authorization", f"Bearer {token}"),)
     with grpc.insecure_channel(orders) as channel:
         stub = orders_pb2_grpc.OrdersServiceStub(channel)
-        order_id = str(stub.PlaceOrder(request, timeout=30).order_id)
+        order_id = str(stub.PlaceOrder(request, timeout=30, metadata=mine).order_id)
         deadline = time.monotonic() + 60
         while True:
-            order = stub.GetOrder(orders_pb2.GetOrderRequest(order_id=order_id), timeout=10).order
+            order = stub.GetOrder(
+                orders_pb2.GetOrderRequest(order_id=order_id), timeout=10, metadata=mine
+            ).order
             if order.status == orders_pb2.ORDER_STATUS_CONFIRMED:
                 return order_id
             if order.status == orders_pb2.ORDER_STATUS_CANCELLED or time.monotonic() > deadline:
@@ -328,6 +336,8 @@ def start_shop(root: Path, ports: dict[str, int], env: dict[str, str]) -> Shop:
     """Customer, token and confirmed order on the mesh `mesh up` started in ``root``."""
     from support.identity import Identity, login, register
 
+    from mesh_runner.token import mint
+
     identity = Identity(
         root,
         f"127.0.0.1:{ports['identity']}",
@@ -339,7 +349,8 @@ def start_shop(root: Path, ports: dict[str, int], env: dict[str, str]) -> Shop:
     user_id = register(identity, email, PASSWORD)
     token = str(login(identity, email, PASSWORD)["access_token"])
     orders = f"127.0.0.1:{ports['orders']}"
-    order_id = place_order(orders, f"127.0.0.1:{ports['inventory']}", user_id)
+    admin = mint(root, "admin")
+    order_id = place_order(orders, f"127.0.0.1:{ports['inventory']}", user_id, token, admin)
     listed = json.loads(mesh(root, env, "ps", "--json").stdout)
     pids = {str(row["name"]): int(row["pid"]) for row in listed if row["pid"] and row["state"]}
     gateway = f"http://127.0.0.1:{ports['gateway:http']}"

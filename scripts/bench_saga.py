@@ -16,6 +16,10 @@ stocks a SKU, then:
   and 5 participant calls), several SQLite transactions and outbox rows, so 1/6 of the round trip
   rate is the call ceiling.
 
+Every call carries an admin's access token, minted by the scratch mesh's identity as `mesh token
+--role admin` does: admins set stock, place orders for the bench's customers and inspect sagas
+(orders' policy), so one token does for the whole run, as for `mesh load`.
+
 Completion is learned from SagaAdminService.ListSagas (live sagas, limit 1: one cheap call per
 poll), so the poll itself does not load orders; each order is then read once. The CPU seconds
 each component spent per order (from /proc) are printed, and ``--profile DIR`` records a py-spy
@@ -44,7 +48,9 @@ from benchlib import percentile, record
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
+from mesh_runner.token import mint
 from meshkit import DEFAULT_TIMEOUT, address_of, connect
+from meshkit.credentials import StaticCredentials
 from shop.common.v1 import common_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -305,7 +311,11 @@ def main() -> int:
             return 1
         try:
             pids = components(root)
-            with connect(ORDERS) as orders, connect(INVENTORY) as inventory:
+            admin = StaticCredentials(mint(root, "admin"))
+            with (
+                connect(ORDERS, credentials=admin) as orders,
+                connect(INVENTORY, credentials=admin) as inventory,
+            ):
                 shop = Shop(orders, inventory)
                 burst(shop, 20, 4)  # warm up: connections, caches, the first outbox rows
                 shop.wait_all_finished()
