@@ -4,6 +4,7 @@ and the access tokens of a running mesh's identity (``MeshTokens``)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -12,6 +13,7 @@ import sys
 import threading
 import time
 import tomllib
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,13 +39,19 @@ DEFAULT_PORTS = tuple(
 def mesh_cli(
     root: Path, *args: str, timeout: float = 180, env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real `mesh --root ROOT ARGS...` (in ``env``, default ours); capture its output."""
+    """Run the real `mesh --root ROOT ARGS...` (in ``env``, default ours); capture its output.
+
+    Every scratch mesh's audit service reads audit.events.v1 in a consumer group of its own
+    (named after its root, so a restart keeps it): meshes of one test run share the broker,
+    and in one group they would split each other's records between their trails."""
+    environment = dict(os.environ if env is None else env)
+    environment.setdefault("AUDIT_CONSUMER_GROUP", f"audit-{zlib.crc32(str(root).encode()):08x}")
     return subprocess.run(
         [MESH, "--root", str(root), *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=None if env is None else dict(env),
+        env=environment,
         check=False,
     )
 

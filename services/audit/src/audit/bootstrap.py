@@ -36,7 +36,8 @@ def build(
 
     ``catalog`` is what it consumes: by default the mesh.audit.v1 contract on audit.events.v1
     (``consumes``, checked against the registry by the kit); tests give the same contract on a
-    topic of their own (checked here) and a consumer ``group`` of their own (default: audit).
+    topic of their own (checked here) and a consumer ``group`` of their own (default: the
+    ``consumer_group`` setting, audit).
     """
     settings = ctx.settings
     signer = load_signer(settings.signing_key, settings.db_path)
@@ -47,6 +48,7 @@ def build(
         checkpoint_after=datetime.timedelta(seconds=settings.checkpoint_seconds),
     )
     apply = handlers(trail, SqliteAuditStore)
+    group = group or settings.consumer_group
     if catalog is None:
         ctx.consume(apply, group=group)
     else:

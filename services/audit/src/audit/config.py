@@ -33,6 +33,13 @@ class Settings(ServiceSettings):
             " default: a key made beside the database (development)"
         },
     )
+    consumer_group: str = dataclasses.field(
+        default="audit",
+        metadata={
+            "help": "the Kafka consumer group reading audit.events.v1: one trail per group (two"
+            " meshes on one broker each need their own, or they split the records)",
+        },
+    )
     retention_days: int = dataclasses.field(
         default=0,
         metadata={
