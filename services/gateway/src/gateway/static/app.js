@@ -250,17 +250,19 @@ async function tokenRequest(form, what) {
     // A refresh answer may omit it (RFC 6749 §6): the old one then stays valid.
     refresh_token: answer.refresh_token || (app.tokens && app.tokens.refresh_token) || '',
     expires_at: Date.now() + Number(answer.expires_in || 0) * 1000,
-    sub: subjectOf(answer.access_token),
+    sub: claimsOf(answer.access_token).sub || '',
+    roles: claimsOf(answer.access_token).roles || [],
   });
 }
 
-// For display only: the token's signature is the gateway's business, not the page's.
-function subjectOf(token) {
+// For display only: the token's signature is the gateway's business, not the page's, and what
+// a caller may do is the services' (a hidden button grants and refuses nothing).
+function claimsOf(token) {
   try {
     const payload = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
-    return JSON.parse(atob(payload)).sub || '';
+    return JSON.parse(atob(payload)) || {};
   } catch {
-    return '';
+    return {};
   }
 }
 
@@ -568,6 +570,10 @@ function renderSession() {
   $('login').hidden = signedIn;
   $('logout').hidden = !signedIn;
   for (const id of ['place', 'refresh-orders', 'search-button']) $(id).disabled = !signedIn;
+  // Searching every customer's orders is staff's (order_views' policy): a customer's page
+  // does not offer it.
+  const roles = (app.tokens && app.tokens.roles) || [];
+  $('search-section').hidden = !roles.some((role) => role === 'support' || role === 'admin');
 }
 
 // A second policy can only take permissions away: connect-src shrinks from "any http(s)" to
