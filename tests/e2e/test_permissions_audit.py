@@ -205,6 +205,13 @@ def test_reading_another_customers_order_is_denied_audited_and_verifiable(
     with pytest.raises(grpc.RpcError) as refused:
         query(shop, tokens["admin"], resource_id=order_id)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    # Reading the trail is itself in the trail (NIST SP 800-92), as the auditor's.
+    auditor = subject_of(tokens["auditor"])
+    reads = wait_until(
+        lambda: query(shop, tokens["auditor"], actor=auditor, action="audit.read"),
+        "the auditor's reads in the audit trail",
+    )
+    assert reads[0].record.service == "audit" and "auditor" in reads[0].record.actor.roles
     checked = verify(shop)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 

@@ -127,6 +127,7 @@ class ServiceContext(Generic[S]):
         who owns a resource (the subject, or None; see ``authz.OwnerResolver``);
         ``ctx.authz.verifier`` may be replaced (identity could verify with its own keys)."""
         self.credentials = credentials
+        self._trail: _DbTrail | None = None  # set by Service.create
         self.workers: list[tuple[str, Callable[[threading.Event], None]]] = []
         self.closers: list[Callable[[], None]] = []
         self.channels: list[grpc.Channel] = []
@@ -201,6 +202,16 @@ class ServiceContext(Generic[S]):
         self.add_worker("http", server.serve_forever)
         self.on_stop(server.close)
         return server
+
+    def audit(self, entry: AuditEntry) -> None:
+        """Record ``entry`` on its own, in a transaction of its own: an important action that
+        changes nothing here, e.g. a read of something sensitive (NIST SP 800-92: reading the
+        audit trail is itself audited). A change records its entry in its own unit of work
+        instead (``uow.publish``), so the two commit together. Raises RuntimeError for a
+        service that keeps no audit outbox (no data of its own)."""
+        if self._trail is None:
+            raise RuntimeError(f"{self.name} keeps no audit outbox")
+        self._trail.write(entry)
 
     def add_worker(self, name: str, run_forever: Callable[[threading.Event], None]) -> None:
         """Run ``run_forever(stop)`` in a thread while the server runs (see MeshServer)."""
@@ -328,6 +339,7 @@ class Service(Generic[S]):
         ctx = ServiceContext(
             self.name, settings, db, publisher, reads, authorizer, _credentials(self.name, settings)
         )
+        ctx._trail = trail
         try:
             bindings = self.build(ctx)
         except BaseException:

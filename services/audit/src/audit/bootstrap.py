@@ -71,7 +71,7 @@ def build(
     ctx.add_worker("audit-maintenance", maintenance.run_forever)
     return [
         binding(
-            AuditServicer(AuditQueries(snapshots(ctx.db), keys)),
+            AuditServicer(AuditQueries(snapshots(ctx.db), keys), ctx.audit),
             audit_pb2_grpc.add_AuditServiceServicer_to_server,
         )
     ]

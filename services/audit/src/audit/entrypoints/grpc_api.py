@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -21,6 +21,7 @@ from audit.domain.chain import ChainEntry
 from mesh.audit.v1 import audit_pb2 as pb
 from mesh.audit.v1 import audit_pb2_grpc as pb_grpc
 from meshkit import timestamps
+from meshkit.audit import AuditEntry
 from meshkit.errors import FieldViolation, InvalidArgument, Violations
 
 _PAGE_PREFIX = "before:"
@@ -50,8 +51,12 @@ def _before_seq(token: str) -> int | None:
 class AuditServicer(pb_grpc.AuditServiceServicer):
     """mesh.audit.v1.AuditService over the audit queries. Stateless."""
 
-    def __init__(self, queries: AuditQueries) -> None:
+    def __init__(
+        self, queries: AuditQueries, record: Callable[[AuditEntry], None] | None = None
+    ) -> None:
         self._queries = queries
+        # Reading the trail is itself audited (NIST SP 800-92): who searched for what.
+        self._record = record
 
     def QueryAudit(
         self, request: pb.QueryAuditRequest, context: grpc.ServicerContext
@@ -80,6 +85,19 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             limit=request.page_size,
         )
         entries, next_before = self._queries.search(query)
+        if self._record is not None:
+            self._record(
+                AuditEntry(
+                    "audit.read",
+                    resource_type="AuditTrail",
+                    details={
+                        "actor": request.actor,
+                        "action": request.action,
+                        "resource": f"{request.resource_type}:{request.resource_id}".strip(":"),
+                        "entries": str(len(entries)),
+                    },
+                )
+            )
         return pb.QueryAuditResponse(
             entries=[_wire(entry) for entry in entries],
             next_page_token=page_token(next_before) if next_before is not None else "",
