@@ -90,4 +90,3 @@ def test_policies_parse_and_name_only_declared_permissions(policy: Path) -> None
 def test_every_declared_permission_is_granted_to_someone() -> None:
     granted = {a for p in POLICIES for a in ACTION.findall(p.read_text())}
     assert PERMISSIONS - granted == set(), "permissions no policy grants: nobody could call them"
-
