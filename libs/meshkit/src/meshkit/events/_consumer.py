@@ -69,6 +69,7 @@ from meshkit.errors import Aborted, Unavailable
 from meshkit.events import _headers as ce
 from meshkit.events._catalog import EventCatalog
 from meshkit.events._dlq import dead_letter_headers, dlq_topic
+from meshkit.events._topics import ensure_topics
 from meshkit.spans import RpcSpans
 
 log = logging.getLogger("meshkit.events.consumer")
@@ -342,6 +343,17 @@ class EventConsumer:
         self._committed: dict[tuple[str, int], int] = {}
         self._assigned: set[tuple[str, int]] = set()
         self._held: dict[tuple[str, int], _Held] = {}
+        # A consumer subscribed to a topic that does not exist yet only finds it at its next
+        # metadata refresh (librdkafka: every 5 minutes), so a reader started before its
+        # producers' first event would sit unassigned: create what is missing first, with the
+        # config the contracts' topic.json asks for (the producers' own).
+        configs = catalog.topic_configs if catalog is not None else {}
+        try:
+            ensure_topics(bootstrap, {t: configs.get(t, {}) for t in topics})
+        except Exception as exc:  # noqa: BLE001 - the broker may create them; say so, go on
+            log.warning(
+                "could not create the topics %s before subscribing: %s", sorted(topics), exc
+            )
         self._consumer.subscribe(
             list(topics),
             on_assign=self._on_assign,
