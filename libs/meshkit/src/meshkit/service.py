@@ -153,7 +153,11 @@ class ServiceContext(Generic[S]):
         if self._reads is None:
             raise RuntimeError(f"{self.name} was declared without `consumes`")
         return Consumers(
-            self.settings.kafka_bootstrap, self.settings.schema_registry_url, self._reads, handlers
+            self.settings.kafka_bootstrap,
+            self.settings.schema_registry_url,
+            self._reads,
+            handlers,
+            create_topics=self.settings.kafka_create_topics,
         )
 
     def consume(

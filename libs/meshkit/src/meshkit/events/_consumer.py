@@ -280,14 +280,16 @@ class EventConsumer:
         registry_timeout_s: float = REGISTRY_TIMEOUT_S,
         consumer_config: Mapping[str, Any] | None = None,
         commit_every_s: float = COMMIT_EVERY_S,
+        create_topics: bool = True,
     ) -> None:
-        """``commit_every_s``: the loop commits settled offsets at most this often (rebalances
-        and ``close`` commit at once). ``give_up_after_s``: None (the default) retries a
-        transient handler error until it succeeds; a number dead-letters (and parks the key of)
-        a record whose handler still fails transiently that long after its first failure in
-        this process. Registry outages are retried without bound either way. ``registry`` is a
-        URL (requests time out after ``registry_timeout_s``) or a SchemaRegistryClient (used as
-        it is configured)."""
+        """``commit_every_s``: the loop commits settled offsets at most this often (rebalances and
+        ``close`` commit at once). ``create_topics``: create the topics read that do not exist yet
+        before subscribing (with their topic.json config). ``give_up_after_s``: None (the default)
+        retries a transient handler error until it succeeds; a number dead-letters (and parks the
+        key of) a record whose handler still fails transiently that long after its first failure in
+        this process. Registry outages are retried without bound either way. ``registry`` is a URL
+        (requests time out after ``registry_timeout_s``) or a SchemaRegistryClient (used as it is
+        configured)."""
         from confluent_kafka.schema_registry import topic_record_subject_name_strategy
         from confluent_kafka.schema_registry.avro import AvroDeserializer
 
@@ -322,6 +324,9 @@ class EventConsumer:
             "group.protocol": "classic",
             "partition.assignment.strategy": "cooperative-sticky",
             "session.timeout.ms": 10_000,
+            # A subscribed topic created after the subscription is found within 10 s, not at
+            # librdkafka's default refresh (5 minutes).
+            "topic.metadata.refresh.interval.ms": 10_000,
             "isolation.level": "read_committed",
             "on_commit": self._on_commit,
             **({"group.instance.id": instance_id} if instance_id else {}),

@@ -54,6 +54,9 @@ class Consumers:
     registry: Any
     catalog: EventCatalog
     handlers: Mapping[str, Handler]
+    # Create the topics read that do not exist yet before subscribing (off where the broker
+    # cannot: librdkafka's mock cluster, `mesh up`'s embedded default).
+    create_topics: bool = True
 
     @property
     def topics(self) -> list[str]:
@@ -75,6 +78,7 @@ class Consumers:
             handlers=self.handlers,
             catalog=self.catalog,
             consumer_config=REPLAY_CONFIG if replay else CONSUMER_CONFIG,
+            create_topics=self.create_topics,
         )
 
     def start_at_zero(self, group: str) -> None:
