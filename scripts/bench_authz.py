@@ -104,6 +104,23 @@ def rps(port: int, metadata: list[tuple[str, str]], threads: int, seconds: float
         return sum(counts) / (time.perf_counter() - began)
 
 
+def check_us(jwks: str, token: str, seconds: float) -> float:
+    """Microseconds of one whole check in this process, as the interceptor makes it: the token
+    (verified once, then remembered), the contract's rule, the owner, the cached decision."""
+    verifier = TokenVerifier(jwks, issuer=ISSUER, audience="meshkit")
+    owners = {"order_id": authz.by_id({"o-1": "ada"}.get)}
+    checker = authz.Authorizer("orders", verifier, authz.Policy(POLICY), owners=owners)
+    metadata = (("authorization", f"Bearer {token}"), ("user-agent", "grpc-python"))
+    request = pb.GetOrderRequest(order_id="o-1")
+    method = "/shop.orders.v1.OrdersService/GetOrder"
+    count, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds:
+        for _ in range(100):
+            checker.authorize(checker.rule(method), checker.authenticate(metadata), request, 5.0)
+        count += 100
+    return (time.perf_counter() - began) / count * 1e6
+
+
 def decisions(seconds: float) -> tuple[float, float]:
     """(cached, uncached) decisions per second of the Cedar policy."""
     policy = authz.Policy(POLICY, cache_size=1)
@@ -153,7 +170,9 @@ def main() -> int:
         )
         assert servers.stdin is not None and servers.stdout is not None
         ports = json.loads(servers.stdout.readline())
-        metadata = [("authorization", f"Bearer {mint('ada', 'customer')}")]
+        token = mint("ada", "customer")
+        metadata = [("authorization", f"Bearer {token}")]
+        unchecked_c1 = 0.0
         try:
             for threads in (int(t) for t in args.threads.split(",")):
                 with_check, without = 0.0, 0.0
@@ -161,6 +180,8 @@ def main() -> int:
                     with_check += rps(ports["checked"], metadata, threads, args.seconds / 2)
                     without += rps(ports["bare"], metadata, threads, args.seconds / 2)
                 with_check, without = with_check / 2, without / 2
+                if threads == 1:
+                    unchecked_c1 = without
                 cost_us = (1 / with_check - 1 / without) * 1e6  # the servers are CPU-bound
                 record(
                     f"authz.rpc.c{threads}",
@@ -178,6 +199,21 @@ def main() -> int:
         finally:
             servers.stdin.close()
             servers.wait(timeout=30)
+        one_check = check_us(jwks, token, args.seconds / 2)
+    if unchecked_c1:
+        call_us = 1e6 / unchecked_c1
+        record(
+            "authz.check",
+            one_check,
+            "us",
+            baseline=call_us,
+            baseline_name="one unchecked GetOrder round trip (c1)",
+            better="lower",
+        )
+        print(
+            f"  one check {one_check:>6.1f} us in process   an unchecked call {call_us:>6.0f} us"
+            f"   share {one_check / call_us:.1%}"
+        )
     cached, uncached = decisions(args.seconds / 2)
     record(
         "authz.decision",

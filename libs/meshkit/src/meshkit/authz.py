@@ -43,6 +43,7 @@ While a handler runs, ``current_principal()`` is the verified caller, and a saga
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import threading
@@ -149,7 +150,7 @@ class Rule:
     subject_field: str = ""  # request field naming whose request it is
     declared: bool = True
 
-    @property
+    @functools.cached_property
     def resource_type(self) -> str:
         """The Cedar entity type of the resource: ``order_id`` -> ``Order``; else ``Request``."""
         return _type_of(self.resource) if self.resource else "Request"
