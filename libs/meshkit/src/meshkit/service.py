@@ -116,6 +116,7 @@ class ServiceContext(Generic[S]):
         reads: EventCatalog | None = None,
         authorizer: authz.Authorizer | None = None,
         credentials: TokenSource | None = None,
+        trail: _DbTrail | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -127,7 +128,7 @@ class ServiceContext(Generic[S]):
         who owns a resource (the subject, or None; see ``authz.OwnerResolver``);
         ``ctx.authz.verifier`` may be replaced (identity could verify with its own keys)."""
         self.credentials = credentials
-        self._trail: _DbTrail | None = None  # set by Service.create
+        self._trail = trail  # where ctx.audit writes
         self.workers: list[tuple[str, Callable[[threading.Event], None]]] = []
         self.closers: list[Callable[[], None]] = []
         self.channels: list[grpc.Channel] = []
@@ -333,7 +334,7 @@ class Service(Generic[S]):
                 topics=topics,
                 create_topics=settings.kafka_create_topics,
             )
-        trail, audit_db = self._audit_trail(settings, db, publisher)
+        trail, audit_relay = self._audit_trail(settings, db, publisher)
         authorizer = authz.Authorizer(
             self.name,
             _verifier(settings),
@@ -341,9 +342,15 @@ class Service(Generic[S]):
             on_denied=None if trail is None else _denial_recorder(trail),
         )
         ctx = ServiceContext(
-            self.name, settings, db, publisher, reads, authorizer, _credentials(self.name, settings)
+            self.name,
+            settings,
+            db,
+            publisher,
+            reads,
+            authorizer,
+            _credentials(self.name, settings),
+            trail,
         )
-        ctx._trail = trail
         try:
             bindings = self.build(ctx)
         except BaseException:
@@ -355,16 +362,11 @@ class Service(Generic[S]):
                 db.close()
             raise
         server = create_server(self.name, settings, bindings, authorizer=ctx.authz)
-        if audit_db is not None:
-            audit_relay = OutboxRelay(
-                audit_db,
-                settings.kafka_bootstrap,
-                topics=EventCatalog.from_package(AUDIT_NAMESPACE).topic_configs,
-                create_topics=settings.kafka_create_topics,
-            )
+        if audit_relay is not None:
             server.add_worker("audit-relay", audit_relay.run_forever)
             server.on_stop(audit_relay.close)
-            server.on_stop(audit_db.close)
+            assert trail is not None  # the relay moves that trail's outbox
+            server.on_stop(trail.db.close)
         for name, run_forever in ctx.workers:
             server.add_worker(name, run_forever)
         if relay is not None:
@@ -380,9 +382,9 @@ class Service(Generic[S]):
 
     def _audit_trail(
         self, settings: S, db: Database | None, publisher: EventPublisher[Any] | None
-    ) -> tuple[_DbTrail | None, Database | None]:
-        """Where the kit's own audit records (denials) go: the service's outbox, or one of the
-        kit's beside its database (returned too, for its relay) when it publishes nothing."""
+    ) -> tuple[_DbTrail | None, OutboxRelay | None]:
+        """Where the kit's own audit records (denials, ``ctx.audit``) go: the service's outbox,
+        or one of the kit's beside its database, with its relay, when it publishes nothing."""
         if db is not None and publisher is not None:
             return _DbTrail(db, publisher), None
         if not self.database and not self.consumes:
@@ -396,7 +398,13 @@ class Service(Generic[S]):
             return None, None
         path = settings.db_path.with_name(f"{self.name}.audit-outbox.db")
         audit_db = Database(path, [OUTBOX_MIGRATION])
-        return _DbTrail(audit_db, _AuditOnly(AuditTrail(outbox, self.name))), audit_db
+        relay = OutboxRelay(
+            audit_db,
+            settings.kafka_bootstrap,
+            topics=catalog.topic_configs,
+            create_topics=settings.kafka_create_topics,
+        )
+        return _DbTrail(audit_db, _AuditOnly(AuditTrail(outbox, self.name))), relay
 
     def main(self, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
         """``python -m <name>``: settings, logging, tracing, build, serve until SIGTERM.
@@ -456,11 +464,11 @@ class _DbTrail:
     """Writes one audit entry in a transaction of its own (a denial changes nothing else)."""
 
     def __init__(self, db: Database, sink: Any) -> None:
-        self._db = db
+        self.db = db
         self._sink = sink
 
     def write(self, entry: AuditEntry) -> None:
-        with self._db.transaction() as conn:
+        with self.db.transaction() as conn:
             self._sink.publish(conn, entry)
 
 
