@@ -205,3 +205,15 @@ def test_on_behalf_of_is_honoured_for_services_only(server: MeshServer) -> None:
     assert service is not None and (service.service, service.on_behalf_of) == ("orders", "ada")
     user = checker.authenticate(TEST_ISSUER.metadata("customer", "eve", on_behalf_of="ada"))
     assert user is not None and (user.service, user.on_behalf_of) == ("", "")
+
+
+def test_an_audit_entry_refuses_details_that_name_a_secret() -> None:
+    from meshkit.audit import AuditEntry
+
+    for key in ("password", "payment_token", "totp_code", "recovery_code", "code", "client-secret"):
+        with pytest.raises(ValueError, match="secrets"):
+            AuditEntry("x.y", details={key: "v"})
+    facts = {"country_code": "FR", "company": "ACME", "recovery_count": "9", "session_id": "s"}
+    assert AuditEntry("x.y", details=facts).details == facts
+    with pytest.raises(ValueError, match="outcome"):
+        AuditEntry("x.y", outcome="MAYBE")

@@ -42,8 +42,22 @@ FAILURE = "FAILURE"
 DENIED = "DENIED"
 OUTCOMES = (SUCCESS, FAILURE, DENIED)
 
-# A details key naming one of these is refused: a record must never carry a secret.
-_SECRET_KEY = re.compile(r"pass(word)?|token|secret|otp|totp|code|credential|cvv|pan", re.I)
+# A details key with one of these words is refused: a record must never carry a secret. Words,
+# not substrings: "country_code" and "company" are facts, "payment_token" and "totp_code" not.
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "passphrase", "token", "secret", "otp", "totp", "credential",
+     "credentials", "cvv", "pan", "pin", "cookie"}
+)  # fmt: skip
+_SECRET_CODES = re.compile(r"(^|_)(auth|authorization|recovery|totp|otp|mfa|device|user)_code$")
+
+
+def _names_a_secret(key: str) -> bool:
+    words = re.split(r"[^a-z0-9]+", key.lower())
+    return (
+        bool(_SECRET_WORDS.intersection(words))
+        or key.lower() == "code"
+        or bool(_SECRET_CODES.search(key.lower()))
+    )
 
 
 @dataclass(frozen=True)
@@ -90,7 +104,7 @@ class AuditEntry:
     def __post_init__(self) -> None:
         if self.outcome not in OUTCOMES:
             raise ValueError(f"outcome must be one of {OUTCOMES}, not {self.outcome!r}")
-        secret = [k for k in self.details if _SECRET_KEY.search(k)]
+        secret = [k for k in self.details if _names_a_secret(k)]
         if secret:
             raise ValueError(f"audit details must not carry secrets: {secret}")
 
