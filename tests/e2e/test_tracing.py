@@ -278,12 +278,16 @@ SAGA_STEPS = {"reserve_stock", "authorize_payment", "create_shipment", "capture_
 
 
 def whole_order(spans: Any) -> bool:
-    """Every saga step ran and the read side consumed events of the order."""
+    """Every saga step ran, each participant's own server span arrived (a child's span is
+    exported by its own process, maybe after its parent's), and the read side consumed events
+    of the order."""
     names = {s["name"] for s in spans}
     consumers = {s["service"] for s in spans if s["kind"] == "CONSUMER"}
+    servers = {s["service"] for s in spans if s["kind"] == "SERVER"}
     return (
         {f"saga {step}" for step in SAGA_STEPS} <= names
         and "order_views" in consumers
+        and {"orders", "inventory", "payments", "shipping"} <= servers
         and parents_arrived(spans)
     )
 
