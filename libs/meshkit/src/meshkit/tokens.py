@@ -1,8 +1,20 @@
 """Bearer access tokens from identity, verified against its JWKS (RFC 6750, RFC 9068).
 
-The JWK Set is fetched from identity's ``/.well-known/jwks.json`` and cached; a token naming a
-``kid`` the cache lacks makes it fetch again (a key identity just rotated in), at most once per
-``refetch_every`` seconds, so a stream of made-up kids cannot turn into a stream of fetches.
+The JWK Set is fetched from identity's ``/.well-known/jwks.json`` and cached, so that tokens keep
+being verified while identity is down (issue 15, graceful degradation):
+
+- a token naming a ``kid`` the cache lacks makes it fetch again (a key identity just rotated in),
+  at most once per ``refetch_every`` seconds (10 s), so a stream of made-up kids, or a down
+  identity, cannot turn into a stream of fetches;
+- the cached set is fresh for ``max_age`` seconds (300 s). Past that, the next verification
+  fetches it again, on the caller's thread but only one at a time (the others go on with the
+  cached keys), so a key identity withdrew stops being accepted within ``max_age``;
+- when a fetch fails, the cached keys stay in use however old (stale-if-error): identity down
+  means no new tokens, not that the tokens it already signed stop working. Nothing is accepted
+  that identity did not sign: only the freshness of the set degrades. Each failed fetch is
+  logged at WARNING (so at most one line per ``refetch_every``);
+- a fetch waits at most ``fetch_timeout`` seconds (2 s), which bounds what one request can wait
+  on a hanging identity.
 Verification is PyJWT's, strict: header ``typ`` at+jwt and ``alg`` ES256 only (never ``none``,
 never an HMAC), then signature, ``iss``, ``aud`` and ``exp`` with a small clock skew, and the
 claims RFC 9068 requires.
@@ -66,7 +78,10 @@ def _fetch_json(url: str, timeout: float) -> dict[str, Any]:
 
 
 class TokenVerifier:
-    """Verifies identity's access tokens. Thread safety: safe to share."""
+    """Verifies identity's access tokens against its cached JWK Set (see the module doc for the
+    cache's lifetime: fresh ``max_age``, refetched at most every ``refetch_every``, kept while
+    identity is unreachable). Thread safety: safe to share.
+    """
 
     def __init__(
         self,
@@ -76,6 +91,8 @@ class TokenVerifier:
         audience: str,
         leeway: float = 30.0,
         refetch_every: float = 10.0,
+        max_age: float = 300.0,
+        fetch_timeout: float = 2.0,
         fetch: Callable[[str, float], dict[str, Any]] = _fetch_json,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -86,6 +103,8 @@ class TokenVerifier:
         self._audience = audience
         self._leeway = leeway
         self._refetch_every = refetch_every
+        self._max_age = max_age
+        self._fetch_timeout = fetch_timeout
         self._fetch = fetch
         self._clock = clock
         self._wall_clock = wall_clock
@@ -95,25 +114,54 @@ class TokenVerifier:
         self._verified: dict[str, tuple[Caller, float, str]] = {}
         self._cache_lock = threading.Lock()
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
+        self._fetched_at: float | None = None  # the last attempt, successful or not
+        self._keys_at: float | None = None  # when ``_keys`` was fetched
         self._lock = threading.Lock()
 
     def _refresh(self) -> None:
         with self._lock:
-            now = self._clock()
-            if self._fetched_at is not None and now - self._fetched_at < self._refetch_every:
-                return
-            self._fetched_at = now
-            try:
-                document = self._fetch(self._url, 5.0)
-                keys = jwt.PyJWKSet.from_dict(document).keys
-            except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+            self._refresh_locked()
+
+    def _refresh_if_stale(self) -> None:
+        """Fetch the set again when it is older than ``max_age`` (one thread does; the others
+        carry on with the cached keys rather than queue behind a slow identity)."""
+        if self._keys_at is None or self._clock() - self._keys_at < self._max_age:
+            return
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._keys_at is not None and self._clock() - self._keys_at >= self._max_age:
+                self._refresh_locked()
+        except KeysUnavailable:  # the set fetched was empty: the verification says so
+            pass
+        finally:
+            self._lock.release()
+
+    def _refresh_locked(self) -> None:
+        now = self._clock()
+        if self._fetched_at is not None and now - self._fetched_at < self._refetch_every:
+            return
+        self._fetched_at = now
+        try:
+            document = self._fetch(self._url, self._fetch_timeout)
+            keys = jwt.PyJWKSet.from_dict(document).keys
+        except (OSError, ValueError, jwt.PyJWKSetError) as exc:
+            if not self._keys:
                 log.warning("cannot fetch the JWK Set from %s: %s", self._url, exc)
-                if not self._keys:
-                    raise KeysUnavailable(f"identity's keys are unreachable: {exc}") from None
-                return
-            self._keys = {k.key_id: k for k in keys if k.key_id}
-            log.info("JWK Set of %s: %d keys", self._url, len(self._keys))
+                raise KeysUnavailable(f"identity's keys are unreachable: {exc}") from None
+            age = now - (self._keys_at or now)
+            log.warning(
+                "cannot fetch the JWK Set from %s: %s; keeping the %d cached keys (fetched %.0fs"
+                " ago)",
+                self._url,
+                exc,
+                len(self._keys),
+                age,
+            )
+            return
+        self._keys = {k.key_id: k for k in keys if k.key_id}
+        self._keys_at = now
+        log.info("JWK Set of %s: %d keys", self._url, len(self._keys))
 
     def _key(self, kid: str) -> jwt.PyJWK:
         key = self._keys.get(kid)
@@ -126,6 +174,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Caller:
         """The caller, or InvalidToken (KeysUnavailable when no key can be had)."""
+        self._refresh_if_stale()
         remembered = self._verified.get(token)
         if remembered is not None:
             caller, exp, kid = remembered
