@@ -20,10 +20,13 @@ from orders.domain.events import (
 )
 from orders.domain.model import Order
 from orders.domain.saga import (
+    FORWARD,
+    PARKED,
     AuthorizePayment,
     CancelPayment,
     CancelShipment,
     CapturePayment,
+    CircuitOpen,
     CommitStock,
     CreateShipment,
     Outcome,
@@ -276,3 +279,82 @@ def test_a_happy_run_end_to_end_through_the_order() -> None:
         "pay-1",
         "shp-1",
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# an open circuit breaker parks the step (issue 15: graceful degradation)
+# ----------------------------------------------------------------------------------------------
+
+OPEN = CircuitOpen(
+    "payments",
+    4.0,
+    "UNAVAILABLE: circuit breaker for 'payments' is open (10 of the last 10 calls failed);"
+    " next trial in 4.0s",
+)
+PARKS_EVERYWHERE = [*FORWARD, *COMPENSATIONS]
+
+
+@pytest.mark.parametrize("step", PARKS_EVERYWHERE, ids=lambda s: s.value)
+def test_an_open_breaker_parks_the_step_without_spending_an_attempt(step: Step) -> None:
+    compensating = step in COMPENSATIONS
+    before = replace(
+        saga_at(step, COMPENSATING if compensating else RUNNING, (step,) if compensating else ()),
+        attempt=2,
+        last_error="UNAVAILABLE: connection refused",
+    )
+    now = T0 + seconds(3)
+    result = advance(before, OPEN, now, POLICY)
+    parked = result.saga
+    assert result.events == ()
+    assert (parked.status, parked.step, parked.compensations, parked.attempt) == (
+        before.status,
+        step,
+        before.compensations,
+        2,  # the call was not made: no attempt spent
+    )
+    assert parked.next_attempt_at == now + seconds(4.0), "due at the breaker's next trial"
+    assert parked.step_started_at == T0 + seconds(4.0), "the step's clock stopped meanwhile"
+    assert parked.last_error == PARKED + OPEN.detail and parked.parked
+    assert not before.parked
+
+
+def test_a_step_parked_past_its_deadline_does_not_compensate_and_resumes() -> None:
+    saga, now = saga_at(S.AUTHORIZE_PAYMENT), T0
+    saga = advance(saga, DOWN, now + seconds(1), POLICY).saga  # a real failure first
+    for _ in range(10):  # 40 s of an open breaker: four times the step's 10 s timeout
+        now = saga.next_attempt_at
+        saga = advance(saga, OPEN, now, POLICY).saga
+        assert (saga.status, saga.step, saga.attempt) == (RUNNING, S.AUTHORIZE_PAYMENT, 1)
+    now = saga.next_attempt_at
+    # The breaker lets a trial through and it fails: a retry, not a compensation...
+    retried = advance(saga, DOWN, now, POLICY).saga
+    assert (retried.status, retried.attempt, retried.parked) == (RUNNING, 2, False)
+    assert POLICY.call_timeout(retried, now) == 3.0, "the step still has its time"
+    # ...and when it succeeds the saga goes on as if nothing happened.
+    result = advance(saga, OK, now, POLICY)
+    assert (result.saga.status, result.saga.step, result.saga.last_error) == (
+        RUNNING,
+        S.CREATE_SHIPMENT,
+        "",
+    )
+    assert [type(e) for e in result.events] == [OrderPaymentAuthorized]
+
+
+def test_a_half_open_breaker_saying_zero_seconds_still_parks_for_a_while() -> None:
+    busy = CircuitOpen("payments", 0.0, "its trial calls are in flight")
+    parked = advance(saga_at(S.AUTHORIZE_PAYMENT), busy, T0, POLICY).saga
+    assert parked.next_attempt_at == T0 + seconds(POLICY.min_park_s)
+
+
+def test_an_old_saga_no_longer_parks_before_its_pivot() -> None:
+    policy = replace(POLICY, park_limit_s=60.0)
+    old = saga_at(S.CREATE_SHIPMENT)  # started at T0, its step too: the deadline is gone
+    late = T0 + seconds(61)
+    result = advance(old, OPEN, late, policy)
+    assert (result.saga.status, result.saga.step) == (COMPENSATING, S.CANCEL_SHIPMENT)
+    assert "parked for too long" in result.saga.reason
+    young = advance(old, OPEN, T0 + seconds(59), policy).saga
+    assert young.parked and young.status is RUNNING
+    # Past the pivot there is nothing to give up for: it parks however old.
+    committing = advance(saga_at(S.COMMIT_STOCK), OPEN, late, policy).saga
+    assert committing.parked and (committing.status, committing.attempt) == (RUNNING, 0)

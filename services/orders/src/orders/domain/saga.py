@@ -19,6 +19,17 @@ itself when its outcome is unknown (it timed out, so it may have acted)::
 Compensations must succeed: they retry every failure with capped backoff and never give up; a
 saga stuck there is what ``mesh sagas`` shows as stuck, for a human to look at.
 
+A step whose participant's circuit breaker is open (``CircuitOpen``: orders' client refused the
+call without sending it, because the participant has been failing) *parks*: the call was not
+made, so no attempt is spent, the step's deadline clock stops (it is pushed forward by the wait)
+so the wait causes no compensation, and the step is due again when the breaker lets a trial
+call through (``retry_after_s``, at least ``min_park_s``). ``last_error`` says it, starting with
+``PARKED`` (what ``mesh sagas`` shows). When the trial succeeds the saga goes on as if nothing
+happened; when it fails, that failure counts as usual. A saga parks before its pivot only while
+younger than ``park_limit_s``: past it an open breaker is a transient failure like any other and
+the step's deadline runs out, so stock held for an order does not wait on a dead participant for
+ever. Compensations and steps after the pivot park without a limit (they never give up anyway).
+
 Nothing here does IO or reads a clock: ``advance(saga, outcome, now, policy)`` is a function, and
 ``command_for(saga, order)`` says which participant call the current step makes. Instants are
 aware UTC datetimes (meshkit.timestamps); the policy's durations are seconds.
@@ -95,6 +106,8 @@ class RetryPolicy:
     A forward step before the pivot gets ``step_timeout_s`` from its first attempt; each call
     gets at most ``call_timeout_s`` and never more than the step has left. Backoff between
     attempts is ``initial_backoff_s * multiplier**(attempt-1)``, capped at ``max_backoff_s``.
+    A step parked on an open breaker waits at least ``min_park_s``; a saga older than
+    ``park_limit_s`` no longer parks before its pivot (see the module doc).
     """
 
     step_timeout_s: float = 15.0
@@ -104,6 +117,9 @@ class RetryPolicy:
     multiplier: float = 2.0
     min_call_timeout_s: float = 0.2
     stuck_after_s: float = 60.0
+    # A half-open breaker whose trial calls are in flight says "0 s": do not spin on it.
+    min_park_s: float = 0.5
+    park_limit_s: float = 600.0
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before attempt ``attempt + 1`` (``attempt`` >= 1 failures so far)."""
@@ -186,6 +202,12 @@ class Saga:
         """Live for longer than ``stuck_after_s``: something needs a look."""
         return self.is_live and self.age(now).total_seconds() > policy.stuck_after_s
 
+    @property
+    def parked(self) -> bool:
+        """True while the current step waits for a participant's circuit breaker to let a call
+        through (the last outcome was ``CircuitOpen``)."""
+        return self.is_live and self.last_error.startswith(PARKED)
+
     def resumed(self, now: datetime.datetime) -> Saga:
         """This saga after a restart of the orders process: due now, its step's clock restarted
         (the step had no fair chance while orders itself was down)."""
@@ -220,7 +242,19 @@ class Transient:
     error: str
 
 
-Outcome = Succeeded | Rejected | Transient
+@dataclass(frozen=True)
+class CircuitOpen:
+    """The call was not made: orders' circuit breaker for ``participant`` is open (it has been
+    failing) and lets a trial call through in ``retry_after_s``. The step parks (module doc)."""
+
+    participant: str
+    retry_after_s: float
+    detail: str
+
+
+Outcome = Succeeded | Rejected | Transient | CircuitOpen
+PARKED = "parked: "
+"""How ``last_error`` of a parked saga starts (then the breaker's own words)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -376,6 +410,11 @@ def advance(
     if saga.status is SagaStatus.COMPENSATING:
         return _advance_compensation(saga, outcome, now, policy)
     step = saga.step
+    if isinstance(outcome, CircuitOpen):
+        if saga.step_has_deadline and saga.age(now).total_seconds() >= policy.park_limit_s:
+            outcome = Transient(f"{outcome.detail} (parked for too long: a failure now)")
+        else:
+            return Transition(_park(saga, outcome, now, policy))
     match outcome:
         case Succeeded():
             return _forward_done(saga, step, outcome, now)
@@ -429,6 +468,8 @@ def _compensate(
 def _advance_compensation(
     saga: Saga, outcome: Outcome, now: datetime.datetime, policy: RetryPolicy
 ) -> Transition:
+    if isinstance(outcome, CircuitOpen):
+        return Transition(_park(saga, outcome, now, policy))
     if not isinstance(outcome, Succeeded):
         # A compensation has no alternative: retry until it succeeds (capped backoff).
         error = outcome.reason if isinstance(outcome, Rejected) else outcome.error
@@ -460,6 +501,20 @@ def _retry(saga: Saga, error: str, now: datetime.datetime, policy: RetryPolicy) 
         next_attempt_at=now + datetime.timedelta(seconds=policy.backoff(attempt)),
         updated_at=now,
         last_error=error,
+    )
+
+
+def _park(saga: Saga, outcome: CircuitOpen, now: datetime.datetime, policy: RetryPolicy) -> Saga:
+    """``saga`` waiting for ``outcome``'s breaker: no attempt spent, due at its next trial."""
+    wait = datetime.timedelta(seconds=max(policy.min_park_s, outcome.retry_after_s))
+    return replace(
+        saga,
+        next_attempt_at=now + wait,
+        # The step's clock stops while it waits: the wait is not the participant's failure to
+        # answer, and counting it would compensate an order only because a breaker is open.
+        step_started_at=saga.step_started_at + wait,
+        updated_at=now,
+        last_error=f"{PARKED}{outcome.detail}",
     )
 
 
