@@ -54,6 +54,7 @@ class AuditServiceServicer:
     def QueryAudit(self, request, context):
         """Searches the trail, newest entry first. Only auditors may (separation of duties: not even
         admins read the trail of their own actions). INVALID_ARGUMENT names a bad filter or token.
+        Not retried by transports: each query is itself recorded in the trail (audit.read).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

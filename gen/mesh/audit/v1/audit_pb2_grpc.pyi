@@ -40,6 +40,7 @@ class AuditServiceStub:
     QueryAudit: _grpc.UnaryUnaryMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]
     """Searches the trail, newest entry first. Only auditors may (separation of duties: not even
     admins read the trail of their own actions). INVALID_ARGUMENT names a bad filter or token.
+    Not retried by transports: each query is itself recorded in the trail (audit.read).
     """
     GetPublicKeys: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetPublicKeysRequest, _audit_pb2.GetPublicKeysResponse]
     """The public keys that verify the trail's signed checkpoints, the current one first. Public:
@@ -54,6 +55,7 @@ class AuditServiceAsyncStub(AuditServiceStub):
     QueryAudit: _aio.UnaryUnaryMultiCallable[_audit_pb2.QueryAuditRequest, _audit_pb2.QueryAuditResponse]  # type: ignore[assignment]
     """Searches the trail, newest entry first. Only auditors may (separation of duties: not even
     admins read the trail of their own actions). INVALID_ARGUMENT names a bad filter or token.
+    Not retried by transports: each query is itself recorded in the trail (audit.read).
     """
     GetPublicKeys: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetPublicKeysRequest, _audit_pb2.GetPublicKeysResponse]  # type: ignore[assignment]
     """The public keys that verify the trail's signed checkpoints, the current one first. Public:
@@ -71,6 +73,7 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_audit_pb2.QueryAuditResponse, _abc.Awaitable[_audit_pb2.QueryAuditResponse]]:
         """Searches the trail, newest entry first. Only auditors may (separation of duties: not even
         admins read the trail of their own actions). INVALID_ARGUMENT names a bad filter or token.
+        Not retried by transports: each query is itself recorded in the trail (audit.read).
         """
 
     @_abc_1.abstractmethod

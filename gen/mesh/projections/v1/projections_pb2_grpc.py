@@ -57,6 +57,7 @@ class ProjectionAdminServiceServicer:
         starts at offset 0 (retention, or records deleted by hand), before or during the rebuild,
         it fails with FAILED_PRECONDITION (reason TOPIC_HISTORY_TRUNCATED, a PreconditionFailure
         naming each "<topic>[<partition>]" and its first offset) and the serving copy is kept.
+        Not retried by transports: a call starts a rebuild.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,6 +44,7 @@ class ProjectionAdminServiceStub:
     starts at offset 0 (retention, or records deleted by hand), before or during the rebuild,
     it fails with FAILED_PRECONDITION (reason TOPIC_HISTORY_TRUNCATED, a PreconditionFailure
     naming each "<topic>[<partition>]" and its first offset) and the serving copy is kept.
+    Not retried by transports: a call starts a rebuild.
     """
 
 @_typing.type_check_only
@@ -62,6 +63,7 @@ class ProjectionAdminServiceAsyncStub(ProjectionAdminServiceStub):
     starts at offset 0 (retention, or records deleted by hand), before or during the rebuild,
     it fails with FAILED_PRECONDITION (reason TOPIC_HISTORY_TRUNCATED, a PreconditionFailure
     naming each "<topic>[<partition>]" and its first offset) and the serving copy is kept.
+    Not retried by transports: a call starts a rebuild.
     """
 
 class ProjectionAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -83,6 +85,7 @@ class ProjectionAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         starts at offset 0 (retention, or records deleted by hand), before or during the rebuild,
         it fails with FAILED_PRECONDITION (reason TOPIC_HISTORY_TRUNCATED, a PreconditionFailure
         naming each "<topic>[<partition>]" and its first offset) and the serving copy is kept.
+        Not retried by transports: a call starts a rebuild.
         """
 
 def add_ProjectionAdminServiceServicer_to_server(servicer: ProjectionAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

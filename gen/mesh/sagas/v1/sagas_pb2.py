@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/sagas/v1/sagas.proto\x12\rmesh.sagas.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\";\n\x10ListSagasRequest\x12\x18\n\x10include_finished\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\"7\n\x11ListSagasResponse\x12\"\n\x05sagas\x18\x01 \x03(\x0b\x32\x13.mesh.sagas.v1.Saga\"\xdd\x02\n\x04Saga\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.mesh.sagas.v1.SagaState\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03\x61ge\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05stuck\x18\n \x01(\x08\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t*\x92\x01\n\tSagaState\x12\x1a\n\x16SAGA_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SAGA_STATE_RUNNING\x10\x01\x12\x1b\n\x17SAGA_STATE_COMPENSATING\x10\x02\x12\x18\n\x14SAGA_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16SAGA_STATE_COMPENSATED\x10\x04\x32w\n\x10SagaAdminService\x12\x63\n\tListSagas\x12\x1f.mesh.sagas.v1.ListSagasRequest\x1a .mesh.sagas.v1.ListSagasResponse\"\x13\xa2\xbb\x18\x0f\"\rsagas.inspectb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19mesh/sagas/v1/sagas.proto\x12\rmesh.sagas.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\";\n\x10ListSagasRequest\x12\x18\n\x10include_finished\x18\x01 \x01(\x08\x12\r\n\x05limit\x18\x02 \x01(\x05\"7\n\x11ListSagasResponse\x12\"\n\x05sagas\x18\x01 \x03(\x0b\x32\x13.mesh.sagas.v1.Saga\"\xdd\x02\n\x04Saga\x12\x0f\n\x07saga_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.mesh.sagas.v1.SagaState\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_attempt_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03\x61ge\x18\t \x01(\x0b\x32\x19.google.protobuf.Duration\x12\r\n\x05stuck\x18\n \x01(\x08\x12\x12\n\nlast_error\x18\x0b \x01(\t\x12\x0e\n\x06reason\x18\x0c \x01(\t*\x92\x01\n\tSagaState\x12\x1a\n\x16SAGA_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SAGA_STATE_RUNNING\x10\x01\x12\x1b\n\x17SAGA_STATE_COMPENSATING\x10\x02\x12\x18\n\x14SAGA_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16SAGA_STATE_COMPENSATED\x10\x04\x32z\n\x10SagaAdminService\x12\x66\n\tListSagas\x12\x1f.mesh.sagas.v1.ListSagasRequest\x1a .mesh.sagas.v1.ListSagasResponse\"\x16\x90\x02\x01\xa2\xbb\x18\x0f\"\rsagas.inspectb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.sagas.v1.sagas_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SAGAADMINSERVICE'].methods_by_name['ListSagas']._loaded_options = None
-  _globals['_SAGAADMINSERVICE'].methods_by_name['ListSagas']._serialized_options = b'\242\273\030\017\"\rsagas.inspect'
+  _globals['_SAGAADMINSERVICE'].methods_by_name['ListSagas']._serialized_options = b'\220\002\001\242\273\030\017\"\rsagas.inspect'
   _globals['_SAGASTATE']._serialized_start=606
   _globals['_SAGASTATE']._serialized_end=752
   _globals['_LISTSAGASREQUEST']._serialized_start=135
@@ -45,5 +45,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAGA']._serialized_start=254
   _globals['_SAGA']._serialized_end=603
   _globals['_SAGAADMINSERVICE']._serialized_start=754
-  _globals['_SAGAADMINSERVICE']._serialized_end=873
+  _globals['_SAGAADMINSERVICE']._serialized_end=876
 # @@protoc_insertion_point(module_scope)

@@ -90,6 +90,8 @@ class IdentityServiceServicer:
         """Creates a customer account. Passwords follow NIST SP 800-63B: 8 characters or more, long
         ones welcome, common ones refused. INVALID_ARGUMENT names every bad field; ALREADY_EXISTS
         for an email that has an account.
+        Not retried by clients' transports (no idempotency_level): a replay of a registration
+        that landed answers ALREADY_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +107,7 @@ class IdentityServiceServicer:
     def GrantRole(self, request, context):
         """Grants a role (customer, support, admin or auditor) to an account. Admins only:
         PERMISSION_DENIED for anyone else.
+        Idempotent: granting a role the user has changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +116,7 @@ class IdentityServiceServicer:
     def BeginMfaEnrollment(self, request, context):
         """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
         Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
+        Not retried by transports: each call draws a new secret.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,6 +126,7 @@ class IdentityServiceServicer:
         """Confirms enrollment with a first code from the authenticator and returns ten one-time
         recovery codes, shown this once (stored hashed). FAILED_PRECONDITION without a pending
         enrollment; INVALID_ARGUMENT for a wrong code.
+        Not retried by transports: a TOTP code is accepted once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +141,7 @@ class IdentityServiceServicer:
 
     def RevokeSession(self, request, context):
         """Ends one of the caller's sessions, with every refresh and access token issued in it.
+        Idempotent: revoking a revoked session changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,6 +149,7 @@ class IdentityServiceServicer:
 
     def RevokeAllSessions(self, request, context):
         """"Log out everywhere": ends all the caller's sessions and their tokens.
+        Idempotent: a second call finds no session left to end.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

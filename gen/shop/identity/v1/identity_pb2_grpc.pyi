@@ -44,28 +44,37 @@ class IdentityServiceStub:
     """Creates a customer account. Passwords follow NIST SP 800-63B: 8 characters or more, long
     ones welcome, common ones refused. INVALID_ARGUMENT names every bad field; ALREADY_EXISTS
     for an email that has an account.
+    Not retried by clients' transports (no idempotency_level): a replay of a registration
+    that landed answers ALREADY_EXISTS.
     """
     GetMe: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetMeRequest, _identity_pb2.GetMeResponse]
     """The caller's own account (bearer token required)."""
     GrantRole: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GrantRoleRequest, _identity_pb2.GrantRoleResponse]
     """Grants a role (customer, support, admin or auditor) to an account. Admins only:
     PERMISSION_DENIED for anyone else.
+    Idempotent: granting a role the user has changes nothing.
     """
     BeginMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]
     """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
     Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
+    Not retried by transports: each call draws a new secret.
     """
     ConfirmMfaEnrollment: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ConfirmMfaEnrollmentRequest, _identity_pb2.ConfirmMfaEnrollmentResponse]
     """Confirms enrollment with a first code from the authenticator and returns ten one-time
     recovery codes, shown this once (stored hashed). FAILED_PRECONDITION without a pending
     enrollment; INVALID_ARGUMENT for a wrong code.
+    Not retried by transports: a TOTP code is accepted once.
     """
     ListSessions: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListSessionsRequest, _identity_pb2.ListSessionsResponse]
     """The caller's live sessions (one per login), newest first."""
     RevokeSession: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RevokeSessionRequest, _identity_pb2.RevokeSessionResponse]
-    """Ends one of the caller's sessions, with every refresh and access token issued in it."""
+    """Ends one of the caller's sessions, with every refresh and access token issued in it.
+    Idempotent: revoking a revoked session changes nothing.
+    """
     RevokeAllSessions: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RevokeAllSessionsRequest, _identity_pb2.RevokeAllSessionsResponse]
-    """"Log out everywhere": ends all the caller's sessions and their tokens."""
+    """"Log out everywhere": ends all the caller's sessions and their tokens.
+    Idempotent: a second call finds no session left to end.
+    """
     IntrospectToken: _grpc.UnaryUnaryMultiCallable[_identity_pb2.IntrospectTokenRequest, _identity_pb2.IntrospectTokenResponse]
     """RFC 7662 introspection for services of the mesh: whether an access token is active now
     (signature, expiry, and not revoked with its session or token family) and what it carries.
@@ -80,28 +89,37 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Creates a customer account. Passwords follow NIST SP 800-63B: 8 characters or more, long
     ones welcome, common ones refused. INVALID_ARGUMENT names every bad field; ALREADY_EXISTS
     for an email that has an account.
+    Not retried by clients' transports (no idempotency_level): a replay of a registration
+    that landed answers ALREADY_EXISTS.
     """
     GetMe: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetMeRequest, _identity_pb2.GetMeResponse]  # type: ignore[assignment]
     """The caller's own account (bearer token required)."""
     GrantRole: _aio.UnaryUnaryMultiCallable[_identity_pb2.GrantRoleRequest, _identity_pb2.GrantRoleResponse]  # type: ignore[assignment]
     """Grants a role (customer, support, admin or auditor) to an account. Admins only:
     PERMISSION_DENIED for anyone else.
+    Idempotent: granting a role the user has changes nothing.
     """
     BeginMfaEnrollment: _aio.UnaryUnaryMultiCallable[_identity_pb2.BeginMfaEnrollmentRequest, _identity_pb2.BeginMfaEnrollmentResponse]  # type: ignore[assignment]
     """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
     Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
+    Not retried by transports: each call draws a new secret.
     """
     ConfirmMfaEnrollment: _aio.UnaryUnaryMultiCallable[_identity_pb2.ConfirmMfaEnrollmentRequest, _identity_pb2.ConfirmMfaEnrollmentResponse]  # type: ignore[assignment]
     """Confirms enrollment with a first code from the authenticator and returns ten one-time
     recovery codes, shown this once (stored hashed). FAILED_PRECONDITION without a pending
     enrollment; INVALID_ARGUMENT for a wrong code.
+    Not retried by transports: a TOTP code is accepted once.
     """
     ListSessions: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListSessionsRequest, _identity_pb2.ListSessionsResponse]  # type: ignore[assignment]
     """The caller's live sessions (one per login), newest first."""
     RevokeSession: _aio.UnaryUnaryMultiCallable[_identity_pb2.RevokeSessionRequest, _identity_pb2.RevokeSessionResponse]  # type: ignore[assignment]
-    """Ends one of the caller's sessions, with every refresh and access token issued in it."""
+    """Ends one of the caller's sessions, with every refresh and access token issued in it.
+    Idempotent: revoking a revoked session changes nothing.
+    """
     RevokeAllSessions: _aio.UnaryUnaryMultiCallable[_identity_pb2.RevokeAllSessionsRequest, _identity_pb2.RevokeAllSessionsResponse]  # type: ignore[assignment]
-    """"Log out everywhere": ends all the caller's sessions and their tokens."""
+    """"Log out everywhere": ends all the caller's sessions and their tokens.
+    Idempotent: a second call finds no session left to end.
+    """
     IntrospectToken: _aio.UnaryUnaryMultiCallable[_identity_pb2.IntrospectTokenRequest, _identity_pb2.IntrospectTokenResponse]  # type: ignore[assignment]
     """RFC 7662 introspection for services of the mesh: whether an access token is active now
     (signature, expiry, and not revoked with its session or token family) and what it carries.
@@ -119,6 +137,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Creates a customer account. Passwords follow NIST SP 800-63B: 8 characters or more, long
         ones welcome, common ones refused. INVALID_ARGUMENT names every bad field; ALREADY_EXISTS
         for an email that has an account.
+        Not retried by clients' transports (no idempotency_level): a replay of a registration
+        that landed answers ALREADY_EXISTS.
         """
 
     @_abc_1.abstractmethod
@@ -137,6 +157,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_pb2.GrantRoleResponse, _abc.Awaitable[_identity_pb2.GrantRoleResponse]]:
         """Grants a role (customer, support, admin or auditor) to an account. Admins only:
         PERMISSION_DENIED for anyone else.
+        Idempotent: granting a role the user has changes nothing.
         """
 
     @_abc_1.abstractmethod
@@ -147,6 +168,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_pb2.BeginMfaEnrollmentResponse, _abc.Awaitable[_identity_pb2.BeginMfaEnrollmentResponse]]:
         """Starts TOTP enrollment (RFC 6238: SHA-1, 6 digits, 30 s): the otpauth:// URI and its QR code.
         Needs the password again. MFA is on only once ConfirmMfaEnrollment accepts a first code.
+        Not retried by transports: each call draws a new secret.
         """
 
     @_abc_1.abstractmethod
@@ -158,6 +180,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Confirms enrollment with a first code from the authenticator and returns ten one-time
         recovery codes, shown this once (stored hashed). FAILED_PRECONDITION without a pending
         enrollment; INVALID_ARGUMENT for a wrong code.
+        Not retried by transports: a TOTP code is accepted once.
         """
 
     @_abc_1.abstractmethod
@@ -174,7 +197,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.RevokeSessionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.RevokeSessionResponse, _abc.Awaitable[_identity_pb2.RevokeSessionResponse]]:
-        """Ends one of the caller's sessions, with every refresh and access token issued in it."""
+        """Ends one of the caller's sessions, with every refresh and access token issued in it.
+        Idempotent: revoking a revoked session changes nothing.
+        """
 
     @_abc_1.abstractmethod
     def RevokeAllSessions(
@@ -182,7 +207,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.RevokeAllSessionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.RevokeAllSessionsResponse, _abc.Awaitable[_identity_pb2.RevokeAllSessionsResponse]]:
-        """"Log out everywhere": ends all the caller's sessions and their tokens."""
+        """"Log out everywhere": ends all the caller's sessions and their tokens.
+        Idempotent: a second call finds no session left to end.
+        """
 
     @_abc_1.abstractmethod
     def IntrospectToken(

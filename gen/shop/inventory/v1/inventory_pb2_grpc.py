@@ -68,7 +68,8 @@ class InventoryServiceServicer:
 
     def SetStock(self, request, context):
         """Sets the on-hand quantity of a SKU, creating the SKU if it is new.
-        FAILED_PRECONDITION when the new quantity is below what is already reserved.
+        FAILED_PRECONDITION when the new quantity is below what is already reserved. Idempotent:
+        the quantity is absolute.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

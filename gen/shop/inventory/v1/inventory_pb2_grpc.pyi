@@ -35,7 +35,8 @@ class InventoryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> InventoryServiceAsyncStub: ...
     SetStock: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.SetStockRequest, _inventory_pb2.SetStockResponse]
     """Sets the on-hand quantity of a SKU, creating the SKU if it is new.
-    FAILED_PRECONDITION when the new quantity is below what is already reserved.
+    FAILED_PRECONDITION when the new quantity is below what is already reserved. Idempotent:
+    the quantity is absolute.
     """
     GetStock: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetStockRequest, _inventory_pb2.GetStockResponse]
     """Reads the stock of a SKU. NOT_FOUND for an unknown SKU."""
@@ -59,7 +60,8 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     SetStock: _aio.UnaryUnaryMultiCallable[_inventory_pb2.SetStockRequest, _inventory_pb2.SetStockResponse]  # type: ignore[assignment]
     """Sets the on-hand quantity of a SKU, creating the SKU if it is new.
-    FAILED_PRECONDITION when the new quantity is below what is already reserved.
+    FAILED_PRECONDITION when the new quantity is below what is already reserved. Idempotent:
+    the quantity is absolute.
     """
     GetStock: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetStockRequest, _inventory_pb2.GetStockResponse]  # type: ignore[assignment]
     """Reads the stock of a SKU. NOT_FOUND for an unknown SKU."""
@@ -86,7 +88,8 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.SetStockResponse, _abc.Awaitable[_inventory_pb2.SetStockResponse]]:
         """Sets the on-hand quantity of a SKU, creating the SKU if it is new.
-        FAILED_PRECONDITION when the new quantity is below what is already reserved.
+        FAILED_PRECONDITION when the new quantity is below what is already reserved. Idempotent:
+        the quantity is absolute.
         """
 
     @_abc_1.abstractmethod

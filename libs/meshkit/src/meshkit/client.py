@@ -1,73 +1,217 @@
-"""Client channels to mesh services: retries on UNAVAILABLE in the service config, health waits,
-trace propagation (a CLIENT span per call and W3C ``traceparent`` metadata; see meshkit.telemetry).
+"""Client channels to mesh services: deadlines, bulkheads, circuit breakers, retries where safe,
+load balancing over replicas, trace propagation and credentials, for every call.
 
-gRPC sets no default deadline; pass ``timeout=`` on every call (``DEFAULT_TIMEOUT`` is a sane
-one). Retries happen inside gRPC (gRFC A6), bounded by the call's deadline and throttled by a retry
-budget, so a dead dependency cannot multiply the load on it.
+A channel from ``connect(target)`` gives every call, outermost first:
+
+1. a CLIENT span and W3C ``traceparent`` metadata (meshkit.telemetry);
+2. a deadline (the call's ``timeout=``, else the mesh default ``MESH_DEADLINE_S``, cut to what
+   is left of the request being served: meshkit.deadlines), a bulkhead and a circuit breaker
+   per downstream (meshkit.resilience);
+3. its authorization (meshkit.credentials);
+4. gRPC's own retry policy (gRFC A6: exponential backoff with jitter, retry throttling as a
+   budget, all within the call's one deadline), **only** for methods whose proto says
+   ``option idempotency_level = NO_SIDE_EFFECTS`` or ``IDEMPOTENT``. Every other method goes
+   through a channel with no retry policy: gRPC then retries only transparently, when the
+   request provably never reached the server's application (A6), which is safe for anything.
+
+Which channel a method uses is decided once per stub method (``MeshChannel``), from the
+method's descriptor in the default descriptor pool (its generated ``_pb2`` module is imported by
+the stub), so a call costs no lookup.
+
+A target naming several replicas (``MESH_ADDRESS_INVENTORY=127.0.0.1:50052,127.0.0.1:51052``)
+is dialled as one channel over all of them, ``round_robin`` with client-side health checking
+(gRFC A17): a replica that is down or NOT_SERVING is skipped until it is back.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit.addresses import address_of
 from meshkit.credentials import CredentialsInterceptor, TokenSource
+from meshkit.resilience import Downstreams, ResilienceInterceptor
 from meshkit.telemetry import ClientInterceptor
 
 DEFAULT_TIMEOUT = 5.0
 
-RETRY_SERVICE_CONFIG: dict[str, Any] = {
-    "methodConfig": [
-        {
-            "name": [{}],  # every method of every service
-            "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.05s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ],
-    "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+RETRY_POLICY: dict[str, Any] = {
+    "maxAttempts": 4,
+    "initialBackoff": "0.05s",
+    "maxBackoff": "1s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
 }
+# gRPC's retry budget (A6 "retryThrottling", per server name): a failure costs a token, a
+# success earns 0.1; below half of maxTokens no call is retried, so retries add at most ~10 %
+# to the load of a failing peer instead of multiplying it by maxAttempts.
+RETRY_THROTTLING: dict[str, Any] = {"maxTokens": 10, "tokenRatio": 0.1}
+# What an idempotent method's channel runs (``name: [{}]``: every method it is used for).
+RETRY_SERVICE_CONFIG: dict[str, Any] = {
+    "methodConfig": [{"name": [{}], "retryPolicy": RETRY_POLICY}],
+    "retryThrottling": RETRY_THROTTLING,
+}
+_RETRYABLE_LEVELS = frozenset(
+    {descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT}
+)
+_idempotency: dict[str, bool] = {}
+
+
+def retryable(method: str) -> bool:
+    """Whether gRPC may retry ``method`` (``/package.Service/Method``): its proto declares
+    ``idempotency_level`` NO_SIDE_EFFECTS or IDEMPOTENT. Unknown methods are not retryable."""
+    known = _idempotency.get(method)
+    if known is None:
+        name = method.lstrip("/").replace("/", ".")
+        try:
+            options = descriptor_pool.Default().FindMethodByName(name).GetOptions()
+        except KeyError:
+            known = False
+        else:
+            known = options.idempotency_level in _RETRYABLE_LEVELS
+        _idempotency[method] = known
+    return known
+
+
+def dial_target(address: str) -> tuple[str, bool]:
+    """The gRPC target for a resolved ``address`` and whether it names several replicas:
+    ``host:port`` as it is; ``ip:port,ip:port`` as ``ipv4:`` (or ``ipv6:``) address list."""
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) <= 1:
+        return (parts[0] if parts else address), False
+    if all(part.startswith("[") for part in parts):
+        return "ipv6:" + ",".join(parts), True
+    hosts = [part.rpartition(":")[0] for part in parts]
+    if not all(_is_ipv4(host) for host in hosts):
+        raise ValueError(
+            f"replica list {address!r}: several addresses must be IP literals (ip:port,ip:port);"
+            " for a DNS name with several records give the one name"
+        )
+    return "ipv4:" + ",".join(parts), True
+
+
+def _is_ipv4(host: str) -> bool:
+    pieces = host.split(".")
+    return len(pieces) == 4 and all(p.isdigit() and int(p) < 256 for p in pieces)
+
+
+def _service_config(retry: bool, replicas: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if retry:
+        config.update(RETRY_SERVICE_CONFIG)
+    # round_robin over whatever the target resolves to (replicas, or a DNS name's records);
+    # health checking only for replica lists: it holds a Watch stream per replica per channel.
+    config["loadBalancingConfig"] = [{"round_robin": {}}]
+    if replicas:
+        config["healthCheckConfig"] = {"serviceName": ""}
+    return config
+
+
+class MeshChannel(grpc.Channel):
+    """Two channels to one target behind one: retried (idempotent methods) and not (the rest);
+    each stub method is bound to the right one when the stub is made (see the module doc)."""
+
+    def __init__(self, retrying: grpc.Channel, plain: grpc.Channel) -> None:
+        self._retrying = retrying
+        self._plain = plain
+
+    def _for(self, method: str) -> grpc.Channel:
+        return self._retrying if retryable(method) else self._plain
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._for(method).unary_unary(method, *args, **kwargs)
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._for(method).unary_stream(method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._for(method).stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._for(method).stream_stream(method, *args, **kwargs)
+
+    def subscribe(self, callback: Callable[[Any], None], try_to_connect: bool = False) -> None:
+        self._plain.subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Callable[[Any], None]) -> None:
+        self._plain.unsubscribe(callback)
+
+    def close(self) -> None:
+        self._retrying.close()
+        self._plain.close()
+
+    def __enter__(self) -> MeshChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def connect(
-    target: str, *, retry: bool = True, credentials: TokenSource | None = None
+    target: str,
+    *,
+    retry: bool = True,
+    credentials: TokenSource | None = None,
+    downstreams: Downstreams | None = None,
 ) -> grpc.Channel:
-    """An insecure channel to ``target``, retrying UNAVAILABLE when ``retry``.
+    """A channel to ``target`` with everything in the module doc; ``retry=False`` turns gRPC's
+    retry policy off for every method (transparent retries stay).
 
     Every call carries an authorization (meshkit.credentials): the token of the RPC being
     handled, forwarded, or ``credentials``' own token (acting for a user inside
     ``authz.acting_for``).
 
     ``target`` is a mesh service's name (``"inventory"``, resolved by ``meshkit.addresses``:
-    ``MESH_ADDRESS_INVENTORY``, else mesh.toml) or an explicit ``host:port``.
-
-    Every call through it carries the current trace context as ``traceparent`` metadata and,
-    while tracing is on, is recorded as a CLIENT span (child of the current span).
+    ``MESH_ADDRESS_INVENTORY``, else mesh.toml; its breaker and bulkhead are "inventory's") or an
+    explicit ``host:port`` (or a comma-separated list of replicas). ``downstreams``: whose
+    breakers and bulkheads to use (default: the process's, ``meshkit.resilience.downstreams()``).
 
     Thread safety: a channel is safe to share across threads; build one per target and reuse it.
     """
-    if ":" not in target:
-        target = address_of(target)
+    downstream = target
+    address = address_of(target) if ":" not in target else target
+    dialled, replicas = dial_target(address)
+    channels = [
+        _intercepted(
+            ResilienceInterceptor(downstream, downstreams),
+            dialled,
+            replicas,
+            retry=enabled,
+            credentials=credentials,
+        )
+        for enabled in ((True, False) if retry else (False,))
+    ]
+    if len(channels) == 1:
+        return MeshChannel(channels[0], channels[0])
+    return MeshChannel(channels[0], channels[1])
+
+
+def _intercepted(
+    resilience: ResilienceInterceptor,
+    dialled: str,
+    replicas: bool,
+    *,
+    retry: bool,
+    credentials: TokenSource | None,
+) -> grpc.Channel:
     options: list[tuple[str, Any]] = [
-        ("grpc.enable_retries", 1 if retry else 0),
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(_service_config(retry, replicas))),
         # Reconnect quickly after a peer restarts (the default backoff starts at 1 s, up to 120 s).
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    if retry:
-        options.append(("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)))
+    channel = grpc.insecure_channel(dialled, options=options)
     return grpc.intercept_channel(
-        grpc.insecure_channel(target, options=options),
-        ClientInterceptor(target),
+        channel,
+        ClientInterceptor(dialled.split(",", maxsplit=1)[0].removeprefix("ipv4:")),
+        resilience,
         CredentialsInterceptor(credentials),
     )
 
