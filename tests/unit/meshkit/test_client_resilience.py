@@ -9,16 +9,22 @@ import collections
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshkit import ServerSettings, ServiceBinding, create_server, deadlines
+from meshkit import ServerSettings, ServiceBinding, create_server, deadlines, resilience
+from meshkit.addresses import env_key
 from meshkit.client import connect
 from meshkit.resilience import Downstreams, Limits, State
 from meshkit.server import MeshServer
+from meshkit.service import Service, ServiceContext
+from meshkit.settings import ServiceSettings
 from shop.identity.v1 import identity_pb2, identity_pb2_grpc
 
 GET_ME = "/shop.identity.v1.IdentityService/GetMe"  # NO_SIDE_EFFECTS
@@ -356,3 +362,40 @@ def test_a_not_serving_replica_is_skipped() -> None:
     finally:
         for server in servers:
             server.stop(0)
+
+
+def test_a_service_shows_its_peers_breakers_in_its_health(
+    flaky: tuple[Flaky, MeshServer], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    servicer, peer_server = flaky
+    peer = f"peer_{uuid.uuid4().hex[:8]}"  # the process's breakers outlive a test: a new name
+    monkeypatch.setenv(env_key(peer), f"127.0.0.1:{peer_server.port}")
+    channels: list[grpc.Channel] = []
+
+    def build(ctx: ServiceContext[ServiceSettings]) -> list[object]:
+        channels.append(ctx.connect(peer))
+        return []
+
+    service: Service[ServiceSettings] = Service("front", build)  # type: ignore[arg-type]
+    settings = service.load_settings({"FRONT_PORT": "0", "FRONT_DB_PATH": str(tmp_path / "f.db")})
+    server = service.create(settings)
+    port = server.start()
+    name = resilience.HEALTH_PREFIX + peer
+    try:
+        health = health_pb2_grpc.HealthStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+
+        def shown() -> int:
+            request = health_pb2.HealthCheckRequest(service=name)
+            return int(health.Check(request, timeout=5).status)
+
+        assert shown() == health_pb2.HealthCheckResponse.SERVING
+        servicer.failing = True
+        client = identity_pb2_grpc.IdentityServiceStub(channels[0])
+        token = (("authorization", "Bearer any"),)  # (else the kit fetches front's own)
+        for _ in range(resilience.downstreams().limits.min_calls):
+            code_of(
+                lambda: client.Register(identity_pb2.RegisterRequest(), timeout=5, metadata=token)
+            )
+        assert shown() == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        server.stop(0)

@@ -64,6 +64,8 @@ FAILURE_CODES = frozenset(
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
+# The grpc.health.v1 name under which the kit's services show a peer's breaker.
+HEALTH_PREFIX = "meshkit.breaker/"
 # Neither a success nor a failure of the downstream: the caller gave up.
 _IGNORED_CODES = frozenset({grpc.StatusCode.CANCELLED})
 

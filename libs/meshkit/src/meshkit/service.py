@@ -46,8 +46,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2
 
-from meshkit import authz
+from meshkit import authz, resilience
 from meshkit.addresses import AddressError, address_of, env_key, http_port_of, http_url_of, port_of
 from meshkit.audit import AUDIT_NAMESPACE, DENIED, Actor, AuditEntry, AuditTrail
 from meshkit.client import connect
@@ -132,6 +133,7 @@ class ServiceContext(Generic[S]):
         self.workers: list[tuple[str, Callable[[threading.Event], None]]] = []
         self.closers: list[Callable[[], None]] = []
         self.channels: list[grpc.Channel] = []
+        self.peers: list[str] = []  # the names connect() was given (their breakers are shown)
 
     @property
     def db(self) -> Database:
@@ -177,6 +179,7 @@ class ServiceContext(Generic[S]):
         retries and trace propagation; closed when the server stops."""
         channel = connect(peer, credentials=self.credentials)
         self.channels.append(channel)
+        self.peers.append(peer)
         return channel
 
     def serve_http(
@@ -367,17 +370,7 @@ class Service(Generic[S]):
             server.on_stop(audit_relay.close)
             assert trail is not None  # the relay moves that trail's outbox
             server.on_stop(trail.db.close)
-        for name, run_forever in ctx.workers:
-            server.add_worker(name, run_forever)
-        if relay is not None:
-            server.add_worker("outbox-relay", relay.run_forever)
-            server.on_stop(relay.close)
-        for closer in ctx.closers:
-            server.on_stop(closer)
-        for channel in ctx.channels:
-            server.on_stop(channel.close)
-        if db is not None:
-            server.on_stop(db.close)
+        _wire(server, ctx, relay, db)
         return server
 
     def _audit_trail(
@@ -470,6 +463,49 @@ class _DbTrail:
     def write(self, entry: AuditEntry) -> None:
         with self.db.transaction() as conn:
             self._sink.publish(conn, entry)
+
+
+def _wire(
+    server: MeshServer, ctx: ServiceContext[Any], relay: OutboxRelay | None, db: Database | None
+) -> None:
+    """Give ``server`` what ``build`` asked for: its workers, the relay, the closers (in stop
+    order: closers, channels, the breakers' health, the database)."""
+    for name, run_forever in ctx.workers:
+        server.add_worker(name, run_forever)
+    if relay is not None:
+        server.add_worker("outbox-relay", relay.run_forever)
+        server.on_stop(relay.close)
+    for closer in ctx.closers:
+        server.on_stop(closer)
+    for channel in ctx.channels:
+        server.on_stop(channel.close)
+    if ctx.peers:
+        server.on_stop(_show_breakers(server, ctx.peers))
+    if db is not None:
+        server.on_stop(db.close)
+
+
+def _show_breakers(server: MeshServer, peers: Sequence[str]) -> Callable[[], None]:
+    """Show the peers' circuit breakers in ``server``'s health (``meshkit.breaker/<peer>``:
+    SERVING closed, NOT_SERVING open, UNKNOWN half-open), now and on every change; returns the
+    function that stops it."""
+    status = health_pb2.HealthCheckResponse
+    shown = {
+        resilience.State.CLOSED: status.SERVING,
+        resilience.State.OPEN: status.NOT_SERVING,
+        resilience.State.HALF_OPEN: status.UNKNOWN,
+    }
+    registry = resilience.downstreams()
+    names = set(peers)
+
+    def show(downstream: str, state: resilience.State) -> None:
+        if downstream in names:
+            server.health.set(resilience.HEALTH_PREFIX + downstream, shown[state])
+
+    stop = registry.listen(show)
+    for peer in names:
+        show(peer, registry.breaker(peer).state)
+    return stop
 
 
 def _denial_recorder(trail: _DbTrail) -> authz.DenialRecorder:
