@@ -342,3 +342,44 @@ def test_event_schema_follows_the_conventions(path: Path) -> None:
         return missing
 
     assert undocumented(data, "") == [], "every record and field needs a doc"
+
+
+# How a channel is made by hand; the kit's meshkit.client.connect is the one way for a service.
+RAW_CHANNELS = {"insecure_channel", "secure_channel", "intercept_channel"}
+
+
+def raw_channels(src: Path) -> list[str]:
+    """Every place under ``src`` that makes a grpc channel itself (``grpc.insecure_channel`` and
+    the like, sync or aio), as ``file:line name()``."""
+    problems = []
+    for path in sorted(src.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+            func = call.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in RAW_CHANNELS:
+                problems.append(f"{path.relative_to(src).as_posix()}:{call.lineno} {name}()")
+    return problems
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda p: p.name)
+def test_services_call_peers_only_through_kit_channels(service: Path) -> None:
+    """No call of a service is unbounded: its channels are the kit's, which give every call a
+    deadline (the caller's, else the mesh default, cut to the request's budget), a breaker and a
+    bulkhead (tests/unit/meshkit/test_client_resilience.py shows them working)."""
+    problems = raw_channels(service / "src")
+    assert not problems, "use ctx.connect(peer) (meshkit.client):\n" + "\n".join(problems)
+
+
+def test_the_raw_channel_check_catches_one(tmp_path: Path) -> None:
+    (tmp_path / "adapter.py").write_text(
+        "import grpc\nfrom grpc import aio\n"
+        "def peer():\n"
+        "    return grpc.insecure_channel('127.0.0.1:50052')\n"
+        "def later():\n"
+        "    return aio.secure_channel('x:1', None)\n"
+    )
+    assert raw_channels(tmp_path) == [
+        "adapter.py:4 insecure_channel()",
+        "adapter.py:6 secure_channel()",
+    ]
