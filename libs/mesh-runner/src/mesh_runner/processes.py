@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from meshkit import tls
 from meshkit.client import check_health, connect
 
 
@@ -194,7 +197,7 @@ def healthy(kind: str, port: int) -> bool:
     if not port_open("127.0.0.1", port):
         return False
     if kind == "grpc":
-        with connect(f"127.0.0.1:{port}", retry=False) as channel:
+        with _health_channel(port) as channel:
             return check_health(channel, timeout=1.0)
     if kind == "http":
         try:
@@ -203,6 +206,16 @@ def healthy(kind: str, port: int) -> bool:
         except (urllib.error.URLError, OSError):
             return False
     return True
+
+
+def _health_channel(port: int) -> grpc.Channel:
+    """A channel to 127.0.0.1:port for one health probe: mTLS as ``client`` while the mesh runs
+    with TLS (its servers then refuse plaintext; see mesh_runner.certs.adopt), else plaintext."""
+    directory = tls.tls_dir()
+    if directory is None:
+        return connect(f"127.0.0.1:{port}", retry=False)
+    credentials = tls.channel_credentials(tls.tls_name(tls.CLIENT), directory)
+    return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
 
 
 def tail(path: Path, lines: int = 15) -> str:

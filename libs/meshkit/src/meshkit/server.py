@@ -25,7 +25,10 @@ One call, ``create_server(...)``, gives a ``MeshServer`` with:
 - background workers (outbox relay, consumers, saga runner) started with the server and stopped
   after it has drained,
 - graceful SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight RPCs finish within
-  the grace period, stop the workers, then run the ``on_stop`` closers (close the database).
+  the grace period, stop the workers, then run the ``on_stop`` closers (close the database),
+- with ``$MESH_TLS_DIR`` set (``mesh up --tls``), mutual TLS only: client certificates from the
+  mesh's CA required, certificate files reloaded when they change, and the caller's SPIFFE ID
+  current for the handler (``meshkit.tls.current_peer_identity()``).
 
 The server is grpcio's thread-pool server: services do blocking SQLite and Kafka client work, and
 per-thread connections keep that simple and safe. ``grpc.so_reuseport`` is off, so a second
@@ -58,7 +61,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from meshkit import authz, telemetry
+from meshkit import authz, telemetry, tls
 from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
 from meshkit.logs import configure_logging
 from meshkit.settings import ServerSettings, SettingsError, describe_settings, load_settings
@@ -300,13 +303,14 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
         """Make the RPC's trace context current: a SERVER span (tracing on) or the fallback.
         Returns the span (None when not recording one) and the token to detach."""
         rpc = telemetry._state.rpc
+        # The caller's TLS identity rides in the same context (meshkit.tls.current_peer_identity).
         if rpc is None or quiet:
-            return None, otel_context.attach(_trace_context(context))
+            return None, otel_context.attach(tls.with_peer(context, _trace_context(context)))
         entry = self._attributes.get(method)
         if entry is None or entry[0] is not rpc:
             entry = self._attributes[method] = self._span_attributes(rpc, method)
         span = rpc.start(entry[1], _incoming(context), trace.SpanKind.SERVER, entry[2])
-        return span, otel_context.attach(trace.set_span_in_context(span))
+        return span, otel_context.attach(tls.with_peer(context, trace.set_span_in_context(span)))
 
     def _span_attributes(
         self, rpc: RpcSpans, method: str
@@ -669,8 +673,14 @@ class MeshServer:
     def start(self) -> int:
         """Bind, start serving, mark every service SERVING; returns the bound port."""
         address = f"{self.settings.host}:{self.settings.port}"
+        # MESH_TLS_DIR (mesh up --tls): mTLS only, client certificates required (meshkit.tls).
+        directory = tls.tls_dir()
         try:
-            self.port = self._grpc.add_insecure_port(address)
+            if directory is None:
+                self.port = self._grpc.add_insecure_port(address)
+            else:
+                credentials = tls.server_credentials(tls.tls_name(self.name), directory)
+                self.port = self._grpc.add_secure_port(address, credentials)
         except RuntimeError as exc:
             raise OSError(f"{self.name}: cannot listen on {address}: {exc}") from None
         if not self.port:
@@ -686,10 +696,11 @@ class MeshServer:
             thread.start()
             self._threads.append(thread)
         log.info(
-            "%s serving on %s:%d",
+            "%s serving on %s:%d%s",
             self.name,
             self.settings.host,
             self.port,
+            "" if directory is None else " (mTLS only)",
             extra={"port": self.port, "services": [b.full_name for b in self._services]},
         )
         return self.port
