@@ -156,7 +156,8 @@ class CredentialsInterceptor(
     def __init__(self, own: TokenSource | None) -> None:
         self._own = own
 
-    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+    def details_for(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        """``details`` with the call's authorization added (see the module doc)."""
         metadata: Metadata = list(details.metadata or ())
         updated = outgoing_metadata(metadata, self._own)
         if updated is metadata:
@@ -171,13 +172,13 @@ class CredentialsInterceptor(
         )
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        return continuation(self.details_for(details), request)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self._details(details), request)
+        return continuation(self.details_for(details), request)
 
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self._details(details), requests)
+        return continuation(self.details_for(details), requests)
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self._details(details), requests)
+        return continuation(self.details_for(details), requests)

@@ -471,7 +471,9 @@ class ResilienceInterceptor(
         self._breaker = registry.breaker(downstream)
         self._bulkhead = registry.bulkhead(downstream)
 
-    def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+    def call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        """Send ``request`` through ``continuation`` if deadline, bulkhead and breaker let it;
+        returns the call, or the local failure (a finished call object) that stopped it."""
         timeout = deadlines.outgoing_timeout(details.timeout)
         if timeout <= 0:
             return BudgetSpent(
@@ -507,19 +509,19 @@ class ResilienceInterceptor(
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         """A unary call through deadline, bulkhead and breaker."""
-        return self._call(continuation, details, request)
+        return self.call(continuation, details, request)
 
     def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         """A server-streaming call (holds its bulkhead slot until the stream ends)."""
-        return self._call(continuation, details, request)
+        return self.call(continuation, details, request)
 
     def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         """A client-streaming call."""
-        return self._call(continuation, details, requests)
+        return self.call(continuation, details, requests)
 
     def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         """A bidirectional call (holds its bulkhead slot until the stream ends)."""
-        return self._call(continuation, details, requests)
+        return self.call(continuation, details, requests)
 
 
 def _with_timeout(details: Any, timeout: float) -> Any:
