@@ -10,6 +10,10 @@ and each answer into an outcome the state machine understands:
   (16 KiB; a participant repeating a client's long value in full) -> Rejected too: only an
   error carries such a status, the same request would get the same answer however often it is
   retried, and a saga that took it for transient would retry it forever;
+- UNAVAILABLE from orders' own circuit breaker (meshkit.resilience.BreakerOpen: the call was
+  never sent, the participant has been failing) -> CircuitOpen with the breaker's
+  ``retry_after_s``: the saga parks the step until the next trial instead of spending attempts
+  and step time on calls that cannot be made;
 - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL...) ->
   Transient (it may or may not have acted; the saga retries the same idempotency key).
 
@@ -25,11 +29,13 @@ from collections.abc import Callable
 
 import grpc
 
+from meshkit.resilience import BreakerOpen
 from orders.domain.saga import (
     AuthorizePayment,
     CancelPayment,
     CancelShipment,
     CapturePayment,
+    CircuitOpen,
     Command,
     CommitStock,
     CreateShipment,
@@ -227,11 +233,14 @@ def _lookup(replay: Callable[[], Outcome]) -> Succeeded | None:
 
 def classify(error: grpc.RpcError) -> Outcome:
     """A failed RPC as a saga outcome: Rejected for business codes and for an error too large to
-    read, Transient otherwise (see the module doc)."""
+    read, CircuitOpen when orders' breaker refused to send it, Transient otherwise (see the
+    module doc)."""
     code = error.code()
     said = error.details() or "no details"
     # It becomes the saga's error or the order's cancellation reason (stored, sent on Kafka).
     detail = f"{code.name}: {said if len(said) <= MAX_DETAIL else said[:MAX_DETAIL] + '…'}"
+    if isinstance(error, BreakerOpen):
+        return CircuitOpen(error.downstream, error.retry_after_s, detail)
     if code in BUSINESS_CODES:
         return Rejected(detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and OVERSIZED_ANSWER in (error.details() or ""):

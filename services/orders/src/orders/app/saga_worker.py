@@ -229,9 +229,13 @@ class SagaWorker:
             return None  # another worker moved it; our call was idempotent
         after, order = transition.saga, stored
         # Every step of every order at INFO would be most of the log; the routine forward step
-        # is DEBUG, what an operator looks for (retries, compensation, the end) is not.
+        # is DEBUG, what an operator looks for (retries, compensation, the end) is not. A step
+        # parking on an open breaker is INFO once (the breaker's own WARNING says why), DEBUG
+        # while it stays parked.
         routine = after.attempt == 0 and after.is_live and after.status is saga.status
         level = logging.WARNING if after.attempt else logging.DEBUG if routine else logging.INFO
+        if after.parked:
+            level = logging.DEBUG if saga.parked else logging.INFO
         if log.isEnabledFor(level):
             log.log(
                 level,
