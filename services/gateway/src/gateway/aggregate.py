@@ -9,10 +9,17 @@ order, so a caller never learns more than orders let them read. A part that fail
 of time is left out and named in ``missing`` with its gRPC code, and the answer is still 200: a
 page can show what it has. Only the order itself decides: an order orders does not know is 404,
 one the caller may not read 403.
+
+A part whose service the gateway's client has given up on for now (its circuit breaker is open,
+or its bulkhead full: meshkit.resilience) costs nothing: the client refuses the call at once
+and the part is named as missing with why and, for a breaker, when it is tried again. So a dead
+service costs the answer neither its time nor its 200. When neither orders nor order views can
+answer, the 503's Retry-After is the soonest breaker trial (1 s when no breaker is open).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,6 +34,7 @@ from gateway.transcoding import to_json
 from meshkit.authz import ON_BEHALF_OF
 from meshkit.credentials import TokenSource
 from meshkit.errors import MeshError
+from meshkit.resilience import BreakerOpen, BulkheadFull
 from shop.order_views.v1 import order_views_pb2 as views_pb
 from shop.orders.v1 import orders_pb2 as orders_pb
 from shop.payments.v1 import payments_pb2 as payments_pb
@@ -131,6 +139,7 @@ class OrderDetails:
             ),
         }
         replies: dict[str, message.Message] = {}
+        retry_after: list[float] = []
         for part, future in first.items():
             try:
                 replies[part.name] = future.result()
@@ -140,6 +149,8 @@ class OrderDetails:
                         other.cancel()
                     raise from_rpc_error(error, "OrdersService") from None
                 missing.append(_missing(part, error))
+                if isinstance(error, BreakerOpen):
+                    retry_after.append(error.retry_after_s)
         events = replies.get("events")
         ids = _ids(events) if isinstance(events, orders_pb.ListOrderEventsResponse) else {}
         second = self._second(
@@ -156,7 +167,7 @@ class OrderDetails:
                 "neither orders nor order views could say what the order is",
                 code="UNAVAILABLE",
                 details=[{"missing": missing}],
-                headers=[("Retry-After", "1")],
+                headers=[("Retry-After", str(max(1, math.ceil(min(retry_after, default=1)))))],
             )
         for name, reply in replies.items():
             shaped = to_json(reply)
@@ -228,6 +239,15 @@ def _missing(part: _Part, error: grpc.RpcError) -> dict[str, str]:
         grpc.StatusCode.DEADLINE_EXCEEDED: "did not answer within the deadline",
         grpc.StatusCode.UNAVAILABLE: "is unavailable",
     }.get(code, "failed")
+    # The gateway's own client refused the call: say so (these words are the gateway's, unlike
+    # a service's error details, which stay out of the answer).
+    if isinstance(error, BreakerOpen):
+        reason = (
+            f"is unavailable: the gateway's circuit breaker for it is open (next trial in"
+            f" {error.retry_after_s:.1f}s)"
+        )
+    elif isinstance(error, BulkheadFull):
+        reason = "is overloaded: the gateway already has its cap of calls to it in flight"
     return {
         "part": part.name,
         "service": part.component,
