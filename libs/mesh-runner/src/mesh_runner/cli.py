@@ -1,10 +1,11 @@
 """``mesh``: run the whole mesh on this machine.
 
     mesh up [-d] [--kafka embedded|local|HOST:PORT]   start what is not running, health-gated
+            [--replicas inventory=2,payments=2]       ... with more processes of some components
             [--tls]                                   ... with mTLS on every gRPC hop (docs/mtls.md)
     mesh certs [--dir D] [--days N] [--force]         the local CA and a certificate per component
     mesh down                                         stop everything `mesh up` started
-    mesh ps [--json]                                  what runs, with pids and ports
+    mesh ps [--json]                                  what runs: pids, ports, open breakers
     mesh logs [SERVICE] [-f]                          the components' logs
     mesh dlq ls|replay TOPIC                          dead letters of TOPIC (TOPIC.dlq)
     mesh sagas [--all] [--json] [--token T]           sagas in flight: step, state, age, stuck
@@ -21,12 +22,20 @@ given with ``--token``, else ``$MESH_TOKEN``, else one they mint through the mes
 ``mesh token`` does) with the least role the command needs: admin for sagas, rebuild and load
 (which places orders for its test customers), auditor for audit ls.
 
+Replicas: ``--replicas NAME=N,...`` runs N processes of a component (kept for later plain
+``mesh up`` calls until ``mesh down``). Replica k >= 2 is ``NAME#k`` in ``mesh ps`` and ``mesh
+logs``, listens on the component's port + 1000 * (k - 1), and shares its database; every
+component gets ``MESH_ADDRESS_NAME=127.0.0.1:PORT,127.0.0.1:PORT+1000,...`` and balances its
+calls over them (meshkit.client). Components with an HTTP side (gateway, identity), the trace
+receiver and the schema registry run once (see ``not_replicable``).
+
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -40,13 +49,23 @@ from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, r
 from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from mesh_runner.processes import (
     ProcessRecord,
+    ReplicaSpecError,
+    breaker_states,
     healthy,
     is_alive,
+    load_replicas,
+    parse_replicas,
     port_open,
+    replica_name,
+    replica_port,
+    replica_records,
+    save_replicas,
     spawn,
     tail,
     terminate,
 )
+from meshkit.addresses import env_key
+from meshkit.tls import TLS_DIR_ENV, TLS_NAME_ENV
 
 HEALTH_TIMEOUT = 60.0
 # The registry and the local trace receiver are mesh.toml's components of these names; how fast
@@ -79,6 +98,14 @@ def component_env(mesh: Mesh, choice: KafkaChoice, component: Component) -> dict
     env = dict(os.environ)
     env["MESH_CONFIG"] = str(mesh.root / "mesh.toml")
     ports = {c.name: c.port for c in mesh.components}
+    # Every replica of a replicated component, for clients to balance over (meshkit.client);
+    # an address set in `mesh up`'s own environment stays as it is.
+    for name, count in load_replicas(mesh.run_dir).items():
+        if name in ports:
+            env.setdefault(
+                env_key(name),
+                ",".join(f"127.0.0.1:{replica_port(ports[name], k)}" for k in range(1, count + 1)),
+            )
     if REGISTRY in ports:
         env.setdefault("SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{ports[REGISTRY]}")
     env["MESH_KAFKA_BOOTSTRAP"] = choice.bootstrap
@@ -197,9 +224,117 @@ def _wait_healthy(mesh: Mesh, component: Component, record: ProcessRecord) -> No
         time.sleep(0.05)  # poll interval within the deadline loop
 
 
-def cmd_up(mesh: Mesh, detach: bool, kafka: str | None) -> int:
-    """Start Kafka and every component in order; then follow logs unless ``detach``."""
+def not_replicable(component: Component) -> str | None:
+    """Why ``component`` cannot run as several processes, or None when it can.
+
+    Replicas need a gRPC port for clients to balance over and nothing that must be one address:
+    the trace receiver is the one OTLP endpoint every component exports to (and its store is
+    the file `mesh trace` reads); the registry speaks HTTP, and its replicas need a primary
+    (issue 18); the gateway's and identity's HTTP sides are the one address browsers and OAuth
+    clients (and the token issuer) name, which would need a load balancer in front.
+    """
+    if component.name == TRACE_RECEIVER:
+        return "it is the one OTLP endpoint every component exports spans to"
+    if component.health != "grpc":
+        return f"it serves {component.health}, not gRPC, so no client balances over replicas"
+    if component.http_port is not None:
+        return (
+            f"its HTTP side (:{component.http_port}) is one address browsers and OAuth clients"
+            " use; replicas would need a load balancer in front of it"
+        )
+    return None
+
+
+def replica_counts(mesh: Mesh, spec: str | None) -> dict[str, int]:
+    """The replica counts to run: those recorded for the running mesh, updated by ``spec``
+    (``--replicas``; N=1 takes a component back to one process). ConfigError (a usage error)
+    for an unknown component, a bad count, a component that cannot be replicated, or a replica
+    port that is out of range or another component's."""
+    counts = load_replicas(mesh.run_dir)
+    if spec is None:
+        return counts
+    try:
+        wanted = parse_replicas(spec)
+    except ReplicaSpecError as exc:
+        raise ConfigError(f"--replicas: {exc}") from None
+    taken = {c.port: c.name for c in mesh.components}
+    taken.update({c.http_port: c.name for c in mesh.components if c.http_port is not None})
+    for name, count in wanted.items():
+        component = mesh.component(name)  # ConfigError naming the known ones
+        why = not_replicable(component) if count > 1 else None
+        if why:
+            raise ConfigError(f"--replicas {name}={count}: {name} runs once: {why}")
+        for k in range(2, count + 1):
+            port = replica_port(component.port, k)
+            if port > 65535 or port in taken:
+                clash = f"the port of {taken[port]}" if port in taken else "not a TCP port"
+                raise ConfigError(
+                    f"--replicas {name}={count}: {replica_name(name, k)} would listen on {port},"
+                    f" {clash}"
+                )
+            taken[port] = replica_name(name, k)
+    return {**counts, **wanted}
+
+
+def replica(component: Component, k: int) -> Component:
+    """Replica ``k`` of a replicated ``component`` as a component of its own: named
+    ``NAME#k`` (its record, pid and log), on its replica port (``<NAME>_PORT``, and the port in
+    its command line if it names one), the same service name and database; each replica,
+    the first included, has its own OTel ``service.instance.id``."""
+    port = replica_port(component.port, k)
+    env = dict(component.env)
+    if k > 1:
+        env[f"{component.name.upper().replace('-', '_')}_PORT"] = str(port)
+        if component.traced:
+            env["OTEL_SERVICE_NAME"] = component.name
+        if os.environ.get(TLS_DIR_ENV):
+            env[TLS_NAME_ENV] = component.name  # its certificate is the component's
+    instance = f"service.instance.id={replica_name(component.name, k)}"
+    given = env.get("OTEL_RESOURCE_ATTRIBUTES", os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
+    env["OTEL_RESOURCE_ATTRIBUTES"] = f"{given},{instance}" if given.strip() else instance
+    if k == 1:
+        return dataclasses.replace(component, env=env)
+    command = tuple(str(port) if arg == str(component.port) else arg for arg in component.command)
+    return dataclasses.replace(
+        component,
+        name=replica_name(component.name, k),
+        port=port,
+        command=command,
+        env=env,
+        after_start=(),  # once per component, done by the first
+    )
+
+
+def instances(component: Component, counts: dict[str, int]) -> list[Component]:
+    """``component`` as it runs: itself, or its replicas when ``counts`` has more than one."""
+    count = counts.get(component.name, 1)
+    if count == 1:
+        return [component]
+    return [replica(component, k) for k in range(1, count + 1)]
+
+
+def stop_extra_replicas(mesh: Mesh, name: str, count: int) -> None:
+    """Stop ``name``'s replicas beyond ``count`` (a scale-down), the last first."""
+    for record in reversed(replica_records(mesh.run_dir, name)):
+        k = int(record.name.rpartition("#")[2])
+        if k > count:
+            if terminate(record):
+                say(f"{record.name}: stopped (pid {record.pid}; {name} runs {count} now)")
+            ProcessRecord.forget(mesh.run_dir, record.name)
+
+
+def cmd_up(mesh: Mesh, detach: bool, kafka: str | None, replicas: str | None = None) -> int:
+    """Start Kafka and every component in order (each replica after the one before it); then
+    follow logs unless ``detach``."""
     offsets = {p: p.stat().st_size for p in mesh.log_dir.glob("*.log")}
+    before = load_replicas(mesh.run_dir)
+    counts = replica_counts(mesh, replicas)  # ConfigError: a usage error, nothing started
+    running = [
+        c.name
+        for c in mesh.components
+        if (r := ProcessRecord.load(mesh.run_dir, c.name)) is not None and is_alive(r)
+    ]
+    save_replicas(mesh.run_dir, counts)  # before any start: component_env lists the replicas
     try:
         choice = ensure_kafka(mesh, kafka, say)
         for component in mesh.components:
@@ -207,10 +342,18 @@ def cmd_up(mesh: Mesh, detach: bool, kafka: str | None) -> int:
             if because:
                 say(f"{component.name}: not started ({because} is set)")
                 continue
-            say(start_component(mesh, component, choice))
+            for each in instances(component, counts):
+                say(start_component(mesh, each, choice))
+            stop_extra_replicas(mesh, component.name, counts.get(component.name, 1))
     except (KafkaError, UpError) as exc:
         print(f"mesh up: {exc}", file=sys.stderr)
         return 1
+    if counts != before and running:
+        # A component finds its peers' addresses in its environment, given at its start.
+        say(
+            f"note: {', '.join(running)} ran already and keep the replica addresses they started"
+            " with; `mesh down` and `mesh up` to have every client balance over the new replicas"
+        )
     say("mesh is up" + ("; `mesh down` stops it" if detach else "; Ctrl-C stops it"))
     if detach:
         return 0
@@ -225,12 +368,14 @@ def cmd_up(mesh: Mesh, detach: bool, kafka: str | None) -> int:
 def cmd_down(mesh: Mesh) -> int:
     """Stop every component (reverse order), then Kafka; remove their records."""
     for component in reversed(mesh.components):
+        stop_extra_replicas(mesh, component.name, 1)
         record = ProcessRecord.load(mesh.run_dir, component.name)
         if record is None:
             continue
         if terminate(record):
             say(f"{component.name}: stopped (pid {record.pid})")
         ProcessRecord.forget(mesh.run_dir, component.name)
+    save_replicas(mesh.run_dir, {})  # a mesh started later starts with one of each
     certs.forget(mesh.run_dir)  # the next mesh up chooses TLS or not afresh
     stop_kafka(mesh, say)
     say("mesh is down")
@@ -238,7 +383,10 @@ def cmd_down(mesh: Mesh) -> int:
 
 
 def statuses(mesh: Mesh) -> list[dict[str, object]]:
-    """``{name, pid, port, state}`` of Kafka and each component (running|unhealthy|stopped)."""
+    """``{name, pid, port, state}`` of Kafka and each component (running|unhealthy|stopped),
+    each replica as a row of its own (``inventory#2``); a running gRPC component's row also
+    has ``breakers``: its circuit breakers that are not closed, ``{peer: "OPEN"|"HALF-OPEN"}``
+    (null when it cannot tell: no grpc.health.v1 List)."""
     rows: list[dict[str, object]] = []
     choice = KafkaChoice.load(mesh.run_dir)
     kafka_record = ProcessRecord.load(mesh.run_dir, KAFKA)
@@ -255,22 +403,37 @@ def statuses(mesh: Mesh) -> list[dict[str, object]]:
         )
     else:
         rows.append({"name": KAFKA, "pid": None, "port": None, "state": "stopped", "mode": None})
+    counts = load_replicas(mesh.run_dir)
     for component in mesh.components:
-        record = ProcessRecord.load(mesh.run_dir, component.name)
-        alive = record is not None and is_alive(record)
-        state = "stopped"
-        if alive:
-            state = "running" if healthy(component.health, component.port) else "unhealthy"
-        rows.append(
-            {
-                "name": component.name,
-                "pid": record.pid if (record and alive) else None,
-                "port": component.port,
-                "state": state,
-                **({"http_port": component.http_port} if component.http_port is not None else {}),
-            }
-        )
+        running = instances(component, counts)
+        # Replicas beyond the count (a scale-down that failed to stop one) still show.
+        extra = [
+            dataclasses.replace(component, name=r.name, port=r.port)
+            for r in replica_records(mesh.run_dir, component.name)
+            if r.name not in {each.name for each in running}
+        ]
+        for each in running + extra:
+            rows.append(_status(mesh, each))
     return rows
+
+
+def _status(mesh: Mesh, component: Component) -> dict[str, object]:
+    record = ProcessRecord.load(mesh.run_dir, component.name)
+    alive = record is not None and is_alive(record)
+    state = "stopped"
+    if alive:
+        state = "running" if healthy(component.health, component.port) else "unhealthy"
+    row: dict[str, object] = {
+        "name": component.name,
+        "pid": record.pid if (record and alive) else None,
+        "port": component.port,
+        "state": state,
+    }
+    if component.http_port is not None:
+        row["http_port"] = component.http_port
+    if state == "running" and component.health == "grpc":
+        row["breakers"] = breaker_states(component.port)
+    return row
 
 
 def cmd_ps(mesh: Mesh, as_json: bool) -> int:
@@ -285,13 +448,18 @@ def cmd_ps(mesh: Mesh, as_json: bool) -> int:
         port = row["port"] if row["port"] is not None else "-"
         if row.get("http_port") is not None:
             port = f"{port}, http {row['http_port']}"
-        print(f"{row['name']!s:<18}{row['state']!s:<11}{pid!s:<9}{port}")
+        line = f"{row['name']!s:<18}{row['state']!s:<11}{pid!s:<9}{port}"
+        breakers = row.get("breakers")
+        if isinstance(breakers, dict) and breakers:
+            opened = ", ".join(f"breaker {peer} {state}" for peer, state in breakers.items())
+            line = f"{line:<42}{opened}"
+        print(line)
     return 0
 
 
 def follow(mesh: Mesh, only: str | None, offsets: dict[Path, int] | None = None) -> None:
     """Print new log lines of every component (or one), prefixed with its name, until Ctrl-C."""
-    names = [only] if only else [KAFKA, *(c.name for c in mesh.components)]
+    names = [only] if only else log_names(mesh)
     width = max(len(n) for n in names)
     positions = {n: (offsets or {}).get(mesh.log_dir / f"{n}.log", 0) for n in names}
     if offsets is None:
@@ -332,11 +500,21 @@ def _size(path: Path) -> int:
         return 0
 
 
+def log_names(mesh: Mesh) -> list[str]:
+    """Whose logs there are: Kafka, each component, and each replica that has a log."""
+    names = [KAFKA]
+    for component in mesh.components:
+        names.append(component.name)
+        replicas = [p.stem for p in mesh.log_dir.glob(f"{component.name}#*.log")]
+        names += sorted(replicas, key=lambda n: int(n.rpartition("#")[2] or 0))
+    return names
+
+
 def cmd_logs(mesh: Mesh, service: str | None, follow_logs: bool) -> int:
     """Print the logs (all components, or one), then follow them with -f."""
     if service and service != KAFKA:
-        mesh.component(service)  # raises ConfigError for an unknown name
-    names = [service] if service else [KAFKA, *(c.name for c in mesh.components)]
+        mesh.component(service.partition("#")[0])  # ConfigError for an unknown name
+    names = [service] if service else log_names(mesh)
     width = max(len(n) for n in names)
     for name in names:
         path = mesh.log_dir / f"{name}.log"
@@ -362,6 +540,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start every component not running, in order, health-gated")
     up.add_argument("-d", "--detach", action="store_true", help="return once all are healthy")
     up.add_argument(
+        "--replicas",
+        metavar="NAME=N[,NAME=N...]",
+        help="run N processes of these components (NAME#2 on its port + 1000, ...), sharing its"
+        " database; clients balance over them. Kept until `mesh down`; N=1 goes back to one",
+    )
+    up.add_argument(
         "--kafka",
         metavar="embedded|local|HOST:PORT",
         help="embedded mock cluster (default), real local Kafka 4.x, or a broker address",
@@ -374,8 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         " `mesh down`",
     )
     sub.add_parser("down", help="stop everything `mesh up` started")
-    ps = sub.add_parser("ps", help="list the components with pid, port and state")
-    ps.add_argument("--json", action="store_true", help="a JSON list of {name, pid, port, state}")
+    ps = sub.add_parser(
+        "ps", help="list the components (and replicas) with pid, port, state and open breakers"
+    )
+    ps.add_argument(
+        "--json", action="store_true", help="a JSON list of {name, pid, port, state, breakers}"
+    )
     logs = sub.add_parser("logs", help="print the components' logs")
     logs.add_argument("service", nargs="?", help="only this component")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
@@ -419,7 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branc
         if args.command == "up":
             if args.tls and not certs.enable(mesh, say):
                 return 1
-            return cmd_up(mesh, args.detach, args.kafka)
+            return cmd_up(mesh, args.detach, args.kafka, args.replicas)
         if args.command == "down":
             return cmd_down(mesh)
         if args.command == "ps":

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit import tls
 from meshkit.client import check_health, connect
@@ -224,3 +225,117 @@ def tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+# --- replicas -------------------------------------------------------------------------------
+#
+# `mesh up --replicas inventory=2` runs more processes of one component: replica k (k >= 2) is
+# named ``inventory#k``, listens on the component's port + REPLICA_PORT_STEP * (k - 1), has a
+# record, a pid and a log of its own, and shares everything else with the first (database file,
+# OTEL_SERVICE_NAME). How many of each run is part of the mesh's state (REPLICAS_FILE), so a
+# later plain `mesh up` restarts a replica that died, and `mesh down` forgets it.
+
+REPLICA_PORT_STEP = 1000
+REPLICAS_FILE = "replicas.json"
+
+
+class ReplicaSpecError(ValueError):
+    """A ``--replicas`` value that cannot be: the message names the item and why."""
+
+
+def replica_name(name: str, k: int) -> str:
+    """``inventory`` for the first replica, ``inventory#k`` for the k-th after it."""
+    return name if k == 1 else f"{name}#{k}"
+
+
+def replica_port(port: int, k: int) -> int:
+    """Where replica ``k`` of a component on ``port`` listens."""
+    return port + REPLICA_PORT_STEP * (k - 1)
+
+
+def parse_replicas(spec: str) -> dict[str, int]:
+    """``"inventory=2,payments=3"`` -> ``{"inventory": 2, "payments": 3}``. ReplicaSpecError for
+    an item without ``=``, a count that is not a whole number of at least 1, or a name given
+    twice. (Whether the names can be replicated is the mesh's to say: mesh_runner.cli.)"""
+    counts: dict[str, int] = {}
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        name, sep, count = (piece.strip() for piece in item.partition("="))
+        if not sep or not name:
+            raise ReplicaSpecError(f"{item!r}: expected NAME=COUNT, e.g. inventory=2")
+        try:
+            n = int(count)
+        except ValueError:
+            raise ReplicaSpecError(f"{item!r}: the count must be a whole number") from None
+        if n < 1:
+            raise ReplicaSpecError(f"{item!r}: a component runs at least 1 replica, not {n}")
+        if name in counts:
+            raise ReplicaSpecError(f"{name!r} is given twice")
+        counts[name] = n
+    if not counts:
+        raise ReplicaSpecError("no NAME=COUNT given, e.g. --replicas inventory=2,payments=2")
+    return counts
+
+
+def load_replicas(run_dir: Path) -> dict[str, int]:
+    """The replica counts of the running mesh (components running more than one), or {}."""
+    try:
+        raw = json.loads((run_dir / REPLICAS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): int(v) for k, v in raw.items() if isinstance(v, int) and v > 1}
+
+
+def save_replicas(run_dir: Path, counts: Mapping[str, int]) -> None:
+    """Record the replica counts (only those above 1; none: the file goes)."""
+    kept = {name: n for name, n in sorted(counts.items()) if n > 1}
+    if not kept:
+        (run_dir / REPLICAS_FILE).unlink(missing_ok=True)
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{REPLICAS_FILE}.tmp"
+    tmp.write_text(json.dumps(kept))
+    tmp.replace(run_dir / REPLICAS_FILE)
+
+
+def replica_records(run_dir: Path, name: str) -> list[ProcessRecord]:
+    """The records of ``name``'s extra replicas (``name#k``), by k: also those beyond the
+    current count (left by a larger count, for `mesh down` or a scale-down to stop)."""
+    found: list[tuple[int, ProcessRecord]] = []
+    for path in run_dir.glob(f"{name}#*.json"):
+        k = path.stem.rpartition("#")[2]
+        record = ProcessRecord.load(run_dir, path.stem)
+        if k.isdigit() and record is not None:
+            found.append((int(k), record))
+    return [record for _, record in sorted(found, key=lambda pair: pair[0])]
+
+
+# --- circuit breakers -------------------------------------------------------------------------
+
+BREAKER_PREFIX = "meshkit.breaker/"
+# grpc.health.v1 statuses of a breaker's health name (meshkit.resilience): SERVING is closed.
+_BREAKER_STATES = {
+    health_pb2.HealthCheckResponse.NOT_SERVING: "OPEN",
+    health_pb2.HealthCheckResponse.UNKNOWN: "HALF-OPEN",
+}
+
+
+def breaker_states(port: int, timeout: float = 1.0) -> dict[str, str] | None:
+    """The circuit breakers that are not closed in the component on 127.0.0.1:port, by peer:
+    ``{"payments": "OPEN"}`` (grpc.health.v1 Health/List, health names ``meshkit.breaker/<peer>``:
+    NOT_SERVING is OPEN, UNKNOWN HALF-OPEN). None when it cannot say (no List, not answering)."""
+    try:
+        with _health_channel(port) as channel:
+            response = health_pb2_grpc.HealthStub(channel).List(
+                health_pb2.HealthListRequest(), timeout=timeout
+            )
+    except grpc.RpcError:
+        return None
+    states: dict[str, str] = {}
+    for service, status in sorted(response.statuses.items()):
+        if service.startswith(BREAKER_PREFIX) and status.status in _BREAKER_STATES:
+            states[service.removeprefix(BREAKER_PREFIX)] = _BREAKER_STATES[status.status]
+    return states

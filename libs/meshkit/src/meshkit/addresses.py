@@ -3,7 +3,10 @@
 A service names its peers (``connect("inventory")``); the address is resolved, in this order:
 
 1. ``MESH_ADDRESS_<NAME>`` in the environment (``MESH_ADDRESS_INVENTORY=inventory:7000``): what
-   docker-compose or any deployment sets;
+   docker-compose or any deployment sets. It may list several replicas of the service,
+   comma-separated (``127.0.0.1:50052,127.0.0.1:51052``, as ``mesh up --replicas`` sets it):
+   ``address_of`` still returns one string, the list as given (blanks dropped), which
+   ``meshkit.client.connect`` balances over; ``addresses_of`` splits it;
 2. the component called ``<name>`` in the mesh's configuration, mesh.toml, as ``127.0.0.1:<port>``
    (the local mesh listens on loopback only). mesh.toml is ``$MESH_CONFIG`` when set, else
    ``$MESH_ROOT/mesh.toml``, else the nearest mesh.toml at or above the working directory.
@@ -82,15 +85,27 @@ def port_of(name: str, env: Mapping[str, str] | None = None) -> int:
 
 
 def address_of(name: str, env: Mapping[str, str] | None = None) -> str:
-    """``host:port`` of the mesh service ``name`` (see the module doc for the order)."""
+    """``host:port`` of the mesh service ``name`` (see the module doc for the order); for a
+    replicated service, its replicas' ``host:port,host:port`` in one string."""
     env = os.environ if env is None else env
-    override = env.get(env_key(name), "").strip()
+    override = ",".join(split_addresses(env.get(env_key(name), "")))
     if override:
         return override
     try:
         return f"{LOCAL_HOST}:{port_of(name, env)}"
     except AddressError as exc:
         raise AddressError(f"{exc}; or set {env_key(name)}=HOST:PORT") from None
+
+
+def addresses_of(name: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """Every ``host:port`` of the mesh service ``name``: its replicas, in the order configured
+    (one item unless ``MESH_ADDRESS_<NAME>`` lists several)."""
+    return split_addresses(address_of(name, env))
+
+
+def split_addresses(value: str) -> list[str]:
+    """``"a:1, b:2,"`` -> ``["a:1", "b:2"]``: the items of a comma-separated address list."""
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def http_port_of(name: str, env: Mapping[str, str] | None = None) -> int:
