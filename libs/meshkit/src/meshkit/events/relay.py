@@ -24,6 +24,18 @@ says why, it stays out of ``lag()``, ``parked()`` lists it, an ERROR log line na
 rows after it go on. Consumers see a gap in that key's events instead of the key (and with it
 the whole outbox) stalling for ever. After fixing the cause (e.g. the topic's max.message.bytes)
 ``UPDATE meshkit_outbox SET error = NULL WHERE id = ...`` sends it again, after the later ones.
+
+Replicas: several processes of a service share its database, and each runs a relay. Only one
+publishes at a time: the holder of the outbox's lease (``meshkit.events._lease``: a row in the
+same database, taken with a conditional write, renewed while the relay works, given up on
+close). The others stand by, reading the lease about once a second, and take over when it is
+released, when it expires (``lease_s`` after its holder's last renewal: a holder that hangs or
+is killed on another host), or at once when its holder was a process of this host that is gone
+(kill -9). A pass never sends unless at least two thirds of the lease are left, and never waits
+past the last third, so a holder that loses the lease has stopped sending before anyone else
+can start. Records a stalled holder had handed to Kafka before it lost the lease may still land
+afterwards: duplicates of rows the next holder sends again (at least once; consumers drop
+them by ``ce_id``), never a loss.
 """
 
 from __future__ import annotations
@@ -42,6 +54,7 @@ from opentelemetry import trace
 
 from meshkit import telemetry
 from meshkit.db import Database
+from meshkit.events._lease import Holder, Lease
 from meshkit.events._outbox import MAX_MESSAGE_BYTES
 from meshkit.events._topics import TopicCreationError, ensure_topics
 
@@ -55,6 +68,13 @@ PRUNE_EVERY_S = 60.0
 # A pass that heard back about some rows stops waiting after this long without another report:
 # the rest wait on something else (an unavailable partition), and other rows can go meanwhile.
 QUIET_S = 0.1
+# One relay publishes a database's outbox at a time: the holder of this lease (module doc).
+LEASE_NAME = "outbox-relay"
+DEFAULT_LEASE_S = 5.0
+# How often a standby relay reads the lease, at most (a released lease is taken this fast).
+STANDBY_POLL_S = 1.0
+
+__all__ = ["DEFAULT_LEASE_S", "Holder", "Lease", "OutboxRelay", "ParkedRow", "main"]
 
 RECORD_ERRORS = frozenset(
     {
@@ -122,9 +142,12 @@ class OutboxRelay:
     Storage: on construction it adds the ``error`` column to an outbox table created before that
     column existed (one ALTER, under the write lock), so no service needs a migration for it.
 
-    Thread safety: one relay per database, driven by one thread (``run_once`` is not reentrant);
-    ``lag()`` and ``parked()`` may be called from any thread. Runs several relays over one
-    database only at the cost of duplicates, never of loss.
+    Replicas: relays of one database in several processes (or threads) publish one at a time,
+    the holder of the outbox's lease (module doc); ``standby`` is True while another holds it.
+    ``lease_s=None`` publishes without a lease (for a database nothing else relays).
+
+    Thread safety: one relay per thread, driven by that thread (``run_once`` is not
+    reentrant); ``lag()`` and ``parked()`` may be called from any thread.
     """
 
     def __init__(
@@ -139,13 +162,16 @@ class OutboxRelay:
         producer_config: Mapping[str, Any] | None = None,
         topics: Iterable[str] | Mapping[str, Mapping[str, str]] = (),
         create_topics: bool = True,
+        lease_s: float | None = DEFAULT_LEASE_S,
     ) -> None:
         """``delivery_timeout_s``: how long one pass waits for the broker's acknowledgements
         (records themselves never time out); ``retention_s``: how long published rows are kept
         (pruned every minute, or every ``retention_s`` when shorter); ``max_in_flight``: rows
         sent and not yet acknowledged, at most; ``producer_config`` overrides the producer's
         settings (change ``message.max.bytes`` only together with the Outbox's
-        ``max_message_bytes``)."""
+        ``max_message_bytes``); ``lease_s``: how long the outbox's lease lasts without renewal,
+        i.e. how soon a standby relay takes over from one that hangs or dies on another host
+        (None: no lease)."""
         self._db = db
         # The service's topics (with the config topic.json gives each, when ``topics`` maps
         # them: EventCatalog.topic_configs), created when missing before the first send; see
@@ -176,6 +202,10 @@ class OutboxRelay:
             **(producer_config or {}),
         }
         _add_error_column(db)
+        self._lease = Lease(db, LEASE_NAME, duration_s=lease_s) if lease_s else None
+        self._term = 0  # the lease term this relay's sending state belongs to
+        # True while another relay holds the lease (this one sends nothing).
+        self.standby = False
         self._producer = Producer(self._config)
         # Rows sent by this producer and not reported on yet, in id order, with when they went.
         self._in_flight: dict[int, tuple[_Row, float]] = {}
@@ -218,6 +248,9 @@ class OutboxRelay:
         rows still in flight are not sent again while this producer holds them.
         """
         self._trouble = None
+        if not self._hold_lease():
+            self.failing = False
+            return 0
         published = 0
         if self._fatal is not None:
             published += self._replace_producer()
@@ -229,7 +262,84 @@ class OutboxRelay:
         self._note_progress(published)
         return published
 
+    # --- the lease -------------------------------------------------------------------------
+
+    @property
+    def lease(self) -> Lease | None:
+        """The outbox's lease as this relay holds it (None: it runs without one)."""
+        return self._lease
+
+    def _hold_lease(self) -> bool:
+        """True when this relay may send now: it holds the lease with more than two thirds of
+        it left, renewing (or taking) it when less is; False, standing by, while another
+        holds it. A relay that finds another took the lease over stands down first."""
+        lease = self._lease
+        if lease is None:
+            return True
+        if lease.held_for() > lease.duration_s * 2 / 3:
+            return True
+        if lease.acquire():
+            if lease.term != self._term:
+                self._start_term(lease.term)
+            self.standby = False
+            return True
+        if not self.standby:
+            holder = lease.holder()
+            if self._term:
+                log.warning(
+                    "outbox relay: the lease on %s is %s's now; standing by",
+                    self._db.path,
+                    holder.owner if holder else "?",
+                )
+            else:
+                log.info(
+                    "outbox relay: %s holds the lease on %s; standing by",
+                    holder.owner if holder else "another relay",
+                    self._db.path,
+                )
+            self._stand_down()
+        self.standby = True
+        return False
+
+    def _start_term(self, term: int) -> None:
+        """A new term of holding the lease: whatever this relay did before may have been
+        redone by another, so start over from the first unpublished row."""
+        if self._in_flight or self._failed or self._sent_up_to:
+            self._stand_down()
+        self._term = term
+
+    def _stand_down(self) -> None:
+        """Stop publishing: record the reports the producer has, drop what it still holds (the
+        lease's next holder sends those rows again) and forget where sending was."""
+        if self._in_flight:
+            self._serve(0.2, flush=True)
+            self._settle()
+            self._producer.purge()
+            self._serve(0, flush=True)
+            self._reports.clear()
+            self._end_unreported_spans()
+            self._producer = Producer(self._config)  # no sequence state of the dropped records
+        self._in_flight.clear()
+        self._failed.clear()
+        self._sent_up_to = 0
+        self._one_by_one_up_to = 0
+        self._fatal = None
+
+    def _standby_wait(self) -> float:
+        """How long a standby relay waits before trying the lease again: until it expires,
+        at most STANDBY_POLL_S (a release is seen that soon)."""
+        holder = self._lease.holder() if self._lease is not None else None
+        if holder is None:
+            return 0.0
+        return min(STANDBY_POLL_S, max(0.0, holder.expires_at - time.time()))
+
     # --- sending ---------------------------------------------------------------------------
+
+    def _may_send(self) -> bool:
+        """True while more than a third of the lease is left (always, without a lease): checked
+        before every row, so a relay frozen mid-pass (SIGSTOP, a VM pause) sends nothing more
+        once it wakes past its lease."""
+        return self._lease is None or self._lease.held_for() > self._lease.duration_s / 3
 
     def _send(self) -> None:
         if self._failed:
@@ -255,7 +365,7 @@ class OutboxRelay:
         alone = not self._in_flight
         sent: list[int] = []
         for row in rows:
-            if len(sent) >= room:
+            if len(sent) >= room or not self._may_send():
                 break
             if row.id in self._in_flight:
                 continue
@@ -320,7 +430,10 @@ class OutboxRelay:
     def _wait(self) -> None:
         """Serve delivery reports until nothing is in flight, ``delivery_timeout_s`` passed, or
         ``QUIET_S`` passed without a report after some came (the rest wait on something else)."""
-        deadline = time.monotonic() + self._delivery_timeout_s
+        wait_s = self._delivery_timeout_s
+        if self._lease is not None:  # done while a third of the lease is left (module doc)
+            wait_s = min(wait_s, self._lease.held_for() - self._lease.duration_s / 3)
+        deadline = time.monotonic() + wait_s
         heard = False
         while self._in_flight and len(self._reports) < len(self._in_flight):
             remaining = deadline - time.monotonic()
@@ -611,6 +724,9 @@ class OutboxRelay:
                 backoff = min(max_backoff_s, backoff * 2)
                 continue
             backoff = idle_s
+            if self.standby:
+                stop.wait(self._standby_wait())
+                continue
             if published == 0:
                 # Woken by a commit of this process (a command that may have appended events),
                 # else polls: writers in other processes are seen within ``idle_s``.
@@ -640,6 +756,8 @@ class OutboxRelay:
         self._producer.purge()
         self._serve(0, flush=True)
         self._end_unreported_spans()
+        if self._lease is not None and not self._db.closed:
+            self._lease.release()  # a standby relay takes over at its next look
 
 
 def _add_error_column(db: Database) -> None:
@@ -697,6 +815,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--db", required=True, help="the service's SQLite file")
     parser.add_argument("--bootstrap", required=True, help="Kafka bootstrap.servers")
     parser.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="rows per batch")
+    parser.add_argument(
+        "--lease-s",
+        type=float,
+        default=DEFAULT_LEASE_S,
+        help="how long the outbox's lease lasts unrenewed (one relay publishes at a time)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     configure_logging("outbox-relay", args.log_level)
@@ -704,7 +828,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     db = Database(args.db)
-    relay = OutboxRelay(db, args.bootstrap, batch_size=args.batch)
+    relay = OutboxRelay(db, args.bootstrap, batch_size=args.batch, lease_s=args.lease_s)
     log.info("outbox relay started for %s -> %s", args.db, args.bootstrap)
     try:
         relay.run_forever(stop)
