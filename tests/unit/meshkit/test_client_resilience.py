@@ -399,3 +399,42 @@ def test_a_service_shows_its_peers_breakers_in_its_health(
         assert shown() == health_pb2.HealthCheckResponse.NOT_SERVING
     finally:
         server.stop(0)
+
+
+def test_a_trial_call_waits_for_the_peer_to_be_reachable_again() -> None:
+    """A peer that was down for a while comes back: the half-open breaker's trial call waits
+    (within its deadline) for the channel to reconnect, instead of failing at once because the
+    channel is still in its reconnect backoff (grown to a second or two by then), which would
+    keep the breaker open another open_s for nothing."""
+    servicer = new_flaky()
+    server = serve(servicer)
+    port = server.port
+    registry = Downstreams(Limits(window=4, min_calls=2, open_s=2.0, half_open_calls=1))
+    client = stub(server, registry)
+    client.GetMe(identity_pb2.GetMeRequest(), timeout=5)
+    server.stop(0)
+    downstream = f"127.0.0.1:{port}"
+    while registry.states()[downstream] is not State.OPEN:  # bounded: each call fails at once
+        code_of(lambda: client.Register(identity_pb2.RegisterRequest(), timeout=5))
+    deadline = time.monotonic() + 5
+    while registry.states()[downstream] is State.OPEN:  # the outage lasts open_s
+        assert time.monotonic() < deadline
+        threading.Event().wait(0.02)  # poll interval within the deadline loop
+    revived = create_server(
+        "flaky",
+        ServerSettings(port=port, grace_seconds=0),
+        [
+            ServiceBinding(
+                servicer,
+                identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+                "shop.identity.v1.IdentityService",
+            )
+        ],
+    )
+    revived.start()
+    try:
+        # The first call now is the trial: it must succeed, not fail in the backoff.
+        assert client.Register(identity_pb2.RegisterRequest(), timeout=5).user_id == "u2"
+        assert registry.states()[downstream] is State.CLOSED
+    finally:
+        revived.stop(0)

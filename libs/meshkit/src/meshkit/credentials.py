@@ -37,6 +37,7 @@ from meshkit.telemetry import _ClientCallDetails
 log = logging.getLogger("meshkit.credentials")
 
 REFRESH_BEFORE_S = 60.0
+RENEW_RETRY_S = 5.0  # between renewal attempts while identity is unreachable
 
 
 class ServiceCredentials:
@@ -60,17 +61,41 @@ class ServiceCredentials:
         self._timeout = timeout
         self._token = ""
         self._expires = 0.0
+        self._retry_at = 0.0  # after a failed renewal: keep the cached token until then
         self._lock = threading.Lock()
 
+    def _fresh(self) -> bool:
+        """The cached token needs no renewal now."""
+        if not self._token:
+            return False
+        now = self._clock()
+        return now < self._expires - REFRESH_BEFORE_S or (now < self._retry_at < self._expires)
+
     def token(self) -> str:
-        """A token valid for at least a minute more; Unavailable / Unauthenticated when identity
-        cannot be reached or refuses the client."""
-        if self._token and self._clock() < self._expires - REFRESH_BEFORE_S:
+        """A token valid for at least a minute more, renewed in time. While identity cannot be
+        reached, the cached token is used for as long as it is still valid (graceful
+        degradation: a renewal is due a minute early, not needed yet); after that, or when
+        identity refuses the client, Unavailable / Unauthenticated."""
+        if self._fresh():
             return self._token
         with self._lock:
-            if self._token and self._clock() < self._expires - REFRESH_BEFORE_S:
+            if self._fresh():
                 return self._token
-            answer = self._fetch()
+            try:
+                answer = self._fetch()
+            except Unavailable as exc:
+                if self._token and self._clock() < self._expires:
+                    # Not again for a while: every call would otherwise wait on identity.
+                    self._retry_at = self._clock() + RENEW_RETRY_S
+                    log.warning(
+                        "%s: cannot renew its access token (%s); using the cached one, valid"
+                        " %.0fs more",
+                        self.client_id,
+                        exc.message,
+                        self._expires - self._clock(),
+                    )
+                    return self._token
+                raise
             self._token = str(answer["access_token"])
             self._expires = self._clock() + float(answer.get("expires_in", 300))
             return self._token

@@ -271,6 +271,11 @@ class Breaker:
                 return State.HALF_OPEN
             return self._state
 
+    @property
+    def trying(self) -> bool:
+        """Half-open: the calls let through now are trials (a plain read, no lock)."""
+        return self._state is State.HALF_OPEN
+
     def failure_rate(self) -> float:
         """The failure rate over the window (0 when empty)."""
         with self._lock:
@@ -487,8 +492,12 @@ class ResilienceInterceptor(
         if refusal is not None:
             self._bulkhead.release()
             return refusal
+        # A trial call of a half-open breaker waits for the connection (within its deadline):
+        # the channel may still be in its reconnect backoff from the outage, and failing the
+        # trial at once for that would keep the breaker open another open_s for nothing.
+        ready = True if self._breaker.trying else getattr(details, "wait_for_ready", None)
         try:
-            call = continuation(_with_timeout(details, timeout), request)
+            call = continuation(_with_timeout(details, timeout, ready), request)
         except BaseException:
             self._bulkhead.release()
             self._breaker.record(grpc.StatusCode.UNKNOWN)
@@ -524,15 +533,15 @@ class ResilienceInterceptor(
         return self.call(continuation, details, requests)
 
 
-def _with_timeout(details: Any, timeout: float) -> Any:
-    if details.timeout == timeout:
+def _with_timeout(details: Any, timeout: float, wait_for_ready: bool | None) -> Any:
+    if details.timeout == timeout and getattr(details, "wait_for_ready", None) == wait_for_ready:
         return details
     return _ClientCallDetails(
         details.method,
         timeout,
         details.metadata,
         details.credentials,
-        getattr(details, "wait_for_ready", None),
+        wait_for_ready,
         getattr(details, "compression", None),
     )
 
