@@ -28,7 +28,7 @@ outcome for the breaker, whatever number of attempts it took.
 
 Settings, from the environment, read once per process (``Limits.from_env``):
 ``MESH_BREAKER_WINDOW`` (20), ``MESH_BREAKER_MIN_CALLS`` (10), ``MESH_BREAKER_FAILURE_RATE``
-(0.5), ``MESH_BREAKER_OPEN_S`` (5), ``MESH_BREAKER_HALF_OPEN_CALLS`` (3), ``MESH_BULKHEAD`` (32)
+(0.5), ``MESH_BREAKER_OPEN_S`` (5), ``MESH_BREAKER_HALF_OPEN_CALLS`` (3), ``MESH_BULKHEAD`` (16)
 and ``MESH_BULKHEAD_<PEER>`` for one downstream.
 
 Thread safety: everything here is safe to share; a breaker's and a bulkhead's state is guarded by
@@ -87,7 +87,8 @@ class Limits:
     failure_rate: float = 0.5
     open_s: float = 5.0
     half_open_calls: int = 3
-    max_concurrent: int = 32
+    # Half of orders' 32 saga threads: one slow participant can hold no more than that.
+    max_concurrent: int = 16
     per_peer_concurrent: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod

@@ -49,6 +49,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         step_timeout_s=settings.step_timeout_s,
         call_timeout_s=settings.call_timeout_s,
         stuck_after_s=settings.stuck_after_s,
+        park_limit_s=settings.park_limit_s,
     )
     participants = GrpcParticipants(
         ctx.connect("inventory"), ctx.connect("payments"), ctx.connect("shipping")

@@ -25,6 +25,15 @@ class Settings(ServiceSettings):
     call_timeout_s: float = dataclasses.field(
         default=3.0, metadata={"help": "deadline of one participant call", "min": 0.05}
     )
+    park_limit_s: float = dataclasses.field(
+        default=600.0,
+        metadata={
+            "help": "a saga younger than this parks (waits, spending no attempt) while a"
+            " participant's circuit breaker is open; an older one, before its pivot, takes the"
+            " open breaker as a failure and compensates, so stock is not held for ever",
+            "min": 0.0,
+        },
+    )
     stuck_after_s: float = dataclasses.field(
         default=60.0, metadata={"help": "a saga in flight for longer is shown stuck", "min": 1.0}
     )
