@@ -42,10 +42,10 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import grpc
 from grpc import aio
@@ -53,6 +53,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit.addresses import AddressError, address_of, env_key, find_config
 from meshkit.client import RETRY_SERVICE_CONFIG
+
+T = TypeVar("T")
 
 EXIT_NOT_UP = 1
 EXIT_USAGE = 2
@@ -69,6 +71,20 @@ STOCK_MARGIN = 1.1  # top up 10 % (and at least 10 units) above what the schedul
 INT32_MAX = 2**31 - 1
 
 PLACE_TIMEOUT_S = 10.0
+# With Plan.place_retry_s, a PlaceOrder that failed with one of these codes is sent again (same
+# request_id: orders answers a repeat with the order the first one made), backing off from the
+# first to the most, as a client that wants its order in would. gRPC's own retry (the channel's
+# service config) has already spent its few attempts within a second when these surface.
+PLACE_RETRY_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.UNKNOWN,
+    }
+)
+PLACE_RETRY_FIRST_S = 0.2
+PLACE_RETRY_MAX_S = 2.0
 POLL_TIMEOUT_S = 5.0
 CHECK_TIMEOUT_S = 3.0
 # GetOrder pacing. The figures come from the service's stamps, so a later look only delays
@@ -147,6 +163,7 @@ class Tally:
     confirmed: int = 0
     cancelled: int = 0
     place_failed: int = 0
+    place_retries: int = 0  # PlaceOrder calls sent again (Plan.place_retry_s)
     skipped: int = 0  # due while --concurrency orders were in flight
     polls: int = 0
     poll_errors: int = 0
@@ -158,6 +175,10 @@ class Tally:
     cancel_reasons: Counter[str] = field(default_factory=Counter)
     first_created: float | None = None  # service stamps (epoch s), for the confirmed rate
     last_terminal: float | None = None
+    # Every placed order by id: "" until seen terminal, then its status ("CONFIRMED" or
+    # "CANCELLED"); and the request ids whose PlaceOrder never got an answer with an order id.
+    outcomes: dict[str, str] = field(default_factory=dict)
+    failed_requests: list[str] = field(default_factory=list)
 
     @property
     def in_flight(self) -> int:
@@ -193,6 +214,7 @@ class Plan:
     sku: str = DEFAULT_SKU
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT_S
     payment_token: str = DEFAULT_PAYMENT_TOKEN
+    place_retry_s: float = 0.0  # send a failed PlaceOrder again for this long (0: never)
 
 
 def summarize(
@@ -337,7 +359,7 @@ def _reasons(counts: Mapping[str, int]) -> str:
 # -- the run -------------------------------------------------------------------------------------
 
 
-def _channel(target: str) -> aio.Channel:
+def channel(target: str) -> aio.Channel:
     """An aio channel with the mesh's client options: PlaceOrder is idempotent by request_id, so
     gRPC may retry an UNAVAILABLE attempt."""
     return aio.insecure_channel(
@@ -421,6 +443,18 @@ class Pacer:
             await asyncio.sleep(delay)
 
 
+@dataclass(frozen=True)
+class Hooks:
+    """What a caller runs at a run's turning points (``mesh chaos`` starts and removes its fault
+    here). ``on_start``: after the stock top-up, before the first order is due (the schedule
+    starts when it returns). ``on_send_end``: when the last order was due, before the wait for
+    stragglers, whose clock (``Plan.drain_timeout``) starts when it returns. Both get the run's
+    tally as it is then (read it, do not change it). What they raise ends the run."""
+
+    on_start: Callable[[Tally], Awaitable[None]] | None = None
+    on_send_end: Callable[[Tally], Awaitable[None]] | None = None
+
+
 class _Run:
     """One run: the schedule, every order's coroutine, the progress ticker."""
 
@@ -431,6 +465,8 @@ class _Run:
         report: Callable[[str, bool], None],
         stop: asyncio.Event,
         metadata: Metadata = (),
+        *,
+        hooks: Hooks | None = None,
     ) -> None:
         from shop.common.v1 import common_pb2
         from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -442,10 +478,12 @@ class _Run:
         self.stop = stop
         self.metadata = metadata
         self.tally = Tally()
+        self.hooks = hooks or Hooks()
         self.run_id = uuid.uuid4().hex[:10]
         self.ewma_s = FIRST_POLL_GUESS_S
         self.pacer = Pacer(max(MIN_POLLS_PER_S, POLLS_PER_ORDER * plan.rate), POLL_BURST_S)
         self.warned_cap = False
+        self.drain_end: float | None = None  # loop time the wait for stragglers ends
         self.price = common_pb2.Money(currency_code="EUR", units=1)
         self.address = common_pb2.Address(
             name="Load Test", line1="Unter den Linden 1", city="Berlin", postal_code="10117",
@@ -466,35 +504,49 @@ class _Run:
         """Place one order, then look at it until it is CONFIRMED or CANCELLED."""
         tally, loop = self.tally, asyncio.get_running_loop()
         sent = loop.time()
-        try:
-            placed = await self.stub.PlaceOrder(
-                self.request(index), timeout=PLACE_TIMEOUT_S, metadata=self.metadata
-            )
-        except asyncio.CancelledError:
-            tally.place_failed += 1
-            tally.place_errors["NO_ANSWER_BY_DRAIN_TIMEOUT"] += 1
-            raise
-        except grpc.aio.AioRpcError as error:
-            tally.place_failed += 1
-            tally.place_errors[error.code().name] += 1
-            return
+        request = self.request(index)
+        give_up = sent + self.plan.place_retry_s
+        backoff = PLACE_RETRY_FIRST_S
+        while True:
+            try:
+                placed = await self.stub.PlaceOrder(
+                    request, timeout=PLACE_TIMEOUT_S, metadata=self.metadata
+                )
+                break
+            except asyncio.CancelledError:
+                tally.place_failed += 1
+                tally.place_errors["NO_ANSWER_BY_DRAIN_TIMEOUT"] += 1
+                tally.failed_requests.append(request.request_id)
+                raise
+            except grpc.aio.AioRpcError as error:
+                if error.code() in PLACE_RETRY_CODES and loop.time() + backoff < give_up:
+                    tally.place_retries += 1
+                    await asyncio.sleep(backoff)
+                    backoff = min(2 * backoff, PLACE_RETRY_MAX_S)
+                    continue
+                tally.place_failed += 1
+                tally.place_errors[error.code().name] += 1
+                tally.failed_requests.append(request.request_id)
+                return
         tally.placed += 1
+        tally.outcomes[placed.order_id] = ""
         tally.place_rpc_ms.append((loop.time() - sent) * 1000)
-        request = self.pb.GetOrderRequest(order_id=placed.order_id)
+        get = self.pb.GetOrderRequest(order_id=placed.order_id)
         await asyncio.sleep(max(MIN_POLL_S, self.ewma_s))
         while True:
             await self.pacer.wait()
             try:
                 order = (
-                    await self.stub.GetOrder(
-                        request, timeout=POLL_TIMEOUT_S, metadata=self.metadata
-                    )
+                    await self.stub.GetOrder(get, timeout=POLL_TIMEOUT_S, metadata=self.metadata)
                 ).order
             except grpc.aio.AioRpcError:
                 tally.poll_errors += 1
             else:
                 tally.polls += 1
                 if order.status in (self.pb.ORDER_STATUS_CONFIRMED, self.pb.ORDER_STATUS_CANCELLED):
+                    tally.outcomes[placed.order_id] = self.pb.OrderStatus.Name(order.status)[
+                        len("ORDER_STATUS_") :
+                    ]
                     created = order.created_at.ToNanoseconds() / 1e9
                     updated = order.updated_at.ToNanoseconds() / 1e9
                     tally.finished(
@@ -514,6 +566,8 @@ class _Run:
         plan, tally, loop = self.plan, self.tally, asyncio.get_running_loop()
         offsets = start_offsets(plan.rate, plan.duration)
         tasks: set[asyncio.Task[None]] = set()
+        if self.hooks.on_start is not None:
+            await self.hooks.on_start(tally)
         started = loop.time()
         ticker = asyncio.create_task(self.progress(started))
         try:
@@ -544,7 +598,11 @@ class _Run:
             interrupted = self.stop.is_set()
             self.stop.clear()  # a second Ctrl-C ends the wait for stragglers
             send_end = loop.time()
-            drain_end = send_end + plan.drain_timeout
+            if self.hooks.on_send_end is not None:
+                # The drain's clock starts once the hook is done (e.g. a fault removed).
+                await self.hooks.on_send_end(tally)
+            drain_end = loop.time() + plan.drain_timeout
+            self.drain_end = drain_end
             # Where sending ended, also in a log (whose lines come only every few seconds).
             self.report(
                 progress_line(
@@ -614,6 +672,18 @@ def resolve_targets(env: Mapping[str, str] | None = None) -> Targets:
     )
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """A finished run: its summary, the tally behind it (every placed order's fate in
+    ``tally.outcomes``), the run's id (its request ids are ``load-<run_id>-<i>``), and the loop
+    time the wait for stragglers ended (or would have: None when it never began)."""
+
+    summary: dict[str, Any]
+    tally: Tally
+    run_id: str
+    drain_end: float | None
+
+
 async def drive(
     plan: Plan,
     targets: Targets,
@@ -622,7 +692,22 @@ async def drive(
     stop: asyncio.Event | None = None,
     token: str | Callable[[], str] = "",
 ) -> dict[str, Any]:
-    """Run ``plan`` against ``targets``; the summary (see ``summarize``).
+    """Run ``plan`` against ``targets``; the summary (see ``summarize``); ``drive_run`` says
+    the rest."""
+    result = await drive_run(plan, targets, report=report, stop=stop, token=token)
+    return result.summary
+
+
+async def drive_run(
+    plan: Plan,
+    targets: Targets,
+    *,
+    report: Callable[[str, bool], None],
+    stop: asyncio.Event | None = None,
+    token: str | Callable[[], str] = "",
+    hooks: Hooks | None = None,
+) -> RunResult:
+    """Run ``plan`` against ``targets``, calling ``hooks`` at its turning points.
 
     ``report(text, is_notice)`` gets the progress lines (False) and one-off notices (True).
     Setting ``stop`` ends the sending early; setting it again ends the wait for stragglers.
@@ -634,7 +719,7 @@ async def drive(
     """
     stop = stop or asyncio.Event()
     cpu_start = time.process_time()
-    async with _channel(targets.orders) as orders, _channel(targets.inventory) as inventory:
+    async with channel(targets.orders) as orders, channel(targets.inventory) as inventory:
         await _check_up(orders, ORDERS, targets.orders, targets.orders_source)
         await _check_up(inventory, INVENTORY, targets.inventory, targets.inventory_source)
         metadata = bearer(token if isinstance(token, str) else await asyncio.to_thread(token))
@@ -659,9 +744,9 @@ async def drive(
                 f" available) through inventory's SetStock, so {planned} orders do not run out",
                 True,
             )
-        run = _Run(plan, orders, report, stop, metadata)
+        run = _Run(plan, orders, report, stop, metadata, hooks=hooks)
         send_s, drain_s, interrupted = await run.run()
-    return summarize(
+    summary = summarize(
         plan,
         run.tally,
         send_s=send_s,
@@ -671,16 +756,19 @@ async def drive(
         stock=stock,
         interrupted=interrupted,
     )
+    return RunResult(summary, run.tally, run.run_id, run.drain_end)
 
 
 # -- the command ---------------------------------------------------------------------------------
 
 
-class _Reporter:
-    """Progress on stderr: one line rewritten in place on a terminal, plain lines otherwise."""
+class Reporter:
+    """Progress on stderr: one line rewritten in place on a terminal, plain lines otherwise;
+    notices prefixed with ``prefix``. Call ``end_line`` before printing anything else."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, prefix: str = "mesh load: ") -> None:
         self.stream = stream
+        self.prefix = prefix
         self.tty = stream.isatty()
         self.open_line = False
 
@@ -690,16 +778,19 @@ class _Reporter:
             self.open_line = True
         else:
             self.end_line()
-            self.stream.write(f"{'mesh load: ' if notice else ''}{text}\n")
+            self.stream.write(f"{self.prefix if notice else ''}{text}\n")
         self.stream.flush()
 
     def end_line(self) -> None:
+        """Finish the progress line being rewritten, if any."""
         if self.open_line:
             self.stream.write("\n")
             self.open_line = False
 
 
-def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+def positive_number(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    """An argparse ``type``: a finite number of ``kind`` above 0."""
+
     def parse(text: str) -> float | int:
         try:
             value = kind(text)
@@ -712,7 +803,8 @@ def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
     return parse
 
 
-def _non_negative(text: str) -> float:
+def non_negative_number(text: str) -> float:
+    """An argparse ``type``: a finite float of 0 or more."""
     try:
         value = float(text)
     except ValueError:
@@ -762,17 +854,19 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    load.add_argument("--rate", type=_positive(float), required=True, help="orders per second")
+    load.add_argument(
+        "--rate", type=positive_number(float), required=True, help="orders per second"
+    )
     load.add_argument(
         "--duration",
-        type=_positive(float),
+        type=positive_number(float),
         required=True,
         metavar="SECONDS",
         help="how long to keep placing orders",
     )
     load.add_argument(
         "--concurrency",
-        type=_positive(int),
+        type=positive_number(int),
         default=DEFAULT_CONCURRENCY,
         help="at most this many orders in flight (placed, not finished); a due order beyond it is"
         f" skipped and counted (default {DEFAULT_CONCURRENCY})",
@@ -784,7 +878,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     load.add_argument(
         "--drain-timeout",
-        type=_non_negative,
+        type=non_negative_number,
         default=DEFAULT_DRAIN_TIMEOUT_S,
         metavar="SECONDS",
         help="after the last order, wait at most this long for the rest to finish"
@@ -802,14 +896,49 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     load.add_argument("--token", help=token_help(ROLE))
 
 
-def run(args: argparse.Namespace, root: Path | None = None) -> int:
-    """Run ``mesh load`` against the mesh of ``root`` (else the one found from the cwd)."""
+def command_env(root: Path | None) -> dict[str, str]:
+    """Our environment, pointed at the mesh of ``root`` when one is given (``--root``), so that
+    addresses are found as every mesh command finds them."""
     env = dict(os.environ)
     if root is not None:
         env.pop("MESH_CONFIG", None)
         env["MESH_ROOT"] = str(root)
+    return env
+
+
+def admin_token(given: str | None, root: Path | None) -> Callable[[], str]:
+    """The access token of a command that places load (``--token``, else ``$MESH_TOKEN``, else
+    one minted with role admin), got when called; NoToken saying what to pass when none can be
+    had."""
+
+    def token() -> str:
+        from mesh_runner.cli import call_token
+
+        try:
+            return call_token(given, root, ROLE)
+        except RuntimeError as exc:
+            raise NoToken(str(exc)) from None
+
+    return token
+
+
+async def until_interrupted(work: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """``work(stop)``, with ``stop`` set by Ctrl-C (SIGINT) while it runs."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
     try:
-        targets = resolve_targets(env)
+        return await work(stop)
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def run(args: argparse.Namespace, root: Path | None = None) -> int:
+    """Run ``mesh load`` against the mesh of ``root`` (else the one found from the cwd)."""
+    try:
+        targets = resolve_targets(command_env(root))
     except AddressError as exc:
         print(f"mesh load: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -821,17 +950,14 @@ def run(args: argparse.Namespace, root: Path | None = None) -> int:
         drain_timeout=args.drain_timeout,
         payment_token=args.payment_token,
     )
-    from mesh_runner.cli import call_token
+    reporter = Reporter(sys.stderr)
+    token = admin_token(args.token, root)
 
-    def token() -> str:
-        try:
-            return call_token(args.token, root, ROLE)
-        except RuntimeError as exc:
-            raise NoToken(str(exc)) from None
+    async def work(stop: asyncio.Event) -> dict[str, Any]:
+        return await drive(plan, targets, report=reporter, stop=stop, token=token)
 
-    reporter = _Reporter(sys.stderr)
     try:
-        summary = asyncio.run(_main(plan, targets, reporter, token))
+        summary = asyncio.run(until_interrupted(work))
     except (MeshNotUp, NoToken) as exc:
         reporter.end_line()
         print(f"mesh load: {exc}", file=sys.stderr)
@@ -840,17 +966,3 @@ def run(args: argparse.Namespace, root: Path | None = None) -> int:
     sys.stderr.flush()
     print(json.dumps(summary, indent=2) if args.json else render_summary(summary), flush=True)
     return EXIT_INTERRUPTED if summary["interrupted"] else 0
-
-
-async def _main(
-    plan: Plan, targets: Targets, reporter: _Reporter, token: Callable[[], str]
-) -> dict[str, Any]:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-    try:
-        return await drive(plan, targets, report=reporter, stop=stop, token=token)
-    finally:
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
