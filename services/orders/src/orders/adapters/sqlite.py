@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -172,6 +172,17 @@ MIGRATIONS = (
         host             TEXT NOT NULL,
         pid              INTEGER NOT NULL
     );
+    """,
+    # Saga claims (orders.app.saga_worker): which worker carries a saga now, and until when, so
+    # two orders processes on this database never carry one saga at once. A claim of a worker
+    # that died expires (or goes at once when it ran on this host: SqliteSagas.beat).
+    """
+    CREATE TABLE saga_claims (
+        order_id     TEXT PRIMARY KEY,
+        runner_id    TEXT NOT NULL,
+        until_micros INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX saga_claims_runner ON saga_claims (runner_id);
     """,
 )
 
@@ -328,7 +339,14 @@ def _saga(row: sqlite3.Row, sealer: TokenSealer) -> Saga:
 
 class SqliteSagas:
     """SagaRepository over one open transaction; the payment token is stored sealed
-    (orders.adapters.secrets)."""
+    (orders.adapters.secrets).
+
+    Also ``SagaClaims`` (orders.app.saga_worker): rows of ``saga_claims`` say which worker
+    carries a saga until when, so workers in several processes sharing the file never carry one
+    saga at once. ``claim`` takes a row only when it is free, expired or the worker's own, in
+    the caller's write transaction (under SQLite's write lock: two workers claiming at once are
+    serialized, and the second sees the first's row).
+    """
 
     def __init__(self, conn: sqlite3.Connection, sealer: TokenSealer) -> None:
         self._conn = conn
@@ -387,7 +405,9 @@ class SqliteSagas:
         return [_saga(row, self._sealer) for row in rows]
 
     def beat(self, runner_id: str, now: datetime.datetime) -> None:
-        """Record that the saga worker ``runner_id`` is alive at ``now``."""
+        """Record that the saga worker ``runner_id`` is alive at ``now``; drop the claims of
+        workers of this host whose process is gone (killed: their sagas need not wait for the
+        claims to expire)."""
         self._conn.execute(
             "INSERT INTO saga_runners (runner_id, heartbeat_micros, host, pid) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (runner_id) DO UPDATE SET heartbeat_micros = excluded.heartbeat_micros",
@@ -397,6 +417,17 @@ class SqliteSagas:
         self._conn.execute(
             "DELETE FROM saga_runners WHERE heartbeat_micros < ?", (to_micros(now) - 3600_000_000,)
         )
+        holders = self._conn.execute(
+            "SELECT DISTINCT c.runner_id, r.pid FROM saga_claims c"
+            " JOIN saga_runners r ON r.runner_id = c.runner_id"
+            " WHERE c.runner_id != ? AND r.host = ?",
+            (runner_id, socket.gethostname()),
+        ).fetchall()
+        for row in holders:
+            if not _process_exists(row["pid"]):
+                self._conn.execute(
+                    "DELETE FROM saga_claims WHERE runner_id = ?", (row["runner_id"],)
+                )
 
     def others_alive(self, runner_id: str, since: datetime.datetime) -> bool:
         """True when a saga worker other than ``runner_id`` was alive after ``since`` and, if it
@@ -407,6 +438,66 @@ class SqliteSagas:
         ).fetchall()
         here = socket.gethostname()
         return any(row["host"] != here or _process_exists(row["pid"]) for row in rows)
+
+    def due_unclaimed(self, runner_id: str, now: datetime.datetime, limit: int) -> list[str]:
+        """Like ``due``, leaving out the sagas another worker has a claim on that lasts past
+        ``now``."""
+        rows = self._conn.execute(
+            "SELECT s.order_id FROM sagas s LEFT JOIN saga_claims c ON c.order_id = s.order_id"
+            " WHERE s.status IN ('RUNNING', 'COMPENSATING') AND s.next_attempt_at <= ?"
+            " AND (c.order_id IS NULL OR c.runner_id = ? OR c.until_micros <= ?)"
+            " ORDER BY s.next_attempt_at LIMIT ?",
+            (to_micros(now), runner_id, to_micros(now), limit),
+        ).fetchall()
+        return [row["order_id"] for row in rows]
+
+    def claim(
+        self,
+        runner_id: str,
+        order_ids: Sequence[str],
+        now: datetime.datetime,
+        until: datetime.datetime,
+    ) -> list[str]:
+        """Claim for ``runner_id``, until ``until``, those of ``order_ids`` that no other worker
+        holds past ``now``; returns them (in the order given)."""
+        claimed = []
+        for order_id in order_ids:
+            cursor = self._conn.execute(
+                "INSERT INTO saga_claims (order_id, runner_id, until_micros) VALUES (?, ?, ?)"
+                " ON CONFLICT (order_id) DO UPDATE SET runner_id = excluded.runner_id,"
+                " until_micros = excluded.until_micros"
+                " WHERE saga_claims.runner_id = excluded.runner_id"
+                " OR saga_claims.until_micros <= ?",
+                (order_id, runner_id, to_micros(until), to_micros(now)),
+            )
+            if cursor.rowcount == 1:
+                claimed.append(order_id)
+        return claimed
+
+    def renew(
+        self, runner_id: str, order_ids: Sequence[str], until: datetime.datetime
+    ) -> list[str]:
+        """Extend ``runner_id``'s claims on ``order_ids`` to ``until``; returns those it still
+        held (a claim another worker took over after it expired is not renewed)."""
+        renewed = []
+        for order_id in order_ids:
+            cursor = self._conn.execute(
+                "UPDATE saga_claims SET until_micros = ? WHERE order_id = ? AND runner_id = ?",
+                (to_micros(until), order_id, runner_id),
+            )
+            if cursor.rowcount == 1:
+                renewed.append(order_id)
+        return renewed
+
+    def release(self, runner_id: str, order_ids: Sequence[str] | None = None) -> None:
+        """Drop ``runner_id``'s claims on ``order_ids`` (None: all of them)."""
+        if order_ids is None:
+            self._conn.execute("DELETE FROM saga_claims WHERE runner_id = ?", (runner_id,))
+            return
+        self._conn.executemany(
+            "DELETE FROM saga_claims WHERE order_id = ? AND runner_id = ?",
+            [(order_id, runner_id) for order_id in order_ids],
+        )
 
 
 def _process_exists(pid: int) -> bool:

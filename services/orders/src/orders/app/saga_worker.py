@@ -10,6 +10,16 @@ version), save the saga's new state and, through the event store, the outbox row
 anywhere in between replays the step, and the participant's idempotency key makes the replay act
 once. Two workers never both move a saga: the second one's check fails and it drops the saga.
 
+Replicas: orders processes sharing one database never carry one saga at once, when the store
+keeps claims (``SagaClaims``; SQLite does). A worker claims a due saga (a row: its id, until
+when) before carrying it, in one write transaction for all it takes at a time; the claim lasts
+``claim_for`` (default: a participant call's timeout + ALIVE_FOR), is renewed by every step it
+writes and by the worker's heartbeat, and is dropped when the saga ends and when the worker
+stops. A call is made only while the claim lasts for the whole call (plus CLAIM_MARGIN), so a
+worker that lost its claim (it hung past it, another took the saga over) never calls; its late
+write finds the claim another's and is dropped. A dead worker's claims expire, or go at once
+when it ran on the same host (its heartbeat row names a process that is gone).
+
 ``run_forever`` keeps up to ``parallelism`` sagas in flight: a thread that is done with one saga
 frees its slot at once (no waiting for a whole batch), and PlaceOrder wakes the dispatcher so a
 new saga starts without waiting for the next poll.
@@ -22,10 +32,11 @@ import datetime
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from typing import Protocol, runtime_checkable
 
 from meshkit import timestamps
 from meshkit.audit import Actor, AuditEntry
@@ -40,6 +51,37 @@ log = logging.getLogger("orders.saga")
 # after ALIVE_FOR without one.
 HEARTBEAT = datetime.timedelta(seconds=1)
 ALIVE_FOR = datetime.timedelta(seconds=5)
+# A participant call is made only while the saga's claim lasts this much longer than the call.
+CLAIM_MARGIN = datetime.timedelta(seconds=1)
+
+
+@runtime_checkable
+class SagaClaims(Protocol):
+    """What a saga store offers so that workers in several processes never carry one saga at
+    once (orders.adapters.sqlite.SqliteSagas has it). A store without it serves one process:
+    its workers claim sagas in memory only. Every method works in the unit of work's open
+    transaction."""
+
+    def due_unclaimed(self, runner_id: str, now: datetime.datetime, limit: int) -> list[str]:
+        """Like ``due``, without the sagas another worker holds a claim on past ``now``."""
+
+    def claim(
+        self,
+        runner_id: str,
+        order_ids: Sequence[str],
+        now: datetime.datetime,
+        until: datetime.datetime,
+    ) -> list[str]:
+        """Claim until ``until`` those of ``order_ids`` no other worker holds past ``now``."""
+
+    def renew(
+        self, runner_id: str, order_ids: Sequence[str], until: datetime.datetime
+    ) -> list[str]:
+        """Extend ``runner_id``'s claims to ``until``; those it still held."""
+
+    def release(self, runner_id: str, order_ids: Sequence[str] | None = None) -> None:
+        """Drop ``runner_id``'s claims on ``order_ids`` (None: all)."""
+
 
 StepSpan = Callable[[str, str, Mapping[str, str]], AbstractContextManager[object]]
 """Opens a span around one step: (name, the saga's stored traceparent, attributes)."""
@@ -63,10 +105,11 @@ class SagaWorker:
     it can run now. ``run_once()`` carries the sagas due now (up to ``batch``) and returns how
     many steps it completed, once all of them are done (for tests and tools).
 
-    Thread safety: one worker per database; ``wake()`` may be called from any thread (PlaceOrder
-    calls it so a new saga starts without waiting for the next poll). Never one saga on two
-    threads of a worker. Running two workers over one database is safe (a step whose saga moved
-    meanwhile is dropped), only wasteful.
+    Thread safety: ``wake()`` may be called from any thread (PlaceOrder calls it so a new saga
+    starts without waiting for the next poll). Never one saga on two threads of a worker, nor,
+    when the store keeps claims (``SagaClaims``), on two workers, in any processes (module
+    doc). ``carry`` and ``advance`` (for tests and tools) take no claim; a step whose saga moved
+    meanwhile is still dropped.
 
     ``read_only`` opens a unit of work that only reads (a snapshot, no write lock); by default
     ``unit_of_work`` serves for reads too.
@@ -86,6 +129,7 @@ class SagaWorker:
         acting_for: Callable[[str], AbstractContextManager[None]] = lambda _: (
             contextlib.nullcontext()
         ),
+        claim_for: datetime.timedelta | None = None,
     ) -> None:
         self._uow = unit_of_work
         self._acting_for = acting_for
@@ -108,6 +152,14 @@ class SagaWorker:
         self._runner_id = uuid.uuid4().hex
         self._last_beat: datetime.datetime | None = None
         self._commits = _GroupCommit(unit_of_work)
+        call = datetime.timedelta(seconds=self._policy.call_timeout_s)
+        self._claim_for = claim_for or call + ALIVE_FOR
+        if self._claim_for <= call + CLAIM_MARGIN:
+            raise ValueError(f"claim_for must exceed a call's timeout ({call}) + {CLAIM_MARGIN}")
+        # The store's claims, known once a unit of work has shown its store (None: not yet).
+        self._shared: bool | None = None
+        # This worker's claims in the store on the sagas it carries now, and until when.
+        self._claims: dict[str, datetime.datetime] = {}
 
     def wake(self) -> None:
         """Look for due sagas now rather than after the idle poll."""
@@ -123,6 +175,7 @@ class SagaWorker:
         """
         now = self._clock()
         with self._uow() as uow:
+            self._shared = isinstance(uow.sagas, SagaClaims)
             if uow.sagas.others_alive(self._runner_id, now - ALIVE_FOR):
                 uow.sagas.beat(self._runner_id, now)
                 self._last_beat = now
@@ -138,32 +191,104 @@ class SagaWorker:
         return len(live)
 
     def _beat(self) -> None:
-        """Record, at most every HEARTBEAT, that this worker is alive."""
+        """Record, at most every HEARTBEAT, that this worker is alive, and renew its claims on
+        the sagas it carries (a claim another worker took over is forgotten: its carrier stops
+        before its next call)."""
         now = self._clock()
         if self._last_beat is not None and now - self._last_beat < HEARTBEAT:
             return
+        with self._in_flight_lock:
+            held = list(self._claims)
+        until = now + self._claim_for
         with self._uow() as uow:
             uow.sagas.beat(self._runner_id, now)
+            sagas = uow.sagas
+            renewed = (
+                sagas.renew(self._runner_id, held, until)
+                if held and isinstance(sagas, SagaClaims)
+                else []
+            )
         self._last_beat = now
+        if held:
+            self._note_claims(held, set(renewed), until)
+
+    def _note_claims(self, asked: Sequence[str], held: set[str], until: datetime.datetime) -> None:
+        """Record the outcome of claiming or renewing ``asked``: ``held`` last until ``until``,
+        the others are not (or no longer) this worker's."""
+        with self._in_flight_lock:
+            for order_id in asked:
+                if order_id not in self._in_flight:
+                    continue  # its carrier is done with it meanwhile
+                if order_id in held:
+                    self._claims[order_id] = until
+                elif self._claims.pop(order_id, None) is not None:
+                    log.warning("saga %s: claimed by another worker meanwhile", order_id)
+
+    def _due(self, limit: int) -> list[str]:
+        """Due sagas, up to ``limit``, without those another worker holds a claim on."""
+        now = self._clock()
+        with self._read() as uow:
+            sagas = uow.sagas
+            self._shared = isinstance(sagas, SagaClaims)
+            if isinstance(sagas, SagaClaims):
+                return sagas.due_unclaimed(self._runner_id, now, limit)
+            return sagas.due(now, limit)
+
+    def _take(self, order_ids: Sequence[str], limit: int) -> list[str]:
+        """Take up to ``limit`` of ``order_ids`` for this worker's threads: those no thread of
+        it carries and, when the store keeps claims, that it could claim there."""
+        with self._in_flight_lock:
+            mine = [o for o in order_ids if o not in self._in_flight][:limit]
+            self._in_flight.update(mine)
+        if not mine or not self._shared:
+            return mine
+        now = self._clock()
+        until = now + self._claim_for
+        claimed: list[str] = []
+        try:
+            with self._uow() as uow:
+                sagas = uow.sagas
+                if isinstance(sagas, SagaClaims):
+                    claimed = sagas.claim(self._runner_id, mine, now, until)
+        finally:
+            with self._in_flight_lock:
+                for order_id in mine:
+                    if order_id in claimed:
+                        self._claims[order_id] = until
+                    else:
+                        self._in_flight.discard(order_id)
+        return claimed
+
+    def _hold_claim(self, order_id: str, timeout: float) -> bool:
+        """True when a call of ``timeout`` seconds for ``order_id`` may be made now: the saga is
+        not claimed by this worker (``carry`` by hand), or its claim lasts past the call (renewed
+        now if it would not). False once another worker has it."""
+        with self._in_flight_lock:
+            until = self._claims.get(order_id)
+        if until is None:
+            return order_id not in self._in_flight or not self._shared
+        now = self._clock()
+        if until - now >= datetime.timedelta(seconds=timeout) + CLAIM_MARGIN:
+            return True
+        until = now + self._claim_for
+        with self._uow() as uow:
+            sagas = uow.sagas
+            renewed = (
+                sagas.renew(self._runner_id, [order_id], until)
+                if isinstance(sagas, SagaClaims)
+                else []
+            )
+        self._note_claims([order_id], set(renewed), until)
+        return bool(renewed)
 
     def run_once(self) -> int:
         """Carry every saga due now (up to ``batch``) as far as it goes now; returns how many
         steps were completed, once all are done."""
         self._beat()
-        with self._read() as uow:
-            due = uow.sagas.due(self._clock(), self._batch)
-        claimed = [order_id for order_id in due if self._claim(order_id)]
+        claimed = self._take(self._due(self._batch), self._batch)
         if self._pool is None:
             return sum(self._carry_claimed(order_id) for order_id in claimed)
         return sum(self._pool.map(self._carry_claimed, claimed))
-
-    def _claim(self, order_id: str) -> bool:
-        """Take ``order_id`` for one of this worker's threads; False when one already has it."""
-        with self._in_flight_lock:
-            if order_id in self._in_flight:
-                return False
-            self._in_flight.add(order_id)
-            return True
 
     def _carry_claimed(self, order_id: str) -> int:
         """``carry`` a claimed saga (logging what goes wrong), then free its slot."""
@@ -175,6 +300,9 @@ class SagaWorker:
         finally:
             with self._in_flight_lock:
                 self._in_flight.discard(order_id)
+                # Its row stays until it expires, is taken again by this worker when the saga
+                # is next due, or goes with the saga's end (written with its last step).
+                self._claims.pop(order_id, None)
             self._wake.set()  # a slot is free
 
     def advance(self, order_id: str) -> bool:
@@ -215,6 +343,8 @@ class SagaWorker:
         # meshkit channels and the outbox rows written below become its children.
         with self._step_span(f"saga {step.lower()}", saga.traceparent, attributes):
             timeout = self._policy.call_timeout(saga, now)
+            if not self._hold_claim(saga.order_id, timeout):
+                return None  # another worker carries it now
             try:
                 # Runs later, on a worker thread: the participants are called as orders, on
                 # behalf of the customer who placed the order (meshkit.authz.acting_for).
@@ -224,9 +354,12 @@ class SagaWorker:
                 log.exception("saga %s: %s raised", saga.order_id, type(command).__name__)
                 outcome = Transient(f"{type(exc).__name__}: {exc}")
             transition = advance(saga, outcome, self._clock(), self._policy)
-            stored = self._commits.write(_Write(saga, transition, order))
+            claim = self._claim_to_renew(saga.order_id)
+            stored = self._commits.write(_Write(saga, transition, order, claim))
         if stored is None:
-            return None  # another worker moved it; our call was idempotent
+            return None  # another worker moved it (or claimed it); our call was idempotent
+        if claim is not None:
+            self._note_claims([saga.order_id], {saga.order_id}, claim[1])
         after, order = transition.saga, stored
         # Every step of every order at INFO would be most of the log; the routine forward step
         # is DEBUG, what an operator looks for (retries, compensation, the end) is not. A step
@@ -286,23 +419,34 @@ class SagaWorker:
         if free <= 0:
             return
         # The busy ones are due too and may come first: ask for enough to fill every free slot.
-        with self._read() as uow:
-            due = uow.sagas.due(self._clock(), busy + free)
-        for order_id in due:
-            if free == 0:
-                break
-            if self._claim(order_id):
-                if self._pool is None:
-                    self._carry_claimed(order_id)
-                else:
-                    self._pool.submit(self._carry_claimed, order_id)
-                free -= 1
+        for order_id in self._take(self._due(busy + free), free):
+            if self._pool is None:
+                self._carry_claimed(order_id)
+            else:
+                self._pool.submit(self._carry_claimed, order_id)
+
+    def _claim_to_renew(self, order_id: str) -> tuple[str, datetime.datetime] | None:
+        """(this worker, until when) for a step's write to renew its claim on ``order_id`` in
+        the step's own transaction; None when it holds no claim on it."""
+        with self._in_flight_lock:
+            if order_id not in self._claims:
+                return None
+        return self._runner_id, self._clock() + self._claim_for
 
     def close(self) -> None:
-        """Stop the worker threads: each ends after its current step; waits for them."""
+        """Stop the worker threads: each ends after its current step; waits for them. Then
+        give up this worker's claims, so another worker takes its sagas over at once."""
         self._stopping.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        if self._shared:
+            try:
+                with self._uow() as uow:
+                    sagas = uow.sagas
+                    if isinstance(sagas, SagaClaims):
+                        sagas.release(self._runner_id)
+            except Exception:  # e.g. the database closed first: the claims expire instead
+                log.warning("saga worker: could not release its claims; they expire", exc_info=True)
 
 
 @dataclass
@@ -314,6 +458,8 @@ class _Write:
     saga: Saga
     transition: Transition
     order: Order
+    # (worker, until): the claim on the saga the write renews, None when it holds none.
+    claim: tuple[str, datetime.datetime] | None = None
     stored: Order | None = None
     error: BaseException | None = None
     done: bool = field(default=False, compare=False)
@@ -321,8 +467,16 @@ class _Write:
     def apply(self, uow: UnitOfWork) -> None:
         """Write the step in ``uow``'s transaction (``stored`` stays None if the saga moved)."""
         self.stored = None
-        if uow.sagas.get(self.saga.order_id) != self.saga:
+        sagas = uow.sagas
+        order_id = self.saga.order_id
+        claims = sagas if isinstance(sagas, SagaClaims) else None
+        runner_id, until = self.claim or ("", self.saga.updated_at)
+        if claims is not None and runner_id and not claims.renew(runner_id, [order_id], until):
+            return  # another worker claimed it after this one's claim ran out
+        if sagas.get(order_id) != self.saga:
             return  # another worker moved it
+        if claims is not None and runner_id and not self.transition.saga.is_live:
+            claims.release(runner_id, [order_id])  # the saga is over
         draft = replace(self.order, pending=[])  # the carrier's order changes only on commit
         for event in self.transition.events:
             draft.record(event)
