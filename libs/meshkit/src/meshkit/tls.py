@@ -173,7 +173,12 @@ class _Reloader:
         cert, key, ca = self.files.read()
         _check_pair(cert, key, self.files)
         self._signature = signature
-        log.info("%s: serving mTLS as %s", self.files.name, _describe(cert))
+        log.info(
+            "%s: serving mTLS only, as %s (%s)",
+            self.files.name,
+            spiffe_id(self.files.name),
+            _describe(cert),
+        )
         return grpc.ssl_server_certificate_configuration([(key, cert)], root_certificates=ca)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
