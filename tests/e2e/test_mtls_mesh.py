@@ -75,7 +75,6 @@ def _call(root: Path, address: str, method: str, data: object, metadata: Metadat
 # Strict: once meshkit.client.connect dials TLS under MESH_TLS_DIR (the lead's part of issue 15
 # item 7) this passes, and the marker must go. It passes now with that change applied (H2's
 # report has the patch).
-@pytest.mark.xfail(strict=True, reason="meshkit.client.connect does not dial TLS yet")
 def test_an_order_is_placed_and_confirmed_over_mtls(tls_mesh: Path) -> None:
     rows = json.loads(mesh_cli(tls_mesh, "ps", "--json").stdout)
     assert {r["name"]: r["state"] for r in rows if r["name"] != "kafka"} == dict.fromkeys(

@@ -26,6 +26,7 @@ is dialled as one channel over all of them, ``round_robin`` with client-side hea
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,9 +35,10 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshkit import tls
 from meshkit.addresses import address_of
 from meshkit.credentials import CredentialsInterceptor, TokenSource
-from meshkit.resilience import Downstreams, ResilienceInterceptor
+from meshkit.resilience import Downstreams, Limits, ResilienceInterceptor
 from meshkit.telemetry import ClientInterceptor
 
 DEFAULT_TIMEOUT = 5.0
@@ -169,7 +171,10 @@ def connect(
 
     ``target`` is a mesh service's name (``"inventory"``, resolved by ``meshkit.addresses``:
     ``MESH_ADDRESS_INVENTORY``, else mesh.toml; its breaker and bulkhead are "inventory's") or an
-    explicit ``host:port`` (or a comma-separated list of replicas). ``downstreams``: whose
+    explicit ``host:port`` (or a comma-separated list of replicas). With ``MESH_TLS_DIR`` set
+    (``mesh up --tls``) the channel is mutual TLS, presenting this process's certificate
+    (``MESH_TLS_NAME``, else its service name, else the tools' "client"; meshkit.tls).
+    ``downstreams``: whose
     breakers and bulkheads to use (default: the process's, ``meshkit.resilience.downstreams()``).
 
     Thread safety: a channel is safe to share across threads; build one per target and reuse it.
@@ -207,7 +212,12 @@ def _intercepted(
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    channel = grpc.insecure_channel(dialled, options=options)
+    directory = tls.tls_dir()
+    if directory is None:
+        channel = grpc.insecure_channel(dialled, options=options)
+    else:  # mutual TLS with this process's own certificate (``mesh up --tls``)
+        own = tls.tls_name(os.environ.get("OTEL_SERVICE_NAME") or tls.CLIENT)
+        channel = grpc.secure_channel(dialled, tls.channel_credentials(own, directory), options)
     tracing = ClientInterceptor(dialled.split(",", maxsplit=1)[0].removeprefix("ipv4:"))
     return grpc.intercept_channel(
         channel, KitInterceptor(tracing, resilience, CredentialsInterceptor(credentials))
@@ -272,7 +282,10 @@ def check_health(channel: grpc.Channel, service: str = "", timeout: float = 1.0)
 def wait_healthy(target: str, service: str = "", timeout: float = 30.0) -> None:
     """Poll ``target`` until ``service`` is SERVING; TimeoutError after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as channel:
+    # Its own breaker that never opens: failing checks while the peer starts must not hold off
+    # the check that would see it SERVING.
+    patient = Downstreams(Limits(window=1 << 20, min_calls=1 << 20))
+    with connect(target, retry=False, downstreams=patient) as channel:
         while True:
             if check_health(channel, service, timeout=min(1.0, timeout)):
                 return
