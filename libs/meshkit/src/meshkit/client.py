@@ -26,9 +26,12 @@ is dialled as one channel over all of them, ``round_robin`` with client-side hea
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -42,6 +45,10 @@ from meshkit.resilience import Downstreams, Limits, ResilienceInterceptor
 from meshkit.telemetry import ClientInterceptor
 
 DEFAULT_TIMEOUT = 5.0
+# How often, at most, a TLS channel looks at its certificate files for a rotation.
+RELOAD_CHECK_S = 1.0
+
+log = logging.getLogger("meshkit.client")
 
 RETRY_POLICY: dict[str, Any] = {
     "maxAttempts": 4,
@@ -117,26 +124,73 @@ def _service_config(retry: bool, replicas: bool) -> dict[str, Any]:
 
 class MeshChannel(grpc.Channel):
     """Two channels to one target behind one: retried (idempotent methods) and not (the rest);
-    each stub method is bound to the right one when the stub is made (see the module doc)."""
+    each stub method is bound to the right one when the stub is made (see the module doc).
 
-    def __init__(self, retrying: grpc.Channel, plain: grpc.Channel) -> None:
-        self._retrying = retrying
-        self._plain = plain
+    With mTLS, the process's certificate files are watched (a stat at most every
+    ``RELOAD_CHECK_S``, on a call): when they change (``mesh certs --force``), both channels
+    are built again with the new certificate and every stub method moves to them on its next
+    call, so a rotated client certificate is presented from the next connection on, without a
+    restart. (grpcio reads a channel's certificate once, when the channel is made.) The old
+    channels are left to finish their calls and closed with this one.
+    """
 
-    def _for(self, method: str) -> grpc.Channel:
+    def __init__(
+        self,
+        build: Callable[[], tuple[grpc.Channel, grpc.Channel]],
+        watch: Callable[[], object] | None = None,
+    ) -> None:
+        self._build = build
+        self._retrying, self._plain = build()
+        self._watch = watch
+        self._stamp = watch() if watch is not None else None
+        self._next_check = time.monotonic() + RELOAD_CHECK_S
+        self.generation = 0
+        self._old: list[grpc.Channel] = []
+        self._lock = threading.Lock()
+
+    def channel_for(self, method: str) -> grpc.Channel:
+        """The channel ``method``'s calls go through now."""
+        if self._watch is not None and time.monotonic() >= self._next_check:
+            self._reload()
         return self._retrying if retryable(method) else self._plain
 
+    def _reload(self) -> None:
+        assert self._watch is not None
+        with self._lock:
+            if time.monotonic() < self._next_check:
+                return
+            self._next_check = time.monotonic() + RELOAD_CHECK_S
+            stamp = self._watch()
+            if stamp == self._stamp:
+                return
+            try:
+                retrying, plain = self._build()
+            except Exception as exc:  # noqa: BLE001 - a half-written file: keep the live ones
+                log.warning(
+                    "certificate changed but cannot be loaded yet (%s); keeping the old", exc
+                )
+                return
+            self._old += [self._retrying, self._plain]
+            self._retrying, self._plain, self._stamp = retrying, plain, stamp
+            self.generation += 1
+            log.info("client certificate reloaded (generation %d)", self.generation)
+
+    def _bind(self, kind: str, method: str, args: Any, kwargs: Any) -> Any:
+        if self._watch is None:
+            return getattr(self.channel_for(method), kind)(method, *args, **kwargs)
+        return _Rebinding(self, kind, method, args, kwargs)
+
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._for(method).unary_unary(method, *args, **kwargs)
+        return self._bind("unary_unary", method, args, kwargs)
 
     def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._for(method).unary_stream(method, *args, **kwargs)
+        return self._bind("unary_stream", method, args, kwargs)
 
     def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._for(method).stream_unary(method, *args, **kwargs)
+        return self._bind("stream_unary", method, args, kwargs)
 
     def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        return self._for(method).stream_stream(method, *args, **kwargs)
+        return self._bind("stream_stream", method, args, kwargs)
 
     def subscribe(self, callback: Callable[[Any], None], try_to_connect: bool = False) -> None:
         self._plain.subscribe(callback, try_to_connect)
@@ -145,14 +199,45 @@ class MeshChannel(grpc.Channel):
         self._plain.unsubscribe(callback)
 
     def close(self) -> None:
-        self._retrying.close()
-        self._plain.close()
+        for channel in {id(c): c for c in (self._retrying, self._plain, *self._old)}.values():
+            channel.close()
 
     def __enter__(self) -> MeshChannel:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Rebinding:
+    """A stub's multicallable that follows its MeshChannel to rebuilt channels."""
+
+    def __init__(
+        self, channel: MeshChannel, kind: str, method: str, args: Any, kwargs: Any
+    ) -> None:
+        self._channel = channel
+        self._kind = kind
+        self._method = method
+        self._args = args
+        self._kwargs = kwargs
+        self._generation = -1
+        self._callable: Any = None
+
+    def _current(self) -> Any:
+        target = self._channel.channel_for(self._method)
+        if self._generation != self._channel.generation or self._callable is None:
+            self._callable = getattr(target, self._kind)(self._method, *self._args, **self._kwargs)
+            self._generation = self._channel.generation
+        return self._callable
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current()(*args, **kwargs)
+
+    def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current().with_call(*args, **kwargs)
+
+    def future(self, *args: Any, **kwargs: Any) -> Any:
+        return self._current().future(*args, **kwargs)
 
 
 def connect(
@@ -173,34 +258,50 @@ def connect(
     ``MESH_ADDRESS_INVENTORY``, else mesh.toml; its breaker and bulkhead are "inventory's") or an
     explicit ``host:port`` (or a comma-separated list of replicas). With ``MESH_TLS_DIR`` set
     (``mesh up --tls``) the channel is mutual TLS, presenting this process's certificate
-    (``MESH_TLS_NAME``, else its service name, else the tools' "client"; meshkit.tls).
-    ``downstreams``: whose
-    breakers and bulkheads to use (default: the process's, ``meshkit.resilience.downstreams()``).
+    (``MESH_TLS_NAME``, else its service name, else the tools' "client"; meshkit.tls), reloaded
+    when its files change. ``downstreams``: whose breakers and bulkheads to use (default: the
+    process's, ``meshkit.resilience.downstreams()``).
 
     Thread safety: a channel is safe to share across threads; build one per target and reuse it.
     """
-    downstream = target
     address = address_of(target) if ":" not in target else target
     dialled, replicas = dial_target(address)
-    channels = [
-        _intercepted(
-            ResilienceInterceptor(downstream, downstreams),
-            dialled,
-            replicas,
-            retry=enabled,
-            credentials=credentials,
-        )
-        for enabled in ((True, False) if retry else (False,))
-    ]
-    if len(channels) == 1:
-        return MeshChannel(channels[0], channels[0])
-    return MeshChannel(channels[0], channels[1])
+    resilience = ResilienceInterceptor(target, downstreams)
+    directory = tls.tls_dir()
+    own = tls.tls_name(os.environ.get("OTEL_SERVICE_NAME") or tls.CLIENT)
+
+    def build() -> tuple[grpc.Channel, grpc.Channel]:
+        secure = None if directory is None else tls.channel_credentials(own, directory)
+        made = [
+            _intercepted(resilience, dialled, replicas, secure, retry=on, credentials=credentials)
+            for on in ((True, False) if retry else (False,))
+        ]
+        return made[0], made[-1]
+
+    if directory is None:
+        return MeshChannel(build)
+    files = tls.CertFiles(directory, own)
+    return MeshChannel(build, lambda: _stamp(files.cert, files.key, files.ca))
+
+
+def _stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
+    """What changes when one of ``paths`` is rewritten (mtime and size; missing: zeros)."""
+    stamps = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            stamps.append((0, 0))
+        else:
+            stamps.append((stat.st_mtime_ns, stat.st_size))
+    return tuple(stamps)
 
 
 def _intercepted(
     resilience: ResilienceInterceptor,
     dialled: str,
     replicas: bool,
+    secure: grpc.ChannelCredentials | None,
     *,
     retry: bool,
     credentials: TokenSource | None,
@@ -212,12 +313,10 @@ def _intercepted(
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    directory = tls.tls_dir()
-    if directory is None:
+    if secure is None:
         channel = grpc.insecure_channel(dialled, options=options)
     else:  # mutual TLS with this process's own certificate (``mesh up --tls``)
-        own = tls.tls_name(os.environ.get("OTEL_SERVICE_NAME") or tls.CLIENT)
-        channel = grpc.secure_channel(dialled, tls.channel_credentials(own, directory), options)
+        channel = grpc.secure_channel(dialled, secure, options)
     tracing = ClientInterceptor(dialled.split(",", maxsplit=1)[0].removeprefix("ipv4:"))
     return grpc.intercept_channel(
         channel, KitInterceptor(tracing, resilience, CredentialsInterceptor(credentials))
