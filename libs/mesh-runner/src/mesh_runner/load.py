@@ -51,6 +51,7 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from meshkit import tls
 from meshkit.addresses import AddressError, address_of, env_key, find_config
 from meshkit.client import RETRY_SERVICE_CONFIG
 
@@ -361,16 +362,20 @@ def _reasons(counts: Mapping[str, int]) -> str:
 
 def channel(target: str) -> aio.Channel:
     """An aio channel with the mesh's client options: PlaceOrder is idempotent by request_id, so
-    gRPC may retry an UNAVAILABLE attempt."""
-    return aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-        ],
-    )
+    gRPC may retry an UNAVAILABLE attempt. mTLS as the CLI's ``client`` certificate while the
+    mesh runs with TLS (``MESH_TLS_DIR``, set by `mesh up --tls` for later commands): its
+    servers then refuse plaintext."""
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", json.dumps(RETRY_SERVICE_CONFIG)),
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+    directory = tls.tls_dir()
+    if directory is None:
+        return aio.insecure_channel(target, options=options)
+    credentials = tls.channel_credentials(tls.tls_name(tls.CLIENT), directory)
+    return aio.secure_channel(target, credentials, options=options)
 
 
 async def _check_up(channel: aio.Channel, name: str, target: str, source: str) -> None:
