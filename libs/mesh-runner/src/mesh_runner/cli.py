@@ -65,7 +65,7 @@ from mesh_runner.processes import (
     terminate,
 )
 from meshkit.addresses import env_key
-from meshkit.tls import TLS_DIR_ENV, TLS_NAME_ENV
+from meshkit.tls import TLS_DIR_ENV, TLS_NAME_ENV, CertFiles
 
 HEALTH_TIMEOUT = 60.0
 # The registry and the local trace receiver are mesh.toml's components of these names; how fast
@@ -287,8 +287,15 @@ def replica(component: Component, k: int) -> Component:
         env[f"{component.name.upper().replace('-', '_')}_PORT"] = str(port)
         if component.traced:
             env["OTEL_SERVICE_NAME"] = component.name
-        if os.environ.get(TLS_DIR_ENV):
-            env[TLS_NAME_ENV] = component.name  # its certificate is the component's
+        directory = os.environ.get(TLS_DIR_ENV)
+        if directory:
+            # Its certificate is the component's (`mesh certs` issues one per component), also
+            # for exporting spans to the mesh's own receiver over mTLS.
+            env[TLS_NAME_ENV] = component.name
+            if not any(os.environ.get(key) for key in OTLP_ENDPOINT_KEYS):
+                files = CertFiles(Path(directory), component.name)
+                env["OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"] = str(files.cert)
+                env["OTEL_EXPORTER_OTLP_CLIENT_KEY"] = str(files.key)
     instance = f"service.instance.id={replica_name(component.name, k)}"
     given = env.get("OTEL_RESOURCE_ATTRIBUTES", os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""))
     env["OTEL_RESOURCE_ATTRIBUTES"] = f"{given},{instance}" if given.strip() else instance
