@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import pytest
 
 from mesh_runner.cli import component_env, replica, replica_counts
@@ -21,6 +23,7 @@ from mesh_runner.config import Component, ConfigError, load_mesh
 from mesh_runner.kafka import KafkaChoice
 from mesh_runner.processes import (
     ReplicaSpecError,
+    breaker_states,
     load_replicas,
     parse_replicas,
     replica_name,
@@ -308,3 +311,13 @@ def test_replicas_run_show_in_ps_come_back_scale_down_and_stop(root: Path, kafka
     assert "svc#2: stopped" in down.stderr and "svc: stopped" in down.stderr
     assert not list((root / ".mesh" / "run").glob("svc*.json"))
     assert not (root / ".mesh" / "run" / "replicas.json").exists()
+
+
+def test_a_server_without_health_list_shows_no_breakers_rather_than_failing() -> None:
+    server = grpc.server(ThreadPoolExecutor(1), options=[("grpc.so_reuseport", 0)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        assert breaker_states(port) is None  # UNIMPLEMENTED: `mesh ps` shows none
+    finally:
+        server.stop(None)
