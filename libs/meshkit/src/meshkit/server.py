@@ -22,6 +22,16 @@ One call, ``create_server(...)``, gives a ``MeshServer`` with:
   same interceptor (one wrapper per RPC, not two); health and reflection calls get none. With
   tracing off an unsampled context with fresh ids (or the caller's) is made current, so the log
   lines and the events of one request share a trace id even when nothing is recorded,
+- the caller's deadline as the handler's budget: every handler (every step of a streaming one)
+  runs inside ``meshkit.deadlines.bound(context.time_remaining())``, so the calls it makes never
+  outlive the request,
+- load shedding: at most ``<PREFIX>_MAX_CONCURRENT_RPCS`` RPCs in flight (default 4 x
+  max_workers); grpcio answers the excess RESOURCE_EXHAUSTED at once, before any handler, and
+  the edge counts them: a WARNING ``<name> shed N RPCs (in-flight cap M)`` at most every 10 s,
+- grpc.health.v1 ``Watch`` served without holding a worker (every client-side health check
+  keeps one open), and ``List`` (``MeshHealthServicer``): every status by name,
+- fault injection (``meshkit.faults``, off by default): delay, abort or drop per method, from
+  ``$MESH_FAULTS``, ``$MESH_FAULTS_FILE`` or ``<mesh root>/.mesh/faults/<name>.json``,
 - background workers (outbox relay, consumers, saga runner) started with the server and stopped
   after it has drained,
 - graceful SIGTERM/SIGINT: health NOT_SERVING, stop accepting, let in-flight RPCs finish within
@@ -49,7 +59,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextvars import Token
 from dataclasses import dataclass
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import grpc
 from google.protobuf import any_pb2, message
@@ -61,8 +71,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from meshkit import authz, telemetry, tls
+from meshkit import authz, deadlines, telemetry, tls
 from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
+from meshkit.faults import FaultInjector
 from meshkit.logs import configure_logging
 from meshkit.settings import ServerSettings, SettingsError, describe_settings, load_settings
 from meshkit.spans import RpcSpans
@@ -75,6 +86,13 @@ _QUIET_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 ACCESS_SLOW_S = float(os.environ.get("MESH_ACCESS_SLOW_MS", "100")) / 1000
 # How often the summary of routine calls is written (by the first call after the window).
 ACCESS_SUMMARY_S = 60.0
+# At most one WARNING this often about the RPCs shed at the in-flight cap.
+SHED_SUMMARY_S = 10.0
+# grpc_health's Watch sends by callbacks when grpcio calls it directly ("non-blocking"): no
+# worker thread is held while the stream is open. Wrapped, it would block a worker for the
+# stream's whole life (every client-side health check of every channel holds one), and two
+# watchers would starve a two-worker server. It is therefore passed through unwrapped.
+_HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
 
 
 class _AccessTally:
@@ -130,6 +148,128 @@ class _AccessTally:
                     "duration_ms_max": max_ms,
                 },
             )
+
+
+class _ShedTally:
+    """RPCs shed at the in-flight cap, per method: a WARNING with the count when the first one
+    after a quiet ``window`` comes, then at most one per window (and at stop)."""
+
+    def __init__(self, name: str, cap: int, window: float = SHED_SUMMARY_S) -> None:
+        self.name = name
+        self.cap = cap
+        self.window = window
+        self.total = 0
+        self._lock = threading.Lock()
+        self._shed: dict[str, int] = {}
+        self._since = time.monotonic() - window
+
+    def add(self, method: str) -> None:
+        """Count one shed RPC; write the summary when its window has passed."""
+        with self._lock:
+            self.total += 1
+            self._shed[method] = self._shed.get(method, 0) + 1
+            if time.monotonic() - self._since < self.window:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the summary of the RPCs shed since the last one, if any."""
+        with self._lock:
+            shed, self._shed = self._shed, {}
+            self._since = time.monotonic()
+        if shed:
+            log.warning(
+                "%s shed %d RPCs (in-flight cap %d): %s",
+                self.name,
+                sum(shed.values()),
+                self.cap,
+                ", ".join(f"{method} x{count}" for method, count in sorted(shed.items())),
+                extra={"rpc.shed": shed, "rpc.cap": self.cap},
+            )
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+class _InFlightPool(futures.ThreadPoolExecutor):
+    """The RPC worker pool, counting the jobs submitted and not yet finished.
+
+    grpcio submits exactly one job per admitted RPC and caps exactly that count
+    (``maximum_concurrent_rpcs``): it sheds a call in its polling thread, after asking the
+    interceptors for the handler, and no handler then runs, so neither the access log nor a
+    span sees it. The edge reads ``in_flight`` when asked for the handler to know that the call
+    is about to be shed, and counts it. The count may lag grpcio's by a call that is finishing
+    at that instant (ours drops first), so a shed call may go uncounted, never the reverse.
+    """
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self.in_flight = 0
+        self._count_lock = threading.Lock()
+
+    def submit(
+        self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> futures.Future[_T]:
+        with self._count_lock:
+            self.in_flight += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)
+        return future
+
+    def _finished(self, _future: object) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
+
+
+class MeshHealthServicer(health.HealthServicer):
+    """grpc.health.v1.Health: grpc_health's Check and Watch (non-blocking: a Watch holds no
+    worker thread), plus ``List``, every status by name (the overall ``""``, each service, and
+    whatever else the server reports, e.g. ``meshkit.breaker/<peer>``).
+
+    Thread safety: ``set`` and ``List`` may be called from any thread. After
+    ``enter_graceful_shutdown`` every status is NOT_SERVING and ``set`` changes nothing.
+    """
+
+    def __init__(self) -> None:
+        # The statuses again, kept here: grpc_health's own table is private.
+        self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {
+            "": health_pb2.HealthCheckResponse.SERVING
+        }
+        # Re-entrant: grpc_health's enter_graceful_shutdown calls set() under this lock.
+        self._statuses_lock = threading.RLock()
+        self._closing = False
+        super().__init__(experimental_non_blocking=True)  # type: ignore[no-untyped-call]
+
+    def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        """Report ``service``'s status (to Check, Watch and List)."""
+        with self._statuses_lock:
+            super().set(service, status)  # type: ignore[no-untyped-call]
+            if not self._closing:
+                self._statuses[service] = status
+
+    def enter_graceful_shutdown(self) -> None:
+        """Every status NOT_SERVING, for good (the server is stopping)."""
+        with self._statuses_lock:
+            super().enter_graceful_shutdown()  # type: ignore[no-untyped-call]
+            self._closing = True
+
+    def List(  # noqa: N802 - the RPC's name
+        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthListResponse:
+        """Every status this server holds, by name (a snapshot)."""
+        with self._statuses_lock:
+            statuses = dict(self._statuses)
+        return health_pb2.HealthListResponse(
+            statuses={
+                name: health_pb2.HealthCheckResponse(status=status)
+                for name, status in statuses.items()
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -248,9 +388,15 @@ _Resp = TypeVar("_Resp")
 
 class _EdgeInterceptor(grpc.ServerInterceptor):
     """Maps errors to statuses once, writes the access log and (tracing on) the SERVER span, for
-    all four RPC shapes."""
+    all four RPC shapes; makes the caller's deadline the handler's budget (meshkit.deadlines);
+    counts the RPCs grpcio sheds at the in-flight cap (``pool``, ``shed``)."""
 
-    def __init__(self, authorizer: authz.Authorizer | None = None) -> None:
+    def __init__(
+        self,
+        authorizer: authz.Authorizer | None = None,
+        pool: _InFlightPool | None = None,
+        shed: _ShedTally | None = None,
+    ) -> None:
         # server.address/port of this server's SERVER spans; MeshServer.start() sets it once the
         # port is bound (RPCs arrive only after that).
         self.address: tuple[str, int] | None = None
@@ -259,6 +405,8 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
         # method -> (the RpcSpans it was prepared for, span name, span attributes)
         self._attributes: dict[str, tuple[RpcSpans, str, dict[str, AttributeValue]]] = {}
         self.tally = _AccessTally()
+        self.pool = pool
+        self.shed = shed
 
     def intercept_service(
         self,
@@ -269,6 +417,15 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
         if handler is None:
             return None
         method: str = handler_call_details.method
+        pool, shed = self.pool, self.shed
+        if pool is not None and shed is not None and pool.in_flight >= shed.cap:
+            # grpcio answers RESOURCE_EXHAUSTED ("Concurrent RPC limit exceeded!") as soon as
+            # this returns; no handler runs, so this is the only place that sees the call.
+            shed.add(method)
+            _access(logging.DEBUG, method, "RESOURCE_EXHAUSTED", time.perf_counter())
+            return handler
+        if method == _HEALTH_WATCH:
+            return handler
         quiet = method.startswith(_QUIET_SERVICES)
         decode = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
@@ -334,7 +491,12 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             span, token = self._begin(context, method, quiet)
             try:
                 request = _checked(request, streamed)
-                with self._authorized(method, quiet, request, context):
+                # What is left of the caller's deadline is the handler's budget for its own
+                # calls (gRPC Python does not propagate deadlines).
+                with (
+                    deadlines.bound(context.time_remaining()),
+                    self._authorized(method, quiet, request, context),
+                ):
                     response = behaviour(request, context)
             except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
                 _fail(exc, context, method, start, span)
@@ -367,9 +529,11 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
                 token = otel_context.attach(current)
                 try:
                     request = _checked(request, streamed)
-                    caller = self._caller(method, quiet, request, context)
-                    with authz.bound(caller, context.peer()):
-                        responses = iter(behaviour(request, context))
+                    # The budget too is made current per step, like the trace context.
+                    with deadlines.bound(context.time_remaining()):
+                        caller = self._caller(method, quiet, request, context)
+                        with authz.bound(caller, context.peer()):
+                            responses = iter(behaviour(request, context))
                 except Exception as exc:  # noqa: BLE001 - this is the one place errors are mapped
                     _fail(exc, context, method, start, span)
                 finally:
@@ -377,7 +541,10 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
                 while True:
                     token = otel_context.attach(current)
                     try:
-                        with authz.bound(caller, context.peer()):
+                        with (
+                            deadlines.bound(context.time_remaining()),
+                            authz.bound(caller, context.peer()),
+                        ):
                             response = next(responses)
                     except StopIteration:
                         self._log_ok(context, method, start, quiet, span)
@@ -629,15 +796,19 @@ class MeshServer:
         self.settings = settings
         self._services = tuple(services)
         self._on_stop = list(on_stop)
-        self._edge = _EdgeInterceptor(authorizer)
+        # In flight: running or queued for a worker. Beyond the cap grpcio sheds at once.
+        self.rpc_cap = settings.rpc_cap
+        pool = _InFlightPool(settings.max_workers, f"{name}-rpc")
+        self._edge = _EdgeInterceptor(authorizer, pool, _ShedTally(name, self.rpc_cap))
+        # Off unless $MESH_FAULTS, $MESH_FAULTS_FILE or .mesh/faults/<name>.json says otherwise.
+        self.faults = FaultInjector(name)
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=settings.max_workers, thread_name_prefix=f"{name}-rpc"
-            ),
-            interceptors=[self._edge, *interceptors],
+            pool,
+            interceptors=[self._edge, self.faults, *interceptors],
             options=[("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=self.rpc_cap,
         )
-        self.health = health.HealthServicer(experimental_non_blocking=True)
+        self.health = MeshHealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         for binding in self._services:
             binding.add_to_server(binding.servicer, self._grpc)
@@ -650,7 +821,10 @@ class MeshServer:
             self._grpc,
         )
         self.port = 0
-        self._workers: list[tuple[str, Callable[[threading.Event], None]]] = []
+        # The faults file is re-checked every 0.5 s, by a worker like any other.
+        self._workers: list[tuple[str, Callable[[threading.Event], None]]] = [
+            ("faults", self.faults.run_forever)
+        ]
         self._threads: list[threading.Thread] = []
         self._workers_stop = threading.Event()
         self._stop_lock = threading.Lock()
@@ -730,6 +904,8 @@ class MeshServer:
         self.health.enter_graceful_shutdown()
         self._grpc.stop(grace).wait()
         self._edge.tally.flush()
+        if self._edge.shed is not None:
+            self._edge.shed.flush()
         self._workers_stop.set()
         for thread in self._threads:
             thread.join(timeout=max(grace, 5.0))

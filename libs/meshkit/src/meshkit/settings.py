@@ -141,6 +141,18 @@ class ServerSettings:
     max_workers: int = dataclasses.field(
         default=16, metadata={"help": "RPC worker threads", "min": 1, "max": 1024}
     )
+    max_concurrent_rpcs: int = dataclasses.field(
+        default=0,
+        metadata={
+            "help": "in-flight RPC cap (running plus queued for a worker); beyond it an RPC is"
+            " answered RESOURCE_EXHAUSTED at once instead of queueing. 0: 4 x max_workers, a"
+            " queue of about three handler times per worker: it absorbs a burst, while a"
+            " longer queue only adds latency the caller's deadline may not have. Every open"
+            " stream counts (health Watch does not: it holds no worker)",
+            "min": 0,
+            "max": 100_000,
+        },
+    )
     grace_seconds: float = dataclasses.field(
         default=5.0,
         metadata={"help": "on SIGTERM, how long in-flight RPCs may finish", "min": 0.0},
@@ -148,6 +160,11 @@ class ServerSettings:
     log_level: typing.Literal["DEBUG", "INFO", "WARNING", "ERROR"] = dataclasses.field(
         default="INFO", metadata={"help": "DEBUG, INFO, WARNING or ERROR"}
     )
+
+    @property
+    def rpc_cap(self) -> int:
+        """The in-flight RPC cap in force: ``max_concurrent_rpcs``, or 4 x ``max_workers``."""
+        return self.max_concurrent_rpcs or 4 * self.max_workers
 
 
 @dataclasses.dataclass(frozen=True)
