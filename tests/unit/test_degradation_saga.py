@@ -9,6 +9,7 @@ reaches the real server and the authorization succeeds.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent import futures
 
@@ -78,3 +79,39 @@ def test_an_open_breaker_is_circuit_open_and_a_good_trial_succeeds() -> None:
         channel.close()
         if server is not None:
             server.stop(0)
+
+
+def test_a_full_bulkhead_parks_the_step_as_orders_own_back_pressure() -> None:
+    """Orders already has its cap of calls waiting on payments: the next step is not sent and
+    not counted as a failure of payments; it waits its turn (CircuitOpen, no retry_after)."""
+    release = threading.Event()
+
+    entered = threading.Event()
+
+    class Slow(Payments):
+        def AuthorizePayment(self, request, context):  # type: ignore[no-untyped-def]
+            entered.set()
+            release.wait(10)
+            return super().AuthorizePayment(request, context)
+
+    payments = Slow()  # type: ignore[abstract]  # only the RPC it is asked
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    payments_pb2_grpc.add_PaymentsServiceServicer_to_server(payments, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = connect(f"127.0.0.1:{port}", downstreams=Downstreams(Limits(max_concurrent=1)))
+    participants = GrpcParticipants(channel, channel, channel)
+    try:
+        with futures.ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(participants.execute, AUTHORIZE, 5)
+            assert entered.wait(5), "the first call never arrived"
+            refused = participants.execute(AUTHORIZE, timeout=5)
+            assert isinstance(refused, CircuitOpen), refused
+            assert refused.retry_after_s == 0.0 and "bulkhead" in refused.detail
+            release.set()
+            assert waiting.result(timeout=10) == Succeeded(payment_id="pay-1")
+        assert payments.calls == 1, "the refused step was never sent"
+    finally:
+        release.set()
+        channel.close()
+        server.stop(0)

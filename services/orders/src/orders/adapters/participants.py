@@ -14,6 +14,9 @@ and each answer into an outcome the state machine understands:
   never sent, the participant has been failing) -> CircuitOpen with the breaker's
   ``retry_after_s``: the saga parks the step until the next trial instead of spending attempts
   and step time on calls that cannot be made;
+- RESOURCE_EXHAUSTED from orders' own bulkhead (meshkit.resilience.BulkheadFull: as many calls
+  as orders allows already wait on that participant) -> CircuitOpen too, due again after the
+  policy's shortest park: it is orders' own back-pressure, not a failure of the participant;
 - anything else (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL...) ->
   Transient (it may or may not have acted; the saga retries the same idempotency key).
 
@@ -29,7 +32,7 @@ from collections.abc import Callable
 
 import grpc
 
-from meshkit.resilience import BreakerOpen
+from meshkit.resilience import BreakerOpen, BulkheadFull
 from orders.domain.saga import (
     AuthorizePayment,
     CancelPayment,
@@ -241,6 +244,10 @@ def classify(error: grpc.RpcError) -> Outcome:
     detail = f"{code.name}: {said if len(said) <= MAX_DETAIL else said[:MAX_DETAIL] + '…'}"
     if isinstance(error, BreakerOpen):
         return CircuitOpen(error.downstream, error.retry_after_s, detail)
+    if isinstance(error, BulkheadFull):
+        # Orders' own back-pressure (this many calls already wait on a slow participant): the
+        # call was not sent and the participant did not fail, so the step waits its turn.
+        return CircuitOpen(error.downstream, 0.0, detail)
     if code in BUSINESS_CODES:
         return Rejected(detail)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and OVERSIZED_ANSWER in (error.details() or ""):
