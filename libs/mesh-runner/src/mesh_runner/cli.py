@@ -13,6 +13,8 @@
     mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
     mesh traces [--limit N]                           recent traces: root, services, duration
     mesh load --rate R --duration S [--json]          PlaceOrder at a steady rate; latency summary
+    mesh faults set|clear|ls                          abort, delay or drop some of a service's calls
+    mesh chaos SCENARIO [--rate R] [--json]           a fault under load: lost/doubled orders, stock
     mesh audit verify [--db PATH] [--public-key PEM]  check the audit trail's chain and signatures
     mesh audit ls [--actor S] [--action A] [--since]  search the audit trail (an auditor's token)
     mesh token [--role R] [--subject ID] [--ttl S]    an access token from identity, for local use
@@ -44,7 +46,19 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mesh_runner import audit, certs, dlq, load, rebuild, sagas, scaffold, token, traces
+from mesh_runner import (
+    audit,
+    certs,
+    chaos,
+    dlq,
+    faults,
+    load,
+    rebuild,
+    sagas,
+    scaffold,
+    token,
+    traces,
+)
 from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
 from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
 from mesh_runner.processes import (
@@ -581,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     traces.add_parsers(sub)
     scaffold.add_parser(sub)
     load.add_parser(sub)
+    faults.add_parser(sub)
+    chaos.add_parser(sub)
     token.add_parser(sub)
     certs.add_parser(sub)
     return parser
@@ -602,6 +618,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branc
             return audit.run(args, args.root.resolve() if args.root else None)
         if args.command == "load":  # drives the running mesh over gRPC
             return load.run(args, args.root.resolve() if args.root else None)
+        if args.command == "faults":  # edits the fault files the services read
+            return faults.run(args, args.root.resolve() if args.root else None)
+        if args.command == "chaos":  # load, a fault, and the account of every order
+            return chaos.run(args, args.root.resolve() if args.root else None)
         if args.command == "token":  # identity's admin command, in identity's environment
             return token.run(args, args.root.resolve() if args.root else None)
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
