@@ -28,7 +28,8 @@ from support.tokens import TEST_ISSUER, authorized, token_endpoint
 
 from inventory.bootstrap import SERVICE as INVENTORY
 from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
-from meshkit.resilience import downstreams
+from meshkit import resilience
+from meshkit.resilience import Downstreams, Limits, downstreams
 from meshkit.service import Service
 from orders.bootstrap import SERVICE as ORDERS
 from orders.domain.saga import PARKED
@@ -95,6 +96,9 @@ def shop(
     for contracts in CONTRACTS:
         register_all(registry_url, contracts)
     env = {"SCHEMA_REGISTRY_URL": registry_url, "MESH_KAFKA_BOOTSTRAP": kafka_bootstrap}
+    # The process's breakers, fresh and quick to open (what MESH_BREAKER_WINDOW=20 and
+    # MESH_BREAKER_MIN_CALLS=10 give a service): the test places a handful of orders only.
+    monkeypatch.setattr(resilience, "_DOWNSTREAMS", Downstreams(Limits(window=20, min_calls=10)))
     with token_endpoint() as identity, ExitStack() as stack:
         monkeypatch.setenv("MESH_URL_IDENTITY", identity.url)
         shop = Shop(stack, env | TEST_ISSUER.env, tmp_path)
