@@ -438,3 +438,46 @@ def test_a_trial_call_waits_for_the_peer_to_be_reachable_again() -> None:
         assert registry.states()[downstream] is State.CLOSED
     finally:
         revived.stop(0)
+
+
+class Front(identity_pb2_grpc.IdentityServiceServicer):
+    """A server on the kit whose GetMe asks its peer (another kit server) through a kit
+    channel, passing no timeout of its own: what the peer gets is the budget the kit passes."""
+
+    def __init__(self, peer: grpc.Channel) -> None:
+        self._peer = identity_pb2_grpc.IdentityServiceStub(peer)
+
+    def GetMe(
+        self, request: identity_pb2.GetMeRequest, context: grpc.ServicerContext
+    ) -> identity_pb2.GetMeResponse:
+        return self._peer.GetMe(request, timeout=30)  # asks for more than it has left
+
+
+def test_a_server_never_calls_downstream_with_more_than_its_request_has_left(
+    flaky: tuple[Flaky, MeshServer],
+) -> None:
+    back, back_server = flaky
+    peer = connect(f"127.0.0.1:{back_server.port}", downstreams=Downstreams(NO_BREAKER))
+    front = Front(peer)  # type: ignore[abstract]  # only GetMe is asked
+    front_server = create_server(
+        "front",
+        ServerSettings(port=0, grace_seconds=0),
+        [
+            ServiceBinding(
+                front,
+                identity_pb2_grpc.add_IdentityServiceServicer_to_server,
+                "shop.identity.v1.IdentityService",
+            )
+        ],
+    )
+    front_server.start()
+    try:
+        client = stub(front_server, Downstreams(NO_BREAKER))
+        client.GetMe(identity_pb2.GetMeRequest(), timeout=0.3)
+        client.GetMe(identity_pb2.GetMeRequest(), timeout=3)
+        budget_short, budget_long = back.remaining
+        assert budget_short is not None and budget_short <= 0.3 * 1.01
+        assert budget_long is not None and 0.3 < budget_long <= 3 * 1.01
+    finally:
+        front_server.stop(0)
+        peer.close()
