@@ -64,7 +64,7 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 import grpc
 from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry import context as otel_context
@@ -226,43 +226,78 @@ class _InFlightPool(futures.ThreadPoolExecutor):
             self.in_flight -= 1
 
 
-class MeshHealthServicer(health.HealthServicer):
-    """grpc.health.v1.Health: grpc_health's Check and Watch (non-blocking: a Watch holds no
-    worker thread), plus ``List``, every status by name (the overall ``""``, each service, and
-    whatever else the server reports, e.g. ``meshkit.breaker/<peer>``).
+_Status = health_pb2.HealthCheckResponse.ServingStatus
+_Send = Callable[[health_pb2.HealthCheckResponse | None], None]
 
-    Thread safety: ``set`` and ``List`` may be called from any thread. After
-    ``enter_graceful_shutdown`` every status is NOT_SERVING and ``set`` changes nothing.
+
+class MeshHealthServicer(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1.Health: Check, Watch and ``List`` (every status by name: the overall
+    ``""``, each service, and whatever else the server reports, e.g. ``meshkit.breaker/<peer>``).
+
+    Check and Watch answer as grpc_health's servicer does (NOT_FOUND, SERVICE_UNKNOWN), and Watch
+    is non-blocking, like its ``experimental_non_blocking``: grpcio hands it a send callback, so
+    an open Watch (every client-side health check keeps one) holds no worker thread. It is not
+    grpc_health's class: that one sends to the watchers while holding the lock its close
+    callbacks take on grpcio's completion-queue thread, and a send waits on that thread, so a
+    ``set`` while a watcher leaves hangs the server for good (grpc/grpc PR #43403; it hung the
+    kit's stop here). Here sends happen outside that lock: ``_lock`` guards the tables only,
+    briefly; ``_send_lock`` orders the sends, so a watcher never sees an older status last, and
+    is never taken on grpcio's thread.
+
+    Thread safety: every method may be called from any thread. After ``enter_graceful_shutdown``
+    every status is NOT_SERVING and ``set`` changes nothing.
     """
 
     def __init__(self) -> None:
-        # The statuses again, kept here: grpc_health's own table is private.
-        self._statuses: dict[str, health_pb2.HealthCheckResponse.ServingStatus] = {
-            "": health_pb2.HealthCheckResponse.SERVING
-        }
-        # Re-entrant: grpc_health's enter_graceful_shutdown calls set() under this lock.
-        self._statuses_lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._statuses: dict[str, _Status] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._watchers: dict[str, set[_Send]] = {}
         self._closing = False
-        super().__init__(experimental_non_blocking=True)  # type: ignore[no-untyped-call]
 
-    def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
-        """Report ``service``'s status (to Check, Watch and List)."""
-        with self._statuses_lock:
-            super().set(service, status)  # type: ignore[no-untyped-call]
-            if not self._closing:
-                self._statuses[service] = status
+    def Check(  # noqa: N802 - the RPC's name
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        """The status of ``request.service``; NOT_FOUND for a name never set."""
+        with self._lock:
+            status = self._statuses.get(request.service)
+        if status is None:
+            context.set_code(grpc.StatusCode.NOT_FOUND)
+            return health_pb2.HealthCheckResponse()
+        return health_pb2.HealthCheckResponse(status=status)
 
-    def enter_graceful_shutdown(self) -> None:
-        """Every status NOT_SERVING, for good (the server is stopping)."""
-        with self._statuses_lock:
-            super().enter_graceful_shutdown()  # type: ignore[no-untyped-call]
-            self._closing = True
+    def Watch(  # noqa: N802 - the RPC's name
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: _Send | None = None,
+    ) -> None:
+        """Send the status of ``request.service`` now (SERVICE_UNKNOWN for a name never set)
+        and at every change, until the caller leaves."""
+        if send_response_callback is None:  # grpcio always passes it (non-blocking below)
+            context.abort(grpc.StatusCode.INTERNAL, "Watch needs a non-blocking server")
+        send, service = send_response_callback, request.service
+
+        def leave() -> None:  # on grpcio's completion-queue thread: never send or wait here
+            with self._lock:
+                self._watchers.get(service, set()).discard(send)
+            send(None)  # ends the stream (nothing is sent to a caller that left)
+
+        with self._send_lock:
+            with self._lock:
+                status = self._statuses.get(service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+                self._watchers.setdefault(service, set()).add(send)
+            send(health_pb2.HealthCheckResponse(status=status))
+        if not context.add_callback(leave):
+            leave()
+
+    Watch.experimental_non_blocking = True  # type: ignore[attr-defined]
 
     def List(  # noqa: N802 - the RPC's name
         self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
     ) -> health_pb2.HealthListResponse:
         """Every status this server holds, by name (a snapshot)."""
-        with self._statuses_lock:
+        with self._lock:
             statuses = dict(self._statuses)
         return health_pb2.HealthListResponse(
             statuses={
@@ -270,6 +305,34 @@ class MeshHealthServicer(health.HealthServicer):
                 for name, status in statuses.items()
             }
         )
+
+    def set(self, service: str, status: _Status) -> None:
+        """Report ``service``'s status to Check, List and its watchers (ignored once the
+        graceful shutdown has begun)."""
+        self._change({service: status})
+
+    def enter_graceful_shutdown(self) -> None:
+        """Every status NOT_SERVING, for good (the server is stopping)."""
+        with self._lock:
+            every = dict.fromkeys(self._statuses, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._change(every, closing=True)
+
+    def _change(self, statuses: Mapping[str, _Status], closing: bool = False) -> None:
+        with self._send_lock:
+            with self._lock:
+                if self._closing:
+                    return
+                if closing:
+                    self._closing = True
+                self._statuses.update(statuses)
+                sends = [
+                    (send, status)
+                    for service, status in statuses.items()
+                    for send in self._watchers.get(service, ())
+                ]
+            for send, status in sends:
+                # Waits until grpcio has sent it (or the caller has left), outside _lock.
+                send(health_pb2.HealthCheckResponse(status=status))
 
 
 @dataclass(frozen=True)
