@@ -487,10 +487,10 @@ class _EdgeInterceptor(grpc.ServerInterceptor):
             shed.add(method)
             _access(logging.DEBUG, method, "RESOURCE_EXHAUSTED", time.perf_counter())
             return handler
-        if method == _HEALTH_WATCH:
-            return handler
-        quiet = method.startswith(_QUIET_SERVICES)
         decode = _tolerant(handler.request_deserializer)
+        if method == _HEALTH_WATCH:
+            return _non_blocking_watch(handler, decode)
+        quiet = method.startswith(_QUIET_SERVICES)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, method, quiet),
@@ -716,6 +716,28 @@ def _tolerant(
             return _Undecodable(type_name, problem[:_PROBLEM_LIMIT])
 
     return deserialize
+
+
+def _non_blocking_watch(
+    handler: grpc.RpcMethodHandler[Any, Any], decode: Callable[[bytes], Any] | None
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """Health Watch as grpcio runs it non-blocking (no worker held; see MeshHealthServicer),
+    with the kit's tolerant decoding: an undecodable request is INVALID_ARGUMENT, as for every
+    other RPC, not grpcio's INTERNAL "Exception deserializing request!"."""
+    watch = handler.unary_stream
+    assert watch is not None
+
+    def checked(
+        request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
+    ) -> Any:
+        if isinstance(request, _Undecodable):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.error().message)
+        return watch(request, context, send_response_callback=send_response_callback)  # type: ignore[call-arg]
+
+    checked.experimental_non_blocking = True  # type: ignore[attr-defined]
+    return grpc.unary_stream_rpc_method_handler(
+        checked, request_deserializer=decode, response_serializer=handler.response_serializer
+    )
 
 
 def _checked(request: Any, streamed: bool) -> Any:
