@@ -200,3 +200,40 @@ def wait_final(
                     found[order_id] = order.order.status
         time.sleep(0.1)  # poll interval within the deadline loop
     return found
+
+
+def test_orders_breaker_for_payments_opens_shows_in_mesh_ps_and_recovers(
+    replicated: Path,
+) -> None:
+    """Every payments replica killed: orders' breaker for payments opens (its sagas park
+    rather than cancel), `mesh ps` shows it on orders, and once `mesh up` brings payments back
+    a trial call closes it and every order confirms."""
+    rows = mesh_ps(replicated)
+    tokens = mesh_tokens(replicated)
+    customer = StaticCredentials(tokens.token("customer", CUSTOMER))
+    admin = StaticCredentials(tokens.token("admin"))
+    sku = f"breaker-{uuid.uuid4().hex[:6]}"
+    with (
+        connect("127.0.0.1:50051", credentials=customer) as orders_channel,
+        connect("127.0.0.1:50052,127.0.0.1:51052", credentials=admin) as inventory_channel,
+    ):
+        orders = orders_pb2_grpc.OrdersServiceStub(orders_channel)
+        inventory = inventory_pb2_grpc.InventoryServiceStub(inventory_channel)
+        inventory.SetStock(inventory_pb2.SetStockRequest(sku=sku, quantity=100), timeout=5)
+        for name in ("payments", "payments#2"):
+            os.kill(int(str(rows[name]["pid"])), signal.SIGKILL)
+        order_ids = [place(orders, sku)]
+        deadline = time.monotonic() + 60
+        while mesh_ps(replicated)["orders"].get("breakers") != {"payments": "OPEN"}:
+            assert time.monotonic() < deadline, mesh_ps(replicated)["orders"]
+            order_ids.append(place(orders, sku))  # each saga's failing calls count
+            time.sleep(0.2)  # the pace of the orders, and the poll of mesh ps
+        shown = mesh_cli(replicated, "ps", env=ENV).stdout
+        assert "breaker payments OPEN" in shown, shown
+
+        up = mesh_cli(replicated, "up", "-d", env=ENV)
+        assert up.returncode == 0, up.stderr
+        statuses = wait_final(orders, order_ids)
+    assert Counter(statuses.values()) == {orders_pb2.ORDER_STATUS_CONFIRMED: len(order_ids)}
+    assert not mesh_ps(replicated)["orders"].get("breakers"), mesh_ps(replicated)["orders"]
+    print(f"{len(order_ids)} orders placed until orders' breaker for payments opened")
