@@ -18,7 +18,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from typing import Any
 
 import grpc
 import jwt
-from benchlib import record
+from benchlib import calls_per_second, record
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from meshkit import authz
@@ -83,25 +82,9 @@ def rps(port: int, metadata: list[tuple[str, str]], threads: int, seconds: float
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.OrdersServiceStub(channel)
         request = pb.GetOrderRequest(order_id="o-1")
-        for _ in range(200):
-            stub.GetOrder(request, metadata=metadata, timeout=5)
-        counts = [0] * threads
-        stop = threading.Event()
-
-        def run(n: int) -> None:
-            while not stop.is_set():
-                stub.GetOrder(request, metadata=metadata, timeout=5)
-                counts[n] += 1
-
-        workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
-        began = time.perf_counter()
-        for worker in workers:
-            worker.start()
-        stop.wait(seconds)
-        stop.set()
-        for worker in workers:
-            worker.join()
-        return sum(counts) / (time.perf_counter() - began)
+        return calls_per_second(
+            lambda: stub.GetOrder(request, metadata=metadata, timeout=5), threads, seconds
+        )
 
 
 def check_us(jwks: str, token: str, seconds: float) -> float:

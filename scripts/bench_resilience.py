@@ -23,11 +23,10 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from typing import Any
 
 import grpc
-from benchlib import record
+from benchlib import calls_per_second, record
 
 from meshkit.client import RETRY_POLICY, connect
 from meshkit.resilience import Downstreams, Limits
@@ -68,25 +67,9 @@ def rps(channel: grpc.Channel, threads: int, seconds: float) -> float:
     """GetOrder calls per second from ``threads`` client threads over ``channel``."""
     stub = pb_grpc.OrdersServiceStub(channel)
     request = pb.GetOrderRequest(order_id="o-1")
-    for _ in range(200):
-        stub.GetOrder(request, metadata=METADATA, timeout=5)
-    counts = [0] * threads
-    stop = threading.Event()
-
-    def run(n: int) -> None:
-        while not stop.is_set():
-            stub.GetOrder(request, metadata=METADATA, timeout=5)
-            counts[n] += 1
-
-    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
-    began = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    stop.wait(seconds)
-    stop.set()
-    for worker in workers:
-        worker.join()
-    return sum(counts) / (time.perf_counter() - began)
+    return calls_per_second(
+        lambda: stub.GetOrder(request, metadata=METADATA, timeout=5), threads, seconds
+    )
 
 
 def attempts_per_call(channel: grpc.Channel, server: MeshServer, calls: int) -> float:

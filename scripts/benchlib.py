@@ -19,6 +19,9 @@ import os
 import platform
 import socket
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,32 @@ def percentile(values: list[float], q: float) -> float:
     """The q-quantile (0..1) of ``values`` (nearest rank)."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def calls_per_second(
+    call: Callable[[], object], threads: int, seconds: float, warmup: int = 200
+) -> float:
+    """How many times a second ``threads`` threads can run ``call`` back to back for
+    ``seconds`` (after ``warmup`` calls on this thread: connections made, caches filled)."""
+    for _ in range(warmup):
+        call()
+    counts = [0] * threads
+    stop = threading.Event()
+
+    def run(n: int) -> None:
+        while not stop.is_set():
+            call()
+            counts[n] += 1
+
+    workers = [threading.Thread(target=run, args=(n,)) for n in range(threads)]
+    began = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    stop.wait(seconds)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / (time.perf_counter() - began)
 
 
 def _git(*args: str) -> str:
