@@ -287,12 +287,15 @@ import "mesh/api/v1/access.proto";
 // Creates and reads $Resource resources. Each RPC declares the permission it needs; the
 // service's policy.cedar decides who has it.
 service ${Name}Service {
-  // Creates a $Resource. INVALID_ARGUMENT names every bad field.
+  // Creates a $Resource. INVALID_ARGUMENT names every bad field. Not retried by clients'
+  // transports (no idempotency_level): a replay would create a second one. Give the request a
+  // request_id the service deduplicates on, and it may say IDEMPOTENT.
   rpc Create${Resource}(Create${Resource}Request) returns (Create${Resource}Response) {
     option (mesh.api.v1.access) = {permission: "$name.create"};
   }
   // Reads a $Resource. NOT_FOUND for an unknown ${res}_id.
   rpc Get${Resource}(Get${Resource}Request) returns (Get${Resource}Response) {
+    option idempotency_level = NO_SIDE_EFFECTS;
     option (mesh.api.v1.access) = {permission: "$name.read", resource: "${res}_id"};
   }
 }
