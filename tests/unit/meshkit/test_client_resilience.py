@@ -481,3 +481,32 @@ def test_a_server_never_calls_downstream_with_more_than_its_request_has_left(
     finally:
         front_server.stop(0)
         peer.close()
+
+
+def test_a_replica_that_answers_but_fails_is_ejected() -> None:
+    """Outlier detection: a replica that is SERVING but fails every call (a broken disk, say)
+    is taken out of the balance within a couple of seconds; health checking alone would keep
+    sending it half the calls."""
+    good, sick = new_flaky(), new_flaky()
+    servers = [serve(good, "replica-1"), serve(sick, "replica-2")]
+    sick.failing = True
+    try:
+        target = ",".join(f"127.0.0.1:{s.port}" for s in servers)
+        client = stub(servers[0], Downstreams(NO_BREAKER), target=target)
+        deadline = time.monotonic() + 10
+        while True:  # Register is not retried: each call lands on one replica
+            before = sick.attempts[REGISTER]
+            failed = 0
+            for _ in range(20):
+                try:
+                    client.Register(identity_pb2.RegisterRequest(), timeout=5)
+                except grpc.RpcError:
+                    failed += 1
+            if sick.attempts[REGISTER] == before:
+                break
+            assert time.monotonic() < deadline, "the failing replica kept getting calls"
+            threading.Event().wait(0.2)  # the ejection runs every second
+        assert failed == 0 and good.attempts[REGISTER] >= 20
+    finally:
+        for server in servers:
+            server.stop(0)

@@ -20,7 +20,8 @@ the stub), so a call costs no lookup.
 
 A target naming several replicas (``MESH_ADDRESS_INVENTORY=127.0.0.1:50052,127.0.0.1:51052``)
 is dialled as one channel over all of them, ``round_robin`` with client-side health checking
-(gRFC A17): a replica that is down or NOT_SERVING is skipped until it is back.
+(gRFC A17): a replica that is down or NOT_SERVING is skipped until it is back; and with outlier
+detection (gRFC A50): one that answers but fails nearly every call is ejected for a while.
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ RETRY_THROTTLING: dict[str, Any] = {"maxTokens": 10, "tokenRatio": 0.1}
 RETRY_SERVICE_CONFIG: dict[str, Any] = {
     "methodConfig": [{"name": [{}], "retryPolicy": RETRY_POLICY}],
     "retryThrottling": RETRY_THROTTLING,
+}
+# Envoy's outlier detection, as gRPC's core has it (gRFC A50): a replica that answers but fails
+# (a SERVING one whose database is broken, say) is ejected from the balancer, where health
+# checking only takes out a dead or NOT_SERVING one. Every second, a replica with at least 20
+# calls of which 85 % failed is ejected for 15 s (longer each time again, up to 2 min); never
+# more than half of them at once. (A50 counts every status but OK as a failure, business
+# answers too: hence 85 %, its default, not lower.)
+OUTLIER_DETECTION: dict[str, Any] = {
+    "interval": "1s",
+    "baseEjectionTime": "15s",
+    "maxEjectionTime": "120s",
+    "maxEjectionPercent": 50,
+    "failurePercentageEjection": {
+        "threshold": 85,
+        "enforcementPercentage": 100,
+        "minimumHosts": 2,
+        "requestVolume": 20,
+    },
+    "childPolicy": [{"round_robin": {}}],
 }
 _RETRYABLE_LEVELS = frozenset(
     {descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS, descriptor_pb2.MethodOptions.IDEMPOTENT}
@@ -119,6 +139,7 @@ def _service_config(retry: bool, replicas: bool) -> dict[str, Any]:
     config["loadBalancingConfig"] = [{"round_robin": {}}]
     if replicas:
         config["healthCheckConfig"] = {"serviceName": ""}
+        config["loadBalancingConfig"] = [{"outlier_detection_experimental": OUTLIER_DETECTION}]
     return config
 
 
