@@ -40,11 +40,15 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from meshkit import ServerSettings, ServiceBinding, connect, create_server, telemetry, wait_healthy
+from meshkit.resilience import Downstreams, Limits
 
 SERVICE = "bench.v1.Echo"
 METHOD = f"/{SERVICE}/Echo"
 PAYLOAD = b"x" * 64
 MODES = ("off", "null", "otlp", "sdk")
+
+# The bench is the load: no bulkhead or breaker of the client may cap or stop it.
+UNBOUNDED = Downstreams(Limits(window=1 << 20, min_calls=1 << 20, max_concurrent=1 << 20))
 
 
 class NullExporter(SpanExporter):
@@ -127,7 +131,7 @@ def measure(
     ``concurrency`` threads calling Echo for ``seconds``, then ``drain`` (export every span
     still queued): its time counts in the throughput and its CPU in the CPU per RPC, so a
     batch left queued at the end of the window is paid for whatever the batch size."""
-    channel = connect(target, retry=False)
+    channel = connect(target, retry=False, downstreams=UNBOUNDED)
     call = channel.unary_unary(METHOD)
     for _ in range(200):  # warm up the connection and the span machinery
         call(PAYLOAD, timeout=5)
