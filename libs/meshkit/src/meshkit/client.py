@@ -41,9 +41,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from meshkit import tls
 from meshkit.addresses import address_of
-from meshkit.credentials import CredentialsInterceptor, TokenSource
-from meshkit.resilience import Downstreams, Limits, ResilienceInterceptor
-from meshkit.telemetry import ClientInterceptor
+from meshkit.credentials import OutgoingAuthorization, TokenSource
+from meshkit.resilience import Downstreams, Guard, Limits
+from meshkit.telemetry import ClientSpans
 
 DEFAULT_TIMEOUT = 5.0
 # How often, at most, a TLS channel looks at its certificate files for a rotation.
@@ -287,7 +287,7 @@ def connect(
     """
     address = address_of(target) if ":" not in target else target
     dialled, replicas = dial_target(address)
-    resilience = ResilienceInterceptor(target, downstreams)
+    resilience = Guard(target, downstreams)
     directory = tls.tls_dir()
     own = tls.tls_name(os.environ.get("OTEL_SERVICE_NAME") or tls.CLIENT)
 
@@ -319,7 +319,7 @@ def _stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
 
 
 def _intercepted(
-    resilience: ResilienceInterceptor,
+    resilience: Guard,
     dialled: str,
     replicas: bool,
     secure: grpc.ChannelCredentials | None,
@@ -338,9 +338,9 @@ def _intercepted(
         channel = grpc.insecure_channel(dialled, options=options)
     else:  # mutual TLS with this process's own certificate (``mesh up --tls``)
         channel = grpc.secure_channel(dialled, secure, options)
-    tracing = ClientInterceptor(dialled.split(",", maxsplit=1)[0].removeprefix("ipv4:"))
+    tracing = ClientSpans(dialled.split(",", maxsplit=1)[0].removeprefix("ipv4:"))
     return grpc.intercept_channel(
-        channel, KitInterceptor(tracing, resilience, CredentialsInterceptor(credentials))
+        channel, KitInterceptor(tracing, resilience, OutgoingAuthorization(credentials))
     )
 
 
@@ -356,21 +356,21 @@ class KitInterceptor(
 
     def __init__(
         self,
-        tracing: ClientInterceptor,
-        resilience: ResilienceInterceptor,
-        credentials: CredentialsInterceptor,
+        tracing: ClientSpans,
+        resilience: Guard,
+        credentials: OutgoingAuthorization,
     ) -> None:
         self._tracing = tracing
         self._resilience = resilience
         self._credentials = credentials
 
     def _call(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
-        traced, span = self._tracing._begin(details)
+        traced, span = self._tracing.begin(details)
 
         def send(timed: Any, payload: Any) -> Any:
             return continuation(self._credentials.details_for(timed), payload)
 
-        return self._tracing._finish(span, self._resilience.call(send, traced, request))
+        return self._tracing.finish(span, self._resilience.call(send, traced, request))
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         """A unary call."""

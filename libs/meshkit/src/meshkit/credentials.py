@@ -170,12 +170,7 @@ def outgoing_metadata(metadata: Metadata, own: TokenSource | None) -> Metadata:
     return metadata
 
 
-class CredentialsInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
+class OutgoingAuthorization:
     """Adds the call's authorization (see the module doc) to every call of a channel."""
 
     def __init__(self, own: TokenSource | None) -> None:
@@ -195,15 +190,3 @@ class CredentialsInterceptor(
             getattr(details, "wait_for_ready", None),
             getattr(details, "compression", None),
         )
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self.details_for(details), request)
-
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return continuation(self.details_for(details), request)
-
-    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self.details_for(details), requests)
-
-    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return continuation(self.details_for(details), requests)

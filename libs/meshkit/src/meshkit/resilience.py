@@ -3,7 +3,7 @@ and a circuit breaker per downstream (the way Envoy's cluster circuit breakers a
 do it), so one slow or dead peer neither takes every thread of its callers nor gets hammered while
 it is down.
 
-Per call, in this order (``ResilienceInterceptor``, installed by ``meshkit.client.connect``):
+Per call, in this order (``Guard``, which ``meshkit.client.connect``'s interceptor calls):
 
 1. **Deadline.** The call's timeout, else the mesh default, cut to what is left of the request
    being served (``meshkit.deadlines``). A spent budget fails the call at once with
@@ -466,14 +466,10 @@ def downstreams() -> Downstreams:
     return _DOWNSTREAMS
 
 
-class ResilienceInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
+class Guard:
     """Deadline, bulkhead and breaker for every call of a channel to ``downstream`` (the
-    module doc), all four RPC shapes."""
+    module doc), all four RPC shapes: meshkit.client's one interceptor sends each call through
+    ``call``. A stream holds its bulkhead slot until it ends."""
 
     def __init__(self, downstream: str, registry: Downstreams | None = None) -> None:
         registry = registry or downstreams()
@@ -520,22 +516,6 @@ class ResilienceInterceptor(
         except Exception:  # noqa: BLE001 - an outcome without a code counts as a failure
             code = grpc.StatusCode.UNKNOWN
         self._breaker.record(code)
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        """A unary call through deadline, bulkhead and breaker."""
-        return self.call(continuation, details, request)
-
-    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        """A server-streaming call (holds its bulkhead slot until the stream ends)."""
-        return self.call(continuation, details, request)
-
-    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        """A client-streaming call."""
-        return self.call(continuation, details, requests)
-
-    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        """A bidirectional call (holds its bulkhead slot until the stream ends)."""
-        return self.call(continuation, details, requests)
 
 
 def _with_timeout(details: Any, timeout: float, wait_for_ready: bool | None) -> Any:

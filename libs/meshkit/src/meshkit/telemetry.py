@@ -16,7 +16,7 @@ What is traced, once on (the wiring lives where the work is; this module holds t
 
 - every RPC a meshkit server handles: a SERVER span (server.py's edge interceptor),
 - every call through ``meshkit.client.connect()``: a CLIENT span, W3C ``traceparent`` injected
-  into the call's metadata (``ClientInterceptor`` below),
+  into the call's metadata (``ClientSpans`` below),
 - the outbox relay: a PRODUCER span ``send {topic}`` per row, child of the context stored in the
   row at append time; the record carries the PRODUCER span's context,
 - the consumer loop: a CONSUMER span ``process {topic}``, child of the producer's context and
@@ -386,13 +386,10 @@ class _ClientCallDetails(_CallDetails, grpc.ClientCallDetails):  # type: ignore[
     """grpc.ClientCallDetails with new metadata (the interface has no constructor)."""
 
 
-class ClientInterceptor(
-    grpc.UnaryUnaryClientInterceptor,
-    grpc.UnaryStreamClientInterceptor,
-    grpc.StreamUnaryClientInterceptor,
-    grpc.StreamStreamClientInterceptor,
-):
-    """The tracing interceptor of ``meshkit.client.connect()`` channels, for all four RPC shapes.
+class ClientSpans:
+    """The tracing of ``meshkit.client.connect()`` channels, for all four RPC shapes: their one
+    interceptor (``meshkit.client.KitInterceptor``) calls ``begin`` before a call and ``finish``
+    with it.
 
     Tracing on: a CLIENT span per call (child of the current span), its context in the call's
     ``traceparent`` metadata, ended when the call completes (for streams: when the RPC ends).
@@ -417,7 +414,7 @@ class ClientInterceptor(
         # method -> (the RpcSpans it was prepared for, rpc.method, span attributes)
         self._attributes: dict[str, tuple[RpcSpans, str, dict[str, AttributeValue]]] = {}
 
-    def _begin(
+    def begin(
         self, details: grpc.ClientCallDetails
     ) -> tuple[grpc.ClientCallDetails, trace.Span | None]:
         rpc = _state.rpc
@@ -466,53 +463,13 @@ class ClientInterceptor(
         )
 
     @staticmethod
-    def _finish(span: trace.Span | None, call: Any) -> Any:
+    def finish(span: trace.Span | None, call: Any) -> Any:
         if span is not None:
             if call.done():  # a sync call (completed or failed): end the span now
                 _ender(span)(call)
             else:  # a future or a stream: from gRPC's thread when the RPC ends
                 call.add_done_callback(_ender(span))
         return call
-
-    def intercept_unary_unary(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        """Trace a unary call."""
-        details, span = self._begin(client_call_details)
-        return self._finish(span, continuation(details, request))
-
-    def intercept_unary_stream(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        """Trace a server-streaming call (ends when the stream ends)."""
-        details, span = self._begin(client_call_details)
-        return self._finish(span, continuation(details, request))
-
-    def intercept_stream_unary(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.ClientCallDetails,
-        request_iterator: Any,
-    ) -> Any:
-        """Trace a client-streaming call."""
-        details, span = self._begin(client_call_details)
-        return self._finish(span, continuation(details, request_iterator))
-
-    def intercept_stream_stream(
-        self,
-        continuation: Callable[..., Any],
-        client_call_details: grpc.ClientCallDetails,
-        request_iterator: Any,
-    ) -> Any:
-        """Trace a bidirectional-streaming call (ends when the stream ends)."""
-        details, span = self._begin(client_call_details)
-        return self._finish(span, continuation(details, request_iterator))
 
 
 _TRACE_KEYS = (TRACEPARENT, TRACESTATE)
