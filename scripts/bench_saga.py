@@ -51,7 +51,7 @@ from mesh.sagas.v1 import sagas_pb2, sagas_pb2_grpc
 from mesh_runner.token import mint
 from meshkit import DEFAULT_TIMEOUT, address_of, connect
 from meshkit.credentials import StaticCredentials
-from meshkit.resilience import Downstreams, Limits
+from meshkit.resilience import unguarded
 from shop.common.v1 import common_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -67,7 +67,7 @@ FINISH_WITHIN_S = 300.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 # The bench is the load: no bulkhead or breaker of the client may cap or stop it.
-UNBOUNDED = Downstreams(Limits(window=1 << 20, min_calls=1 << 20, max_concurrent=1 << 20))
+UNBOUNDED = unguarded()
 
 
 def request(run: str, index: int) -> orders_pb2.PlaceOrderRequest:

@@ -40,7 +40,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from meshkit import ServerSettings, ServiceBinding, connect, create_server, telemetry, wait_healthy
-from meshkit.resilience import Downstreams, Limits
+from meshkit.resilience import unguarded
 
 SERVICE = "bench.v1.Echo"
 METHOD = f"/{SERVICE}/Echo"
@@ -48,7 +48,7 @@ PAYLOAD = b"x" * 64
 MODES = ("off", "null", "otlp", "sdk")
 
 # The bench is the load: no bulkhead or breaker of the client may cap or stop it.
-UNBOUNDED = Downstreams(Limits(window=1 << 20, min_calls=1 << 20, max_concurrent=1 << 20))
+UNBOUNDED = unguarded()
 
 
 class NullExporter(SpanExporter):

@@ -25,7 +25,7 @@ from support.mesh import DEFAULT_PORTS, REPO, mesh_cli, mesh_ps, mesh_tokens, po
 
 from meshkit.client import connect
 from meshkit.credentials import StaticCredentials
-from meshkit.resilience import Downstreams, Limits
+from meshkit.resilience import unguarded
 from shop.common.v1 import common_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.orders.v1 import orders_pb2, orders_pb2_grpc
@@ -63,7 +63,7 @@ class Shop:
         # meshkit's channels reconnect within 2 s of a restart (gRPC's default backs off to 120 s).
         # A patient client: its breakers never open (a kit channel's would, while orders is
         # killed, and then fail the replays fast instead of waiting for orders to be back).
-        patient = Downstreams(Limits(window=1 << 20, min_calls=1 << 20))
+        patient = unguarded()
         self.orders_channel = connect("127.0.0.1:50051", credentials=customer, downstreams=patient)
         self.inventory_channel = connect("127.0.0.1:50052", credentials=admin, downstreams=patient)
         self.orders = orders_pb2_grpc.OrdersServiceStub(self.orders_channel)

@@ -42,7 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from meshkit import tls
 from meshkit.addresses import address_of
 from meshkit.credentials import OutgoingAuthorization, TokenSource
-from meshkit.resilience import Downstreams, Guard, Limits
+from meshkit.resilience import Downstreams, Guard, unguarded
 from meshkit.telemetry import ClientSpans
 
 DEFAULT_TIMEOUT = 5.0
@@ -404,8 +404,7 @@ def wait_healthy(target: str, service: str = "", timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     # Its own breaker that never opens: failing checks while the peer starts must not hold off
     # the check that would see it SERVING.
-    patient = Downstreams(Limits(window=1 << 20, min_calls=1 << 20))
-    with connect(target, retry=False, downstreams=patient) as channel:
+    with connect(target, retry=False, downstreams=unguarded()) as channel:
         while True:
             if check_health(channel, service, timeout=min(1.0, timeout)):
                 return

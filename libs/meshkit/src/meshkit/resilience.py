@@ -461,6 +461,13 @@ class Downstreams:
 _DOWNSTREAMS = Downstreams()
 
 
+def unguarded() -> Downstreams:
+    """Breakers that never open and bulkheads that never fill, for clients that must keep
+    calling whatever happens: a health probe waiting for a peer to start, a test's patient
+    client, a benchmark that is itself the load."""
+    return Downstreams(Limits(window=1 << 20, min_calls=1 << 20, max_concurrent=1 << 20))
+
+
 def downstreams() -> Downstreams:
     """The process-wide breakers and bulkheads (what meshkit.client's channels use)."""
     return _DOWNSTREAMS
