@@ -1,7 +1,8 @@
 """Regenerate gen/ from proto/ (messages, .pyi stubs, gRPC stubs and their typing, event schemas).
 
-The event contracts (``*.avsc`` and their ``topic.json``) are copied beside the generated modules,
-so the installed contracts package carries them: a service loads its schemas with
+The event contracts (``*.avsc`` and their ``topic.json``) and the configuration contracts (the
+JSON Schemas of the control plane's namespaces, ``config/<namespace>.schema.json``) are copied
+beside the generated modules, so the installed contracts package carries them: a service loads its schemas with
 ``importlib.resources`` wherever it is installed (a checkout, a wheel, a container).
 
 `python scripts/gen.py` rewrites gen/shop/ from scratch; `--check` generates into a temporary
@@ -59,7 +60,9 @@ def generate(out: Path) -> None:
         *protos,
     ]
     subprocess.run(cmd, check=True, cwd=PROTO, env=env)
-    for contract in sorted([*PROTO.rglob("*.avsc"), *PROTO.rglob("topic.json")]):
+    for contract in sorted(
+        [*PROTO.rglob("*.avsc"), *PROTO.rglob("topic.json"), *PROTO.rglob("config/*.schema.json")]
+    ):
         target = out / contract.relative_to(PROTO)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(contract, target)

@@ -1,0 +1,1 @@
+"""Control: Namespace resources (mesh.control.v1)."""

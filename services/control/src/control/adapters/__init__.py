@@ -1,0 +1,1 @@
+"""Control's adapters: SQLite storage, events."""

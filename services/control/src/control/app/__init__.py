@@ -1,0 +1,1 @@
+"""Control's use cases and the ports they need."""

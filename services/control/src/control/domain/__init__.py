@@ -1,0 +1,1 @@
+"""Control's domain: pure Python, no I/O."""

@@ -1,0 +1,1 @@
+"""Control's entrypoints: the gRPC servicer."""
