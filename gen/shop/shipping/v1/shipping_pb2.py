@@ -27,7 +27,7 @@ from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 from shop.common.v1 import common_pb2 as shop_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/shipping/v1/shipping.proto\x12\x10shop.shipping.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\x1a\x1bshop/common/v1/common.proto\"-\n\x0cShipmentItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\xb5\x02\n\x08Shipment\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12(\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x17.shop.common.v1.Address\x12-\n\x05items\x18\x04 \x03(\x0b\x32\x1e.shop.shipping.v1.ShipmentItem\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .shop.shipping.v1.ShipmentStatus\x12\x17\n\x0ftracking_number\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9b\x01\n\x15\x43reateShipmentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12(\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x17.shop.common.v1.Address\x12-\n\x05items\x18\x04 \x03(\x0b\x32\x1e.shop.shipping.v1.ShipmentItem\"F\n\x16\x43reateShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\"E\n\x15\x43\x61ncelShipmentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0bshipment_id\x18\x02 \x01(\t\"F\n\x16\x43\x61ncelShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\")\n\x12GetShipmentRequest\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\"C\n\x13GetShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment*l\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SHIPMENT_STATUS_BOOKED\x10\x01\x12\x1d\n\x19SHIPMENT_STATUS_CANCELLED\x10\x02\x32\xa9\x03\n\x0fShippingService\x12\x87\x01\n\x0e\x43reateShipment\x12\'.shop.shipping.v1.CreateShipmentRequest\x1a(.shop.shipping.v1.CreateShipmentResponse\"\"\x90\x02\x02\xa2\xbb\x18\x1b\"\x0fshipping.create*\x08order_id\x12\x8a\x01\n\x0e\x43\x61ncelShipment\x12\'.shop.shipping.v1.CancelShipmentRequest\x1a(.shop.shipping.v1.CancelShipmentResponse\"%\x90\x02\x02\xa2\xbb\x18\x1e\"\x0fshipping.cancel*\x0bshipment_id\x12\x7f\n\x0bGetShipment\x12$.shop.shipping.v1.GetShipmentRequest\x1a%.shop.shipping.v1.GetShipmentResponse\"#\x90\x02\x01\xa2\xbb\x18\x1c\"\rshipping.read*\x0bshipment_idb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/shipping/v1/shipping.proto\x12\x10shop.shipping.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18mesh/api/v1/access.proto\x1a\x1bshop/common/v1/common.proto\"-\n\x0cShipmentItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\xec\x02\n\x08Shipment\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12(\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x17.shop.common.v1.Address\x12-\n\x05items\x18\x04 \x03(\x0b\x32\x1e.shop.shipping.v1.ShipmentItem\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .shop.shipping.v1.ShipmentStatus\x12\x17\n\x0ftracking_number\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\rservice_level\x18\t \x01(\x0e\x32\x1e.shop.shipping.v1.ServiceLevel\"\x9b\x01\n\x15\x43reateShipmentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12(\n\x07\x61\x64\x64ress\x18\x03 \x01(\x0b\x32\x17.shop.common.v1.Address\x12-\n\x05items\x18\x04 \x03(\x0b\x32\x1e.shop.shipping.v1.ShipmentItem\"F\n\x16\x43reateShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\"E\n\x15\x43\x61ncelShipmentRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0bshipment_id\x18\x02 \x01(\t\"F\n\x16\x43\x61ncelShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment\")\n\x12GetShipmentRequest\x12\x13\n\x0bshipment_id\x18\x01 \x01(\t\"C\n\x13GetShipmentResponse\x12,\n\x08shipment\x18\x01 \x01(\x0b\x32\x1a.shop.shipping.v1.Shipment*l\n\x0eShipmentStatus\x12\x1f\n\x1bSHIPMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16SHIPMENT_STATUS_BOOKED\x10\x01\x12\x1d\n\x19SHIPMENT_STATUS_CANCELLED\x10\x02*d\n\x0cServiceLevel\x12\x1d\n\x19SERVICE_LEVEL_UNSPECIFIED\x10\x00\x12\x1a\n\x16SERVICE_LEVEL_STANDARD\x10\x01\x12\x19\n\x15SERVICE_LEVEL_EXPRESS\x10\x02\x32\xa9\x03\n\x0fShippingService\x12\x87\x01\n\x0e\x43reateShipment\x12\'.shop.shipping.v1.CreateShipmentRequest\x1a(.shop.shipping.v1.CreateShipmentResponse\"\"\x90\x02\x02\xa2\xbb\x18\x1b\"\x0fshipping.create*\x08order_id\x12\x8a\x01\n\x0e\x43\x61ncelShipment\x12\'.shop.shipping.v1.CancelShipmentRequest\x1a(.shop.shipping.v1.CancelShipmentResponse\"%\x90\x02\x02\xa2\xbb\x18\x1e\"\x0fshipping.cancel*\x0bshipment_id\x12\x7f\n\x0bGetShipment\x12$.shop.shipping.v1.GetShipmentRequest\x1a%.shop.shipping.v1.GetShipmentResponse\"#\x90\x02\x01\xa2\xbb\x18\x1c\"\rshipping.read*\x0bshipment_idb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,24 +40,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SHIPPINGSERVICE'].methods_by_name['CancelShipment']._serialized_options = b'\220\002\002\242\273\030\036\"\017shipping.cancel*\013shipment_id'
   _globals['_SHIPPINGSERVICE'].methods_by_name['GetShipment']._loaded_options = None
   _globals['_SHIPPINGSERVICE'].methods_by_name['GetShipment']._serialized_options = b'\220\002\001\242\273\030\034\"\rshipping.read*\013shipment_id'
-  _globals['_SHIPMENTSTATUS']._serialized_start=985
-  _globals['_SHIPMENTSTATUS']._serialized_end=1093
+  _globals['_SHIPMENTSTATUS']._serialized_start=1040
+  _globals['_SHIPMENTSTATUS']._serialized_end=1148
+  _globals['_SERVICELEVEL']._serialized_start=1150
+  _globals['_SERVICELEVEL']._serialized_end=1250
   _globals['_SHIPMENTITEM']._serialized_start=141
   _globals['_SHIPMENTITEM']._serialized_end=186
   _globals['_SHIPMENT']._serialized_start=189
-  _globals['_SHIPMENT']._serialized_end=498
-  _globals['_CREATESHIPMENTREQUEST']._serialized_start=501
-  _globals['_CREATESHIPMENTREQUEST']._serialized_end=656
-  _globals['_CREATESHIPMENTRESPONSE']._serialized_start=658
-  _globals['_CREATESHIPMENTRESPONSE']._serialized_end=728
-  _globals['_CANCELSHIPMENTREQUEST']._serialized_start=730
-  _globals['_CANCELSHIPMENTREQUEST']._serialized_end=799
-  _globals['_CANCELSHIPMENTRESPONSE']._serialized_start=801
-  _globals['_CANCELSHIPMENTRESPONSE']._serialized_end=871
-  _globals['_GETSHIPMENTREQUEST']._serialized_start=873
-  _globals['_GETSHIPMENTREQUEST']._serialized_end=914
-  _globals['_GETSHIPMENTRESPONSE']._serialized_start=916
-  _globals['_GETSHIPMENTRESPONSE']._serialized_end=983
-  _globals['_SHIPPINGSERVICE']._serialized_start=1096
-  _globals['_SHIPPINGSERVICE']._serialized_end=1521
+  _globals['_SHIPMENT']._serialized_end=553
+  _globals['_CREATESHIPMENTREQUEST']._serialized_start=556
+  _globals['_CREATESHIPMENTREQUEST']._serialized_end=711
+  _globals['_CREATESHIPMENTRESPONSE']._serialized_start=713
+  _globals['_CREATESHIPMENTRESPONSE']._serialized_end=783
+  _globals['_CANCELSHIPMENTREQUEST']._serialized_start=785
+  _globals['_CANCELSHIPMENTREQUEST']._serialized_end=854
+  _globals['_CANCELSHIPMENTRESPONSE']._serialized_start=856
+  _globals['_CANCELSHIPMENTRESPONSE']._serialized_end=926
+  _globals['_GETSHIPMENTREQUEST']._serialized_start=928
+  _globals['_GETSHIPMENTREQUEST']._serialized_end=969
+  _globals['_GETSHIPMENTRESPONSE']._serialized_start=971
+  _globals['_GETSHIPMENTRESPONSE']._serialized_end=1038
+  _globals['_SHIPPINGSERVICE']._serialized_start=1253
+  _globals['_SHIPPINGSERVICE']._serialized_end=1678
 # @@protoc_insertion_point(module_scope)

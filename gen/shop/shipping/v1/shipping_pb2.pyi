@@ -17,9 +17,18 @@ class ShipmentStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SHIPMENT_STATUS_UNSPECIFIED: _ClassVar[ShipmentStatus]
     SHIPMENT_STATUS_BOOKED: _ClassVar[ShipmentStatus]
     SHIPMENT_STATUS_CANCELLED: _ClassVar[ShipmentStatus]
+
+class ServiceLevel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SERVICE_LEVEL_UNSPECIFIED: _ClassVar[ServiceLevel]
+    SERVICE_LEVEL_STANDARD: _ClassVar[ServiceLevel]
+    SERVICE_LEVEL_EXPRESS: _ClassVar[ServiceLevel]
 SHIPMENT_STATUS_UNSPECIFIED: ShipmentStatus
 SHIPMENT_STATUS_BOOKED: ShipmentStatus
 SHIPMENT_STATUS_CANCELLED: ShipmentStatus
+SERVICE_LEVEL_UNSPECIFIED: ServiceLevel
+SERVICE_LEVEL_STANDARD: ServiceLevel
+SERVICE_LEVEL_EXPRESS: ServiceLevel
 
 class ShipmentItem(_message.Message):
     __slots__ = ("sku", "quantity")
@@ -30,7 +39,7 @@ class ShipmentItem(_message.Message):
     def __init__(self, sku: _Optional[str] = ..., quantity: _Optional[int] = ...) -> None: ...
 
 class Shipment(_message.Message):
-    __slots__ = ("shipment_id", "order_id", "address", "items", "status", "tracking_number", "created_at", "updated_at")
+    __slots__ = ("shipment_id", "order_id", "address", "items", "status", "tracking_number", "created_at", "updated_at", "service_level")
     SHIPMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +48,7 @@ class Shipment(_message.Message):
     TRACKING_NUMBER_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_LEVEL_FIELD_NUMBER: _ClassVar[int]
     shipment_id: str
     order_id: str
     address: _common_pb2.Address
@@ -47,7 +57,8 @@ class Shipment(_message.Message):
     tracking_number: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, shipment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., address: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ShipmentItem, _Mapping]]] = ..., status: _Optional[_Union[ShipmentStatus, str]] = ..., tracking_number: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    service_level: ServiceLevel
+    def __init__(self, shipment_id: _Optional[str] = ..., order_id: _Optional[str] = ..., address: _Optional[_Union[_common_pb2.Address, _Mapping]] = ..., items: _Optional[_Iterable[_Union[ShipmentItem, _Mapping]]] = ..., status: _Optional[_Union[ShipmentStatus, str]] = ..., tracking_number: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., service_level: _Optional[_Union[ServiceLevel, str]] = ...) -> None: ...
 
 class CreateShipmentRequest(_message.Message):
     __slots__ = ("idempotency_key", "order_id", "address", "items")

@@ -13,7 +13,7 @@ from meshkit.db import UnitOfWork
 from meshkit.events import OUTBOX_MIGRATION
 from meshkit.ports import IdempotentResult
 from meshkit.timestamps import from_micros, to_millis
-from shipping.domain.model import Item, Shipment, ShipmentStatus
+from shipping.domain.model import Item, ServiceLevel, Shipment, ShipmentStatus
 
 MIGRATIONS = (
     """
@@ -51,6 +51,12 @@ MIGRATIONS = (
     );
     """,
     OUTBOX_MIGRATION,
+    # The service level (feature flag checkout.express-shipping); shipments booked before it
+    # were all standard.
+    """
+    ALTER TABLE shipments ADD COLUMN service_level TEXT NOT NULL DEFAULT 'STANDARD'
+        CHECK (service_level IN ('STANDARD', 'EXPRESS'));
+    """,
 )
 
 
@@ -84,15 +90,17 @@ class SqliteShipments:
             status=ShipmentStatus(row["status"]),
             created_at=_from_ms(row["created_at_ms"]),
             updated_at=_from_ms(row["updated_at_ms"]),
+            service_level=ServiceLevel(row["service_level"]),
         )
 
     def add(self, shipment: Shipment) -> None:
         """Store a new shipment with its items."""
         self._conn.execute(
             "INSERT INTO shipments (shipment_id, order_id, name, line1, line2, city, postal_code,"
-            " country_code, tracking_number, status, created_at_ms, updated_at_ms)"
+            " country_code, tracking_number, status, created_at_ms, updated_at_ms, service_level)"
             " VALUES (:shipment_id, :order_id, :name, :line1, :line2, :city, :postal_code,"
-            " :country_code, :tracking_number, :status, :created_at_ms, :updated_at_ms)",
+            " :country_code, :tracking_number, :status, :created_at_ms, :updated_at_ms,"
+            " :service_level)",
             {
                 **shipment.address.to_record(),
                 "shipment_id": shipment.shipment_id,
@@ -101,6 +109,7 @@ class SqliteShipments:
                 "status": shipment.status.value,
                 "created_at_ms": to_millis(shipment.created_at),
                 "updated_at_ms": to_millis(shipment.updated_at),
+                "service_level": shipment.service_level.value,
             },
         )
         self._conn.executemany(
@@ -169,6 +178,7 @@ def _shipment_to_json(shipment: Shipment) -> str:
         "status": shipment.status.value,
         "created_at_ms": to_millis(shipment.created_at),
         "updated_at_ms": to_millis(shipment.updated_at),
+        "service_level": shipment.service_level.value,
     }
     return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
@@ -184,6 +194,8 @@ def _shipment_from_json(text: str) -> Shipment:
         status=ShipmentStatus(data["status"]),
         created_at=_from_ms(data["created_at_ms"]),
         updated_at=_from_ms(data["updated_at_ms"]),
+        # Records stored before service levels have none: those shipments were standard.
+        service_level=ServiceLevel(data.get("service_level", "STANDARD")),
     )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from meshkit.address import Address
 from meshkit.ports import IdempotencyStore, UnitOfWorkPort
 from shipping.domain.events import ShippingEvent
-from shipping.domain.model import Shipment
+from shipping.domain.model import ServiceLevel, Shipment
 
 
 class ShipmentRepository(Protocol):
@@ -37,3 +38,12 @@ class UnitOfWork(UnitOfWorkPort[ShippingEvent], Protocol):
     def idempotency(self) -> IdempotencyStore[Shipment]:
         """First results by idempotency key (the shipment as that call returned it), inside
         this transaction."""
+
+
+class ServiceLevels(Protocol):
+    """Which service level a new shipment is booked with (a feature flag decides it in the mesh:
+    shipping.adapters.flags). Must not raise: when it cannot decide, it answers STANDARD."""
+
+    def level_for(self, *, order_id: str, customer_id: str, address: Address) -> ServiceLevel:
+        """The level for a shipment of ``order_id`` to ``address``, booked for ``customer_id``
+        (the customer the caller acts for; "" when unknown)."""

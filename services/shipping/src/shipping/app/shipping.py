@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Callable, Collection
 
 from meshkit import timestamps
+from meshkit.address import Address
 from meshkit.errors import AlreadyExists, NotFound, Violations
 from meshkit.ports import IdempotentResult
-from shipping.app.ports import UnitOfWork
+from shipping.app.ports import ServiceLevels, UnitOfWork
 from shipping.domain.commands import CancelShipment, CreateShipment, validate_id
 from shipping.domain.events import ShipmentCancelled, ShipmentCreated
-from shipping.domain.model import Shipment, ShipmentStatus, ensure_serviceable
+from shipping.domain.model import ServiceLevel, Shipment, ShipmentStatus, ensure_serviceable
 
 UNSERVED_COUNTRIES: frozenset[str] = frozenset({"AQ"})
 """Destinations refused by default: no carrier we book with delivers to Antarctica. Overridden by
@@ -34,6 +35,14 @@ def new_shipment_id() -> str:
     return str(uuid.uuid4())
 
 
+class StandardOnly:
+    """ServiceLevels without a flag: every shipment is STANDARD (tests, tools)."""
+
+    def level_for(self, *, order_id: str, customer_id: str, address: Address) -> ServiceLevel:
+        """STANDARD."""
+        return ServiceLevel.STANDARD
+
+
 class Shipping:
     """Books, cancels and reads shipments.
 
@@ -42,6 +51,8 @@ class Shipping:
     replay with the same key and the same request returns the first result and changes nothing
     (no second shipment, no second event), also after a crash; the same key with a different
     request raises AlreadyExists. Calls that fail store nothing, so their replay is re-evaluated.
+    The service level of a new shipment is asked of ``service_levels`` once, when it is booked;
+    a replay answers the level it was booked with, whatever the flag says now.
     """
 
     def __init__(
@@ -51,15 +62,18 @@ class Shipping:
         unserved_countries: Collection[str] = UNSERVED_COUNTRIES,
         clock: Callable[[], datetime.datetime] = utc_now_ms,
         new_id: Callable[[], str] = new_shipment_id,
+        service_levels: ServiceLevels | None = None,
     ) -> None:
         self._uow = unit_of_work
+        self._levels = service_levels or StandardOnly()
         self._unserved = frozenset(unserved_countries)
         self._clock = clock
         self._new_id = new_id
 
-    def create(self, command: CreateShipment) -> Shipment:
+    def create(self, command: CreateShipment, *, customer_id: str = "") -> Shipment:
         """Book a shipment. InvalidArgument naming every bad field; FailedPrecondition
-        (DESTINATION_NOT_SERVED) for a country we do not ship to; AlreadyExists for a reused key."""
+        (DESTINATION_NOT_SERVED) for a country we do not ship to; AlreadyExists for a reused key.
+        ``customer_id``: whom the caller books it for (the flag's unit), "" when unknown."""
         command.validate()
         assert command.address is not None  # validate() refuses a missing address
         fingerprint = command.fingerprint()
@@ -71,7 +85,10 @@ class Shipping:
             # destination is withdrawn later.
             ensure_serviceable(command.address, self._unserved)
             now = self._clock()
-            shipment = self._book(uow, command, now)
+            level = self._levels.level_for(
+                order_id=command.order_id, customer_id=customer_id, address=command.address
+            )
+            shipment = self._book(uow, command, now, level)
             uow.shipments.add(shipment)
             uow.idempotency.add(
                 IdempotentResult(command.idempotency_key, "CreateShipment", fingerprint, shipment)
@@ -107,11 +124,18 @@ class Shipping:
         with self._uow() as uow:
             return _existing(uow, shipment_id)
 
-    def _book(self, uow: UnitOfWork, command: CreateShipment, now: datetime.datetime) -> Shipment:
+    def _book(
+        self, uow: UnitOfWork, command: CreateShipment, now: datetime.datetime, level: ServiceLevel
+    ) -> Shipment:
         assert command.address is not None
         for _ in range(_MAX_ID_ATTEMPTS):
             shipment = Shipment.book(
-                self._new_id(), command.order_id, command.address, command.items, now
+                self._new_id(),
+                command.order_id,
+                command.address,
+                command.items,
+                now,
+                service_level=level,
             )
             taken = uow.shipments.tracking_number_taken(shipment.tracking_number)
             if not taken and uow.shipments.get(shipment.shipment_id) is None:

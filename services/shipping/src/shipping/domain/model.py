@@ -1,7 +1,8 @@
 """Shipments, their items, and the rules that bind them (the address is meshkit's ``Address``).
 
 A shipment is booked (BOOKED, with a tracking number) for one order, to one address, carrying one
-or more items; it can be cancelled (CANCELLED) before dispatch. Cancelling is idempotent. A
+or more items, at a service level (STANDARD or EXPRESS, decided once at booking); it can be
+cancelled (CANCELLED) before dispatch. Cancelling is idempotent. A
 shipment is immutable: a transition returns a new value, so a snapshot handed out (an event, the
 stored result of an idempotent call) can never change behind its holder's back.
 """
@@ -36,6 +37,13 @@ class ShipmentStatus(enum.Enum):
     CANCELLED = "CANCELLED"
 
 
+class ServiceLevel(enum.Enum):
+    """How fast a shipment travels: the carrier service it is booked with."""
+
+    STANDARD = "STANDARD"
+    EXPRESS = "EXPRESS"
+
+
 @dataclass(frozen=True)
 class Shipment:
     """One booked shipment of one order. Immutable; transitions return a new Shipment."""
@@ -48,6 +56,7 @@ class Shipment:
     status: ShipmentStatus
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    service_level: ServiceLevel = ServiceLevel.STANDARD
 
     @classmethod
     def book(
@@ -57,6 +66,8 @@ class Shipment:
         address: Address,
         items: tuple[Item, ...],
         now: datetime.datetime,
+        *,
+        service_level: ServiceLevel = ServiceLevel.STANDARD,
     ) -> Shipment:
         """A new BOOKED shipment; its tracking number is derived from ``shipment_id``."""
         return cls(
@@ -68,6 +79,7 @@ class Shipment:
             status=ShipmentStatus.BOOKED,
             created_at=now,
             updated_at=now,
+            service_level=service_level,
         )
 
     def cancelled(self, now: datetime.datetime) -> Shipment:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import grpc
 
+from meshkit import authz
 from meshkit.address import Address
 from meshkit.timestamps import to_timestamp
 from shipping.app.shipping import Shipping
 from shipping.domain.commands import CancelShipment, CreateShipment
-from shipping.domain.model import Item, Shipment
+from shipping.domain.model import Item, ServiceLevel, Shipment
 from shop.common.v1 import common_pb2
 from shop.shipping.v1 import shipping_pb2 as pb
 from shop.shipping.v1 import shipping_pb2_grpc as pb_grpc
@@ -20,6 +21,10 @@ from shop.shipping.v1 import shipping_pb2_grpc as pb_grpc
 _STATUS = {
     "BOOKED": pb.SHIPMENT_STATUS_BOOKED,
     "CANCELLED": pb.SHIPMENT_STATUS_CANCELLED,
+}
+_LEVEL = {
+    ServiceLevel.STANDARD: pb.SERVICE_LEVEL_STANDARD,
+    ServiceLevel.EXPRESS: pb.SERVICE_LEVEL_EXPRESS,
 }
 
 
@@ -40,7 +45,8 @@ class ShippingServiceServicer(pb_grpc.ShippingServiceServicer):
             address=address,
             items=tuple(Item(item.sku, item.quantity) for item in request.items),
         )
-        return pb.CreateShipmentResponse(shipment=_shipment(self._shipping.create(command)))
+        shipment = self._shipping.create(command, customer_id=_customer())
+        return pb.CreateShipmentResponse(shipment=_shipment(shipment))
 
     def CancelShipment(
         self, request: pb.CancelShipmentRequest, context: grpc.ServicerContext
@@ -56,6 +62,15 @@ class ShippingServiceServicer(pb_grpc.ShippingServiceServicer):
         return pb.GetShipmentResponse(shipment=_shipment(self._shipping.get(request.shipment_id)))
 
 
+def _customer() -> str:
+    """The customer the caller books for: whom a service (orders' saga) acts on behalf of, or
+    the calling user; "" when neither is known."""
+    principal = authz.current_principal()
+    if principal is None:
+        return ""
+    return principal.on_behalf_of or ("" if principal.service else principal.subject)
+
+
 def _shipment(shipment: Shipment) -> pb.Shipment:
     return pb.Shipment(
         shipment_id=shipment.shipment_id,
@@ -66,4 +81,5 @@ def _shipment(shipment: Shipment) -> pb.Shipment:
         tracking_number=shipment.tracking_number,
         created_at=to_timestamp(shipment.created_at),
         updated_at=to_timestamp(shipment.updated_at),
+        service_level=_LEVEL[shipment.service_level],
     )
