@@ -27,6 +27,10 @@ OUTBOX_MIGRATION when it publishes) and ``EVENTS`` the EventMap of what it publi
 - audit records (``uow.publish(AuditEntry(...))``, meshkit.audit) through its outbox, or,
   for a service that publishes no events of its own, through an outbox of the kit's beside its
   database (``<name>.audit-outbox.db``);
+- live configuration (``ctx.config("orders", parse=..., default=...)``, meshkit.control): a
+  namespace's document pushed by the control service, validated by the service's own parse
+  (a version it rejects is NACKed and the previous stays), its last known good kept in
+  ``<db dir>/<name>.config/`` and served while the control service is down;
 - an HTTP side when it needs one (``ctx.serve_http(wsgi_app)``, on its ``http_port`` from
   mesh.toml unless ``<NAME>_HTTP_PORT`` says otherwise; see meshkit.http);
 - the gRPC server with health, reflection, error mapping, tracing and a graceful stop that drains
@@ -39,6 +43,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +57,7 @@ from meshkit import authz, resilience
 from meshkit.addresses import AddressError, address_of, env_key, http_port_of, http_url_of, port_of
 from meshkit.audit import AUDIT_NAMESPACE, DENIED, Actor, AuditEntry, AuditTrail
 from meshkit.client import connect
+from meshkit.control.config import LiveConfig
 from meshkit.credentials import ServiceCredentials, TokenSource
 from meshkit.db import Database
 from meshkit.events import (
@@ -74,6 +80,9 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
+# How long a service's build waits for its configuration before serving the last known good.
+CONFIG_WAIT_S = 2.0
 log = logging.getLogger("meshkit.service")
 
 
@@ -181,6 +190,36 @@ class ServiceContext(Generic[S]):
         self.channels.append(channel)
         self.peers.append(peer)
         return channel
+
+    def config(
+        self,
+        namespace: str,
+        *,
+        parse: Callable[[Mapping[str, Any]], T],
+        default: Mapping[str, Any] | None = None,
+    ) -> LiveConfig[T]:
+        """The namespace's document from the control service, live (meshkit.control.config):
+        ``parse`` makes the service's value of it and raises ``ConfigRejected`` for a version it
+        cannot run (NACKed; the previous stays); ``default`` is served before any version. Its
+        last known good is kept in ``<db dir>/<name>.config/``. Started now, waiting up to
+        ``CONFIG_WAIT_S`` for the live version (else the last known good, else the default,
+        with a WARNING saying which); closed on stop. Without a control service in mesh.toml
+        (or ``MESH_ADDRESS_CONTROL``) it serves the last known good or the default and says so.
+        """
+        # Its own channel (meshkit.client.connect by name, with the service's credentials), not
+        # ``connect``'s: a watch is a call that stays open, and under the kit's breaker its
+        # half-open trial would never end; the watch has its own backoff instead.
+        live = LiveConfig(
+            namespace,
+            parse=parse,
+            default=default or {},
+            credentials=self.credentials,
+            cache_dir=self.settings.db_path.parent / f"{self.name}.config",
+            client=f"{self.name}@{socket.gethostname()}:{os.getpid()}",
+        )
+        self.on_stop(live.close)
+        live.start(CONFIG_WAIT_S)
+        return live
 
     def serve_http(
         self,

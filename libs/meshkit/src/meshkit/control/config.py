@@ -444,7 +444,7 @@ class LiveConfig(Generic[T]):
 
         def reported(done: Any) -> None:
             failure = done.exception()
-            if failure is not None:
+            if failure is not None and not self._closed.is_set():
                 log.warning(
                     "config %s: could not report %s of version %d: %s",
                     self.namespace,
