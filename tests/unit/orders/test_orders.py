@@ -27,17 +27,19 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from meshkit import Aborted, AlreadyExists, InvalidArgument, NotFound
 from meshkit.address import Address
 from meshkit.audit import AuditEntry
+from meshkit.control import ConfigRejected
 from meshkit.db import Database
 from meshkit.events import EventCatalog
 from meshkit.money import Money
 from meshkit.timestamps import from_micros, to_millis, to_timestamp
 from orders.adapters.events import EVENTS, from_json, to_json
+from orders.adapters.live_config import DEFAULTS, OrdersConfig, parse_orders_config
 from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from orders.app.orders import Orders, PlaceOrder
-from orders.app.ports import SeenRequest
+from orders.app.ports import LineLimit, SeenRequest
 from orders.app.saga_worker import SagaWorker
 from orders.domain.events import OrderEvent, OrderStockReserved
-from orders.domain.model import LineRequest, Order, OrderStatus
+from orders.domain.model import MAX_LINES, LineRequest, Order, OrderStatus
 from orders.domain.saga import (
     AuthorizePayment,
     CancelPayment,
@@ -957,3 +959,91 @@ def test_upgrading_wipes_the_tokens_of_sagas_that_ended_before(tmp_path: Path) -
         assert tokens == {"o-1": "", "o-2": "", "o-3": "tok_visa"}
     finally:
         db.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# the live line limit (config namespace "orders", max_lines_per_order)
+# ----------------------------------------------------------------------------------------------
+
+
+class Limit:
+    """A line limit the test changes between calls, as a pushed config version would."""
+
+    def __init__(self, max_lines: int, version: int = 1) -> None:
+        self.max_lines, self.version = max_lines, version
+
+    def __call__(self) -> LineLimit:
+        return LineLimit(
+            self.max_lines,
+            f"max_lines_per_order in config namespace orders, version {self.version}",
+        )
+
+
+TWO_LINES = (
+    LineRequest("mug", 1, Money.of("EUR", 12)),
+    LineRequest("cap", 1, Money.of("EUR", 8)),
+)
+
+
+def test_the_live_line_limit_refuses_a_new_order_naming_lines_and_the_config_version(
+    unit_of_work: Callable[[], Any],
+) -> None:
+    limit = Limit(1, version=7)
+    world = World(unit_of_work, line_limit=limit)
+    with pytest.raises(InvalidArgument) as refused:
+        world.place("r-1", lines=TWO_LINES)
+    [violation] = refused.value.violations
+    assert violation.field == "lines"
+    assert violation.description == (
+        "must have at most 1 lines: max_lines_per_order in config namespace orders, version 7"
+    )
+    assert world.orders.sagas(include_finished=True) == []
+
+    # The next version raises it: the very same request goes through, no restart.
+    limit.max_lines, limit.version = 2, 8
+    placed = world.place("r-1", lines=TWO_LINES)
+    assert len(placed.lines) == 2
+
+    # Lowered again: a replay of the accepted request still answers its order; a new one is
+    # refused.
+    limit.max_lines, limit.version = 1, 9
+    again = world.orders.place(PlaceOrder("r-1", "c-1", TWO_LINES, "tok_visa", ADDRESS))
+    assert not again.created and again.order.order_id == placed.order_id
+    with pytest.raises(InvalidArgument, match="version 9"):
+        world.place("r-2", lines=TWO_LINES)
+
+
+def test_the_contracts_bound_holds_whatever_the_live_limit(
+    unit_of_work: Callable[[], Any],
+) -> None:
+    lines = tuple(LineRequest(f"sku-{n}", 1, Money.of("EUR", 1)) for n in range(MAX_LINES + 1))
+    wide = World(unit_of_work, line_limit=Limit(MAX_LINES + 50))
+    with pytest.raises(InvalidArgument, match=f"at most {MAX_LINES} lines"):
+        wide.place("r-1", lines=lines)
+
+
+@pytest.mark.parametrize(
+    ("document", "why"),
+    [
+        ({"max_lines_per_order": 0}, "from 1 to 100"),
+        ({"max_lines_per_order": 101}, "from 1 to 100"),
+        ({"max_lines_per_order": -3}, "from 1 to 100"),
+        ({"max_lines_per_order": "12"}, "whole number"),
+        ({"max_lines_per_order": 2.5}, "whole number"),
+        ({"max_lines_per_order": True}, "whole number"),
+    ],
+)
+def test_orders_own_parse_rejects_a_limit_it_cannot_honour(
+    document: dict[str, Any], why: str
+) -> None:
+    with pytest.raises(ConfigRejected, match=why) as rejected:
+        parse_orders_config(document)
+    assert str(rejected.value).startswith("max_lines_per_order: ")
+
+
+def test_orders_own_parse_takes_the_bounds_and_defaults_a_missing_key() -> None:
+    assert parse_orders_config({"max_lines_per_order": 1}).max_lines_per_order == 1
+    assert parse_orders_config({"max_lines_per_order": 100}).max_lines_per_order == 100
+    assert parse_orders_config({}).max_lines_per_order == 50
+    assert parse_orders_config({"max_lines_per_order": 3, "later": 1}).max_lines_per_order == 3
+    assert parse_orders_config(DEFAULTS) == OrdersConfig(50)

@@ -13,9 +13,9 @@ from meshkit import timestamps
 from meshkit.address import Address, WireAddress
 from meshkit.audit import AuditEntry
 from meshkit.errors import AlreadyExists, NotFound, Violations, quoted
-from orders.app.ports import SeenRequest, UnitOfWork
+from orders.app.ports import LineLimit, SeenRequest, UnitOfWork
 from orders.domain.events import OrderEvent
-from orders.domain.model import MAX_ID, LineRequest, Order, validate_place_order
+from orders.domain.model import MAX_ID, MAX_LINES, LineRequest, Order, validate_place_order
 from orders.domain.saga import RetryPolicy, Saga
 from orders.domain.values import OrderLine
 
@@ -60,6 +60,13 @@ def _nothing() -> None:
     return None
 
 
+_CONTRACT_LIMIT = LineLimit(MAX_LINES, "the contract's bound")
+
+
+def _contract_limit() -> LineLimit:
+    return _CONTRACT_LIMIT
+
+
 def _new_id() -> str:
     return str(uuid.uuid4())
 
@@ -74,6 +81,11 @@ class Orders:
     different order); an older one is forgotten, so its replay places a new order. Each
     PlaceOrder also forgets a batch of expired request ids. Reads go through ``read_only``
     (a unit of work that takes no write lock; by default ``unit_of_work``).
+
+    ``line_limit`` is asked on every PlaceOrder for the most lines a new order may have (the
+    live configuration's ``max_lines_per_order``), so a change applies to the next order with no
+    restart; the contract's own bound (MAX_LINES) always holds too. A replay of a request id
+    answers its order even if the limit went down since: the limit is for new orders.
     """
 
     def __init__(
@@ -87,8 +99,10 @@ class Orders:
         trace_context: Callable[[], str | None] = lambda: None,
         request_retention: datetime.timedelta = DEFAULT_REQUEST_RETENTION,
         read_only: Callable[[], UnitOfWork] | None = None,
+        line_limit: Callable[[], LineLimit] = _contract_limit,
     ) -> None:
         self._uow = unit_of_work
+        self._line_limit = line_limit
         self._read = read_only or unit_of_work
         self._retention = request_retention
         self._trace_context = trace_context
@@ -123,6 +137,7 @@ class Orders:
                 order = uow.orders.get(seen.order_id)
                 assert order is not None, f"request {command.request_id} names a lost order"
                 return Placed(order, created=False)
+            _check_line_limit(len(lines), self._line_limit())
             order = Order.place(
                 self._new_id(),
                 request_id=command.request_id,
@@ -194,6 +209,17 @@ class Orders:
         with self._read() as uow:
             sagas = uow.sagas.recent(include_finished=include_finished, limit=limit)
         return [SagaSummary(s, s.age(now), s.is_stuck(now, self._policy)) for s in sagas]
+
+
+def _check_line_limit(count: int, limit: LineLimit) -> None:
+    """InvalidArgument on ``lines`` when a new order has more lines than ``limit`` allows."""
+    v = Violations()
+    v.check(
+        count <= limit.max_lines,
+        "lines",
+        f"must have at most {limit.max_lines} lines: {limit.source}",
+    )
+    v.raise_if_any()
 
 
 def _check_order_id(order_id: str) -> None:

@@ -59,6 +59,15 @@ class SagaRepository(Protocol):
 
 
 @dataclass(frozen=True)
+class LineLimit:
+    """The most lines a new order may have now, and where that number comes from (said in the
+    refusal, e.g. "max_lines_per_order in config namespace orders, version 3")."""
+
+    max_lines: int
+    source: str
+
+
+@dataclass(frozen=True)
 class SeenRequest:
     """A PlaceOrder request id remembered: the order it placed, the digest of what it asked for
     and when."""
