@@ -10,6 +10,7 @@ from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from meshkit.settings import SettingsError
 from orders.adapters.events import EVENTS
+from orders.adapters.live_config import DEFAULTS, NAMESPACE, line_limit, parse_orders_config
 from orders.adapters.participants import GrpcParticipants
 from orders.adapters.secrets import TokenSealer
 from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
@@ -24,7 +25,8 @@ from shop.orders.v1 import orders_pb2_grpc
 
 def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     """OrdersService and SagaAdminService over the use cases, and the saga worker (which first
-    resumes every saga in flight) driving inventory, payments and shipping."""
+    resumes every saga in flight) driving inventory, payments and shipping. PlaceOrder's line
+    limit is the config namespace "orders", pushed live by the control plane."""
     settings = ctx.settings
     try:
         sealer = (
@@ -66,8 +68,12 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         acting_for=authz.acting_for,
     )
     ctx.add_worker("saga-worker", worker.run_forever)
+    # Read on every PlaceOrder: `mesh config set orders max_lines_per_order=N` applies to the
+    # next order, no restart.
+    live = ctx.config(NAMESPACE, parse=parse_orders_config, default=DEFAULTS)
     orders = Orders(
         unit_of_work,
+        line_limit=line_limit(live),
         on_placed=worker.wake,
         policy=policy,
         trace_context=telemetry.current_traceparent,
