@@ -31,6 +31,10 @@ OUTBOX_MIGRATION when it publishes) and ``EVENTS`` the EventMap of what it publi
   namespace's document pushed by the control service, validated by the service's own parse
   (a version it rejects is NACKed and the previous stays), its last known good kept in
   ``<db dir>/<name>.config/`` and served while the control service is down;
+- experiments (``ctx.experiments.assign(key, unit_id)``, meshkit.control.experiments): the
+  ``experiments`` namespace live, each unit's first exposure written as an event (and
+  conversions: ``uow.publish(ctx.experiments.conversion(...))``) through its outbox, or the
+  kit's (``<name>.audit-outbox.db``; ``<name>.kit-outbox.db`` for a service without a database);
 - an HTTP side when it needs one (``ctx.serve_http(wsgi_app)``, on its ``http_port`` from
   mesh.toml unless ``<NAME>_HTTP_PORT`` says otherwise; see meshkit.http);
 - the gRPC server with health, reflection, error mapping, tracing and a graceful stop that drains
@@ -58,6 +62,16 @@ from meshkit.addresses import AddressError, address_of, env_key, http_port_of, h
 from meshkit.audit import AUDIT_NAMESPACE, DENIED, Actor, AuditEntry, AuditTrail
 from meshkit.client import connect
 from meshkit.control.config import LiveConfig
+from meshkit.control.experiments import (
+    EVENTS_NAMESPACE as EXPERIMENTS_NAMESPACE,
+)
+from meshkit.control.experiments import (
+    EXPERIMENT_EVENTS,
+    Experiments,
+    parse_experiments,
+    with_experiment_events,
+)
+from meshkit.control.experiments import NAMESPACE as EXPERIMENTS_CONFIG
 from meshkit.credentials import ServiceCredentials, TokenSource
 from meshkit.db import Database
 from meshkit.events import (
@@ -143,6 +157,7 @@ class ServiceContext(Generic[S]):
         self.closers: list[Callable[[], None]] = []
         self.channels: list[grpc.Channel] = []
         self.peers: list[str] = []  # the names connect() was given (their breakers are shown)
+        self._experiments: Experiments | None = None
 
     @property
     def db(self) -> Database:
@@ -249,6 +264,35 @@ class ServiceContext(Generic[S]):
         self.add_worker("http", server.serve_forever)
         self.on_stop(server.close)
         return server
+
+    @property
+    def experiments(self) -> Experiments:
+        """The service's experiments client (meshkit.control.experiments) over the live
+        ``experiments`` namespace (``ctx.config``), writing exposures and ``convert``'s
+        conversions through the service's outbox, else the kit's (for a service without a
+        database: ``<name>.kit-outbox.db`` beside its ``db_path``, with a relay of its own).
+        First use in ``build``: it starts the watch and, for the kit's outbox, a worker. The
+        build fails, naming the subjects, when the registry lacks the experiments' contracts."""
+        if self._experiments is None:
+            # Checked here, not at every start: only a service that uses experiments needs them.
+            EventCatalog.from_package(EXPERIMENTS_NAMESPACE).verify(
+                self.settings.schema_registry_url
+            )
+            trail = self._trail
+            if trail is None:  # no database, nothing audited (the gateway): an outbox of the kit's
+                path = self.settings.db_path.with_name(f"{self.name}.kit-outbox.db")
+                trail, relay = _kit_outbox(self.name, self.settings, path)
+                self.add_worker("kit-outbox-relay", relay.run_forever)
+                self.on_stop(relay.close)
+                self.on_stop(trail.db.close)
+            live = self.config(EXPERIMENTS_CONFIG, parse=parse_experiments)
+            writer = trail
+
+            def publish(event: Any) -> None:
+                writer.write(event, event_id=event.event_id)
+
+            self._experiments = Experiments(live, publish, service=self.name)
+        return self._experiments
 
     def audit(self, entry: AuditEntry) -> None:
         """Record ``entry`` on its own, in a transaction of its own: an important action that
@@ -357,11 +401,19 @@ class Service(Generic[S]):
         publisher: EventPublisher[Any] | None = None
         topics: dict[str, dict[str, str]] = {}  # with the config each topic.json asks for
         if self.events is not None:
-            # Its own events and its audit records, through one outbox.
-            catalog = EventCatalog.from_packages(self.events.namespace, AUDIT_NAMESPACE)
+            # Its own events, its audit records and its experiments' events, through one outbox.
+            catalog = EventCatalog.from_packages(
+                self.events.namespace, AUDIT_NAMESPACE, EXPERIMENTS_NAMESPACE
+            )
             outbox = Outbox(catalog, settings.schema_registry_url, source=self.source)
-            outbox.verify()
-            publisher = EventPublisher(outbox, self.events, AuditTrail(outbox, self.name))
+            # The experiments' contracts are checked by ctx.experiments, for the services that
+            # use them; the others need not have them registered.
+            EventCatalog.from_packages(self.events.namespace, AUDIT_NAMESPACE).verify(
+                settings.schema_registry_url
+            )
+            publisher = EventPublisher(
+                outbox, with_experiment_events(self.events), AuditTrail(outbox, self.name)
+            )
             topics = catalog.topic_configs
         reads = None
         if self.consumes:
@@ -421,22 +473,12 @@ class Service(Generic[S]):
             return _DbTrail(db, publisher), None
         if not self.database and not self.consumes:
             return None, None  # no data of its own (the gateway): nothing of it to audit
-        catalog = EventCatalog.from_package(AUDIT_NAMESPACE)
-        outbox = Outbox(catalog, settings.schema_registry_url, source=self.source)
+        path = settings.db_path.with_name(f"{self.name}.audit-outbox.db")
         try:
-            outbox.verify()
+            return _kit_outbox(self.name, settings, path)
         except Exception as exc:  # noqa: BLE001 - denials then go to the log only
             log.warning("%s: audit records of denials go to the log only: %s", self.name, exc)
             return None, None
-        path = settings.db_path.with_name(f"{self.name}.audit-outbox.db")
-        audit_db = Database(path, [OUTBOX_MIGRATION])
-        relay = OutboxRelay(
-            audit_db,
-            settings.kafka_bootstrap,
-            topics=catalog.topic_configs,
-            create_topics=settings.kafka_create_topics,
-        )
-        return _DbTrail(audit_db, _AuditOnly(AuditTrail(outbox, self.name))), relay
 
     def main(self, argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
         """``python -m <name>``: settings, logging, tracing, build, serve until SIGTERM.
@@ -480,28 +522,35 @@ class Service(Generic[S]):
         return unused
 
 
-class _AuditOnly:
-    """An event sink that takes audit entries only (a service that publishes nothing else)."""
-
-    def __init__(self, trail: AuditTrail) -> None:
-        self._trail = trail
-
-    def publish(self, conn: Any, event: Any, *, event_id: str | None = None) -> str:
-        if not isinstance(event, AuditEntry):
-            raise RuntimeError("this service publishes no events but audit records")
-        return self._trail.record(conn, event)
+def _kit_outbox(name: str, settings: ServiceSettings, path: Path) -> tuple[_DbTrail, OutboxRelay]:
+    """An outbox of the kit's at ``path`` for a service that publishes nothing of its own:
+    audit records and experiments' events, with its relay. Raises (SchemaRegistrationError,
+    Unavailable) when the registry lacks the audit contracts; the experiments' are checked by
+    ``ctx.experiments``, which alone writes them."""
+    catalog = EventCatalog.from_packages(AUDIT_NAMESPACE, EXPERIMENTS_NAMESPACE)
+    outbox = Outbox(catalog, settings.schema_registry_url, source=f"/meshkit/{name}")
+    EventCatalog.from_package(AUDIT_NAMESPACE).verify(settings.schema_registry_url)
+    db = Database(path, [OUTBOX_MIGRATION])
+    relay = OutboxRelay(
+        db,
+        settings.kafka_bootstrap,
+        topics=catalog.topic_configs,
+        create_topics=settings.kafka_create_topics,
+    )
+    return _DbTrail(db, EventPublisher(outbox, EXPERIMENT_EVENTS, AuditTrail(outbox, name))), relay
 
 
 class _DbTrail:
-    """Writes one audit entry in a transaction of its own (a denial changes nothing else)."""
+    """Writes one event (an audit entry, an exposure) in a transaction of its own: a denial or
+    an exposure changes nothing else."""
 
     def __init__(self, db: Database, sink: Any) -> None:
         self.db = db
         self._sink = sink
 
-    def write(self, entry: AuditEntry) -> None:
+    def write(self, entry: Any, *, event_id: str | None = None) -> None:
         with self.db.transaction() as conn:
-            self._sink.publish(conn, entry)
+            self._sink.publish(conn, entry, event_id=event_id)
 
 
 def _wire(
