@@ -1,28 +1,84 @@
-"""The composition root: control's use cases and servicer, on the service kit.
+"""The composition root: control's config store, watch feed and ConfigService servicer, and the
+experiments half (control.experiments_wiring), on the service kit.
+
+At start the JSON Schemas shipped in the contracts packages (``**/config/*.schema.json`` of
+``mesh`` and ``shop``) are registered for their namespaces when absent or different, as
+"control"; one the current document fails is logged and left out, and the service starts.
 
 Who may call which RPC is not decided here. Each RPC declares the permission it needs in
-proto/mesh/control/v1/control.proto;
-policy.cedar beside this file grants it, and the kit checks both before every RPC.
+proto/mesh/control/v1/control.proto; policy.cedar beside this file grants it, and the kit checks
+both before every RPC.
 """
 
 from __future__ import annotations
 
-from control.adapters.events import EVENTS
-from control.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
-from control.app.control import ControlUseCases
-from control.entrypoints.grpc_api import ControlServicer
+import logging
+from collections.abc import Callable
+from typing import cast
+
+from control.adapters.contracts import bundled_schemas
+from control.adapters.sqlite import MIGRATIONS, snapshots, transactions
+from control.app.config import ConfigUseCases
+from control.app.feed import ChangeFeed, FeedPoller
+from control.config import Settings
+from control.entrypoints.grpc_api import ConfigServicer
+from control.experiments_wiring import MIGRATIONS as EXPERIMENT_MIGRATIONS
+from control.experiments_wiring import build_experiments
 from mesh.control.v1 import control_pb2_grpc
+from meshkit.audit import AuditEntry
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from meshkit.settings import ServiceSettings
 
+log = logging.getLogger("control")
 
-def build(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
-    """Control's servicer over its use cases, each call one unit of work on ``ctx.db``."""
-    use_cases = ControlUseCases(lambda: SqliteUnitOfWork(ctx.db, ctx.events))
+
+def build_config(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+    """The ConfigService over ``ctx.db``: bundled schemas registered, the feed's poller running
+    while the server does, the feed closed on stop (every watch ends)."""
+    feed = ChangeFeed()
+    use_cases = ConfigUseCases(
+        transactions(ctx.db), snapshots(ctx.db), feed, audit=_audit_trail(ctx)
+    )
+    use_cases.register_bundled(bundled_schemas())
+    poller = FeedPoller(snapshots(ctx.db), feed, ctx.settings.watch_poll_seconds)
+    poller.run_once()  # the feed starts from what is stored, not from 0
+    ctx.add_worker("config-feed", poller.run_forever)
+    ctx.on_stop(feed.close)
     return [
-        binding(ControlServicer(use_cases), control_pb2_grpc.add_ControlServiceServicer_to_server)
+        binding(ConfigServicer(use_cases), control_pb2_grpc.add_ConfigServiceServicer_to_server)
     ]
 
 
-SERVICE = Service[ServiceSettings]("control", build, migrations=MIGRATIONS, events=EVENTS)
+def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
+    """ConfigService and the experiments half."""
+    # build_experiments reads only what every service's settings have.
+    return [*build_config(ctx), *build_experiments(cast("ServiceContext[ServiceSettings]", ctx))]
+
+
+def _audit_trail(ctx: ServiceContext[Settings]) -> Callable[[AuditEntry], None]:
+    """``ctx.audit``: control publishes no events of its own, so its audit records go through
+    the kit's audit outbox beside its database (see meshkit.service)."""
+
+    def record(entry: AuditEntry) -> None:
+        try:
+            ctx.audit(entry)
+        except RuntimeError as exc:  # the kit keeps no audit outbox (no registry at start)
+            log.error(
+                "control: %s on %s by %s not recorded in the audit trail: %s",
+                entry.action,
+                entry.resource_id,
+                entry.actor.subject if entry.actor else "the caller",
+                exc,
+            )
+
+    return record
+
+
+SERVICE = Service[Settings](
+    "control",
+    build,
+    settings=Settings,
+    migrations=(*MIGRATIONS, *EXPERIMENT_MIGRATIONS),
+    consumes=("mesh.experiments.v1",),
+)
