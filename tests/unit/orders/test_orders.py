@@ -28,6 +28,7 @@ from meshkit import Aborted, AlreadyExists, InvalidArgument, NotFound
 from meshkit.address import Address
 from meshkit.audit import AuditEntry
 from meshkit.control import ConfigRejected
+from meshkit.control.experiments import ConversionRecorded, Experiments, static_experiments
 from meshkit.db import Database
 from meshkit.events import EventCatalog
 from meshkit.money import Money
@@ -101,7 +102,7 @@ class FakeStore:
         self.sagas: dict[str, Saga] = {}
         self.requests: dict[str, SeenRequest] = {}
         self.runners: dict[str, datetime.datetime] = {}
-        self.audits: list[AuditEntry] = []
+        self.audits: list[AuditEntry | ConversionRecorded] = []
 
 
 class FakeOrders:
@@ -184,7 +185,7 @@ class FakeUnitOfWork:
         self.requests = FakeRequests(self._copy.requests)
         return self
 
-    def publish(self, event: AuditEntry, *, event_id: str | None = None) -> None:
+    def publish(self, event: Any, *, event_id: str | None = None) -> None:
         self._copy.audits.append(event)
 
     def __exit__(
@@ -1047,3 +1048,41 @@ def test_orders_own_parse_takes_the_bounds_and_defaults_a_missing_key() -> None:
     assert parse_orders_config({}).max_lines_per_order == 50
     assert parse_orders_config({"max_lines_per_order": 3, "later": 1}).max_lines_per_order == 3
     assert parse_orders_config(DEFAULTS) == OrdersConfig(50)
+
+
+# ----------------------------------------------------------------------------------------------
+# experiments: a confirmed order is a conversion of its customer
+# ----------------------------------------------------------------------------------------------
+
+
+def test_a_confirmation_publishes_the_customers_conversion_in_its_own_transaction() -> None:
+    store = FakeStore()
+    experiments = Experiments(static_experiments({"experiments": {}}), service="orders")
+
+    def conversions(order: Order) -> list[ConversionRecorded]:
+        assert order.total is not None
+        value = order.total.total_nanos / 1e9
+        return [experiments.conversion("order_confirmed", order.customer_id, value)]
+
+    world = World(lambda: FakeUnitOfWork(store))
+    world.worker = SagaWorker(
+        lambda: FakeUnitOfWork(store),
+        world.participants,
+        POLICY,
+        clock=world.clock,
+        parallelism=1,
+        conversions=conversions,
+    )
+    world.place("r-1", customer_id="cust-ada")
+    world.settle()
+    world.participants.answer(AuthorizePayment, Rejected("card_declined"))
+    world.place("r-2", customer_id="cust-bob")
+    world.settle()
+
+    confirmed = [e for e in store.audits if isinstance(e, ConversionRecorded)]
+    assert [(c.metric, c.unit_id, c.value, c.service) for c in confirmed] == [
+        ("order_confirmed", "cust-ada", 25.0, "orders")
+    ]
+    # Bob's order was cancelled: no conversion. Ada's came with the OrderConfirmed event.
+    assert [type(e).__name__ for e in store.events["o-1"]][-1] == "OrderConfirmed"
+    assert [type(e).__name__ for e in store.events["o-2"]][-1] == "OrderCancelled"

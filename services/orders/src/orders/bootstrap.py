@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import logging
+from collections.abc import Callable
 
 from mesh.sagas.v1 import sagas_pb2_grpc
 from meshkit import authz, telemetry
+from meshkit.events import SchemaRegistrationError
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from meshkit.settings import SettingsError
@@ -15,18 +18,26 @@ from orders.adapters.participants import GrpcParticipants
 from orders.adapters.secrets import TokenSealer
 from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from orders.app.orders import Orders
+from orders.app.ports import Conversion
 from orders.app.saga_worker import SagaWorker
 from orders.config import Settings
+from orders.domain.model import Order
 from orders.domain.saga import RetryPolicy
 from orders.entrypoints.grpc_api import OrdersServicer
 from orders.entrypoints.saga_admin import SagaAdminServicer
 from shop.orders.v1 import orders_pb2_grpc
 
+log = logging.getLogger("orders")
+
+ORDER_CONFIRMED = "order_confirmed"
+"""The experiments metric a confirmed order counts (the checkout experiment's conversion)."""
+
 
 def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     """OrdersService and SagaAdminService over the use cases, and the saga worker (which first
     resumes every saga in flight) driving inventory, payments and shipping. PlaceOrder's line
-    limit is the config namespace "orders", pushed live by the control plane."""
+    limit is the config namespace "orders", pushed live by the control plane; a confirmed order
+    is its customer's conversion (metric ``order_confirmed``) for the shop's experiments."""
     settings = ctx.settings
     try:
         sealer = (
@@ -53,6 +64,8 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         stuck_after_s=settings.stuck_after_s,
         park_limit_s=settings.park_limit_s,
     )
+    conversions = _conversions(ctx)
+
     participants = GrpcParticipants(
         ctx.connect("inventory"), ctx.connect("payments"), ctx.connect("shipping")
     )
@@ -66,6 +79,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
             name, attributes=dict(attributes), parent=parent or None
         ),
         acting_for=authz.acting_for,
+        conversions=conversions,
     )
     ctx.add_worker("saga-worker", worker.run_forever)
     # Read on every PlaceOrder: `mesh config set orders max_lines_per_order=N` applies to the
@@ -88,6 +102,26 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         ),
         binding(SagaAdminServicer(orders), sagas_pb2_grpc.add_SagaAdminServiceServicer_to_server),
     ]
+
+
+def _conversions(ctx: ServiceContext[Settings]) -> Callable[[Order], list[Conversion]]:
+    """What a confirmed order publishes for the shop's experiments: its customer's conversion.
+
+    Counting conversions is not worth an order: when the registry lacks the experiments'
+    contracts (a mesh that never registered them), orders runs without, and says so once."""
+    try:
+        experiments = ctx.experiments
+    except SchemaRegistrationError as exc:
+        log.warning("orders counts no experiment conversions: %s", exc)
+        return lambda _order: []
+
+    def conversions(order: Order) -> list[Conversion]:
+        # The unit is the customer: the shop page's checkout experiment assigns by the signed-in
+        # subject, which is the order's customer_id (the gateway sets it from the token).
+        value = order.total.total_nanos / 1e9 if order.total is not None else 0.0
+        return [experiments.conversion(ORDER_CONFIRMED, order.customer_id, value)]
+
+    return conversions
 
 
 SERVICE = Service[Settings](

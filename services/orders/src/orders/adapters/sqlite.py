@@ -29,7 +29,7 @@ from meshkit.events import OUTBOX_MIGRATION, as_record, from_record
 from meshkit.timestamps import from_micros, to_micros
 from orders.adapters.events import EVENTS, event_id, from_json, to_json
 from orders.adapters.secrets import TokenSealer
-from orders.app.ports import SeenRequest
+from orders.app.ports import Conversion, SeenRequest
 from orders.domain.events import OrderEvent
 from orders.domain.model import Order
 from orders.domain.saga import Saga, SagaStatus, Step
@@ -605,7 +605,9 @@ class SqliteUnitOfWork(UnitOfWork):
     def _publish_stored(self, event: OrderEvent, event_id: str) -> None:
         self.publish(event, event_id=event_id)
 
-    def publish(self, event: OrderEvent | AuditEntry, *, event_id: str | None = None) -> None:
+    def publish(
+        self, event: OrderEvent | Conversion | AuditEntry, *, event_id: str | None = None
+    ) -> None:
         """Append ``event`` (or an audit entry) to the outbox; built without an event sink
         (tools, tests of the store) it publishes nothing."""
         if self._publishes:

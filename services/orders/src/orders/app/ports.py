@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from meshkit.control.experiments import ConversionRecorded
 from meshkit.ports import UnitOfWorkPort
 from orders.domain.events import OrderEvent
 from orders.domain.model import Order
@@ -91,9 +92,13 @@ class RequestRepository(Protocol):
         """Forget up to ``limit`` requests made before ``before``; returns how many."""
 
 
-class UnitOfWork(UnitOfWorkPort[OrderEvent], Protocol):
+Conversion = ConversionRecorded
+"""An experiment conversion (meshkit.control.experiments): what a confirmed order counts."""
+
+
+class UnitOfWork(UnitOfWorkPort[OrderEvent | Conversion], Protocol):
     """One transaction over orders, sagas and request ids; the event store ``publish``es each
-    event it appends (meshkit's port)."""
+    event it appends (meshkit's port), and the saga an order's experiment conversions."""
 
     @property
     def orders(self) -> OrderRepository:

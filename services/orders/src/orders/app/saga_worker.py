@@ -32,7 +32,7 @@ import datetime
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -40,8 +40,8 @@ from typing import Protocol, runtime_checkable
 
 from meshkit import timestamps
 from meshkit.audit import Actor, AuditEntry
-from orders.app.ports import Participants, UnitOfWork
-from orders.domain.events import OrderCancelled
+from orders.app.ports import Conversion, Participants, UnitOfWork
+from orders.domain.events import OrderCancelled, OrderConfirmed
 from orders.domain.model import Order
 from orders.domain.saga import RetryPolicy, Saga, Transient, Transition, advance, command_for
 
@@ -97,6 +97,10 @@ def _acting_for_nobody(_customer: str) -> AbstractContextManager[None]:
     return contextlib.nullcontext()
 
 
+def _no_conversions(_order: Order) -> Iterable[Conversion]:
+    return ()
+
+
 class SagaWorker:
     """Drives every live saga to CONFIRMED or CANCELLED.
 
@@ -113,6 +117,10 @@ class SagaWorker:
 
     ``read_only`` opens a unit of work that only reads (a snapshot, no write lock); by default
     ``unit_of_work`` serves for reads too.
+
+    ``conversions(order)``: what an order's confirmation counts in experiments (the checkout
+    experiment's ``order_confirmed``), published in the transaction of the step that confirms
+    the order, so a conversion exists exactly when the confirmation does.
     """
 
     def __init__(
@@ -130,8 +138,10 @@ class SagaWorker:
             contextlib.nullcontext()
         ),
         claim_for: datetime.timedelta | None = None,
+        conversions: Callable[[Order], Iterable[Conversion]] = _no_conversions,
     ) -> None:
         self._uow = unit_of_work
+        self._conversions = conversions
         self._acting_for = acting_for
         self._read = read_only or unit_of_work
         self._step_span = step_span
@@ -355,7 +365,9 @@ class SagaWorker:
                 outcome = Transient(f"{type(exc).__name__}: {exc}")
             transition = advance(saga, outcome, self._clock(), self._policy)
             claim = self._claim_to_renew(saga.order_id)
-            stored = self._commits.write(_Write(saga, transition, order, claim))
+            confirms = any(isinstance(e, OrderConfirmed) for e in transition.events)
+            extra = tuple(self._conversions(order)) if confirms else ()
+            stored = self._commits.write(_Write(saga, transition, order, claim, extra))
         if stored is None:
             return None  # another worker moved it (or claimed it); our call was idempotent
         if claim is not None:
@@ -460,6 +472,8 @@ class _Write:
     order: Order
     # (worker, until): the claim on the saga the write renews, None when it holds none.
     claim: tuple[str, datetime.datetime] | None = None
+    # Published with the step (an order's confirmation: its experiment conversions).
+    conversions: tuple[Conversion, ...] = ()
     stored: Order | None = None
     error: BaseException | None = None
     done: bool = field(default=False, compare=False)
@@ -482,6 +496,8 @@ class _Write:
             draft.record(event)
             if isinstance(event, OrderCancelled):
                 uow.publish(_cancelled(draft, event))
+        for conversion in self.conversions:
+            uow.publish(conversion, event_id=conversion.event_id)
         uow.orders.save(draft)  # at the expected version: Aborted if it moved
         uow.sagas.save(self.transition.saga)
         self.stored = draft
