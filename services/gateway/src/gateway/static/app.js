@@ -13,6 +13,10 @@
  *   an OAuth error's code and description, or what failed on the network.
  * - The page writes text only (textContent, never innerHTML): no answer of a server is parsed as
  *   markup.
+ * - Checkout runs the experiment "checkout-cta": once signed in, the page asks the gateway for the
+ *   person's variant (GET /v1/experiments/checkout-cta/assignment, which records the exposure)
+ *   and labels the order button with it (#place's data-variant says which). Anything but a
+ *   known variant, an error included, shows today's button: an experiment never breaks checkout.
  */
 'use strict';
 
@@ -27,6 +31,9 @@ const STATUS_WORDS = {
   ORDER_STATUS_CONFIRMED: 'CONFIRMED',
   ORDER_STATUS_CANCELLED: 'CANCELLED',
 };
+// The checkout experiment's variants, by key: the order button's label. "control" is today's.
+const CHECKOUT_EXPERIMENT = 'checkout-cta';
+const CHECKOUT_LABELS = { control: 'Place order', 'buy-now': 'Buy now' };
 const POLL_FIRST_MS = 250;
 const POLL_MAX_MS = 2000;
 const POLL_GIVE_UP_MS = 120000;
@@ -560,6 +567,22 @@ async function searchOrders() {
   renderOrders($('search-results'), data.orders || []);
 }
 
+// --- the checkout experiment -----------------------------------------------------------------
+async function showCheckoutVariant() {
+  let variant = 'control';
+  try {
+    const path = `/v1/experiments/${CHECKOUT_EXPERIMENT}/assignment`;
+    const { data } = await api('GET', path);
+    if (data.inExperiment && Object.hasOwn(CHECKOUT_LABELS, data.variant)) variant = data.variant;
+  } catch {
+    // No variant (the gateway, the control plane or the session failed): today's button.
+  }
+  const place = $('place');
+  place.textContent = CHECKOUT_LABELS[variant];
+  place.dataset.experiment = CHECKOUT_EXPERIMENT;
+  place.dataset.variant = variant;
+}
+
 // --- page ------------------------------------------------------------------------------------
 function renderSession() {
   const signedIn = Boolean(app.tokens);
@@ -606,7 +629,10 @@ async function main() {
     app.tokens = load(KEYS.tokens);
     renderSession();
     await finishLogin();
-    if (app.tokens) await listOrders();
+    if (app.tokens) {
+      await showCheckoutVariant();
+      await listOrders();
+    }
   } catch (error) {
     renderSession();
     showError(error);
