@@ -3,12 +3,13 @@
 with the default and TARGETING_KEY_MISSING (never an exception), metadata merged, readiness
 (no flag set: PROVIDER_NOT_READY; the last known good counts), the configuration-changed event
 with the changed keys, bucketing that is the same in another process and splits as weighted,
-and parse_flag_set refusing a bad set by flag and field."""
+parse_flag_set refusing a bad set by flag and field, and ``ctx.flags`` in a kit service."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -35,6 +36,9 @@ from meshkit.control import (
     static_source,
 )
 from meshkit.control.flags import EMPTY_FLAG_SET
+from meshkit.server import ServiceBinding
+from meshkit.service import Service, ServiceContext
+from meshkit.settings import ServiceSettings
 
 ON_OFF = {"on": True, "off": False}
 FLAG_SET: dict[str, Any] = {
@@ -384,3 +388,63 @@ def test_parse_flag_set_keeps_a_good_set_and_resolves_evaluator_refs() -> None:
         assert client.get_boolean_value("beta", False, ctx("u", email="a@example.com")) is True
     finally:
         api.clear_providers()
+
+
+def toy_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, build: Callable[[ServiceContext[Any]], None]
+) -> Service[ServiceSettings]:
+    """A kit service "toy" in a mesh without a control service (its flags: the last known good
+    in its config cache, if any)."""
+    mesh = tmp_path / "mesh.toml"
+    mesh.write_text('[[component]]\nname = "toy"\ncommand = ["x"]\nport = 1\nhealth = "grpc"\n')
+    monkeypatch.setenv("MESH_CONFIG", str(mesh))
+    monkeypatch.delenv("MESH_ADDRESS_CONTROL", raising=False)
+
+    def bindings(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
+        build(ctx)
+        return []
+
+    return Service("toy", bindings, description="A toy.", database=False)
+
+
+def test_ctx_flags_is_the_process_provider_over_the_flags_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = tmp_path / "toy.config"
+    cache.mkdir()
+    (cache / "flags.json").write_text(
+        json.dumps({"namespace": "flags", "version": 3, "document": FLAG_SET})
+    )
+    seen: list[Any] = []
+
+    def build(ctx: ServiceContext[Any]) -> None:
+        client = ctx.flags
+        seen.append(client.get_boolean_details("beta", False, ctx_of("u", "a@example.com")))
+        seen.append(ctx.flags.provider)  # the same provider on every use
+        seen.append(api.get_client().provider)  # and the process's, for code outside the kit
+        seen.append(client.domain)
+
+    service = toy_service(tmp_path, monkeypatch, build)
+    settings = service.load_settings({"TOY_PORT": "0", "TOY_DB_PATH": str(tmp_path / "toy.db")})
+    try:
+        service.create(settings).stop(0)
+        details, provider, global_provider, domain = seen
+        assert (details.value, details.reason) == (True, "TARGETING_MATCH")
+        assert isinstance(provider, MeshFlagProvider) and provider.version == 3
+        assert global_provider is provider and domain == "toy"
+
+        # Stopped: the next service makes its own; with no flag set at all it answers defaults.
+        (cache / "flags.json").unlink()
+        seen.clear()
+        with caplog.at_level(logging.WARNING, logger="meshkit.service"):
+            service.create(settings).stop(0)
+        details, provider, _, _ = seen
+        assert provider is not global_provider
+        assert (details.value, details.error_code) == (False, "PROVIDER_NOT_READY")
+        assert any("flags: no flag set yet" in r.getMessage() for r in caplog.records)
+    finally:
+        api.clear_providers()
+
+
+def ctx_of(key: str, email: str) -> EvaluationContext:
+    return EvaluationContext(key, {"email": email})

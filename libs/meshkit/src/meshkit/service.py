@@ -35,6 +35,9 @@ OUTBOX_MIGRATION when it publishes) and ``EVENTS`` the EventMap of what it publi
   ``experiments`` namespace live, each unit's first exposure written as an event (and
   conversions: ``uow.publish(ctx.experiments.conversion(...))``) through its outbox, or the
   kit's (``<name>.audit-outbox.db``; ``<name>.kit-outbox.db`` for a service without a database);
+- feature flags through OpenFeature (``ctx.flags.get_boolean_value(key, default, context)``,
+  meshkit.control.flags): the ``flags`` namespace, a flagd flag set, evaluated in process by
+  flagd's evaluator behind one provider per process (also ``openfeature.api.get_client()``);
 - an HTTP side when it needs one (``ctx.serve_http(wsgi_app)``, on its ``http_port`` from
   mesh.toml unless ``<NAME>_HTTP_PORT`` says otherwise; see meshkit.http);
 - the gRPC server with health, reflection, error mapping, tracing and a graceful stop that drains
@@ -56,6 +59,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2
+from openfeature import api as openfeature_api
+from openfeature.exception import ProviderNotReadyError
 
 from meshkit import authz, resilience
 from meshkit.addresses import AddressError, address_of, env_key, http_port_of, http_url_of, port_of
@@ -72,6 +77,8 @@ from meshkit.control.experiments import (
     with_experiment_events,
 )
 from meshkit.control.experiments import NAMESPACE as EXPERIMENTS_CONFIG
+from meshkit.control.flags import EMPTY_FLAG_SET, MeshFlagProvider, parse_flag_set
+from meshkit.control.flags import NAMESPACE as FLAGS_CONFIG
 from meshkit.credentials import ServiceCredentials, TokenSource
 from meshkit.db import Database
 from meshkit.events import (
@@ -92,12 +99,17 @@ from meshkit.settings import ServiceSettings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication
+    from openfeature.client import OpenFeatureClient
 
 S = TypeVar("S", bound=ServiceSettings)
 T = TypeVar("T")
 # How long a service's build waits for its configuration before serving the last known good.
 CONFIG_WAIT_S = 2.0
 log = logging.getLogger("meshkit.service")
+# The process's flag provider (ctx.flags): OpenFeature has one global API, so one provider, made
+# by the first service that asks and given up when that service stops.
+_flags_lock = threading.Lock()
+_flags_provider: MeshFlagProvider | None = None
 
 
 def binding(servicer: object, add_to_server: Callable[[Any, grpc.Server], None]) -> ServiceBinding:
@@ -264,6 +276,36 @@ class ServiceContext(Generic[S]):
         self.add_worker("http", server.serve_forever)
         self.on_stop(server.close)
         return server
+
+    @property
+    def flags(self) -> OpenFeatureClient:
+        """The OpenFeature client of the service (``api.get_client(name)``) over the process's
+        flag provider: a ``MeshFlagProvider`` of the live ``flags`` namespace (``ctx.config``),
+        made by the first service that asks and set as OpenFeature's provider, so
+        ``openfeature.api.get_client()`` anywhere in the process evaluates the same flags.
+        Without a flag set yet (no control service reached, no last known good) flags answer
+        their defaults (PROVIDER_NOT_READY, WARNING at the first use) until one arrives. When the
+        service that made it stops, the next ``ctx.flags`` makes a new one."""
+        global _flags_provider  # noqa: PLW0603 - one OpenFeature provider per process
+        with _flags_lock:
+            if _flags_provider is None:
+                live = self.config(FLAGS_CONFIG, parse=parse_flag_set, default=EMPTY_FLAG_SET)
+                provider = _flags_provider = MeshFlagProvider(live)
+
+                def forget() -> None:
+                    global _flags_provider  # noqa: PLW0603
+                    with _flags_lock:
+                        if _flags_provider is provider:
+                            _flags_provider = None
+
+                self.on_stop(forget)
+                try:
+                    # And wait: initialize is instant, and an evaluation right after the build
+                    # must not meet a provider the SDK still marks NOT_READY.
+                    openfeature_api.set_provider_and_wait(provider)
+                except ProviderNotReadyError as exc:
+                    log.warning("flags: %s", exc)
+        return openfeature_api.get_client(self.name)
 
     @property
     def experiments(self) -> Experiments:
