@@ -15,9 +15,11 @@
     mesh load --rate R --duration S [--json]          PlaceOrder at a steady rate; latency summary
     mesh faults set|clear|ls                          abort, delay or drop some of a service's calls
     mesh chaos SCENARIO [--rate R] [--json]           a fault under load: lost/doubled orders, stock
+    mesh experiments ls|report KEY|simulate KEY       A/B experiments: analysis, SRM check, traffic
     mesh audit verify [--db PATH] [--public-key PEM]  check the audit trail's chain and signatures
     mesh audit ls [--actor S] [--action A] [--since]  search the audit trail (an auditor's token)
     mesh token [--role R] [--subject ID] [--ttl S]    an access token from identity, for local use
+    mesh config get|set|history|rollback|status|schema NAMESPACE   the live configuration
 
 The commands that call services (sagas, rebuild, load, audit ls) send an access token: the one
 given with ``--token``, else ``$MESH_TOKEN``, else one they mint through the mesh's identity (as
@@ -50,7 +52,9 @@ from mesh_runner import (
     audit,
     certs,
     chaos,
+    configcli,
     dlq,
+    experimentscli,
     faults,
     load,
     rebuild,
@@ -592,11 +596,13 @@ def build_parser() -> argparse.ArgumentParser:
     sagas.add_parser(sub)
     rebuild.add_parser(sub)
     audit.add_parser(sub)
+    configcli.add_parser(sub)
     traces.add_parsers(sub)
     scaffold.add_parser(sub)
     load.add_parser(sub)
     faults.add_parser(sub)
     chaos.add_parser(sub)
+    experimentscli.add_parser(sub)
     token.add_parser(sub)
     certs.add_parser(sub)
     return parser
@@ -616,12 +622,16 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branc
             return rebuild.run(args, args.root.resolve() if args.root else None)
         if args.command == "audit":  # reads the audit store (verify) or asks the service (ls)
             return audit.run(args, args.root.resolve() if args.root else None)
+        if args.command == "config":  # asks the control service over gRPC
+            return configcli.run(args, args.root.resolve() if args.root else None)
         if args.command == "load":  # drives the running mesh over gRPC
             return load.run(args, args.root.resolve() if args.root else None)
         if args.command == "faults":  # edits the fault files the services read
             return faults.run(args, args.root.resolve() if args.root else None)
         if args.command == "chaos":  # load, a fault, and the account of every order
             return chaos.run(args, args.root.resolve() if args.root else None)
+        if args.command == "experiments":  # asks the control service; simulate writes to Kafka
+            return experimentscli.run(args, args.root.resolve() if args.root else None)
         if args.command == "token":  # identity's admin command, in identity's environment
             return token.run(args, args.root.resolve() if args.root else None)
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
