@@ -20,6 +20,7 @@
     mesh audit ls [--actor S] [--action A] [--since]  search the audit trail (an auditor's token)
     mesh token [--role R] [--subject ID] [--ttl S]    an access token from identity, for local use
     mesh config get|set|history|rollback|status|schema NAMESPACE   the live configuration
+    mesh flags set FILE | eval FLAG --context JSON | ls   feature flags (flagd), as services see
 
 The commands that call services (sagas, rebuild, load, audit ls) send an access token: the one
 given with ``--token``, else ``$MESH_TOKEN``, else one they mint through the mesh's identity (as
@@ -56,6 +57,7 @@ from mesh_runner import (
     dlq,
     experimentscli,
     faults,
+    flagscli,
     load,
     rebuild,
     sagas,
@@ -603,6 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     faults.add_parser(sub)
     chaos.add_parser(sub)
     experimentscli.add_parser(sub)
+    flagscli.add_parser(sub)
     token.add_parser(sub)
     certs.add_parser(sub)
     return parser
@@ -632,6 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branc
             return chaos.run(args, args.root.resolve() if args.root else None)
         if args.command == "experiments":  # asks the control service; simulate writes to Kafka
             return experimentscli.run(args, args.root.resolve() if args.root else None)
+        if args.command == "flags":  # asks the control service, or evaluates a local file
+            return flagscli.run(args, args.root.resolve() if args.root else None)
         if args.command == "token":  # identity's admin command, in identity's environment
             return token.run(args, args.root.resolve() if args.root else None)
         if args.command in ("trace", "traces"):  # reads the local store (or Jaeger)
