@@ -92,7 +92,10 @@ def control(
 def report(control: MeshServer, key: str) -> pb.ExperimentReport:
     with grpc.insecure_channel(f"127.0.0.1:{control.port}") as channel:
         stub = pb_grpc.ExperimentServiceStub(authorized(channel, "support"))
-        return stub.GetExperimentReport(pb.GetExperimentReportRequest(key=key), timeout=10).report
+        response: pb.GetExperimentReportResponse = stub.GetExperimentReport(
+            pb.GetExperimentReportRequest(key=key), timeout=10
+        )
+        return response.report
 
 
 def report_with(control: MeshServer, key: str, units: int) -> pb.ExperimentReport:
