@@ -1,23 +1,37 @@
 """meshkit.control.config.LiveConfig, the kit's config client: what it serves while the control
 service is out of reach (its last known good, else its default, saying which), and, against a
-real control service in this process, the live push: snapshot, changes, NACK, the file, resume."""
+real control service in this process (the kit-built ConfigService of
+tests/unit/control/servers.py), the live push: snapshot, changes, NACK, the file, resume."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from support.events import wait_for
 from support.mesh import free_port
+from support.tokens import TEST_ISSUER, authorized
+from unit.control.servers import CONFIG_ONLY, settings
 
+from mesh.control.v1 import control_pb2 as pb
+from mesh.control.v1 import control_pb2_grpc as pb_grpc
 from meshkit.control import ConfigRejected, LiveConfig, Snapshot
+from meshkit.credentials import StaticCredentials
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext
 from meshkit.settings import ServiceSettings
+from schema_registry.server import running_server
+from schema_registry.storage import MemoryStorage
+
+# A namespace without a schema at the server: it stores what the client's own parse refuses.
+NS = "live-test"
 
 
 def max_lines(document: Mapping[str, Any]) -> int:
@@ -133,3 +147,152 @@ def test_a_service_without_a_control_plane_serves_its_default_and_says_so(
     (said,) = [r.getMessage() for r in caplog.records if r.name == "meshkit.control"]
     assert "no control service to watch" in said and "'control'" in said
     assert "serving the built-in default" in said
+
+
+# ------------------------------------------------------------- against a real control server
+
+
+@pytest.fixture(scope="module")
+def registry() -> Iterator[str]:
+    storage = MemoryStorage()
+    with running_server(storage) as url:
+        yield url
+    storage.close()
+
+
+@contextlib.contextmanager
+def control(db: Path, registry: str, port: int = 0) -> Iterator[int]:
+    """The kit-built ConfigService on ``port`` (0: a free one) over ``db``; yields its port."""
+    server = CONFIG_ONLY.create(dataclasses.replace(settings(db, registry), port=port))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+class Admin:
+    """Writes and reads the control service as an admin."""
+
+    def __init__(self, port: int) -> None:
+        self._channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = pb_grpc.ConfigServiceStub(authorized(self._channel, "admin"))
+
+    def set(self, document: Mapping[str, Any], namespace: str = NS) -> int:
+        request = pb.SetConfigRequest(namespace=namespace, document=json.dumps(document))
+        return int(self.stub.SetConfig(request, timeout=5).config.version)
+
+    def status(self, client: str, namespace: str = NS) -> Any:
+        request = pb.ListClientStatusRequest(namespace=namespace)
+        found = [c for c in self.stub.ListClientStatus(request, timeout=5).clients]
+        return next((c for c in found if c.client == client), None)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def watcher(port: int, cache: Path, client: str = "orders@test:1") -> LiveConfig[int]:
+    return LiveConfig(
+        NS,
+        parse=max_lines,
+        default={"max_lines_per_order": 50},
+        target=f"127.0.0.1:{port}",
+        credentials=StaticCredentials(TEST_ISSUER.token(service="orders")),
+        cache_dir=cache,
+        client=client,
+    )
+
+
+def test_a_watcher_starts_on_the_snapshot_then_applies_every_change_and_keeps_it(
+    tmp_path: Path, registry: str
+) -> None:
+    with control(tmp_path / "control.db", registry) as port:
+        admin = Admin(port)
+        admin.set({"max_lines_per_order": 5})
+        live = watcher(port, tmp_path / "cache")
+        seen: list[Snapshot[int]] = []
+        live.subscribe(seen.append)
+        try:
+            first = live.start()
+            assert (first.version, first.value, first.source) == (1, 5, "live")
+            assert [admin.set({"max_lines_per_order": n}) for n in (6, 7)] == [2, 3]
+            assert live.wait_for_version(3, timeout=5)
+            assert [(s.version, s.value) for s in seen] == [(1, 5), (2, 6), (3, 7)]
+            assert live.current is seen[-1] and live.value == 7
+            # The last known good is the version now running, whole.
+            kept = json.loads(live.cache_path.read_text())
+            assert kept == {"namespace": NS, "version": 3, "document": {"max_lines_per_order": 7}}
+            wait_for(lambda: getattr(admin.status(live.client), "version", 0) == 3, what="ACK")
+            status = admin.status(live.client)
+            assert (status.accepted, status.running_version, status.error) == (True, 3, "")
+        finally:
+            live.close()
+            admin.close()
+
+
+def test_a_version_the_parse_refuses_is_nacked_reported_and_the_previous_stays(
+    tmp_path: Path, registry: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with control(tmp_path / "control.db", registry) as port:
+        admin = Admin(port)
+        admin.set({"max_lines_per_order": 5})
+        live = watcher(port, tmp_path / "cache")
+        seen: list[int] = []
+        live.subscribe(lambda s: seen.append(s.version))
+        try:
+            assert live.start().version == 1
+            with caplog.at_level(logging.WARNING, logger="meshkit.control"):
+                assert admin.set({"max_lines_per_order": 0}) == 2
+                wait_for(lambda: getattr(admin.status(live.client), "version", 0) == 2, what="NACK")
+            status = admin.status(live.client)
+            assert not status.accepted and status.running_version == 1
+            assert "max_lines_per_order: must be a whole number >= 1" in status.error
+            assert (live.current.version, live.value) == (1, 5)
+            assert json.loads(live.cache_path.read_text())["version"] == 1
+            (said,) = [r.getMessage() for r in caplog.records if r.name == "meshkit.control"]
+            assert NS in said and "version 2 rejected" in said and "max_lines_per_order" in said
+            # The next good version applies: the rejected one is behind the watch, not in its way.
+            assert admin.set({"max_lines_per_order": 8}) == 3
+            assert live.wait_for_version(3, timeout=5) and live.value == 8
+            assert seen == [1, 3]
+        finally:
+            live.close()
+            admin.close()
+
+
+def test_a_watcher_resumes_after_an_outage_from_its_version_missing_nothing(
+    tmp_path: Path, registry: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watched server stops; meanwhile another server on the same database stores two
+    versions; the watched one comes back on its port and the watcher gets exactly those."""
+    db = tmp_path / "control.db"
+    port = free_port()
+    with control(db, registry) as other_port:
+        writer = Admin(other_port)
+        writer.set({"max_lines_per_order": 1})
+        live = watcher(port, tmp_path / "cache")
+        seen: list[int] = []
+        live.subscribe(lambda s: seen.append(s.version))
+        try:
+            with caplog.at_level(logging.INFO, logger="meshkit.control"):
+                with control(db, registry, port):
+                    assert live.start().version == 1
+                    writer.set({"max_lines_per_order": 2})
+                    assert live.wait_for_version(2, timeout=5)
+                wait_for(lambda: bool(messages(caplog, "no watch on")), what="the outage seen")
+                writer.set({"max_lines_per_order": 3})
+                writer.set({"max_lines_per_order": 4})
+                assert live.current.version == 2  # served meanwhile
+                with control(db, registry, port):
+                    assert live.wait_for_version(4, timeout=10)
+                    wait_for(lambda: bool(messages(caplog, "again after")), what="the return")
+                    # One WARNING when the watch was lost, one INFO when it was back: not one
+                    # per retry.
+                    (lost,) = messages(caplog, "no watch on")
+                    (back,) = messages(caplog, "again after")
+            assert seen == [1, 2, 3, 4]
+            assert live.value == 4
+            assert "serving version 2 (live)" in lost and "retrying every 0.1..2 s" in lost
+            assert "from version 2" in back
+        finally:
+            live.close()
+            writer.close()
