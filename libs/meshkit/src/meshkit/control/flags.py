@@ -54,6 +54,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, Protocol, TypeVar
 
 from openfeature.contrib.tools.flagd.core import FlagdCore
@@ -140,7 +141,7 @@ class _Evaluation:
     __slots__ = ("key_missing", "picks")
 
     def __init__(self) -> None:
-        self.picks: list[Any] = []  # what each fractional that ran chose (not None)
+        self.picks: list[str] = []  # the variant each fractional that ran chose (not None)
         self.key_missing = False  # the targeting read a targeting key the context lacks
 
 
@@ -174,7 +175,7 @@ def _fractional(data: Any, *args: Any) -> Any:
         return None  # what flagd answers, without its ERROR log line per evaluation
     pick = _flagd_fractional(data, *args)
     if pick is not None:
-        evaluation.picks.append(pick)
+        evaluation.picks.append(pick if type(pick) is str else _variant_name(pick))
     return pick
 
 
@@ -233,6 +234,16 @@ class MeshFlagProvider(AbstractProvider):
         super().__init__()
         self._source = source
         self._core = FlagdCore()
+        self._methods: dict[str, Callable[..., FlagResolutionDetails[Any]]] = {
+            "boolean": self._core.resolve_boolean_value,
+            "string": self._core.resolve_string_value,
+            "integer": self._core.resolve_integer_value,
+            "float": self._core.resolve_float_value,
+            "object": self._core.resolve_object_value,
+        }
+        # flagd's answer for (flag, getter type) where it depends on nothing in the call.
+        self._static: dict[tuple[str, str], FlagResolutionDetails[Any]] = {}
+        self._metadata = Metadata(name=PROVIDER_NAME)
         self._lock = threading.Lock()  # one snapshot applied at a time
         self._applied: Snapshot[Any] | None = None
         self._ready = False
@@ -250,7 +261,7 @@ class MeshFlagProvider(AbstractProvider):
 
     def get_metadata(self) -> Metadata:
         """``Metadata(name="meshkit")``."""
-        return Metadata(name=PROVIDER_NAME)
+        return self._metadata
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         """Ready at once when a flag set is there; else ProviderNotReadyError (the SDK marks the
@@ -289,9 +300,10 @@ class MeshFlagProvider(AbstractProvider):
                 self.version,
             )
             return
-        flags = document.get("flags") or {}
-        evaluators = document.get("$evaluators") or {}
-        metadata = document.get("metadata") or {}
+        # Read from the snapshot's flag set: flagd-core has rewritten ``document``.
+        flags = flag_set.get("flags") or {}
+        evaluators = flag_set.get("$evaluators") or {}
+        metadata = flag_set.get("metadata") or {}
         if self._set_metadata is not None and metadata != self._set_metadata:
             changed = sorted(set(changed) | set(flags) | set(self._previous_keys))
         self._previous_keys = frozenset(flags)
@@ -301,6 +313,7 @@ class MeshFlagProvider(AbstractProvider):
             for key, flag in flags.items()
             if isinstance(flag, dict) and _mentions_targeting(flag.get("targeting"), evaluators)
         )
+        self._static = self._static_answers(flags)
         self._applied = snapshot
         self.version = snapshot.version
         became_ready = not self._ready and snapshot.source != DEFAULT
@@ -315,11 +328,34 @@ class MeshFlagProvider(AbstractProvider):
                 ProviderEventDetails(flags_changed=sorted(changed))
             )
 
+    def _static_answers(
+        self, flags: Mapping[str, Any]
+    ) -> dict[tuple[str, str], FlagResolutionDetails[Any]]:
+        """flagd's answers, asked once per snapshot, for the flags whose answer depends on nothing
+        in the call (enabled, no targeting, a default variant: reason STATIC), by getter type;
+        a type flagd refuses is left out (its error carries the caller's default)."""
+        answers: dict[tuple[str, str], FlagResolutionDetails[Any]] = {}
+        for key, flag in flags.items():
+            if not isinstance(flag, dict) or flag.get("state") != "ENABLED":
+                continue
+            if flag.get("targeting") or not flag.get("defaultVariant"):
+                continue
+            for kind, resolve in self._methods.items():
+                try:
+                    answer = resolve(key, None, None)
+                except Exception:  # noqa: BLE001, S112 - e.g. TYPE_MISMATCH: asked per call
+                    continue
+                if answer.reason == Reason.STATIC:
+                    # Shared by every call: its metadata read-only.
+                    answer.flag_metadata = MappingProxyType(dict(answer.flag_metadata))
+                    answers[key, kind] = answer
+        return answers
+
     # ------------------------------------------------------------------------- evaluation
 
     def _resolve(
         self,
-        resolve: Callable[[str, T, EvaluationContext | None], FlagResolutionDetails[T]],
+        kind: str,
         flag_key: str,
         default_value: T,
         context: EvaluationContext | None,
@@ -331,6 +367,10 @@ class MeshFlagProvider(AbstractProvider):
                 error_message="no flag set yet",
                 reason=Reason.ERROR,
             )
+        answer = self._static.get((flag_key, kind))
+        if answer is not None:
+            return answer
+        resolve = self._methods[kind]
         evaluation: _Evaluation | None = None
         try:
             if flag_key not in self._watched:
@@ -358,11 +398,7 @@ class MeshFlagProvider(AbstractProvider):
             )
         if evaluation.key_missing:
             return self._key_missing(flag_key, default_value, result.flag_metadata)
-        if (
-            evaluation.picks
-            and result.reason == Reason.TARGETING_MATCH
-            and result.variant in {_variant_name(pick) for pick in evaluation.picks}
-        ):
+        if result.variant in evaluation.picks and result.reason == Reason.TARGETING_MATCH:
             result.reason = Reason.SPLIT
         return result
 
@@ -386,9 +422,7 @@ class MeshFlagProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[bool]:
         """The flag as a boolean (flagd's evaluation; see the module doc)."""
-        return self._resolve(
-            self._core.resolve_boolean_value, flag_key, default_value, evaluation_context
-        )
+        return self._resolve("boolean", flag_key, default_value, evaluation_context)
 
     def resolve_string_details(
         self,
@@ -397,9 +431,7 @@ class MeshFlagProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[str]:
         """The flag as a string."""
-        return self._resolve(
-            self._core.resolve_string_value, flag_key, default_value, evaluation_context
-        )
+        return self._resolve("string", flag_key, default_value, evaluation_context)
 
     def resolve_integer_details(
         self,
@@ -408,9 +440,7 @@ class MeshFlagProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[int]:
         """The flag as an integer."""
-        return self._resolve(
-            self._core.resolve_integer_value, flag_key, default_value, evaluation_context
-        )
+        return self._resolve("integer", flag_key, default_value, evaluation_context)
 
     def resolve_float_details(
         self,
@@ -419,9 +449,7 @@ class MeshFlagProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[float]:
         """The flag as a float (an integer variant too)."""
-        return self._resolve(
-            self._core.resolve_float_value, flag_key, default_value, evaluation_context
-        )
+        return self._resolve("float", flag_key, default_value, evaluation_context)
 
     def resolve_object_details(
         self,
@@ -430,9 +458,7 @@ class MeshFlagProvider(AbstractProvider):
         evaluation_context: EvaluationContext | None = None,
     ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
         """The flag as a JSON object."""
-        return self._resolve(
-            self._core.resolve_object_value, flag_key, default_value, evaluation_context
-        )
+        return self._resolve("object", flag_key, default_value, evaluation_context)
 
 
 # ---------------------------------------------------------------------------- validation
