@@ -22,6 +22,10 @@ Cases that cannot apply, each reported as a skip with this reason:
   the CBOR encoding, shorthand ``[flagKey, targetingKey]``), which rebuckets every user by design;
   its vectors (``@fractional-v3``) run instead, for the same flags and more. Exception: a
   v2-tagged scenario whose one variant takes all the weight holds under any hash and runs.
+- flagd's Go unit tests of ``fractional`` (core/pkg/evaluator/fractional_test.go: the users of
+  its distribution cases and their colours) are v2 too, for the same reason; the testbed's v3
+  cases are flagd's distribution vectors for the current algorithm (strings, numbers, objects,
+  UTF-8, weights), and test_flags.py checks the split and its sameness across processes.
 
 Cases where meshkit answers differently on purpose, asserted as meshkit's behaviour:
 - "Fractional operator invalid implicit inputs" (the ``fractional`` shorthand with no string
