@@ -73,5 +73,5 @@ def test_bench_refuses_an_unknown_benchmark_and_lists_the_known_ones() -> None:
     )
     assert result.returncode == 2
     assert "no benchmark nope" in result.stderr
-    for name in ("events", "saga", "order_views", "tracing", "registry"):
+    for name in ("events", "saga", "order_views", "tracing", "registry", "control"):
         assert name in result.stderr
