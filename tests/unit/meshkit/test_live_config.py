@@ -296,3 +296,32 @@ def test_a_watcher_resumes_after_an_outage_from_its_version_missing_nothing(
         finally:
             live.close()
             writer.close()
+
+
+def test_a_snapshot_from_a_replaced_store_resets_the_watcher_even_to_a_lower_version(
+    tmp_path: Path, registry: str
+) -> None:
+    """control comes back on its port with another database whose namespace is at version 1:
+    the watcher's resume from version 3 is answered with a snapshot, which it takes."""
+    port = free_port()
+    live = watcher(port, tmp_path / "cache")
+    seen: list[int] = []
+    live.subscribe(lambda s: seen.append(s.version))
+    try:
+        with control(tmp_path / "old.db", registry, port):
+            admin = Admin(port)
+            for n in (1, 2, 3):
+                admin.set({"max_lines_per_order": n})
+            admin.close()
+            assert live.start().version == 3
+        with control(tmp_path / "new.db", registry) as elsewhere:
+            admin = Admin(elsewhere)
+            admin.set({"max_lines_per_order": 42})
+            admin.close()
+        with control(tmp_path / "new.db", registry, port):
+            wait_for(lambda: live.value == 42, timeout=10, what="the reset")
+    finally:
+        live.close()
+    assert live.current == Snapshot(NS, 1, {"max_lines_per_order": 42}, 42, "live")
+    assert seen == [3, 1]
+    assert json.loads(live.cache_path.read_text())["version"] == 1
