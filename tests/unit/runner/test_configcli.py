@@ -105,6 +105,36 @@ def test_a_refused_change_exits_1_naming_the_field(
     assert json.loads(out) == {"max_lines_per_order": 1}
 
 
+def test_kit_namespaces_are_checked_with_the_parse_every_client_runs(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
+) -> None:
+    """Beyond its JSON Schema, an experiments or flags document every client would NACK is
+    refused by control itself, naming the field."""
+    skewed = {
+        "experiments": {
+            "cta": {"variants": [{"key": "a", "weight": 0.7}, {"key": "b", "weight": 0.7}]}
+        }
+    }
+    path = tmp_path / "experiments.json"
+    path.write_text(json.dumps(skewed))
+    code, _, err = run(capsys, target, "set", "experiments", "--file", str(path))
+    assert code == 1
+    assert "experiments.cta.variants" in err and "add up to 1.4" in err
+    bad_default = {
+        "flags": {"f": {"state": "ENABLED", "variants": {"on": True}, "defaultVariant": "off"}}
+    }
+    path.write_text(json.dumps(bad_default))
+    code, _, err = run(capsys, target, "set", "flags", "--file", str(path))
+    assert code == 1 and "flags.f.defaultVariant" in err
+    fine = {
+        "experiments": {
+            "cta": {"variants": [{"key": "a", "weight": 0.5}, {"key": "b", "weight": 0.5}]}
+        }
+    }
+    path.write_text(json.dumps(fine))
+    assert run(capsys, target, "set", "experiments", "--file", str(path))[0] == 0
+
+
 def test_set_file_replaces_the_document_as_written(
     capsys: pytest.CaptureFixture[str],
     target: str,

@@ -13,7 +13,7 @@ both before every RPC.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import cast
 
 from control.adapters.contracts import bundled_schemas
@@ -26,11 +26,20 @@ from control.experiments_wiring import MIGRATIONS as EXPERIMENT_MIGRATIONS
 from control.experiments_wiring import build_experiments
 from mesh.control.v1 import control_pb2_grpc
 from meshkit.audit import AuditEntry
+from meshkit.control.experiments import parse_experiments
+from meshkit.control.flags import parse_flag_set
 from meshkit.server import ServiceBinding
 from meshkit.service import Service, ServiceContext, binding
 from meshkit.settings import ServiceSettings
 
 log = logging.getLogger("control")
+
+KIT_NAMESPACES: dict[str, Callable[[Mapping[str, object]], object]] = {
+    "flags": parse_flag_set,
+    "experiments": parse_experiments,
+}
+"""The namespaces every service reads through the kit, checked here with the kit's own parse
+(beyond their JSON Schemas), so what every client would NACK is refused at the source."""
 
 
 def build_config(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
@@ -38,7 +47,11 @@ def build_config(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     while the server does, the feed closed on stop (every watch ends)."""
     feed = ChangeFeed()
     use_cases = ConfigUseCases(
-        transactions(ctx.db), snapshots(ctx.db), feed, audit=_audit_trail(ctx)
+        transactions(ctx.db),
+        snapshots(ctx.db),
+        feed,
+        audit=_audit_trail(ctx),
+        checks=KIT_NAMESPACES,
     )
     use_cases.register_bundled(bundled_schemas())
     poller = FeedPoller(snapshots(ctx.db), feed, ctx.settings.watch_poll_seconds)

@@ -38,6 +38,7 @@ from meshkit.audit import Actor, AuditEntry
 from meshkit.errors import (
     Aborted,
     FailedPrecondition,
+    FieldViolation,
     InvalidArgument,
     NotFound,
     PreconditionViolation,
@@ -92,7 +93,13 @@ class ConfigUseCases:
         *,
         audit: Callable[[AuditEntry], None] = lambda entry: None,
         clock: Clock = timestamps.now,
+        checks: Mapping[str, Callable[[Mapping[str, object]], object]] | None = None,
     ) -> None:
+        """``checks``: beyond its JSON Schema, a namespace's document must pass this function
+        (a ValueError saying ``path: why`` refuses it): the very parse its clients run, so a
+        document every client would NACK (experiment weights that do not add up to 1, a flag
+        whose default is not one of its variants) is refused here, naming the field."""
+        self._checks = dict(checks or {})
         self._transaction = transaction
         self._snapshot = snapshot
         self.feed = feed
@@ -382,11 +389,21 @@ class ConfigUseCases:
         document: Mapping[str, object],
     ) -> None:
         registered = store.schema(namespace)
-        if registered is None:
+        if registered is not None:
+            problems = self._compiled(registered.schema).violations(document)
+            if problems:
+                raise InvalidArgument(violations=problems, reason="DOCUMENT_FAILS_SCHEMA")
+        check = self._checks.get(namespace)
+        if check is None:
             return
-        problems = self._compiled(registered.schema).violations(document)
-        if problems:
-            raise InvalidArgument(violations=problems, reason="DOCUMENT_FAILS_SCHEMA")
+        try:
+            check(document)
+        except ValueError as exc:
+            path, sep, why = str(exc).partition(": ")
+            field, description = (path, why) if sep and " " not in path else ("document", str(exc))
+            raise InvalidArgument(
+                violations=[FieldViolation(field, description)], reason="DOCUMENT_REFUSED"
+            ) from None
 
     def _compiled(self, text: str) -> Schema:
         with self._schemas_lock:

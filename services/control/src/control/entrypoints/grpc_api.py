@@ -93,6 +93,9 @@ class ConfigServicer(pb_grpc.ConfigServiceServicer):
         )
         if not context.add_callback(stream.cancel):
             return  # the call has ended already
+        # Headers now: a watcher resuming with nothing new learns at once that it is connected
+        # (else it would hear nothing until the next change).
+        context.send_initial_metadata(())
         for event in stream:
             yield pb.WatchResponse(config=wire_version(event.config), snapshot=event.snapshot)
 
