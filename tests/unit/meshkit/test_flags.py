@@ -25,6 +25,9 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.event import ProviderEvent, ProviderEventDetails
 from openfeature.exception import ProviderNotReadyError
 from openfeature.provider import ProviderStatus
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.mesh import free_port
 
 from meshkit.control import (
@@ -130,6 +133,34 @@ def test_reasons_are_flagds_plus_split(flags: OpenFeatureClient) -> None:
     assert (elsewhere.value, elsewhere.reason) == (False, "TARGETING_MATCH")
     by_email = flags.get_string_details("by-email", "x", ctx(None, email="ann@example.com"))
     assert by_email.reason == "SPLIT" and by_email.value in ("a", "b")
+
+
+def test_each_evaluation_is_an_event_on_the_current_span(flags: OpenFeatureClient) -> None:
+    """OpenTelemetry's feature-flag semantic conventions: key, provider, variant, reason, flag
+    set and version, error type; never the value. Outside a recording span: nothing."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    flags.get_boolean_value("express", False, ctx("c-1", country="DE"))  # no span: no event
+    with tracer.start_as_current_span("checkout"):
+        flags.get_boolean_value("express", False, ctx("c-1", country="DE"))
+        flags.get_boolean_value("express", False, ctx(None, country="DE"))
+    (span,) = exporter.get_finished_spans()
+    split, missing = span.events
+    assert split.name == "feature_flag.evaluation"
+    assert dict(split.attributes or {}) == {
+        "feature_flag.key": "express",
+        "feature_flag.provider.name": "meshkit",
+        "feature_flag.result.variant": flags.get_boolean_details(
+            "express", False, ctx("c-1", country="DE")
+        ).variant,
+        "feature_flag.result.reason": "split",
+        "feature_flag.set.id": "shop",
+        "feature_flag.version": "7",
+    }
+    assert (missing.attributes or {})["error.type"] == "TARGETING_KEY_MISSING"
+    assert (missing.attributes or {})["feature_flag.result.reason"] == "error"
 
 
 def test_a_missing_targeting_key_gives_the_default_with_targeting_key_missing(
