@@ -2,8 +2,9 @@
 
 The event contracts (``*.avsc`` and their ``topic.json``) and the configuration contracts (the
 JSON Schemas of the control plane's namespaces, ``config/<namespace>.schema.json``) are copied
-beside the generated modules, so the installed contracts package carries them: a service loads its schemas with
-``importlib.resources`` wherever it is installed (a checkout, a wheel, a container).
+beside the generated modules, so the installed contracts package carries them: a service loads
+its schemas with ``importlib.resources`` wherever it is installed (a checkout, a wheel, a
+container).
 
 `python scripts/gen.py` rewrites gen/shop/ from scratch; `--check` generates into a temporary
 directory and fails, listing the files, when gen/ differs (the drift check CI runs). Generation is
