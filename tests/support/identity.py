@@ -59,6 +59,15 @@ secret_env = "GATEWAY_CLIENT_SECRET"
 secret_default = "dev-gateway-secret"
 
 [[client]]
+client_id = "shipping"
+type = "confidential"
+grant_types = ["client_credentials"]
+scopes = ["mesh"]
+roles = ["service"]
+secret_env = "SHIPPING_CLIENT_SECRET"
+secret_default = "dev-shipping-secret"
+
+[[client]]
 client_id = "schema-registrar"
 type = "confidential"
 grant_types = ["client_credentials"]
