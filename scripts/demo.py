@@ -18,10 +18,16 @@ and with its details, and the demo prints the POST's trace (its X-Trace-Id), who
 the gateway's span. Then the TV's person asks for Ada's order, over gRPC and through the gateway:
 PERMISSION_DENIED and 403, and the denial turns up in the audit trail (`mesh audit ls`, with an
 auditor's token), which verifies (`mesh audit verify`).
+Then the control plane: `mesh config set orders max_lines_per_order=1` takes effect in the running
+orders service (a 2-line order is refused, naming the namespace and version; set back, it goes
+through), the feature flag checkout.express-shipping is evaluated for two customers as shipping
+would (`mesh flags eval`), and the checkout experiment's report is printed over simulated traffic
+(`mesh experiments simulate`, then `mesh experiments report`).
 Last come the commands to try, and the mesh is stopped (unless it was running before the demo,
 in which case it is left as it was found). Exits 1 when an order did not end as its scenario
 says, the login did not give a working token, the order through the gateway did not confirm
-under a trace rooted at the gateway, or the refused read was not refused, audited and verified,
+under a trace rooted at the gateway, the refused read was not refused, audited and verified, or the
+live config change did not take effect (or the experiment's report did not count the traffic),
 so CI catches a broken flow.
 """
 
@@ -77,6 +83,13 @@ CUSTOMER = "cust-ada"  # the customer of the four orders: her token's subject
 # IntrospectToken is for the mesh's services (resource servers); the demo asks as the gateway.
 GATEWAY_CLIENT = ("gateway", os.environ.get("GATEWAY_CLIENT_SECRET", "dev-gateway-secret"))
 AUDIT_WAIT_S = 60.0  # the denial's record travels orders' outbox, Kafka and the audit service
+# A config version reaches the services in milliseconds; the wait is for a loaded machine.
+APPLIED_WAIT_S = 30.0
+# The simulated traffic of the checkout experiment: its events travel Kafka to control's report.
+SIMULATED_UNITS = 2000
+REPORT_WAIT_S = 60.0
+# Two customers on either side of checkout.express-shipping's 20 % rollout in DE.
+FLAG_CUSTOMERS = (("cust-ada", "DE"), ("cust-katherine", "DE"))
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 if not sys.stdout.isatty():
     BOLD = DIM = GREEN = RED = RESET = ""
@@ -764,6 +777,152 @@ def refused_and_audited(access: str, user_id: str, order_id: str) -> bool:
     return denied and forbidden and audited and verified
 
 
+def orders_runs(version: int, support: str) -> bool:
+    """Whether orders has applied ``version`` of its namespace (its ACK in `mesh config status`)."""
+    listed = mesh_output("config", "status", "orders", "--json", "--token", support)
+    if listed.returncode != 0:
+        return False
+    return any(
+        c["client"].startswith("orders@") and c["version"] == version and c["accepted"]
+        for c in json.loads(listed.stdout or "[]")
+    )
+
+
+def set_line_limit(value: int, reason: str, support: str) -> int:
+    """`mesh config set orders max_lines_per_order=VALUE`, printed; waits for orders' ACK and
+    returns the version (0 when the set failed or orders did not apply it in time)."""
+    print(
+        f"{DIM}  .venv/bin/mesh config set orders max_lines_per_order={value} --reason"
+        f" {shlex.quote(reason)}{RESET}"
+    )
+    stored = mesh_output(
+        "config", "set", "orders", f"max_lines_per_order={value}", "--reason", reason
+    )
+    print(f"  {(stored.stdout or stored.stderr).strip()}")
+    if stored.returncode != 0:
+        return 0
+    version = int(stored.stdout.split("version", 1)[1].split()[0])  # "orders: version 7 stored"
+    if not poll(lambda: orders_runs(version, support), APPLIED_WAIT_S):
+        print(f"  {RED}orders did not apply version {version} within {APPLIED_WAIT_S:.0f}s{RESET}")
+        return 0
+    return version
+
+
+def two_line_order(orders: orders_grpc.OrdersServiceStub) -> grpc.RpcError | str:
+    """A 2-line order of Ada's: its id, or the error that refused it."""
+    request = orders_pb.PlaceOrderRequest(
+        request_id=f"demo-lines-{uuid.uuid4().hex[:8]}",
+        customer_id=CUSTOMER,
+        payment_token="tok_visa",
+        lines=[
+            orders_pb.OrderLine(
+                sku=sku, quantity=1, unit_price=common_pb.Money(currency_code="EUR", units=12)
+            )
+            for sku in ("mug-blue", "lamp-brass")
+        ],
+        shipping_address=common_pb.Address(
+            name="Ada Lovelace",
+            line1="1 Analytical Way",
+            city="Berlin",
+            postal_code="10115",
+            country_code="DE",
+        ),
+    )
+    try:
+        return str(orders.PlaceOrder(request, timeout=DEFAULT_TIMEOUT).order_id)
+    except grpc.RpcError as error:
+        return error
+
+
+def live_config() -> bool:
+    """Step 14: orders' line limit changed live and back; True when the change took effect."""
+    heading(
+        "14. Configuration pushed live: orders' line limit is the config namespace 'orders'"
+        " (mesh config), applied by the running orders service with no restart"
+    )
+    support = mint(ROOT, "support")
+    ada = mint(ROOT, "customer", CUSTOMER)
+    limited = set_line_limit(1, "demo: one line per order", support)
+    refused = accepted = False
+    with connect(ORDERS, credentials=StaticCredentials(ada)) as channel:
+        orders = orders_grpc.OrdersServiceStub(channel)
+        if limited:
+            print(f"  orders runs version {limited}; {CUSTOMER} places a 2-line order:")
+            answer = two_line_order(orders)
+            if isinstance(answer, grpc.RpcError):
+                refused = answer.code() == grpc.StatusCode.INVALID_ARGUMENT and (
+                    f"config namespace orders, version {limited}" in str(answer.details())
+                )
+                print(f"  {RED}{answer.code().name}{RESET}: {answer.details()}")
+            else:
+                print(f"  {RED}accepted ({answer}): the limit did not apply{RESET}")
+        restored = set_line_limit(50, "demo: back to the default", support)
+        if restored:
+            answer = two_line_order(orders)
+            accepted = not isinstance(answer, grpc.RpcError)
+            shown = answer if accepted else f"{RED}refused{RESET}: {answer}"
+            print(f"  the same 2-line order now: {GREEN if accepted else ''}{shown}{RESET}")
+    print(f"{DIM}  .venv/bin/mesh config history orders{RESET}")
+    mesh("config", "history", "orders", "--token", support)
+    print(f"{DIM}  .venv/bin/mesh config status orders   (each client's ACK/NACK){RESET}")
+    mesh("config", "status", "orders", "--token", support)
+    return refused and accepted
+
+
+def feature_flag() -> None:
+    """Step 15: the express-shipping flag for two customers, as shipping evaluates it."""
+    heading(
+        "15. A feature flag, evaluated in process as shipping does (OpenFeature over the flagd"
+        " flag set in proto/shop/config/flags.json: 20 % of customers shipping to DE, AT, NL)"
+    )
+    support = mint(ROOT, "support")
+    for customer, country in FLAG_CUSTOMERS:
+        context = json.dumps({"targetingKey": customer, "country": country})
+        print(
+            f"{DIM}  .venv/bin/mesh flags eval checkout.express-shipping --context"
+            f" {shlex.quote(context)}{RESET}"
+        )
+        mesh("flags", "eval", "checkout.express-shipping", "--context", context, "--token", support)
+
+
+def experiment_report() -> bool:
+    """Step 16: simulated traffic through checkout-cta, and its report; True when the report
+    counted it."""
+    heading(
+        f"16. The shop page's checkout experiment (checkout-cta): {SIMULATED_UNITS} simulated"
+        " customers, then the analysis"
+    )
+    support = mint(ROOT, "support")
+
+    def units() -> int:
+        listed = mesh_output("experiments", "report", "checkout-cta", "--json", "--token", support)
+        if listed.returncode != 0:
+            return 0
+        return sum(int(v["units"]) for v in json.loads(listed.stdout)["variants"])
+
+    before = units()
+    simulate = (
+        "experiments",
+        "simulate",
+        "checkout-cta",
+        "--units",
+        str(SIMULATED_UNITS),
+        "--rates",
+        "control=0.10,buy-now=0.12",
+        "--seed",
+        str(secrets.randbelow(10**9)),  # new synthetic customers on every run
+    )
+    print(f"{DIM}  .venv/bin/mesh {' '.join(simulate)}{RESET}")
+    if mesh(*simulate, "--token", support).returncode != 0:
+        return False
+    counted = poll(lambda: units() >= before + SIMULATED_UNITS, REPORT_WAIT_S)
+    print(f"{DIM}  .venv/bin/mesh experiments report checkout-cta{RESET}")
+    mesh("experiments", "report", "checkout-cta", "--token", support)
+    if not counted:
+        print(f"  {RED}the report did not count the traffic within {REPORT_WAIT_S:.0f}s{RESET}")
+    return counted
+
+
 def main() -> int:
     already = running_before()
     heading("meshkit demo: starting the mesh (mesh up -d)")
@@ -774,7 +933,7 @@ def main() -> int:
     print(f"{GREEN}mesh healthy in {time.monotonic() - started:.1f}s{RESET}")
     mesh("ps")
     trace_id = uuid.uuid4().hex
-    ok = signed_in = through_gateway = audited = False
+    ok = signed_in = through_gateway = audited = controlled = False
     try:
         ok, confirmed = flow(trace_id)
         show_trace(trace_id)
@@ -783,6 +942,9 @@ def main() -> int:
         if login is not None:
             through_gateway = gateway_order(*login)
             audited = refused_and_audited(*login, confirmed)
+        controlled = live_config()
+        feature_flag()
+        controlled = experiment_report() and controlled
     finally:
         heading("Try it yourself")
         print(
@@ -816,6 +978,9 @@ def main() -> int:
   (every gateway route, with curl: README.md, "The gateway (HTTP/JSON)")
   .venv/bin/mesh audit ls --action orders.read; .venv/bin/mesh audit verify
   (who may do what, the audit trail: README.md, "Permissions and audit")
+  .venv/bin/mesh config set orders max_lines_per_order=20; .venv/bin/mesh config history orders
+  .venv/bin/mesh flags ls; .venv/bin/mesh experiments report checkout-cta
+  (config push, flags, experiments: docs/control-plane.md)
   .venv/bin/schema-registry subjects
   .venv/bin/mesh ps; .venv/bin/mesh sagas; .venv/bin/mesh logs orders; .venv/bin/mesh down{RESET}"""
         )
@@ -841,6 +1006,13 @@ def main() -> int:
         print(
             f"\n{RED}demo: reading another customer's order was not refused, audited and"
             f" verified{RESET}",
+            file=sys.stderr,
+        )
+        return 1
+    if not controlled:
+        print(
+            f"\n{RED}demo: the live config change did not take effect, or the experiment's"
+            f" report did not count the simulated traffic{RESET}",
             file=sys.stderr,
         )
         return 1

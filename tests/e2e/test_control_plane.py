@@ -184,7 +184,7 @@ def test_the_live_limit_changes_place_order_with_no_restart(
     assert refusal(shop, "cp-ada", skus[:2]) == [
         (
             "lines",
-            f"must have at most 1 lines: max_lines_per_order in config namespace orders,"
+            f"must have at most 1 line: max_lines_per_order in config namespace orders,"
             f" version {one}",
         )
     ]

@@ -996,7 +996,7 @@ def test_the_live_line_limit_refuses_a_new_order_naming_lines_and_the_config_ver
     [violation] = refused.value.violations
     assert violation.field == "lines"
     assert violation.description == (
-        "must have at most 1 lines: max_lines_per_order in config namespace orders, version 7"
+        "must have at most 1 line: max_lines_per_order in config namespace orders, version 7"
     )
     assert world.orders.sagas(include_finished=True) == []
 

@@ -217,7 +217,8 @@ def _check_line_limit(count: int, limit: LineLimit) -> None:
     v.check(
         count <= limit.max_lines,
         "lines",
-        f"must have at most {limit.max_lines} lines: {limit.source}",
+        f"must have at most {limit.max_lines} line{'' if limit.max_lines == 1 else 's'}:"
+        f" {limit.source}",
     )
     v.raise_if_any()
 
