@@ -181,6 +181,9 @@ class LiveConfig(Generic[T]):
         self._subscribers: list[Callable[[Snapshot[T]], None]] = []
         self._changed = threading.Condition()
         self._first = threading.Event()  # the first message was handled (applied or NACKed)
+        # start() waits no longer: the first message, or the first attempt failing (refused).
+        self._settled = threading.Event()
+        self._why_down = ""
         self._closed = threading.Event()
         self._call_lock = threading.Lock()
         self._call: Any = None
@@ -205,7 +208,8 @@ class LiveConfig(Generic[T]):
         self._subscribers = [*self._subscribers, callback]  # copied: the watch thread iterates
 
     def start(self, wait_s: float = 2.0) -> Snapshot[T]:
-        """Start watching; wait up to ``wait_s`` seconds for the first version. Returns the live
+        """Start watching; wait up to ``wait_s`` seconds for the first version, or less when the
+        first attempt fails (control refused the connection or the watch). Returns the live
         snapshot, else the last known good (WARNING naming its version and file), else the
         default (WARNING). Never raises for an outage: the watch keeps trying. Idempotent."""
         if self._thread is not None or self._closed.is_set():
@@ -220,7 +224,7 @@ class LiveConfig(Generic[T]):
             target=self._run, name=f"config-{self.namespace}", daemon=True
         )
         self._thread.start()
-        self._first.wait(wait_s)
+        self._settled.wait(wait_s)
         snapshot = self._current
         if snapshot.source == LIVE:
             log.info("config %s: live, version %d", self.namespace, snapshot.version)
@@ -228,6 +232,8 @@ class LiveConfig(Generic[T]):
             log.info("config %s: no document yet: serving the built-in default", self.namespace)
         elif self._first.is_set():
             self._log_fallback(f"version {self._since} was rejected")
+        elif self._settled.is_set():
+            self._log_fallback(f"control at {self.target} is not answering ({self._why_down})")
         else:
             self._log_fallback(f"control at {self.target} did not answer within {wait_s:g} s")
         return self._current
@@ -279,6 +285,9 @@ class LiveConfig(Generic[T]):
                 return
             if why is None:  # the stream reached its STREAM_S: open the next one at once
                 continue
+            if not self._settled.is_set():
+                self._why_down = why
+                self._settled.set()
             if self._connected or self._lost_at is None:
                 self._lost(why)
                 delay = BACKOFF_MIN_S
@@ -389,6 +398,7 @@ class LiveConfig(Generic[T]):
                 self._install(snapshot)
             self._report_status(version, accepted=True)
         self._first.set()
+        self._settled.set()
 
     def _snapshot_of(self, version: int, text: str) -> Snapshot[T]:
         if version == 0:  # the namespace has no document yet: the service runs its default
