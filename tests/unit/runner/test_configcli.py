@@ -105,6 +105,21 @@ def test_a_refused_change_exits_1_naming_the_field(
     assert json.loads(out) == {"max_lines_per_order": 1}
 
 
+def test_if_absent_seeds_an_empty_namespace_and_never_overwrites_a_live_change(
+    capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
+) -> None:
+    """What `mesh up` does with the shop's documents: a seed, not a reset."""
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"greeting": "hello"}))
+    code, out, _ = run(capsys, target, "set", "seeded", "--if-absent", "--file", str(seed))
+    assert code == 0 and "version 1 stored" in out
+    assert run(capsys, target, "set", "seeded", "greeting=live")[0] == 0
+    code, out, _ = run(capsys, target, "set", "seeded", "--if-absent", "--file", str(seed))
+    assert code == 0 and "kept version 2" in out
+    code, out, _ = run(capsys, target, "get", "seeded")
+    assert json.loads(out) == {"greeting": "live"}
+
+
 def test_kit_namespaces_are_checked_with_the_parse_every_client_runs(
     capsys: pytest.CaptureFixture[str], target: str, tmp_path: Path
 ) -> None:

@@ -154,10 +154,20 @@ class ConfigClient:
         request = self.pb.GetConfigRequest(namespace=namespace, version=version)
         return self.stub.GetConfig(request, timeout=DEFAULT_TIMEOUT).config
 
-    def replace(self, namespace: str, document: str, reason: str = "") -> Any:
-        """Store ``document`` as the next version; the ConfigVersion stored."""
+    def replace(
+        self, namespace: str, document: str, reason: str = "", *, if_absent: bool = False
+    ) -> Any:
+        """Store ``document`` as the next version; the ConfigVersion stored. ``if_absent``: only
+        as the namespace's first version; when it has one, nothing is stored and None returned."""
         request = self.pb.SetConfigRequest(namespace=namespace, document=document, reason=reason)
-        return self.stub.SetConfig(request, timeout=DEFAULT_TIMEOUT).config
+        if if_absent:
+            request.expected_version = 0
+        try:
+            return self.stub.SetConfig(request, timeout=DEFAULT_TIMEOUT).config
+        except grpc.RpcError as exc:
+            if if_absent and exc.code() == grpc.StatusCode.ABORTED:
+                return None
+            raise
 
     def update(
         self,
@@ -376,7 +386,13 @@ def _set(args: argparse.Namespace, client: ConfigClient) -> None:
     if args.file is not None:
         if args.assignments or args.unset:
             raise UsageError("give KEY=VALUE/--unset or --file, not both")
-        stored = client.replace(namespace, read_file(args.file), args.reason)
+        stored = client.replace(
+            namespace, read_file(args.file), args.reason, if_absent=args.if_absent
+        )
+        if stored is None:
+            current = client.get(namespace)
+            print(f"{namespace}: kept version {current.version} (--if-absent: it has a document)")
+            return
         was = stored.version - 1
     else:
         if not args.assignments and not args.unset:
@@ -529,6 +545,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--unset", action="append", default=[], metavar="KEY", help="remove a field (repeatable)"
     )
     put.add_argument("--file", metavar="FILE", help="the whole new document (JSON; - for stdin)")
+    put.add_argument(
+        "--if-absent",
+        action="store_true",
+        help="with --file: store it only as the namespace's first version; a namespace that has"
+        " a document keeps it (a seed that never overwrites a live change)",
+    )
     put.add_argument("--reason", default="", help="why (kept in the history)")
     history = command(
         "history",

@@ -1,6 +1,6 @@
 """``mesh flags``: load the mesh's feature flags, list them, and evaluate one as a service would.
 
-    mesh flags set FILE [--reason R]                          store a flagd flag-set file
+    mesh flags set FILE [--if-absent] [--reason R]            store a flagd flag-set file
     mesh flags eval FLAG [--context JSON] [--json] [--file F] evaluate one flag
     mesh flags ls [--json] [--file F]                         the flags: state, variants, default
 
@@ -232,7 +232,13 @@ def _client(args: argparse.Namespace, root: Path | None, role: str) -> ConfigCli
 def _set(args: argparse.Namespace, root: Path | None) -> None:
     flag_set = load_file(args.file)  # refused here, before anything is stored
     with _client(args, root, WRITE_ROLE) as client:
-        stored = client.replace(NAMESPACE, read_file(args.file), args.reason)
+        stored = client.replace(
+            NAMESPACE, read_file(args.file), args.reason, if_absent=args.if_absent
+        )
+        if stored is None:
+            current = client.get(NAMESPACE)
+            print(f"{NAMESPACE}: kept version {current.version} (--if-absent: it has a flag set)")
+            return
     count = len(flag_set["flags"])
     print(
         f"{NAMESPACE}: version {stored.version} stored (was {stored.version - 1}):"
@@ -325,6 +331,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         WRITE_ROLE,
     )
     put.add_argument("file", metavar="FILE", help="a flagd flag set (JSON; - for stdin)")
+    put.add_argument(
+        "--if-absent",
+        action="store_true",
+        help="store it only as the first flag set; one already there is kept (a seed that never"
+        " overwrites a live change)",
+    )
     put.add_argument("--reason", default="", help="why (kept in the history)")
 
     ev = command(
