@@ -144,7 +144,7 @@ class ConfigServiceServicer:
     def SetSchema(self, request, context):
         """Registers the JSON Schema every document of a namespace must satisfy. INVALID_ARGUMENT when
         it is not a valid JSON Schema; FAILED_PRECONDITION (naming the field) when the current
-        document does not satisfy it. Setting the same schema again changes nothing.
+        document does not satisfy it. Idempotent: setting the same schema again changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -159,7 +159,8 @@ class ConfigServiceServicer:
 
     def ReportStatus(self, request, context):
         """A watching client says whether it applied a version (ACK) or rejected it (NACK, with why),
-        as Envoy does to xDS. Reporting the same client and version again replaces the report.
+        as Envoy does to xDS. Idempotent: reporting the same client and version again replaces the
+        report.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

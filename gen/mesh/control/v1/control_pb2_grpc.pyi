@@ -67,13 +67,14 @@ class ConfigServiceStub:
     SetSchema: _grpc.UnaryUnaryMultiCallable[_control_pb2.SetSchemaRequest, _control_pb2.SetSchemaResponse]
     """Registers the JSON Schema every document of a namespace must satisfy. INVALID_ARGUMENT when
     it is not a valid JSON Schema; FAILED_PRECONDITION (naming the field) when the current
-    document does not satisfy it. Setting the same schema again changes nothing.
+    document does not satisfy it. Idempotent: setting the same schema again changes nothing.
     """
     GetSchema: _grpc.UnaryUnaryMultiCallable[_control_pb2.GetSchemaRequest, _control_pb2.GetSchemaResponse]
     """The JSON Schema of a namespace. NOT_FOUND when none is registered."""
     ReportStatus: _grpc.UnaryUnaryMultiCallable[_control_pb2.ReportStatusRequest, _control_pb2.ReportStatusResponse]
     """A watching client says whether it applied a version (ACK) or rejected it (NACK, with why),
-    as Envoy does to xDS. Reporting the same client and version again replaces the report.
+    as Envoy does to xDS. Idempotent: reporting the same client and version again replaces the
+    report.
     """
     ListClientStatus: _grpc.UnaryUnaryMultiCallable[_control_pb2.ListClientStatusRequest, _control_pb2.ListClientStatusResponse]
     """What each client last reported for a namespace: the version it runs and any rejection."""
@@ -110,13 +111,14 @@ class ConfigServiceAsyncStub(ConfigServiceStub):
     SetSchema: _aio.UnaryUnaryMultiCallable[_control_pb2.SetSchemaRequest, _control_pb2.SetSchemaResponse]  # type: ignore[assignment]
     """Registers the JSON Schema every document of a namespace must satisfy. INVALID_ARGUMENT when
     it is not a valid JSON Schema; FAILED_PRECONDITION (naming the field) when the current
-    document does not satisfy it. Setting the same schema again changes nothing.
+    document does not satisfy it. Idempotent: setting the same schema again changes nothing.
     """
     GetSchema: _aio.UnaryUnaryMultiCallable[_control_pb2.GetSchemaRequest, _control_pb2.GetSchemaResponse]  # type: ignore[assignment]
     """The JSON Schema of a namespace. NOT_FOUND when none is registered."""
     ReportStatus: _aio.UnaryUnaryMultiCallable[_control_pb2.ReportStatusRequest, _control_pb2.ReportStatusResponse]  # type: ignore[assignment]
     """A watching client says whether it applied a version (ACK) or rejected it (NACK, with why),
-    as Envoy does to xDS. Reporting the same client and version again replaces the report.
+    as Envoy does to xDS. Idempotent: reporting the same client and version again replaces the
+    report.
     """
     ListClientStatus: _aio.UnaryUnaryMultiCallable[_control_pb2.ListClientStatusRequest, _control_pb2.ListClientStatusResponse]  # type: ignore[assignment]
     """What each client last reported for a namespace: the version it runs and any rejection."""
@@ -192,7 +194,7 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_control_pb2.SetSchemaResponse, _abc.Awaitable[_control_pb2.SetSchemaResponse]]:
         """Registers the JSON Schema every document of a namespace must satisfy. INVALID_ARGUMENT when
         it is not a valid JSON Schema; FAILED_PRECONDITION (naming the field) when the current
-        document does not satisfy it. Setting the same schema again changes nothing.
+        document does not satisfy it. Idempotent: setting the same schema again changes nothing.
         """
 
     @_abc_1.abstractmethod
@@ -210,7 +212,8 @@ class ConfigServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_control_pb2.ReportStatusResponse, _abc.Awaitable[_control_pb2.ReportStatusResponse]]:
         """A watching client says whether it applied a version (ACK) or rejected it (NACK, with why),
-        as Envoy does to xDS. Reporting the same client and version again replaces the report.
+        as Envoy does to xDS. Idempotent: reporting the same client and version again replaces the
+        report.
         """
 
     @_abc_1.abstractmethod
