@@ -86,7 +86,7 @@ def test_the_first_service_tutorial_runs_as_written(tmp_path: Path, kafka_bootst
         )
         output = run.stdout + run.stderr
         assert run.returncode == 0, output[-6000:]
-        assert "created loyalty (shop.loyalty.v1) on port 50059" in output
+        assert "created loyalty (shop.loyalty.v1) on port 50060" in output
         assert '"display_name": "Ada"' in output
         assert "LOYALTY_NOT_FOUND" in output, "a customer's token reads"
         assert "Code: PermissionDenied" in output

@@ -57,6 +57,7 @@ class ControlProcess:
             "CONTROL_PORT": str(port),
             "CONTROL_DB_PATH": str(db),
             "CONTROL_GRACE_SECONDS": "0.2",
+            "CONTROL_CONSUMER_GROUP": f"control-{port}",  # not another mesh's control's
         }
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -64,6 +64,7 @@ def running(tmp_path: Path, kafka_bootstrap: str, registry_url: str) -> Iterator
         db_path=tmp_path / "control.db",
         kafka_bootstrap=kafka_bootstrap,
         schema_registry_url=registry_url,
+        consumer_group=f"control-{uuid.uuid4().hex[:8]}",  # not another mesh's control's
         grace_seconds=GRACE_S,
         auth_jwks_url=TEST_ISSUER.env["MESH_AUTH_JWKS_URL"],
         auth_issuer=TEST_ISSUER.env["MESH_AUTH_ISSUER"],
@@ -315,7 +316,9 @@ def test_watches_end_when_the_server_stops_without_holding_the_stop(
         control.server.stop()
         stopping = time.monotonic() - started
         for watcher in watchers:
-            assert watcher.ended.wait(5), "a watch outlived the server"
+            assert watcher.ended.wait(30), "a watch outlived the server"
             assert watcher.error is not None
             assert watcher.error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-    assert stopping < GRACE_S + 3.0, f"the stop took {stopping:.1f}s with watches open"
+    # Bounded by the grace, not by the watches (which would never end on their own): a loose
+    # bound, since a loaded machine stretches a stop that ends at the grace by seconds.
+    assert stopping < GRACE_S + 20.0, f"the stop took {stopping:.1f}s with watches open"

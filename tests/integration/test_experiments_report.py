@@ -70,6 +70,7 @@ def control(
         db_path=tmp_path_factory.mktemp("control") / "control.db",
         kafka_bootstrap=kafka_bootstrap,
         schema_registry_url=registry_url,
+        consumer_group=f"control-{uuid.uuid4().hex[:8]}",  # not another mesh's control's
         grace_seconds=0.5,
         auth_jwks_url=TEST_ISSUER.env["MESH_AUTH_JWKS_URL"],
         auth_issuer=TEST_ISSUER.env["MESH_AUTH_ISSUER"],

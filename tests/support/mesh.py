@@ -41,11 +41,14 @@ def mesh_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `mesh --root ROOT ARGS...` (in ``env``, default ours); capture its output.
 
-    Every scratch mesh's audit service reads audit.events.v1 in a consumer group of its own
-    (named after its root, so a restart keeps it): meshes of one test run share the broker,
-    and in one group they would split each other's records between their trails."""
+    Every scratch mesh's audit service reads audit.events.v1, and its control service
+    experiments.events.v1, in a consumer group of its own (named after its root, so a restart
+    keeps it): meshes of one test run share the broker, and in one group they would split each
+    other's records between their trails and reports."""
     environment = dict(os.environ if env is None else env)
-    environment.setdefault("AUDIT_CONSUMER_GROUP", f"audit-{zlib.crc32(str(root).encode()):08x}")
+    root_id = f"{zlib.crc32(str(root).encode()):08x}"
+    environment.setdefault("AUDIT_CONSUMER_GROUP", f"audit-{root_id}")
+    environment.setdefault("CONTROL_CONSUMER_GROUP", f"control-{root_id}")
     return subprocess.run(
         [MESH, "--root", str(root), *args],
         capture_output=True,

@@ -66,7 +66,10 @@ def build_config(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
 def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
     """ConfigService and the experiments half."""
     # build_experiments reads only what every service's settings have.
-    return [*build_config(ctx), *build_experiments(cast("ServiceContext[ServiceSettings]", ctx))]
+    experiments = build_experiments(
+        cast("ServiceContext[ServiceSettings]", ctx), group=ctx.settings.consumer_group
+    )
+    return [*build_config(ctx), *experiments]
 
 
 def _audit_trail(ctx: ServiceContext[Settings]) -> Callable[[AuditEntry], None]:

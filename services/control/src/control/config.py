@@ -37,6 +37,13 @@ class Settings(ServiceSettings):
             "min": 0.0,
         },
     )
+    consumer_group: str = dataclasses.field(
+        default="control",
+        metadata={
+            "help": "the Kafka consumer group reading experiments.events.v1: one analysis per"
+            " group (two meshes on one broker each need their own, or they split the events)",
+        },
+    )
     watch_poll_seconds: float = dataclasses.field(
         default=1.0,
         metadata={

@@ -22,10 +22,13 @@ from meshkit.settings import ServiceSettings
 MIGRATIONS: tuple[str, ...] = (experiments_sqlite.MIGRATION, INBOX_MIGRATION)
 
 
-def build_experiments(ctx: ServiceContext[ServiceSettings]) -> list[ServiceBinding]:
-    """The ExperimentService binding; starts the consumer of experiments.events.v1."""
+def build_experiments(
+    ctx: ServiceContext[ServiceSettings], group: str | None = None
+) -> list[ServiceBinding]:
+    """The ExperimentService binding; starts the consumer of experiments.events.v1 in consumer
+    group ``group`` (default: the service's name)."""
     db = ctx.db
-    ctx.consume(handlers(experiments_sqlite.SqliteExperimentStore))
+    ctx.consume(handlers(experiments_sqlite.SqliteExperimentStore), group=group)
     analysis = ExperimentAnalysis(
         lambda: experiments_sqlite.reads(db),
         experiments_sqlite.StoredDefinitions(snapshots(db)),
