@@ -769,17 +769,14 @@ class Registry:
         return echo
 
     def delete_config(self, subject: str | None, *, origin: Origin = ANONYMOUS) -> dict[str, Any]:
-        """DELETE /config[/{s}]: returns the config that was removed."""
+        """DELETE /config[/{s}]: returns the config that was removed. A subject without a
+        subject-level config is 40401, whether or not it has versions, as Confluent answers
+        (its deleteSubjectConfig throws subjectNotFound when there is no config to delete)."""
         key = GLOBAL if subject is None else subject
         with self.storage.write() as tx:
             old = tx.config(key)
             if subject is not None and old is None:
-                if not tx.versions(subject, include_deleted=True):
-                    raise errors.subject_not_found(subject)
-                raise RegistryError(
-                    ErrorCode.SUBJECT_COMPATIBILITY_NOT_CONFIGURED,
-                    f"Subject '{subject}' does not have subject-level compatibility configured",
-                )
+                raise errors.subject_not_found(subject)
             tx.delete_config(key)
             was = (old or {}).get("compatibilityLevel", "")
             self._record(tx, origin, DELETE_CONFIG, subject, {"compatibility": was})
@@ -849,11 +846,8 @@ class Registry:
                 self._record(tx, origin, DELETE_MODE, None, details)
                 return {"mode": old}
             found = tx.mode(subject)
-            if found is None:
-                raise RegistryError(
-                    ErrorCode.SUBJECT_MODE_NOT_CONFIGURED,
-                    f"Subject '{subject}' does not have subject-level mode configured",
-                )
+            if found is None:  # 40401, as Confluent's deleteSubjectMode answers
+                raise errors.subject_not_found(subject)
             tx.delete_mode(subject)
             self._record(tx, origin, DELETE_MODE, subject, {"mode": found})
             return {"mode": found}
