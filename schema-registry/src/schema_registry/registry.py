@@ -490,6 +490,13 @@ class Registry:
                 f"Subject {subject} is not in import mode: a schema id or version can only be "
                 "chosen in IMPORT mode"
             )
+        if req.id is None and mode == "IMPORT":
+            # An import keeps the source's ids: a registration without one would be given a
+            # fresh id here that the source may already use (Confluent refuses it alike).
+            raise errors.not_permitted(
+                f"Subject {subject} is not in read-write mode: in IMPORT mode a registration"
+                " must carry the schema's id"
+            )
         parsed, fingerprint, refs = self._parse_request(tx, req)
         existing_id = tx.schema_id_by_fingerprint(fingerprint)
         if req.id is not None:

@@ -130,6 +130,16 @@ def test_import_mode_honours_client_chosen_ids_and_versions(api: RegistryClient)
     assert register(api, "u", record("E", field("e")))["id"] == 43, "new ids continue after max"
 
 
+def test_import_mode_refuses_a_registration_without_an_id(api: RegistryClient) -> None:
+    """Confluent: 422 / 42205, "not in read-write mode"; an import keeps the source's ids."""
+    assert api.put("/mode", {"mode": "IMPORT"}).status == 200
+    refused = api.post("/subjects/x/versions", {"schema": A1})
+    assert (refused.status, refused.error_code) == (422, 42205)
+    assert "read-write mode" in refused.json()["message"]
+    assert api.get("/subjects/x/versions").error_code == 40401, "nothing was registered"
+    assert register(api, "x", A1, id=9)["id"] == 9
+
+
 def test_contexts_and_metadata_endpoints(api: RegistryClient) -> None:
     assert api.get("/contexts?offset=0&limit=-1").json() == ["."]
     assert api.get("/v1/metadata/version").json()["version"]
