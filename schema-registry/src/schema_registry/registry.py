@@ -701,8 +701,10 @@ class Registry:
             live = tx.versions(subject, include_deleted=False)
             if number is None:
                 targets = live
-            elif number == LATEST or not live:
+            elif number == LATEST:
                 # Nothing to compare with is compatible (Confluent; Karapace#479 got it wrong).
+                # Only `latest` may be missing: a numbered version must exist (40402), even in
+                # an unknown subject or one whose versions are all soft-deleted.
                 targets = live[-1:]
             else:
                 found = tx.version(subject, number)

@@ -72,6 +72,21 @@ def test_nothing_to_compare_with_is_compatible(api: RegistryClient) -> None:
     assert (invalid.status, invalid.error_code) == (422, 42202)
 
 
+def test_a_numbered_version_must_exist_even_in_an_unknown_or_deleted_subject(
+    api: RegistryClient,
+) -> None:
+    """Confluent: only `latest` may be missing; version 3 of nothing is 404 / 40402."""
+    body = {"schema": V1}
+    unknown = api.post("/compatibility/subjects/nobody/versions/3", body)
+    assert (unknown.status, unknown.error_code) == (404, 40402)
+    register(api, "gone", V1)
+    assert api.delete("/subjects/gone").status == 200  # soft: every version deleted
+    deleted = api.post("/compatibility/subjects/gone/versions/1", body)
+    assert (deleted.status, deleted.error_code) == (404, 40402)
+    latest = api.post("/compatibility/subjects/gone/versions/latest", body)
+    assert latest.json() == {"is_compatible": True}
+
+
 def test_an_invalid_schema_is_42201_or_a_message_when_verbose(api: RegistryClient) -> None:
     register(api, "s", V1)
     body = {"schema": '{"type": "enum", "name": "E"}'}
