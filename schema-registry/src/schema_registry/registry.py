@@ -72,14 +72,18 @@ def audit_resource(subject: str | None) -> tuple[str, str]:
     return ("Subject", subject) if subject is not None else ("Registry", "global")
 
 
+_VERSION_TEXT: Final = re.compile(r"[+-]?[0-9]{1,19}")  # longer: out of range anyway
+
+
 def parse_version(text: str) -> int:
-    """`latest`, `-1` or 1..2^31-1, as Confluent's VersionId reads it; else 42202."""
+    """`latest`, `-1` or 1..2^31-1, as Confluent's VersionId reads it; else 42202. Only ASCII
+    digits (an optional sign first): Python's int() would also read `1_0` as 10, an
+    Arabic-Indic digit one as 1 and ` 1 ` as 1, giving one version many names."""
     if text.lower() == "latest":
         return LATEST
-    try:
-        number = int(text)
-    except ValueError:
-        raise errors.invalid_version(text) from None
+    if not _VERSION_TEXT.fullmatch(text):
+        raise errors.invalid_version(text)
+    number = int(text)
     if number == LATEST or 1 <= number <= _MAX_VERSION:
         return number
     raise errors.invalid_version(text)

@@ -134,6 +134,11 @@ def test_versions_and_latest(api: RegistryClient) -> None:
         ("/subjects/s/versions/0", 422, 42202),
         ("/subjects/s/versions/abc", 422, 42202),
         ("/subjects/s/versions/2147483648", 422, 42202),
+        # One version, one name: Python's int() would read these as 1 (and 10).
+        ("/subjects/s/versions/1_0", 422, 42202),
+        ("/subjects/s/versions/%D9%A1", 422, 42202),  # ARABIC-INDIC DIGIT ONE
+        ("/subjects/s/versions/%201", 422, 42202),
+        ("/subjects/s/versions/" + "9" * 5000, 422, 42202),  # beyond int()'s digit limit
         ("/subjects/s/versions/9/schema", 404, 40402),
         ("/subjects/s/versions/9/referencedby", 404, 40402),
     ],
