@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,12 +80,27 @@ class Query:
         text = self.text(name)
         if not text:
             return default
-        try:
-            return int(text)
-        except ValueError:
+        number = java_int(text)
+        if number is None:
             raise RegistryError(
                 ErrorCode.BAD_REQUEST, f"Query parameter {name} must be an integer, not '{text}'"
-            ) from None
+            )
+        return number
+
+
+_JAVA_INT = re.compile(r"[+-]?[0-9]{1,19}")
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+
+def java_int(text: str) -> int | None:
+    """``text`` as Java's Integer.parseInt reads a request's number (what Confluent's JAX-RS
+    parameters are), else None: ASCII digits with an optional sign, within 32 bits. Python's
+    int() would also take ``1_0``, other scripts' digits and spaces, and numbers SQLite cannot
+    hold (ids above 2^63-1 answered 500)."""
+    if not _JAVA_INT.fullmatch(text):
+        return None
+    number = int(text)
+    return number if _INT_MIN <= number <= _INT_MAX else None
 
 
 def _camel(name: str) -> str:
@@ -138,10 +154,10 @@ class Request:
 
     def int_param(self, name: str) -> int:
         """A path segment that must be an integer; Jersey answers 404 when it is not."""
-        try:
-            return int(self.params[name])
-        except ValueError:
-            raise RegistryError(ErrorCode.NOT_FOUND, "HTTP 404 Not Found") from None
+        number = java_int(self.params[name])
+        if number is None:
+            raise RegistryError(ErrorCode.NOT_FOUND, "HTTP 404 Not Found")
+        return number
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,28 @@ def test_unknown_ids_are_40403(api: RegistryClient, path: str) -> None:
     assert reply.json()["message"] == "Schema 99 not found"
 
 
-def test_non_numeric_ids_are_not_found(api: RegistryClient) -> None:
-    reply = api.get("/schemas/ids/abc")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "abc",
+        "1_0",  # int() reads 10
+        "%D9%A1",  # ARABIC-INDIC DIGIT ONE: int() reads 1
+        "2147483648",  # beyond Java's Integer (Jersey cannot convert it)
+        "9223372036854775808",  # beyond SQLite's integers: answered 500
+        "9" * 5000,  # beyond int()'s digit limit
+    ],
+)
+def test_ids_that_are_not_java_integers_are_not_found(api: RegistryClient, text: str) -> None:
+    reply = api.get(f"/schemas/ids/{text}")
     assert (reply.status, reply.error_code) == (404, 404)
+
+
+@pytest.mark.parametrize("value", ["1_0", "9223372036854775808", "%201"])
+def test_a_number_parameter_that_is_not_a_java_integer_is_400(
+    api: RegistryClient, value: str
+) -> None:
+    reply = api.get(f"/subjects?offset={value}")
+    assert reply.status == 400, reply.body
 
 
 def test_subjects_and_versions_of_an_id(api: RegistryClient) -> None:
