@@ -392,10 +392,19 @@ class Api:
     def _route(self, method: str, path: str) -> tuple[Handler, dict[str, str], Write | None]:
         node = self._root
         params: dict[str, str] = {}
-        for raw in filter(None, path.split("/")):
+        raws = path.split("/")[1:]
+        if raws and raws[-1] == "":
+            raws.pop()  # a trailing slash names the same resource
+        for raw in raws:
+            if not raw:  # "/subjects//versions" is no subject's, not the subject "versions"
+                raise RegistryError(ErrorCode.NOT_FOUND, "HTTP 404 Not Found")
             # Split first, decode second: "%2F" is part of a segment, never a separator. Plain
             # unquote, not unquote_plus: "+" is a legal subject character (Karapace bug).
-            segment = unquote(raw)
+            # Strict UTF-8: with replacement, "%FF" and "%FE" both named the subject "\ufffd".
+            try:
+                segment = unquote(raw, errors="strict")
+            except UnicodeDecodeError:
+                raise RegistryError(ErrorCode.NOT_FOUND, "HTTP 404 Not Found") from None
             child = node.literals.get(segment)
             if child is None and node.param is not None:
                 params[node.param[0]] = segment

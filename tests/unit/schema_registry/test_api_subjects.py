@@ -338,3 +338,21 @@ def test_changes_are_logged_with_their_outcome_and_reads_are_not(
     assert all(msg.split(" ")[-3].endswith("ms") for _, msg in lines)
     assert all(msg.endswith(" by anonymous") for _, msg in lines)
     assert (audit[0].__dict__["http.method"], audit[0].__dict__["http.status"]) == ("POST", 200)
+
+
+def test_an_empty_path_segment_names_no_subject(api: RegistryClient) -> None:
+    """`POST /subjects//versions` used to look up a subject named "versions"."""
+    register(api, "versions", A1)
+    reply = api.post("/subjects//versions", {"schema": A1})
+    assert (reply.status, reply.error_code) == (404, 404)
+    assert api.get("/subjects/versions/versions/").status == 200, "a trailing slash is fine"
+
+
+def test_a_subject_name_is_utf_8_so_two_bad_bytes_are_not_one_subject(api: RegistryClient) -> None:
+    """With replacement decoding, %FF and %FE both named the subject U+FFFD."""
+    for bad in ("%FF", "%FE"):
+        reply = api.post(f"/subjects/{bad}/versions", {"schema": A1})
+        assert (reply.status, reply.error_code) == (404, 404)
+    assert api.get("/subjects").json() == []
+    assert register(api, "été", A1)["version"] == 1  # sent as %C3%A9t%C3%A9
+    assert api.get("/subjects").json() == ["été"]
