@@ -103,6 +103,17 @@ def java_int(text: str) -> int | None:
     return number if _INT_MIN <= number <= _INT_MAX else None
 
 
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a decoded JSON value holds a lone UTF-16 surrogate (json.loads keeps them)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:  # too deep to check here; whatever reads it refuses it
+        return False
+    return False
+
+
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
@@ -148,9 +159,22 @@ class Request:
         if not self.raw_body.strip():
             return None
         try:
-            return json.loads(self.raw_body)
+            value = json.loads(self.raw_body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RegistryError(ErrorCode.BAD_REQUEST, f"Unexpected request body: {exc}") from None
+        except RecursionError:  # thousands of nested arrays: answered 500
+            raise RegistryError(
+                ErrorCode.BAD_REQUEST, "Unexpected request body: nested too deeply"
+            ) from None
+        if b"\\u" in self.raw_body and _has_lone_surrogate(value):
+            # "\ud800" alone decodes to a str no UTF-8 can carry: storing it, or an error
+            # message echoing it, failed (a 500, or a dropped connection).
+            raise RegistryError(
+                ErrorCode.BAD_REQUEST,
+                "Unexpected request body: a \\u escape is half of a surrogate pair"
+                " (not Unicode text)",
+            )
+        return value
 
     def int_param(self, name: str) -> int:
         """A path segment that must be an integer; Jersey answers 404 when it is not."""

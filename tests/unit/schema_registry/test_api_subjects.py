@@ -356,3 +356,30 @@ def test_a_subject_name_is_utf_8_so_two_bad_bytes_are_not_one_subject(api: Regis
     assert api.get("/subjects").json() == []
     assert register(api, "été", A1)["version"] == 1  # sent as %C3%A9t%C3%A9
     assert api.get("/subjects").json() == ["été"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (  # a lone surrogate in the schema's doc: an invalid schema
+            b'{"schema": "{\\"type\\": \\"record\\", \\"name\\": \\"A\\",'
+            b' \\"doc\\": \\"\\\\ud800\\", \\"fields\\": []}"}',
+            422,
+            42201,
+        ),
+        (b'{"schema": "\\"string\\"", "metadata": {"properties": {"k": "\\ud800"}}}', 400, 400),
+        (  # in a reference name: the error handler itself failed
+            b'{"schema": "\\"string\\"", "references": [{"name": "\\udc00", "subject": "s",'
+            b' "version": 1}]}',
+            400,
+            400,
+        ),
+        (b"[" * 100_000 + b"]" * 100_000, 400, 400),  # nested too deep for the JSON parser
+    ],
+)
+def test_bodies_no_utf_8_can_carry_are_refused_not_500(
+    api: RegistryClient, body: bytes, status: int, code: int
+) -> None:
+    reply = api.request("POST", "/subjects/s/versions", raw_body=body)
+    assert (reply.status, reply.error_code) == (status, code), reply.body
+    assert api.get("/subjects").json() == []

@@ -112,6 +112,9 @@ def parse_schema(
         ) from None
     except RecursionError:
         raise InvalidSchema("Invalid schema: the JSON is nested too deeply") from None
+    if "\\u" in text and _has_lone_surrogate(data):
+        # json.loads keeps a lone "\ud800" as is: no UTF-8 can store it (it answered 500).
+        raise InvalidSchema("Invalid schema: a \\u escape is half of a surrogate pair")
     known: dict[str, NamedNode] = {}
     for ref in references:
         for fullname, node in ref._named.items():
@@ -132,6 +135,17 @@ def parse_schema(
         _root=root,
         _named=parser.names,
     )
+
+
+def _has_lone_surrogate(data: JsonValue) -> bool:
+    """Whether decoded JSON holds a lone UTF-16 surrogate."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except RecursionError:
+        return False  # the parser refuses what is this deep
+    return False
 
 
 def _reject_constant(token: str) -> JsonValue:
