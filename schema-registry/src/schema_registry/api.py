@@ -35,6 +35,7 @@ from meshkit.audit import DENIED, FAILURE
 from schema_registry import registry as ops
 from schema_registry.audit import ANONYMOUS, WRITE_ACTION, Origin
 from schema_registry.auth import Guard, Refusal, challenge
+from schema_registry.avro import has_lone_surrogate
 from schema_registry.errors import ErrorCode, RegistryError
 from schema_registry.registry import Registry
 
@@ -103,17 +104,6 @@ def java_int(text: str) -> int | None:
     return number if _INT_MIN <= number <= _INT_MAX else None
 
 
-def _has_lone_surrogate(value: Any) -> bool:
-    """Whether a decoded JSON value holds a lone UTF-16 surrogate (json.loads keeps them)."""
-    try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    except RecursionError:  # too deep to check here; whatever reads it refuses it
-        return False
-    return False
-
-
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
@@ -166,7 +156,7 @@ class Request:
             raise RegistryError(
                 ErrorCode.BAD_REQUEST, "Unexpected request body: nested too deeply"
             ) from None
-        if b"\\u" in self.raw_body and _has_lone_surrogate(value):
+        if b"\\u" in self.raw_body and has_lone_surrogate(value):
             # "\ud800" alone decodes to a str no UTF-8 can carry: storing it, or an error
             # message echoing it, failed (a 500, or a dropped connection).
             raise RegistryError(

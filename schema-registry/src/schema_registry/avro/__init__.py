@@ -13,7 +13,12 @@ from schema_registry.avro._compat import (
     check_compatibility,
     check_pair,
 )
-from schema_registry.avro._schema import AvroSchema, InvalidSchema, parse_schema
+from schema_registry.avro._schema import (
+    AvroSchema,
+    InvalidSchema,
+    has_lone_surrogate,
+    parse_schema,
+)
 
 __all__ = [
     "COMPATIBILITY_LEVELS",
@@ -22,5 +27,6 @@ __all__ = [
     "InvalidSchema",
     "check_compatibility",
     "check_pair",
+    "has_lone_surrogate",
     "parse_schema",
 ]

@@ -112,7 +112,7 @@ def parse_schema(
         ) from None
     except RecursionError:
         raise InvalidSchema("Invalid schema: the JSON is nested too deeply") from None
-    if "\\u" in text and _has_lone_surrogate(data):
+    if "\\u" in text and has_lone_surrogate(data):
         # json.loads keeps a lone "\ud800" as is: no UTF-8 can store it (it answered 500).
         raise InvalidSchema("Invalid schema: a \\u escape is half of a surrogate pair")
     known: dict[str, NamedNode] = {}
@@ -137,14 +137,16 @@ def parse_schema(
     )
 
 
-def _has_lone_surrogate(data: JsonValue) -> bool:
-    """Whether decoded JSON holds a lone UTF-16 surrogate."""
+def has_lone_surrogate(data: object) -> bool:
+    """Whether decoded JSON holds a lone UTF-16 surrogate (json.loads keeps "\\ud800" as is,
+    and no UTF-8 store or response can carry it). Too deep to check: False (the parser
+    refuses what is this deep)."""
     try:
         json.dumps(data, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         return True
     except RecursionError:
-        return False  # the parser refuses what is this deep
+        return False
     return False
 
 
