@@ -151,7 +151,11 @@ class Request:
         try:
             value = json.loads(self.raw_body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise RegistryError(ErrorCode.BAD_REQUEST, f"Unexpected request body: {exc}") from None
+            # int() refuses over 4,300 digits with advice for Python programmers, not API users.
+            detail = str(exc).partition("; use sys.set_int_max_str_digits()")[0]
+            raise RegistryError(
+                ErrorCode.BAD_REQUEST, f"Unexpected request body: {detail}"
+            ) from None
         except RecursionError:  # thousands of nested arrays: answered 500
             raise RegistryError(
                 ErrorCode.BAD_REQUEST, "Unexpected request body: nested too deeply"

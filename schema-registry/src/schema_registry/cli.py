@@ -308,11 +308,14 @@ def _register_event(client: RegistryClient, subject: str, text: str, level: str)
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
+    from schema_registry.registry import DEFAULT_MAX_SCHEMA_SIZE
     from schema_registry.server import ServeOptions, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.workers < 1:
         raise CommandFailed("--workers must be at least 1")
+    if args.max_schema_size is not None and args.max_schema_size < 1:
+        raise CommandFailed("--max-schema-size must be at least 1")
     options = ServeOptions(
         args.host,
         args.port,
@@ -322,6 +325,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         auth_issuer=args.auth_issuer,
         auth_audience=args.auth_audience,
         kafka=args.kafka,
+        max_schema_size=args.max_schema_size or DEFAULT_MAX_SCHEMA_SIZE,
     )
     try:
         return serve(options)
@@ -420,6 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BOOTSTRAP",
         help="Kafka bootstrap servers: publish the audit records of writes to audit.events.v1 "
         "(default: $MESH_KAFKA_BOOTSTRAP; without either they wait in the storage's outbox)",
+    )
+    p.add_argument(
+        "--max-schema-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="refuse to register a schema whose text is longer, in UTF-8 bytes (error 42209) "
+        "(default: 1 MiB, Confluent's: its schemas are Kafka records, at most 1 MiB each)",
     )
 
     p = add("subjects", "List subjects.")

@@ -52,6 +52,16 @@ SUPPORTED_TYPES: Final = ("AVRO",)
 KNOWN_TYPES: Final = ("AVRO", "JSON", "PROTOBUF")
 LATEST: Final = -1
 _MAX_VERSION: Final = 2**31 - 1
+#: The longest chain of references a new schema may make (one referencing nothing is 0 deep, one
+#: referencing that 1, ...). Confluent has no explicit limit: its Java resolves references
+#: recursively and overflows its stack a few hundred deep. Canonical form and the compatibility
+#: checker here recurse through referenced types too, two frames or more a level, within
+#: Python's 1,000; real schemas use a handful of levels, so 64 is a wide margin that keeps a
+#: plain chain to about an eighth of the stack.
+MAX_REFERENCE_DEPTH: Final = 64
+#: Confluent's effective limit: a schema is one Kafka record in its _schemas topic, and the
+#: producer's max.request.size defaults to 1 MiB (a bigger one answers 42209 on registration).
+DEFAULT_MAX_SCHEMA_SIZE: Final = 1024 * 1024
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 #: The config keys Confluent stores besides the level; others are kept too, never rejected.
 _LEVEL_KEYS: Final = ("compatibility", "compatibilityLevel")
@@ -129,13 +139,23 @@ class SchemaRequest:
     version: int | None
 
     @classmethod
-    def from_json(cls, body: Any) -> SchemaRequest:
-        """Validate the shape; 42201 for what Confluent calls an invalid schema request."""
+    def from_json(cls, body: Any, *, max_size: int | None = None) -> SchemaRequest:
+        """Validate the shape; 42201 for what Confluent calls an invalid schema request.
+        With ``max_size`` (registration), a schema text of more UTF-8 bytes is 42209."""
         if not isinstance(body, Mapping):
             raise errors.invalid_schema("the request body must be a JSON object")
         schema = body.get("schema")
         if not isinstance(schema, str) or not schema.strip():
             raise errors.invalid_schema("Empty schema")
+        if max_size is not None and len(schema) > max_size // 4:  # else it fits: <= 4 B a char
+            # The text as sent, before any parse: the limit is also what this worker will read.
+            size = len(schema.encode("utf-8", "surrogatepass"))
+            if size > max_size:
+                raise RegistryError(
+                    ErrorCode.SCHEMA_TOO_LARGE,
+                    "Register operation failed because schema is too large: the schema text is "
+                    f"{size} bytes, over the {max_size} this registry accepts",
+                )
         schema_type = body.get("schemaType") or "AVRO"
         if not isinstance(schema_type, str):
             raise errors.invalid_schema("schemaType must be a string")
@@ -214,10 +234,15 @@ class Registry:
         *,
         default_compatibility: str = DEFAULT_COMPATIBILITY,
         audit: AuditLog | None = None,
+        max_schema_size: int = DEFAULT_MAX_SCHEMA_SIZE,
     ):
+        """``max_schema_size``: UTF-8 bytes of schema text a registration may carry (42209)."""
+        if max_schema_size < 1:
+            raise ValueError(f"max_schema_size must be at least 1 byte, not {max_schema_size}")
         self.storage = storage
         self.default_compatibility = default_compatibility
         self.audit = audit
+        self.max_schema_size = max_schema_size
         self._parsed: dict[int, AvroSchema] = {}
         self._audit_fingerprint = (
             _fingerprint("AVRO", json.loads(audit.schema_text), (), None, None) if audit else ""
@@ -328,21 +353,82 @@ class Registry:
         return mode
 
     def _parse_stored(self, tx: Transaction, schema_id: int) -> AvroSchema:
+        """A stored schema, parsed with its references (cached by id). Depth-first with a
+        stack of our own: recursing per reference overflowed Python's stack on chains ~490 deep,
+        and only for the links the cache did not hold. No depth limit here: what was stored
+        stays readable (`_resolve` keeps new chains within MAX_REFERENCE_DEPTH)."""
         parsed = self._parsed.get(schema_id)
-        if parsed is None:
-            stored = tx.schema(schema_id)
-            if stored is None:
-                raise errors.schema_not_found(schema_id)
-            refs = [
-                self._parse_stored(tx, self._resolve(tx, r).schema_id) for r in stored.references
-            ]
-            # Stored schemas were validated when registered; re-read them leniently, as
-            # Confluent does, so a stricter parser never locks a subject.
-            parsed = parse_schema(stored.text, refs, validate_defaults=False)
-            self._parsed[schema_id] = parsed
-        return parsed
+        if parsed is not None:
+            return parsed
+        rows: dict[int, tuple[StoredSchema, list[int]]] = {}
+        open_ids: set[int] = set()  # expanded, waiting for their references
+        stack = [(schema_id, False)]
+        while stack:
+            current, expanded = stack.pop()
+            if current in self._parsed:
+                continue
+            if expanded:
+                stored, ref_ids = rows[current]
+                # Stored schemas were validated when registered; re-read them leniently, as
+                # Confluent does, so a stricter parser never locks a subject.
+                refs = [self._parsed[i] for i in ref_ids]
+                self._parsed[current] = parse_schema(stored.text, refs, validate_defaults=False)
+                open_ids.discard(current)
+                continue
+            if current in open_ids:  # only storage written by hand can loop
+                raise errors.invalid_schema(f"schema {current} references itself")
+            found = tx.schema(current)
+            if found is None:
+                raise errors.schema_not_found(current)
+            rows[current] = found, [self._find_reference(tx, r).schema_id for r in found.references]
+            open_ids.add(current)
+            stack.append((current, True))
+            stack.extend((i, False) for i in reversed(rows[current][1]))
+        return self._parsed[schema_id]
 
     def _resolve(self, tx: Transaction, ref: Reference) -> SubjectVersion:
+        """The version a new schema's reference names; 42201 when it does not exist, or when
+        the new schema would be more than MAX_REFERENCE_DEPTH references deep. The depth is
+        read from storage, never from the cache, so the verdict does not depend on it."""
+        target = self._find_reference(tx, ref)
+        depth, where = self._reference_depth(tx, target)
+        if depth >= MAX_REFERENCE_DEPTH:
+            # The walk stops a level past the limit: deeper than that, the depth is a bound.
+            deep = f"{depth + 1}" if depth == MAX_REFERENCE_DEPTH else f"more than {depth}"
+            raise errors.invalid_schema(
+                f"reference '{ref.name}' (subject '{target.subject}' version {target.version}) "
+                f"makes a chain of references {deep} deep, over the {MAX_REFERENCE_DEPTH} "
+                f"allowed: subject '{where.subject}' version {where.version} is "
+                f"{MAX_REFERENCE_DEPTH + 1} references down"
+            )
+        return target
+
+    @staticmethod
+    def _reference_depth(tx: Transaction, top: SubjectVersion) -> tuple[int, SubjectVersion]:
+        """How many references deep `top`'s schema is (0: it references nothing), counted up
+        to MAX_REFERENCE_DEPTH + 1 (the walk stops there), and a version at level
+        MAX_REFERENCE_DEPTH if there is one (else `top`). Level by level, each level's distinct
+        schemas once, so a wide graph of shared references costs its size, not its paths."""
+        level: dict[int, SubjectVersion] = {top.schema_id: top}
+        depth = 0
+        where = top
+        while depth <= MAX_REFERENCE_DEPTH:
+            below: dict[int, SubjectVersion] = {}
+            for schema_id in level:
+                stored = tx.schema(schema_id)
+                for ref in stored.references if stored is not None else ():
+                    found = Registry._find_reference(tx, ref)
+                    below.setdefault(found.schema_id, found)
+            if not below:
+                break
+            depth += 1
+            level = below
+            if depth == MAX_REFERENCE_DEPTH:
+                where = next(iter(below.values()))
+        return depth, where
+
+    @staticmethod
+    def _find_reference(tx: Transaction, ref: Reference) -> SubjectVersion:
         if ref.version == LATEST:
             live = tx.versions(ref.subject, include_deleted=False)
             if live:
@@ -475,7 +561,7 @@ class Registry:
     def register(self, subject: str, body: Any, *, origin: Origin = ANONYMOUS) -> dict[str, Any]:
         """POST /subjects/{s}/versions: idempotent; checks compatibility unless IMPORT mode."""
         check_subject_name(subject)
-        req = SchemaRequest.from_json(body)
+        req = SchemaRequest.from_json(body, max_size=self.max_schema_size)
         with self.storage.write() as tx:
             return self._register_in(tx, subject, req, origin)
 

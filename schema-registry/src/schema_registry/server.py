@@ -37,7 +37,7 @@ from schema_registry.api import Api
 from schema_registry.audit import AuditLog, run_relay
 from schema_registry.auth import DEFAULT_AUDIENCE, Guard
 from schema_registry.http import run_server
-from schema_registry.registry import Registry
+from schema_registry.registry import DEFAULT_MAX_SCHEMA_SIZE, Registry
 from schema_registry.storage import MemoryStorage, Storage, open_storage, parse_storage_url
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ class ServeOptions:
     auth_audience: str = DEFAULT_AUDIENCE
     #: Kafka bootstrap servers the audit outbox is published to; "" keeps it in the outbox.
     kafka: str = ""
+    #: UTF-8 bytes of schema text a registration may carry (more: 42209).
+    max_schema_size: int = DEFAULT_MAX_SCHEMA_SIZE
 
     def guard(self) -> Guard | None:
         """The write guard ``auth`` asks for (None without it)."""
@@ -87,7 +89,8 @@ def bind(host: str, port: int) -> socket.socket:
 def run_worker(sock: socket.socket, storage: Storage, options: ServeOptions | None = None) -> None:
     """Serve on `sock` in this process until SIGTERM or SIGINT."""
     options = options or ServeOptions()
-    api = Api(Registry(storage, audit=AuditLog()), guard=options.guard())
+    registry = Registry(storage, audit=AuditLog(), max_schema_size=options.max_schema_size)
+    api = Api(registry, guard=options.guard())
 
     async def main() -> None:
         stop = asyncio.Event()

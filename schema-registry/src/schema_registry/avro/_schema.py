@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -109,6 +110,14 @@ def parse_schema(
     except json.JSONDecodeError as exc:
         raise InvalidSchema(
             f"Invalid schema: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except InvalidSchema:
+        raise
+    except ValueError:
+        # int() refuses more digits than sys.get_int_max_str_digits() (quadratic conversion
+        # otherwise); json.loads let its ValueError out, which answered 500.
+        raise InvalidSchema(
+            f"Invalid schema: a number has more than {sys.get_int_max_str_digits()} digits"
         ) from None
     except RecursionError:
         raise InvalidSchema("Invalid schema: the JSON is nested too deeply") from None
