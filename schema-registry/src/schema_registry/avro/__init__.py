@@ -7,6 +7,7 @@ The registry server calls three things: `parse_schema` once per submitted schema
 rules and the two reporting-only deviations.
 """
 
+from schema_registry.avro._canonical import canonical_string, normalized_string, resolved_string
 from schema_registry.avro._compat import (
     COMPATIBILITY_LEVELS,
     Incompatibility,
@@ -25,8 +26,11 @@ __all__ = [
     "AvroSchema",
     "Incompatibility",
     "InvalidSchema",
+    "canonical_string",
     "check_compatibility",
     "check_pair",
     "has_lone_surrogate",
+    "normalized_string",
     "parse_schema",
+    "resolved_string",
 ]

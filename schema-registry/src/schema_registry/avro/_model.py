@@ -61,6 +61,9 @@ class Named:
     aliases: frozenset[str]
     doc: str | None
     props: dict[str, JsonValue]
+    # `aliases` as written (fully qualified, first occurrence of each): canonical form keeps the
+    # author's order, as Avro Java's LinkedHashSet does.
+    alias_order: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -304,8 +304,9 @@ class _Parser:
 
     def _named_header(
         self, data: dict[str, JsonValue], namespace: str, path: str
-    ) -> tuple[str, str, frozenset[str], str | None]:
-        """Full name, its namespace, the fully qualified aliases and the doc of a named type."""
+    ) -> tuple[str, str, tuple[str, ...], str | None]:
+        """Full name, its namespace, the fully qualified aliases (in the order written, each
+        once) and the doc of a named type."""
         name = data.get("name")
         if not isinstance(name, str):
             what = "missing 'name'" if name is None else f"'name' must be a string, not {name!r}"
@@ -335,9 +336,13 @@ class _Parser:
                 f"Invalid schema at {_where(path)}/name: the named type '{fullname}' is already "
                 "defined (in this schema or a reference); names cannot be redefined"
             )
-        aliases = frozenset(
-            a if "." in a else (f"{space}.{a}" if space else a)
-            for a in _string_list(data, "aliases", path)
+        # Avro Java's Name: a dotted alias is already qualified (".A" names A in the null
+        # namespace), an undotted one is in the type's namespace.
+        aliases = tuple(
+            dict.fromkeys(
+                a.removeprefix(".") if "." in a else (f"{space}.{a}" if space else a)
+                for a in _string_list(data, "aliases", path)
+            )
         )
         doc = data.get("doc")
         return fullname, space, aliases, doc if isinstance(doc, str) else None
@@ -353,9 +358,10 @@ class _Parser:
         record = Record(
             kind,
             fullname,
-            aliases,
+            frozenset(aliases),
             doc,
             _props(data, {"type", "name", "namespace", "aliases", "doc", "fields"}),
+            alias_order=aliases,
         )
         # Registered before the fields are parsed so that fields can refer to the record.
         self.names[fullname] = record
@@ -382,6 +388,10 @@ class _Parser:
             raise InvalidSchema(f"Invalid schema at {path}: field '{name}' has no 'type'")
         field_type = self.parse(data["type"], namespace, path + "/type")
         order = data.get("order")
+        if isinstance(order, str):
+            # Avro Java reads Order.valueOf(text.toUpperCase()): any case is one order (and
+            # Confluent's normalized form writes "ASCENDING").
+            order = order.lower()
         if order is not None and order not in _FIELD_ORDERS:
             raise InvalidSchema(
                 f"Invalid schema at {path}/order: field '{name}' has order {_short(order)}; "
@@ -432,9 +442,10 @@ class _Parser:
         enum = Enum(
             "enum",
             fullname,
-            aliases,
+            frozenset(aliases),
             doc,
             _props(data, {"type", "name", "namespace", "aliases", "doc", "symbols", "default"}),
+            alias_order=aliases,
             symbols=tuple(s for s in symbols if isinstance(s, str)),
             default=default,
         )
@@ -452,9 +463,10 @@ class _Parser:
         fixed = Fixed(
             "fixed",
             fullname,
-            aliases,
+            frozenset(aliases),
             doc,
             _props(data, {"type", "name", "namespace", "aliases", "doc", "size"}),
+            alias_order=aliases,
             size=size,
         )
         self.names[fullname] = fixed
