@@ -97,6 +97,25 @@ class Transaction(abc.ABC):
     def add_schema(self, schema: StoredSchema) -> None:
         """Store new content under a new id."""
 
+    @abc.abstractmethod
+    def all_schemas(self) -> Iterator[StoredSchema]:
+        """Every stored schema, by id (for migrations; nothing on a request path scans)."""
+
+    @abc.abstractmethod
+    def set_fingerprint(self, schema_id: int, fingerprint: str) -> None:
+        """Give a stored schema a new fingerprint (unique, as at `add_schema`): a migration's
+        work when the rule that computes fingerprints changes. The content stays as it is."""
+
+    # facts about the stored data ----------------------------------------------------------
+    @abc.abstractmethod
+    def meta(self, key: str) -> str | None:
+        """A fact the registry keeps about its own stored data (say, which rule computed the
+        fingerprints), None when never set."""
+
+    @abc.abstractmethod
+    def set_meta(self, key: str, value: str) -> None:
+        """Store such a fact, replacing the previous value."""
+
     # subject versions ----------------------------------------------------------------------
     @abc.abstractmethod
     def versions(self, subject: str, *, include_deleted: bool) -> list[SubjectVersion]:

@@ -7,6 +7,7 @@ what a SQLite-backed registry would have sent.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ class _State:
         self.referenced: dict[tuple[str, int], set[int]] = {}
         self.configs: dict[str, dict[str, Any]] = {}
         self.modes: dict[str, str] = {}
+        self.meta: dict[str, str] = {}
         self.outbox: list[OutboxRow] = []
 
 
@@ -77,6 +79,34 @@ class _MemoryTransaction(Transaction):
                 s.referenced[(ref.subject, ref.version)].discard(schema.id)
 
         self.undo.append(undo)
+
+    def all_schemas(self) -> Iterator[StoredSchema]:
+        return iter([self._s.schemas[i] for i in sorted(self._s.schemas)])
+
+    def set_fingerprint(self, schema_id: int, fingerprint: str) -> None:
+        self._check_writable()
+        s = self._s
+        old = s.schemas[schema_id]
+        if old.fingerprint == fingerprint:
+            return
+        if fingerprint in s.by_fingerprint:
+            raise ValueError(f"fingerprint of schema {schema_id} is already another schema's")
+        s.schemas[schema_id] = dataclasses.replace(old, fingerprint=fingerprint)
+        del s.by_fingerprint[old.fingerprint]
+        s.by_fingerprint[fingerprint] = schema_id
+
+        def undo() -> None:
+            s.schemas[schema_id] = old
+            del s.by_fingerprint[fingerprint]
+            s.by_fingerprint[old.fingerprint] = schema_id
+
+        self.undo.append(undo)
+
+    def meta(self, key: str) -> str | None:
+        return self._s.meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._set(self._s.meta, key, value)
 
     def versions(self, subject: str, *, include_deleted: bool) -> list[SubjectVersion]:
         found = self._s.subjects.get(subject, {})

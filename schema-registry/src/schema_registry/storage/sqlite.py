@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS versions (
 CREATE INDEX IF NOT EXISTS versions_schema_id ON versions(schema_id);
 CREATE TABLE IF NOT EXISTS configs (subject TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS modes (subject TEXT PRIMARY KEY, mode TEXT NOT NULL) WITHOUT ROWID;
+-- Facts the registry keeps about its stored data, e.g. which rule computed the fingerprints.
+CREATE TABLE IF NOT EXISTS registry_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meshkit_outbox (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     topic        TEXT NOT NULL,
@@ -139,6 +141,25 @@ class _SqliteTransaction(Transaction):
         self._c.executemany(
             "INSERT INTO schema_refs (schema_id, subject, version) VALUES (?, ?, ?)",
             [(schema.id, r.subject, r.version) for r in schema.references],
+        )
+
+    def all_schemas(self) -> Iterator[StoredSchema]:
+        rows = self._c.execute("SELECT id FROM schemas ORDER BY id").fetchall()
+        for (schema_id,) in rows:
+            found = self.schema(schema_id)
+            if found is not None:
+                yield found
+
+    def set_fingerprint(self, schema_id: int, fingerprint: str) -> None:
+        self._c.execute("UPDATE schemas SET fingerprint = ? WHERE id = ?", (fingerprint, schema_id))
+
+    def meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM registry_meta WHERE key = ?", key)
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._c.execute(
+            "INSERT OR REPLACE INTO registry_meta (key, value) VALUES (?, ?)", (key, value)
         )
 
     _VERSION_COLUMNS = "SELECT subject, version, schema_id, deleted FROM versions"
@@ -346,6 +367,12 @@ class _ReadOnly(_SqliteTransaction):
         raise RuntimeError("write attempted in a read transaction")
 
     def add_version(self, version: SubjectVersion) -> None:
+        raise RuntimeError("write attempted in a read transaction")
+
+    def set_fingerprint(self, schema_id: int, fingerprint: str) -> None:
+        raise RuntimeError("write attempted in a read transaction")
+
+    def set_meta(self, key: str, value: str) -> None:
         raise RuntimeError("write attempted in a read transaction")
 
     def set_deleted(self, subject: str, version: int) -> None:
