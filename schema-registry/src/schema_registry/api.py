@@ -551,7 +551,12 @@ class Api:
         return _paged(names, q.query)
 
     def _lookup(self, q: Request) -> Any:
-        return self.registry.lookup(q.params["subject"], q.json(), deleted=q.query.flag("deleted"))
+        return self.registry.lookup(
+            q.params["subject"],
+            q.json(),
+            deleted=q.query.flag("deleted"),
+            normalize=q.query.flag("normalize"),
+        )
 
     def _delete_subject(self, q: Request) -> Any:
         return self.registry.delete_subject(
@@ -568,7 +573,9 @@ class Api:
         return _paged(versions, q.query)
 
     def _register(self, q: Request) -> Any:
-        return self.registry.register(q.params["subject"], q.json(), origin=q.origin)
+        return self.registry.register(
+            q.params["subject"], q.json(), origin=q.origin, normalize=q.query.flag("normalize")
+        )
 
     def _get_version(self, q: Request) -> Any:
         return self.registry.get_version(
@@ -616,7 +623,11 @@ class Api:
     def _get_schema(self, q: Request) -> Any:
         # `subject` is a context hint in Confluent, never a filter: ckp's deserializer always
         # sends ?subject=<topic>-value, and the id must resolve whichever subject holds it.
-        return self.registry.get_schema(q.int_param("id"), fetch_max_id=q.query.flag("fetchMaxId"))
+        return self.registry.get_schema(
+            q.int_param("id"),
+            fetch_max_id=q.query.flag("fetchMaxId"),
+            format=q.query.text("format"),
+        )
 
     def _schema_subjects(self, q: Request) -> Any:
         usages = self.registry.schema_usages(q.int_param("id"), deleted=q.query.flag("deleted"))
@@ -629,7 +640,11 @@ class Api:
 
     def _compatibility(self, q: Request) -> Any:
         return self.registry.test_compatibility(
-            q.params["subject"], q.params.get("version"), q.json(), verbose=q.query.flag("verbose")
+            q.params["subject"],
+            q.params.get("version"),
+            q.json(),
+            verbose=q.query.flag("verbose"),
+            normalize=q.query.flag("normalize"),
         )
 
     def _get_config(self, q: Request) -> Any:

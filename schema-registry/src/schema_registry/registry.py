@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,8 +32,11 @@ from schema_registry.avro import (
     AvroSchema,
     Incompatibility,
     InvalidSchema,
+    canonical_string,
     check_compatibility,
+    normalized_string,
     parse_schema,
+    resolved_string,
 )
 from schema_registry.errors import ErrorCode, RegistryError
 from schema_registry.storage import (
@@ -211,14 +215,47 @@ def _references(value: Any) -> tuple[Reference, ...]:
     return tuple(found)
 
 
+log = logging.getLogger(__name__)
+
+#: Which rule computed the stored fingerprints (kept in the storage's meta under
+#: FINGERPRINT_FORMAT_KEY); a registry opening storage with another recomputes them.
+FINGERPRINT_FORMAT: Final = "canonical-string/1"
+FINGERPRINT_FORMAT_KEY: Final = "fingerprint_format"
+
+
 def _fingerprint(
-    schema_type: str, data: Any, references: Sequence[Reference], metadata: Any, rule_set: Any
+    schema_type: str, text: str, references: Sequence[Reference], metadata: Any, rule_set: Any
 ) -> str:
-    # Key order and whitespace do not make a new schema (Confluent's canonical string ignores
-    # them too); docs, defaults and aliases do.
-    identity = [schema_type, data, [r.to_json() for r in references], metadata, rule_set]
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Identity of content, as Confluent's MD5 over (canonical string, references, metadata,
+    ruleSet): `text` is the canonical string, so two spellings of one Avro schema are one id;
+    docs, defaults, aliases and custom properties still make another."""
+    identity = [schema_type, text, [r.to_json() for r in references], metadata, rule_set]
+    dump = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(dump.encode()).hexdigest()
+
+
+def _normalized_references(refs: Sequence[Reference]) -> tuple[Reference, ...]:
+    """AvroSchema.normalize(): references sorted (SchemaReference.compareTo: subject, then
+    version; stable) and each once."""
+    return tuple(
+        sorted(
+            dict.fromkeys(refs),
+            key=lambda r: (r.subject.encode("utf-16-be", "surrogatepass"), r.version),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Content:
+    """A request's schema made ready to compare and store: parsed, its canonical string, its
+    fingerprint, its references with versions fixed, and its metadata and ruleSet."""
+
+    parsed: AvroSchema
+    text: str
+    fingerprint: str
+    references: tuple[Reference, ...]
+    metadata: Any
+    rule_set: Any
 
 
 class Registry:
@@ -244,9 +281,13 @@ class Registry:
         self.audit = audit
         self.max_schema_size = max_schema_size
         self._parsed: dict[int, AvroSchema] = {}
-        self._audit_fingerprint = (
-            _fingerprint("AVRO", json.loads(audit.schema_text), (), None, None) if audit else ""
-        )
+        # id -> its schema fully resolved and normalized: what Confluent's `equivalent` compares.
+        self._equivalence: dict[int, str] = {}
+        self._audit_fingerprint = ""
+        if audit is not None:
+            text = canonical_string(parse_schema(audit.schema_text), ())
+            self._audit_fingerprint = _fingerprint("AVRO", text, (), None, None)
+        self.migrate_fingerprints()
 
     # ------------------------------------------------------------------ audit
     def _record(
@@ -283,7 +324,9 @@ class Registry:
         try:
             # Not subject to the mode: the registry's own records must be writable whenever a
             # change is (a mode change out of READONLY is audited too).
-            registered = self._register_in(tx, AUDIT_SUBJECT, req, SYSTEM, check_mode=False)
+            registered = self._register_in(
+                tx, AUDIT_SUBJECT, req, SYSTEM, check_mode=False, normalize=None
+            )
         except RegistryError as exc:
             raise RegistryError(
                 ErrorCode.STORE_ERROR,
@@ -291,6 +334,73 @@ class Registry:
                 f"registered under {AUDIT_SUBJECT}: {exc.message}",
             ) from exc
         return int(registered["id"])
+
+    # ------------------------------------------------------------------ migration
+    def migrate_fingerprints(self) -> int:
+        """Recompute the stored fingerprints if another rule computed them (the storage's meta
+        says which: FINGERPRINT_FORMAT). Rows written before fingerprints were taken over the
+        canonical string have fingerprints of their JSON, so re-registering such a schema (in
+        either spelling) would not find it and would mint a second id. The stored text stays as
+        it is. Content stored twice under the old rule (two spellings, two ids) keeps both ids:
+        the older one gets the fingerprint, the other one a unique marker, and is still found
+        under its subjects as an equivalent version. Once per storage, in one write
+        transaction (any process may be first); the constructor calls it. Returns the number
+        of fingerprints changed."""
+        with self.storage.read() as tx:
+            if tx.meta(FINGERPRINT_FORMAT_KEY) == FINGERPRINT_FORMAT:
+                return 0
+        with self.storage.write() as tx:
+            if tx.meta(FINGERPRINT_FORMAT_KEY) == FINGERPRINT_FORMAT:  # another process did
+                return 0
+            rows = list(tx.all_schemas())
+            wanted: dict[int, str] = {}
+            owner: dict[str, int] = {}
+            for row in rows:
+                fingerprint = self._current_fingerprint(tx, row)
+                if fingerprint in owner:
+                    log.warning(
+                        "schema %d is the same content as schema %d: %d keeps the fingerprint",
+                        row.id,
+                        owner[fingerprint],
+                        owner[fingerprint],
+                    )
+                    fingerprint = f"{fingerprint}:same-as:{owner[fingerprint]}:{row.id}"
+                owner.setdefault(fingerprint, row.id)
+                wanted[row.id] = fingerprint
+            moved = [row for row in rows if row.fingerprint != wanted[row.id]]
+            # Out of the way first: a new fingerprint may be another row's old one (UNIQUE).
+            for row in moved:
+                tx.set_fingerprint(row.id, f"migrating:{row.id}")
+            for row in moved:
+                tx.set_fingerprint(row.id, wanted[row.id])
+            tx.set_meta(FINGERPRINT_FORMAT_KEY, FINGERPRINT_FORMAT)
+        if moved:
+            log.info(
+                "recomputed %d of %d schema fingerprints (%s)",
+                len(moved),
+                len(rows),
+                FINGERPRINT_FORMAT,
+            )
+        return len(moved)
+
+    def _current_fingerprint(self, tx: Transaction, row: StoredSchema) -> str:
+        """A stored schema's fingerprint by today's rule; its old one when it cannot be
+        computed (not Avro, or no longer parsed: nothing to gain from guessing)."""
+        if row.schema_type != "AVRO":
+            return row.fingerprint
+        try:
+            ref_ids = []
+            for ref in row.references:
+                target = tx.version(ref.subject, ref.version)
+                if target is None:
+                    raise errors.invalid_schema(f"reference '{ref.name}' is gone")
+                ref_ids.append(target.schema_id)
+            refs = [self._parse_stored(tx, i) for i in ref_ids]
+            text = canonical_string(self._parse_stored(tx, row.id), refs)
+        except (InvalidSchema, RegistryError) as exc:
+            log.warning("schema %d keeps its fingerprint: %s", row.id, exc)
+            return row.fingerprint
+        return _fingerprint(row.schema_type, text, row.references, row.metadata, row.rule_set)
 
     def ensure_audit_schema(self) -> int | None:
         """Register the AuditRecorded schema if absent; its id (None without an AuditLog).
@@ -442,25 +552,80 @@ class Registry:
             "which does not exist"
         )
 
-    def _parse_request(
-        self, tx: Transaction, req: SchemaRequest
-    ) -> tuple[AvroSchema, str, tuple[Reference, ...]]:
-        """Parse with references resolved; the fingerprint; references with versions fixed."""
+    def _parse_request(self, tx: Transaction, req: SchemaRequest, *, normalize: bool) -> _Content:
+        """Parse with references resolved, then canonicalise as Confluent's canonicalizeSchema
+        does: with `normalize`, the normalized schema (and references sorted, each once); the
+        canonical string of that is the text stored and fingerprinted."""
         resolved = [self._resolve(tx, r) for r in req.references]
         refs = tuple(
             Reference(r.name, r.subject, v.version)
             for r, v in zip(req.references, resolved, strict=True)
         )
         try:
-            ref_schemas = [self._parse_stored(tx, v.schema_id) for v in resolved]
+            ref_schemas = tuple(self._parse_stored(tx, v.schema_id) for v in resolved)
             # Confluent runs Avro Java >= 1.11.3 (AVRO-3649), which accepts a union default that
             # matches any branch, not only the first: accept what the original accepts.
             parsed = parse_schema(req.schema, ref_schemas, strict_union_defaults=False)
+            if normalize:
+                parsed = parse_schema(
+                    normalized_string(parsed, ref_schemas),
+                    ref_schemas,
+                    validate_defaults=False,
+                    strict_union_defaults=False,
+                )
+                refs = _normalized_references(refs)
+            text = canonical_string(parsed, ref_schemas)
         except InvalidSchema as exc:
             raise RegistryError(ErrorCode.INVALID_SCHEMA, str(exc)) from None
-        data = json.loads(req.schema)
-        fingerprint = _fingerprint(req.schema_type, data, refs, req.metadata, req.rule_set)
-        return parsed, fingerprint, refs
+        fingerprint = _fingerprint(req.schema_type, text, refs, req.metadata, req.rule_set)
+        return _Content(parsed, text, fingerprint, refs, req.metadata, req.rule_set)
+
+    def _normalize(self, tx: Transaction, subject: str, requested: bool) -> bool:
+        """Whether to normalize: the query flag, else the `normalize` of the subject's config
+        or, without one there, the global config's (Confluent's getConfigInScope). Never in
+        IMPORT mode: an import stores schemas as the source has them."""
+        if self._mode(tx, subject) == "IMPORT":
+            return False
+        if requested:
+            return True
+        for key in (subject, GLOBAL):
+            config = tx.config(key)
+            if config is not None and config.get("normalize") is not None:
+                return _true(config["normalize"])
+        return False
+
+    def _equivalence_of(self, tx: Transaction, schema_id: int) -> str:
+        key = self._equivalence.get(schema_id)
+        if key is None:
+            key = normalized_string(self._parse_stored(tx, schema_id), ())
+            self._equivalence[schema_id] = key
+        return key
+
+    def _equivalent_version(
+        self, tx: Transaction, content: _Content, versions: Sequence[SubjectVersion]
+    ) -> SubjectVersion | None:
+        """The newest of `versions` whose schema Confluent's `canLookup` takes for this one
+        (after the fingerprint missed): the same schema once references are resolved, with
+        properties and aliases in any order, and the same references (or the request inlines
+        the referenced types and names none), metadata and ruleSet. This finds a version sent
+        with its references written out, and rows fingerprinted by an older rule."""
+        wanted: str | None = None
+        for sv in reversed(versions):
+            stored = tx.schema(sv.schema_id)
+            if stored is None or stored.schema_type != "AVRO":
+                continue
+            if content.references and stored.references != content.references:
+                continue
+            if (stored.metadata, stored.rule_set) != (content.metadata, content.rule_set):
+                continue
+            if wanted is None:
+                wanted = normalized_string(content.parsed, ())
+            try:
+                if self._equivalence_of(tx, sv.schema_id) == wanted:
+                    return sv
+            except (InvalidSchema, RegistryError):
+                continue  # a stored schema that no longer parses matches nothing
+        return None
 
     def _version_json(self, tx: Transaction, sv: SubjectVersion) -> dict[str, Any]:
         stored = tx.schema(sv.schema_id)
@@ -546,24 +711,36 @@ class Registry:
                     return self._version_json(tx, sv)
         raise errors.schema_not_found()
 
-    def lookup(self, subject: str, body: Any, *, deleted: bool) -> dict[str, Any]:
-        """POST /subjects/{s}: the version of this subject holding this schema."""
+    def lookup(
+        self, subject: str, body: Any, *, deleted: bool, normalize: bool = False
+    ) -> dict[str, Any]:
+        """POST /subjects/{s}: the version of this subject holding this schema, found as
+        Confluent's lookUpSchemaUnderSubject finds it: by the canonical (or, with `normalize`
+        or config `normalize`, the normalized) schema's fingerprint, else the newest version
+        holding an equivalent schema (`_equivalent_version`)."""
         req = SchemaRequest.from_json(body)
         with self.storage.read() as tx:
             versions = self._existing_subject(tx, subject, include_deleted=deleted)
-            _, fingerprint, _ = self._parse_request(tx, req)
-            schema_id = tx.schema_id_by_fingerprint(fingerprint)
+            content = self._parse_request(
+                tx, req, normalize=self._normalize(tx, subject, normalize)
+            )
+            schema_id = tx.schema_id_by_fingerprint(content.fingerprint)
             matches = [v for v in versions if v.schema_id == schema_id]
-            if not matches:
+            found = matches[-1] if matches else self._equivalent_version(tx, content, versions)
+            if found is None:
                 raise errors.schema_not_found()
-            return self._version_json(tx, matches[-1])
+            return self._version_json(tx, found)
 
-    def register(self, subject: str, body: Any, *, origin: Origin = ANONYMOUS) -> dict[str, Any]:
-        """POST /subjects/{s}/versions: idempotent; checks compatibility unless IMPORT mode."""
+    def register(
+        self, subject: str, body: Any, *, origin: Origin = ANONYMOUS, normalize: bool = False
+    ) -> dict[str, Any]:
+        """POST /subjects/{s}/versions: idempotent; checks compatibility unless IMPORT mode.
+        The schema is stored as its canonical string (normalized first with `normalize` or
+        config `normalize`, outside IMPORT mode), which is what GET /schemas/ids answers."""
         check_subject_name(subject)
         req = SchemaRequest.from_json(body, max_size=self.max_schema_size)
         with self.storage.write() as tx:
-            return self._register_in(tx, subject, req, origin)
+            return self._register_in(tx, subject, req, origin, normalize=normalize)
 
     def _register_in(
         self,
@@ -573,7 +750,10 @@ class Registry:
         origin: Origin,
         *,
         check_mode: bool = True,
+        normalize: bool | None = False,
     ) -> dict[str, Any]:
+        """Register in `tx`. `normalize`: the request's flag (the config may still say yes);
+        None: never (the registry's own AuditRecorded schema, found by a fixed fingerprint)."""
         mode = self._check_writable(tx, subject) if check_mode else DEFAULT_MODE
         if (req.id is not None or req.version is not None) and mode != "IMPORT":
             raise errors.not_permitted(
@@ -587,19 +767,26 @@ class Registry:
                 f"Subject {subject} is not in read-write mode: in IMPORT mode a registration"
                 " must carry the schema's id"
             )
-        parsed, fingerprint, refs = self._parse_request(tx, req)
-        existing_id = tx.schema_id_by_fingerprint(fingerprint)
+        normalize = normalize is not None and self._normalize(tx, subject, normalize)
+        content = self._parse_request(tx, req, normalize=normalize)
+        existing_id = tx.schema_id_by_fingerprint(content.fingerprint)
         if req.id is not None:
-            self._check_import_id(tx, req.id, existing_id, fingerprint)
+            self._check_import_id(tx, req.id, existing_id, content.fingerprint)
         live = tx.versions(subject, include_deleted=False)
         if existing_id is not None:
             for sv in reversed(live):
                 if sv.schema_id == existing_id:
                     return self._version_json(tx, sv)
+        if req.id is None:
+            # Confluent's registerOrForward looks the schema up first: an equivalent live
+            # version (references inlined, an older fingerprint) is this registration.
+            equivalent = self._equivalent_version(tx, content, live)
+            if equivalent is not None:
+                return self._version_json(tx, equivalent)
         if mode != "IMPORT":
             level = self._level(tx, subject)
             problems = check_compatibility(
-                level, parsed, [self._parse_stored(tx, v.schema_id) for v in live]
+                level, content.parsed, [self._parse_stored(tx, v.schema_id) for v in live]
             )
             if problems:
                 raise _incompatible(subject, level, problems)
@@ -608,12 +795,10 @@ class Registry:
             tx.add_schema(
                 StoredSchema(
                     id=schema_id,
-                    fingerprint=fingerprint,
+                    fingerprint=content.fingerprint,
                     schema_type=req.schema_type,
-                    text=json.dumps(
-                        json.loads(req.schema), separators=(",", ":"), ensure_ascii=False
-                    ),
-                    references=refs,
+                    text=content.text,
+                    references=content.references,
                     metadata=req.metadata,
                     rule_set=req.rule_set,
                 )
@@ -734,11 +919,19 @@ class Registry:
             return versions
 
     # ------------------------------------------------------------------ schemas by id
-    def get_schema(self, schema_id: int, *, fetch_max_id: bool = False) -> dict[str, Any]:
-        """GET /schemas/ids/{id} (`subject` is only a hint: ids are global here)."""
+    def get_schema(
+        self, schema_id: int, *, fetch_max_id: bool = False, format: str = ""
+    ) -> dict[str, Any]:
+        """GET /schemas/ids/{id} (`subject` is only a hint: ids are global here). The schema
+        as stored (its canonical string), or with `format=resolved` with the referenced types
+        written out where first used; other formats are the stored text, as Confluent answers
+        formats it does not know for a type."""
         with self.storage.read() as tx:
             stored = self._schema_in_use(tx, schema_id)
-            out: dict[str, Any] = {"schema": stored.text}
+            text = stored.text
+            if format.strip().lower() == "resolved" and stored.schema_type == "AVRO":
+                text = resolved_string(self._parse_stored(tx, schema_id))
+            out: dict[str, Any] = {"schema": text}
             out.update(_schema_extras(stored))
             if fetch_max_id:
                 out["maxId"] = tx.max_schema_id()
@@ -781,9 +974,16 @@ class Registry:
 
     # ------------------------------------------------------------------ compatibility
     def test_compatibility(
-        self, subject: str, version: str | None, body: Any, *, verbose: bool
+        self,
+        subject: str,
+        version: str | None,
+        body: Any,
+        *,
+        verbose: bool,
+        normalize: bool = False,
     ) -> dict[str, Any]:
-        """POST /compatibility/subjects/{s}/versions[/{v}]."""
+        """POST /compatibility/subjects/{s}/versions[/{v}]; the schema is normalized first
+        with `normalize` or config `normalize`, as a registration would be."""
         number = None if version is None else parse_version(version)
         req = SchemaRequest.from_json(body)
         with self.storage.read() as tx:
@@ -802,7 +1002,9 @@ class Registry:
                     raise errors.version_not_found(number)
                 targets = [found]
             try:
-                parsed, _, _ = self._parse_request(tx, req)
+                parsed = self._parse_request(
+                    tx, req, normalize=self._normalize(tx, subject, normalize)
+                ).parsed
             except RegistryError as exc:
                 if verbose and exc.code is ErrorCode.INVALID_SCHEMA:
                     return {"is_compatible": False, "messages": [exc.message]}
@@ -954,6 +1156,11 @@ class Registry:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
+
+
+def _true(value: Any) -> bool:
+    """A config boolean as Jackson reads one into a Boolean: true, or the string "true"."""
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
 
 
 def _schema_extras(stored: StoredSchema) -> dict[str, Any]:
