@@ -17,6 +17,7 @@ import pytest
 from support.registry import field, record, serve
 
 from schema_registry.api import Api
+from schema_registry.avro._schema import MAX_EXPANDED_DEPTH
 from schema_registry.client import RegistryClient
 from schema_registry.registry import DEFAULT_MAX_SCHEMA_SIZE, MAX_REFERENCE_DEPTH, Registry
 from schema_registry.storage import (
@@ -217,3 +218,63 @@ def test_serve_takes_the_maximum_size_from_its_option(tmp_path: Path) -> None:
         reply = client.post("/subjects/s/versions", {"schema": sized(1001)})
         assert (reply.status, reply.error_code) == (422, 42209)
         assert client.post("/subjects/s/versions", {"schema": sized(1000)}).status == 200
+
+
+# ------------------------------------------------------------------ nesting through references
+def _nested_chain_schema(i: int, levels: int, wrap: str = "array") -> dict[str, Any]:
+    """Link ``i`` of a chain: record ns.T{i} whose one field nests ``levels`` arrays (or
+    records) around the previous link (a string for the first)."""
+    inner: Any = "string" if i == 0 else f"ns.T{i - 1}"
+    for level in range(levels):
+        if wrap == "array":
+            inner = {"type": "array", "items": inner}
+        else:
+            inner = {"type": "record", "name": f"R{i}_{level}", "fields": [field("x", inner)]}
+    body: dict[str, Any] = {"schema": record(f"T{i}", field("f", inner), namespace="ns")}
+    if i:
+        body["references"] = [{"name": f"ns.T{i - 1}", "subject": f"t{i - 1}", "version": 1}]
+    return body
+
+
+def test_types_nested_deeper_than_the_bound_through_references_are_invalid_not_500(
+    storage: Storage,
+) -> None:
+    # Each link nests 90 arrays (within one text's bound of 100); eleven links overflowed the
+    # stack of canonical form with a 500. The bound is on the graph with references written out.
+    api = Api(Registry(storage))
+    answers = [
+        call(api, "POST", f"/subjects/t{i}/versions", _nested_chain_schema(i, 90)) for i in range(2)
+    ]
+    assert answers[0][0] == 200
+    status, body = answers[1]
+    assert (status, body["error_code"]) == (422, 42201)
+    assert "nested" in body["message"] and str(MAX_EXPANDED_DEPTH) in body["message"]
+
+
+@pytest.mark.parametrize("wrap", ["array", "record"])
+def test_a_graph_nested_to_the_bound_registers_checks_and_reads_back(
+    storage: Storage, wrap: str
+) -> None:
+    # Just inside the bound, every recursive walk must still fit: canonical form, lookup, the
+    # compatibility check against the previous version, and reads (with format=resolved).
+    api = Api(Registry(storage))
+    links = 0
+    while True:
+        body = _nested_chain_schema(links, 40, wrap)
+        status, answer = call(api, "POST", f"/subjects/t{links}/versions", body)
+        if status != 200:
+            assert answer["error_code"] == 42201
+            break
+        links += 1
+    assert links >= 3
+    last = links - 1
+    body = _nested_chain_schema(last, 40, wrap)
+    assert call(api, "POST", f"/subjects/t{last}", body)[0] == 200
+    evolved = json.loads(body["schema"])
+    evolved["fields"].append(field("g", default=""))
+    status, answer = call(
+        api, "POST", f"/subjects/t{last}/versions", {**body, "schema": json.dumps(evolved)}
+    )
+    assert status == 200 and answer["version"] == 2
+    status, answer = call(api, "GET", f"/schemas/ids/{answer['id']}?format=resolved")
+    assert status == 200 and '"T0"' in answer["schema"]  # the first link, written out

@@ -82,6 +82,34 @@ _MAX_TEXT_IN_MESSAGE: Final = 120
 # Python's default recursion limit even when called from deep server stacks. Real schemas
 # nest a few dozen levels at most.
 MAX_NESTING_DEPTH: Final = 100
+# The same bound for the whole graph, with referenced schemas' types written out where they are
+# used (as canonical form and the compatibility check walk it): a level costs the check up to
+# five frames, so this keeps every walk inside the default recursion limit of 1000 with room for
+# the caller's own stack. Real schemas nest a few dozen levels, references included.
+MAX_EXPANDED_DEPTH: Final = 150
+
+
+def expanded_depth(root: Node) -> int:
+    """How deep ``root``'s types nest once every named type is written out at its first use
+    (later uses are a name): the depth recursive writers reach. Iterative, so any depth is safe
+    to measure; children are visited in order (pushed reversed), so "first use" is the one a
+    recursive writer meets first."""
+    deepest = 0
+    seen: set[str] = set()
+    stack: list[tuple[Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, Array):
+            stack.append((node.items, depth + 1))
+        elif isinstance(node, Map):
+            stack.append((node.values, depth + 1))
+        elif isinstance(node, Union):
+            stack.extend((branch, depth + 1) for branch in reversed(node.branches))
+        elif isinstance(node, Record) and node.fullname not in seen:
+            seen.add(node.fullname)
+            stack.extend((f.type, depth + 1) for f in reversed(node.fields))
+    return deepest
 
 
 def parse_schema(
@@ -135,6 +163,15 @@ def parse_schema(
             parser.check_defaults()
     except RecursionError:
         raise InvalidSchema("Invalid schema: the schema is nested too deeply") from None
+    depth = expanded_depth(root)
+    if depth > MAX_EXPANDED_DEPTH:
+        # Each referenced type may nest MAX_NESTING_DEPTH levels in its own text, and a chain
+        # of them stacks up: eleven schemas of 90 nested arrays each overflowed the stack of
+        # every recursive walk (canonical form, compatibility) with a 500.
+        raise InvalidSchema(
+            f"Invalid schema: types are nested {depth} levels deep through the referenced "
+            f"schemas; at most {MAX_EXPANDED_DEPTH} are accepted"
+        )
     canonical = canonical_form(root)
     return AvroSchema(
         text=text,
