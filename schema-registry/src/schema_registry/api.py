@@ -1,7 +1,7 @@
 """The Confluent REST API over `Registry`: routing, query quirks, rendering, the GET cache.
 
 `Api.handle()` takes a parsed HTTP request and returns the complete response bytes, so the
-server (`schema_registry.http`) only moves bytes. Three things here are deliberate:
+server (`schema_registry.http`) only moves bytes. These things here are deliberate:
 
 * Routing works on the raw path, split on `/` before percent-decoding, so `%2F` stays inside a
   subject (starlette#826 is why Karapace needed its own router).
@@ -12,16 +12,23 @@ server (`schema_registry.http`) only moves bytes. Three things here are delibera
   with `--auth`), from where, in which trace. A guarded write without a passing verdict is
   refused here whatever the caller of `handle()` forgot (fail closed); every write is audited
   (`schema_registry.audit`). None of this is on the GET path.
-* Every GET answer is a pure function of the stored state, so whole responses are cached by
-  (URL, Accept) and dropped when the storage change counter moves; the hot path
+* Every GET answer is a pure function of the stored state, so whole 200 responses are cached
+  by (URL, Accept) and dropped when the storage change counter moves; the hot path
   (`GET /schemas/ids/{id}`) is then one dict lookup. The counter is shared by all worker
-  processes, which gives read-your-writes across workers.
+  processes, which gives read-your-writes across workers. The cache is bounded by bytes, not
+  entries, and keeps no error answers: a 404 echoes its URL, so caching those let a few
+  thousand long unique URLs grow a worker by gigabytes.
+* One JSON access-log line per write (logger ``schema_registry.access``), with method, path,
+  status, duration, client address, subject and caller; reads only when sampled
+  (``access_log_reads``, off by default: they are nearly all of the traffic).
+* The API describes itself at ``GET /openapi.json`` (`schema_registry.openapi`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -37,13 +44,22 @@ from schema_registry.audit import ANONYMOUS, WRITE_ACTION, Origin
 from schema_registry.auth import Guard, Refusal, challenge
 from schema_registry.avro import has_lone_surrogate
 from schema_registry.errors import ErrorCode, RegistryError
+from schema_registry.openapi import openapi_document
 from schema_registry.registry import Registry
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("schema_registry.access")
 
 V1_JSON: Final = "application/vnd.schemaregistry.v1+json"
 _MEDIA_TYPES: Final = (V1_JSON, "application/vnd.schemaregistry+json", "application/json")
-_CACHE_LIMIT: Final = 20_000
+#: The GET cache's size in bytes. The hot set (every schema by id, each subject's versions,
+#: under the few Accept spellings clients send) is ~1-2 KiB an entry, so this holds some 30,000
+#: of them, while a worker flooded with unique URLs stays well under the 100 MiB above idle that
+#: issue 17 asks for (Python's allocator keeps what it once took, so the bound is the peak).
+CACHE_BUDGET: Final = 64 * 1024 * 1024
+# What an entry costs besides its bytes: the dict slot, the key tuple and three bytes headers.
+_ENTRY_OVERHEAD: Final = 256
+_OK: Final = b"HTTP/1.1 200 "
 
 
 class Query:
@@ -180,9 +196,11 @@ class Request:
 
 @dataclass(frozen=True)
 class Raw:
-    """A handler result sent as-is (the `/schema` endpoints return the schema text itself)."""
+    """A handler result sent as-is (the `/schema` endpoints return the schema text itself),
+    with the negotiated media type unless it names its own (``/openapi.json``)."""
 
     text: str
+    media_type: str = ""
 
 
 Handler = Callable[[Request], Any]
@@ -202,17 +220,46 @@ class Api:
 
     With a ``guard`` (``serve --auth``), guarded writes need a `WriteContext` whose credentials
     the guard allowed; the HTTP layer runs ``guard.check`` off the event loop and passes it.
+    ``cache_budget`` bounds the GET cache in bytes (`cache_bytes` says what it holds now);
+    ``access_log_reads`` is the share of reads (0..1) logged like writes.
     """
 
-    def __init__(self, registry: Registry, *, guard: Guard | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        guard: Guard | None = None,
+        cache_budget: int = CACHE_BUDGET,
+        access_log_reads: float = 0.0,
+    ) -> None:
+        if not 0.0 <= access_log_reads <= 1.0:
+            raise ValueError(f"access_log_reads must be within 0..1, not {access_log_reads}")
         self.registry = registry
         self.guard = guard
         self._root = _Node()
         self._cache: dict[tuple[bytes, bytes], bytes] = {}
+        self._cache_bytes = 0
+        self._cache_budget = cache_budget
+        # An entry bigger than this is not kept: one huge listing must not evict the hot set.
+        self._cache_entry_max = cache_budget // 16
+        self._read_log_rate = access_log_reads
         self._seen_counter = registry.storage.change_counter()
         self._version = _package_version()
+        self._openapi = ""
+        self._patterns: list[tuple[str, str]] = []
         for method, pattern, handler, write in self._routes():
             self._add(method, pattern, handler, write)
+            self._patterns.append((method, pattern))
+
+    @property
+    def cache_bytes(self) -> int:
+        """What the GET cache holds now, in bytes (responses, keys and per-entry overhead)."""
+        return self._cache_bytes
+
+    def routes(self) -> list[tuple[str, str]]:
+        """Every (method, path pattern) served, e.g. ``("GET", "/schemas/ids/{id}")``; HEAD is
+        answered wherever GET is."""
+        return list(self._patterns)
 
     # ------------------------------------------------------------------ HTTP entry point
     def handle(
@@ -222,26 +269,51 @@ class Api:
         accept: bytes,
         body: bytes,
         context: WriteContext | None = None,
+        *,
+        peer: str = "",
     ) -> bytes:
         """The complete HTTP/1.1 response (status line, headers, body) for one request.
-        ``context`` is for writes (see `WriteContext`); reads ignore it."""
+        ``context`` is for writes (see `WriteContext`); reads ignore it. ``peer`` is the
+        client's address, for the access log (a write's ``context`` carries its own)."""
         counter = self.registry.storage.change_counter()
         if counter != self._seen_counter:
-            self._cache.clear()
+            self._drop_cache()
             self._seen_counter = counter
         if method not in ("GET", "HEAD"):
-            return self._audited(method, url, accept, body, context or WriteContext())
+            return self._audited(method, url, accept, body, context or WriteContext(), peer=peer)
+        if self._read_log_rate and random.random() < self._read_log_rate:  # noqa: S311
+            started = time.perf_counter()
+            response = self._cache.get((url, accept)) or self._fill(method, url, accept, body)
+            self._log_access(method, url, response, started, peer=peer)
+            return response
         hit = self._cache.get((url, accept))
         if hit is not None:
             return hit
+        return self._fill(method, url, accept, body)
+
+    def _fill(self, method: str, url: bytes, accept: bytes, body: bytes) -> bytes:
+        """A read's answer, kept in the cache when it may be (a 200 that fits)."""
         response = self._respond(method, url, accept, body)
-        if len(self._cache) >= _CACHE_LIMIT:
-            self._cache.clear()
-        # Read the counter again: a write by this very request can't happen for GET, but a
-        # write by another worker during it can, and then this answer may predate it.
-        if self.registry.storage.change_counter() == self._seen_counter:
-            self._cache[(url, accept)] = response
+        # Only 200s: an error answer may echo the URL (Subject '...' not found), so caching
+        # errors let unique URLs fill memory, and a miss is not the hot path anyway. Read the
+        # counter again: a write by another worker during this read may postdate the answer.
+        if (
+            response.startswith(_OK)
+            and self.registry.storage.change_counter() == self._seen_counter
+        ):
+            size = len(url) + len(accept) + len(response) + _ENTRY_OVERHEAD
+            if size <= self._cache_entry_max:
+                if self._cache_bytes + size > self._cache_budget:
+                    # Clear on full, not LRU: a hit stays one dict lookup with no bookkeeping,
+                    # and the hot set is back after one miss per key.
+                    self._drop_cache()
+                self._cache[(url, accept)] = response
+                self._cache_bytes += size
         return response
+
+    def _drop_cache(self) -> None:
+        self._cache.clear()
+        self._cache_bytes = 0
 
     def guarded(self, method: str, url: bytes) -> bool:
         """Whether this request must pass the guard first (False without one, and for reads)."""
@@ -251,7 +323,8 @@ class Api:
         return write is not None and write.guarded
 
     def _write_of(self, method: str, url: str) -> tuple[Write | None, str | None]:
-        """The route's `Write` (None for reads and unknown paths) and its subject parameter."""
+        """The route's `Write` (None for reads and unknown paths) and its subject parameter
+        (None where the route has none)."""
         try:
             _, params, write = self._route(method, url.partition("?")[0])
         except RegistryError:
@@ -259,39 +332,69 @@ class Api:
         return write, params.get("subject")
 
     def _audited(
-        self, method: str, url: bytes, accept: bytes, body: bytes, context: WriteContext
+        self,
+        method: str,
+        url: bytes,
+        accept: bytes,
+        body: bytes,
+        context: WriteContext,
+        *,
+        peer: str,
     ) -> bytes:
-        """``_respond`` for a POST, PUT or DELETE, logged with its outcome and the caller (GET
-        and HEAD are not logged; they are most of the traffic), after the guard's verdict."""
+        """``_respond`` for a POST, PUT or DELETE, after the guard's verdict, and its access-log
+        line: every write is logged, with its outcome and the caller."""
         started = time.perf_counter()
-        path = url.decode("latin-1")
         response = None
         if self.guard is not None and not context.allowed:
-            write, subject = self._write_of(method, path)
+            write, subject = self._write_of(method, url.decode("latin-1"))
             if write is not None and write.guarded:
                 refusal = context.refusal or Refusal(401, "the credentials were not checked")
                 response = self._refuse(method, write, subject, refusal, context.origin)
         if response is None:
             response = self._respond(method, url, accept, body, context.origin)
-        status = int(response[9:12])  # b"HTTP/1.1 200 OK..."
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        level = logging.WARNING if status >= 500 else logging.INFO
-        log.log(
-            level,
-            "%s %s %d %.1fms by %s",
-            method,
-            path,
-            status,
-            duration_ms,
-            context.origin.who,
-            extra={
-                "http.method": method,
-                "url.path": path,
-                "http.status": status,
-                "enduser.id": context.origin.actor.subject,
-            },
-        )
+        self._log_access(method, url, response, started, peer=peer, origin=context.origin)
         return response
+
+    def _log_access(
+        self,
+        method: str,
+        url: bytes,
+        response: bytes,
+        started: float,
+        *,
+        peer: str,
+        origin: Origin | None = None,
+    ) -> None:
+        """One access-log line: meshkit.http's field names (one query reads the gateway's,
+        identity's and the registry's lines), plus the subject and, for a write, the caller
+        and its trace. The query string is logged too: the registry's carry no secrets, and
+        ``permanent=true`` or ``force=true`` is what an auditor asks about."""
+        level = logging.WARNING if response[9:10] == b"5" else logging.INFO
+        if not access_log.isEnabledFor(level):
+            return
+        status = int(response[9:12])  # b"HTTP/1.1 200 OK..."
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+        target = url.decode("latin-1")
+        path, _, query = target.partition("?")
+        subject = self._write_of(method, path)[1]
+        address = (origin.source_address if origin is not None else "") or peer
+        extra: dict[str, Any] = {
+            "http_method": method,
+            "http_path": path,
+            "http_query": query,
+            "http_status": status,
+            "elapsed_ms": elapsed_ms,
+            "client_address": address,
+            "subject": subject,
+        }
+        if origin is not None:
+            extra["enduser_id"] = origin.actor.subject
+            if origin.trace_id:
+                extra["trace_id"] = origin.trace_id
+        who = f" by {origin.who}" if origin is not None else ""
+        access_log.log(
+            level, "%s %s %d %.1fms%s", method, target, status, elapsed_ms, who, extra=extra
+        )
 
     def _refuse(
         self,
@@ -441,6 +544,7 @@ class Api:
         r = self.registry
         return [
             ("GET", "/", lambda q: {}, None),
+            ("GET", "/openapi.json", self._openapi_json, None),
             # Confluent's no-op POST /: changes nothing, so nothing to guard.
             ("POST", "/", lambda q: {}, None),
             ("GET", "/v1/metadata/id", lambda q: _metadata_id(), None),
@@ -542,6 +646,12 @@ class Api:
         ]
 
     # ------------------------------------------------------------------ handlers
+    def _openapi_json(self, q: Request) -> Raw:
+        if not self._openapi:  # built on first use: most workers are never asked
+            document = openapi_document(self._version)
+            self._openapi = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        return Raw(self._openapi, "application/json")
+
     def _list_subjects(self, q: Request) -> Any:
         # ckp sends the prefix as `subject`; Confluent reads `subjectPrefix`.
         prefix = q.query.text("subjectPrefix") or q.query.text("subject")
@@ -695,6 +805,7 @@ def _render(
 ) -> bytes:
     if isinstance(payload, Raw):
         body = payload.text.encode()
+        media_type = payload.media_type or media_type
     else:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     extra = "".join(f"{name}: {value}\r\n" for name, value in headers)

@@ -306,12 +306,13 @@ def _register_event(client: RegistryClient, subject: str, text: str, level: str)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import logging
-
+    from meshkit.logs import configure_logging
     from schema_registry.registry import DEFAULT_MAX_SCHEMA_SIZE
     from schema_registry.server import ServeOptions, serve
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # JSON lines on stderr, as every process of the mesh logs (the ready line stays plain text:
+    # scripts and tests read the port from it).
+    configure_logging("schema-registry")
     if args.workers < 1:
         raise CommandFailed("--workers must be at least 1")
     if args.max_schema_size is not None and args.max_schema_size < 1:

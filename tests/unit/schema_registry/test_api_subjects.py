@@ -323,12 +323,12 @@ def test_latest_with_metadata(api: RegistryClient) -> None:
 def test_changes_are_logged_with_their_outcome_and_reads_are_not(
     api: RegistryClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="schema_registry.api")
+    caplog.set_level(logging.INFO, logger="schema_registry.access")
     register(api, "orders-value", A1)
     api.get("/subjects/orders-value/versions")
     refused = api.post("/subjects/orders-value/versions", {"schema": "not json"})
     assert refused.status == 422
-    audit = [r for r in caplog.records if r.name == "schema_registry.api"]
+    audit = [r for r in caplog.records if r.name == "schema_registry.access"]
     lines = [(r.levelname, r.getMessage()) for r in audit]
     assert [(level, msg.rsplit(" ", 3)[0]) for level, msg in lines] == [
         ("INFO", "POST /subjects/orders-value/versions 200"),
@@ -337,7 +337,7 @@ def test_changes_are_logged_with_their_outcome_and_reads_are_not(
     # Who asked comes last: nobody can be named without --auth.
     assert all(msg.split(" ")[-3].endswith("ms") for _, msg in lines)
     assert all(msg.endswith(" by anonymous") for _, msg in lines)
-    assert (audit[0].__dict__["http.method"], audit[0].__dict__["http.status"]) == ("POST", 200)
+    assert (audit[0].__dict__["http_method"], audit[0].__dict__["http_status"]) == ("POST", 200)
 
 
 def test_an_empty_path_segment_names_no_subject(api: RegistryClient) -> None:
