@@ -190,8 +190,8 @@ def _optional_int(body: Mapping[str, Any], key: str) -> int | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool) and value <= 0):
         # Confluent clients send id=-1/version=0 to mean "unset".
         return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise errors.invalid_schema(f"{key} must be an integer")
+    if not isinstance(value, int) or isinstance(value, bool) or value > _MAX_VERSION:
+        raise errors.invalid_schema(f"{key} must be an integer within 32 bits")
     return value
 
 
@@ -207,8 +207,8 @@ def _references(value: Any) -> tuple[Reference, ...]:
         name, subject, version = item.get("name"), item.get("subject"), item.get("version")
         if not isinstance(name, str) or not name or not isinstance(subject, str) or not subject:
             raise errors.invalid_schema("a reference needs a name and a subject")
-        if isinstance(version, str):
-            version = parse_version(version)
+        if isinstance(version, str) or type(version) is int:  # 2^70 reached SQLite: a 500
+            version = parse_version(str(version))
         if not isinstance(version, int) or isinstance(version, bool):
             raise errors.invalid_schema(f"reference {name}: version must be an integer")
         found.append(Reference(name, subject, version))
