@@ -317,6 +317,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CommandFailed("--workers must be at least 1")
     if args.max_schema_size is not None and args.max_schema_size < 1:
         raise CommandFailed("--max-schema-size must be at least 1")
+    for flag in ("idle_timeout", "header_timeout", "body_timeout"):
+        if not getattr(args, flag) > 0:
+            raise CommandFailed(f"--{flag.replace('_', '-')} must be more than 0 seconds")
+    if args.max_header_size < 1024 or args.max_connections < 0:
+        raise CommandFailed("--max-header-size must be at least 1024, --max-connections >= 0")
     options = ServeOptions(
         args.host,
         args.port,
@@ -327,6 +332,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         auth_audience=args.auth_audience,
         kafka=args.kafka,
         max_schema_size=args.max_schema_size or DEFAULT_MAX_SCHEMA_SIZE,
+        idle_timeout=args.idle_timeout,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_header_size=args.max_header_size,
+        max_connections=args.max_connections,
     )
     try:
         return serve(options)
@@ -426,14 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Kafka bootstrap servers: publish the audit records of writes to audit.events.v1 "
         "(default: $MESH_KAFKA_BOOTSTRAP; without either they wait in the storage's outbox)",
     )
-    p.add_argument(
-        "--max-schema-size",
-        type=int,
-        default=None,
-        metavar="BYTES",
-        help="refuse to register a schema whose text is longer, in UTF-8 bytes (error 42209) "
-        "(default: 1 MiB, Confluent's: its schemas are Kafka records, at most 1 MiB each)",
-    )
+    _add_limit_options(p)
 
     p = add("subjects", "List subjects.")
     p.add_argument("--deleted", action="store_true", help="include soft-deleted subjects")
@@ -504,6 +507,58 @@ COMMANDS: dict[str, Callable[[RegistryClient, _Out, argparse.Namespace], int]] =
     "delete": cmd_delete,
     "register-all": cmd_register_all,
 }
+
+
+def _add_limit_options(p: argparse.ArgumentParser) -> None:
+    """`serve`'s limits: the schema size, the HTTP timeouts and sizes (`HttpLimits`)."""
+    p.add_argument(
+        "--max-schema-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="refuse to register a schema whose text is longer, in UTF-8 bytes (error 42209) "
+        "(default: 1 MiB, Confluent's: its schemas are Kafka records, at most 1 MiB each)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="close a keep-alive connection idle this long (default: %(default)g, Confluent's "
+        "idle.timeout.ms)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request's line and headers must arrive within this long of their first byte, "
+        "else 408 (slow clients hold no connection; default: %(default)g)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="a request's body may pause this long between two reads, else 408 "
+        "(default: %(default)g)",
+    )
+    p.add_argument(
+        "--max-header-size",
+        type=int,
+        default=8192,
+        metavar="BYTES",
+        help="bytes of request line and headers: a longer URL is 414, longer headers 431 "
+        "(default: %(default)s, Confluent's max.request.header.size)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="connections per worker; when full, the longest idle one is closed for a new one "
+        "(default: 0, as many as the open file limit allows, raised to its hard limit)",
+    )
 
 
 def _credentials(args: argparse.Namespace) -> tuple[str, str]:
