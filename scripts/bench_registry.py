@@ -241,6 +241,64 @@ def run_wrk(wrk: str, url: str, duration: int, connections: int) -> WrkResult:
     return WrkResult(rps, p99_ms, int(errors.group(1)) if errors else 0)
 
 
+RSS_URLS = 100_000
+RSS_TARGET_MIB = 100
+
+
+def bench_rss_after_404s(workdir: Path, urls: int = RSS_URLS) -> tuple[float, float]:
+    """(idle RSS, RSS after ``urls`` GETs of unique unknown subjects) of a fresh one-worker
+    registry, in MiB. Each path is ~4 KiB (under any sane URL limit) and its 404 echoes the
+    subject: a response cache that kept error answers, or was bounded by count and not bytes,
+    grew by hundreds of MiB on this (issue 17)."""
+    home = workdir / "rss"
+    home.mkdir()
+    pad = "x" * 4000
+    with registry(home, 1) as port:
+        pid = _pid_serving(home)
+        _pipelined(port, (f"/subjects/warm-{n}/versions" for n in range(1000)))
+        idle = _rss_mib(pid)
+        _pipelined(port, (f"/subjects/{n}-{pad}/versions" for n in range(urls)))
+        return idle, _rss_mib(pid)
+
+
+def _pid_serving(home: Path) -> int:
+    """The pid of the registry whose storage lives in ``home`` (Linux: read from /proc)."""
+    needle = str(home / "bench.db").encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if needle in cmdline.read_bytes():
+                return int(cmdline.parent.name)
+        except OSError:  # the process ended while we looked
+            continue
+    sys.exit(f"bench_registry: no registry process serving {home}")
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = re.search(r"VmRSS:\s+(\d+) kB", status)
+    return int(kib.group(1)) / 1024 if kib else float("nan")
+
+
+def _pipelined(port: int, paths: Iterator[str], batch: int = 32) -> None:
+    """GET every path on one keep-alive connection, ``batch`` requests in flight at a time
+    (small enough that neither side's socket buffer fills while the other is not reading)."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        replies = sock.makefile("rb")
+        done = False
+        while not done:
+            chunk = [p for _, p in zip(range(batch), paths, strict=False)]
+            done = len(chunk) < batch
+            sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: b\r\n\r\n".encode() for p in chunk))
+            for _ in chunk:
+                length = 0
+                while (line := replies.readline()) not in (b"\r\n", b""):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                replies.read(length)
+
+
 CHECK_FIELDS = 100_000
 READ_P99_TARGET_MS = 20.0
 
@@ -365,6 +423,9 @@ def main() -> int:
                 f"{READ_P99_TARGET_MS:g} ms",
                 flush=True,
             )
+        print(f"==> RSS after {RSS_URLS:,} unique 404 URLs (a fresh registry)", flush=True)
+        idle_mib, after_mib = bench_rss_after_404s(workdir)
+        print(f"RSS {idle_mib:.0f} MiB idle, {after_mib:.0f} MiB after", flush=True)
 
     ratio = ours.requests_per_s / base.requests_per_s
     results = {
@@ -392,6 +453,9 @@ def main() -> int:
            baseline_name="p99 of the same reads with no check running, ms", better="lower",
            target=READ_P99_TARGET_MS, reads=check_reads, check_s=round(check_s, 3),
            fields=CHECK_FIELDS)  # fmt: skip
+    record("registry.rss_after_404s", after_mib - idle_mib, "MiB", better="lower",
+           target=RSS_TARGET_MIB, idle_mib=round(idle_mib, 1), after_mib=round(after_mib, 1),
+           urls=RSS_URLS)  # fmt: skip
     if args.json:
         print(json.dumps(results, indent=2))
     else:
