@@ -1054,6 +1054,7 @@ class Registry:
             check_subject_name(subject)
         key = GLOBAL if subject is None else subject
         extras = {k: v for k, v in body.items() if k not in _LEVEL_KEYS}
+        _check_config_types(extras)
         with self.storage.write() as tx:
             config = tx.config(key) or {}
             config.update(extras)
@@ -1152,6 +1153,35 @@ class Registry:
             tx.delete_mode(subject)
             self._record(tx, origin, DELETE_MODE, subject, {"mode": found})
             return {"mode": found}
+
+
+# ConfigUpdateRequest's typed fields besides the level: what Jackson binds each to. A value of
+# another type was stored and echoed back ("normalize": -68995037, found by the fuzz); then
+# `normalize` in a config read it as true.
+_CONFIG_FIELD_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "normalize": (bool,),
+    "validateFields": (bool,),
+    "validateRules": (bool,),
+    "alias": (str,),
+    "compatibilityGroup": (str,),
+    "defaultMetadata": (dict,),
+    "overrideMetadata": (dict,),
+    "defaultRuleSet": (dict,),
+    "overrideRuleSet": (dict,),
+}
+
+
+def _check_config_types(fields: Mapping[str, Any]) -> None:
+    """400 for a config field of the wrong JSON type (null means unset and is allowed)."""
+    for name, value in fields.items():
+        wanted = _CONFIG_FIELD_TYPES.get(name)
+        if wanted is None or value is None:
+            continue
+        if not isinstance(value, wanted) or (bool not in wanted and isinstance(value, bool)):
+            kind = {bool: "a boolean", str: "a string", dict: "an object"}[wanted[0]]
+            raise RegistryError(
+                ErrorCode.BAD_REQUEST, f"Config field {name} must be {kind}, not {value!r:.60}"
+            )
 
 
 def _flag(value: bool) -> str:

@@ -61,6 +61,27 @@ def test_config_accepts_cks_set_config_shape_and_keeps_extra_keys(api: RegistryC
     assert api.get("/config/s").json()["normalize"] is True, "PUT merges into the stored config"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"normalize": -68995037},
+        {"normalize": "true"},
+        {"validateFields": 1},
+        {"compatibilityGroup": True},
+        {"defaultMetadata": []},
+    ],
+)
+def test_config_fields_of_the_wrong_type_are_400_and_not_stored(
+    api: RegistryClient, body: dict[str, object]
+) -> None:
+    # The fuzz stored "normalize": -68995037 and echoed it back; Confluent's typed request
+    # object refuses it, and a stored non-boolean would have switched normalization on.
+    reply = api.put("/config/s", body)
+    assert (reply.status, reply.error_code) == (400, 400)
+    assert next(iter(body)) in reply.json()["message"]
+    assert api.get("/config/s").status == 404
+
+
 @pytest.mark.parametrize("body", [{"compatibility": "SIDEWAYS"}, {"compatibility": 3}, [1]])
 def test_invalid_levels_are_42203(api: RegistryClient, body: object) -> None:
     reply = api.put("/config", body)
