@@ -261,6 +261,18 @@ class Api:
         answered wherever GET is."""
         return list(self._patterns)
 
+    def serves(self, method: str, url: bytes) -> bool:
+        """Whether a route answers ``method`` on ``url``'s path (HEAD wherever GET): the HTTP
+        layer refuses a request's media type only for a resource that exists, as Jersey matches
+        the resource (404) and the method (405) before what it consumes (415)."""
+        try:
+            self._route(
+                "GET" if method == "HEAD" else method, url.decode("latin-1").partition("?")[0]
+            )
+        except RegistryError:
+            return False
+        return True
+
     # ------------------------------------------------------------------ HTTP entry point
     def handle(
         self,

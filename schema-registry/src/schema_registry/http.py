@@ -71,9 +71,10 @@ _TRACEPARENT: Final = b"traceparent"
 _EXPECT: Final = b"expect"
 _CONTENT_LENGTH: Final = b"content-length"
 _CONTENT_TYPE: Final = b"content-type"
+_ORIGIN: Final = b"origin"
 _READS: Final = ("GET", "HEAD")
 _KEPT: Final = frozenset(
-    {b"accept", _AUTHORIZATION, _TRACEPARENT, _EXPECT, _CONTENT_LENGTH, _CONTENT_TYPE}
+    {b"accept", _AUTHORIZATION, _TRACEPARENT, _EXPECT, _CONTENT_LENGTH, _CONTENT_TYPE, _ORIGIN}
 )
 # The @Consumes of every Confluent resource (rest/resources/*.java, client/rest/Versions.java).
 _CONSUMED: Final = frozenset(
@@ -143,6 +144,21 @@ def raise_file_limit() -> int:
 _REQUEST_TIMEOUT: Final = (408, "Request Timeout")
 _URI_TOO_LONG: Final = (414, "URI Too Long")
 _HEADERS_TOO_LARGE: Final = (431, "Request Header Fields Too Large")
+
+
+def cross_origin_refusal(method: str, origin: bytes) -> bytes | None:
+    """The answer to a write sent by a web page (it carries an ``Origin`` header, which only
+    browsers send), else None. The 415 stops a page's form or text/plain POST, but a page can
+    still send a body with no Content-Type at all, which reads as octet-stream (accepted, as in
+    Confluent): a page a developer opens could then change a registry on localhost. The registry
+    serves no page of its own, so no browser has a reason to write to it."""
+    if not origin or method in _READS:
+        return None
+    message = (
+        f"Writes from a web page (Origin: {origin.decode('latin-1')[:200]}) are refused; "
+        "use the schema-registry CLI or a client library"
+    )
+    return error_response(ErrorCode.FORBIDDEN, message)
 
 
 def _refusal(status: tuple[int, str], detail: str) -> bytes:
@@ -267,6 +283,7 @@ class HttpProtocol(asyncio.Protocol):
         self._authorization = b""
         self._traceparent = b""
         self._content_type = b""
+        self._origin = b""
         self._expect_continue = False
         self._body: list[bytes] = []
         self._body_size = 0
@@ -403,6 +420,7 @@ class HttpProtocol(asyncio.Protocol):
         self._authorization = b""
         self._traceparent = b""
         self._content_type = b""
+        self._origin = b""
         self._expect_continue = False
         self._body = []
         self._body_size = 0
@@ -432,6 +450,8 @@ class HttpProtocol(asyncio.Protocol):
         elif lowered == _CONTENT_TYPE:
             # Two Content-Type headers read as one list, which no media type is (400).
             self._content_type = value if not self._content_type else self._content_type + b","
+        elif lowered == _ORIGIN:
+            self._origin = value
         elif lowered == _EXPECT and value.lower() == b"100-continue":
             self._expect_continue = True
         elif lowered == _CONTENT_LENGTH and value.strip().isdigit():
@@ -481,12 +501,23 @@ class HttpProtocol(asyncio.Protocol):
             self._authorization,
             self._traceparent,
             self._parser.should_keep_alive(),
-            media_type_refusal(self._content_type) if self._content_type else None,
+            self._refusal_of(method),
         )
         if self._waiting is not None:
             self._waiting.append(pending)  # behind the request being answered off the loop
         else:
             self._serve(pending)
+
+    def _refusal_of(self, method: str) -> bytes | None:
+        """What the HTTP layer answers instead of running the request, if anything: a write
+        from a web page (403), an unsupported media type (415) for a resource that exists
+        (otherwise the API's 404 or 405 comes first, as in Jersey)."""
+        refusal = cross_origin_refusal(method, self._origin)
+        if refusal is None and self._content_type:
+            refusal = media_type_refusal(self._content_type)
+            if refusal is not None and not self._api.serves(method, self._url):
+                return None
+        return refusal
 
     # answering in order ---------------------------------------------------------------------
     def _serve(self, request: _Pending) -> bool:

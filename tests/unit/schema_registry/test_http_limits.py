@@ -235,6 +235,39 @@ def test_jersey_checks_the_content_type_of_reads_too(url: str) -> None:
         assert client.get("/subjects").status == 200, "the connection is still usable"
 
 
+def test_a_resource_that_does_not_exist_is_404_or_405_before_its_media_type(url: str) -> None:
+    # Jersey matches the resource, then the method, then what it consumes.
+    plain = {"Content-Type": "text/plain"}
+    with RegistryClient(url) as client:
+        reply = client.request("POST", "/no/such/thing", {}, headers=plain)
+        assert (reply.status, reply.json()["error_code"]) == (404, 404)
+        reply = client.request("PUT", "/subjects", {}, headers=plain)
+        assert (reply.status, reply.json()["error_code"]) == (405, 405)
+
+
+@pytest.mark.parametrize("content_type", ["", V1])
+def test_a_write_from_a_web_page_is_403_and_registers_nothing(url: str, content_type: str) -> None:
+    # A page can POST a body with no Content-Type at all (a Blob): no 415 stops that, and no
+    # CORS preflight either. Only browsers send Origin; the registry serves no page of its own.
+    body = json.dumps({"schema": record("A", field("a"))}).encode()
+    header = f"Content-Type: {content_type}\r\n" if content_type else ""
+    with connect(url) as sock:
+        sock.sendall(
+            f"POST /subjects/s/versions HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}"
+            f"Origin: https://evil.example\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n".encode()
+            + body
+        )
+        response = read_until_closed(sock)
+    assert response.startswith(b"HTTP/1.1 403 Forbidden"), response[:300]
+    assert error_of(response)["error_code"] == 40301
+    assert "evil.example" in str(error_of(response)["message"])
+    with RegistryClient(url) as client:
+        assert client.get("/subjects").json() == []
+        reply = client.request("GET", "/subjects", headers={"Origin": "https://evil.example"})
+        assert reply.status == 200, "reads are not refused"
+
+
 # ------------------------------------------------------------------------------ connections
 def test_when_full_the_longest_idle_connection_makes_room() -> None:
     with running_server(MemoryStorage(), limits=HttpLimits(max_connections=3)) as base:
