@@ -322,6 +322,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             raise CommandFailed(f"--{flag.replace('_', '-')} must be more than 0 seconds")
     if args.max_header_size < 1024 or args.max_connections < 0:
         raise CommandFailed("--max-header-size must be at least 1024, --max-connections >= 0")
+    if not 0.0 <= args.access_log_reads <= 1.0:
+        raise CommandFailed("--access-log-reads is a share of reads, from 0 to 1")
     options = ServeOptions(
         args.host,
         args.port,
@@ -337,6 +339,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         max_header_size=args.max_header_size,
         max_connections=args.max_connections,
+        access_log_reads=args.access_log_reads,
     )
     try:
         return serve(options)
@@ -558,6 +561,14 @@ def _add_limit_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="connections per worker; when full, the longest idle one is closed for a new one "
         "(default: 0, as many as the open file limit allows, raised to its hard limit)",
+    )
+    p.add_argument(
+        "--access-log-reads",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="log this share of reads (0..1) as JSON access lines; writes are always logged "
+        "(default: %(default)g: reads are most of the traffic)",
     )
 
 

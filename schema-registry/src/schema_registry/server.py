@@ -85,6 +85,8 @@ class ServeOptions:
     max_header_size: int = 8192
     #: Connections per worker; 0: as many as the open file limit allows.
     max_connections: int = 0
+    #: The share of reads logged as access lines (0..1); writes are always logged.
+    access_log_reads: float = 0.0
 
     def limits(self) -> HttpLimits:
         """The HTTP layer's limits these options ask for."""
@@ -125,7 +127,11 @@ def run_worker(sock: socket.socket, storage: Storage, options: ServeOptions | No
     guard = options.guard()
     own = writer_storage(storage)
     reads, writes = (
-        Api(Registry(s, audit=AuditLog(), max_schema_size=options.max_schema_size), guard=guard)
+        Api(
+            Registry(s, audit=AuditLog(), max_schema_size=options.max_schema_size),
+            guard=guard,
+            access_log_reads=options.access_log_reads if s is storage else 0.0,
+        )
         for s in (storage, own)
     )
 

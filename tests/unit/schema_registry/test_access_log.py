@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.registry import field, record, register, serve, wait_until
+from support.registry import field, record, register, run_cli, serve, wait_until
 
 from meshkit.audit import Actor
 from meshkit.logs import JsonFormatter
@@ -154,3 +154,22 @@ def test_serve_logs_json_lines_and_every_write(tmp_path: Path) -> None:
     assert line["client_address"] == "127.0.0.1"
     assert line["enduser_id"] == ""
     assert not [p for p in access if p["http_method"] == "GET"]  # reads: off by default
+
+
+def test_serve_logs_every_read_with_a_rate_of_one(tmp_path: Path) -> None:
+    with serve("--storage", "memory", "--access-log-reads", "1", cwd=tmp_path) as server:
+        with RegistryClient(server.url) as client:
+            assert client.get("/subjects/sampled-value/versions").status == 404
+        wait_until(
+            lambda: any("sampled-value" in line for line in server.stderr_lines),
+            what="the read's access-log line",
+        )
+        logged = [json.loads(line) for line in server.stderr_lines if "sampled-value" in line]
+    (line,) = logged
+    assert (line["http_method"], line["http_status"]) == ("GET", 404)
+    assert line["subject"] == "sampled-value" and line["client_address"] == "127.0.0.1"
+
+
+def test_serve_refuses_a_read_share_outside_0_to_1(tmp_path: Path) -> None:
+    reply = run_cli("serve", "--storage", "memory", "--access-log-reads", "2", cwd=tmp_path)
+    assert reply.returncode == 1 and "--access-log-reads" in reply.stderr
