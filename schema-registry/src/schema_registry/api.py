@@ -600,7 +600,7 @@ class Api:
             (
                 "GET",
                 "/schemas/ids/{id}/schema",
-                lambda q: Raw(r.get_schema_text(q.int_param("id"))),
+                lambda q: Raw(r.get_schema_text(q.int_param("id"), format=q.query.text("format"))),
                 None,
             ),
             ("GET", "/schemas/ids/{id}/subjects", self._schema_subjects, None),
@@ -701,14 +701,14 @@ class Api:
 
     def _get_version(self, q: Request) -> Any:
         return self.registry.get_version(
-            q.params["subject"], q.params["version"], deleted=q.query.flag("deleted")
+            q.params["subject"],
+            q.params["version"],
+            deleted=q.query.flag("deleted"),
+            format=q.query.text("format"),
         )
 
     def _get_version_schema(self, q: Request) -> Any:
-        found = self.registry.get_version(
-            q.params["subject"], q.params["version"], deleted=q.query.flag("deleted")
-        )
-        return Raw(found["schema"])
+        return Raw(self._get_version(q)["schema"])
 
     def _delete_version(self, q: Request) -> Any:
         return self.registry.delete_version(

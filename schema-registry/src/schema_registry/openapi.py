@@ -152,7 +152,7 @@ _OPERATIONS: Final[dict[tuple[str, str], _Op]] = {
         "subjects",
         "One version of a subject",
         _ref("Schema"),
-        (*_SUBJECT_VERSION, "deleted"),
+        (*_SUBJECT_VERSION, "deleted", "format"),
         errors=_VERSION_OF,
     ),
     ("DELETE", "/subjects/{subject}/versions/{version}"): _Op(
@@ -173,7 +173,7 @@ _OPERATIONS: Final[dict[tuple[str, str], _Op]] = {
         "subjects",
         "One version's schema text, as it is",
         _ANY_JSON,
-        (*_SUBJECT_VERSION, "deleted"),
+        (*_SUBJECT_VERSION, "deleted", "format"),
         errors=_VERSION_OF,
     ),
     ("GET", "/subjects/{subject}/versions/{version}/referencedby"): _Op(
@@ -208,7 +208,7 @@ _OPERATIONS: Final[dict[tuple[str, str], _Op]] = {
         "schemas",
         "A schema's text by its id, as it is",
         _ANY_JSON,
-        (*_ID, "subjectHint"),
+        (*_ID, "subjectHint", "format"),
         errors=(_E.SCHEMA_NOT_FOUND,),
     ),
     ("GET", "/schemas/ids/{id}/subjects"): _Op(

@@ -627,13 +627,23 @@ class Registry:
                 continue  # a stored schema that no longer parses matches nothing
         return None
 
-    def _version_json(self, tx: Transaction, sv: SubjectVersion) -> dict[str, Any]:
+    def _formatted(self, tx: Transaction, stored: StoredSchema, format: str) -> str:
+        """The schema's text in a `format`: as stored (its canonical string), or `resolved`
+        with the referenced types written out where first used; formats Confluent does not
+        know for a type are the stored text, as it answers them."""
+        if format.strip().lower() == "resolved" and stored.schema_type == "AVRO":
+            return resolved_string(self._parse_stored(tx, stored.id))
+        return stored.text
+
+    def _version_json(
+        self, tx: Transaction, sv: SubjectVersion, format: str = ""
+    ) -> dict[str, Any]:
         stored = tx.schema(sv.schema_id)
         if stored is None:  # pragma: no cover - versions always point at stored schemas
             raise RegistryError(ErrorCode.STORE_ERROR, f"schema {sv.schema_id} is missing")
         out: dict[str, Any] = {"subject": sv.subject, "version": sv.version, "id": sv.schema_id}
         out.update(_schema_extras(stored))
-        out["schema"] = stored.text
+        out["schema"] = self._formatted(tx, stored, format)
         if sv.deleted:
             out["deleted"] = True
         return out
@@ -682,12 +692,14 @@ class Registry:
             return [-v.version if v.deleted else v.version for v in versions]
         return [v.version for v in versions]
 
-    def get_version(self, subject: str, version: str, *, deleted: bool) -> dict[str, Any]:
-        """GET /subjects/{s}/versions/{v}."""
+    def get_version(
+        self, subject: str, version: str, *, deleted: bool, format: str = ""
+    ) -> dict[str, Any]:
+        """GET /subjects/{s}/versions/{v} (and its /schema), in a `format` (`_formatted`)."""
         number = parse_version(version)
         with self.storage.read() as tx:
             sv = self._find_version(tx, subject, number, include_deleted=deleted)
-            return self._version_json(tx, sv)
+            return self._version_json(tx, sv, format)
 
     def referenced_by(self, subject: str, version: str, *, deleted: bool) -> list[int]:
         """GET /subjects/{s}/versions/{v}/referencedby: ids of schemas referencing it."""
@@ -928,19 +940,16 @@ class Registry:
         formats it does not know for a type."""
         with self.storage.read() as tx:
             stored = self._schema_in_use(tx, schema_id)
-            text = stored.text
-            if format.strip().lower() == "resolved" and stored.schema_type == "AVRO":
-                text = resolved_string(self._parse_stored(tx, schema_id))
-            out: dict[str, Any] = {"schema": text}
+            out: dict[str, Any] = {"schema": self._formatted(tx, stored, format)}
             out.update(_schema_extras(stored))
             if fetch_max_id:
                 out["maxId"] = tx.max_schema_id()
             return out
 
-    def get_schema_text(self, schema_id: int) -> str:
-        """GET /schemas/ids/{id}/schema."""
+    def get_schema_text(self, schema_id: int, *, format: str = "") -> str:
+        """GET /schemas/ids/{id}/schema, in a `format` (`_formatted`)."""
         with self.storage.read() as tx:
-            return self._schema_in_use(tx, schema_id).text
+            return self._formatted(tx, self._schema_in_use(tx, schema_id), format)
 
     def schema_usages(self, schema_id: int, *, deleted: bool) -> list[SubjectVersion]:
         """The versions using an id, for /schemas/ids/{id}/subjects and /versions."""

@@ -133,6 +133,15 @@ def test_a_schema_with_its_references_written_out_finds_its_version(api: Registr
     found = lookup(api, "orders", resolved)
     assert found.status == 200, found.body
     assert (found.json()["id"], found.json()["version"]) == (registered["id"], 1)
+    # Every read Confluent gives `format` to takes it: the version and both /schema forms.
+    assert api.get("/subjects/orders/versions/1?format=resolved").json()["schema"] == resolved
+    for path in (
+        "/subjects/orders/versions/latest/schema",
+        f"/schemas/ids/{registered['id']}/schema",
+    ):
+        assert api.get(f"{path}?format=resolved").body.decode() == resolved
+        assert "Currency" in api.get(path).body.decode()
+        assert "EUR" not in api.get(path).body.decode()
     again = register(api, "orders", resolved)
     assert (again["id"], again["version"]) == (registered["id"], 1)
 
