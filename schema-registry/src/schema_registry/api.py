@@ -39,6 +39,7 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote
 
 from meshkit.audit import DENIED, FAILURE
+from schema_registry import jsontext
 from schema_registry import registry as ops
 from schema_registry.audit import ANONYMOUS, WRITE_ACTION, Origin
 from schema_registry.auth import Guard, Refusal, challenge
@@ -165,7 +166,7 @@ class Request:
         if not self.raw_body.strip():
             return None
         try:
-            value = json.loads(self.raw_body)
+            value = jsontext.loads(self.raw_body)
         except (ValueError, UnicodeDecodeError) as exc:
             # int() refuses over 4,300 digits with advice for Python programmers, not API users.
             detail = str(exc).partition("; use sys.set_int_max_str_digits()")[0]

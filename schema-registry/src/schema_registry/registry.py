@@ -556,6 +556,18 @@ class Registry:
         """Parse with references resolved, then canonicalise as Confluent's canonicalizeSchema
         does: with `normalize`, the normalized schema (and references sorted, each once); the
         canonical string of that is the text stored and fingerprinted."""
+        parsed, ref_schemas, refs = self._parsed_request(tx, req, normalize=normalize)
+        text = canonical_string(parsed, ref_schemas)
+        fingerprint = _fingerprint(req.schema_type, text, refs, req.metadata, req.rule_set)
+        return _Content(parsed, text, fingerprint, refs, req.metadata, req.rule_set)
+
+    def _parsed_request(
+        self, tx: Transaction, req: SchemaRequest, *, normalize: bool
+    ) -> tuple[AvroSchema, tuple[AvroSchema, ...], tuple[Reference, ...]]:
+        """The request's schema parsed (normalized first with `normalize`), the schemas its
+        references name, and its references with versions fixed. A compatibility check needs
+        no more: its canonical string and fingerprint are a fifth of a huge schema's check,
+        and single calls into C (json.dumps of megabytes) that hold the GIL from the reads."""
         resolved = [self._resolve(tx, r) for r in req.references]
         refs = tuple(
             Reference(r.name, r.subject, v.version)
@@ -574,11 +586,9 @@ class Registry:
                     strict_union_defaults=False,
                 )
                 refs = _normalized_references(refs)
-            text = canonical_string(parsed, ref_schemas)
         except InvalidSchema as exc:
             raise RegistryError(ErrorCode.INVALID_SCHEMA, str(exc)) from None
-        fingerprint = _fingerprint(req.schema_type, text, refs, req.metadata, req.rule_set)
-        return _Content(parsed, text, fingerprint, refs, req.metadata, req.rule_set)
+        return parsed, ref_schemas, refs
 
     def _normalize(self, tx: Transaction, subject: str, requested: bool) -> bool:
         """Whether to normalize: the query flag, else the `normalize` of the subject's config
@@ -1011,9 +1021,9 @@ class Registry:
                     raise errors.version_not_found(number)
                 targets = [found]
             try:
-                parsed = self._parse_request(
+                parsed = self._parsed_request(
                     tx, req, normalize=self._normalize(tx, subject, normalize)
-                ).parsed
+                )[0]
             except RegistryError as exc:
                 if verbose and exc.code is ErrorCode.INVALID_SCHEMA:
                     return {"is_compatible": False, "messages": [exc.message]}

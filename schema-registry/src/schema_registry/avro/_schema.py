@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from schema_registry import jsontext
 from schema_registry.avro._model import (
     PRIMITIVE_TYPES,
     Array,
@@ -134,7 +135,7 @@ def parse_schema(
     if not text.strip():
         raise InvalidSchema("Invalid schema: the schema is empty")
     try:
-        data: JsonValue = json.loads(text, parse_constant=_reject_constant)
+        data: JsonValue = jsontext.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise InvalidSchema(
             f"Invalid schema: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
