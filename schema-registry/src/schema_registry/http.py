@@ -285,6 +285,7 @@ class HttpProtocol(asyncio.Protocol):
         self._content_type = b""
         self._origin = b""
         self._expect_continue = False
+        self._rare = False  # whether any header below Accept was set for the current request
         self._body: list[bytes] = []
         self._body_size = 0
         self._content_length = 0
@@ -417,14 +418,18 @@ class HttpProtocol(asyncio.Protocol):
         self._head_fed = 0
         self._url = b""
         self._accept = b""
-        self._authorization = b""
-        self._traceparent = b""
-        self._content_type = b""
-        self._origin = b""
-        self._expect_continue = False
+        if self._rare:
+            # Headers most requests lack, reset only after one that had any (the read path
+            # pays for every attribute it touches: ~25 ns each, per request).
+            self._rare = False
+            self._authorization = b""
+            self._traceparent = b""
+            self._content_type = b""
+            self._origin = b""
+            self._expect_continue = False
+            self._content_length = 0
         self._body = []
         self._body_size = 0
-        self._content_length = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -441,6 +446,7 @@ class HttpProtocol(asyncio.Protocol):
         lowered = name.lower()
         if lowered not in _KEPT:
             return
+        self._rare = True
         if lowered == b"accept":
             self._accept = value if not self._accept else self._accept + b"," + value
         elif lowered == _AUTHORIZATION:
