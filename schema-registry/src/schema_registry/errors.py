@@ -119,3 +119,8 @@ def reference_exists(subject: str, version: int) -> RegistryError:
         f"One or more references exist to the schema {{magic=1,keytype=SCHEMA,subject={subject},"
         f"version={version}}}.",
     )
+
+
+class InvalidSchema(ValueError):
+    """A schema text that is not a valid schema of its type; the message is shown to API users
+    (the registry answers it as 42201). Every schema type's parser raises it."""

@@ -25,20 +25,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from schema_registry import errors
+from schema_registry import errors, providers
 from schema_registry.audit import ANONYMOUS, AUDIT_SUBJECT, SYSTEM, AuditLog, Origin
-from schema_registry.avro import (
-    COMPATIBILITY_LEVELS,
-    AvroSchema,
-    Incompatibility,
-    InvalidSchema,
-    canonical_string,
-    check_compatibility,
-    normalized_string,
-    parse_schema,
-    resolved_string,
-)
-from schema_registry.errors import ErrorCode, RegistryError
+from schema_registry.compatibility import COMPATIBILITY_LEVELS, Incompatibility, check_compatibility
+from schema_registry.errors import ErrorCode, InvalidSchema, RegistryError
+from schema_registry.providers import PROVIDERS, SchemaProvider, provider_of
 from schema_registry.storage import (
     GLOBAL,
     Reference,
@@ -51,7 +42,7 @@ from schema_registry.storage import (
 DEFAULT_COMPATIBILITY: Final = "BACKWARD"
 DEFAULT_MODE: Final = "READWRITE"
 MODES: Final = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
-SUPPORTED_TYPES: Final = ("AVRO",)
+SUPPORTED_TYPES: Final = tuple(PROVIDERS)
 #: Types Confluent knows that this registry does not check yet (42201 says so plainly).
 KNOWN_TYPES: Final = ("AVRO", "JSON", "PROTOBUF")
 LATEST: Final = -1
@@ -250,7 +241,7 @@ class _Content:
     """A request's schema made ready to compare and store: parsed, its canonical string, its
     fingerprint, its references with versions fixed, and its metadata and ruleSet."""
 
-    parsed: AvroSchema
+    parsed: Any
     text: str
     fingerprint: str
     references: tuple[Reference, ...]
@@ -280,12 +271,13 @@ class Registry:
         self.default_compatibility = default_compatibility
         self.audit = audit
         self.max_schema_size = max_schema_size
-        self._parsed: dict[int, AvroSchema] = {}
+        self._parsed: dict[int, Any] = {}
         # id -> its schema fully resolved and normalized: what Confluent's `equivalent` compares.
         self._equivalence: dict[int, str] = {}
         self._audit_fingerprint = ""
         if audit is not None:
-            text = canonical_string(parse_schema(audit.schema_text), ())
+            avro = PROVIDERS["AVRO"]
+            text = avro.canonical(avro.parse(audit.schema_text, (), new=True), ())
             self._audit_fingerprint = _fingerprint("AVRO", text, (), None, None)
         self.migrate_fingerprints()
 
@@ -386,7 +378,7 @@ class Registry:
     def _current_fingerprint(self, tx: Transaction, row: StoredSchema) -> str:
         """A stored schema's fingerprint by today's rule; its old one when it cannot be
         computed (not Avro, or no longer parsed: nothing to gain from guessing)."""
-        if row.schema_type != "AVRO":
+        if row.schema_type not in PROVIDERS:
             return row.fingerprint
         try:
             ref_ids = []
@@ -396,7 +388,7 @@ class Registry:
                     raise errors.invalid_schema(f"reference '{ref.name}' is gone")
                 ref_ids.append(target.schema_id)
             refs = [self._parse_stored(tx, i) for i in ref_ids]
-            text = canonical_string(self._parse_stored(tx, row.id), refs)
+            text = PROVIDERS[row.schema_type].canonical(self._parse_stored(tx, row.id), refs)
         except (InvalidSchema, RegistryError) as exc:
             log.warning("schema %d keeps its fingerprint: %s", row.id, exc)
             return row.fingerprint
@@ -462,7 +454,7 @@ class Registry:
             raise errors.not_permitted(f"Subject {subject} is in read-only mode")
         return mode
 
-    def _parse_stored(self, tx: Transaction, schema_id: int) -> AvroSchema:
+    def _parse_stored(self, tx: Transaction, schema_id: int) -> Any:
         """A stored schema, parsed with its references (cached by id). Depth-first with a
         stack of our own: recursing per reference overflowed Python's stack on chains ~490 deep,
         and only for the links the cache did not hold. No depth limit here: what was stored
@@ -482,7 +474,8 @@ class Registry:
                 # Stored schemas were validated when registered; re-read them leniently, as
                 # Confluent does, so a stricter parser never locks a subject.
                 refs = [self._parsed[i] for i in ref_ids]
-                self._parsed[current] = parse_schema(stored.text, refs, validate_defaults=False)
+                provider = _provider(stored.schema_type)
+                self._parsed[current] = provider.parse(stored.text, refs, new=False)
                 open_ids.discard(current)
                 continue
             if current in open_ids:  # only storage written by hand can loop
@@ -557,13 +550,13 @@ class Registry:
         does: with `normalize`, the normalized schema (and references sorted, each once); the
         canonical string of that is the text stored and fingerprinted."""
         parsed, ref_schemas, refs = self._parsed_request(tx, req, normalize=normalize)
-        text = canonical_string(parsed, ref_schemas)
+        text = _provider(req.schema_type).canonical(parsed, ref_schemas)
         fingerprint = _fingerprint(req.schema_type, text, refs, req.metadata, req.rule_set)
         return _Content(parsed, text, fingerprint, refs, req.metadata, req.rule_set)
 
     def _parsed_request(
         self, tx: Transaction, req: SchemaRequest, *, normalize: bool
-    ) -> tuple[AvroSchema, tuple[AvroSchema, ...], tuple[Reference, ...]]:
+    ) -> tuple[Any, tuple[Any, ...], tuple[Reference, ...]]:
         """The request's schema parsed (normalized first with `normalize`), the schemas its
         references name, and its references with versions fixed. A compatibility check needs
         no more: its canonical string and fingerprint are a fifth of a huge schema's check,
@@ -573,18 +566,20 @@ class Registry:
             Reference(r.name, r.subject, v.version)
             for r, v in zip(req.references, resolved, strict=True)
         )
+        provider = _provider(req.schema_type)
         try:
             ref_schemas = tuple(self._parse_stored(tx, v.schema_id) for v in resolved)
-            # Confluent runs Avro Java >= 1.11.3 (AVRO-3649), which accepts a union default that
-            # matches any branch, not only the first: accept what the original accepts.
-            parsed = parse_schema(req.schema, ref_schemas, strict_union_defaults=False)
+            for ref, ref_schema in zip(refs, ref_schemas, strict=True):
+                if not provider.owns(ref_schema):
+                    raise InvalidSchema(
+                        f"Invalid schema: reference '{ref.name}' ({ref.subject} version "
+                        f"{ref.version}) is a {provider_of(ref_schema).schema_type} schema; "
+                        f"a {provider.schema_type} schema can only reference its own type"
+                    )
+            parsed = provider.parse(req.schema, ref_schemas, new=True)
             if normalize:
-                parsed = parse_schema(
-                    normalized_string(parsed, ref_schemas),
-                    ref_schemas,
-                    validate_defaults=False,
-                    strict_union_defaults=False,
-                )
+                normalized = provider.normalized(parsed, ref_schemas)
+                parsed = provider.parse(normalized, ref_schemas, new=False)
                 refs = _normalized_references(refs)
         except InvalidSchema as exc:
             raise RegistryError(ErrorCode.INVALID_SCHEMA, str(exc)) from None
@@ -607,7 +602,8 @@ class Registry:
     def _equivalence_of(self, tx: Transaction, schema_id: int) -> str:
         key = self._equivalence.get(schema_id)
         if key is None:
-            key = normalized_string(self._parse_stored(tx, schema_id), ())
+            parsed = self._parse_stored(tx, schema_id)
+            key = provider_of(parsed).normalized(parsed, ())
             self._equivalence[schema_id] = key
         return key
 
@@ -620,16 +616,17 @@ class Registry:
         the referenced types and names none), metadata and ruleSet. This finds a version sent
         with its references written out, and rows fingerprinted by an older rule."""
         wanted: str | None = None
+        provider = provider_of(content.parsed)
         for sv in reversed(versions):
             stored = tx.schema(sv.schema_id)
-            if stored is None or stored.schema_type != "AVRO":
+            if stored is None or stored.schema_type != provider.schema_type:
                 continue
             if content.references and stored.references != content.references:
                 continue
             if (stored.metadata, stored.rule_set) != (content.metadata, content.rule_set):
                 continue
             if wanted is None:
-                wanted = normalized_string(content.parsed, ())
+                wanted = provider.normalized(content.parsed, ())
             try:
                 if self._equivalence_of(tx, sv.schema_id) == wanted:
                     return sv
@@ -641,8 +638,8 @@ class Registry:
         """The schema's text in a `format`: as stored (its canonical string), or `resolved`
         with the referenced types written out where first used; formats Confluent does not
         know for a type are the stored text, as it answers them."""
-        if format.strip().lower() == "resolved" and stored.schema_type == "AVRO":
-            return resolved_string(self._parse_stored(tx, stored.id))
+        if format.strip().lower() == "resolved" and stored.schema_type in PROVIDERS:
+            return PROVIDERS[stored.schema_type].resolved(self._parse_stored(tx, stored.id))
         return stored.text
 
     def _version_json(
@@ -808,7 +805,10 @@ class Registry:
         if mode != "IMPORT":
             level = self._level(tx, subject)
             problems = check_compatibility(
-                level, content.parsed, [self._parse_stored(tx, v.schema_id) for v in live]
+                level,
+                content.parsed,
+                [self._parse_stored(tx, v.schema_id) for v in live],
+                providers.check_pair,
             )
             if problems:
                 raise _incompatible(subject, level, problems)
@@ -1029,7 +1029,7 @@ class Registry:
                     return {"is_compatible": False, "messages": [exc.message]}
                 raise
             existing = [self._parse_stored(tx, v.schema_id) for v in targets]
-        problems = check_compatibility(level, parsed, existing)
+        problems = check_compatibility(level, parsed, existing, providers.check_pair)
         result: dict[str, Any] = {"is_compatible": not problems}
         if verbose:
             messages = [format_incompatibility(p) for p in problems]
@@ -1201,6 +1201,15 @@ def _check_config_types(fields: Mapping[str, Any]) -> None:
             raise RegistryError(
                 ErrorCode.BAD_REQUEST, f"Config field {name} must be {kind}, not {value!r:.60}"
             )
+
+
+def _provider(schema_type: str) -> SchemaProvider:
+    """The provider of a schema type this registry stores (42201 for another: only storage
+    written by another registry can hold one)."""
+    provider = PROVIDERS.get(schema_type)
+    if provider is None:
+        raise errors.invalid_schema(f"schemaType {schema_type} is not supported by this registry")
+    return provider
 
 
 def _flag(value: bool) -> str:

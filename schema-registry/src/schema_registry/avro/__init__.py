@@ -8,18 +8,10 @@ rules and the two reporting-only deviations.
 """
 
 from schema_registry.avro._canonical import canonical_string, normalized_string, resolved_string
-from schema_registry.avro._compat import (
-    COMPATIBILITY_LEVELS,
-    Incompatibility,
-    check_compatibility,
-    check_pair,
-)
-from schema_registry.avro._schema import (
-    AvroSchema,
-    InvalidSchema,
-    has_lone_surrogate,
-    parse_schema,
-)
+from schema_registry.avro._compat import check_compatibility, check_pair
+from schema_registry.avro._schema import AvroSchema, has_lone_surrogate, parse_schema
+from schema_registry.compatibility import COMPATIBILITY_LEVELS, Incompatibility
+from schema_registry.errors import InvalidSchema
 
 __all__ = [
     "COMPATIBILITY_LEVELS",

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from schema_registry import compatibility
 from schema_registry.avro._model import (
     Array,
     Enum,
@@ -59,6 +60,7 @@ from schema_registry.avro._model import (
     type_label,
 )
 from schema_registry.avro._schema import AvroSchema
+from schema_registry.compatibility import Incompatibility
 
 NAME_MISMATCH: Final = "NAME_MISMATCH"
 FIXED_SIZE_MISMATCH: Final = "FIXED_SIZE_MISMATCH"
@@ -68,15 +70,6 @@ TYPE_MISMATCH: Final = "TYPE_MISMATCH"
 MISSING_UNION_BRANCH: Final = "MISSING_UNION_BRANCH"
 AMBIGUOUS_FIELD_MATCH: Final = "AMBIGUOUS_FIELD_MATCH"
 
-COMPATIBILITY_LEVELS: Final = (
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-    "NONE",
-)
 
 # reader type -> writer types it can read besides its own
 _PROMOTIONS: Final[dict[str, frozenset[str]]] = {
@@ -89,29 +82,6 @@ _PROMOTIONS: Final[dict[str, frozenset[str]]] = {
 _FRAGMENT_IN_MESSAGE: Final = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Incompatibility:
-    """One reason a reader schema cannot read data written with a writer schema."""
-
-    rule: str
-    """Avro Java's `SchemaIncompatibilityType` name (or AMBIGUOUS_FIELD_MATCH, see module doc)."""
-    path: str
-    """JSON pointer into the reader schema, Avro Java's location style."""
-    message: str
-    """A full sentence: path, field, what is wrong, rule, and (shortened) both fragments."""
-    reader_fragment: str
-    """Compact JSON of the reader sub-schema at `path`."""
-    writer_fragment: str
-    """Compact JSON of the writer sub-schema matched against it."""
-    detail: str = ""
-    """Avro Java's own message for this incompatibility, e.g. "expected: 8, found: 4"."""
-    direction: str = ""
-    """Set by `check_compatibility`: "BACKWARD" (new schema is the reader) or "FORWARD"
-    (an existing schema is the reader)."""
-    existing_index: int | None = None
-    """Set by `check_compatibility`: index into `existing` of the schema compared with."""
-
-
 def check_pair(reader: AvroSchema, writer: AvroSchema) -> list[Incompatibility]:
     """Every reason `reader` cannot read data written with `writer` (empty = compatible)."""
     found = _Checker().check(reader._root, writer._root)
@@ -122,51 +92,8 @@ def check_pair(reader: AvroSchema, writer: AvroSchema) -> list[Incompatibility]:
 def check_compatibility(
     level: str, new: AvroSchema, existing: Sequence[AvroSchema]
 ) -> list[Incompatibility]:
-    """Check `new` against the live versions of a subject, `existing` (oldest first).
-
-    BACKWARD: new reads the latest; FORWARD: the latest reads new; FULL: both; *_TRANSITIVE:
-    the same against every existing version (latest first, as Confluent reports); NONE: [].
-    Each message starts by saying which schema is the reader and which the writer.
-    """
-    if level not in COMPATIBILITY_LEVELS:
-        raise ValueError(
-            f"unknown compatibility level {level!r}; "
-            f"expected one of {', '.join(COMPATIBILITY_LEVELS)}"
-        )
-    if level == "NONE" or not existing:
-        return []
-    base = level.removesuffix("_TRANSITIVE")
-    last = len(existing) - 1
-    indices = range(last, -1, -1) if level.endswith("_TRANSITIVE") else (last,)
-    result: list[Incompatibility] = []
-    for index in indices:
-        old = existing[index]
-        which = f"existing schema {index + 1} of {len(existing)}" + (
-            " (latest)" if index == last else ""
-        )
-        if base in ("BACKWARD", "FULL"):
-            prefix = f"BACKWARD: the new schema (reader) cannot read data written with {which} "
-            result.extend(
-                replace(
-                    i,
-                    message=f"{prefix}(writer): {i.message}",
-                    direction="BACKWARD",
-                    existing_index=index,
-                )
-                for i in check_pair(new, old)
-            )
-        if base in ("FORWARD", "FULL"):
-            prefix = f"FORWARD: {which} (reader) cannot read data written with the new schema "
-            result.extend(
-                replace(
-                    i,
-                    message=f"{prefix}(writer): {i.message}",
-                    direction="FORWARD",
-                    existing_index=index,
-                )
-                for i in check_pair(old, new)
-            )
-    return result
+    """`schema_registry.compatibility.check_compatibility` with Avro's `check_pair`."""
+    return compatibility.check_compatibility(level, new, existing, check_pair)
 
 
 # --- the checker ---------------------------------------------------------------------------

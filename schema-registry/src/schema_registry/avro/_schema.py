@@ -37,10 +37,7 @@ from schema_registry.avro._model import (
     crc64_avro,
     to_full_json,
 )
-
-
-class InvalidSchema(ValueError):
-    """The schema text is not a valid Avro schema. The message is shown to API users."""
+from schema_registry.errors import InvalidSchema
 
 
 @dataclass(frozen=True, eq=False, slots=True)
