@@ -42,9 +42,11 @@ class SchemaProvider(Protocol):
         """Confluent's `normalize()` text (?normalize=true, or config normalize)."""
         ...
 
-    def resolved(self, parsed: Any) -> str:
-        """The text with referenced types written out (`?format=resolved`); types without such
-        a form answer their canonical text."""
+    def formatted(self, parsed: Any, format: str) -> str | None:
+        """The text in a `?format=` Confluent names for this type (lower case; Avro:
+        `resolved`, referenced types written out; Protobuf: `serialized`, the base64
+        FileDescriptorProto, `ignore_extensions`); None for the stored canonical text, which
+        is also the answer to a format the type does not know (Confluent's, too)."""
         ...
 
     def check_pair(self, reader: Any, writer: Any) -> list[Incompatibility]:
@@ -74,8 +76,8 @@ class AvroProvider:
     def normalized(self, parsed: Any, references: Sequence[Any]) -> str:
         return avro.normalized_string(parsed, references)
 
-    def resolved(self, parsed: Any) -> str:
-        return avro.resolved_string(parsed)
+    def formatted(self, parsed: Any, format: str) -> str | None:
+        return avro.resolved_string(parsed) if format == "resolved" else None
 
     def check_pair(self, reader: Any, writer: Any) -> list[Incompatibility]:
         return avro.check_pair(reader, writer)

@@ -635,11 +635,15 @@ class Registry:
         return None
 
     def _formatted(self, tx: Transaction, stored: StoredSchema, format: str) -> str:
-        """The schema's text in a `format`: as stored (its canonical string), or `resolved`
-        with the referenced types written out where first used; formats Confluent does not
-        know for a type are the stored text, as it answers them."""
-        if format.strip().lower() == "resolved" and stored.schema_type in PROVIDERS:
-            return PROVIDERS[stored.schema_type].resolved(self._parse_stored(tx, stored.id))
+        """The schema's text in a `format` its provider knows (Avro's `resolved`: referenced
+        types written out where first used); else as stored (its canonical string), which is
+        what Confluent answers for a format it does not know for a type."""
+        wanted = format.strip().lower()
+        if wanted and stored.schema_type in PROVIDERS:
+            parsed = self._parse_stored(tx, stored.id)
+            text = PROVIDERS[stored.schema_type].formatted(parsed, wanted)
+            if text is not None:
+                return text
         return stored.text
 
     def _version_json(
