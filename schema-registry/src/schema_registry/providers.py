@@ -14,6 +14,8 @@ from typing import Any, Final, Protocol
 
 from schema_registry import avro
 from schema_registry.compatibility import Incompatibility
+from schema_registry.json_schema import JsonSchemaProvider
+from schema_registry.protobuf._provider import ProtobufProvider
 
 
 class SchemaProvider(Protocol):
@@ -83,7 +85,11 @@ class AvroProvider:
         return avro.check_pair(reader, writer)
 
 
-PROVIDERS: Final[dict[str, SchemaProvider]] = {"AVRO": AvroProvider()}
+PROVIDERS: Final[dict[str, SchemaProvider]] = {
+    "AVRO": AvroProvider(),
+    "JSON": JsonSchemaProvider(),
+    "PROTOBUF": ProtobufProvider(),
+}
 
 
 def provider_of(parsed: Any) -> SchemaProvider:
