@@ -46,6 +46,7 @@ from schema_registry.auth import Guard, Refusal, challenge
 from schema_registry.avro import has_lone_surrogate
 from schema_registry.errors import ErrorCode, RegistryError
 from schema_registry.openapi import openapi_document
+from schema_registry.providers import PROVIDERS
 from schema_registry.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -596,7 +597,7 @@ class Api:
             ),
             ("GET", "/subjects/{subject}/metadata", self._latest_with_metadata, None),
             ("GET", "/schemas", self._list_schemas, None),
-            ("GET", "/schemas/types", lambda q: ["AVRO"], None),
+            ("GET", "/schemas/types", lambda q: list(PROVIDERS), None),
             ("GET", "/schemas/ids/{id}", self._get_schema, None),
             (
                 "GET",

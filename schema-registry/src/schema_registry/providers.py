@@ -25,9 +25,12 @@ class SchemaProvider(Protocol):
     #: Confluent's `schemaType` ("AVRO", "PROTOBUF", "JSON").
     schema_type: str
 
-    def parse(self, text: str, references: Sequence[Any], *, new: bool) -> Any:
+    def parse(
+        self, text: str, references: Sequence[Any], *, new: bool, names: Sequence[str] = ()
+    ) -> Any:
         """``text`` parsed, with ``references`` (parsed schemas of this type, in the order the
-        request names them) available to it; raises `errors.InvalidSchema`. ``new``: a schema
+        request names them, under the reference ``names``: an Avro full name, a JSON `$ref`, a
+        .proto import path) available to it; raises `errors.InvalidSchema`. ``new``: a schema
         being registered or checked, validated fully; else a stored one, read leniently so a
         stricter parser never locks a subject (Confluent re-reads stored schemas the same way)."""
         ...
@@ -62,7 +65,10 @@ class AvroProvider:
 
     schema_type = "AVRO"
 
-    def parse(self, text: str, references: Sequence[Any], *, new: bool) -> avro.AvroSchema:
+    def parse(
+        self, text: str, references: Sequence[Any], *, new: bool, names: Sequence[str] = ()
+    ) -> avro.AvroSchema:
+        # Avro finds a referenced type by its full name, whatever the reference is called.
         if new:
             # Confluent runs Avro Java >= 1.11.3 (AVRO-3649), which accepts a union default
             # that matches any branch, not only the first: accept what the original accepts.

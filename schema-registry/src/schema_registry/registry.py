@@ -475,7 +475,8 @@ class Registry:
                 # Confluent does, so a stricter parser never locks a subject.
                 refs = [self._parsed[i] for i in ref_ids]
                 provider = _provider(stored.schema_type)
-                self._parsed[current] = provider.parse(stored.text, refs, new=False)
+                names = [r.name for r in stored.references]
+                self._parsed[current] = provider.parse(stored.text, refs, new=False, names=names)
                 open_ids.discard(current)
                 continue
             if current in open_ids:  # only storage written by hand can loop
@@ -576,10 +577,11 @@ class Registry:
                         f"{ref.version}) is a {provider_of(ref_schema).schema_type} schema; "
                         f"a {provider.schema_type} schema can only reference its own type"
                     )
-            parsed = provider.parse(req.schema, ref_schemas, new=True)
+            names = [r.name for r in refs]
+            parsed = provider.parse(req.schema, ref_schemas, new=True, names=names)
             if normalize:
                 normalized = provider.normalized(parsed, ref_schemas)
-                parsed = provider.parse(normalized, ref_schemas, new=False)
+                parsed = provider.parse(normalized, ref_schemas, new=False, names=names)
                 refs = _normalized_references(refs)
         except InvalidSchema as exc:
             raise RegistryError(ErrorCode.INVALID_SCHEMA, str(exc)) from None

@@ -1117,9 +1117,6 @@ def test_a_json_schema_cannot_reference_an_avro_one(api: RegistryClient) -> None
     assert "AVRO" in reply.json()["message"]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="api.py answers a fixed ['AVRO'] for /schemas/types, not PROVIDERS"
-)
 def test_schema_types_list_json(api: RegistryClient) -> None:
     assert "JSON" in api.get("/schemas/types").json()
 
