@@ -20,7 +20,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from support.kafka import consume, unique_topic
-from support.registry import field, record, serve
+from support.registry import field, record, run_cli, serve
 
 from meshkit.audit import AUDIT_TOPIC
 from schema_registry.audit import AUDIT_SUBJECT, AuditLog, Origin
@@ -335,3 +335,11 @@ def test_a_topic_with_several_partitions_is_refused(kafka_bootstrap: str) -> Non
     create_topic(kafka_bootstrap, topic, partitions=3)
     with pytest.raises(Exception, match="3 partitions; it must have exactly 1"):
         KafkaStorage(kafka_bootstrap, topic)
+
+
+def test_serve_says_what_kafka_storage_needs(kafka_bootstrap: str, tmp_path: Path) -> None:
+    url = f"kafka://{kafka_bootstrap}/{unique_topic('schemas-workers')}"
+    reply = run_cli("serve", "--storage", url, "--workers", "2", "--port", "0", cwd=tmp_path)
+    assert reply.returncode == 2
+    assert "Kafka storage keeps its state in one process per instance" in reply.stderr
+    assert "memory storage" not in reply.stderr

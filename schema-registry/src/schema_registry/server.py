@@ -43,6 +43,7 @@ from schema_registry.storage import (
     SqliteStorage,
     Storage,
     open_storage,
+    parse_kafka_url,
     parse_storage_url,
 )
 
@@ -177,7 +178,13 @@ def serve(options: ServeOptions, *, announce: Callable[[str], None] | None = Non
     storage = open_storage(options.storage_url)
     if options.workers > 1 and not storage.shared_across_processes:
         storage.close()
-        announce("schema-registry: memory storage lives in one process; use --workers 1")
+        if parse_kafka_url(options.storage_url) is not None:
+            announce(
+                "schema-registry: Kafka storage keeps its state in one process per instance; "
+                "use --workers 1 (run more instances on the topic for more)"
+            )
+        else:
+            announce("schema-registry: memory storage lives in one process; use --workers 1")
         return 2
     try:
         options.guard()  # a bad --auth URL fails here, before anything listens
@@ -208,7 +215,12 @@ def _relay_database(options: ServeOptions, announce: Callable[[str], None]) -> P
     if not options.kafka:
         return None
     path = parse_storage_url(options.storage_url)
-    if path is None:
+    if path is None and parse_kafka_url(options.storage_url) is not None:
+        announce(
+            "schema-registry: Kafka storage writes audit records to audit.events.v1 with each "
+            "change, on its own brokers; --kafka is not used"
+        )
+    elif path is None:
         announce(
             "schema-registry: audit records of memory storage cannot be published to Kafka "
             "(the relay reads a SQLite file); they stay in this process"

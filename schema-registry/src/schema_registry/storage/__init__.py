@@ -35,6 +35,7 @@ __all__ = [
     "SubjectVersion",
     "Transaction",
     "open_storage",
+    "parse_kafka_url",
     "parse_storage_url",
 ]
 
