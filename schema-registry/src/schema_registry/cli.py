@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from schema_registry.client import RegistryClient, Response, subject_path
 from schema_registry.storage import DEFAULT_STORAGE_URL
+from schema_registry.topics import Contract
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 LEVELS = (
@@ -118,8 +119,20 @@ def cmd_get(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
     return 0
 
 
+#: schemaType by file name ending, for `register` and `check` without --schema-type.
+TYPE_BY_SUFFIX = {".avsc": "AVRO", ".proto": "PROTOBUF", ".json": "JSON"}
+
+
+def _schema_type(args: argparse.Namespace) -> str:
+    """--schema-type, else the file's extension (.avsc AVRO, .proto PROTOBUF, .json JSON), else
+    AVRO (the registry's default)."""
+    if args.schema_type:
+        return str(args.schema_type).upper()
+    return TYPE_BY_SUFFIX.get(Path(args.file).suffix.lower(), "AVRO")
+
+
 def cmd_register(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
-    body = {"schema": _read_schema(args.file), "schemaType": args.schema_type}
+    body = {"schema": _read_schema(args.file), "schemaType": _schema_type(args)}
     path = f"/subjects/{subject_path(args.subject)}/versions"
     response = client.post(path, body)
     if response.status == 409:
@@ -162,7 +175,13 @@ def _print_incompatibilities(
 
 
 def cmd_check(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
-    body = {"schema": _read_schema(args.file), "schemaType": args.schema_type}
+    if args.file is None:
+        if not Path(args.subject).is_dir():
+            raise CommandFailed(
+                f"{args.subject} is not a directory; give a directory, or SUBJECT FILE"
+            )
+        return cmd_check_all(client, out, Path(args.subject))
+    body = {"schema": _read_schema(args.file), "schemaType": _schema_type(args)}
     result = _compatibility(client, args.subject, body)
     if not result.get("is_compatible"):
         _print_incompatibilities(client, args.subject, body, out, args.file)
@@ -228,52 +247,105 @@ def cmd_delete(client: RegistryClient, out: _Out, args: argparse.Namespace) -> i
     return 0
 
 
-def cmd_register_all(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
-    from schema_registry.topics import discover
+def _discovered(root: Path) -> tuple[list[Contract], list[tuple[Path, str]]]:
+    from schema_registry.topics import discover_contracts
 
-    root = Path(args.dir)
     if not root.is_dir():
         raise CommandFailed(f"{root} is not a directory")
-    schemas, problems = discover(root)
-    report: list[dict[str, Any]] = []
-    if not schemas and not problems and not out.as_json:
-        print(f"register-all {root}: no .avsc files found")
+    return discover_contracts(root)
 
-    def say(line: str) -> None:
-        if not out.as_json:
-            print(line, flush=True)  # progress, one line per schema
 
-    def shown(path: Path) -> str:
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
-    for path, why in problems:
-        report.append({"file": shown(path), "status": "refused", "messages": [why]})
-        say(f"refused    {shown(path)}: {why}")
-    for event in schemas:
-        entry = _register_event(client, event.subject, event.text, args.level)
-        entry["file"] = shown(event.path)
-        report.append(entry)
-        detail = f"version {entry['version']}, id {entry['id']}" if "id" in entry else ""
-        say(f"{entry['status']:<10} {event.subject} ({shown(event.path)}) {detail}".rstrip())
-        for message in entry.get("messages", []):
-            say(f"             - {message}")
-    counts = {
-        s: sum(1 for e in report if e["status"] == s) for s in ("new", "unchanged", "refused")
-    }
-    summary = f"{counts['new']} new, {counts['unchanged']} unchanged, {counts['refused']} refused"
+
+def _say(out: _Out, line: str) -> None:
+    if not out.as_json:
+        print(line, flush=True)  # progress, one line per file
+
+
+def _report_line(out: _Out, entry: dict[str, Any]) -> None:
+    detail = f"version {entry['version']}, id {entry['id']}" if "id" in entry else ""
+    if "id" not in entry and "version" in entry:
+        detail = f"against version {entry['version']}"
+    _say(
+        out,
+        f"{entry['status']:<12} {entry['subject']} {entry['schemaType']} ({entry['file']}) "
+        f"{detail}".rstrip(),
+    )
+    for message in entry.get("messages", []):
+        _say(out, f"               - {message}")
+
+
+def _summarize(
+    out: _Out, what: str, root: Path, report: list[dict[str, Any]], statuses: Sequence[str]
+) -> dict[str, int]:
+    counts = {s: sum(1 for e in report if e["status"] == s) for s in statuses}
     if out.as_json:
         out.emit({"results": report, "summary": counts}, "")
     else:
-        print(f"register-all {root}: {summary}")
+        shown = ", ".join(f"{n} {s}" for s, n in counts.items())
+        print(f"{what} {root}: {shown}")
+    return counts
+
+
+def _refused_files(out: _Out, problems: list[tuple[Path, str]]) -> list[dict[str, Any]]:
+    report = []
+    for path, why in problems:
+        entry = {"file": _shown(path), "subject": None, "schemaType": _type_of(path)}
+        report.append({**entry, "status": "refused", "messages": [why]})
+        _say(out, f"{'refused':<12} {_shown(path)}: {why}")
+    return report
+
+
+def _type_of(path: Path) -> str:
+    return {".avsc": "AVRO", ".proto": "PROTOBUF"}.get(path.suffix, "JSON")
+
+
+def _body(contract: Contract, versions: dict[str, int]) -> dict[str, Any]:
+    """The request body: text, schemaType and, for a .proto, its imports as references to the
+    versions they have (each import is registered, or looked up, before the files naming it)."""
+    body: dict[str, Any] = {"schema": contract.text, "schemaType": contract.schema_type}
+    if contract.imports:
+        body["references"] = [
+            {"name": name, "subject": name, "version": versions[name]} for name in contract.imports
+        ]
+    return body
+
+
+def cmd_register_all(client: RegistryClient, out: _Out, args: argparse.Namespace) -> int:
+    root = Path(args.dir)
+    contracts, problems = _discovered(root)
+    if not contracts and not problems and not out.as_json:
+        print(f"register-all {root}: no contracts (.avsc, .proto, config/*.schema.json) found")
+    report = _refused_files(out, problems)
+    versions: dict[str, int] = {}
+    for contract in contracts:
+        missing = [name for name in contract.imports if name not in versions]
+        entry: dict[str, Any]
+        if missing:
+            why = f"imports {', '.join(missing)}, which was refused"
+            entry = {"subject": contract.subject, "status": "refused", "messages": [why]}
+        else:
+            entry = _register_contract(
+                client, contract.subject, _body(contract, versions), args.level
+            )
+        if "version" in entry:
+            versions[contract.subject] = entry["version"]
+        entry = {**entry, "schemaType": contract.schema_type, "file": _shown(contract.path)}
+        report.append(entry)
+        _report_line(out, entry)
+    counts = _summarize(out, "register-all", root, report, ("new", "unchanged", "refused"))
     return 1 if counts["refused"] else 0
 
 
-def _register_event(client: RegistryClient, subject: str, text: str, level: str) -> dict[str, Any]:
-    """Register one event schema: unchanged when already there, else a new version."""
-    body = {"schema": text, "schemaType": "AVRO"}
+def _register_contract(
+    client: RegistryClient, subject: str, body: dict[str, Any], level: str
+) -> dict[str, Any]:
+    """Register one schema: unchanged when already there, else a new version."""
     quoted = subject_path(subject)
     lookup = client.post(f"/subjects/{quoted}?deleted=false", body)
     if lookup.ok:
@@ -303,6 +375,88 @@ def _register_event(client: RegistryClient, subject: str, text: str, level: str)
     if new_subject:
         client.delete(f"/config/{quoted}")
     return {"subject": subject, "status": "refused", "messages": messages}
+
+
+#: `check DIR`'s outcomes; the last three are breaks (exit 1).
+CHECK_STATUSES = (
+    "unchanged",
+    "compatible",
+    "new",
+    "unchecked",
+    "incompatible",
+    "invalid",
+    "refused",
+)
+_BREAKS = ("incompatible", "invalid", "refused")
+
+
+def cmd_check_all(client: RegistryClient, out: _Out, root: Path) -> int:
+    """`check DIR`: every file register-all would register, checked, nothing registered."""
+    contracts, problems = _discovered(root)
+    report = _refused_files(out, problems)
+    versions: dict[str, int] = {}
+    changed: set[str] = set()  # subjects this run would give a new version (or create)
+    for contract in contracts:
+        entry = _check_contract(client, contract, versions, changed)
+        entry = {**entry, "schemaType": contract.schema_type, "file": _shown(contract.path)}
+        report.append(entry)
+        _report_line(out, entry)
+    counts = _summarize(out, "check", root, report, CHECK_STATUSES)
+    return 1 if any(counts[s] for s in _BREAKS) else 0
+
+
+def _check_contract(
+    client: RegistryClient, contract: Contract, versions: dict[str, int], changed: set[str]
+) -> dict[str, Any]:
+    """One file against its subject: registered as it is, compatible, or why not."""
+    subject = contract.subject
+    quoted = subject_path(subject)
+    unregistered = [name for name in contract.imports if name not in versions]
+    if unregistered:
+        changed.add(subject)
+        why = f"imports {', '.join(unregistered)}, which the registry does not hold yet"
+        return {"subject": subject, "status": "unchecked", "messages": [why]}
+    body = _body(contract, versions)
+    lookup = client.post(f"/subjects/{quoted}?deleted=false", body)
+    if lookup.ok:
+        found = lookup.json()
+        versions[subject] = found["version"]
+        return {
+            "subject": subject,
+            "status": "unchanged",
+            "id": found["id"],
+            "version": found["version"],
+        }
+    if lookup.error_code not in (40401, 40403, 42201):
+        return {"subject": subject, "status": "refused", "messages": [_explained(lookup)]}
+    changed.add(subject)
+    latest = client.get(f"/subjects/{quoted}/versions/latest")
+    if latest.ok:
+        # Dependents are checked against what the registry holds for this file.
+        versions[subject] = latest.json()["version"]
+    result = client.post(f"/compatibility/subjects/{quoted}/versions?verbose=true", body)
+    if result.error_code == 42201 or lookup.error_code == 42201:
+        why = result.message if result.error_code == 42201 else lookup.message
+        moving = [name for name in contract.imports if name in changed]
+        if moving:
+            # Its imports change in this run: the registry only knows their older versions.
+            why = f"imports {', '.join(moving)}, which change here: register them, then check"
+            return {"subject": subject, "status": "unchecked", "messages": [why]}
+        return {"subject": subject, "status": "invalid", "messages": [why]}
+    if not result.ok:
+        return {"subject": subject, "status": "refused", "messages": [_explained(result)]}
+    found = result.json()
+    status = "new" if lookup.error_code == 40401 else "compatible"
+    entry: dict[str, Any] = {"subject": subject, "status": status}
+    if latest.ok:
+        entry["version"] = versions[subject]
+    if not found.get("is_compatible"):
+        entry["status"] = "incompatible"
+        entry["level"] = _level(client, subject)
+        entry["messages"] = [i["message"] for i in found.get("incompatibilities") or []] or list(
+            found.get("messages", [])
+        )
+    return entry
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -453,14 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("subject")
     p.add_argument("version", nargs="?", default="latest")
 
-    for name, text in (
-        ("register", "Register a schema file under a subject."),
-        ("check", "Check a schema file against a subject; exit 1 and list every incompatibility."),
-    ):
-        p = add(name, text)
-        p.add_argument("subject")
-        p.add_argument("file", help="schema file (.avsc)")
-        p.add_argument("--schema-type", default="AVRO", help="schema type (default: AVRO)")
+    _add_schema_file_commands(add)
 
     p = add(
         "config",
@@ -486,15 +633,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(
         "register-all",
-        "Register every .avsc under DIR with subject <topic>-<record full name>; the topic comes "
-        'from the nearest topic.json ({"topic": "..."}) in the file\'s directory or above it.',
+        "Register every contract under DIR, each file once, skipping those registered as they "
+        "are. Events (.avsc, AVRO): subject <topic>-<record full name>, the topic from the "
+        'nearest topic.json ({"topic": "..."}) in the file\'s directory or above it. gRPC '
+        "contracts (.proto, PROTOBUF): subject = the import path (relative to DIR, or to the "
+        "module of DIR/buf.yaml holding it, e.g. google/api/http.proto from vendor/), each after "
+        "the files it imports, which it references (google/protobuf/* needs none). Config "
+        "namespace schemas (config/<namespace>.schema.json, JSON): subject config.<namespace>.",
     )
     p.add_argument("dir")
     p.add_argument(
         "--level",
         default=EVENT_SUBJECT_LEVEL,
         choices=LEVELS,
-        help="compatibility set on subjects it creates (default: %(default)s)",
+        help="compatibility set on subjects it creates (default: %(default)s, for every type: "
+        "FULL would refuse a .proto a new message, as Confluent's Protobuf rules see it)",
     )
     return parser
 
@@ -510,6 +663,29 @@ COMMANDS: dict[str, Callable[[RegistryClient, _Out, argparse.Namespace], int]] =
     "delete": cmd_delete,
     "register-all": cmd_register_all,
 }
+
+
+def _add_schema_file_commands(add: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """`register SUBJECT FILE` and `check DIR | SUBJECT FILE`."""
+    type_help = (
+        "AVRO, PROTOBUF or JSON (default: from the file's extension: .avsc AVRO, .proto "
+        "PROTOBUF, .json JSON; else AVRO)"
+    )
+    p = add("register", "Register a schema file under a subject.")
+    p.add_argument("subject")
+    p.add_argument("file", help="schema file (.avsc, .proto or .json)")
+    p.add_argument("--schema-type", default=None, type=str.upper, help=type_help)
+    p = add(
+        "check",
+        "The compatibility gate, registering nothing. `check DIR`: every file `register-all "
+        "DIR` would register (.avsc, .proto, config/*.schema.json) against what the registry "
+        "holds under its subject; prints each file's status and the path of every break; exit "
+        "1 on any break (incompatible, invalid or unmappable). `check SUBJECT FILE`: one file "
+        "against one subject; exit 1 and list every incompatibility.",
+    )
+    p.add_argument("subject", metavar="DIR|SUBJECT")
+    p.add_argument("file", nargs="?", help="schema file (.avsc, .proto or .json)")
+    p.add_argument("--schema-type", default=None, type=str.upper, help=type_help)
 
 
 def _add_limit_options(p: argparse.ArgumentParser) -> None:
