@@ -2,7 +2,8 @@
 
 Exit codes: 0 success, 1 incompatible schema or any failure, 2 usage error. Output is for people
 unless `--json` is given; then stdout carries exactly one JSON document. `--url` defaults to
-`$SCHEMA_REGISTRY_URL`, then http://127.0.0.1:8081. Writes to a registry serving with `--auth`
+`$SCHEMA_REGISTRY_URL`, then http://127.0.0.1:8081; either may list several registries, comma
+separated (`RegistryClient` fails over between them). Writes to a registry serving with `--auth`
 need `--token TOKEN` ($SCHEMA_REGISTRY_TOKEN) or `--basic-auth CLIENT_ID:SECRET`
 ($SCHEMA_REGISTRY_BASIC_AUTH); they are sent with POST, PUT and DELETE only.
 """
@@ -509,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     # --url and --json work before or after the command; SUPPRESS keeps a sub-command's
     # unset copy from overwriting a value given before it.
     shared = argparse.ArgumentParser(add_help=False)
-    shared.add_argument("--url", default=argparse.SUPPRESS, help="registry base URL")
+    shared.add_argument(
+        "--url", default=argparse.SUPPRESS, help="registry base URL(s), comma separated"
+    )
     shared.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="JSON output"
     )
@@ -529,7 +532,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--url",
         default=os.environ.get("SCHEMA_REGISTRY_URL") or DEFAULT_URL,
-        help="registry base URL (default: $SCHEMA_REGISTRY_URL, else %(default)s)",
+        help="registry base URL, or several comma separated: a request goes to the first that "
+        "answers (moving on from connection errors, and from 5xx for reads), the last that "
+        "answered first (default: $SCHEMA_REGISTRY_URL, else %(default)s)",
     )
     parser.add_argument(
         "--json", action="store_true", default=False, help="JSON output for scripts"

@@ -5,6 +5,11 @@ confluent-kafka does), keeps one connection alive, and never raises for HTTP err
 callers look at `Response.status` and `Response.error_code`. Credentials for a registry that
 guards its writes (`serve --auth`) go with POST, PUT and DELETE only: `bearer_token` or
 `basic_auth` ("client_id:secret", as confluent-kafka's basic.auth.user.info).
+
+Several registries: `url` may be a comma-separated list, as confluent-kafka's `url` is. A request
+goes to the first that answers, in the list's order, moving on from connection errors and, for
+reads (GET, lookups, compatibility checks), from 5xx answers; the last one that answered is tried
+first next time, the others after it in the list's order.
 """
 
 from __future__ import annotations
@@ -75,8 +80,35 @@ def authorization(bearer_token: str = "", basic_auth: str = "") -> str:
     return ""
 
 
+def split_urls(url: str) -> list[str]:
+    """The registry URLs of a comma-separated list, in order, without trailing slashes;
+    ValueError naming one that is not http(s)://host[:port][/path]."""
+    urls = [u.strip().rstrip("/") for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ValueError(f"not a registry URL: {url!r} (expected http://host:port)")
+    for one in urls:
+        parts = urlsplit(one)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a registry URL: {one!r} (expected http://host:port)")
+    return urls
+
+
+def is_read(method: str, path: str) -> bool:
+    """Whether a request changes nothing, so another registry may be asked after a 5xx: GET and
+    HEAD, and the POSTs that only look (`/compatibility/...` and a lookup `/subjects/{s}`)."""
+    if method in ("GET", "HEAD"):
+        return True
+    route = path.split("?", 1)[0]
+    if method != "POST":
+        return False
+    if route.startswith("/compatibility/"):
+        return True
+    return route.startswith("/subjects/") and "/" not in route[len("/subjects/") :]
+
+
 class RegistryClient:
-    """One keep-alive connection to a registry; not thread-safe (use one per thread)."""
+    """A keep-alive connection to the registry (of a list) that last answered; not thread-safe
+    (use one per thread)."""
 
     def __init__(
         self,
@@ -86,22 +118,28 @@ class RegistryClient:
         bearer_token: str = "",
         basic_auth: str = "",
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not a registry URL: {url!r} (expected http://host:port)")
         self._authorization = authorization(bearer_token, basic_auth)
-        self.url = url.rstrip("/")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port or (443 if self._https else 80)
-        self._base = parts.path.rstrip("/")
+        self.urls = split_urls(url)
+        self._first = 0  # index of the URL tried first: the last that answered
         self._timeout = timeout
         self._conn: http.client.HTTPConnection | None = None
+        self._conn_index = -1
 
-    def _connection(self) -> http.client.HTTPConnection:
+    @property
+    def url(self) -> str:
+        """The URL tried first (the last that answered)."""
+        return self.urls[self._first]
+
+    def _connection(self, index: int) -> http.client.HTTPConnection:
+        if self._conn is not None and self._conn_index != index:
+            self.close()
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=self._timeout)
+            parts = urlsplit(self.urls[index])
+            https = parts.scheme == "https"
+            cls = http.client.HTTPSConnection if https else http.client.HTTPConnection
+            port = parts.port or (443 if https else 80)
+            self._conn = cls(parts.hostname or "", port, timeout=self._timeout)
+            self._conn_index = index
         return self._conn
 
     def request(
@@ -113,7 +151,8 @@ class RegistryClient:
         raw_body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Response:
-        """Send one request; `path` is sent as given (already encoded), `body` as JSON."""
+        """Send one request; `path` is sent as given (already encoded), `body` as JSON.
+        OSError when no registry of the list could be reached."""
         payload = raw_body
         if payload is None and body is not None:
             payload = json.dumps(body).encode()
@@ -123,10 +162,33 @@ class RegistryClient:
         if self._authorization and method not in ("GET", "HEAD"):
             sent["Authorization"] = self._authorization
         sent.update(headers or {})
-        for attempt in (1, 2):
-            conn = self._connection()
+        count = len(self.urls)
+        order = [(self._first + i) % count for i in range(count)]
+        for index in order:
+            last = index == order[-1]
             try:
-                conn.request(method, self._base + path, body=payload, headers=sent)
+                response = self._exchange(index, method, path, payload, sent)
+            except OSError:
+                self.close()
+                if last:
+                    raise
+                continue
+            if response.status >= 500:
+                if not last and is_read(method, path):
+                    continue
+            else:
+                self._first = index
+            return response
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _exchange(
+        self, index: int, method: str, path: str, payload: bytes | None, sent: dict[str, str]
+    ) -> Response:
+        base = urlsplit(self.urls[index]).path.rstrip("/")
+        for attempt in (1, 2):
+            conn = self._connection(index)
+            try:
+                conn.request(method, base + path, body=payload, headers=sent)
                 reply = conn.getresponse()
                 data = reply.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -159,6 +221,7 @@ class RegistryClient:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            self._conn_index = -1
 
     def __enter__(self) -> RegistryClient:
         return self

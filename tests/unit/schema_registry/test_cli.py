@@ -286,3 +286,90 @@ def test_both_kinds_of_credentials_at_once_are_a_usage_error(url: str) -> None:
     assert both.returncode == 2
     assert "not both" in both.stderr
     assert run_cli("--basic-auth", "no-colon", "subjects", url=url).returncode == 2
+
+
+# ------------------------------------------------------------------ several registry URLs
+class _Unhealthy:
+    """A real HTTP server standing in for a registry instance that answers every request 503
+    (as one does while it cannot reach its storage); counts what reaches it."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        hits = self.hits = [0]
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                hits[0] += 1
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = b'{"error_code": 50003, "message": "storage unavailable"}'
+                self.send_response(503)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = _answer  # noqa: N815 - http.server's names
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def unhealthy() -> Iterator[_Unhealthy]:
+    server = _Unhealthy()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once it closes
+
+
+def test_the_cli_takes_several_urls_and_moves_past_one_that_is_down(url: str) -> None:
+    dead = _closed_port_url()
+    result = run_cli("subjects", "--json", url=f"{dead},{url}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    from_env = run_cli("subjects", "--json", env={"SCHEMA_REGISTRY_URL": f"{dead} , {url}/"})
+    assert from_env.returncode == 0, from_env.stderr
+    both_dead = run_cli("subjects", url=f"{dead},{_closed_port_url()}")
+    assert both_dead.returncode == 1
+    assert "cannot reach the registry" in both_dead.stderr
+    assert run_cli("--url", f"{url},ftp://x", "subjects").returncode == 2
+
+
+def test_reads_move_past_a_5xx_and_the_last_good_registry_is_asked_first(
+    url: str, unhealthy: _Unhealthy
+) -> None:
+    from schema_registry.client import RegistryClient
+
+    with RegistryClient(f"{unhealthy.url},{url}") as client:
+        assert client.get("/subjects").json() == []
+        assert unhealthy.hits == [1]
+        assert client.url == url
+        lookup = client.post("/subjects/s", {"schema": V1})  # a lookup only reads
+        assert lookup.error_code == 40401
+        assert client.get("/subjects").ok
+        assert unhealthy.hits == [1]  # the registry that answered is asked first now
+    with RegistryClient(f"{unhealthy.url},{url}") as client:
+        # A write is not sent twice on a 5xx: it may have been applied.
+        write_answer = client.post("/subjects/s/versions", {"schema": V1})
+        assert write_answer.status == 503
+        assert unhealthy.hits == [2]
+        assert client.url == unhealthy.url
