@@ -181,7 +181,11 @@ class EventSettings:
     )
     schema_registry_url: str = dataclasses.field(
         default="http://127.0.0.1:8081",
-        metadata={"env": "SCHEMA_REGISTRY_URL", "help": "the schema registry's base URL"},
+        metadata={
+            "env": "SCHEMA_REGISTRY_URL",
+            "help": "the schema registry's base URL, or several comma separated (the one that"
+            " last answered is asked first, the next on a connection error or 5xx)",
+        },
     )
     kafka_create_topics: bool = dataclasses.field(
         default=True,

@@ -205,10 +205,10 @@ class EventCatalog:
 
 
 def _client(registry: Any) -> Any:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from meshkit.events._registry import registry_client
 
     if isinstance(registry, str):
-        return SchemaRegistryClient({"url": registry})
+        return registry_client(registry)  # one URL or several, comma separated
     return registry
 
 

@@ -226,11 +226,12 @@ class _GuardedRegistry:
 
 
 def _registry_client(registry: Any, timeout_s: float) -> Any:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from meshkit.events._registry import registry_client
 
     if isinstance(registry, str):
         # No retries inside the client: the loop retries per partition, stoppable, with backoff.
-        return SchemaRegistryClient({"url": registry, "timeout": timeout_s, "max.retries": 0})
+        # Several URLs: the next is tried at once; the one that answered is asked first after.
+        return registry_client(registry, {"timeout": timeout_s, "max.retries": 0})
     return registry
 
 
