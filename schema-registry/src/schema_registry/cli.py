@@ -495,6 +495,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_header_size=args.max_header_size,
         max_connections=args.max_connections,
         access_log_reads=args.access_log_reads,
+        advertise_url=args.advertise_url,
     )
     try:
         return serve(options)
@@ -567,7 +568,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--storage",
         default=DEFAULT_STORAGE_URL,
-        help="sqlite:///relative.db, sqlite:////absolute.db or memory (default: %(default)s)",
+        help="sqlite:///relative.db, sqlite:////absolute.db, memory, or kafka://HOST:PORT[/TOPIC] "
+        "(a compacted topic, default _schemas, in Confluent's format; several instances on one "
+        "topic elect a primary and forward writes to it) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--advertise-url",
+        default="",
+        metavar="URL",
+        help="with Kafka storage: the URL the other instances forward writes to when this one "
+        "is the primary (default: http://HOST:PORT)",
     )
     p.add_argument(
         "--workers", type=int, default=1, help="worker processes sharing the port (default: 1)"

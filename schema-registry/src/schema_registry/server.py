@@ -12,6 +12,11 @@ schema is registered in the registry itself before it announces it listens. With
 thread of the server with one worker, its own child process (restarted like a worker) with
 several, so no thread ever crosses a fork. With `--auth JWKS_URL` writes need identity's tokens
 (`schema_registry.auth`).
+
+With Kafka storage (`--storage kafka://...`) several instances share one topic: they elect a
+primary through Kafka (`schema_registry.election`), each announcing ``--advertise-url`` (default
+http://HOST:PORT), and a follower forwards every change to the primary
+(`schema_registry.forwarding`) while answering reads from its own copy of the topic.
 """
 
 from __future__ import annotations
@@ -36,9 +41,13 @@ import uvloop
 from schema_registry.api import Api
 from schema_registry.audit import AuditLog, run_relay
 from schema_registry.auth import DEFAULT_AUDIENCE, Guard
+from schema_registry.election import Election
+from schema_registry.errors import RegistryError
+from schema_registry.forwarding import ForwardingApi
 from schema_registry.http import HttpLimits, raise_file_limit, run_server
 from schema_registry.registry import DEFAULT_MAX_SCHEMA_SIZE, Registry
 from schema_registry.storage import (
+    KafkaStorage,
     MemoryStorage,
     SqliteStorage,
     Storage,
@@ -57,6 +66,9 @@ _RESPAWN_WINDOW_S: Final = 5.0
 # 10 ms for a check ~7% slower (0.5 ms: 3 ms, but the check 50% slower). While the loop runs
 # alone, nobody waits for the GIL and the interval changes nothing.
 _SWITCH_INTERVAL_S: Final = 0.001
+# How long `serve` waits for its group to name a primary before it announces it listens
+# (writes answer 50004 "Leader not known." until one is named).
+_ELECTION_WAIT_S: Final = 15.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,9 @@ class ServeOptions:
     max_connections: int = 0
     #: The share of reads logged as access lines (0..1); writes are always logged.
     access_log_reads: float = 0.0
+    #: The URL other instances on the same Kafka topic forward writes to; "" means
+    #: http://HOST:PORT as bound (this machine's name when HOST is a wildcard address).
+    advertise_url: str = ""
 
     def limits(self) -> HttpLimits:
         """The HTTP layer's limits these options ask for."""
@@ -121,19 +136,27 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run_worker(sock: socket.socket, storage: Storage, options: ServeOptions | None = None) -> None:
-    """Serve on `sock` in this process until SIGTERM or SIGINT."""
+def run_worker(
+    sock: socket.socket,
+    storage: Storage,
+    options: ServeOptions | None = None,
+    election: Election | None = None,
+) -> None:
+    """Serve on `sock` in this process until SIGTERM or SIGINT. With an ``election`` (Kafka
+    storage), changes go to the group's primary (`ForwardingApi`); it is closed on exit."""
     options = options or ServeOptions()
     sys.setswitchinterval(_SWITCH_INTERVAL_S)
     guard = options.guard()
     own = writer_storage(storage)
-    reads, writes = (
-        Api(
-            Registry(s, audit=AuditLog(), max_schema_size=options.max_schema_size),
-            guard=guard,
-            access_log_reads=options.access_log_reads if s is storage else 0.0,
-        )
-        for s in (storage, own)
+
+    def registry(s: Storage) -> Registry:
+        return Registry(s, audit=AuditLog(), max_schema_size=options.max_schema_size)
+
+    reads = Api(registry(storage), guard=guard, access_log_reads=options.access_log_reads)
+    writes = (
+        ForwardingApi(registry(own), storage=storage, election=election, guard=guard)
+        if election is not None and isinstance(storage, KafkaStorage)
+        else Api(registry(own), guard=guard)
     )
 
     async def main() -> None:
@@ -146,6 +169,8 @@ def run_worker(sock: socket.socket, storage: Storage, options: ServeOptions | No
     try:
         uvloop.run(main())
     finally:
+        if election is not None:
+            election.close()  # first: the group names another primary at once
         if own is not storage:
             own.close()
         storage.close()
@@ -175,6 +200,9 @@ def serve(options: ServeOptions, *, announce: Callable[[str], None] | None = Non
     announce = announce or _announce
     # Before anything opens a file, and before fork(): the workers inherit it.
     raise_file_limit()
+    kafka = parse_kafka_url(options.storage_url)
+    if kafka is not None and options.workers <= 1:
+        return _serve_in_group(options, announce, *kafka)
     storage = open_storage(options.storage_url)
     if options.workers > 1 and not storage.shared_across_processes:
         storage.close()
@@ -208,6 +236,61 @@ def serve(options: ServeOptions, *, announce: Callable[[str], None] | None = Non
     # Workers open their own connections: SQLite handles must not cross fork().
     storage.close()
     return _supervise(sock, options, relay_db)
+
+
+def advertised_url(options: ServeOptions, port: int) -> str:
+    """``--advertise-url``, else http://HOST:PORT (the host name for a wildcard HOST)."""
+    if options.advertise_url:
+        return options.advertise_url.rstrip("/")
+    host = options.host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+        host = socket.getfqdn()
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _serve_in_group(
+    options: ServeOptions, announce: Callable[[str], None], bootstrap: str, topic: str
+) -> int:
+    """One instance of a group on a Kafka topic: replay it, join the election, serve."""
+    _relay_database(options, announce)  # says --kafka is not used
+    storage = KafkaStorage(bootstrap, topic, elected=True)
+    election: Election | None = None
+    try:
+        options.guard()  # a bad --auth URL fails here, before anything listens
+        sock = bind(options.host, options.port)
+        port = sock.getsockname()[1]
+        url = advertised_url(options, port)
+        election = Election(
+            bootstrap,
+            topic,
+            storage.transactional_id,
+            url,
+            on_elected=storage.become_primary,
+            on_deposed=storage.step_down,
+        )
+        primary = election.wait_settled(_ELECTION_WAIT_S)
+        audit_id: int | None = None
+        try:
+            # A follower finds it registered (by the first primary) and writes nothing.
+            audit_id = Registry(storage, audit=AuditLog()).ensure_audit_schema()
+        except RegistryError as exc:
+            log.warning("the AuditRecorded schema is not registered yet: %s", exc.message)
+    except BaseException:
+        if election is not None:
+            election.close()
+        storage.close()
+        raise
+    announce(
+        f"schema-registry listening on http://{options.host}:{port} "
+        f"(workers=1, storage={options.storage_url}, "
+        f"auth={options.auth or 'off: anyone may write'}, "
+        f"audit schema id {audit_id}, advertised as {url}, "
+        f"primary={'this instance' if primary == url else primary or 'not known yet'})"
+    )
+    run_worker(sock, storage, options, election)
+    return 0
 
 
 def _relay_database(options: ServeOptions, announce: Callable[[str], None]) -> Path | None:

@@ -5,8 +5,16 @@ open (the memory backend's tables) and keeps consuming it in a thread. A write t
 against that memory under one lock, then produces its records in ONE Kafka transaction and
 returns only after this instance's reader has consumed them (read-your-writes); a failed
 produce undoes the memory change. The transactional producer's `transactional.id` is one per
-registry group (per topic): a second writer fences the first, which failover will rely on.
-The change counter moves per applied change.
+registry group (per topic): a second writer fences the first.
+
+Several instances on one topic (``elected=True``, `schema_registry.election` decides): only the
+primary writes. `become_primary` makes a fresh transactional producer (its init fences the
+previous primary and aborts that one's open transaction), then reads the topic to its end before
+the first write, so ids and versions continue after every committed one: none is given twice.
+A follower's write transactions may change memory only (fingerprints); one that has records to
+publish is refused. `catch_up` waits until this instance has read everything committed so far
+(a follower calls it after the primary answered a forwarded write: read-your-writes). The change
+counter moves per applied change.
 
 Records are Confluent's (core/.../storage/*Key.java, *Value.java, written by Jackson, compact):
 keys `{"keytype":"SCHEMA","subject":S,"version":N,"magic":1}`, `{"keytype":"CONFIG",
@@ -40,9 +48,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, Final
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    IsolationLevel,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._listoffsets import OffsetSpec
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
@@ -66,6 +83,9 @@ DEFAULT_TOPIC: Final = "_schemas"
 WRITE_TIMEOUT_S: Final = 30.0
 #: How long opening waits for the broker, topic creation and the replay.
 OPEN_TIMEOUT_S: Final = 60.0
+#: How long a dead primary's open transaction may hold back every read_committed reader when no
+#: instance takes over to fence it (librdkafka's default is 60 s). A write takes milliseconds.
+TRANSACTION_TIMEOUT_MS: Final = 10_000
 
 _SEPARATORS = (",", ":")
 
@@ -331,8 +351,9 @@ def parse_kafka_url(url: str) -> tuple[str, str] | None:
 
 
 class KafkaStorage(Storage):
-    """A `_schemas` topic replayed into memory (module docstring). Thread-safe; one process,
-    one writer per topic for now (a second writer fences this one)."""
+    """A `_schemas` topic replayed into memory (module docstring). Thread-safe. Alone
+    (``elected=False``) it writes from the start; elected, only between `become_primary` and
+    `step_down`. Either way a second writer on the topic fences this one."""
 
     shared_across_processes = False
 
@@ -343,9 +364,11 @@ class KafkaStorage(Storage):
         *,
         transactional_id: str | None = None,
         timeout_s: float = OPEN_TIMEOUT_S,
+        elected: bool = False,
     ) -> None:
         """Create or check the topic, replay it, start the reader; raises RegistryError
-        (STORE_ERROR) when the broker cannot be reached or the topic is unfit."""
+        (STORE_ERROR) when the broker cannot be reached or the topic is unfit. ``elected``:
+        one of several instances, writing only once `become_primary` returned."""
         self.bootstrap = bootstrap
         self.topic = topic
         self.transactional_id = transactional_id or f"meshkit-schema-registry.{topic}"
@@ -355,27 +378,20 @@ class KafkaStorage(Storage):
         self._write_lock = threading.Lock()  # one write transaction (and its wait) at a time
         self._applied = threading.Condition(threading.Lock())
         self._applied_offset = -1  # offset of the last record the reader processed
+        # The next offset the reader will look at: past transaction markers too, which are never
+        # delivered but move the end of the partition (the end-of-partition event says where).
+        self._position = 0
         self._caught_up = False
         self._counter = 0
         self._known_topics: set[str] = set()
         self._stop = threading.Event()
         self._failure: BaseException | None = None
+        self._admin = AdminClient({"bootstrap.servers": bootstrap})
         self._ensure_topic(timeout_s)
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "transactional.id": self.transactional_id,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 0,
-            }
-        )
-        try:
-            # Fences an older writer with this id and aborts its open transaction, so the
-            # read_committed replay below is not held up by it.
-            self._producer.init_transactions(timeout_s)
-        except KafkaException as exc:
-            raise RegistryError(ErrorCode.STORE_ERROR, f"Kafka store: {exc}") from exc
+        self._primary = not elected
+        # Alone: fences an older writer with this id and aborts its open transaction, so the
+        # read_committed replay below is not held up by it. Elected: only a primary has one.
+        self._producer: Producer | None = self._new_producer(timeout_s) if self._primary else None
         self._consumer = Consumer(
             {
                 "bootstrap.servers": bootstrap,
@@ -392,9 +408,81 @@ class KafkaStorage(Storage):
         self._wait(lambda: self._caught_up, timeout_s, "replaying the topic")
         log.info("replayed %s: %d schemas", topic, len(self._state.schemas))
 
+    def _new_producer(self, timeout_s: float) -> Producer:
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "transactional.id": self.transactional_id,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 0,
+                "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            }
+        )
+        try:
+            producer.init_transactions(timeout_s)
+        except KafkaException as exc:
+            raise RegistryError(ErrorCode.STORE_ERROR, f"Kafka store: {exc}") from exc
+        return producer
+
+    # ------------------------------------------------------------------ primary
+    @property
+    def is_primary(self) -> bool:
+        """Whether this instance may write now (always, unless elected)."""
+        return self._primary
+
+    def become_primary(self, timeout_s: float = OPEN_TIMEOUT_S) -> None:
+        """Take over writing: fence the previous primary (a new producer with the group's
+        transactional.id; its open transaction is aborted), read the topic to its end, then
+        accept writes. Raises RegistryError when the broker does not answer in time."""
+        started = time.monotonic()
+        producer = self._new_producer(timeout_s)
+        try:
+            # After the fence nobody else can commit: the end now is the end for good.
+            self.catch_up(timeout_s)
+        except BaseException:
+            producer.flush(0)
+            raise
+        with self._write_lock:
+            self._producer = producer
+            self._primary = True
+        log.info(
+            "primary of %s: fenced the previous writer, read to offset %d in %.0f ms",
+            self.topic,
+            self._position,
+            (time.monotonic() - started) * 1000,
+        )
+
+    def step_down(self) -> None:
+        """Stop writing (another instance was elected). A write under way may still commit
+        until the new primary fences this instance's producer; the next one is refused."""
+        self._primary = False
+        log.info("no longer the primary of %s", self.topic)
+
+    def end_offset(self, timeout_s: float = WRITE_TIMEOUT_S) -> int:
+        """The end of what is committed (the last stable offset) as the broker says now."""
+        # Not the reader's consumer: its watermark query waits behind the reader's poll.
+        partition = TopicPartition(self.topic, 0)
+        try:
+            futures = self._admin.list_offsets(
+                {partition: OffsetSpec.latest()},  # type: ignore[no-untyped-call]
+                isolation_level=IsolationLevel.READ_COMMITTED,
+                request_timeout=timeout_s,
+            )
+            return int(futures[partition].result(timeout=timeout_s).offset)
+        except KafkaException as exc:
+            raise RegistryError(ErrorCode.STORE_ERROR, f"Kafka store: {exc}") from exc
+
+    def catch_up(self, timeout_s: float = WRITE_TIMEOUT_S) -> None:
+        """Return once this instance has read every record committed before the call
+        (RegistryError OPERATION_TIMEOUT otherwise, e.g. behind a dead writer's open
+        transaction that nobody fenced yet)."""
+        end = self.end_offset(timeout_s)
+        self._wait(lambda: self._position >= end, timeout_s, f"reading {self.topic} to {end}")
+
     # ------------------------------------------------------------------ topic
     def _ensure_topic(self, timeout_s: float) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = self._admin
         try:
             metadata = admin.list_topics(timeout=timeout_s)
         except KafkaException as exc:
@@ -466,6 +554,7 @@ class KafkaStorage(Storage):
             if error.code() == KafkaError._PARTITION_EOF:
                 with self._applied:
                     self._caught_up = True
+                    self._position = max(self._position, msg.offset() or 0)
                     self._applied.notify_all()
                 return
             if error.fatal():
@@ -482,6 +571,7 @@ class KafkaStorage(Storage):
             log.error("skipping the record at %s offset %d: %s", self.topic, offset, exc)
         with self._applied:
             self._applied_offset = offset
+            self._position = max(self._position, offset + 1)
             self._applied.notify_all()
 
     def _wait(self, done: Any, timeout_s: float, what: str) -> None:
@@ -532,6 +622,13 @@ class KafkaStorage(Storage):
     def _publish(self, records: Mapping[bytes, bytes | None], outbox: list[OutboxRow]) -> int:
         """Produce in one Kafka transaction; the offset of the last `_schemas` record (-1 when
         only outbox rows went). Raises RegistryError (STORE_ERROR) when it did not commit."""
+        producer = self._producer
+        if not self._primary or producer is None:
+            raise RegistryError(
+                ErrorCode.STORE_ERROR,
+                f"Kafka store: this instance is not the primary of {self.topic}; "
+                "writes go to the primary",
+            )
         self._ensure_outbox_topics(outbox)
         offsets: list[int] = []
 
@@ -540,22 +637,22 @@ class KafkaStorage(Storage):
                 offsets.append(msg.offset() or 0)
 
         try:
-            self._producer.begin_transaction()
+            producer.begin_transaction()
             for key, value in records.items():
-                self._producer.produce(
+                producer.produce(
                     self.topic, value=value, key=key, partition=0, on_delivery=delivered
                 )
             for row in outbox:
-                self._producer.produce(
+                producer.produce(
                     row.topic, value=row.value, key=row.key.encode(), headers=list(row.headers)
                 )
-            remaining = self._producer.flush(WRITE_TIMEOUT_S)
+            remaining = producer.flush(WRITE_TIMEOUT_S)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "records not delivered"))
-            self._producer.commit_transaction(WRITE_TIMEOUT_S)
+            producer.commit_transaction(WRITE_TIMEOUT_S)
         except KafkaException as exc:
             with suppress(KafkaException):
-                self._producer.abort_transaction(WRITE_TIMEOUT_S)
+                producer.abort_transaction(WRITE_TIMEOUT_S)
             raise RegistryError(ErrorCode.STORE_ERROR, f"Kafka store: write failed: {exc}") from exc
         if records and len(offsets) != len(records):
             raise RegistryError(ErrorCode.STORE_ERROR, "Kafka store: a record was not delivered")
@@ -591,4 +688,5 @@ class KafkaStorage(Storage):
             self._reader.join(timeout=5.0)
         with suppress(KafkaException, RuntimeError):
             self._consumer.close()
-        self._producer.flush(5.0)
+        if self._producer is not None:
+            self._producer.flush(5.0)
