@@ -366,6 +366,90 @@ def bench_reads_during_check(
     return percentile(alone, 0.99), percentile(during, 0.99), len(during), sum(checks) / len(checks)
 
 
+FAILOVER_RUNS = 5
+KAFKA = "127.0.0.1:9092"
+
+
+def bench_failover(workdir: Path, runs: int = FAILOVER_RUNS) -> list[float] | None:
+    """Two instances on one fresh Kafka topic (scripts/kafka's broker); `runs` times: kill -9
+    the primary, then time until a new registration sent to the survivor is accepted; restart
+    the killed one. Seconds per run; None when no broker answers."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": KAFKA, "socket.timeout.ms": 3000})
+    try:
+        admin.list_topics(timeout=5)
+    except Exception:  # noqa: BLE001 - no broker: the figure is skipped, not failed
+        return None
+    topic = f"bench.failover.{os.getpid()}.{int(time.time())}"
+    group = f"meshkit-schema-registry.{topic}"
+
+    def start() -> tuple[subprocess.Popen[bytes], int]:
+        err = (workdir / f"failover-{time.monotonic_ns()}.err").open("w+b")
+        proc = subprocess.Popen(
+            [str(REGISTRY), "serve", "--port", "0", "--storage", f"kafka://{KAFKA}/{topic}"],
+            stdout=subprocess.DEVNULL, stderr=err, cwd=workdir,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            err.seek(0)
+            found = re.search(rb"listening on http://[^:]+:(\d+)", err.read())
+            if found:
+                return proc, int(found.group(1))
+            time.sleep(0.05)  # polling a child's output with a deadline
+        sys.exit("bench_registry: a Kafka-backed registry did not start")
+
+    def primary_port() -> int:
+        found = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        for member in found.members:
+            parts = member.assignment.topic_partitions if member.assignment else []
+            if any(tp.topic == topic for tp in parts):
+                return int(member.client_id.rsplit(":", 1)[1])
+        return -1
+
+    procs = dict(start() for _ in range(2))
+    times: list[float] = []
+    try:
+        for run in range(runs):
+            by_port = {port: proc for proc, port in procs.items()}
+            victim = primary_port()
+            survivor = next(port for port in by_port if port != victim)
+            by_port[victim].kill()
+            killed = time.monotonic()
+            by_port[victim].wait()
+            del procs[by_port[victim]]
+            while True:
+                conn = http.client.HTTPConnection("127.0.0.1", survivor, timeout=30)
+                body = json.dumps({"schema": schema(100_000 + run)})
+                conn.request("POST", f"/subjects/failover-{run}/versions", body,
+                             {"Content-Type": V1_JSON})  # fmt: skip
+                status = conn.getresponse().status
+                conn.close()
+                if status == 200:
+                    break
+            times.append(time.monotonic() - killed)
+            proc, port = start()
+            procs[proc] = port
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    return times
+
+
+def record_failover(workdir: Path) -> None:
+    """Measure `bench_failover` and record its median (and max) as registry.failover."""
+    print(f"==> failover on Kafka: kill -9 the primary, {FAILOVER_RUNS} runs", flush=True)
+    runs = bench_failover(workdir)
+    if not runs:
+        print("failover: skipped (no Kafka broker on 127.0.0.1:9092; scripts/kafka start)")
+        return
+    median = sorted(runs)[len(runs) // 2]
+    print(f"failover to the first accepted write: median {median:.1f} s, max {max(runs):.1f} s")
+    record("registry.failover", median, "s", better="lower", max_s=round(max(runs), 2),
+           runs=[round(f, 2) for f in runs])  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -423,6 +507,7 @@ def main() -> int:
                 f"{READ_P99_TARGET_MS:g} ms",
                 flush=True,
             )
+        record_failover(workdir)
         print(f"==> RSS after {RSS_URLS:,} unique 404 URLs (a fresh registry)", flush=True)
         idle_mib, after_mib = bench_rss_after_404s(workdir)
         print(f"RSS {idle_mib:.0f} MiB idle, {after_mib:.0f} MiB after", flush=True)
