@@ -50,6 +50,9 @@ class ErrorCode(Enum):
     SCHEMA_TOO_LARGE = (422, 42209)
     STORE_ERROR = (500, 50001)
     OPERATION_TIMEOUT = (500, 50002)
+    # Several instances (Kafka storage): a follower could not reach the primary, or none is known.
+    FORWARDING_FAILED = (500, 50003)
+    UNKNOWN_LEADER = (500, 50004)
     # Credentials cannot be checked now (identity unreachable); clients retry 503 by themselves.
     SERVICE_UNAVAILABLE = (503, 503)
 

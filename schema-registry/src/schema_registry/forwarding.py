@@ -21,7 +21,6 @@ names (the HTTP layer hands the API no headers to mark it with).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from http import HTTPStatus
@@ -29,11 +28,11 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from schema_registry import registry as ops
-from schema_registry.api import Api, WriteContext
+from schema_registry.api import Api, WriteContext, error_response
 from schema_registry.auth import Guard
 from schema_registry.client import RegistryClient
 from schema_registry.election import Election
-from schema_registry.errors import RegistryError
+from schema_registry.errors import ErrorCode, RegistryError
 from schema_registry.registry import Registry
 from schema_registry.storage.kafka import KafkaStorage
 
@@ -46,8 +45,6 @@ PRIMARY_WAIT_S: Final = 10.0
 FORWARD_TIMEOUT_S: Final = 30.0
 #: How long a follower waits to read a forwarded write back before answering anyway.
 READ_BACK_S: Final = 10.0
-UNKNOWN_LEADER: Final = 50004
-FORWARDING_FAILED: Final = 50003
 # The routes that change state: forwarded. Compatibility checks (audited=False) are not.
 _CHANGES: Final = frozenset(
     {
@@ -60,16 +57,6 @@ _CHANGES: Final = frozenset(
         ops.DELETE_MODE,
     }
 )
-
-
-def _error(code: int, message: str) -> bytes:
-    body = json.dumps({"error_code": code, "message": message}).encode()
-    head = (
-        "HTTP/1.1 500 Internal Server Error\r\n"
-        "Content-Type: application/vnd.schemaregistry.v1+json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode("latin-1") + body
 
 
 class ForwardingApi(Api):
@@ -129,10 +116,11 @@ class ForwardingApi(Api):
         if failure:
             log.warning("forwarding %s %r to the primary %s failed", method, url, failure)
             # Confluent's words (SubjectVersionsResource and the other resources).
-            return _error(
-                FORWARDING_FAILED, f"Error while forwarding the request to the leader {failure}"
+            return error_response(
+                ErrorCode.FORWARDING_FAILED,
+                f"Error while forwarding the request to the leader {failure}",
             )
-        return _error(UNKNOWN_LEADER, "Leader not known.")
+        return error_response(ErrorCode.UNKNOWN_LEADER, "Leader not known.")
 
     def _forward(
         self,
