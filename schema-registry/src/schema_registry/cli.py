@@ -19,19 +19,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from schema_registry.client import RegistryClient, Response, subject_path
+from schema_registry.compatibility import COMPATIBILITY_LEVELS
 from schema_registry.storage import DEFAULT_STORAGE_URL
 from schema_registry.topics import Contract
 
 DEFAULT_URL = "http://127.0.0.1:8081"
-LEVELS = (
-    "BACKWARD",
-    "BACKWARD_TRANSITIVE",
-    "FORWARD",
-    "FORWARD_TRANSITIVE",
-    "FULL",
-    "FULL_TRANSITIVE",
-    "NONE",
-)
+LEVELS = COMPATIBILITY_LEVELS
 MODES = ("READWRITE", "READONLY", "READONLY_OVERRIDE", "IMPORT")
 #: What `register-all` sets on the event subjects it creates (ARCHITECTURE.md, Events).
 EVENT_SUBJECT_LEVEL = "BACKWARD_TRANSITIVE"
