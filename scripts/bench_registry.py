@@ -5,6 +5,9 @@
 2. GET /schemas/ids/{id} with wrk against the registry, and against nginx serving the very same
    response bytes from a file on another loopback port: nginx is the ceiling for this exchange
    on this machine, so the result is a ratio (target: registry >= 1/20 of nginx).
+3. Kafka storage beside SQLite (issue 18), two one-worker registries side by side: the same GET
+   in interleaved wrk rounds (target: Kafka >= 0.9 of SQLite), and registrations per second.
+   Skipped, as the failover figure is, when no broker answers on 127.0.0.1:9092.
 
 Needs `wrk` and `nginx` (Debian packages `wrk`, `nginx-light`); when missing and running as root
 it installs them with apt-get. Everything it starts is stopped on exit.
@@ -21,17 +24,19 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from benchlib import percentile, record
+from confluent_kafka.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / ".venv" / "bin" / "schema-registry"
@@ -66,8 +71,9 @@ def ensure_tools() -> tuple[str, str]:
 
 
 @contextmanager
-def registry(workdir: Path, workers: int) -> Iterator[int]:
-    """A registry subprocess on a free port; yields the port."""
+def registry(workdir: Path, workers: int, storage: str | None = None) -> Iterator[int]:
+    """A registry subprocess on a free port (on ``storage``, default a SQLite file in
+    ``workdir``); yields the port."""
     err = (workdir / "registry.err").open("w+")
     proc = subprocess.Popen(
         [
@@ -78,7 +84,7 @@ def registry(workdir: Path, workers: int) -> Iterator[int]:
             "--workers",
             str(workers),
             "--storage",
-            f"sqlite:///{workdir / 'bench.db'}",
+            storage or f"sqlite:///{workdir / 'bench.db'}",
         ],
         stdout=subprocess.DEVNULL,
         stderr=err,
@@ -370,16 +376,23 @@ FAILOVER_RUNS = 5
 KAFKA = "127.0.0.1:9092"
 
 
+def kafka_admin() -> AdminClient | None:
+    """An admin client of scripts/kafka's broker, or None when none answers (the Kafka
+    figures are then skipped, not failed)."""
+    admin = AdminClient({"bootstrap.servers": KAFKA, "socket.timeout.ms": 3000})
+    try:
+        admin.list_topics(timeout=5)
+    except Exception:  # noqa: BLE001 - any failure to reach it means no broker here
+        return None
+    return admin
+
+
 def bench_failover(workdir: Path, runs: int = FAILOVER_RUNS) -> list[float] | None:
     """Two instances on one fresh Kafka topic (scripts/kafka's broker); `runs` times: kill -9
     the primary, then time until a new registration sent to the survivor is accepted; restart
     the killed one. Seconds per run; None when no broker answers."""
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": KAFKA, "socket.timeout.ms": 3000})
-    try:
-        admin.list_topics(timeout=5)
-    except Exception:  # noqa: BLE001 - no broker: the figure is skipped, not failed
+    admin = kafka_admin()
+    if admin is None:
         return None
     topic = f"bench.failover.{os.getpid()}.{int(time.time())}"
     group = f"meshkit-schema-registry.{topic}"
@@ -450,6 +463,118 @@ def record_failover(workdir: Path) -> None:
            runs=[round(f, 2) for f in runs])  # fmt: skip
 
 
+KAFKA_READ_TARGET_RATIO = 0.9
+KAFKA_READ_ROUNDS = 3
+KAFKA_SCHEMAS = 200
+
+
+@dataclass
+class StorageComparison:
+    """Kafka storage beside SQLite, both measured in one run: GET /schemas/ids/{id} with wrk
+    per interleaved round (req/s) and registrations of distinct schemas (req/s, failures)."""
+
+    kafka_reads: list[float]
+    sqlite_reads: list[float]
+    read_errors: int
+    kafka_register: tuple[float, int]
+    sqlite_register: tuple[float, int]
+
+
+def _register_when_ready(port: int, timeout_s: float = 60.0) -> int:
+    """Register one schema, retrying until accepted (a Kafka-backed instance answers reads
+    before it is elected primary); its id."""
+    deadline = time.monotonic() + timeout_s
+    body = json.dumps({"schema": schema(200_000)})
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", "/subjects/warm-up/versions", body, {"Content-Type": V1_JSON})
+        reply = conn.getresponse()
+        answer = reply.read()
+        conn.close()
+        if reply.status == 200:
+            return int(json.loads(answer)["id"])
+        if time.monotonic() > deadline:
+            sys.exit(f"bench_registry: no registration accepted on port {port}: {answer!r}")
+        time.sleep(0.2)  # polling a starting registry, with a deadline
+
+
+def bench_kafka_storage(
+    wrk: str, workdir: Path, duration: int, connections: int
+) -> StorageComparison | None:
+    """One registry on a fresh Kafka topic (scripts/kafka's broker) and one on SQLite, both one
+    worker, running side by side: `KAFKA_SCHEMAS` registrations from 4 clients on each, then
+    GET /schemas/ids/{id} with wrk, alternating backends over `KAFKA_READ_ROUNDS` rounds (the
+    order flips each round, so drift on the shared machine hits both). None without a broker."""
+    admin = kafka_admin()
+    if admin is None:
+        return None
+    topic = f"bench.registry.{os.getpid()}.{int(time.time())}"
+    homes = {name: workdir / f"storage-{name}" for name in ("sqlite", "kafka")}
+    for home in homes.values():
+        home.mkdir()
+    seconds = max(2, duration // 2)
+    try:
+        with (
+            registry(homes["sqlite"], 1) as sqlite_port,
+            registry(homes["kafka"], 1, storage=f"kafka://{KAFKA}/{topic}") as kafka_port,
+        ):
+            ports = {"sqlite": sqlite_port, "kafka": kafka_port}
+            ids = {name: _register_when_ready(port) for name, port in ports.items()}
+            registered = {}
+            for name, port in ports.items():
+                print(f"==> register on {name}: {KAFKA_SCHEMAS} distinct schemas, 4 clients")
+                registered[name] = bench_register(port, KAFKA_SCHEMAS, threads=4)
+            reads: dict[str, list[float]] = {"sqlite": [], "kafka": []}
+            errors = 0
+            for round_ in range(KAFKA_READ_ROUNDS):
+                order = ["sqlite", "kafka"] if round_ % 2 == 0 else ["kafka", "sqlite"]
+                for name in order:
+                    print(f"==> wrk {seconds}s x {connections} conns: {name}, round {round_ + 1}")
+                    url = f"http://127.0.0.1:{ports[name]}/schemas/ids/{ids[name]}"
+                    result = run_wrk(wrk, url, seconds, connections)
+                    reads[name].append(result.requests_per_s)
+                    errors += result.errors
+    finally:
+        with suppress(Exception):  # a topic left behind costs the broker little
+            admin.delete_topics([topic], request_timeout=10)[topic].result(timeout=10)
+    return StorageComparison(
+        reads["kafka"], reads["sqlite"], errors, registered["kafka"], registered["sqlite"]
+    )
+
+
+def record_kafka_storage(wrk: str, workdir: Path, duration: int, connections: int) -> None:
+    """Measure `bench_kafka_storage`; record registry.kafka_reads (median round) and
+    registry.kafka_register, each with SQLite's figure from the same run as the baseline."""
+    print("==> Kafka storage beside SQLite: reads (interleaved) and registrations", flush=True)
+    found = bench_kafka_storage(wrk, workdir, duration, connections)
+    if found is None:
+        print("kafka storage: skipped (no Kafka broker on 127.0.0.1:9092; scripts/kafka start)")
+        return
+    kafka_rps = statistics.median(found.kafka_reads)
+    sqlite_rps = statistics.median(found.sqlite_reads)
+    ratio = kafka_rps / sqlite_rps
+    (kafka_reg, kafka_fail), (sqlite_reg, sqlite_fail) = found.kafka_register, found.sqlite_register
+    print(
+        f"GET /schemas/ids/{{id}}: kafka {kafka_rps:,.0f} req/s, sqlite {sqlite_rps:,.0f} "
+        f"(median of {KAFKA_READ_ROUNDS} interleaved rounds): ratio {ratio:.3f}, target >= "
+        f"{KAFKA_READ_TARGET_RATIO}: {'met' if ratio >= KAFKA_READ_TARGET_RATIO else 'MISSED'}"
+    )
+    print(
+        f"POST register: kafka {kafka_reg:,.0f} req/s ({kafka_fail} failures), sqlite "
+        f"{sqlite_reg:,.0f} req/s ({sqlite_fail} failures)",
+        flush=True,
+    )
+    record("registry.kafka_reads", kafka_rps, "req/s", baseline=sqlite_rps,
+           baseline_name="the same GET on a SQLite-backed registry, same run, interleaved, req/s",
+           target_ratio=KAFKA_READ_TARGET_RATIO, errors=found.read_errors,
+           kafka_rounds=[round(r) for r in found.kafka_reads],
+           sqlite_rounds=[round(r) for r in found.sqlite_reads])  # fmt: skip
+    record("registry.kafka_register", kafka_reg, "req/s", baseline=sqlite_reg,
+           baseline_name="registrations on a SQLite-backed registry, same run, req/s",
+           failures=kafka_fail, baseline_failures=sqlite_fail, schemas=KAFKA_SCHEMAS,
+           clients=4)  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -507,6 +632,7 @@ def main() -> int:
                 f"{READ_P99_TARGET_MS:g} ms",
                 flush=True,
             )
+        record_kafka_storage(wrk, workdir, args.duration, args.connections)
         record_failover(workdir)
         print(f"==> RSS after {RSS_URLS:,} unique 404 URLs (a fresh registry)", flush=True)
         idle_mib, after_mib = bench_rss_after_404s(workdir)
