@@ -2,6 +2,7 @@
 
     mesh up [-d] [--kafka embedded|local|HOST:PORT]   start what is not running, health-gated
             [--replicas inventory=2,payments=2]       ... with more processes of some components
+            [--registry-replicas N]                   ... with N schema registry instances
             [--tls]                                   ... with mTLS on every gRPC hop (docs/mtls.md)
     mesh certs [--dir D] [--days N] [--force]         the local CA and a certificate per component
     mesh down                                         stop everything `mesh up` started
@@ -31,8 +32,21 @@ Replicas: ``--replicas NAME=N,...`` runs N processes of a component (kept for la
 ``mesh up`` calls until ``mesh down``). Replica k >= 2 is ``NAME#k`` in ``mesh ps`` and ``mesh
 logs``, listens on the component's port + 1000 * (k - 1), and shares its database; every
 component gets ``MESH_ADDRESS_NAME=127.0.0.1:PORT,127.0.0.1:PORT+1000,...`` and balances its
-calls over them (meshkit.client). Components with an HTTP side (gateway, identity), the trace
-receiver and the schema registry run once (see ``not_replicable``).
+calls over them (meshkit.client). Components with an HTTP side (gateway, identity) and the trace
+receiver run once (see ``not_replicable``).
+
+Registry instances: ``--registry-replicas N`` (N > 1) runs the schema registry as N instances on
+one Kafka topic, ``_schemas`` on the mesh's broker, which elect one primary (schema_registry.
+election) instead of one process on its SQLite file. It needs a real broker (``--kafka local`` or
+``HOST:PORT``): the embedded mock cluster auto-creates every topic with 4 partitions and cannot
+create the single-partition compacted one the registry requires. Instance k listens on
+127.0.0.1:8081 + k - 1 (8081, 8082, 8083, ...; the ports below identity's 8090, so at most 9),
+is ``schema-registry#k`` in ``mesh ps`` (with its role, primary or follower, read from its log)
+and ``mesh logs``, and advertises its own URL to the others. register-all (the component's
+after_start) runs once the last instance is healthy, with every URL, and every component gets
+them all in ``SCHEMA_REGISTRY_URL`` (comma separated; meshkit and the CLI fail over between
+them). Kept until ``mesh down``; changing N while the registry runs is refused (one instance
+keeps SQLite, several Kafka: a running registry cannot change its storage).
 
 Exit codes: 0 success, 1 failure, 2 usage error.
 """
@@ -66,7 +80,14 @@ from mesh_runner import (
     traces,
 )
 from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
-from mesh_runner.kafka import KafkaChoice, KafkaError, ensure_kafka, kafka_running, stop_kafka
+from mesh_runner.kafka import (
+    KafkaChoice,
+    KafkaError,
+    ensure_kafka,
+    kafka_running,
+    requested_mode,
+    stop_kafka,
+)
 from mesh_runner.processes import (
     ProcessRecord,
     ReplicaSpecError,
@@ -74,6 +95,7 @@ from mesh_runner.processes import (
     healthy,
     is_alive,
     load_replicas,
+    log_lines,
     parse_replicas,
     port_open,
     replica_name,
@@ -95,6 +117,8 @@ REGISTRY = "schema-registry"
 TRACE_RECEIVER = "trace-receiver"
 LOCAL_BSP_DELAY_MS = "500"
 OTLP_ENDPOINT_KEYS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+# Several registry instances share this topic on the mesh's broker (Confluent's default name).
+REGISTRY_TOPIC = "_schemas"
 
 
 TOKEN_ENV = "MESH_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
@@ -120,14 +144,16 @@ def component_env(mesh: Mesh, choice: KafkaChoice, component: Component) -> dict
     ports = {c.name: c.port for c in mesh.components}
     # Every replica of a replicated component, for clients to balance over (meshkit.client);
     # an address set in `mesh up`'s own environment stays as it is.
-    for name, count in load_replicas(mesh.run_dir).items():
-        if name in ports:
+    counts = load_replicas(mesh.run_dir)
+    for name, count in counts.items():
+        if name in ports and name != REGISTRY:
             env.setdefault(
                 env_key(name),
                 ",".join(f"127.0.0.1:{replica_port(ports[name], k)}" for k in range(1, count + 1)),
             )
     if REGISTRY in ports:
-        env.setdefault("SCHEMA_REGISTRY_URL", f"http://127.0.0.1:{ports[REGISTRY]}")
+        urls = registry_urls(ports[REGISTRY], counts.get(REGISTRY, 1))
+        env.setdefault("SCHEMA_REGISTRY_URL", ",".join(urls))
     env["MESH_KAFKA_BOOTSTRAP"] = choice.bootstrap
     if choice.mode == "embedded":
         # The mock cluster cannot create topics (no controller); it auto-creates them.
@@ -249,12 +275,15 @@ def not_replicable(component: Component) -> str | None:
 
     Replicas need a gRPC port for clients to balance over and nothing that must be one address:
     the trace receiver is the one OTLP endpoint every component exports to (and its store is
-    the file `mesh trace` reads); the registry speaks HTTP, and its replicas need a primary
-    (issue 18); the gateway's and identity's HTTP sides are the one address browsers and OAuth
-    clients (and the token issuer) name, which would need a load balancer in front.
+    the file `mesh trace` reads); the registry's instances need Kafka storage and a primary
+    (``--registry-replicas``); the gateway's and identity's HTTP sides are the one address
+    browsers and OAuth clients (and the token issuer) name, which would need a load balancer
+    in front.
     """
     if component.name == TRACE_RECEIVER:
         return "it is the one OTLP endpoint every component exports spans to"
+    if component.name == REGISTRY:
+        return "its instances share a Kafka topic and elect a primary: use --registry-replicas N"
     if component.health != "grpc":
         return f"it serves {component.health}, not gRPC, so no client balances over replicas"
     if component.http_port is not None:
@@ -265,18 +294,19 @@ def not_replicable(component: Component) -> str | None:
     return None
 
 
-def replica_counts(mesh: Mesh, spec: str | None) -> dict[str, int]:
+def replica_counts(mesh: Mesh, spec: str | None, registry: int | None = None) -> dict[str, int]:
     """The replica counts to run: those recorded for the running mesh, updated by ``spec``
-    (``--replicas``; N=1 takes a component back to one process). ConfigError (a usage error)
-    for an unknown component, a bad count, a component that cannot be replicated, or a replica
-    port that is out of range or another component's."""
+    (``--replicas``; N=1 takes a component back to one process) and ``registry``
+    (``--registry-replicas``). ConfigError (a usage error) for an unknown component, a bad
+    count, a component that cannot be replicated, or a replica port that is out of range or
+    another component's."""
     counts = load_replicas(mesh.run_dir)
-    if spec is None:
-        return counts
-    try:
-        wanted = parse_replicas(spec)
-    except ReplicaSpecError as exc:
-        raise ConfigError(f"--replicas: {exc}") from None
+    wanted: dict[str, int] = {}
+    if spec is not None:
+        try:
+            wanted = parse_replicas(spec)
+        except ReplicaSpecError as exc:
+            raise ConfigError(f"--replicas: {exc}") from None
     taken = {c.port: c.name for c in mesh.components}
     taken.update({c.http_port: c.name for c in mesh.components if c.http_port is not None})
     for name, count in wanted.items():
@@ -284,16 +314,99 @@ def replica_counts(mesh: Mesh, spec: str | None) -> dict[str, int]:
         why = not_replicable(component) if count > 1 else None
         if why:
             raise ConfigError(f"--replicas {name}={count}: {name} runs once: {why}")
-        for k in range(2, count + 1):
-            port = replica_port(component.port, k)
-            if port > 65535 or port in taken:
-                clash = f"the port of {taken[port]}" if port in taken else "not a TCP port"
-                raise ConfigError(
-                    f"--replicas {name}={count}: {replica_name(name, k)} would listen on {port},"
-                    f" {clash}"
-                )
-            taken[port] = replica_name(name, k)
+        _claim_ports(component, count, taken, f"--replicas {name}={count}")
+    if registry is not None:
+        if registry < 1:
+            raise ConfigError(f"--registry-replicas {registry}: the registry runs at least 1")
+        _claim_ports(mesh.component(REGISTRY), registry, taken, f"--registry-replicas {registry}")
+        wanted[REGISTRY] = registry
     return {**counts, **wanted}
+
+
+def _claim_ports(component: Component, count: int, taken: dict[int, str], flag: str) -> None:
+    """Add the ports of ``component``'s replicas 2..count to ``taken``; ConfigError when one
+    is out of range or already taken."""
+    for k in range(2, count + 1):
+        port = instance_port(component, k)
+        name = replica_name(component.name, k)
+        if port > 65535 or port in taken:
+            clash = f"the port of {taken[port]}" if port in taken else "not a TCP port"
+            raise ConfigError(f"{flag}: {name} would listen on {port}, {clash}")
+        taken[port] = name
+
+
+def instance_port(component: Component, k: int) -> int:
+    """Where replica ``k`` of ``component`` listens: the registry's next ports (8082, 8083,
+    ...), for others the component's port + 1000 * (k - 1) (replica_port)."""
+    if component.name == REGISTRY:
+        return component.port + k - 1
+    return replica_port(component.port, k)
+
+
+def registry_urls(port: int, count: int) -> list[str]:
+    """The URLs of ``count`` registry instances, the first on ``port``."""
+    return [f"http://127.0.0.1:{port + k - 1}" for k in range(1, count + 1)]
+
+
+def registry_instances(component: Component, count: int, bootstrap: str) -> list[Component]:
+    """The registry as ``count`` (> 1) instances on the topic REGISTRY_TOPIC at ``bootstrap``:
+    each is its replica (name, port, OTel instance id) serving ``--storage kafka://BOOTSTRAP/
+    _schemas`` (instead of mesh.toml's, whatever it is) and ``--advertise-url`` its own URL.
+    The component's after_start runs after the last instance, with ``--url`` naming them all:
+    register-all then succeeds whichever of them is the primary."""
+    urls = ",".join(registry_urls(component.port, count))
+    storage = f"kafka://{bootstrap}/{REGISTRY_TOPIC}"
+    plan = []
+    for k in range(1, count + 1):
+        each = replica(component, k)
+        command = _with_option(each.command, "--storage", storage, add=True)
+        command = (*command, "--advertise-url", f"http://127.0.0.1:{each.port}")
+        after = (
+            tuple(_with_option(c, "--url", urls, add=False) for c in component.after_start)
+            if k == count
+            else ()
+        )
+        plan.append(dataclasses.replace(each, command=command, after_start=after))
+    return plan
+
+
+def _with_option(argv: tuple[str, ...], flag: str, value: str, *, add: bool) -> tuple[str, ...]:
+    """``argv`` with ``flag``'s value (``flag V`` or ``flag=V``) set to ``value``; appended
+    when ``add`` and ``argv`` has no such flag."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == flag and i + 1 < len(out):
+            out[i + 1] = value
+            return tuple(out)
+        if arg.startswith(f"{flag}="):
+            out[i] = f"{flag}={value}"
+            return tuple(out)
+    return (*out, flag, value) if add else tuple(out)
+
+
+def check_registry_count(mesh: Mesh, kafka: str | None, before: int, count: int) -> None:
+    """ConfigError when ``count`` registry instances cannot run: several on the embedded mock
+    cluster (it auto-creates every topic with 4 partitions and cannot create one: the registry
+    refuses such a topic), or a change of count while the registry runs (one instance serves
+    SQLite, several Kafka; a running process cannot switch)."""
+    if count != before:
+        record = ProcessRecord.load(mesh.run_dir, REGISTRY)
+        if record is not None and is_alive(record):
+            raise ConfigError(
+                f"--registry-replicas {count}: the registry runs {before} instance(s) now;"
+                " `mesh down` first (one instance keeps its state in SQLite, several in Kafka)"
+            )
+    if count > 1:
+        recorded = KafkaChoice.load(mesh.run_dir)
+        running = recorded is not None and kafka_running(mesh, recorded)
+        mode = recorded.mode if (recorded is not None and running) else requested_mode(kafka)
+        if mode == "embedded":
+            raise ConfigError(
+                f"--registry-replicas {count} needs a real broker: --kafka local or HOST:PORT"
+                " (the embedded mock cluster auto-creates every topic with 4 partitions and"
+                f" cannot create the single-partition, compacted {REGISTRY_TOPIC} the"
+                " instances share)"
+            )
 
 
 def replica(component: Component, k: int) -> Component:
@@ -301,7 +414,7 @@ def replica(component: Component, k: int) -> Component:
     ``NAME#k`` (its record, pid and log), on its replica port (``<NAME>_PORT``, and the port in
     its command line if it names one), the same service name and database; each replica,
     the first included, has its own OTel ``service.instance.id``."""
-    port = replica_port(component.port, k)
+    port = instance_port(component, k)
     env = dict(component.env)
     if k > 1:
         env[f"{component.name.upper().replace('-', '_')}_PORT"] = str(port)
@@ -332,11 +445,14 @@ def replica(component: Component, k: int) -> Component:
     )
 
 
-def instances(component: Component, counts: dict[str, int]) -> list[Component]:
-    """``component`` as it runs: itself, or its replicas when ``counts`` has more than one."""
+def instances(component: Component, counts: dict[str, int], bootstrap: str = "") -> list[Component]:
+    """``component`` as it runs: itself, or its replicas when ``counts`` has more than one
+    (the registry's on Kafka at ``bootstrap``: registry_instances)."""
     count = counts.get(component.name, 1)
     if count == 1:
         return [component]
+    if component.name == REGISTRY:
+        return registry_instances(component, count, bootstrap)
     return [replica(component, k) for k in range(1, count + 1)]
 
 
@@ -350,12 +466,21 @@ def stop_extra_replicas(mesh: Mesh, name: str, count: int) -> None:
             ProcessRecord.forget(mesh.run_dir, record.name)
 
 
-def cmd_up(mesh: Mesh, detach: bool, kafka: str | None, replicas: str | None = None) -> int:
+def cmd_up(
+    mesh: Mesh,
+    detach: bool,
+    kafka: str | None,
+    replicas: str | None = None,
+    registry_replicas: int | None = None,
+) -> int:
     """Start Kafka and every component in order (each replica after the one before it); then
     follow logs unless ``detach``."""
     offsets = {p: p.stat().st_size for p in mesh.log_dir.glob("*.log")}
     before = load_replicas(mesh.run_dir)
-    counts = replica_counts(mesh, replicas)  # ConfigError: a usage error, nothing started
+    # ConfigError: a usage error, nothing started.
+    counts = replica_counts(mesh, replicas, registry_replicas)
+    if any(c.name == REGISTRY for c in mesh.components):
+        check_registry_count(mesh, kafka, before.get(REGISTRY, 1), counts.get(REGISTRY, 1))
     running = [
         c.name
         for c in mesh.components
@@ -369,7 +494,7 @@ def cmd_up(mesh: Mesh, detach: bool, kafka: str | None, replicas: str | None = N
             if because:
                 say(f"{component.name}: not started ({because} is set)")
                 continue
-            for each in instances(component, counts):
+            for each in instances(component, counts, choice.bootstrap):
                 say(start_component(mesh, each, choice))
             stop_extra_replicas(mesh, component.name, counts.get(component.name, 1))
     except (KafkaError, UpError) as exc:
@@ -432,7 +557,7 @@ def statuses(mesh: Mesh) -> list[dict[str, object]]:
         rows.append({"name": KAFKA, "pid": None, "port": None, "state": "stopped", "mode": None})
     counts = load_replicas(mesh.run_dir)
     for component in mesh.components:
-        running = instances(component, counts)
+        running = instances(component, counts, choice.bootstrap if choice else "")
         # Replicas beyond the count (a scale-down that failed to stop one) still show.
         extra = [
             dataclasses.replace(component, name=r.name, port=r.port)
@@ -440,8 +565,35 @@ def statuses(mesh: Mesh) -> list[dict[str, object]]:
             if r.name not in {each.name for each in running}
         ]
         for each in running + extra:
-            rows.append(_status(mesh, each))
+            row = _status(mesh, each)
+            if component.name == REGISTRY and counts.get(REGISTRY, 1) > 1:
+                row["role"] = registry_role(mesh, each.name) if row["pid"] is not None else None
+            rows.append(row)
     return rows
+
+
+# What a registry instance logs when its role changes (schema_registry.server's ready line,
+# storage.kafka's become_primary and step_down), the last one saying what it is now.
+_ROLE_LINES = (
+    ("primary=this instance", "primary"),
+    ("fenced the previous writer", "primary"),
+    ("no longer the primary of", "follower"),
+    (", primary=", "follower"),  # the ready line naming another instance (or none yet)
+)
+
+
+def registry_role(mesh: Mesh, name: str) -> str | None:
+    """``primary`` or ``follower``: what the running registry instance ``name`` last logged
+    about its role (this run's lines only); None when it has said nothing yet. Read from the
+    log, not asked of Kafka, so `mesh ps` stays quick: a primary killed -9 is "stopped" at
+    once, and its successor says "primary" once it has taken over (about 6-8 s later)."""
+    record = ProcessRecord.load(mesh.run_dir, name)
+    if record is None:
+        return None
+    role = None
+    for line in log_lines(record):
+        role = next((r for marker, r in _ROLE_LINES if marker in line), role)
+    return role
 
 
 def _status(mesh: Mesh, component: Component) -> dict[str, object]:
@@ -476,6 +628,8 @@ def cmd_ps(mesh: Mesh, as_json: bool) -> int:
         if row.get("http_port") is not None:
             port = f"{port}, http {row['http_port']}"
         line = f"{row['name']!s:<18}{row['state']!s:<11}{pid!s:<9}{port}"
+        if row.get("role"):
+            line = f"{line:<42}{row['role']}"
         breakers = row.get("breakers")
         if isinstance(breakers, dict) and breakers:
             opened = ", ".join(f"breaker {peer} {state}" for peer, state in breakers.items())
@@ -573,6 +727,14 @@ def build_parser() -> argparse.ArgumentParser:
         " database; clients balance over them. Kept until `mesh down`; N=1 goes back to one",
     )
     up.add_argument(
+        "--registry-replicas",
+        type=int,
+        metavar="N",
+        help="run N schema registry instances (N > 1: on the topic _schemas of a real broker,"
+        " --kafka local or HOST:PORT) on ports 8081, 8082, ..., one of them the primary; every"
+        " component gets all their URLs. Kept until `mesh down`",
+    )
+    up.add_argument(
         "--kafka",
         metavar="embedded|local|HOST:PORT",
         help="embedded mock cluster (default), real local Kafka 4.x, or a broker address",
@@ -649,7 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branc
         if args.command == "up":
             if args.tls and not certs.enable(mesh, say):
                 return 1
-            return cmd_up(mesh, args.detach, args.kafka, args.replicas)
+            return cmd_up(mesh, args.detach, args.kafka, args.replicas, args.registry_replicas)
         if args.command == "down":
             return cmd_down(mesh)
         if args.command == "ps":

@@ -43,6 +43,9 @@ class ProcessRecord:
     started_at: float
     log: str
     start_ticks: int = -1
+    # Where this process's lines begin in its log (logs are appended to across restarts), so a
+    # reader of the log (`mesh ps`: which registry instance is the primary) sees this run only.
+    log_offset: int = 0
 
     def save(self, run_dir: Path) -> None:
         """Write the record atomically to ``run_dir/<name>.json``."""
@@ -97,6 +100,7 @@ def spawn(
     """Start ``argv`` detached (own session), output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
+        offset = log.seek(0, os.SEEK_END)
         process = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -107,7 +111,14 @@ def spawn(
             start_new_session=True,
         )
     return ProcessRecord(
-        name, process.pid, port, argv, time.time(), str(log_path), start_ticks(process.pid)
+        name,
+        process.pid,
+        port,
+        argv,
+        time.time(),
+        str(log_path),
+        start_ticks(process.pid),
+        offset,
     )
 
 
@@ -217,6 +228,16 @@ def _health_channel(port: int) -> grpc.Channel:
         return connect(f"127.0.0.1:{port}", retry=False)
     credentials = tls.channel_credentials(tls.tls_name(tls.CLIENT), directory)
     return grpc.secure_channel(f"127.0.0.1:{port}", credentials)
+
+
+def log_lines(record: ProcessRecord) -> list[str]:
+    """The lines ``record``'s process has written to its log so far (none when unreadable)."""
+    try:
+        with Path(record.log).open("rb") as log:
+            log.seek(record.log_offset)
+            return log.read().decode(errors="replace").splitlines()
+    except OSError:
+        return []
 
 
 def tail(path: Path, lines: int = 15) -> str:
