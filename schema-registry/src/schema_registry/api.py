@@ -130,11 +130,15 @@ def _camel(name: str) -> str:
 @dataclass(frozen=True)
 class WriteContext:
     """What the HTTP layer knows of a write besides its bytes: who and from where (``origin``),
-    and the guard's verdict: ``allowed`` when the credentials passed, else the ``refusal``."""
+    and the guard's verdict: ``allowed`` when the credentials passed, else the ``refusal``.
+    ``authorization`` is the request's Authorization header as sent, for a follower to pass on
+    to the primary (`schema_registry.forwarding`), which checks it again; it is a secret: kept
+    out of ``repr`` and never logged or recorded."""
 
     origin: Origin = ANONYMOUS
     allowed: bool = False
     refusal: Refusal | None = None
+    authorization: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

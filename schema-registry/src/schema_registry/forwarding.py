@@ -13,6 +13,23 @@ known one does not answer (killed, its session not yet expired), the request wai
 ``wait_s`` for the next one instead of failing at once; then it fails as Confluent's do: 50004
 "unknown leader" (500) or 50003 "forwarding failed" (500), and clients retry.
 
+Credentials (``serve --auth``), as Confluent's forwarding passes them (RequestHeaderBuilder: the
+request's Authorization header goes with the forwarded request): the follower checks them first
+and answers a refusal itself (401, 403, or 503 when identity cannot be asked), forwarding
+nothing; what it lets through goes on with the caller's Authorization header, and the primary
+checks it again as it checks any write (it cannot tell a forwarded request from a client's, and
+the instances need not share one ``--auth`` configuration).
+
+Audit records of refused writes (DENIED, FAILURE) go to ``audit.events.v1`` in a Kafka
+transaction only the primary has a producer for. A follower that refuses a write cannot publish
+its record, and sending it to the primary would need a route that takes audit records from the
+network, which anyone could then fill with forged ones. So the follower writes the record as a
+WARNING log line (logger ``schema_registry.forwarding``, message "audit record not published",
+with the record's fields, never a credential): the refusal is in its log, not in the audit
+topic. Forwarding the refused request instead would let the primary record it, but would double
+every refused credential exchange with identity (its lockout counts them) and put unchecked
+load on the one instance that writes.
+
 A request is never forwarded to this instance's own URL: an instance the coordinator has just
 named, still reading the topic to its end, makes the request wait until it has taken over.
 A deposed primary that receives a forwarded request passes it on to the one the coordinator
@@ -24,11 +41,12 @@ from __future__ import annotations
 import logging
 import time
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from schema_registry import registry as ops
 from schema_registry.api import Api, WriteContext, error_response
+from schema_registry.audit import Origin
 from schema_registry.auth import Guard
 from schema_registry.client import RegistryClient
 from schema_registry.election import Election
@@ -95,7 +113,7 @@ class ForwardingApi(Api):
         *,
         peer: str = "",
     ) -> bytes:
-        if not self.forwards(method, url):
+        if not self.forwards(method, url) or self._refused_here(method, url, context):
             return super().handle(method, url, accept, body, context, peer=peer)
         deadline = time.monotonic() + self._wait_s
         failure = ""
@@ -122,6 +140,48 @@ class ForwardingApi(Api):
             )
         return error_response(ErrorCode.UNKNOWN_LEADER, "Leader not known.")
 
+    def _refused_here(self, method: str, url: bytes, context: WriteContext | None) -> bool:
+        """Whether this instance's guard refused the write's credentials: then `Api` answers
+        the refusal here, and nothing goes to the primary."""
+        return self.guarded(method, url) and (context is None or not context.allowed)
+
+    def _record_alone(
+        self,
+        origin: Origin,
+        action: str,
+        outcome: str,
+        subject: str | None,
+        *,
+        reason: str,
+        details: dict[str, Any],
+    ) -> None:
+        """The primary records as `Api` does; a follower has no producer (module docstring):
+        the record goes to the log instead, saying so."""
+        if self._storage.is_primary:
+            super()._record_alone(origin, action, outcome, subject, reason=reason, details=details)
+            return
+        extra: dict[str, Any] = {
+            "audit_action": action,
+            "audit_outcome": outcome,
+            "subject": subject,
+            "enduser_id": origin.actor.subject,
+            "client_address": origin.source_address,
+            "audit_reason": reason[:1000],
+            "audit_details": details,
+        }
+        if origin.trace_id:
+            extra["trace_id"] = origin.trace_id
+        log.warning(
+            "audit record not published (this instance is a follower, it has no producer): "
+            "%s %s by %s from %s: %s",
+            action,
+            outcome,
+            origin.who,
+            origin.source_address or "?",
+            reason[:1000],
+            extra=extra,
+        )
+
     def _forward(
         self,
         primary: str,
@@ -145,6 +205,8 @@ class ForwardingApi(Api):
         traceparent = context.origin.traceparent if context is not None else ""
         if traceparent:
             headers["traceparent"] = traceparent
+        if context is not None and context.authorization:
+            headers["Authorization"] = context.authorization
         path = urlsplit(url.decode("latin-1"))
         target = path.path + (f"?{path.query}" if path.query else "")
         try:

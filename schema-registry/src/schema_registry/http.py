@@ -550,7 +550,9 @@ class HttpProtocol(asyncio.Protocol):
         origin = Origin(
             source_address=self._peer, traceparent=request.traceparent.decode("latin-1")
         )
-        context = WriteContext(origin)
+        # Kept whether or not this instance checks it: a follower without --auth still passes
+        # it on to a primary that checks it.
+        context = WriteContext(origin, authorization=request.authorization.decode("latin-1"))
         if writes.guarded(request.method, request.url):
             context = await self._checked(request, origin)
             if self._transport is None:
@@ -591,6 +593,7 @@ class HttpProtocol(asyncio.Protocol):
             Origin(who, origin.source_address, origin.traceparent),
             allowed=refusal is None,
             refusal=refusal,
+            authorization=authorization,
         )
 
     def _answer_waiting(self) -> None:
