@@ -629,7 +629,7 @@ def cmd_ps(mesh: Mesh, as_json: bool) -> int:
             port = f"{port}, http {row['http_port']}"
         line = f"{row['name']!s:<18}{row['state']!s:<11}{pid!s:<9}{port}"
         if row.get("role"):
-            line = f"{line:<42}{row['role']}"
+            line = f"{line:<42} {row['role']}"  # a registry instance: primary or follower
         breakers = row.get("breakers")
         if isinstance(breakers, dict) and breakers:
             opened = ", ".join(f"breaker {peer} {state}" for peer, state in breakers.items())
