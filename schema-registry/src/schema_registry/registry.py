@@ -655,7 +655,7 @@ class Registry:
         if stored is None:  # pragma: no cover - versions always point at stored schemas
             raise RegistryError(ErrorCode.STORE_ERROR, f"schema {sv.schema_id} is missing")
         out: dict[str, Any] = {"subject": sv.subject, "version": sv.version, "id": sv.schema_id}
-        out.update(_schema_extras(stored))
+        out.update(stored.extras())
         out["schema"] = self._formatted(tx, stored, format)
         if sv.deleted:
             out["deleted"] = True
@@ -957,7 +957,7 @@ class Registry:
         with self.storage.read() as tx:
             stored = self._schema_in_use(tx, schema_id)
             out: dict[str, Any] = {"schema": self._formatted(tx, stored, format)}
-            out.update(_schema_extras(stored))
+            out.update(stored.extras())
             if fetch_max_id:
                 out["maxId"] = tx.max_schema_id()
             return out
@@ -1225,20 +1225,6 @@ def _flag(value: bool) -> str:
 def _true(value: Any) -> bool:
     """A config boolean as Jackson reads one into a Boolean: true, or the string "true"."""
     return value is True or (isinstance(value, str) and value.strip().lower() == "true")
-
-
-def _schema_extras(stored: StoredSchema) -> dict[str, Any]:
-    """The optional keys Confluent includes only when non-empty (NON_EMPTY)."""
-    out: dict[str, Any] = {}
-    if stored.schema_type != "AVRO":
-        out["schemaType"] = stored.schema_type
-    if stored.references:
-        out["references"] = [r.to_json() for r in stored.references]
-    if stored.metadata is not None:
-        out["metadata"] = stored.metadata
-    if stored.rule_set is not None:
-        out["ruleSet"] = stored.rule_set
-    return out
 
 
 def _invalid_level() -> RegistryError:

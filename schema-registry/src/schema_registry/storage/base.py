@@ -51,6 +51,21 @@ class StoredSchema:
     metadata: Any = None
     rule_set: Any = None
 
+    def extras(self) -> dict[str, Any]:
+        """The optional keys Confluent writes beside a schema only when they are set (Jackson's
+        NON_EMPTY), in its order: schemaType (not for AVRO), references, metadata, ruleSet. The
+        REST answers and the `_schemas` records carry the same ones."""
+        out: dict[str, Any] = {}
+        if self.schema_type != "AVRO":
+            out["schemaType"] = self.schema_type
+        if self.references:
+            out["references"] = [r.to_json() for r in self.references]
+        if self.metadata is not None:
+            out["metadata"] = self.metadata
+        if self.rule_set is not None:
+            out["ruleSet"] = self.rule_set
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:

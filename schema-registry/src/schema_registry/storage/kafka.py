@@ -126,14 +126,7 @@ def schema_value(schema: StoredSchema, version: SubjectVersion) -> bytes:
         "version": version.version,
         "id": schema.id,
     }
-    if schema.schema_type != "AVRO":
-        value["schemaType"] = schema.schema_type
-    if schema.references:
-        value["references"] = [r.to_json() for r in schema.references]
-    if schema.metadata is not None:
-        value["metadata"] = schema.metadata
-    if schema.rule_set is not None:
-        value["ruleSet"] = schema.rule_set
+    value.update(schema.extras())
     value["schema"] = schema.text
     value["deleted"] = version.deleted
     return _dump(value)
