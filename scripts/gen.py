@@ -6,6 +6,10 @@ beside the generated modules, so the installed contracts package carries them: a
 its schemas with ``importlib.resources`` wherever it is installed (a checkout, a wheel, a
 container).
 
+Each top-level package also gets ``source_info.binpb``: a FileDescriptorSet of its .proto files
+with their source info (comments), which protoc leaves out of the generated modules. meshkit's
+server reflection serves it, so `grpcurl describe` prints the contract's comments.
+
 `python scripts/gen.py` rewrites gen/shop/ from scratch; `--check` generates into a temporary
 directory and fails, listing the files, when gen/ differs (the drift check CI runs). Generation is
 deterministic for the pinned grpcio-tools and mypy-protobuf, so a clean tree means "up to date".
@@ -32,6 +36,8 @@ VENDOR = PROTO / "vendor"
 GEN = ROOT / "gen"
 # Top-level proto packages (shop: the reference shop; mesh: platform services), each a package
 # of the generated distribution (gen/pyproject.toml lists the same names).
+# protoc's descriptor set with source info, split per package by split_source_info.
+SOURCE_SET = "all_source_info.binpb"
 PACKAGES = tuple(
     sorted(
         p.name for p in PROTO.iterdir() if p.is_dir() and p != VENDOR and any(p.rglob("*.proto"))
@@ -58,9 +64,12 @@ def generate(out: Path) -> None:
         f"--pyi_out={out}",
         f"--grpc_python_out={out}",
         f"--mypy_grpc_out=quiet:{out}",
+        f"--descriptor_set_out={out / SOURCE_SET}",
+        "--include_source_info",
         *protos,
     ]
     subprocess.run(cmd, check=True, cwd=PROTO, env=env)
+    split_source_info(out)
     for contract in sorted(
         [*PROTO.rglob("*.avsc"), *PROTO.rglob("topic.json"), *PROTO.rglob("config/*.schema.json")]
     ):
@@ -72,6 +81,22 @@ def generate(out: Path) -> None:
             if any(directory.glob("*.py")) or any(p.is_dir() for p in directory.iterdir()):
                 (directory / "__init__.py").touch()
         (out / package / "py.typed").touch()
+
+
+def split_source_info(out: Path) -> None:
+    """Split protoc's one descriptor set (every file, with comments) into one per top-level
+    package, ``<package>/source_info.binpb``, so each installed package carries its own."""
+    from google.protobuf import descriptor_pb2
+
+    whole = descriptor_pb2.FileDescriptorSet.FromString((out / SOURCE_SET).read_bytes())
+    (out / SOURCE_SET).unlink()
+    for package in PACKAGES:
+        part = descriptor_pb2.FileDescriptorSet(
+            file=[f for f in whole.file if f.name.split("/", 1)[0] == package]
+        )
+        target = out / package / "source_info.binpb"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(part.SerializeToString(deterministic=True))
 
 
 def tree(root: Path) -> set[str]:

@@ -65,13 +65,12 @@ import grpc
 from google.protobuf import any_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.util.types import AttributeValue
 
-from meshkit import authz, deadlines, telemetry, tls
+from meshkit import authz, deadlines, reflection, telemetry, tls
 from meshkit.errors import FailedPrecondition, InvalidArgument, MeshError
 from meshkit.faults import FaultInjector
 from meshkit.logs import configure_logging
