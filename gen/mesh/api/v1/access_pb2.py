@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mesh/api/v1/access.proto\x12\x0bmesh.api.v1\x1a google/protobuf/descriptor.proto\"d\n\x06\x41\x63\x63\x65ss\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x15\n\rsubject_field\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t:E\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x13.mesh.api.v1.Accessb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18mesh/api/v1/access.proto\x12\x0bmesh.api.v1\x1a google/protobuf/descriptor.proto\"d\n\x06\x41\x63\x63\x65ss\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x15\n\rsubject_field\x18\x02 \x01(\t\x12\r\n\x05roles\x18\x03 \x03(\t\x12\x12\n\npermission\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t:E\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x13.mesh.api.v1.AccessB5Z3github.com/meshkit/meshkit/gen/go/mesh/api/v1;apiv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.api.v1.access_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'Z3github.com/meshkit/meshkit/gen/go/mesh/api/v1;apiv1'
   _globals['_ACCESS']._serialized_start=75
   _globals['_ACCESS']._serialized_end=175
 # @@protoc_insertion_point(module_scope)

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from mesh.api.v1 import access_pb2 as mesh_dot_api_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mesh/projections/v1/projections.proto\x12\x13mesh.projections.v1\x1a\x18mesh/api/v1/access.proto\"$\n\x0eRebuildRequest\x12\x12\n\nprojection\x18\x01 \x01(\t\"\x89\x01\n\x0fRebuildResponse\x12\x30\n\x05phase\x18\x01 \x01(\x0e\x32!.mesh.projections.v1.RebuildPhase\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x03\x12\x0e\n\x06\x62\x65hind\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t*\x83\x01\n\x0cRebuildPhase\x12\x1d\n\x19REBUILD_PHASE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REBUILD_PHASE_CATCHING_UP\x10\x01\x12\x1a\n\x16REBUILD_PHASE_SWAPPING\x10\x02\x12\x19\n\x15REBUILD_PHASE_SWAPPED\x10\x03\x32\x8b\x01\n\x16ProjectionAdminService\x12q\n\x07Rebuild\x12#.mesh.projections.v1.RebuildRequest\x1a$.mesh.projections.v1.RebuildResponse\"\x19\xa2\xbb\x18\x15\"\x13projections.rebuild0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%mesh/projections/v1/projections.proto\x12\x13mesh.projections.v1\x1a\x18mesh/api/v1/access.proto\"$\n\x0eRebuildRequest\x12\x12\n\nprojection\x18\x01 \x01(\t\"\x89\x01\n\x0fRebuildResponse\x12\x30\n\x05phase\x18\x01 \x01(\x0e\x32!.mesh.projections.v1.RebuildPhase\x12\x12\n\ngeneration\x18\x02 \x01(\x03\x12\x0f\n\x07\x61pplied\x18\x03 \x01(\x03\x12\x0e\n\x06\x62\x65hind\x18\x04 \x01(\x03\x12\x0f\n\x07message\x18\x05 \x01(\t*\x83\x01\n\x0cRebuildPhase\x12\x1d\n\x19REBUILD_PHASE_UNSPECIFIED\x10\x00\x12\x1d\n\x19REBUILD_PHASE_CATCHING_UP\x10\x01\x12\x1a\n\x16REBUILD_PHASE_SWAPPING\x10\x02\x12\x19\n\x15REBUILD_PHASE_SWAPPED\x10\x03\x32\x8b\x01\n\x16ProjectionAdminService\x12q\n\x07Rebuild\x12#.mesh.projections.v1.RebuildRequest\x1a$.mesh.projections.v1.RebuildResponse\"\x19\xa2\xbb\x18\x15\"\x13projections.rebuild0\x01\x42\x45ZCgithub.com/meshkit/meshkit/gen/go/mesh/projections/v1;projectionsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mesh.projections.v1.projections_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'ZCgithub.com/meshkit/meshkit/gen/go/mesh/projections/v1;projectionsv1'
   _globals['_PROJECTIONADMINSERVICE'].methods_by_name['Rebuild']._loaded_options = None
   _globals['_PROJECTIONADMINSERVICE'].methods_by_name['Rebuild']._serialized_options = b'\242\273\030\025\"\023projections.rebuild'
   _globals['_REBUILDPHASE']._serialized_start=267
