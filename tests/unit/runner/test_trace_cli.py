@@ -38,6 +38,7 @@ KEYS = {
     "status",
     "attributes",
     "links",
+    "events",
 }
 
 
@@ -209,20 +210,30 @@ def _span(span_id: str, parent: str | None, kind: str, start: str) -> dict[str, 
     }
 
 
-def test_tree_names_the_callers_entry_and_still_flags_real_gaps() -> None:
+def test_every_call_from_outside_is_an_entry_and_only_real_gaps_are_flagged() -> None:
+    """One outside caller (grpcurl with a traceparent, the demo) made seven calls sharing its
+    trace id: seven SERVER spans whose parent is the caller's, never exported. Each is an entry
+    point, none "(parent missing)" (six of the seven were, the issue found); a CONSUMER whose
+    producer is not there still is."""
     from mesh_runner.traces import render_tree
 
+    caller = "c0ffee00c0ffee00"
     spans = [
-        _span("a1", "c0ffee00c0ffee00", "SERVER", "2026-01-01T00:00:00.000001Z"),
-        _span("b2", "a1", "CLIENT", "2026-01-01T00:00:00.000002Z"),
-        _span("d4", "ffff000000000000", "CONSUMER", "2026-01-01T00:00:00.000003Z"),
+        _span(f"a{n}", caller, "SERVER", f"2026-01-01T00:00:00.00000{n}Z") for n in range(1, 8)
     ]
-    tree = render_tree(spans)  # type: ignore[arg-type]
-    lines = tree.splitlines()
-    entry = next(line for line in lines if "op-a1" in line)
+    spans += [
+        _span("b2", "a1", "CLIENT", "2026-01-01T00:00:00.000008Z"),
+        _span("d4", "ffff000000000000", "CONSUMER", "2026-01-01T00:00:00.000009Z"),
+    ]
+    lines = render_tree(spans).splitlines()
+    entries = [line for line in lines if "op-a" in line]
+    assert len(entries) == 7
+    assert all("(from outside the mesh)" in line for line in entries), entries
+    assert not any("parent missing" in line for line in entries)
     gap = next(line for line in lines if "op-d4" in line)
-    assert "(from the caller's traceparent)" in entry and "parent missing" not in entry
-    assert "(parent missing)" in gap
+    assert "(parent missing)" in gap and "outside" not in gap
+    child = next(line for line in lines if "op-b2" in line)
+    assert "outside" not in child and "missing" not in child
 
 
 def test_wait_prints_the_trace_once_its_late_spans_have_arrived(
@@ -473,3 +484,78 @@ def test_mesh_traces_on_a_newer_store_says_why_without_a_traceback(
     err = capsys.readouterr().err
     assert err.count("schema 99 is newer") == 2
     assert "Traceback" not in err
+
+
+def test_html_writes_the_page_under_the_mesh_root_and_open_prints_its_url(
+    mesh_root: tuple[Path, MeshServer], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root, server = mesh_root
+    spans = make_trace()
+    export(server, spans)
+    trace_id = trace_id_of(spans)
+    assert main(["--root", str(root), "trace", trace_id, "--html"]) == 0
+    page = root / ".mesh" / "traces" / f"{trace_id}.html"
+    assert capsys.readouterr().out.splitlines() == [str(page)]
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    assert page.read_text().count("<details") == 5
+    elsewhere = tmp_path / "out" / "deep" / "t.html"
+    assert main(["--root", str(root), "trace", trace_id, "--html", str(elsewhere), "--open"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(elsewhere), elsewhere.as_uri()]
+    assert elsewhere.exists()
+    assert main(["--root", str(root), "trace", trace_id, "--open"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(page), page.as_uri()]
+    # --json and the tree are as they were.
+    assert main(["--root", str(root), "trace", trace_id, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 5
+
+
+def test_no_spans_says_where_it_looked(
+    mesh_root: tuple[Path, MeshServer],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, _server = mesh_root
+    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(key, raising=False)
+    unknown = "0" * 31 + "1"
+    assert main(["--root", str(root), "trace", unknown]) == 1
+    err = capsys.readouterr().err
+    assert str(root / ".mesh" / "data" / "traces.db") in err
+    assert "--jaeger" not in err  # nothing says spans went elsewhere
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4399")
+    assert main(["--root", str(root), "trace", unknown]) == 1
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:4399" in err
+    assert f"mesh trace {unknown} --jaeger http://127.0.0.1:16686" in err
+
+
+def test_no_spans_hints_at_jaeger_when_the_running_mesh_exports_there(
+    mesh_root: tuple[Path, MeshServer],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`mesh up` ran with OTEL_EXPORTER_OTLP_ENDPOINT set (to Jaeger), this shell has not: the
+    running components' environment says where their spans go."""
+    import os
+    import subprocess
+    import sys
+
+    from mesh_runner.processes import ProcessRecord, start_ticks
+
+    root, _server = mesh_root
+    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(key, raising=False)
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4398"}
+    component = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE, env=env
+    )
+    try:
+        ProcessRecord("orders", component.pid, 50051, [], 0.0, "", start_ticks(component.pid)).save(
+            root / ".mesh" / "run"
+        )
+        assert main(["--root", str(root), "trace", "0" * 31 + "1"]) == 1
+        err = capsys.readouterr().err
+        assert "http://127.0.0.1:4398" in err and "orders" in err
+        assert "--jaeger http://127.0.0.1:16686" in err
+    finally:
+        component.communicate(b"")

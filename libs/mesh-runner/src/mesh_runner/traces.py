@@ -1,11 +1,19 @@
 """``mesh trace`` and ``mesh traces``: read a trace without Jaeger (or from it).
 
     mesh trace TRACE_ID [--json] [--jaeger URL]     one trace as a tree (or a JSON list of spans)
+    mesh trace TRACE_ID --html [PATH] | --open      ... as a waterfall page (runner/tracehtml.py)
     mesh traces [--limit N] [--json] [--jaeger URL --service S]   recent traces
 
 Spans come from the local receiver's store (``.mesh/data/traces.db``, what `mesh up` runs), or
 with ``--jaeger URL`` from Jaeger's API v3 (``GET /api/v3/traces/{id}``; a search needs a service
 and a time window, and finds nothing as HTTP 404). The JSON shape is in runner/tracestore.py.
+``--html`` writes the page to PATH (default ``.mesh/traces/<trace_id>.html`` under the mesh root)
+and prints its path; ``--open`` writes it the same way and prints its path and ``file://`` URL,
+for a browser (nothing is launched: the mesh often runs where no browser does).
+
+When no span is found, the message says where it looked, and, when the mesh's components export
+elsewhere (``OTEL_EXPORTER_OTLP_ENDPOINT`` set now, or in the environment of a running component
+`mesh up` started), that the trace is probably there: ``--jaeger``.
 
 Exit codes: 0 found, 1 no such trace (or the backend cannot be read), 2 usage error.
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 import urllib.error
@@ -24,12 +33,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mesh_runner.tracehtml import render_html
 from mesh_runner.tracestore import (
     Span,
     TraceStore,
     TraceStoreError,
     dumps,
     parse_rfc3339,
+    span_tree,
     spans_from_otlp_json,
     summarize,
 )
@@ -67,6 +78,19 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     one.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
     one.add_argument("--json", action="store_true", help="a JSON list of spans")
     one.add_argument("--jaeger", metavar="URL", help="read from Jaeger's API v3 at URL instead")
+    one.add_argument(
+        "--html",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="write a self-contained waterfall page (works offline) to PATH, default"
+        " .mesh/traces/TRACE_ID.html under the mesh root, and print its path",
+    )
+    one.add_argument(
+        "--open",
+        action="store_true",
+        help="write the page as --html does and print its path and file:// URL to open",
+    )
     one.add_argument(
         "--wait",
         type=float,
@@ -146,19 +170,10 @@ def _duration_ms(span: Span) -> float:
 
 def render_tree(spans: Sequence[Span], *, color: bool = False) -> str:
     """The trace as an indented tree, children by start time; a span whose parent is not in the
-    trace is shown as a root and marked ``(parent missing)`` -- except the first SERVER span of a
-    trace a caller started without exporting its own span (a ``traceparent`` sent by grpcurl,
-    say), marked ``(from the caller's traceparent)``; errors are marked ``!``."""
-    ids = {s["span_id"] for s in spans}
-    orphans = sorted(
-        (s for s in spans if s["parent_span_id"] and s["parent_span_id"] not in ids),
-        key=lambda s: str(s["start_time"]),
-    )
-    entry = orphans[0]["span_id"] if orphans and orphans[0]["kind"] == "SERVER" else None
-    children: dict[str | None, list[Span]] = {}
-    for span in sorted(spans, key=lambda s: str(s["start_time"])):
-        parent = span["parent_span_id"] if span["parent_span_id"] in ids else None
-        children.setdefault(parent, []).append(span)
+    trace is shown as a root and marked: a SERVER span ``(from outside the mesh)`` (its caller
+    sent a ``traceparent`` without exporting its own span), any other ``(parent missing)``
+    (``tracestore.span_tree``); errors are marked ``!``."""
+    tree = span_tree(spans)
     summary = summarize(spans)
     lines = [
         f"trace {summary['trace_id']}  {summary['spans']} spans  "
@@ -171,11 +186,7 @@ def render_tree(spans: Sequence[Span], *, color: bool = False) -> str:
         branch = "" if depth == 0 else ("└─ " if last else "├─ ")
         attributes = span["attributes"]
         keys = " ".join(f"{k}={attributes[k]}" for k in KEY_ATTRIBUTES if k in attributes)
-        marks = []
-        if span["span_id"] == entry:
-            marks.append("(from the caller's traceparent)")
-        elif span["parent_span_id"] and span["parent_span_id"] not in ids:
-            marks.append("(parent missing)")
+        marks = [tree.marks[span["span_id"]]] if span["span_id"] in tree.marks else []
         if span["links"]:
             marks.append(f"links={len(span['links'])}")
         status = "ERROR" + (f": {span['status']['message']}" if span["status"]["message"] else "")
@@ -189,12 +200,12 @@ def render_tree(spans: Sequence[Span], *, color: bool = False) -> str:
         if color and error:
             text = f"\033[31m{text}\033[0m"
         lines.append(text)
-        kids = children.get(span["span_id"], [])
+        kids = tree.children.get(span["span_id"], [])
         extension = "" if depth == 0 else ("   " if last else "│  ")
         for index, child in enumerate(kids):
             walk(child, prefix + extension, index == len(kids) - 1, depth + 1)
 
-    for root in children.get(None, []):
+    for root in tree.roots:
         walk(root, "", True, 0)
     return "\n".join(lines)
 
@@ -264,10 +275,91 @@ def _trace(args: argparse.Namespace, root: Path | None) -> int:
         if len(again) != len(spans):
             spans, settled_at = again, time.monotonic() + SETTLE_S
     if not spans:
-        print(f"mesh trace: no spans of trace {trace_id}", file=sys.stderr)
+        print(_not_found(args, root, trace_id), file=sys.stderr)
         return NOT_FOUND
+    if args.html is not None or args.open:
+        return _write_html(args, root, trace_id, spans)
     print(dumps(spans) if args.json else render_tree(spans, color=sys.stdout.isatty()))
     return 0
+
+
+def _write_html(
+    args: argparse.Namespace, root: Path | None, trace_id: str, spans: list[Span]
+) -> int:
+    """Write the waterfall page; print its path (and with --open its file:// URL)."""
+    if args.html:
+        path = Path(args.html)
+    else:
+        path = _mesh_root(root) / ".mesh" / "traces" / f"{trace_id}.html"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_html(spans), encoding="utf-8")
+    except OSError as exc:
+        print(f"mesh trace: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return NOT_FOUND
+    print(path)
+    if args.open:
+        print(path.resolve().as_uri())
+    return 0
+
+
+def _mesh_root(root: Path | None) -> Path:
+    """The mesh root: given, else found from here; with --jaeger outside a checkout, here."""
+    from mesh_runner.config import ConfigError, find_root
+
+    if root is not None:
+        return root
+    try:
+        return find_root()
+    except ConfigError:
+        return Path.cwd()
+
+
+def _not_found(args: argparse.Namespace, root: Path | None, trace_id: str) -> str:
+    """Why no span was found: where we looked and, when tracing went elsewhere, where."""
+    if args.jaeger:
+        return f"mesh trace: no spans of trace {trace_id} in Jaeger at {args.jaeger}"
+    where = store_path(_mesh_root(root))
+    text = f"mesh trace: no spans of trace {trace_id} in the local store {where}"
+    elsewhere = export_elsewhere(_mesh_root(root))
+    if elsewhere:
+        text += (
+            f"; spans go to {elsewhere}, not to the local receiver: if that is a Jaeger, read"
+            f" them there: mesh trace {trace_id} --jaeger http://127.0.0.1:16686"
+        )
+    return text
+
+
+def export_elsewhere(root: Path) -> str | None:
+    """Where spans are exported when that is not `mesh up`'s local receiver: the OTLP endpoint
+    set in this environment, else the one a running component of the mesh at ``root`` was
+    started with (its /proc environ: `mesh up` passes it on from its own). None when spans go
+    to the local receiver (or nothing says otherwise)."""
+    from mesh_runner.cli import OTLP_ENDPOINT_KEYS
+    from mesh_runner.processes import ProcessRecord, is_alive
+
+    for key in OTLP_ENDPOINT_KEYS:
+        if os.environ.get(key, "").strip():
+            return f"{os.environ[key].strip()} ({key} is set)"
+    run_dir = root / ".mesh" / "run"
+    receiver = ProcessRecord.load(run_dir, "trace-receiver")
+    local = {f"http://127.0.0.1:{receiver.port}"} if receiver else set()
+    for record_file in sorted(run_dir.glob("*.json")) if run_dir.is_dir() else ():
+        record = ProcessRecord.load(run_dir, record_file.stem)
+        if record is None or record.name == "trace-receiver" or not is_alive(record):
+            continue
+        try:
+            raw = Path(f"/proc/{record.pid}/environ").read_bytes()
+        except OSError:
+            continue
+        env = dict(
+            item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item
+        )
+        for key in OTLP_ENDPOINT_KEYS:
+            endpoint = env.get(key, "").strip()
+            if endpoint and endpoint.rstrip("/") not in local:
+                return f"{endpoint} (the {key} `mesh up` started {record.name} with)"
+    return None
 
 
 def _spans_of(args: argparse.Namespace, root: Path | None, trace_id: str) -> list[Span] | None:

@@ -3,11 +3,15 @@
 One span is a plain dict, the ``mesh trace --json`` shape::
 
     {trace_id, span_id, parent_span_id, name, service, kind, start_time, end_time,
-     status: {code, message}, attributes, links: [{trace_id, span_id, attributes}]}
+     status: {code, message}, attributes, links: [{trace_id, span_id, attributes}],
+     events: [{name, time, attributes}]}
 
 ``kind`` is SERVER, CLIENT, PRODUCER, CONSUMER or INTERNAL; ``status.code`` UNSET, OK or ERROR;
 times are RFC 3339 (UTC, microseconds); ids are lower-case hex; ``parent_span_id`` is None for
-a root.
+a root. ``events`` came last (an exception recorded on a span is one); readers of an older
+``--json`` should treat it as optional.
+
+``span_tree`` is how both renderings (the text tree, the HTML waterfall) hang spans together.
 
 The store keeps each span's OTLP protobuf bytes next to the few columns that are queried, so the
 receiver's per-span work is one serialize and one insert (it shares the CPU with the mesh). The
@@ -30,6 +34,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -367,6 +372,14 @@ def span_from_proto(span: trace_pb2.Span, service: str) -> Span:
             }
             for link in span.links
         ],
+        "events": [
+            {
+                "name": event.name,
+                "time": rfc3339_ns(event.time_unix_nano),
+                "attributes": {kv.key: _value(kv.value) for kv in event.attributes},
+            }
+            for event in span.events
+        ],
     }
 
 
@@ -448,10 +461,58 @@ def spans_from_otlp_json(document: Mapping[str, Any]) -> list[Span]:
                             }
                             for link in span.get("links", [])
                         ],
+                        "events": [
+                            {
+                                "name": event.get("name", ""),
+                                "time": rfc3339_ns(int(event.get("timeUnixNano", 0))),
+                                "attributes": _json_attributes(event.get("attributes")),
+                            }
+                            for event in span.get("events", [])
+                        ],
                     }
                 )
     out.sort(key=lambda s: str(s["start_time"]))
     return out
+
+
+# -- the tree both renderings draw ------------------------------------------------------------
+
+FROM_OUTSIDE = "(from outside the mesh)"
+PARENT_MISSING = "(parent missing)"
+
+
+@dataclass(frozen=True)
+class SpanTree:
+    """One trace's spans hung by parent: ``roots`` and ``children`` (by span id) by start time;
+    ``marks[span_id]`` says why a span with a parent id is a root.
+
+    A SERVER span whose parent is not in the trace was called from outside the mesh (grpcurl
+    with a traceparent, a client that does not export its spans, the demo's calls sharing one
+    trace id): an entry point, ``FROM_OUTSIDE``, however many there are. Any other span whose
+    parent is not there (a CLIENT, CONSUMER, ... span) is a gap in the trace, ``PARENT_MISSING``:
+    its parent was lost or has not arrived yet.
+    """
+
+    roots: list[Span]
+    children: dict[str, list[Span]]
+    marks: dict[str, str]
+
+
+def span_tree(spans: Sequence[Span]) -> SpanTree:
+    """``spans`` (of one trace) as a ``SpanTree``."""
+    ids = {s["span_id"] for s in spans}
+    roots: list[Span] = []
+    children: dict[str, list[Span]] = {}
+    marks: dict[str, str] = {}
+    for span in sorted(spans, key=lambda s: str(s["start_time"])):
+        parent = span["parent_span_id"]
+        if parent in ids:
+            children.setdefault(parent, []).append(span)
+            continue
+        roots.append(span)
+        if parent:
+            marks[span["span_id"]] = FROM_OUTSIDE if span["kind"] == "SERVER" else PARENT_MISSING
+    return SpanTree(roots, children, marks)
 
 
 def dumps(spans: Sequence[Span]) -> str:
