@@ -2,8 +2,9 @@
 on the real Kafka, every component on a free port), and each must end with 0 orders lost, 0
 effects doubled, every effect matching its order's outcome, and the stock invariant held.
 
-broker-restart stops and starts the local broker (scripts/kafka's, 127.0.0.1:9092), which other
-test runs on this machine share: it runs only with MESH_CHAOS_BROKER_RESTART=1.
+broker-restart stops and starts the broker the mesh runs on: the test suite's (`scripts/kafka
+--test`, 127.0.0.1:19092), which other test runs on this machine share: it runs only with
+MESH_CHAOS_BROKER_RESTART=1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.kafka import TEST_KAFKA
 from support.mesh import REPO, mesh_cli, mesh_ps, mesh_tokens, mesh_up, write_moved_mesh_toml
 
 RATE = "10"
@@ -134,7 +136,5 @@ def test_broker_restart_is_survived(chaos_mesh: Path) -> None:
     events = report["faulted"]["events"]
     assert any("kafka stopped" in e for e in events), events
     assert any("kafka started again" in e for e in events), events
-    status = subprocess.run(
-        [str(REPO / "scripts" / "kafka"), "status"], capture_output=True, check=False
-    )
+    status = subprocess.run([*TEST_KAFKA, "status"], capture_output=True, check=False)
     assert status.returncode == 0

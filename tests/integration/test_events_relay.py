@@ -24,7 +24,7 @@ from support.events import (
     drain,
     wait_for,
 )
-from support.kafka import KAFKA_SCRIPT, consume
+from support.kafka import TEST_KAFKA, consume
 
 from meshkit.db import Database
 from meshkit.events import EventCatalog, EventConsumer, Outbox, OutboxRelay
@@ -127,7 +127,7 @@ def test_relay_killed_mid_batch_loses_nothing_and_each_effect_happens_once_in_ke
 
 def kafka(command: str) -> str:
     result = subprocess.run(
-        [str(KAFKA_SCRIPT), command], capture_output=True, text=True, timeout=300, check=False
+        [*TEST_KAFKA, command], capture_output=True, text=True, timeout=300, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -142,8 +142,8 @@ def test_broker_stop_and_start_while_publishing_loses_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     if "not started by this mesh" in kafka("status"):
-        # Another checkout's broker (a developer's own mesh): scripts/kafka here may not stop it.
-        pytest.skip("the broker on 9092 belongs to another checkout; this test stops its own")
+        # Another checkout's test broker: scripts/kafka --test here may not stop it.
+        pytest.skip("the test broker belongs to another checkout; this test stops its own")
     outbox = Outbox(counter_catalog[0], registry_url, source="/meshkit/test")
     relay = OutboxRelay(producer_db, kafka_bootstrap, delivery_timeout_s=3.0)
     appended: list[str] = []

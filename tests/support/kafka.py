@@ -1,7 +1,11 @@
-"""The real local Kafka broker (scripts/kafka) for tests, and helpers to talk to it.
+"""The test suite's own real Kafka broker (`scripts/kafka --test`), and helpers to talk to it.
 
-`kafka_bootstrap` (session scope) makes sure a broker answers on 127.0.0.1:9092: it reuses a
-running one, or starts one with `scripts/kafka start` and then also stops it at session end.
+`kafka_bootstrap` (session scope) makes sure the test broker answers on 127.0.0.1:19092: it
+reuses a running one, or starts one with `scripts/kafka --test start` and then also stops it at
+session end. Its data lives in <checkout>/.cache/test-kafka and its controller on 19093, so the
+tests never touch the developer's broker (`mesh up --kafka local`, `scripts/kafka`: 9092, data in
+.mesh/kafka), whose registry ids their records would not match. To keep it warm across runs,
+start it yourself (`scripts/kafka --test start`); `scripts/kafka --test stop` stops it.
 Tests isolate themselves with unique topic names (`kafka_topic`, `unique_topic`) rather than
 by restarting the broker, which costs seconds per start.
 """
@@ -18,25 +22,31 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message
 
+from mesh_runner.local_kafka import TEST_PORT
+
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO / "scripts" / "kafka"
-LOCAL_BOOTSTRAP = "127.0.0.1:9092"
+# scripts/kafka's own command line for the test broker: `[*TEST_KAFKA, "status"]`.
+TEST_KAFKA = (str(KAFKA_SCRIPT), "--test")
+TEST_BOOTSTRAP = f"127.0.0.1:{TEST_PORT}"
+TEST_DATA_DIR = REPO / ".cache" / "test-kafka"
 # A cold start fetches ~45 MB of jars with mvn before the broker boots; leave room for that.
 START_TIMEOUT_S = 600
 
 
 def _broker_running() -> bool:
-    status = subprocess.run([str(KAFKA_SCRIPT), "status"], capture_output=True, check=False)
+    status = subprocess.run([*TEST_KAFKA, "status"], capture_output=True, check=False)
     return status.returncode == 0
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """bootstrap.servers of a real Kafka broker; stopped afterwards only if started here."""
+    """bootstrap.servers of the test suite's real Kafka broker; stopped afterwards only if
+    started here."""
     started_here = not _broker_running()
     if started_here:
         result = subprocess.run(
-            [str(KAFKA_SCRIPT), "start"],
+            [*TEST_KAFKA, "start"],
             capture_output=True,
             text=True,
             timeout=START_TIMEOUT_S,
@@ -44,15 +54,15 @@ def kafka_bootstrap() -> Iterator[str]:
         )
         if result.returncode != 0:
             pytest.fail(
-                f"scripts/kafka start failed (exit {result.returncode}):\n"
+                f"scripts/kafka --test start failed (exit {result.returncode}):\n"
                 f"{result.stdout}{result.stderr}",
                 pytrace=False,
             )
     try:
-        yield LOCAL_BOOTSTRAP
+        yield TEST_BOOTSTRAP
     finally:
         if started_here:
-            subprocess.run([str(KAFKA_SCRIPT), "stop"], capture_output=True, check=False)
+            subprocess.run([*TEST_KAFKA, "stop"], capture_output=True, check=False)
 
 
 def unique_topic(prefix: str = "test") -> str:

@@ -10,7 +10,8 @@ Scenarios (their names are a promise: scripts may call them):
 - ``payments-unavailable``: 20 % of payments' calls fail with UNAVAILABLE (its fault file).
 - ``shipping-slow``: every shipping call is 500 ms slower (its fault file).
 - ``broker-restart``: stop the Kafka broker, keep it down ``--outage`` seconds, start it again;
-  only a broker this runner controls (``mesh up --kafka local``, or scripts/kafka's broker).
+  only a broker this runner controls (``mesh up --kafka local``, or scripts/kafka's broker, the
+  test suite's included): the one the mesh's recorded bootstrap names.
 - ``registry-outage``: stop the schema registry for ``--outage`` seconds (default 30).
 
 Each run places the same open-loop load twice, with ``mesh load``'s engine (PlaceOrder at
@@ -599,22 +600,29 @@ def controlled_broker(mesh: Mesh) -> local_kafka.Paths:
             " in memory: restarting it makes a new, empty cluster, not a restarted broker. Run the"
             " mesh on a real broker this runner controls: `mesh down && mesh up -d --kafka local`"
         )
-    local = f"{local_kafka.HOST}:{local_kafka.PORT}"
-    if choice.bootstrap not in (local, f"localhost:{local_kafka.PORT}"):
+    host, _, port = choice.bootstrap.rpartition(":")
+    # The brokers this runner may have started: the mesh's own (`mesh up --kafka local`, at the
+    # mesh's port offset), and its checkout's scripts/kafka ones (the default, and --test: the
+    # test suite's broker, which the test meshes use as an external HOST:PORT).
+    candidates = [local_kafka.Paths.for_root(mesh.root, mesh.port_offset)]
+    script = (mesh.root / "scripts" / "kafka").resolve()
+    if script.exists():
+        checkout = script.parent.parent
+        candidates += [local_kafka.Paths.for_root(checkout), local_kafka.Paths.for_tests(checkout)]
+    ours = [
+        p for p in candidates if host in (local_kafka.HOST, "localhost") and str(p.port) == port
+    ]
+    if not ours:
         raise Refused(
             f"broker-restart: the mesh's broker {choice.bootstrap} is not one this runner started"
             " (`mesh up --kafka local`, or scripts/kafka): restart it with its own tools"
         )
-    candidates = [local_kafka.Paths.for_root(mesh.root)]
-    script = (mesh.root / "scripts" / "kafka").resolve()
-    if script.exists():
-        candidates.append(local_kafka.Paths.for_root(script.parent.parent))
-    for paths in candidates:
+    for paths in ours:
         if local_kafka.running_pid(paths) is not None:
             return paths
     raise Refused(
         f"broker-restart: a broker answers on {choice.bootstrap}, but neither this mesh nor its"
-        f" scripts/kafka started it (no live pid in {', '.join(str(p.pid) for p in candidates)}):"
+        f" scripts/kafka started it (no live pid in {', '.join(str(p.pid) for p in ours)}):"
         " restart it with the tools that started it"
     )
 

@@ -79,7 +79,17 @@ from mesh_runner import (
     token,
     traces,
 )
-from mesh_runner.config import KAFKA, Component, ConfigError, Mesh, load_mesh, resolve_command
+from mesh_runner.config import (
+    KAFKA,
+    Component,
+    ConfigError,
+    Mesh,
+    find_root,
+    load_mesh,
+    offset_root,
+    port_offset_from_env,
+    resolve_command,
+)
 from mesh_runner.kafka import (
     KafkaChoice,
     KafkaError,
@@ -107,6 +117,7 @@ from mesh_runner.processes import (
     terminate,
 )
 from meshkit.addresses import env_key
+from meshkit.console import quiet_on_closed_stdout
 from meshkit.tls import TLS_DIR_ENV, TLS_NAME_ENV, CertFiles
 
 HEALTH_TIMEOUT = 60.0
@@ -717,8 +728,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the meshkit mesh locally (declared in mesh.toml, state in .mesh/).",
     )
     parser.add_argument("--root", type=Path, help="the checkout (default: found from the cwd)")
+    offset_help = (
+        "a second mesh beside the first, from the same checkout: every port of mesh.toml + N"
+        " (and --kafka local's 9092/9093), state in .mesh/offset-N/; every later command for"
+        " it takes the same N (default: $MESH_PORT_OFFSET, else 0; e.g. 100)"
+    )
+    parser.add_argument("--port-offset", type=int, metavar="N", help=offset_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="start every component not running, in order, health-gated")
+    # Also after `up` (SUPPRESS: when absent here, the global option's value stays).
+    up.add_argument(
+        "--port-offset", type=int, metavar="N", default=argparse.SUPPRESS, help=offset_help
+    )
     up.add_argument("-d", "--detach", action="store_true", help="return once all are healthy")
     up.add_argument(
         "--replicas",
@@ -773,9 +794,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_closed_stdout  # `mesh ps | head -1`: no traceback (meshkit.console)
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branch per command
     """Entry point of the `mesh` command."""
     args = build_parser().parse_args(argv)
+    try:
+        # `mesh --port-offset N`: every command works on the moved mesh's shadow root.
+        offset = port_offset_from_env() if args.port_offset is None else args.port_offset
+        if offset and args.command == "new":
+            raise ConfigError("mesh new edits the checkout's mesh.toml: run it without an offset")
+        if offset:
+            args.root = offset_root(args.root.resolve() if args.root else find_root(), offset)
+    except ConfigError as exc:
+        print(f"mesh: {exc}", file=sys.stderr)
+        return 1
     # A mesh that runs with TLS (mesh up --tls) is dialled with TLS by every command below.
     certs.adopt(args.root.resolve() if args.root else None)
     try:

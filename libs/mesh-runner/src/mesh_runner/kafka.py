@@ -2,8 +2,9 @@
 
 - ``embedded``: librdkafka's mock cluster, hosted by mesh_runner.embedded_kafka; the default
   when nothing is configured. Good for demos, not a real broker.
-- ``local``: real Apache Kafka 4.x on 127.0.0.1:9092, run by mesh_runner.local_kafka in this
-  process (the jars are fetched once into <mesh root>/.cache/kafka).
+- ``local``: real Apache Kafka 4.x on 127.0.0.1:9092 (9092 + N for `mesh --port-offset N`, with
+  its own data dir), run by mesh_runner.local_kafka in this process (the jars are fetched once
+  into <mesh root>/.cache/kafka).
 - ``HOST:PORT``: a broker someone else runs; the mesh only points services at it.
 
 The choice is recorded in .mesh/run/kafka-choice.json so that later `mesh up` calls keep it.
@@ -109,7 +110,7 @@ def stop_kafka(mesh: Mesh, say: object = print) -> None:
         ProcessRecord.forget(mesh.run_dir, KAFKA)
     elif choice.mode == "local" and choice.managed:
         try:
-            local_kafka.cmd_stop(local_kafka.Paths.for_root(mesh.root))
+            local_kafka.cmd_stop(local_paths(mesh))
         except local_kafka.LocalKafkaError as exc:
             _say(say, str(exc))
     (mesh.run_dir / "kafka-choice.json").unlink(missing_ok=True)
@@ -138,19 +139,29 @@ def _start_embedded(mesh: Mesh, say: object) -> KafkaChoice:
     return KafkaChoice("embedded", bootstrap, managed=True)
 
 
+def local_paths(mesh: Mesh) -> local_kafka.Paths:
+    """The broker `mesh up --kafka local` runs for ``mesh``: its data dir under the mesh's root,
+    its ports moved by the mesh's port offset."""
+    try:
+        return local_kafka.Paths.for_root(mesh.root, mesh.port_offset)
+    except local_kafka.LocalKafkaError as exc:
+        raise KafkaError(str(exc)) from None
+
+
 def _start_local(mesh: Mesh, say: object) -> KafkaChoice:
-    paths = local_kafka.Paths.for_root(mesh.root)
+    paths = local_paths(mesh)
     was_running = local_kafka.running(paths)
-    _say(say, f"kafka: starting real Apache Kafka {local_kafka.KAFKA_VERSION} on {LOCAL_BOOTSTRAP}")
+    bootstrap = paths.bootstrap
+    _say(say, f"kafka: starting real Apache Kafka {local_kafka.KAFKA_VERSION} on {bootstrap}")
     try:
         result = local_kafka.cmd_start(paths)
     except local_kafka.LocalKafkaError as exc:
         raise KafkaError(str(exc)) from None
     if result != local_kafka.EXIT_OK:
         raise KafkaError(f"local Kafka did not start (log: {paths.log})")
-    _wait_port(LOCAL_BOOTSTRAP, 60, f"Kafka on {LOCAL_BOOTSTRAP}")
+    _wait_port(bootstrap, 60, f"Kafka on {bootstrap}")
     # Stopped by `mesh down` only when this call started it.
-    return KafkaChoice("local", LOCAL_BOOTSTRAP, managed=not was_running)
+    return KafkaChoice("local", bootstrap, managed=not was_running)
 
 
 def _wait_port(bootstrap: str, timeout: float, what: str) -> None:

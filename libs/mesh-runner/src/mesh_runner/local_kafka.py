@@ -12,7 +12,12 @@ No Docker and no Kafka distribution tarball: the broker's jars come from Maven C
 $KAFKA_DATA_DIR. The mesh root is the directory of mesh.toml: the checkout for scripts/kafka,
 else found from $MESH_ROOT or upward from the working directory (mesh_runner.config.find_root).
 
-Listens on 127.0.0.1:9092 (PLAINTEXT) and 127.0.0.1:9093 (controller) only.
+Listens on 127.0.0.1:9092 (PLAINTEXT) and 127.0.0.1:9093 (controller) only, or on
+$KAFKA_PORT / $KAFKA_CONTROLLER_PORT. Two more brokers of one checkout never touch that one:
+- ``--port-offset N`` (or $MESH_PORT_OFFSET): the broker of `mesh --port-offset N up --kafka
+  local`, on 9092+N / 9093+N with its data in <mesh root>/.mesh/offset-N/.mesh/kafka;
+- ``--test``: the test suite's broker (tests/support/kafka.py), on 19092 / 19093 with its data in
+  <mesh root>/.cache/test-kafka, so `make test` leaves a developer's .mesh/ alone.
 
 This runs before .venv exists (CI calls scripts/kafka straight after checkout), so it is stdlib
 only, and so is everything it imports (mesh_runner.config).
@@ -35,7 +40,7 @@ import time
 import uuid
 from pathlib import Path
 
-from mesh_runner.config import ConfigError, find_root
+from mesh_runner.config import ConfigError, find_root, offset_root, port_offset_from_env
 
 # Newest 4.x whose artifacts are all on Maven Central. 4.4.0 is listed there (2026-11-20), but its
 # kafka-tools-api jar, a runtime dependency of kafka_2.13, is missing (404), so it cannot resolve.
@@ -50,6 +55,9 @@ DEPENDENCY_PLUGIN_VERSION = "3.8.1"
 HOST = "127.0.0.1"
 PORT = 9092
 CONTROLLER_PORT = 9093
+# The test suite's broker: far from the default and from any sensible --port-offset of the mesh.
+TEST_PORT = 19092
+TEST_CONTROLLER_PORT = 19093
 NODE_ID = 1
 
 START_TIMEOUT_S = float(os.environ.get("KAFKA_START_TIMEOUT", "120"))
@@ -69,9 +77,15 @@ class LocalKafkaError(RuntimeError):
 
 
 class Paths:
-    """Where the jars are cached (``cache``) and everything the running broker owns (``data``)."""
+    """Where the jars are cached (``cache``), everything the running broker owns (``data``), and
+    the ports it listens on: one broker per data dir, each on its own ports."""
 
-    def __init__(self, cache: Path, data: Path) -> None:
+    def __init__(
+        self, cache: Path, data: Path, port: int = PORT, controller_port: int = CONTROLLER_PORT
+    ) -> None:
+        self.port = port
+        self.controller_port = controller_port
+        self.bootstrap = f"{HOST}:{port}"
         self.cache = cache
         self.libs = cache / "libs"
         # Written only after mvn succeeded, so an interrupted download is retried, not half-used.
@@ -86,13 +100,39 @@ class Paths:
         self.logs_dir = data / "logs"
 
     @classmethod
-    def for_root(cls, mesh_root: Path) -> Paths:
-        """The paths of the mesh rooted at ``mesh_root`` (the directory of its mesh.toml)."""
+    def for_root(cls, mesh_root: Path, port_offset: int = 0) -> Paths:
+        """The broker of the mesh rooted at ``mesh_root`` (the directory of its mesh.toml; for
+        `mesh --port-offset N`, the shadow root mesh_runner.config.offset_root makes) and run
+        with ``port_offset``: its data in <mesh root>/.mesh/kafka, its ports 9092 / 9093 plus
+        the offset. $KAFKA_DATA_DIR, $KAFKA_PORT and $KAFKA_CONTROLLER_PORT, when set,
+        override (the offset still adds)."""
         data = os.environ.get("KAFKA_DATA_DIR") or mesh_root / ".mesh" / "kafka"
         return cls(
             cache=(mesh_root / ".cache" / "kafka" / KAFKA_VERSION).resolve(),
             data=Path(data).resolve(),
+            port=_env_port("KAFKA_PORT", PORT) + port_offset,
+            controller_port=_env_port("KAFKA_CONTROLLER_PORT", CONTROLLER_PORT) + port_offset,
         )
+
+    @classmethod
+    def for_tests(cls, mesh_root: Path) -> Paths:
+        """The test suite's broker: never the mesh's data dir or ports (no env override, so a
+        developer's KAFKA_* settings for their own broker cannot point the tests at it)."""
+        return cls(
+            cache=(mesh_root / ".cache" / "kafka" / KAFKA_VERSION).resolve(),
+            data=(mesh_root / ".cache" / "test-kafka").resolve(),
+            port=TEST_PORT,
+            controller_port=TEST_CONTROLLER_PORT,
+        )
+
+
+def _env_port(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise LocalKafkaError(f"kafka: ${name} must be a TCP port number, not {raw!r}")
+    return int(raw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,9 +248,9 @@ def server_properties(paths: Paths) -> str:
     return f"""# Written by mesh_runner.local_kafka on every start; edits here are overwritten.
 process.roles=broker,controller
 node.id={NODE_ID}
-controller.quorum.bootstrap.servers={HOST}:{CONTROLLER_PORT}
-listeners=PLAINTEXT://{HOST}:{PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://{HOST}:{PORT},CONTROLLER://{HOST}:{CONTROLLER_PORT}
+controller.quorum.bootstrap.servers={HOST}:{paths.controller_port}
+listeners=PLAINTEXT://{HOST}:{paths.port},CONTROLLER://{HOST}:{paths.controller_port}
+advertised.listeners=PLAINTEXT://{HOST}:{paths.port},CONTROLLER://{HOST}:{paths.controller_port}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
@@ -445,15 +485,16 @@ def metadata_brokers(host: str, port: int, timeout: float = 2.0) -> list[tuple[i
         return brokers
 
 
-def broker_answers(timeout: float = 2.0) -> bool:
+def broker_answers(port: int = PORT, timeout: float = 2.0) -> bool:
+    """True when a Kafka broker answers on 127.0.0.1:``port`` and lists itself as alive."""
     try:
-        return any(port == PORT for _, _, port in metadata_brokers(HOST, PORT, timeout))
+        return any(p == port for _, _, p in metadata_brokers(HOST, port, timeout))
     except (OSError, ProtocolError, struct.error):
         return False
 
 
-def port_in_use() -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, PORT), timeout=1):
+def port_in_use(port: int = PORT) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=1):
         return True
     return False
 
@@ -483,7 +524,7 @@ def wait_ready(paths: Paths, pid: int) -> int:
     deadline = time.monotonic() + START_TIMEOUT_S
     delay = 0.1
     while time.monotonic() < deadline:
-        if broker_answers():
+        if broker_answers(paths.port):
             return EXIT_OK
         if not is_our_broker(pid, paths):
             log(f"kafka: the broker (pid {pid}) exited during start-up; last log lines:")
@@ -494,7 +535,7 @@ def wait_ready(paths: Paths, pid: int) -> int:
             return EXIT_FAIL
         time.sleep(delay)  # poll interval inside a deadline loop, backing off to 0.5 s
         delay = min(delay * 2, 0.5)
-    log(f"kafka: not ready on {HOST}:{PORT} after {START_TIMEOUT_S:.0f}s; last log lines:")
+    log(f"kafka: not ready on {paths.bootstrap} after {START_TIMEOUT_S:.0f}s; last log lines:")
     log(tail(paths.log))
     return EXIT_FAIL
 
@@ -504,15 +545,15 @@ def cmd_start(paths: Paths) -> int:
     if pid is not None:
         log(f"kafka: already running (pid {pid})")
         if (rc := wait_ready(paths, pid)) == EXIT_OK:
-            print(f"kafka: ready on {HOST}:{PORT}", flush=True)
+            print(f"kafka: ready on {paths.bootstrap}", flush=True)
         return rc
-    if broker_answers():
+    if broker_answers(paths.port):
         # Someone else's broker (docker compose, a distribution): usable, but not ours to manage.
-        log(f"kafka: a broker not started by this mesh already answers on {HOST}:{PORT}")
-        print(f"kafka: ready on {HOST}:{PORT}", flush=True)
+        log(f"kafka: a broker not started by this mesh already answers on {paths.bootstrap}")
+        print(f"kafka: ready on {paths.bootstrap}", flush=True)
         return EXIT_OK
-    if port_in_use():
-        log(f"kafka: {HOST}:{PORT} is taken by something that is not a Kafka broker")
+    if port_in_use(paths.port):
+        log(f"kafka: {paths.bootstrap} is taken by something that is not a Kafka broker")
         return EXIT_FAIL
 
     started = time.monotonic()
@@ -523,7 +564,7 @@ def cmd_start(paths: Paths) -> int:
     paths.log4j.write_text(LOG4J2_PROPERTIES)
     ensure_formatted(paths)
 
-    log(f"==> starting kafka {KAFKA_VERSION} on {HOST}:{PORT} (data: {paths.data})")
+    log(f"==> starting kafka {KAFKA_VERSION} on {paths.bootstrap} (data: {paths.data})")
     # One log per run (the previous one kept as .1), so errors found in it are this run's.
     if paths.log.exists():
         paths.log.replace(paths.log.with_name(paths.log.name + ".1"))
@@ -543,7 +584,7 @@ def cmd_start(paths: Paths) -> int:
     rc = wait_ready(paths, proc.pid)
     if rc == EXIT_OK:
         log(f"==> broker up in {time.monotonic() - started:.1f}s (pid {proc.pid}, log {paths.log})")
-        print(f"kafka: ready on {HOST}:{PORT}", flush=True)
+        print(f"kafka: ready on {paths.bootstrap}", flush=True)
     else:
         # Do not leave a half-started broker behind for the next `start` to trip over.
         stop_pid(paths, proc.pid)
@@ -574,8 +615,8 @@ def cmd_stop(paths: Paths) -> int:
     pid = running_pid(paths)
     if pid is None:
         paths.pid.unlink(missing_ok=True)
-        if broker_answers():
-            log(f"kafka: the broker on {HOST}:{PORT} was not started by this mesh; left alone")
+        if broker_answers(paths.port):
+            log(f"kafka: the broker on {paths.bootstrap} was not started by this mesh; left alone")
         else:
             log("kafka: not running")
         return EXIT_OK
@@ -589,12 +630,12 @@ def cmd_stop(paths: Paths) -> int:
 def cmd_status(paths: Paths) -> int:
     pid = running_pid(paths)
     if pid is not None:
-        state = "ready" if broker_answers() else "starting, not answering yet"
-        print(f"kafka: running (pid {pid}, {state}) on {HOST}:{PORT}", flush=True)
+        state = "ready" if broker_answers(paths.port) else "starting, not answering yet"
+        print(f"kafka: running (pid {pid}, {state}) on {paths.bootstrap}", flush=True)
         return EXIT_OK
     paths.pid.unlink(missing_ok=True)  # stale
-    if broker_answers():
-        print(f"kafka: running on {HOST}:{PORT} (not started by this mesh)", flush=True)
+    if broker_answers(paths.port):
+        print(f"kafka: running on {paths.bootstrap} (not started by this mesh)", flush=True)
         return EXIT_OK
     print("kafka: not running", flush=True)
     return EXIT_NOT_RUNNING
@@ -619,8 +660,8 @@ def cmd_logs(paths: Paths, follow_: bool, lines: int) -> int:
 
 
 def running(paths: Paths) -> bool:
-    """True when a broker answers on 127.0.0.1:9092 or ours is starting (``status`` exit 0)."""
-    return running_pid(paths) is not None or broker_answers()
+    """True when a broker answers on the broker's port or ours is starting (``status`` exit 0)."""
+    return running_pid(paths) is not None or broker_answers(paths.port)
 
 
 def main(argv: list[str] | None = None, root: Path | None = None, prog: str | None = None) -> int:
@@ -628,7 +669,7 @@ def main(argv: list[str] | None = None, root: Path | None = None, prog: str | No
     if root is None:
         with contextlib.suppress(ConfigError):
             root = find_root()
-    libs = Paths.for_root(root).libs if root else f"<mesh root>/.cache/kafka/{KAFKA_VERSION}/libs"
+    libs = f"{root or '<mesh root>'}/.cache/kafka/{KAFKA_VERSION}/libs"
     parser = argparse.ArgumentParser(
         prog=prog or "python -m mesh_runner.local_kafka",
         description=(
@@ -637,10 +678,26 @@ def main(argv: list[str] | None = None, root: Path | None = None, prog: str | No
             f"Maven Central into {libs}."
         ),
         epilog=(
-            "environment: KAFKA_DATA_DIR (default <mesh root>/.mesh/kafka), KAFKA_HEAP_OPTS "
+            "environment: KAFKA_DATA_DIR (default <mesh root>/.mesh/kafka), KAFKA_PORT / "
+            "KAFKA_CONTROLLER_PORT (default 9092 / 9093), MESH_PORT_OFFSET (as --port-offset), "
+            "KAFKA_HEAP_OPTS "
             f"(default '{HEAP_OPTS}'), KAFKA_START_TIMEOUT / KAFKA_STOP_TIMEOUT (seconds). "
             "exit codes: 0 ok/running, 1 failure, 2 usage, 3 not running."
         ),
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--test",
+        action="store_true",
+        help=f"the test suite's broker: {HOST}:{TEST_PORT} (controller {TEST_CONTROLLER_PORT}),"
+        " data in <mesh root>/.cache/test-kafka; never the developer's .mesh/",
+    )
+    which.add_argument(
+        "--port-offset",
+        type=int,
+        metavar="N",
+        help="the broker of `mesh --port-offset N up --kafka local`: ports + N, data in"
+        " <mesh root>/.mesh/offset-N/.mesh/kafka (default: $MESH_PORT_OFFSET, else 0)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("start", help="fetch jars if needed, format once, start, wait until ready")
@@ -654,8 +711,12 @@ def main(argv: list[str] | None = None, root: Path | None = None, prog: str | No
         log(f"kafka: no mesh.toml in {Path.cwd()} or above: run inside a mesh, or set MESH_ROOT")
         return EXIT_FAIL
 
-    paths = Paths.for_root(root)
     try:
+        if args.test:
+            paths = Paths.for_tests(root)
+        else:
+            offset = port_offset_from_env() if args.port_offset is None else args.port_offset
+            paths = Paths.for_root(offset_root(root, offset) if offset else root, offset)
         if args.command == "start":
             return cmd_start(paths)
         if args.command == "stop":
@@ -663,7 +724,7 @@ def main(argv: list[str] | None = None, root: Path | None = None, prog: str | No
         if args.command == "status":
             return cmd_status(paths)
         return cmd_logs(paths, args.follow, args.lines)
-    except LocalKafkaError as exc:
+    except (LocalKafkaError, ConfigError) as exc:
         log(str(exc))
         return EXIT_FAIL
 
