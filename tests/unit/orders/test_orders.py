@@ -922,6 +922,35 @@ def test_every_saga_step_runs_in_a_span_continuing_the_place_orders_trace(
     assert all(attrs["order.id"] == "o-traced" for _, _, attrs in opened)
 
 
+def test_a_refused_step_tells_its_span_why_a_declined_payment_included(
+    unit_of_work: Callable[[], Any],
+) -> None:
+    """A decline answers OK on the wire, so no RPC span is an error: the step's own span must
+    say the step failed, and why (as an out-of-stock one does)."""
+    told: list[tuple[str, str]] = []
+
+    class Traced:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def rejected(self, reason: str) -> None:
+            told.append((self.name, reason))
+
+    world = World(unit_of_work)
+    world.worker = SagaWorker(
+        unit_of_work,
+        world.participants,
+        POLICY,
+        clock=world.clock,
+        parallelism=1,
+        step_span=lambda name, parent, attributes: contextlib.nullcontext(Traced(name)),
+    )
+    world.participants.answer(AuthorizePayment, Rejected("payment declined: card_declined"))
+    world.place()
+    world.settle()
+    assert told == [("saga authorize_payment", "payment declined: card_declined")]
+
+
 def test_a_finished_saga_keeps_no_payment_token(tmp_path: Path) -> None:
     db = Database(tmp_path / "o.db", MIGRATIONS)
     try:

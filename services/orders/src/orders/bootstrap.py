@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 
 from mesh.sagas.v1 import sagas_pb2_grpc
 from meshkit import authz, telemetry
@@ -19,7 +23,7 @@ from orders.adapters.secrets import TokenSealer
 from orders.adapters.sqlite import MIGRATIONS, SqliteUnitOfWork
 from orders.app.orders import Orders
 from orders.app.ports import Conversion
-from orders.app.saga_worker import SagaWorker
+from orders.app.saga_worker import SagaWorker, StepTrace
 from orders.config import Settings
 from orders.domain.model import Order
 from orders.domain.saga import RetryPolicy
@@ -75,9 +79,7 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         policy,
         parallelism=settings.saga_parallelism,
         read_only=read_only,
-        step_span=lambda name, parent, attributes: telemetry.span(
-            name, attributes=dict(attributes), parent=parent or None
-        ),
+        step_span=step_span,
         acting_for=authz.acting_for,
         conversions=conversions,
     )
@@ -102,6 +104,27 @@ def build(ctx: ServiceContext[Settings]) -> list[ServiceBinding]:
         ),
         binding(SagaAdminServicer(orders), sagas_pb2_grpc.add_SagaAdminServiceServicer_to_server),
     ]
+
+
+class _StepSpan:
+    """A saga step's span, told when the participant refused (saga_worker.StepTrace)."""
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+
+    def rejected(self, reason: str) -> None:
+        # Like an out-of-stock call's span, the step is an error; for a decline (an OK answer
+        # on the wire) this is the only place a trace says the payment was declined, and why.
+        self._span.set_attribute("error.type", "rejected")
+        self._span.set_attribute("saga.rejected_reason", reason)
+        self._span.set_status(Status(StatusCode.ERROR, reason))
+
+
+@contextlib.contextmanager
+def step_span(name: str, parent: str, attributes: Mapping[str, str]) -> Iterator[StepTrace]:
+    """The span around one saga step, continuing the PlaceOrder's trace (``parent``)."""
+    with telemetry.span(name, attributes=dict(attributes), parent=parent or None) as span:
+        yield _StepSpan(span)
 
 
 def _conversions(ctx: ServiceContext[Settings]) -> Callable[[Order], list[Conversion]]:

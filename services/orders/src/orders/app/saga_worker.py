@@ -43,7 +43,15 @@ from meshkit.audit import Actor, AuditEntry
 from orders.app.ports import Conversion, Participants, UnitOfWork
 from orders.domain.events import OrderCancelled, OrderConfirmed
 from orders.domain.model import Order
-from orders.domain.saga import RetryPolicy, Saga, Transient, Transition, advance, command_for
+from orders.domain.saga import (
+    Rejected,
+    RetryPolicy,
+    Saga,
+    Transient,
+    Transition,
+    advance,
+    command_for,
+)
 
 log = logging.getLogger("orders.saga")
 
@@ -83,13 +91,22 @@ class SagaClaims(Protocol):
         """Drop ``runner_id``'s claims on ``order_ids`` (None: all)."""
 
 
-StepSpan = Callable[[str, str, Mapping[str, str]], AbstractContextManager[object]]
-"""Opens a span around one step: (name, the saga's stored traceparent, attributes)."""
+class StepTrace(Protocol):
+    """What a step's span is told about the step's outcome."""
+
+    def rejected(self, reason: str) -> None:
+        """The participant refused (out of stock, payment declined...): the span is an error
+        saying ``reason``, so a trace shows why the order was cancelled, whoever refused."""
+
+
+StepSpan = Callable[[str, str, Mapping[str, str]], AbstractContextManager[StepTrace | None]]
+"""Opens a span around one step: (name, the saga's stored traceparent, attributes); what it
+yields (None: nothing to tell) hears of a Rejected outcome."""
 
 
 def _no_span(
     name: str, traceparent: str, attributes: Mapping[str, str]
-) -> AbstractContextManager[object]:
+) -> AbstractContextManager[StepTrace | None]:
     return contextlib.nullcontext()
 
 
@@ -351,7 +368,7 @@ class SagaWorker:
         attributes = {"order.id": saga.order_id, "saga.step": step}
         # The step's span continues the PlaceOrder's trace: participant calls made through
         # meshkit channels and the outbox rows written below become its children.
-        with self._step_span(f"saga {step.lower()}", saga.traceparent, attributes):
+        with self._step_span(f"saga {step.lower()}", saga.traceparent, attributes) as traced:
             timeout = self._policy.call_timeout(saga, now)
             if not self._hold_claim(saga.order_id, timeout):
                 return None  # another worker carries it now
@@ -363,6 +380,9 @@ class SagaWorker:
             except Exception as exc:  # a bug in an adapter: retry like a transient failure
                 log.exception("saga %s: %s raised", saga.order_id, type(command).__name__)
                 outcome = Transient(f"{type(exc).__name__}: {exc}")
+            if isinstance(outcome, Rejected) and traced is not None:
+                # A decline answers OK on the wire: only the step knows it failed.
+                traced.rejected(outcome.reason)
             transition = advance(saga, outcome, self._clock(), self._policy)
             claim = self._claim_to_renew(saga.order_id)
             confirms = any(isinstance(e, OrderConfirmed) for e in transition.events)
