@@ -11,14 +11,18 @@ need `--token TOKEN` ($SCHEMA_REGISTRY_TOKEN) or `--basic-auth CLIENT_ID:SECRET`
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import socket
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from schema_registry.client import RegistryClient, Response, subject_path
+from meshkit.console import quiet_on_closed_stdout, stdout_closed
+from schema_registry.client import NotARegistry, RegistryClient, Response, subject_path
 from schema_registry.compatibility import COMPATIBILITY_LEVELS
 from schema_registry.storage import DEFAULT_STORAGE_URL
 from schema_registry.topics import Contract
@@ -47,6 +51,60 @@ class _Out:
             text = human() if callable(human) else human
             if text:
                 print(text)
+
+
+class _CliClient(RegistryClient):
+    """The CLI's registry client: every answer of a registry is JSON, so one that is not came
+    from something else (a web page, another service's error page), and raises NotARegistry
+    rather than a JSON error deep in a command."""
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw_body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response:
+        """RegistryClient.request; NotARegistry for an answer whose body is not JSON."""
+        response = super().request(method, path, body, raw_body=raw_body, headers=headers)
+        if response.body.strip():
+            try:
+                json.loads(response.body)
+            except ValueError:
+                kind = response.headers.get("content-type") or "no content type"
+                raise NotARegistry(
+                    f"it answered HTTP {response.status} ({kind}), not a registry's JSON"
+                ) from None
+        return response
+
+
+_NOT_A_REGISTRY_HINT = "is it a gRPC port? the registry listens on 8081 by default"
+_NOT_RUNNING_HINT = "is the registry running? it listens on 8081 by default; `mesh up` starts it"
+
+
+def unreachable(url: str, exc: OSError) -> str:
+    """One sentence for an HTTP-level failure to talk to the registry at ``url``: what
+    happened, and what to check."""
+    what, hint = exc.strerror or str(exc) or type(exc).__name__, _NOT_A_REGISTRY_HINT
+    if isinstance(exc, NotARegistry):
+        what = str(exc)
+    elif isinstance(exc, ssl.SSLError):
+        reason = exc.reason or exc.strerror or str(exc)
+        what = f"the TLS handshake failed ({reason})"
+        hint = "does it serve TLS? an https:// URL needs a registry behind TLS, else use http://"
+    elif isinstance(exc, ConnectionRefusedError):
+        what, hint = "nothing listens there (connection refused)", _NOT_RUNNING_HINT
+    elif isinstance(exc, TimeoutError):
+        what = "no answer in time (timed out)"
+    elif isinstance(exc, http.client.RemoteDisconnected):
+        what = "it closed the connection without an answer"
+    elif isinstance(exc, ConnectionResetError):
+        what = "the connection was reset"
+    elif isinstance(exc, socket.gaierror):
+        what, hint = f"its host name does not resolve ({exc.strerror})", "check the URL"
+    return f"no schema registry at {url}: {what} ({hint})"
 
 
 _CREDENTIALS_HINT = (
@@ -766,6 +824,7 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str]:
     return token or "", basic or ""
 
 
+@quiet_on_closed_stdout  # `schema-registry subjects | head -1`: no traceback
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `schema-registry` command."""
     parser = build_parser()
@@ -775,7 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         try:
             token, basic = _credentials(args)
-            client = RegistryClient(args.url, bearer_token=token, basic_auth=basic)
+            client = _CliClient(args.url, bearer_token=token, basic_auth=basic)
         except ValueError as exc:
             parser.error(str(exc))  # exits 2
         with client:
@@ -784,7 +843,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"schema-registry: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"schema-registry: cannot reach the registry at {args.url}: {exc}", file=sys.stderr)
+        if isinstance(exc, BrokenPipeError) and stdout_closed():
+            raise  # our reader left (`| head`): quiet_on_closed_stdout ends the command
+        print(f"schema-registry: {unreachable(args.url, exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

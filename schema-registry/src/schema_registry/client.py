@@ -24,6 +24,28 @@ from urllib.parse import quote, urlsplit
 V1_JSON = "application/vnd.schemaregistry.v1+json"
 
 
+class NotARegistry(OSError):
+    """What answered at a registry URL does not speak the registry's HTTP/1.1: a gRPC (HTTP/2)
+    port, a server that answers garbage, or an answer that is not JSON. An OSError, so a list of
+    URLs fails over past it as past a refused connection; ``str()`` says what came back."""
+
+
+def _not_http(exc: http.client.HTTPException) -> NotARegistry:
+    """The words for an answer http.client could not read as HTTP/1.1."""
+    if isinstance(exc, http.client.BadStatusLine):
+        # http.client decodes the status line as ISO-8859-1: these are the bytes that came.
+        raw = str(exc.args[0] if exc.args else "").encode("latin-1", errors="replace")
+        # An HTTP/2 server (every gRPC server) answers an HTTP/1.1 request with frames: a
+        # 3-byte length, then the type: SETTINGS (4) first, or GOAWAY (7).
+        if len(raw) >= 4 and raw[3] in (0x04, 0x07) and raw[:1] == b"\x00":
+            return NotARegistry("it answered with HTTP/2 frames, as a gRPC server does")
+        if not raw:
+            return NotARegistry("it closed the connection without an answer")
+        shown = raw[:24].decode("ascii", errors="replace").encode("unicode_escape").decode()
+        return NotARegistry(f"its answer is not HTTP (it began {shown!r})")
+    return NotARegistry(f"its answer is not valid HTTP ({type(exc).__name__})")
+
+
 def subject_path(subject: str) -> str:
     """A subject as one path segment (`/` becomes `%2F`)."""
     return quote(subject, safe="")
@@ -152,7 +174,8 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
     ) -> Response:
         """Send one request; `path` is sent as given (already encoded), `body` as JSON.
-        OSError when no registry of the list could be reached."""
+        OSError when no registry of the list could be reached (NotARegistry when what answered
+        does not speak HTTP/1.1)."""
         payload = raw_body
         if payload is None and body is not None:
             payload = json.dumps(body).encode()
@@ -197,6 +220,9 @@ class RegistryClient:
                 if attempt == 2:
                     raise
                 continue
+            except http.client.HTTPException as exc:
+                self.close()
+                raise _not_http(exc) from None
             return Response(reply.status, {k.lower(): v for k, v in reply.getheaders()}, data)
         raise AssertionError("unreachable")  # pragma: no cover
 
