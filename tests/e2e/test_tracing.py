@@ -9,8 +9,9 @@ the least token that may make it, from the mesh's identity (an admin's for SetSt
 for the reads, the customer's own for PlaceOrder).
 
 1. `mesh up` (its trace receiver on 4317, real Kafka), then `mesh trace ID --json` / `mesh traces`.
-2. A real Jaeger v2 on free ports; `mesh up` with OTEL_EXPORTER_OTLP_ENDPOINT pointing at it (the
-   local receiver then stays off); the trace through Jaeger's API v3 (`mesh trace --jaeger`).
+2. A real Jaeger v2 on free ports (the shipped scripts/jaeger.yaml, which binds loopback only);
+   `mesh up` with OTEL_EXPORTER_OTLP_ENDPOINT pointing at it (the local receiver then stays off);
+   the trace through Jaeger's API v3 (`mesh trace --jaeger`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ import grpc
 import pytest
 from google.protobuf import json_format
 from support.mesh import DEFAULT_PORTS, MeshTokens, mesh_cli, mesh_tokens, port_in_use
-from support.tracing import Jaeger, assert_connected, mesh_trace_json, poll, spans_with
+from support.tracing import (
+    Jaeger,
+    assert_connected,
+    listening,
+    mesh_trace_json,
+    poll,
+    spans_with,
+)
 
 from meshkit import connect, telemetry
 from meshkit.db import Database
@@ -271,6 +279,15 @@ def test_the_same_trace_through_jaegers_api_v3(
     )
     assert listed.returncode == 0, listed.stderr
     assert trace_id in {row["trace_id"] for row in json.loads(listed.stdout)}
+
+
+@pytest.mark.jaeger
+def test_the_shipped_jaeger_config_listens_on_loopback_only(jaeger: Jaeger) -> None:
+    """scripts/jaeger.yaml (what the fixture runs, as a user would): every socket Jaeger listens
+    on is 127.0.0.1 (its built-in config binds all interfaces), the OTLP ones and the API's."""
+    sockets = listening(jaeger.pid)
+    assert {port for _, port in sockets} >= set(jaeger.ports.values()), sockets
+    assert {address for address, _ in sockets} == {"127.0.0.1"}, sockets
 
 
 MESH_SERVICES = {"orders", "inventory", "payments", "shipping", "order_views"}

@@ -1,5 +1,6 @@
-"""Fixtures for tracing tests: a real Jaeger v2 (built by `make tools`) on free loopback ports,
-and checks that a list of `mesh trace --json` spans is one connected trace.
+"""Fixtures for tracing tests: a real Jaeger v2 (built by `make tools`) with the shipped
+scripts/jaeger.yaml on free loopback ports, the addresses a process listens on, and checks
+that a list of `mesh trace --json` spans is one connected trace.
 
 `jaeger` needs .cache/bin/jaeger; without it the test FAILS (it does not skip), saying to run
 `make tools`, since `make test` builds it first.
@@ -7,13 +8,16 @@ and checks that a list of `mesh trace --json` spans is one connected trace.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -23,50 +27,17 @@ from support.mesh import REPO, free_port
 JAEGER = REPO / ".cache" / "bin" / "jaeger"
 T = TypeVar("T")
 
-# Jaeger v2's all-in-one, cut to what the tests use, on loopback ports chosen per run (the
-# built-in config binds fixed ports, 4317 among them, which `mesh up`'s receiver also wants).
-_CONFIG = """
-service:
-  extensions: [jaeger_storage, jaeger_query, healthcheckv2]
-  pipelines:
-    traces:
-      receivers: [otlp]
-      processors: [batch]
-      exporters: [jaeger_storage_exporter]
-  telemetry:
-    metrics:
-      level: none
-    logs:
-      level: warn
-extensions:
-  healthcheckv2:
-    use_v2: true
-    http:
-      endpoint: 127.0.0.1:{health}
-  jaeger_query:
-    storage:
-      traces: memstore
-    http:
-      endpoint: 127.0.0.1:{query_http}
-    grpc:
-      endpoint: 127.0.0.1:{query_grpc}
-  jaeger_storage:
-    backends:
-      memstore:
-        memory:
-          max_traces: 1000000  # a fresh mesh replays the shared broker: ~10^5 old traces
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: 127.0.0.1:{otlp}
-processors:
-  batch:
-    timeout: 200ms
-exporters:
-  jaeger_storage_exporter:
-    trace_storage: memstore
-"""
+# The shipped loopback config (what a user runs: .cache/bin/jaeger --config scripts/jaeger.yaml),
+# its ports moved through its environment variables to free ones per run: its defaults are
+# fixed, 4317 among them, which `mesh up`'s receiver also wants.
+CONFIG = REPO / "scripts" / "jaeger.yaml"
+PORT_ENV = {
+    "otlp": "JAEGER_OTLP_GRPC_PORT",
+    "otlp_http": "JAEGER_OTLP_HTTP_PORT",
+    "query_http": "JAEGER_QUERY_HTTP_PORT",
+    "query_grpc": "JAEGER_QUERY_GRPC_PORT",
+    "health": "JAEGER_HEALTH_PORT",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -82,6 +53,8 @@ class Jaeger:
 
     otlp_endpoint: str
     query_url: str
+    pid: int
+    ports: dict[str, int]
 
 
 def poll(fetch: Callable[[], T | None], timeout: float, what: str) -> T:
@@ -108,16 +81,19 @@ def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
     """Jaeger v2.13 (memory storage) on free 127.0.0.1 ports; killed at the end of the module."""
     if not JAEGER.exists():
         pytest.fail(f"{JAEGER} is missing: run `make tools` (it builds Jaeger)", pytrace=False)
-    ports = {name: free_port() for name in ("otlp", "query_http", "query_grpc", "health")}
+    ports: dict[str, int] = {}
+    for name in PORT_ENV:
+        while (port := free_port()) in ports.values():
+            pass  # two listeners on one port would fail; ask again
+        ports[name] = port
     workdir = tmp_path_factory.mktemp("jaeger")
-    config = workdir / "jaeger.yaml"
-    config.write_text(_CONFIG.format(**ports))
     log = (workdir / "jaeger.log").open("wb")
     process = subprocess.Popen(
-        [str(JAEGER), "--config", str(config)],
+        [str(JAEGER), "--config", str(CONFIG)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        env={**os.environ, **{PORT_ENV[name]: str(port) for name, port in ports.items()}},
     )
     try:
         health = f"http://127.0.0.1:{ports['health']}/status"
@@ -132,6 +108,8 @@ def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
         yield Jaeger(
             otlp_endpoint=f"http://127.0.0.1:{ports['otlp']}",
             query_url=f"http://127.0.0.1:{ports['query_http']}",
+            pid=process.pid,
+            ports=ports,
         )
     finally:
         process.terminate()
@@ -141,6 +119,35 @@ def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
             process.kill()
             process.wait()
         log.close()
+
+
+def listening(pid: int) -> set[tuple[str, int]]:
+    """The (address, port) pairs every TCP socket of ``pid`` listens on, from /proc/net/tcp and
+    tcp6 (the socket inodes among the process's open files)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            address, port = local.split(":")
+            raw = bytes.fromhex(address)
+            if width == 8:  # little-endian IPv4
+                text = ".".join(str(b) for b in reversed(raw))
+            else:  # four little-endian 32-bit words
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                text = str(ipaddress.IPv6Address(words))
+            found.add((text, int(port, 16)))
+    return found
 
 
 def mesh_trace_json(run: Callable[..., subprocess.CompletedProcess[str]], *args: str) -> Any:
