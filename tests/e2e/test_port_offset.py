@@ -1,0 +1,114 @@
+"""End to end: `mesh --port-offset N` runs a second mesh beside the first, from the same checkout
+(issue 19). Both healthy at once, an order confirmed through each, `ps` of each shows only its
+own, and `down` of one leaves the other running.
+
+A reduced mesh (what an order needs: registry, identity, inventory, payments, shipping, orders)
+on free ports keeps it lean; tests/unit/runner/test_port_offset.py proves every component of the
+full mesh.toml moves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from support.mesh import (
+    REPO,
+    Grpcurl,
+    MeshTokens,
+    mesh_cli,
+    port_in_use,
+    write_moved_mesh_toml,
+)
+
+NAMES = ["schema-registry", "identity", "inventory", "payments", "shipping", "orders"]
+ORDERS_SVC = "shop.orders.v1.OrdersService"
+INVENTORY_SVC = "shop.inventory.v1.InventoryService"
+
+
+def free_offset(ports: list[int]) -> int:
+    """An offset that puts every one of ``ports`` on a free port."""
+    offset = 100
+    while any(port_in_use(p + offset) for p in ports):
+        offset += 7
+    return offset
+
+
+def ps(root: Path, *global_args: str) -> dict[str, dict[str, Any]]:
+    result = mesh_cli(root, *global_args, "ps", "--json")
+    assert result.returncode == 0, result.stderr
+    return {str(row["name"]): row for row in json.loads(result.stdout)}
+
+
+def order_confirmed(grpcurl: Grpcurl, tokens: MeshTokens, ports: dict[str, int]) -> None:
+    """Stock a SKU, place an order on it and see it CONFIRMED, all through this mesh's ports."""
+    sku = f"mug-{uuid.uuid4().hex[:8]}"
+    inventory, orders = f"127.0.0.1:{ports['inventory']}", f"127.0.0.1:{ports['orders']}"
+    grpcurl.call(
+        inventory,
+        f"{INVENTORY_SVC}/SetStock",
+        {"sku": sku, "quantity": 5},
+        tokens.metadata("admin"),
+    )
+    customer = tokens.metadata("customer", "cust-1")
+    request = {
+        "request_id": f"req-{uuid.uuid4().hex[:8]}",
+        "customer_id": "cust-1",
+        "lines": [{"sku": sku, "quantity": 1, "unit_price": {"currency_code": "EUR", "units": 3}}],
+        "payment_token": "tok_visa",
+        "shipping_address": {
+            "name": "Ada Lovelace",
+            "line1": "Unter den Linden 1",
+            "city": "Berlin",
+            "postal_code": "10117",
+            "country_code": "DE",
+        },
+    }
+    placed = grpcurl.call(orders, f"{ORDERS_SVC}/PlaceOrder", request, customer)
+    deadline = time.monotonic() + 30
+    while True:
+        got = grpcurl.call(
+            orders, f"{ORDERS_SVC}/GetOrder", {"order_id": placed["order_id"]}, customer
+        )
+        order = got["order"]
+        assert isinstance(order, dict)
+        if order["status"] == "ORDER_STATUS_CONFIRMED":
+            return
+        assert time.monotonic() < deadline, f"order still {order['status']}"
+        time.sleep(0.1)  # poll interval within the deadline loop
+
+
+def test_a_second_mesh_runs_beside_the_first(tmp_path: Path, grpcurl: Grpcurl) -> None:
+    first = write_moved_mesh_toml(tmp_path, NAMES)
+    for name in ("proto", "scripts", ".cache"):
+        (tmp_path / name).symlink_to(REPO / name)
+    offset = free_offset(list(first.values()))
+    moved = ("--port-offset", str(offset))
+    second = {name: port + offset for name, port in first.items()}
+    shadow = tmp_path / ".mesh" / f"offset-{offset}"
+    try:
+        up = mesh_cli(tmp_path, "up", "-d")
+        assert up.returncode == 0, up.stderr
+        up = mesh_cli(tmp_path, *moved, "up", "-d")
+        assert up.returncode == 0, up.stderr
+
+        mine, theirs = ps(tmp_path), ps(tmp_path, *moved)
+        for name in NAMES:
+            assert (mine[name]["state"], mine[name]["port"]) == ("running", first[name])
+            assert (theirs[name]["state"], theirs[name]["port"]) == ("running", second[name])
+        assert {r["pid"] for r in mine.values()}.isdisjoint(r["pid"] for r in theirs.values())
+        assert mine["kafka"]["port"] != theirs["kafka"]["port"]
+
+        order_confirmed(grpcurl, MeshTokens(tmp_path), first)
+        order_confirmed(grpcurl, MeshTokens(shadow), second)
+
+        down = mesh_cli(tmp_path, *moved, "down")
+        assert down.returncode == 0, down.stderr
+        assert all(r["state"] == "stopped" for r in ps(tmp_path, *moved).values())
+        assert all(r["state"] == "running" for r in ps(tmp_path).values())
+    finally:
+        mesh_cli(tmp_path, *moved, "down")
+        mesh_cli(tmp_path, "down")
