@@ -8,7 +8,6 @@ made ones where a test needs hostile names.
 
 from __future__ import annotations
 
-import re
 from html.parser import HTMLParser
 from typing import Any
 
@@ -19,7 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
-from mesh_runner.tracehtml import render_html, service_color
+from mesh_runner.tracehtml import PALETTE, render_html, service_colors
 from mesh_runner.tracestore import Span, TraceStore
 
 HOSTILE = '<script>alert("x")</script><img src=https://evil.example/x.png onerror=alert(1)>'
@@ -137,13 +136,23 @@ def test_rows_are_coloured_by_service_with_a_legend() -> None:
     assert legend == {"orders", "inventory", "order_views"}
     bars = [a["style"] for tag, a in page.elements if a.get("class") == "bar"]
     assert len(bars) == 6
-    assert sum(service_color("orders") in bar for bar in bars) == 4
-    # Stable (a function of the name), distinct here, and never the error red's hue.
-    assert service_color("orders") == service_color("orders")
-    assert len({service_color(s) for s in ("orders", "inventory", "order_views")}) == 3
-    for service in ("orders", "inventory", "order_views", "payments", "shipping", "gateway"):
-        hue = int(re.match(r"hsl\((\d+),", service_color(service)).group(1))  # type: ignore[union-attr]
-        assert 30 <= hue <= 330, service
+    colors = service_colors(["orders", "inventory", "order_views"])
+    assert sum(colors["orders"] in bar for bar in bars) == 4
+    assert sum(colors["inventory"] in bar for bar in bars) == 1
+
+
+def test_a_service_keeps_its_colour_and_no_two_of_a_page_share_one() -> None:
+    mesh = ["orders", "inventory", "payments", "shipping", "order_views", "gateway", "identity"]
+    mesh += ["audit", "control", "schema-registry", "e2e-client", "grpcurl"]
+    colors = service_colors(mesh)
+    assert len(set(colors.values())) == len(mesh) == len(PALETTE)
+    assert "#d32f2f" not in colors.values()
+    # Across pages: the same colour for a service whatever else the trace holds (unless
+    # another service of that page took its slot first).
+    assert service_colors(["orders"])["orders"] == service_colors(["orders", "zeta"])["orders"]
+    assert service_colors(["orders", "payments"]) == {
+        s: c for s, c in service_colors(["payments", "orders"]).items()
+    }
 
 
 def test_an_error_row_is_red_with_its_status_code_and_message() -> None:
@@ -225,8 +234,8 @@ def test_the_page_fetches_nothing_from_the_network() -> None:
             for name, value in attributes.items():
                 if name in ("src", "href", "action", "data", "poster", "srcset"):
                     assert not value or value.startswith("#"), (tag, name, value)
-                elif not name.startswith("data-") and name != "content":
-                    # URLs from the spans are text, or inert data-* attributes: nowhere else.
+                elif not name.startswith("data-") and name not in ("content", "title"):
+                    # URLs from the spans are text, or inert data-* and title attributes.
                     assert "http" not in value and "url(" not in value, (tag, name, value)
         assert "@import" not in document and "@font-face" not in document
         # And the browser is told so: no source but the page itself.

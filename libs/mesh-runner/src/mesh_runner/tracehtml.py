@@ -19,13 +19,26 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from mesh_runner.tracestore import Span, parse_rfc3339, span_tree, summarize
 
-# Hues kept away from red (0/360), which marks errors.
-_HUE_MIN, _HUE_SPAN = 35, 290
+# Distinct on white, none of them red (errors are #d32f2f).
+PALETTE = (
+    "#1f77b4",  # blue
+    "#ff7f0e",  # orange
+    "#2ca02c",  # green
+    "#9467bd",  # purple
+    "#8c564b",  # brown
+    "#17becf",  # cyan
+    "#bcbd22",  # olive
+    "#7f7f7f",  # grey
+    "#393b79",  # navy
+    "#e7ba52",  # gold
+    "#637939",  # moss
+    "#6b6ecf",  # periwinkle
+)
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
@@ -57,7 +70,7 @@ summary.row:hover {{ background: #f4f6fa; }}
 .kind, .mark {{ color: #777; font-size: 11px; }}
 .lane {{ position: relative; height: 16px; }}
 .bar {{ position: absolute; top: 3px; height: 10px; min-width: 2px; border-radius: 2px; }}
-.dur {{ position: absolute; top: 0; font-size: 11px; color: #444; padding-left: 4px;
+.dur {{ position: absolute; top: 0; font-size: 11px; color: #444; padding: 0 4px;
         white-space: nowrap; }}
 .error summary.row {{ background: #fdecec; }}
 .error .label {{ color: #b00020; }}
@@ -98,11 +111,23 @@ openTarget();
 """
 
 
-def service_color(service: str) -> str:
-    """The service's colour: the same for a name on every page, never red (errors are red)."""
-    digest = hashlib.sha256(service.encode()).digest()
-    hue = _HUE_MIN + int.from_bytes(digest[:2], "big") % _HUE_SPAN
-    return f"hsl({hue}, 62%, 46%)"
+def service_colors(services: Iterable[str]) -> dict[str, str]:
+    """A colour for each of a page's services: the palette slot its name hashes to, so a service
+    keeps its colour from trace to trace; a slot another service of the page (earlier by name)
+    took moves it to the next free one, so no two share a colour (up to the palette's size).
+    None is red: red marks errors."""
+    taken: dict[int, str] = {}
+    out: dict[str, str] = {}
+    for service in sorted(set(services)):
+        preferred = int.from_bytes(hashlib.sha256(service.encode()).digest()[:4], "big")
+        slot = preferred % len(PALETTE)
+        for step in range(len(PALETTE)):
+            if (preferred + step) % len(PALETTE) not in taken:
+                slot = (preferred + step) % len(PALETTE)
+                break
+        taken[slot] = service
+        out[service] = PALETTE[slot]
+    return out
 
 
 def _e(value: Any) -> str:
@@ -185,6 +210,7 @@ def render_html(spans: Sequence[Span]) -> str:
     """One trace's spans (a non-empty list, the ``mesh trace --json`` shape) as a page."""
     tree = span_tree(spans)
     summary = summarize(spans)
+    colors = service_colors(summary["services"])
     ids = {s["span_id"] for s in spans}
     start_ns = min(_ns(s["start_time"]) for s in spans)
     total = max(max(_ns(s["end_time"]) for s in spans) - start_ns, 1)
@@ -195,20 +221,27 @@ def render_html(spans: Sequence[Span]) -> str:
         error = span["status"]["code"] == "ERROR"
         left, width = 100 * (begin - start_ns) / total, 100 * (end - begin) / total
         mark = tree.marks.get(span["span_id"], "")
+        status = _status_text(span) if error else ""
+        title = f"{span['service']}: {span['name']} [{span['kind']}] {status} {mark}".strip()
+        # The duration beside the bar: after it, or before it when the bar ends near the edge.
+        near_end = left + width > 80
+        place = f"right:{100 - left:.3f}%" if near_end else f"left:{left + width:.3f}%"
         rows.append(
             f'<details id="span-{_e(span["span_id"])}" class="span{" error" if error else ""}"'
             f' data-service="{_e(span["service"])}" data-depth="{depth}">'
-            f'<summary class="row"><div class="label" style="padding-left:{depth * 14}px">'
-            f'<span class="service" style="color:{service_color(span["service"])}">'
+            f'<summary class="row"><div class="label" title="{_e(title)}"'
+            f' style="padding-left:{depth * 14}px">'
+            f'<span class="service" style="color:{colors[span["service"]]}">'
             f"{_e(span['service'])}</span>: <span class=name>{_e(span['name'])}</span> "
             f'<span class="kind">[{_e(span["kind"])}]</span>'
-            + (f' <span class="status">{_e(_status_text(span))}</span>' if error else "")
+            + (f' <span class="status">{_e(status)}</span>' if error else "")
             + (f' <span class="mark">{_e(mark)}</span>' if mark else "")
             + (f' <span class="mark">links={len(span["links"])}</span>' if span["links"] else "")
             + '</div><div class="lane">'
             f'<div class="bar" style="left:{left:.3f}%;width:{width:.3f}%;'
-            f'background:{service_color(span["service"])}"></div>'
-            f'<div class="dur" style="left:{min(left + width, 88):.3f}%">{_ms(end - begin)}</div>'
+            f'background:{colors[span["service"]]}"></div>'
+            f'<div class="dur{" before" if near_end else ""}" style="{place}">'
+            f"{_ms(end - begin)}</div>"
             f"</div></summary>{_details(span, ids, start_ns)}</details>"
         )
         for child in tree.children.get(span["span_id"], []):
@@ -218,7 +251,7 @@ def render_html(spans: Sequence[Span]) -> str:
         row(root, 0)
     legend = "".join(
         f'<span class="service-key" data-service="{_e(name)}">'
-        f'<i class="swatch" style="background:{service_color(name)}"></i>{_e(name)}</span>'
+        f'<i class="swatch" style="background:{colors[name]}"></i>{_e(name)}</span>'
         for name in summary["services"]
     )
     ticks = "".join(f'<span style="left:{q * 25}%">{_ms(total * q / 4)}</span>' for q in range(5))
