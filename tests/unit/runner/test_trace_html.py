@@ -55,6 +55,17 @@ class Page(HTMLParser):
 
 
 def make_trace() -> list[Span]:
+    """``sdk_trace()`` as `mesh trace` reads it from the store."""
+    request = encode_spans(sdk_trace())
+    store = TraceStore(":memory:")
+    try:
+        store.add(request)
+        return store.trace(request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex())
+    finally:
+        store.close()
+
+
+def sdk_trace() -> list[ReadableSpan]:
     """An order-shaped trace over three services made by the real SDK: a SERVER entry called
     from outside (its parent never exported), CLIENT -> SERVER failing with out of stock (an
     exception event), PRODUCER -> CONSUMER (child and link)."""
@@ -96,13 +107,7 @@ def make_trace() -> list[Span]:
         links=[Link(sent.get_span_context(), {"messaging.kafka.offset": 7})],
     ):
         pass
-    finished: list[ReadableSpan] = list(memory.get_finished_spans())
-    store = TraceStore(":memory:")
-    try:
-        store.add(encode_spans(finished))
-        return store.trace(format(sent.get_span_context().trace_id, "032x"))
-    finally:
-        store.close()
+    return list(memory.get_finished_spans())
 
 
 def by_name(spans: list[Span], service: str, name: str) -> Span:
@@ -241,3 +246,24 @@ def test_the_page_fetches_nothing_from_the_network() -> None:
         # And the browser is told so: no source but the page itself.
         csp = next(a["content"] for tag, a in page.elements if a.get("http-equiv"))
         assert "default-src 'none'" in csp
+
+
+def test_a_trace_from_jaeger_renders_the_same_page() -> None:
+    """`mesh trace ID --jaeger URL --html`: Jaeger's API v3 answers OTLP JSON, which reads into
+    the same spans (events included), so the page is the same."""
+    from google.protobuf import json_format
+
+    from mesh_runner.tracestore import spans_from_otlp_json
+
+    request = encode_spans(sdk_trace())
+    store = TraceStore(":memory:")
+    try:
+        store.add(request)
+        trace_id = request.resource_spans[0].scope_spans[0].spans[0].trace_id.hex()
+        stored = store.trace(trace_id)
+    finally:
+        store.close()
+    from_jaeger = spans_from_otlp_json({"result": json_format.MessageToDict(request)})
+    assert any(s["events"] for s in from_jaeger)
+    assert len(stored) == 6
+    assert render_html(from_jaeger) == render_html(stored)
