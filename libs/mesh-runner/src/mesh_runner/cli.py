@@ -112,7 +112,9 @@ from mesh_runner.processes import (
     replica_port,
     replica_records,
     save_replicas,
+    shield_stop,
     spawn,
+    stop_signals,
     tail,
     terminate,
 )
@@ -486,7 +488,6 @@ def cmd_up(
 ) -> int:
     """Start Kafka and every component in order (each replica after the one before it); then
     follow logs unless ``detach``."""
-    offsets = {p: p.stat().st_size for p in mesh.log_dir.glob("*.log")}
     before = load_replicas(mesh.run_dir)
     # ConfigError: a usage error, nothing started.
     counts = replica_counts(mesh, replicas, registry_replicas)
@@ -498,6 +499,41 @@ def cmd_up(
         if (r := ProcessRecord.load(mesh.run_dir, c.name)) is not None and is_alive(r)
     ]
     save_replicas(mesh.run_dir, counts)  # before any start: component_env lists the replicas
+    # SIGTERM and SIGHUP stop a foreground mesh as Ctrl-C does (start-up included): a mesh
+    # whose `mesh up` is gone would run on with no one to stop it but `mesh down`.
+    with stop_signals():
+        try:
+            return _up(
+                mesh, detach=detach, kafka=kafka, counts=counts, before=before, running=running
+            )
+        except KeyboardInterrupt as stop:  # Ctrl-C, or StopRequested (SIGTERM, SIGHUP)
+            shield_stop(stop)
+            if detach:
+                say("interrupted: what started keeps running; `mesh down` stops it")
+                return 130
+            say(f"stopping ({stop.args[0] if stop.args else 'Ctrl-C'})")
+            return _down_after_stop(mesh)
+        except BrokenPipeError:
+            if detach:
+                raise
+            # Our reader left (`mesh up | head`): the foreground mesh ends with its output,
+            # then quiet_on_closed_stdout ends the command.
+            say("stdout was closed: stopping")
+            _down_after_stop(mesh)
+            raise
+
+
+def _up(
+    mesh: Mesh,
+    *,
+    detach: bool,
+    kafka: str | None,
+    counts: dict[str, int],
+    before: dict[str, int],
+    running: list[str],
+) -> int:
+    """cmd_up's start and (unless ``detach``) follow; the caller handles how it is stopped."""
+    offsets = {p: p.stat().st_size for p in mesh.log_dir.glob("*.log")}
     try:
         choice = ensure_kafka(mesh, kafka, say)
         for component in mesh.components:
@@ -520,12 +556,17 @@ def cmd_up(
     say("mesh is up" + ("; `mesh down` stops it" if detach else "; Ctrl-C stops it"))
     if detach:
         return 0
-    try:
-        follow(mesh, None, offsets)
-    except KeyboardInterrupt:
-        say("stopping")
-        return cmd_down(mesh)
+    follow(mesh, None, offsets)
     return 0
+
+
+def _down_after_stop(mesh: Mesh) -> int:
+    """`mesh down` for a foreground mesh told to stop; a second Ctrl-C cuts it short (130)."""
+    try:
+        return cmd_down(mesh)
+    except KeyboardInterrupt:
+        say("interrupted while stopping; `mesh down` stops the rest")
+        return 130
 
 
 def cmd_down(mesh: Mesh) -> int:

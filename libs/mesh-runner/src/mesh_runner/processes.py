@@ -20,7 +20,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +140,57 @@ def terminate(record: ProcessRecord, grace: float = 10.0) -> bool:
         _reap(record.pid)
         time.sleep(0.05)  # poll interval within the deadline loop
     return True
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to a foreground `mesh up`: a KeyboardInterrupt, so that whatever
+    Ctrl-C stops, these stop too, in the same way; ``signum`` says which it was."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise StopRequested(signum)
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM (a service manager, ``kill``) and SIGHUP (the terminal was
+    closed) raise StopRequested in the main thread, as SIGINT raises KeyboardInterrupt; the
+    previous handlers come back after it. A SIGHUP that is ignored (``nohup mesh up``) stays
+    ignored: whoever started us asked to outlive the terminal."""
+    previous: dict[signal.Signals, Any] = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        handler = signal.getsignal(sig)
+        if sig == signal.SIGHUP and handler == signal.SIG_IGN:
+            continue
+        previous[sig] = handler
+        signal.signal(sig, _raise_stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def shield_stop(stop: KeyboardInterrupt) -> None:
+    """Before stopping the mesh because of ``stop``: further SIGTERM and SIGHUP are ignored (a
+    second one must not cut the stopping short, leaving components behind), and after a SIGHUP
+    the terminal is gone, so stdout and stderr, where they were that terminal, go to /dev/null
+    (writing there would fail with EIO and end the stopping half way)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    if not (isinstance(stop, StopRequested) and stop.signum == signal.SIGHUP):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in (1, 2):
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
