@@ -17,7 +17,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_CACHE_DIR := $(CACHE)/uv
 export PATH := $(BIN):$(VENV)/bin:$(PATH)
 
-.PHONY: help setup tools browser gen gen-check lint buf-lint test test-unit test-integration test-e2e demo bench clean
+.PHONY: help setup tools browser gen gen-check lint buf-lint test test-unit test-integration test-e2e demo readme bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -75,6 +75,11 @@ test: setup tools browser lint gen-check ## everything CI runs: lint, gen drift,
 
 demo: setup tools ## the whole mesh on embedded defaults, a scripted flow, its outcome
 	@$(PY) scripts/demo.py
+
+# The README is what a newcomer runs first, so it is run as written: every ```sh block in order,
+# in one shell, in a fresh clone of HEAD (.cache/readme-run; CI passes --here). See the script.
+readme: setup tools ## run every shell block of README.md in order, in a fresh clone of HEAD
+	@$(PY) scripts/readme_run.py $(README_RUN_FLAGS)
 
 bench: setup tools ## benchmarks vs a same-run baseline, figures in .bench/results.json (ONLY=events,saga)
 	@$(PY) scripts/bench.py $(subst $(comma), ,$(ONLY))
