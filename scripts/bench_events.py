@@ -49,6 +49,7 @@ from meshkit.events import (
     Outbox,
     OutboxRelay,
 )
+from meshkit.events.kafkalog import with_python_logging
 from schema_registry.client import RegistryClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -244,12 +245,14 @@ def run_raw(values: list[bytes], topic: str, interval_s: float = 0.0) -> tuple[f
     """Plain produce and consume of ``values``; returns (events/s, latencies in ms)."""
     n = len(values)
     consumer = Consumer(
-        {
-            "bootstrap.servers": BOOTSTRAP,
-            "group.id": f"bench-raw-{uuid.uuid4().hex}",
-            "fetch.wait.max.ms": 20,
-            "auto.offset.reset": "earliest",
-        }
+        with_python_logging(
+            {
+                "bootstrap.servers": BOOTSTRAP,
+                "group.id": f"bench-raw-{uuid.uuid4().hex}",
+                "fetch.wait.max.ms": 20,
+                "auto.offset.reset": "earliest",
+            }
+        )
     )
     consumer.subscribe([topic])
     latencies: list[float] = []
@@ -275,7 +278,14 @@ def run_raw(values: list[bytes], topic: str, interval_s: float = 0.0) -> tuple[f
     reader = threading.Thread(target=consume)
     reader.start()
     producer = Producer(
-        {"bootstrap.servers": BOOTSTRAP, "enable.idempotence": True, "acks": "all", "linger.ms": 5}
+        with_python_logging(
+            {
+                "bootstrap.servers": BOOTSTRAP,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+            }
+        )
     )
     # Warm-up, as on the meshkit side: group join and producer id stay out of the figures.
     producer.produce(topic, values[0], key="warm", headers=[("warm-up", b"1")])

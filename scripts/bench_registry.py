@@ -38,6 +38,8 @@ from pathlib import Path
 from benchlib import percentile, record
 from confluent_kafka.admin import AdminClient
 
+from meshkit.events.kafkalog import with_python_logging
+
 ROOT = Path(__file__).resolve().parent.parent
 REGISTRY = ROOT / ".venv" / "bin" / "schema-registry"
 TARGET_RATIO = 1 / 20
@@ -379,7 +381,9 @@ KAFKA = "127.0.0.1:9092"
 def kafka_admin() -> AdminClient | None:
     """An admin client of scripts/kafka's broker, or None when none answers (the Kafka
     figures are then skipped, not failed)."""
-    admin = AdminClient({"bootstrap.servers": KAFKA, "socket.timeout.ms": 3000})
+    admin = AdminClient(
+        with_python_logging({"bootstrap.servers": KAFKA, "socket.timeout.ms": 3000})
+    )
     try:
         admin.list_topics(timeout=5)
     except Exception:  # noqa: BLE001 - any failure to reach it means no broker here

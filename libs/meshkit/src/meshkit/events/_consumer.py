@@ -70,6 +70,7 @@ from meshkit.events import _headers as ce
 from meshkit.events._catalog import EventCatalog
 from meshkit.events._dlq import dead_letter_headers, dlq_topic
 from meshkit.events._topics import ensure_topics
+from meshkit.events.kafkalog import with_python_logging
 from meshkit.spans import RpcSpans
 
 log = logging.getLogger("meshkit.events.consumer")
@@ -333,15 +334,17 @@ class EventConsumer:
             **({"group.instance.id": instance_id} if instance_id else {}),
             **(consumer_config or {}),
         }
-        self._consumer = Consumer(config)
+        self._consumer = Consumer(with_python_logging(config))
         self._dlq = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 0,
-                "message.timeout.ms": 10_000,
-            }
+            with_python_logging(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 0,
+                    "message.timeout.ms": 10_000,
+                }
+            )
         )
         self._pending: dict[tuple[str, int], int] = {}
         self._none_parked = False  # True inside a batch that started with no parked key

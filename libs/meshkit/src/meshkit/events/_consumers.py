@@ -24,6 +24,7 @@ from meshkit.db import Database
 from meshkit.errors import Unavailable
 from meshkit.events._catalog import EventCatalog
 from meshkit.events._consumer import EventConsumer, Handler
+from meshkit.events.kafkalog import with_python_logging
 
 # A subscription to a topic that does not exist yet (nothing published there so far) is only
 # re-checked at the metadata refresh interval, 5 minutes by default: too long for a reader that
@@ -87,7 +88,11 @@ class Consumers:
         from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap, "client.id": "meshkit-replay"})
+        admin = AdminClient(
+            with_python_logging(
+                {"bootstrap.servers": self.bootstrap, "client.id": "meshkit-replay"}
+            )
+        )
         try:
             metadata = admin.list_topics(timeout=KAFKA_TIMEOUT_S).topics
             partitions = [

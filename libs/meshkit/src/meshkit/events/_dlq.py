@@ -23,6 +23,7 @@ from confluent_kafka import (
 
 from meshkit.errors import Unavailable
 from meshkit.events import _headers as ce
+from meshkit.events.kafkalog import with_python_logging
 
 DLQ_SUFFIX = ".dlq"
 DLQ_PREFIX = "dlq_"
@@ -148,12 +149,14 @@ def replay_dead_letters(
         if not letters:
             return 0
         producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "transactional.id": f"{group}-{topic}",
-                "enable.idempotence": True,
-                "acks": "all",
-            }
+            with_python_logging(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "transactional.id": f"{group}-{topic}",
+                    "enable.idempotence": True,
+                    "acks": "all",
+                }
+            )
         )
         producer.init_transactions(timeout_s)
         producer.begin_transaction()
@@ -183,14 +186,16 @@ def replay_dead_letters(
 
 def _consumer(bootstrap: str, group: str) -> Consumer:
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        }
+        with_python_logging(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            }
+        )
     )
 
 

@@ -22,6 +22,8 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
+from meshkit.events.kafkalog import with_python_logging
+
 log = logging.getLogger("meshkit.events.topics")
 
 BROKER_DEFAULT = -1
@@ -59,7 +61,9 @@ def ensure_topics(
     wanted = sorted(configs)
     if not wanted:
         return []
-    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "meshkit-topics"})
+    admin = AdminClient(
+        with_python_logging({"bootstrap.servers": bootstrap, "client.id": "meshkit-topics"})
+    )
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:

@@ -54,6 +54,7 @@ from opentelemetry import trace
 
 from meshkit import telemetry
 from meshkit.db import Database
+from meshkit.events import kafkalog
 from meshkit.events._lease import Holder, Lease
 from meshkit.events._outbox import MAX_MESSAGE_BYTES
 from meshkit.events._topics import TopicCreationError, ensure_topics
@@ -89,7 +90,9 @@ RECORD_ERRORS = frozenset(
 ``produce()`` they are the row's own; reported by the broker they may be a batch neighbour's, so
 the rows of that batch are sent again one at a time first."""
 
-_librdkafka_log = logging.getLogger("meshkit.events.relay.librdkafka")
+# Under kafkalog's logger (its NullHandler: nothing on the stderr of a process that did not
+# configure logging, a benchmark's), as every other meshkit client's lines are.
+_librdkafka_log = kafkalog.LOGGER.getChild("relay")
 
 
 class _ChosenOnPurpose(logging.Filter):
