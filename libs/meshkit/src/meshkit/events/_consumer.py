@@ -69,7 +69,7 @@ from meshkit.errors import Aborted, Unavailable
 from meshkit.events import _headers as ce
 from meshkit.events._catalog import EventCatalog
 from meshkit.events._dlq import dead_letter_headers, dlq_topic
-from meshkit.events._topics import ensure_topics
+from meshkit.events._topics import auto_create_topics, ensure_topics
 from meshkit.events.kafkalog import with_python_logging
 from meshkit.spans import RpcSpans
 
@@ -353,16 +353,22 @@ class EventConsumer:
         self._assigned: set[tuple[str, int]] = set()
         self._held: dict[tuple[str, int], _Held] = {}
         # A consumer subscribed to a topic that does not exist yet only finds it at its next
-        # metadata refresh (librdkafka: every 5 minutes), so a reader started before its
-        # producers' first event would sit unassigned: create what is missing first, with the
-        # config the contracts' topic.json asks for (the producers' own).
+        # metadata refresh (and logs UNKNOWN_TOPIC_OR_PART until then), so a reader started
+        # before its producers' first event would sit unassigned: create what is missing first,
+        # with the config the contracts' topic.json asks for (the producers' own); where the
+        # broker cannot create topics on request (the embedded mock cluster: no controller,
+        # create_topics=False), have it auto-create them, as the producers' first send would.
         configs = catalog.topic_configs if catalog is not None else {}
         try:
-            ensure_topics(bootstrap, {t: configs.get(t, {}) for t in topics})
+            if create_topics:
+                ensure_topics(bootstrap, {t: configs.get(t, {}) for t in topics})
+            else:
+                auto_create_topics(bootstrap, topics)
         except Exception as exc:  # noqa: BLE001 - the broker may create them; say so, go on
             log.warning(
                 "could not create the topics %s before subscribing: %s", sorted(topics), exc
             )
+        self._subscribed_at: float | None = time.monotonic()
         self._consumer.subscribe(
             list(topics),
             on_assign=self._on_assign,
@@ -374,6 +380,16 @@ class EventConsumer:
     # The callbacks run inside poll()/consume() on our thread, never while a record is handled.
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._subscribed_at is not None:
+            # How long joining took is what a reader's first events wait for: say it once.
+            log.info(
+                "consumer group %s joined: %d partitions assigned %.1f s after subscribing",
+                self.group,
+                len(partitions),
+                time.monotonic() - self._subscribed_at,
+                extra={"group": self.group},
+            )
+            self._subscribed_at = None
         for tp in partitions:
             self._assigned.add((tp.topic, tp.partition))
             self._held.pop((tp.topic, tp.partition), None)

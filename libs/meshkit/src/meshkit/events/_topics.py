@@ -9,6 +9,11 @@ source of truth) and otherwise the broker's defaults (``num.partitions``,
 ``default.replication.factor``, ``log.retention.hours``...). A topic that already exists is left
 as it is (its partitions, retention and the rest are the operator's to change, on purpose), but
 where its config differs from what ``topic.json`` asks for, a warning names each difference.
+
+Where topics cannot be created through the admin API (librdkafka's mock cluster, `mesh up`'s
+embedded default, has no controller: creation times out), ``auto_create_topics`` makes the
+broker auto-create them instead, as a producer's first send would, so a consumer that starts
+before its producers still finds its topics when it subscribes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
@@ -129,3 +134,27 @@ def _report_drift(admin: AdminClient, configs: TopicConfigs, timeout_s: float) -
                     value,
                     extra={"topic": topic},
                 )
+
+
+def auto_create_topics(
+    bootstrap: str, topics: Iterable[str], *, timeout_s: float = 10.0
+) -> list[str]:
+    """Make a broker that auto-creates topics (``auto.create.topics.enable``; the mock cluster
+    always) create each of ``topics`` it lacks, with its defaults, by asking a producer's
+    metadata for it, which is what a first send does. Returns the topics that exist afterwards;
+    one the broker still lacks (auto-creation off) is left out, not an error."""
+    wanted = sorted(set(topics))
+    if not wanted:
+        return []
+    # A producer asks for a topic's metadata with auto-creation allowed (consumers do not).
+    producer = Producer({"bootstrap.servers": bootstrap, "client.id": "meshkit-topics"})
+    present = []
+    for topic in wanted:
+        try:
+            metadata = producer.list_topics(topic=topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException as exc:
+            log.warning("cannot ask %s for topic %s: %s", bootstrap, topic, exc)
+            continue
+        if metadata is not None and metadata.error is None and metadata.partitions:
+            present.append(topic)
+    return present
