@@ -90,6 +90,15 @@ SIMULATED_UNITS = 2000
 REPORT_WAIT_S = 60.0
 # Two customers on either side of checkout.express-shipping's 20 % rollout in DE.
 FLAG_CUSTOMERS = (("cust-ada", "DE"), ("cust-katherine", "DE"))
+# A Jaeger with its UI (compose's jaeger image, say) at this URL: the demo links the traces
+# there too. The Jaeger `make tools` builds has no UI (a placeholder page): no link then.
+JAEGER_UI = os.environ.get("MESH_JAEGER_UI_URL", "").strip().rstrip("/")
+# Where `mesh trace` reads: Jaeger's API when the mesh exports there, else the local store.
+EXPORTS_ELSEWHERE = any(
+    os.environ.get(key, "").strip()
+    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+)
+TRACE_SOURCE = ("--jaeger", JAEGER_UI) if JAEGER_UI and EXPORTS_ELSEWHERE else ()
 BOLD, DIM, GREEN, RED, RESET = "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m"
 if not sys.stdout.isatty():
     BOLD = DIM = GREEN = RED = RESET = ""
@@ -266,7 +275,7 @@ def flow(trace_id: str) -> tuple[bool, str]:
 def read_trace(trace_id: str) -> list[dict[str, Any]]:
     """The spans of ``trace_id`` stored so far (``mesh trace ID --json``); empty when none."""
     result = subprocess.run(
-        [MESH, "--root", str(ROOT), "trace", trace_id, "--json"],
+        [MESH, "--root", str(ROOT), "trace", trace_id, *TRACE_SOURCE, "--json"],
         capture_output=True,
         text=True,
         check=False,
@@ -307,12 +316,22 @@ def show_trace(trace_id: str) -> None:
     """Print the confirmed order's trace once its spans, the consumers' included, have arrived."""
     heading(f"8. The confirmed order's trace: one trace across the mesh (mesh trace {trace_id})")
     wait_for_trace(trace_id)
-    mesh("trace", trace_id)
-    print(
-        f"{DIM}  In Jaeger (docker compose up, or OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317"
-        f" with .cache/bin/jaeger running):\n  http://127.0.0.1:16686/trace/{trace_id}"
-        f"   or  .venv/bin/mesh trace {trace_id} --jaeger http://127.0.0.1:16686{RESET}"
-    )
+    mesh("trace", trace_id, *TRACE_SOURCE)
+    trace_links(trace_id)
+
+
+def trace_links(trace_id: str) -> None:
+    """Where to look at a trace next: its waterfall page (`mesh trace ID --html`: one file that
+    works offline) and, only when a Jaeger with its UI is in use ($MESH_JAEGER_UI_URL), the
+    trace there."""
+    page = mesh_output("trace", trace_id, *TRACE_SOURCE, "--open")
+    written = page.stdout.splitlines()
+    if page.returncode == 0 and len(written) == 2:
+        print(f"{DIM}  As a waterfall page (mesh trace {trace_id} --html):{RESET}\n  {written[1]}")
+    else:
+        print(f"  {RED}mesh trace --html: {page.stderr.strip()}{RESET}")
+    if JAEGER_UI:
+        print(f"{DIM}  In Jaeger:{RESET}\n  {JAEGER_UI}/trace/{trace_id}")
 
 
 class LoginFailed(Exception):
@@ -608,7 +627,8 @@ def gateway_trace(trace_id: str) -> bool:
         f" (mesh trace {trace_id})"
     )
     spans = wait_for_trace(trace_id, root=GATEWAY_ROOT)
-    mesh("trace", trace_id)
+    mesh("trace", trace_id, *TRACE_SOURCE)
+    trace_links(trace_id)
     top = [(span["service"], span["name"]) for span in roots(spans)]
     rooted = top == [GATEWAY_ROOT]
     if not rooted:
@@ -982,6 +1002,9 @@ def main() -> int:
   .venv/bin/mesh flags ls; .venv/bin/mesh experiments report checkout-cta
   (config push, flags, experiments: docs/control-plane.md)
   .venv/bin/schema-registry subjects
+  .venv/bin/mesh traces; .venv/bin/mesh trace <trace_id> --open   # a waterfall page to open
+  (Jaeger's UI: docker compose up, then http://127.0.0.1:16686; the local
+   .cache/bin/jaeger --config scripts/jaeger.yaml serves its API only: mesh trace --jaeger)
   .venv/bin/mesh ps; .venv/bin/mesh sagas; .venv/bin/mesh logs orders; .venv/bin/mesh down{RESET}"""
         )
         if already:

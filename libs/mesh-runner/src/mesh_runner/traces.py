@@ -72,8 +72,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     """Add ``trace`` and ``traces`` to the ``mesh`` parser."""
     one = sub.add_parser(
         "trace",
-        help="print one trace as a tree: service, span, duration, status, key attributes",
-        description="Print the spans of TRACE_ID as a tree (errors marked), or --json.",
+        help="print one trace as a tree: service, span, duration, status, key attributes"
+        " (or a waterfall page: --html)",
+        description="Print the spans of TRACE_ID as a tree (errors marked), or --json, or write"
+        " them as a waterfall page to open in a browser (--html, --open).",
     )
     one.add_argument("trace_id", metavar="TRACE_ID", help="32 hex digits")
     one.add_argument("--json", action="store_true", help="a JSON list of spans")
