@@ -73,6 +73,7 @@ from mesh_runner import (
     faults,
     flagscli,
     load,
+    logpipe,
     rebuild,
     sagas,
     scaffold,
@@ -490,6 +491,10 @@ def cmd_up(
     follow logs unless ``detach``."""
     before = load_replicas(mesh.run_dir)
     # ConfigError: a usage error, nothing started.
+    try:
+        logpipe.limits(os.environ)  # how logs rotate: MESH_LOG_MAX_BYTES, MESH_LOG_KEEP
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     counts = replica_counts(mesh, replicas, registry_replicas)
     if any(c.name == REGISTRY for c in mesh.components):
         check_registry_count(mesh, kafka, before.get(REGISTRY, 1), counts.get(REGISTRY, 1))

@@ -17,6 +17,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +29,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh_runner import logpipe
 from meshkit import tls
 from meshkit.client import check_health, connect
 
@@ -97,16 +99,31 @@ def spawn(
     cwd: Path,
     log_path: Path,
 ) -> ProcessRecord:
-    """Start ``argv`` detached (own session), output appended to ``log_path``."""
+    """Start ``argv`` detached (own session), output appended to ``log_path``, which is
+    rotated by size (mesh_runner.logpipe: MESH_LOG_MAX_BYTES, default 10 MB, and MESH_LOG_KEEP
+    older files, default 3), at start and while it runs. The recorded pid is ``argv``'s own.
+    ValueError when MESH_LOG_MAX_BYTES or MESH_LOG_KEEP is not a valid number."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    max_bytes, keep = logpipe.limits(env)
+    logpipe.rotate_if_full(log_path, max_bytes, keep)
+    piped = [
+        sys.executable,
+        "-m",
+        "mesh_runner.logpipe",
+        f"--max-bytes={max_bytes}",
+        f"--keep={keep}",
+        str(log_path),
+        "--",
+        *argv,
+    ]
     with log_path.open("ab") as log:
         offset = log.seek(0, os.SEEK_END)
         process = subprocess.Popen(
-            argv,
+            piped,
             cwd=cwd,
             env=dict(env),
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=log,  # what logpipe says before it execs argv (a usage error)
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
