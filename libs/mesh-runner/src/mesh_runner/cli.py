@@ -748,23 +748,65 @@ def log_names(mesh: Mesh) -> list[str]:
     return names
 
 
-def cmd_logs(mesh: Mesh, service: str | None, follow_logs: bool) -> int:
-    """Print the logs (all components, or one), then follow them with -f."""
+DEFAULT_TAIL = 200
+
+
+def log_files(mesh: Mesh, name: str) -> list[Path]:
+    """``name``'s log files, oldest first: the rotated ones (``NAME.log.K`` ... ``.1``, see
+    mesh_runner.logpipe), then ``NAME.log``; only those that exist."""
+    path = mesh.log_dir / f"{name}.log"
+    older = [p for p in mesh.log_dir.glob(f"{name}.log.*") if p.suffix[1:].isdigit()]
+    files = sorted(older, key=lambda p: -int(p.suffix[1:]))
+    return [*files, path] if path.exists() else files
+
+
+def last_lines(mesh: Mesh, name: str, tail: int | None) -> tuple[list[str], bool]:
+    """The last ``tail`` lines of ``name``'s log (all when None), reading rotated files only as
+    far back as needed; and whether older lines were left out."""
+    lines: list[str] = []
+    files = log_files(mesh, name)
+    for index, path in enumerate(reversed(files)):
+        try:
+            lines = path.read_text(errors="replace").splitlines() + lines
+        except OSError:
+            continue  # rotated away while we read
+        if tail is not None and len(lines) >= tail:
+            return lines[len(lines) - tail :], len(lines) > tail or index < len(files) - 1
+    return lines, False
+
+
+def cmd_logs(
+    mesh: Mesh, service: str | None, follow_logs: bool, tail: int | None = DEFAULT_TAIL
+) -> int:
+    """Print the last ``tail`` lines of each log (all components, or one; None: everything,
+    rotated files included), then follow them with -f."""
     if service and service != KAFKA:
         mesh.component(service.partition("#")[0])  # ConfigError for an unknown name
     names = [service] if service else log_names(mesh)
     width = max(len(n) for n in names)
+    cut = False
     for name in names:
-        path = mesh.log_dir / f"{name}.log"
-        if path.exists():
-            for line in path.read_text(errors="replace").splitlines():
-                print(line if service else f"{name:<{width}} | {line}")
+        lines, left_out = last_lines(mesh, name, tail)
+        cut = cut or left_out
+        for line in lines:
+            print(line if service else f"{name:<{width}} | {line}")
+    if cut:
+        say(f"the last {tail} lines of each log; --tail N for more, --tail all for everything")
     if follow_logs:
         try:
             follow(mesh, service)
         except KeyboardInterrupt:
             return 0
     return 0
+
+
+def _tail(value: str) -> int | None:
+    """``--tail``: a number of lines, or ``all``."""
+    if value == "all":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: a number of lines, or all")
+    return int(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -823,6 +865,15 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="print the components' logs")
     logs.add_argument("service", nargs="?", help="only this component")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument(
+        "-n",
+        "--tail",
+        type=_tail,
+        default=DEFAULT_TAIL,
+        metavar="N|all",
+        help=f"the last N lines of each log (default: {DEFAULT_TAIL}); all: everything, the"
+        " rotated files (NAME.log.1, ...) too",
+    )
     dlq.add_parser(sub)
     sagas.add_parser(sub)
     rebuild.add_parser(sub)
@@ -894,7 +945,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branc
             return cmd_down(mesh)
         if args.command == "ps":
             return cmd_ps(mesh, args.json)
-        return cmd_logs(mesh, args.service, args.follow)
+        return cmd_logs(mesh, args.service, args.follow, args.tail)
     except ConfigError as exc:
         print(f"mesh: {exc}", file=sys.stderr)
         return 2
