@@ -147,7 +147,9 @@ def auto_create_topics(
     if not wanted:
         return []
     # A producer asks for a topic's metadata with auto-creation allowed (consumers do not).
-    producer = Producer({"bootstrap.servers": bootstrap, "client.id": "meshkit-topics"})
+    producer = Producer(
+        with_python_logging({"bootstrap.servers": bootstrap, "client.id": "meshkit-topics"})
+    )
     present = []
     for topic in wanted:
         try:
