@@ -44,6 +44,10 @@ class Settings(HttpServiceSettings):
         },
     )
     jaeger_url: str = dataclasses.field(
-        default="http://127.0.0.1:16686",
-        metadata={"help": "where the shop page links an order's trace"},
+        default="",
+        metadata={
+            "help": "a Jaeger UI the shop page links an order's trace to (compose's); unset, "
+            "the page shows `mesh trace ID --open` instead (the Jaeger make tools builds has "
+            "no UI)"
+        },
     )

@@ -384,8 +384,15 @@ function statusWord(status) {
   return STATUS_WORDS[status] || status || 'UNKNOWN';
 }
 
+// A link into Jaeger's UI when one is configured (GATEWAY_JAEGER_URL: compose's Jaeger has it);
+// else '' and the page shows the command that opens the trace (mesh trace ID --open).
 function traceUrl(traceId) {
-  return `${app.config.jaeger_url.replace(/\/+$/, '')}/trace/${traceId}`;
+  const base = (app.config.jaeger_url || '').replace(/\/+$/, '');
+  return base ? `${base}/trace/${traceId}` : '';
+}
+
+function traceCommand(traceId) {
+  return `mesh trace ${traceId} --open`;
 }
 
 function rememberTrace(orderId, traceId) {
@@ -458,9 +465,15 @@ function showTraceLink(traceId) {
   const link = $('trace-link');
   link.hidden = !traceId;
   if (traceId) {
-    link.href = traceUrl(traceId);
+    const url = traceUrl(traceId);
     link.dataset.traceId = traceId;
-    link.textContent = `trace ${traceId}`;
+    if (url) {
+      link.href = url;
+      link.textContent = `trace ${traceId}`;
+    } else {
+      link.removeAttribute('href');
+      link.textContent = `trace: ${traceCommand(traceId)}`;
+    }
   } else {
     link.removeAttribute('href');
   }
@@ -539,12 +552,18 @@ function renderOrders(list, orders) {
     }
     const traceId = traceOf(order.orderId);
     if (traceId) {
-      const link = document.createElement('a');
+      const url = traceUrl(traceId);
+      const link = document.createElement(url ? 'a' : 'span');
       link.className = 'trace';
-      link.href = traceUrl(traceId);
-      link.target = '_blank';
-      link.rel = 'noopener noreferrer';
+      link.dataset.traceId = traceId;
       link.textContent = 'trace';
+      if (url) {
+        link.href = url;
+        link.target = '_blank';
+        link.rel = 'noopener noreferrer';
+      } else {
+        link.title = traceCommand(traceId);
+      }
       item.append(' ', link);
     }
     list.append(item);
