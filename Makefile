@@ -35,7 +35,7 @@ setup: $(UV) ## create .venv with every component and dev tool, pinned by uv.loc
 	@$(UV) sync --locked --python $(PYTHON) --quiet --compile-bytecode
 	@$(PY) -m compileall -q libs services schema-registry gen >/dev/null
 
-tools: ## install pinned grpcurl, buf and Jaeger v2 into .cache/bin (Go module proxy)
+tools: ## pinned grpcurl, buf, Jaeger v2, the Go protoc plugins and the Go clients into .cache/bin (Go module proxy)
 	@scripts/tools
 
 # The shop page's browser test drives Debian's Chromium (Playwright's driver pointed at it, no
