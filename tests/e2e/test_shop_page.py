@@ -19,7 +19,6 @@ test).
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -28,8 +27,9 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from support.browser import chromium, require_chromium
 from support.gateway import Shop
 from support.mesh import mesh_tokens
 
@@ -38,20 +38,13 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACT = REPO / "test-artifacts" / "shop-page.png"
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 # The saga takes a few hundred milliseconds on an idle machine; a loaded CI runner is slower.
 SAGA_TIMEOUT_MS = 60_000
 STEP_TIMEOUT_MS = 15_000
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 
-if not CHROMIUM.exists() and not IN_CI:
-    pytest.skip(
-        f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install chromium)"
-        " to run the shop page's browser test; under CI=true this is a failure",
-        allow_module_level=True,
-    )
+require_chromium("the shop page's browser test")
 
 
 @pytest.fixture(scope="module")
@@ -59,18 +52,8 @@ def browser() -> Iterator[Browser]:
     """A headless Chromium for this module (Debian's, not a Playwright download). Module-scoped:
     Playwright's sync API holds an event loop on the main thread while it runs, and the tests
     after this module (asyncio.run in the runner's) need it gone."""
-    if not CHROMIUM.exists():  # only reachable under CI: the skip above covers the rest
-        pytest.fail(f"{CHROMIUM} is missing: CI must install the chromium package", pytrace=False)
-    # Chromium's sandbox needs user namespaces that root in a container does not get.
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=args
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def set_stock(shop: Shop, sku: str, quantity: int) -> None:

@@ -28,7 +28,8 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format
-from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, expect
+from support.browser import chromium, require_chromium
 from support.mesh import REPO, mesh_cli, mesh_tokens, mesh_up, write_moved_mesh_toml
 from support.tracing import poll
 
@@ -37,9 +38,7 @@ from shop.orders.v1 import orders_pb2, orders_pb2_grpc
 
 pytestmark = pytest.mark.kafka
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACT = REPO / "test-artifacts" / "trace-waterfall.png"
-IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 NAMES = (
     "trace-receiver",
     "schema-registry",
@@ -52,12 +51,7 @@ NAMES = (
 CUSTOMER = "cust-waterfall"
 DECLINED = "tok_chargeDeclined"  # payments declines it: generic_decline
 
-if not CHROMIUM.exists() and not IN_CI:
-    pytest.skip(
-        f"{CHROMIUM} is missing: install Debian's chromium package to run the trace page's"
-        " browser test; under CI=true this is a failure",
-        allow_module_level=True,
-    )
+require_chromium("the trace page's browser test")
 
 
 @dataclass(frozen=True)
@@ -83,17 +77,8 @@ def order_mesh(
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """A headless Chromium (Debian's), module-scoped as in test_shop_page.py."""
-    if not CHROMIUM.exists():  # only reachable under CI: the skip above covers the rest
-        pytest.fail(f"{CHROMIUM} is missing: CI must install the chromium package", pytrace=False)
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=args
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def place_two_orders(mesh: OrderMesh, trace_id: str) -> None:
