@@ -4,14 +4,17 @@
             [--replicas inventory=2,payments=2]       ... with more processes of some components
             [--registry-replicas N]                   ... with N schema registry instances
             [--tls]                                   ... with mTLS on every gRPC hop (docs/mtls.md)
+                                                      (foreground: Ctrl-C, SIGTERM or SIGHUP stops it)
+    mesh --port-offset N COMMAND                      a second mesh: every port + N, .mesh/offset-N/
     mesh certs [--dir D] [--days N] [--force]         the local CA and a certificate per component
     mesh down                                         stop everything `mesh up` started
     mesh ps [--json]                                  what runs: pids, ports, open breakers
-    mesh logs [SERVICE] [-f]                          the components' logs
+    mesh logs [SERVICE] [-f] [-n N|all] [--since T]   the components' logs (last 200 lines)
     mesh dlq ls|replay TOPIC                          dead letters of TOPIC (TOPIC.dlq)
     mesh sagas [--all] [--json] [--token T]           sagas in flight: step, state, age, stuck
     mesh rebuild PROJECTION [--token T]               rebuild a read model and swap it in
     mesh trace TRACE_ID [--json] [--jaeger URL]       one trace as a tree (local store or Jaeger)
+                        [--html [PATH]] [--open]      ... or as a waterfall page that works offline
     mesh traces [--limit N]                           recent traces: root, services, duration
     mesh load --rate R --duration S [--json]          PlaceOrder at a steady rate; latency summary
     mesh faults set|clear|ls                          abort, delay or drop some of a service's calls
@@ -61,6 +64,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 from mesh_runner import (
@@ -74,6 +78,7 @@ from mesh_runner import (
     flagscli,
     load,
     logpipe,
+    logread,
     rebuild,
     sagas,
     scaffold,
@@ -99,6 +104,7 @@ from mesh_runner.kafka import (
     requested_mode,
     stop_kafka,
 )
+from mesh_runner.logread import DEFAULT_TAIL
 from mesh_runner.processes import (
     ProcessRecord,
     ReplicaSpecError,
@@ -695,33 +701,44 @@ def cmd_ps(mesh: Mesh, as_json: bool) -> int:
     return 0
 
 
-def follow(mesh: Mesh, only: str | None, offsets: dict[Path, int] | None = None) -> None:
-    """Print new log lines of every component (or one), prefixed with its name, until Ctrl-C."""
-    names = [only] if only else log_names(mesh)
-    width = max(len(n) for n in names)
-    positions = {n: (offsets or {}).get(mesh.log_dir / f"{n}.log", 0) for n in names}
-    if offsets is None:
-        positions = {n: _size(mesh.log_dir / f"{n}.log") for n in names}
+def follow(
+    mesh: Mesh,
+    only: str | None,
+    offsets: dict[Path, int] | None = None,
+    since: datetime | None = None,
+    opened: dict[str, logread.LogFollower] | None = None,
+) -> None:
+    """Print new log lines of every component, prefixed with its name (or of ``only``, as
+    they are), until Ctrl-C: from ``offsets`` (bytes per log path; a log not in it from its
+    start), else from each log's current end, or where ``opened`` (by name) stand; across
+    rotations without losing a line (logread.LogFollower)."""
+    if opened is None:
+        names = [only] if only else log_names(mesh)
+        paths = {n: mesh.log_dir / f"{n}.log" for n in names}
+        opened = {
+            n: logread.LogFollower(p, None if offsets is None else offsets.get(p, 0))
+            for n, p in paths.items()
+        }
+    width = max(len(n) for n in opened)
+    filters = {n: logread.SinceFilter(since) for n in opened}
     color = sys.stdout.isatty()
-    while True:
-        printed = False
-        for index, name in enumerate(names):
-            path = mesh.log_dir / f"{name}.log"
-            size = _size(path)
-            if size < positions[name]:  # truncated or replaced
-                positions[name] = 0
-            if size == positions[name]:
-                continue
-            with path.open("rb") as log:
-                log.seek(positions[name])
-                chunk = log.read()
-            complete = chunk[: chunk.rfind(b"\n") + 1]
-            positions[name] += len(complete)
-            for line in complete.decode(errors="replace").splitlines():
-                _print_prefixed(name, width, line, index if color else None)
-                printed = True
-        if not printed:
-            time.sleep(0.1)  # idle poll of the log files
+    try:
+        while True:
+            printed = False
+            for index, (name, log) in enumerate(opened.items()):
+                for line in log.read():
+                    if not filters[name].keep(line):
+                        continue
+                    if only:
+                        print(line, flush=True)
+                    else:
+                        _print_prefixed(name, width, line, index if color else None)
+                    printed = True
+            if not printed:
+                time.sleep(0.1)  # idle poll of the log files
+    finally:
+        for log in opened.values():
+            log.close()
 
 
 def _print_prefixed(name: str, width: int, line: str, color: int | None) -> None:
@@ -729,13 +746,6 @@ def _print_prefixed(name: str, width: int, line: str, color: int | None) -> None
     if color is not None:
         prefix = f"\033[{31 + color % 6}m{prefix}\033[0m"
     print(prefix + line, flush=True)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def log_names(mesh: Mesh) -> list[str]:
@@ -748,53 +758,39 @@ def log_names(mesh: Mesh) -> list[str]:
     return names
 
 
-DEFAULT_TAIL = 200
-
-
-def log_files(mesh: Mesh, name: str) -> list[Path]:
-    """``name``'s log files, oldest first: the rotated ones (``NAME.log.K`` ... ``.1``, see
-    mesh_runner.logpipe), then ``NAME.log``; only those that exist."""
-    path = mesh.log_dir / f"{name}.log"
-    older = [p for p in mesh.log_dir.glob(f"{name}.log.*") if p.suffix[1:].isdigit()]
-    files = sorted(older, key=lambda p: -int(p.suffix[1:]))
-    return [*files, path] if path.exists() else files
-
-
-def last_lines(mesh: Mesh, name: str, tail: int | None) -> tuple[list[str], bool]:
-    """The last ``tail`` lines of ``name``'s log (all when None), reading rotated files only as
-    far back as needed; and whether older lines were left out."""
-    lines: list[str] = []
-    files = log_files(mesh, name)
-    for index, path in enumerate(reversed(files)):
-        try:
-            lines = path.read_text(errors="replace").splitlines() + lines
-        except OSError:
-            continue  # rotated away while we read
-        if tail is not None and len(lines) >= tail:
-            return lines[len(lines) - tail :], len(lines) > tail or index < len(files) - 1
-    return lines, False
-
-
 def cmd_logs(
-    mesh: Mesh, service: str | None, follow_logs: bool, tail: int | None = DEFAULT_TAIL
+    mesh: Mesh,
+    service: str | None,
+    follow_logs: bool,
+    tail: int | None = DEFAULT_TAIL,
+    since: str | None = None,
 ) -> int:
     """Print the last ``tail`` lines of each log (all components, or one; None: everything,
-    rotated files included), then follow them with -f."""
+    rotated files included), of those at or after ``since`` when given (an age or a time,
+    logread.parse_since), then follow them with -f."""
     if service and service != KAFKA:
         mesh.component(service.partition("#")[0])  # ConfigError for an unknown name
+    try:
+        moment = logread.parse_since(since) if since is not None else None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     names = [service] if service else log_names(mesh)
     width = max(len(n) for n in names)
+    # -f: open the logs before reading them, so a line written meanwhile is not lost (it may
+    # print twice: once read, once followed).
+    opened = {n: logread.LogFollower(mesh.log_dir / f"{n}.log") for n in names if follow_logs}
     cut = False
     for name in names:
-        lines, left_out = last_lines(mesh, name, tail)
+        lines, left_out = logread.last_lines(mesh.log_dir, name, tail, moment)
         cut = cut or left_out
         for line in lines:
             print(line if service else f"{name:<{width}} | {line}")
     if cut:
-        say(f"the last {tail} lines of each log; --tail N for more, --tail all for everything")
+        which = f"the last {tail} lines of each log" + (f" since {since}" if since else "")
+        say(f"{which}; --tail N for more, --tail all for everything")
     if follow_logs:
         try:
-            follow(mesh, service)
+            follow(mesh, service, since=moment, opened=opened)
         except KeyboardInterrupt:
             return 0
     return 0
@@ -872,7 +868,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_TAIL,
         metavar="N|all",
         help=f"the last N lines of each log (default: {DEFAULT_TAIL}); all: everything, the"
-        " rotated files (NAME.log.1, ...) too",
+        " rotated files (NAME.log.1, ...) too; counted after --since",
+    )
+    logs.add_argument(
+        "--since",
+        metavar="AGE|TIME",
+        help="only lines at or after this time: an age (30s, 10m, 2h, 1d, 1h30m) or an ISO 8601"
+        " time (2026-12-06T19:35; without Z or an offset it is this machine's local time, as in"
+        " docker logs; the lines' ts are UTC); a line without a time of its own (a traceback) goes"
+        " with the line before it",
     )
     dlq.add_parser(sub)
     sagas.add_parser(sub)
@@ -945,7 +949,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912 - one branc
             return cmd_down(mesh)
         if args.command == "ps":
             return cmd_ps(mesh, args.json)
-        return cmd_logs(mesh, args.service, args.follow, args.tail)
+        return cmd_logs(mesh, args.service, args.follow, args.tail, args.since)
     except ConfigError as exc:
         print(f"mesh: {exc}", file=sys.stderr)
         return 2
