@@ -4,7 +4,7 @@
             [--replicas inventory=2,payments=2]       ... with more processes of some components
             [--registry-replicas N]                   ... with N schema registry instances
             [--tls]                                   ... with mTLS on every gRPC hop (docs/mtls.md)
-                                                      (foreground: Ctrl-C, SIGTERM or SIGHUP stops it)
+                                                      (foreground: Ctrl-C, SIGTERM, SIGHUP stop it)
     mesh --port-offset N COMMAND                      a second mesh: every port + N, .mesh/offset-N/
     mesh certs [--dir D] [--days N] [--force]         the local CA and a certificate per component
     mesh down                                         stop everything `mesh up` started
