@@ -6,6 +6,7 @@ set stock, orders' own (acting for a customer) to reserve it, none for the publi
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -172,3 +173,22 @@ def test_embedded_kafka_is_the_default(tmp_mesh_root: Path) -> None:
         down = mesh(tmp_mesh_root, "down")
     assert down.returncode == 0
     assert processes_in(tmp_mesh_root) == []
+
+
+def test_every_component_logs_json_lines(running_mesh: Path) -> None:
+    """`mesh logs` reads like one stream: every line each component wrote is a JSON object,
+    the schema registry's included; the one plain line allowed is the registry's ready line,
+    which scripts read its port from."""
+    logs = sorted((running_mesh / ".mesh" / "logs").glob("*.log"))
+    assert {p.stem for p in logs} >= {"schema-registry", "inventory", "orders", "identity"}
+    for log in logs:
+        for number, line in enumerate(log.read_text().splitlines(), start=1):
+            if not line.strip() or (
+                log.stem == "schema-registry" and line.startswith("schema-registry listening on ")
+            ):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"{log.name}:{number} is not JSON: {line[:200]}") from None
+            assert isinstance(record, dict), f"{log.name}:{number}: {line[:200]}"
