@@ -224,3 +224,14 @@ def test_the_new_proto_passes_buf_lint(checkout: Path) -> None:
         check=False,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_the_new_proto_names_its_go_package_by_the_rule(checkout: Path) -> None:
+    """As every contract does (docs/clients.md), so `buf generate` for Go works on it and the
+    package is giftcardsv1, not gift_cardsv1."""
+    assert main(["--root", str(checkout), "new", "service", "gift_cards"]) == 0
+    proto = (checkout / "proto/shop/gift_cards/v1/gift_cards.proto").read_text()
+    assert (
+        'option go_package = "github.com/meshkit/meshkit/gen/go/shop/gift_cards/v1;giftcardsv1";'
+        in proto.splitlines()
+    )

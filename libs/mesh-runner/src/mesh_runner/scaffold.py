@@ -80,6 +80,7 @@ class Plan:
             "port": str(self.port),
             "topic": f"{self.name}.events.v1",
             "proto_path": "/".join(self.package.split(".")),
+            "go_package": go_package(self.package),
             "service": f"{self.package}.{camel(self.name)}Service",
         }
 
@@ -272,7 +273,18 @@ def _lock(root: Path, say: object) -> None:
         say("`uv lock` failed (see above): run `make setup` once the workspace is fixed")
 
 
+def go_package(package: str) -> str:
+    """The contract's Go package, by the rule every proto follows (docs/clients.md): the import
+    path is the generated module plus the file's directory, the name its last two parts with
+    underscores dropped (``shop.order_views.v1`` -> ``.../shop/order_views/v1;orderviewsv1``)."""
+    parts = package.split(".")
+    return f"{GO_MODULE}/{'/'.join(parts)};{''.join(parts[-2:]).replace('_', '')}"
+
+
 # ------------------------------------------------------------------------------------ templates
+
+# The Go module buf.gen.go.yaml generates (proto/buf.gen.go.yaml, docs/clients.md).
+GO_MODULE = "github.com/meshkit/meshkit/gen/go"
 
 PROTO = """\
 syntax = "proto3";
@@ -283,6 +295,8 @@ package $package;
 
 import "google/protobuf/timestamp.proto";
 import "mesh/api/v1/access.proto";
+
+option go_package = "$go_package";
 
 // Creates and reads $Resource resources. Each RPC declares the permission it needs; the
 // service's policy.cedar decides who has it.
