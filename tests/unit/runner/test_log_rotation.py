@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,3 +100,31 @@ def test_bad_limits_are_refused_with_the_variable_named(value: str) -> None:
 
     with pytest.raises(ValueError, match="MESH_LOG_MAX_BYTES"):
         limits({"MESH_LOG_MAX_BYTES": value})
+
+
+def test_a_burst_larger_than_a_file_is_spread_over_files_at_line_ends(tmp_path: Path) -> None:
+    """The component may write faster than the writer reads (a loaded machine): one read then
+    holds many files' worth, and each file still ends at a line and stays under the limit."""
+    from mesh_runner.logpipe import _write
+
+    log = tmp_path / "burst.log"
+    lines = [f"line {i} " + "x" * 90 for i in range(200)] + ["a very long line " + "y" * 5000]
+    read, write = os.pipe()
+    data = "\n".join(lines).encode() + b"\n"  # 25 KB: one read of the pipe takes it whole
+    writer = threading.Thread(target=lambda: (os.write(write, data), os.close(write)))
+    writer.start()
+    _write(read, log, max_bytes=4096, keep=9)
+    writer.join()
+    os.close(read)
+    # oldest first: burst.log.N ... burst.log.1, then burst.log
+    files = sorted(
+        tmp_path.glob("burst.log*"), key=lambda f: -int(f.name[len("burst.log.") :] or 0)
+    )
+    # ~20 KB of short lines need at least 5 files of 4 KB; the long line has one of its own
+    assert len(files) >= 6
+    assert files[-1].read_text() == lines[-1] + "\n"
+    for f in files:
+        text = f.read_bytes()
+        assert text.endswith(b"\n"), f
+        assert f.stat().st_size <= 4096 or text.count(b"\n") == 1, f
+    assert [x for f in files for x in f.read_text().splitlines()] == lines

@@ -76,20 +76,38 @@ def rotate_if_full(path: Path, max_bytes: int, keep: int) -> None:
 
 def _write(source: int, path: Path, max_bytes: int, keep: int) -> None:
     """Copy ``source`` to ``path`` until end of file, rotating at ``max_bytes``; a rotation
-    waits for the end of a line, so a line is never split between two files."""
+    waits for the end of a line, so a line is never split between two files. A burst larger
+    than a file (the component wrote faster than this process read) is spread over as many
+    files as it needs; only a single line longer than ``max_bytes`` makes a file larger."""
     log = path.open("ab", buffering=0)
     size = log.tell()
+    at_line_end = True  # an appended file ends with a whole line, or is empty
     try:
         while chunk := os.read(source, 65536):
-            if size + len(chunk) > max_bytes and size > 0:
-                cut = chunk.rfind(b"\n") + 1  # what completes the file's last line
+            while size + len(chunk) > max_bytes:
+                if not at_line_end:  # finish the file's last line first
+                    end = chunk.find(b"\n") + 1
+                    if end == 0:
+                        break  # the line goes on past this chunk
+                    log.write(chunk[:end])
+                    size, chunk, at_line_end = size + end, chunk[end:], True
+                    continue
+                cut = chunk.rfind(b"\n", 0, max(max_bytes - size, 0)) + 1  # whole lines that fit
+                if cut == 0 and size == 0:  # one line longer than a file: it gets one alone
+                    cut = chunk.find(b"\n") + 1 or len(chunk)
                 log.write(chunk[:cut])
+                if cut == len(chunk):  # it all went into this file (one very long line)
+                    size, at_line_end, chunk = size + cut, chunk.endswith(b"\n"), b""
+                    break
+                chunk = chunk[cut:]
                 log.close()
                 rotate(path, keep)
                 log = path.open("ab", buffering=0)
-                chunk, size = chunk[cut:], 0
-            log.write(chunk)
-            size += len(chunk)
+                size, at_line_end = 0, True
+            if chunk:
+                log.write(chunk)
+                size += len(chunk)
+                at_line_end = chunk.endswith(b"\n")
     finally:
         log.close()
 
