@@ -6,9 +6,10 @@ beside the generated modules, so the installed contracts package carries them: a
 its schemas with ``importlib.resources`` wherever it is installed (a checkout, a wheel, a
 container).
 
-Each top-level package also gets ``source_info.binpb``: a FileDescriptorSet of its .proto files
-with their source info (comments), which protoc leaves out of the generated modules. meshkit's
-server reflection serves it, so `grpcurl describe` prints the contract's comments.
+Each .proto also gets ``<name>.source_info.binpb`` beside its module: the file's source info
+(its comments, a SourceCodeInfo message), which protoc leaves out of the generated modules.
+meshkit's server reflection serves it, so `grpcurl describe` prints the contract's comments. One
+file per contract, so a new contract adds files and changes none.
 
 `python scripts/gen.py` rewrites gen/shop/ from scratch; `--check` generates into a temporary
 directory and fails, listing the files, when gen/ differs (the drift check CI runs). Generation is
@@ -38,6 +39,8 @@ GEN = ROOT / "gen"
 # of the generated distribution (gen/pyproject.toml lists the same names).
 # protoc's descriptor set with source info, split per package by split_source_info.
 SOURCE_SET = "all_source_info.binpb"
+# What meshkit.reflection looks for beside a contract's module (its SOURCE_INFO_SUFFIX).
+SOURCE_INFO_SUFFIX = ".source_info.binpb"
 PACKAGES = tuple(
     sorted(
         p.name for p in PROTO.iterdir() if p.is_dir() and p != VENDOR and any(p.rglob("*.proto"))
@@ -84,19 +87,19 @@ def generate(out: Path) -> None:
 
 
 def split_source_info(out: Path) -> None:
-    """Split protoc's one descriptor set (every file, with comments) into one per top-level
-    package, ``<package>/source_info.binpb``, so each installed package carries its own."""
+    """Split protoc's one descriptor set (every file, with comments) into each file's source
+    info, ``<dir>/<name>.source_info.binpb`` beside its generated module."""
     from google.protobuf import descriptor_pb2
 
     whole = descriptor_pb2.FileDescriptorSet.FromString((out / SOURCE_SET).read_bytes())
     (out / SOURCE_SET).unlink()
-    for package in PACKAGES:
-        part = descriptor_pb2.FileDescriptorSet(
-            file=[f for f in whole.file if f.name.split("/", 1)[0] == package]
-        )
-        target = out / package / "source_info.binpb"
+    for file in whole.file:
+        if file.name.split("/", 1)[0] not in PACKAGES:
+            continue  # an import from outside (google/api): not ours to ship
+        target = out / file.name.removesuffix(".proto")
+        target = target.with_name(target.name + SOURCE_INFO_SUFFIX)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(part.SerializeToString(deterministic=True))
+        target.write_bytes(file.source_code_info.SerializeToString(deterministic=True))
 
 
 def tree(root: Path) -> set[str]:

@@ -2,11 +2,11 @@
 
 protoc leaves source info (the comments of a .proto) out of the generated Python modules, so the
 stock reflection servicer serves descriptors without them and `grpcurl describe` shows bare
-declarations. `make gen` also writes each top-level contract package's FileDescriptorSet with
-source info (``<package>/source_info.binpb``, see scripts/gen.py); this servicer copies a file's
-``source_code_info`` from there into every descriptor it answers with. Everything else in the
-answer is the stock servicer's, from the descriptor pool the server really runs with: a package
-without the file (or a file it does not list) is served as before, without comments.
+declarations. `make gen` also writes each contract's source info beside its module
+(``shop/orders/v1/orders.proto`` -> ``shop/orders/v1/orders.source_info.binpb`` in the installed
+package ``shop``, see scripts/gen.py); this servicer copies it into every file descriptor it
+answers with. Everything else in the answer is the stock servicer's, from the descriptor pool the
+server really runs with: a file without source info is served as before, without comments.
 """
 
 from __future__ import annotations
@@ -24,40 +24,37 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 log = logging.getLogger(__name__)
 
-SOURCE_INFO_FILE = "source_info.binpb"
+SOURCE_INFO_SUFFIX = ".source_info.binpb"
 
 
 class SourceInfo:
-    """The source info of each .proto file, read lazily per top-level package
-    (``shop/orders/v1/x.proto`` -> the installed package ``shop``'s ``source_info.binpb``)."""
+    """Each .proto file's source info, read once from beside its generated module."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._packages: dict[str, dict[str, descriptor_pb2.SourceCodeInfo]] = {}
+        self._files: dict[str, descriptor_pb2.SourceCodeInfo | None] = {}
         self._answers: dict[bytes, bytes] = {}
 
-    def _package(self, top: str) -> dict[str, descriptor_pb2.SourceCodeInfo]:
+    def _info(self, name: str) -> descriptor_pb2.SourceCodeInfo | None:
         with self._lock:
-            if (known := self._packages.get(top)) is not None:
-                return known
-            files: dict[str, descriptor_pb2.SourceCodeInfo] = {}
-            path = _source_info_path(top)
+            if name in self._files:
+                return self._files[name]
+            info = None
+            path = _source_info_path(name)
             if path is not None:
                 try:
-                    whole = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
-                except (OSError, message.DecodeError):  # a damaged file costs the comments only
+                    info = descriptor_pb2.SourceCodeInfo.FromString(path.read_bytes())
+                except (OSError, message.DecodeError):  # a damaged file costs its comments only
                     log.warning("reflection: cannot read %s; serving without comments", path)
-                else:
-                    files = {f.name: f.source_code_info for f in whole.file}
-            self._packages[top] = files
-            return files
+            self._files[name] = info
+            return info
 
     def annotate(self, serialized: bytes) -> bytes:
         """``serialized`` (a FileDescriptorProto) with its file's source info, when known."""
         if (done := self._answers.get(serialized)) is not None:
             return done
         proto = descriptor_pb2.FileDescriptorProto.FromString(serialized)
-        info = self._package(proto.name.split("/", 1)[0]).get(proto.name)
+        info = self._info(proto.name)
         if info is None or proto.HasField("source_code_info"):
             result = serialized
         else:
@@ -67,16 +64,18 @@ class SourceInfo:
         return result
 
 
-def _source_info_path(top: str) -> Path | None:
-    """``<top>/source_info.binpb`` of the installed package ``top``, if there is one."""
-    if not top.isidentifier():
+def _source_info_path(name: str) -> Path | None:
+    """Where the source info of the .proto file ``name`` lies in its installed top-level
+    package (``shop/orders/v1/orders.proto`` -> <shop>/orders/v1/orders.source_info.binpb)."""
+    top, _, rest = name.partition("/")
+    if not top.isidentifier() or not rest.endswith(".proto") or ".." in rest.split("/"):
         return None
     try:
         spec = importlib.util.find_spec(top)
     except (ImportError, ValueError):
         return None
     for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / SOURCE_INFO_FILE
+        candidate = Path(location) / (rest.removesuffix(".proto") + SOURCE_INFO_SUFFIX)
         if candidate.is_file():
             return candidate
     return None
