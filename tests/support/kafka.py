@@ -22,14 +22,15 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message
 
-from mesh_runner.local_kafka import TEST_PORT
+from mesh_runner.local_kafka import Paths, suite_broker_port
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKA_SCRIPT = REPO / "scripts" / "kafka"
 # scripts/kafka's own command line for the test broker: `[*TEST_KAFKA, "status"]`.
 TEST_KAFKA = (str(KAFKA_SCRIPT), "--test")
-TEST_BOOTSTRAP = f"127.0.0.1:{TEST_PORT}"
-TEST_DATA_DIR = REPO / ".cache" / "test-kafka"
+# $MESH_TEST_KAFKA_PORT picks another test broker (make test gives each tier its own).
+TEST_BOOTSTRAP = f"127.0.0.1:{suite_broker_port()}"
+TEST_DATA_DIR = Paths.for_tests(REPO).data
 # A cold start fetches ~45 MB of jars with mvn before the broker boots; leave room for that.
 START_TIMEOUT_S = 600
 

@@ -50,19 +50,21 @@ def test_a_log_is_rotated_while_the_component_runs_and_keeps_its_last_lines(
     record = spawn(
         "demo", [sys.executable, "-c", WRITER, "200"], port=0, env=env, cwd=tmp_path, log_path=log
     )
-    _wait_for("the writer waiting", lambda: "waiting" in log.read_text())
-    files = [log, log.with_name("demo.log.1"), log.with_name("demo.log.2")]
-    assert all(f.exists() for f in files)
-    assert not log.with_name("demo.log.3").exists()  # only 2 older files are kept
-    for f in files:
-        assert f.stat().st_size <= 4096, f
-        assert all(LINE.match(x) for x in _lines(f) if x.startswith("line")), f  # none split
-    kept = [x for f in reversed(files) for x in _lines(f)]
-    assert kept[-2:] == [f"line 199 {'x' * 90}", "waiting"]  # the newest, in order
-    assert f"pid {record.pid}" not in kept  # rotated away: 20 KB were written into 3 x 4 KB
-
-    assert is_alive(record)
-    assert terminate(record, grace=10)
+    try:
+        _wait_for("the writer waiting", lambda: "waiting" in log.read_text())
+        files = [log, log.with_name("demo.log.1"), log.with_name("demo.log.2")]
+        assert all(f.exists() for f in files)
+        assert not log.with_name("demo.log.3").exists()  # only 2 older files are kept
+        for f in files:
+            assert f.stat().st_size <= 4096, f
+            assert all(LINE.match(x) for x in _lines(f) if x.startswith("line")), f  # none split
+        kept = [x for f in reversed(files) for x in _lines(f)]
+        assert kept[-2:] == [f"line 199 {'x' * 90}", "waiting"]  # the newest, in order
+        assert f"pid {record.pid}" not in kept  # rotated away: 20 KB were written into 3 x 4 KB
+        assert is_alive(record)
+    finally:
+        stopped = terminate(record, grace=10)  # a failed assertion leaves nothing running
+    assert stopped
     # The writer outlives the SIGTERM of the group: the component's last line is in the file.
     _wait_for("the last line", lambda: "stopped cleanly" in log.read_text())
 

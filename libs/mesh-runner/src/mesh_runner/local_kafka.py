@@ -58,6 +58,7 @@ CONTROLLER_PORT = 9093
 # The test suite's broker: far from the default and from any sensible --port-offset of the mesh.
 TEST_PORT = 19092
 TEST_CONTROLLER_PORT = 19093
+TEST_PORT_ENV = "MESH_TEST_KAFKA_PORT"
 NODE_ID = 1
 
 START_TIMEOUT_S = float(os.environ.get("KAFKA_START_TIMEOUT", "120"))
@@ -116,14 +117,23 @@ class Paths:
 
     @classmethod
     def for_tests(cls, mesh_root: Path) -> Paths:
-        """The test suite's broker: never the mesh's data dir or ports (no env override, so a
-        developer's KAFKA_* settings for their own broker cannot point the tests at it)."""
+        """The test suite's broker: never the mesh's data dir or ports (the developer's KAFKA_*
+        settings for their own broker cannot point the tests at it). $MESH_TEST_KAFKA_PORT
+        picks another test broker (controller on the next port, data in
+        .cache/test-kafka-PORT): `make test` runs its two tiers side by side, one broker each."""
+        port = suite_broker_port()
+        suffix = "" if port == TEST_PORT else f"-{port}"
         return cls(
             cache=(mesh_root / ".cache" / "kafka" / KAFKA_VERSION).resolve(),
-            data=(mesh_root / ".cache" / "test-kafka").resolve(),
-            port=TEST_PORT,
-            controller_port=TEST_CONTROLLER_PORT,
+            data=(mesh_root / ".cache" / f"test-kafka{suffix}").resolve(),
+            port=port,
+            controller_port=port + 1,
         )
+
+
+def suite_broker_port() -> int:
+    """The test broker's port: $MESH_TEST_KAFKA_PORT, else TEST_PORT (19092)."""
+    return _env_port(TEST_PORT_ENV, TEST_PORT)
 
 
 def _env_port(name: str, default: int) -> int:
@@ -690,7 +700,9 @@ def main(argv: list[str] | None = None, root: Path | None = None, prog: str | No
         "--test",
         action="store_true",
         help=f"the test suite's broker: {HOST}:{TEST_PORT} (controller {TEST_CONTROLLER_PORT}),"
-        " data in <mesh root>/.cache/test-kafka; never the developer's .mesh/",
+        " data in <mesh root>/.cache/test-kafka; never the developer's .mesh/"
+        f" (${TEST_PORT_ENV} picks another: controller on the next port, data in"
+        " .cache/test-kafka-PORT)",
     )
     which.add_argument(
         "--port-offset",
