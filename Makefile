@@ -70,8 +70,10 @@ test-integration: setup tools ## integration tests against real Kafka (scripts/k
 test-e2e: setup tools browser ## end-to-end: `mesh up`, the real grpcurl and Chromium
 	@$(PY) -m pytest tests/e2e -q
 
+# The e2e tier runs beside the unit and integration tiers, each on its own Kafka test broker:
+# e2e mostly waits, the others want the CPU (scripts/test_tiers.py says why and how).
 test: setup tools browser lint gen-check ## everything CI runs: lint, gen drift, unit, integration, e2e
-	@$(PY) -m pytest tests -q
+	@$(PY) scripts/test_tiers.py
 
 demo: setup tools ## the whole mesh on embedded defaults, a scripted flow, its outcome
 	@$(PY) scripts/demo.py
