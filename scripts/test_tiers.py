@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LOGS = ROOT / ".cache" / "test-logs"
 PROGRESS_EVERY_S = 30.0
-PERCENT = re.compile(rb"\[\s*(\d+)%\]")
+PERCENT = re.compile(r"\[\s*\d+%\]")
+RESULT_MARKS = set(".FEsxX")
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,22 @@ TIERS = (
 )
 
 
-def percent(log: Path) -> str:
-    """How far a tier is, from pytest's last ``[ NN%]``."""
+def progress(log: Path) -> str:
+    """How far a tier is: the tests pytest -q has reported so far (one character each on its
+    progress lines, ``F`` and ``E`` for failures and errors)."""
     try:
-        found = PERCENT.findall(log.read_bytes()[-4096:])
+        text = log.read_text(errors="replace")
     except OSError:
         return "starting"
-    return f"{int(found[-1])}%" if found else "collecting"
+    done = failed = 0
+    for line in text.splitlines():
+        marks = PERCENT.sub("", line).strip()
+        if marks and set(marks) <= RESULT_MARKS:
+            done += len(marks)
+            failed += marks.count("F") + marks.count("E")
+    if not done:
+        return "collecting"
+    return f"{done} tests" + (f" ({failed} failed)" if failed else "")
 
 
 def broker(tier: Tier, command: str) -> subprocess.CompletedProcess[str]:
@@ -83,6 +93,9 @@ def main(argv: list[str]) -> int:
             f"==> starting the {tier.name} tier's Kafka test broker (127.0.0.1:{tier.broker_port})"
         )
         result = broker(tier, "start")
+        if result.returncode != 0:  # once seen: a JVM that exited at once, logging nothing
+            print(f"==> the {tier.name} tier's broker did not start; once more", flush=True)
+            result = broker(tier, "start")
         if result.returncode != 0:
             print(result.stdout + result.stderr, file=sys.stderr)
             print(f"==> tests: the {tier.name} tier's broker did not start", file=sys.stderr)
@@ -126,7 +139,7 @@ def run_tiers(argv: list[str], started: float) -> int:
             if time.monotonic() >= next_report:
                 next_report += PROGRESS_EVERY_S
                 states = [
-                    f"{t.name} {percent(log) if p.poll() is None else 'done'}"
+                    f"{t.name} {progress(log)}{'' if p.poll() is None else ', done'}"
                     for t, log, p in running
                 ]
                 print(f"    {time.monotonic() - started:4.0f}s  " + ", ".join(states), flush=True)
