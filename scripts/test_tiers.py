@@ -44,7 +44,8 @@ class Tier:
 
 TIERS = (
     Tier("e2e", ("tests/e2e",), 19092),
-    Tier("unit+integration", ("tests/unit", "tests/integration"), 19192),
+    # integration before unit, the order of a plain `pytest tests`
+    Tier("integration+unit", ("tests/integration", "tests/unit"), 19192),
 )
 
 

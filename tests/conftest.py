@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 
 import pytest
 
@@ -56,3 +57,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Each test gets the process environment as the previous one found it. Code under test may
+    set variables for its process on purpose (`mesh up --tls` and every mesh command adopt a TLS
+    mesh through MESH_TLS_DIR, for the components they start); run in-process by a test, that
+    would make every later test in the session dial TLS to plaintext servers."""
+    saved = dict(os.environ)
+    yield
+    if dict(os.environ) != saved:
+        os.environ.clear()
+        os.environ.update(saved)
