@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.mesh import GRPCURL, Metadata, mesh_cli, mesh_tokens, write_moved_mesh_toml
+from support.mesh import (
+    GRPCURL,
+    Metadata,
+    mesh_cli,
+    mesh_tokens,
+    place_order_request,
+    write_moved_mesh_toml,
+)
 
 NAMES = ("trace-receiver", "schema-registry", "identity", "inventory", "payments", "shipping")
 ORDERS_SVC = "shop.orders.v1.OrdersService"
@@ -90,25 +97,7 @@ def test_an_order_is_placed_and_confirmed_over_mtls(tls_mesh: Path) -> None:
     stock = {"sku": sku, "quantity": 5}
     _call(tls_mesh, inventory, f"{INVENTORY_SVC}/SetStock", stock, tokens.metadata("admin"))
     customer = tokens.metadata("customer", CUSTOMER)
-    request = {
-        "request_id": f"req-{uuid.uuid4().hex[:8]}",
-        "customer_id": CUSTOMER,
-        "lines": [
-            {
-                "sku": sku,
-                "quantity": 2,
-                "unit_price": {"currency_code": "EUR", "units": 12, "nanos": 500000000},
-            }
-        ],
-        "payment_token": "tok_visa",
-        "shipping_address": {
-            "name": "Ada Lovelace",
-            "line1": "Unter den Linden 1",
-            "city": "Berlin",
-            "postal_code": "10117",
-            "country_code": "DE",
-        },
-    }
+    request = place_order_request(CUSTOMER, sku, quantity=2, units=12, nanos=500_000_000)
     placed = _call(tls_mesh, orders, f"{ORDERS_SVC}/PlaceOrder", request, customer)
     order_id = placed["order_id"]
     deadline = time.monotonic() + 60

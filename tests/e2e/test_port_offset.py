@@ -24,6 +24,7 @@ from support.mesh import (
     Grpcurl,
     MeshTokens,
     mesh_cli,
+    place_order_request,
     port_in_use,
     write_moved_mesh_toml,
 )
@@ -90,19 +91,7 @@ def order_confirmed(grpcurl: Grpcurl, tokens: MeshTokens, ports: dict[str, int])
         tokens.metadata("admin"),
     )
     customer = tokens.metadata("customer", "cust-1")
-    request = {
-        "request_id": f"req-{uuid.uuid4().hex[:8]}",
-        "customer_id": "cust-1",
-        "lines": [{"sku": sku, "quantity": 1, "unit_price": {"currency_code": "EUR", "units": 3}}],
-        "payment_token": "tok_visa",
-        "shipping_address": {
-            "name": "Ada Lovelace",
-            "line1": "Unter den Linden 1",
-            "city": "Berlin",
-            "postal_code": "10117",
-            "country_code": "DE",
-        },
-    }
+    request = place_order_request("cust-1", sku)
     placed = grpcurl.call(orders, f"{ORDERS_SVC}/PlaceOrder", request, customer)
     deadline = time.monotonic() + 30
     while True:

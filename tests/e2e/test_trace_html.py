@@ -30,7 +30,14 @@ import pytest
 from google.protobuf import json_format
 from playwright.sync_api import Browser, Page, Request, Route, expect
 from support.browser import chromium, require_chromium
-from support.mesh import REPO, mesh_cli, mesh_tokens, mesh_up, write_moved_mesh_toml
+from support.mesh import (
+    REPO,
+    mesh_cli,
+    mesh_tokens,
+    mesh_up,
+    place_order_request,
+    write_moved_mesh_toml,
+)
 from support.tracing import poll
 
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -96,25 +103,7 @@ def place_two_orders(mesh: OrderMesh, trace_id: str) -> None:
         orders = orders_pb2_grpc.OrdersServiceStub(channel)
         for payment_token in ("tok_visa", DECLINED):
             request = json_format.ParseDict(
-                {
-                    "request_id": f"req-{uuid.uuid4().hex[:8]}",
-                    "customer_id": CUSTOMER,
-                    "lines": [
-                        {
-                            "sku": sku,
-                            "quantity": 1,
-                            "unit_price": {"currency_code": "EUR", "units": 12},
-                        }
-                    ],
-                    "payment_token": payment_token,
-                    "shipping_address": {
-                        "name": "Ada Lovelace",
-                        "line1": "Unter den Linden 1",
-                        "city": "Berlin",
-                        "postal_code": "10117",
-                        "country_code": "DE",
-                    },
-                },
+                place_order_request(CUSTOMER, sku, units=12, payment_token=payment_token),
                 orders_pb2.PlaceOrderRequest(),
             )
             traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"

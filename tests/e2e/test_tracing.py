@@ -26,7 +26,14 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format
-from support.mesh import DEFAULT_PORTS, MeshTokens, mesh_cli, mesh_tokens, port_in_use
+from support.mesh import (
+    DEFAULT_PORTS,
+    MeshTokens,
+    mesh_cli,
+    mesh_tokens,
+    place_order_request,
+    port_in_use,
+)
 from support.tracing import (
     Jaeger,
     assert_connected,
@@ -52,28 +59,9 @@ STOCK_SET = "shop.inventory.v1.StockSet"
 CUSTOMER = "cust-trace"
 
 
-def place_order_request(sku: str) -> orders_pb2.PlaceOrderRequest:
+def order_request(sku: str) -> orders_pb2.PlaceOrderRequest:
     return json_format.ParseDict(
-        {
-            "request_id": f"req-{uuid.uuid4().hex[:8]}",
-            "customer_id": CUSTOMER,
-            "lines": [
-                {
-                    "sku": sku,
-                    "quantity": 1,
-                    "unit_price": {"currency_code": "EUR", "units": 3, "nanos": 0},
-                }
-            ],
-            "payment_token": "tok_visa",
-            "shipping_address": {
-                "name": "Ada Lovelace",
-                "line1": "Unter den Linden 1",
-                "city": "Berlin",
-                "postal_code": "10117",
-                "country_code": "DE",
-            },
-        },
-        orders_pb2.PlaceOrderRequest(),
+        place_order_request(CUSTOMER, sku, units=3), orders_pb2.PlaceOrderRequest()
     )
 
 
@@ -123,7 +111,7 @@ def call_chain(kafka_bootstrap: str, workdir: Path, tokens: MeshTokens) -> str:
                 )
             assert missing.value.code() is grpc.StatusCode.NOT_FOUND
             orders_pb2_grpc.OrdersServiceStub(channels["orders"]).PlaceOrder(
-                place_order_request(sku), timeout=10, metadata=customer
+                order_request(sku), timeout=10, metadata=customer
             )
         # The event SetStock wrote reaches this consumer through the outbox relay and Kafka.
         poll(lambda: consumer.run_once(0.5) >= 0 and sku in handled, 60, f"StockSet of {sku}")
@@ -334,7 +322,7 @@ def test_a_place_order_is_one_trace_across_five_services(
     with connect("127.0.0.1:50051") as channel, telemetry.span("place order") as caller:
         trace_id = format(caller.get_span_context().trace_id, "032x")
         orders_pb2_grpc.OrdersServiceStub(channel).PlaceOrder(
-            place_order_request(sku), timeout=10, metadata=tokens.metadata("customer", CUSTOMER)
+            order_request(sku), timeout=10, metadata=tokens.metadata("customer", CUSTOMER)
         )
     telemetry.force_flush()
 

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import tomllib
+import uuid
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -80,6 +81,37 @@ def mesh_ps(root: Path) -> dict[str, dict[str, object]]:
     result = mesh_cli(root, "ps", "--json")
     assert result.returncode == 0, result.stderr
     return {str(row["name"]): row for row in json.loads(result.stdout)}
+
+
+# Where the e2e tests' orders ship: a German address every country rule accepts.
+BERLIN = {
+    "name": "Ada Lovelace",
+    "line1": "Unter den Linden 1",
+    "city": "Berlin",
+    "postal_code": "10117",
+    "country_code": "DE",
+}
+
+
+def place_order_request(
+    customer_id: str,
+    sku: str,
+    *,
+    quantity: int = 1,
+    units: int = 3,
+    nanos: int = 0,
+    payment_token: str = "tok_visa",
+) -> dict[str, Any]:
+    """A PlaceOrder request in proto JSON names (grpcurl's -d, or json_format.ParseDict): one
+    line of ``sku`` at ``units``.``nanos`` EUR each, shipped to BERLIN, a fresh request id."""
+    price = {"currency_code": "EUR", "units": units, **({"nanos": nanos} if nanos else {})}
+    return {
+        "request_id": f"req-{uuid.uuid4().hex[:8]}",
+        "customer_id": customer_id,
+        "lines": [{"sku": sku, "quantity": quantity, "unit_price": price}],
+        "payment_token": payment_token,
+        "shipping_address": dict(BERLIN),
+    }
 
 
 def free_port() -> int:
