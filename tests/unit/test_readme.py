@@ -123,3 +123,16 @@ def test_every_make_target_is_in_the_readme() -> None:
     assert "readme" in targets
     missing = [t for t in targets if f"make {t}`" not in README and f"make {t} " not in README]
     assert missing == []
+
+
+def test_a_reader_leaving_early_is_not_a_failure(tmp_path: Path) -> None:
+    """`mesh ps | head -4`: the writer may get SIGPIPE (141) when head is done; a terminal
+    without pipefail shows nothing of it, and neither does the run."""
+    text = (
+        "# t\n\n```sh\n"
+        "python3 -c 'import signal, sys; sys.exit(128 + signal.SIGPIPE)' | cat\n"
+        "yes | head -1\necho after > after.txt\n```\n"
+    )
+    result = run_readme(text, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "after.txt").exists()
